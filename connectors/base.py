@@ -1,0 +1,197 @@
+"""What sources and destinations exchange with the core, and the errors they raise.
+
+A source yields normalised :class:`Order` records; a destination receives batches of
+:class:`ProfileUpdate` and returns a :class:`PushResult` saying which it accepted. Neither knows
+about the store, the scheduler or the RFM engine.
+
+Errors are classified by what the caller should do next:
+
+* :class:`RetryableError` — try the same call again later (throttled, 5xx, connection reset);
+* :class:`FatalError` — stop this connector and tell a human (bad credentials, missing scope);
+* :class:`RecordError` — skip this one record, keep it with its reason, carry on with the rest.
+
+Messages never carry secrets or raw response bodies with customer data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+
+# --------------------------------------------------------------------------- errors
+class ConnectorError(Exception):
+    """Base of every connector error. ``connector`` names the configured source/destination."""
+
+    def __init__(self, message: str, *, connector: str = "", status: int | None = None):
+        super().__init__(message)
+        self.connector = connector
+        self.status = status
+
+    def __str__(self) -> str:  # "shopify-main: HTTP 401 ..." — never the body, never a secret
+        prefix = f"{self.connector}: " if self.connector else ""
+        return prefix + super().__str__()
+
+
+class RetryableError(ConnectorError):
+    """A temporary failure: the same request may succeed later."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class FatalError(ConnectorError):
+    """A failure that retrying cannot fix (credentials, permissions, configuration)."""
+
+
+class RecordError(ConnectorError):
+    """One record is bad; skip it (quarantine), keep going with the rest."""
+
+    def __init__(self, message: str, *, location: str = "", raw: str = "", **kw: Any):
+        super().__init__(message, **kw)
+        self.location = location
+        self.raw = raw
+
+
+# --------------------------------------------------------------------------- records
+@dataclass(frozen=True, slots=True)
+class Order:
+    """One order as the core sees it. ``amount`` is net of refunds, in the shop currency."""
+
+    source: str
+    order_id: str
+    customer_id: str  # opaque; guests are identified as "email:<normalised email>"
+    placed_at: datetime  # UTC-aware
+    amount: Decimal
+    updated_at: datetime | None = None
+    email: str | None = None
+    phone: str | None = None
+    currency: str | None = None
+    status: str | None = None
+    is_test: bool = False
+    is_cancelled: bool = False
+    is_deleted: bool = False
+
+    def __post_init__(self) -> None:
+        if self.placed_at.tzinfo is None:
+            raise ValueError("Order.placed_at must be timezone-aware")
+        if not isinstance(self.amount, Decimal):
+            raise TypeError("Order.amount must be a Decimal")
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A record a source could not read: where it was and why. Yielded instead of an Order."""
+
+    source: str
+    location: str  # e.g. "orders.csv:17" or "order 4501"
+    reason: str
+    raw: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    from_group: str | None
+    to_group: str
+    labels_before: Mapping[str, str] = field(default_factory=dict)
+    labels_after: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileUpdate:
+    """The full property snapshot of one customer, plus what changed to cause it."""
+
+    outbox_id: int
+    customer_key: str
+    email: str | None
+    phone: str | None
+    properties: Mapping[str, Any]
+    transition: Transition | None = None  # set when the group (or a label) changed in this run
+    event_id: str | None = None  # deterministic; the same change always has the same id
+    changed_at: datetime | None = None
+    first_assignment: bool = False
+
+
+@dataclass(slots=True)
+class PushResult:
+    """Which outbox ids a destination accepted, and why the others failed."""
+
+    accepted: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PullContext:
+    """What the core tells a source about this pull."""
+
+    cursor: str | None  # what the source returned last time it committed; None on first pull
+    started_at: datetime  # start of this cycle (UTC); cursors never go past it
+
+
+@dataclass(slots=True)
+class Page:
+    """A batch of pulled records and the cursor that is safe to store once they are committed."""
+
+    records: list[Order | Quarantined]
+    cursor: str | None
+
+
+@dataclass(frozen=True)
+class ConnectorContext:
+    """What the core hands every connector when building it."""
+
+    zone: Any  # the shop's ZoneInfo
+    base_dir: Path  # relative paths in connector settings are relative to the config file
+    secret: Any  # callable: secret name -> object with .reveal(); raises if unset
+    dry_run: bool = False
+
+    def resolve_path(self, value: str | Path) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+
+# --------------------------------------------------------------------------- interfaces
+class ConnectorSettings(BaseModel):
+    """Base of every connector's own settings model (the keys of its TOML table)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    name: str
+
+
+@runtime_checkable
+class Source(Protocol):
+    Settings: ClassVar[type[ConnectorSettings]]
+    name: str
+
+    def pull(self, context: PullContext) -> Iterator[Page]:
+        """Yield pages oldest first. The core commits each page, then its cursor."""
+        ...
+
+
+@runtime_checkable
+class Destination(Protocol):
+    Settings: ClassVar[type[ConnectorSettings]]
+    name: str
+    batch_size: int
+
+    def push(self, updates: list[ProfileUpdate]) -> PushResult:
+        """Send one batch; return which outbox ids the far side accepted."""
+        ...
+
+
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,40 @@
+"""Which class implements each connector ``type``.
+
+Built-in types are listed here; any other ``type`` of the form ``package.module:Class`` is
+imported as is, so a merchant can plug in their own source or destination without touching
+rfm-sync. Modules are imported lazily: a CSV-only setup never imports the Shopify client.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+SOURCES: dict[str, str] = {
+    "csv": "connectors.csv_source:CsvSource",
+    "shopify": "connectors.shopify:ShopifySource",
+    "bigcommerce": "connectors.bigcommerce:BigCommerceSource",
+}
+
+DESTINATIONS: dict[str, str] = {
+    "file": "connectors.file_sink:FileSink",
+    "klaviyo": "connectors.klaviyo:KlaviyoDestination",
+    "meta_audiences": "connectors.meta_audiences:MetaAudiencesDestination",
+}
+
+
+class UnknownConnector(LookupError):
+    pass
+
+
+def connector_class(kind: str, type_: str) -> Any:
+    table = SOURCES if kind == "source" else DESTINATIONS
+    target = table.get(type_) or (type_ if ":" in type_ else None)
+    if target is None:
+        known = ", ".join(sorted(table))
+        raise UnknownConnector(f"unknown {kind} type {type_!r} (known: {known}, or 'package.module:Class')")
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownConnector(f"{kind} type {type_!r}: cannot load {target} ({exc})") from None

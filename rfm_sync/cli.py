@@ -1,0 +1,184 @@
+"""The command line: parse, call the library, format results and errors. The only place that prints."""
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from connectors.base import ConnectorError
+
+from . import engine, report
+from .config import Config, ConfigError, load_config, parse_config
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def _as_of(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo("configuration errors:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _open_store(config: Config):
+    from .store import Store
+
+    return Store.open(config.store.url, config.base_dir)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """rfm-sync: RFM scores from your shop's orders, synced to your email platform and ad audiences."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--dir", "folder", default="rfm-sync-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the sample data, store and sink file (recreated on each run).")
+@click.option("--customers", default=3000, show_default=True, help="Customers in the synthetic shop.")
+def demo(folder: str, customers: int) -> None:
+    """Run two cycles on bundled sample data (as of 90 days ago, then today); no accounts, no network."""
+    from .demo import run_demo
+
+    console = report.console()
+    result = run_demo(Path(folder), customers=customers, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    order = engine.group_names(result.config.rfm.scheme)
+    console.print(report.cycle_summary(result.first))
+    console.print(report.group_table(result.first.group_counts, order,
+                                     title=f"RFM groups as of {result.first.as_of} (90 days ago)"))
+    console.print(report.cycle_summary(result.second))
+    console.print(report.group_table(result.second.group_counts, order,
+                                     title=f"RFM groups as of {result.second.as_of} (today)"))
+    console.print(report.transition_table(result.second.transitions, order,
+                                          title="customers who changed group in the last 90 days"))
+    if result.first.quarantined:
+        console.print(report.quarantine_table(result.first.quarantined))
+    console.print(f"store: {result.store_path}\nprofiles written to: {result.sink_path}")
+
+
+@main.command()
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Path to the TOML configuration.")
+@click.option("--once", is_flag=True, help="Run one cycle and exit (use `rfm-sync daemon` for a schedule).")
+@click.option("--as-of", "as_of", default=None, help="Score as of this date (YYYY-MM-DD); default today.")
+@click.option("--no-push", is_flag=True, help="Pull, score and fill the outbox, but send nothing.")
+def run(config_path: str, once: bool, as_of: str | None, no_push: bool) -> None:
+    """Run one cycle: pull, score, diff, push."""
+    from .pipeline import Pipeline
+
+    config = _load(config_path)
+    store = _open_store(config)
+    try:
+        result = Pipeline(config, store).run_cycle(_as_of(as_of), push=not no_push)
+    except ConnectorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    console = report.console()
+    console.print(report.cycle_summary(result))
+    console.print(report.group_table(result.group_counts, engine.group_names(config.rfm.scheme)))
+    if result.quarantined:
+        console.print(report.quarantine_table(result.quarantined))
+    for where, error in result.errors.items():
+        click.echo(f"error: {where}: {error}", err=True)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if result.errors:
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.option("--orders", "orders_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Orders CSV (customer_id,placed_at,amount; optional order_id,email,status,currency,refunded).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Where to write the scores CSV.")
+@click.option("--as-of", "as_of", default=None, help="Score as of this date (YYYY-MM-DD); default today.")
+@click.option("-c", "--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="Optional config for [shop], [rfm] and the CSV column names of its first csv source.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+def score(orders_path: str, out_path: str, as_of: str | None, config_path: str | None, quiet: bool) -> None:
+    """Score an orders CSV offline (no store, no network) into a CSV of per-customer scores."""
+    from connectors.csv_source import CsvSettings
+
+    from .offline import score_csv
+
+    config = _load(config_path) if config_path else parse_config({})
+    settings = next((s for s in config.sources if isinstance(s, CsvSettings)), None)
+    if settings is not None:
+        settings = settings.model_copy(update={"path": orders_path})
+    day = _as_of(as_of) or date.today()
+    try:
+        if quiet:
+            result = score_csv(Path(orders_path), Path(out_path), config, day, settings)
+        else:
+            with Progress(TextColumn("scoring {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                          TimeElapsedColumn(), transient=True, stderr=True) as bar:
+                task = bar.add_task(Path(orders_path).name, total=100)
+                result = score_csv(Path(orders_path), Path(out_path), config, day, settings,
+                                   progress=lambda pct: bar.update(task, completed=pct))
+    except ConnectorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    if not quiet:
+        console = report.console(stderr=True)
+        counts = result.result.frame["rfm_group"].value_counts().to_dict()
+        console.print(report.group_table(counts, engine.group_names(config.rfm.scheme), title=f"RFM groups as of {day}"))
+        for warning in result.result.warnings:
+            console.print(f"[yellow]warning:[/yellow] {warning}")
+        if result.quarantined:
+            console.print(f"[yellow]{result.quarantined:,} bad rows quarantined[/yellow] → {result.quarantine_file}")
+        console.print(f"{result.customers:,} customers → {result.out}")
+
+
+@main.command()
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Path to the TOML configuration.")
+@click.option("--runs", "limit", default=10, show_default=True, help="How many recent runs to show.")
+def status(config_path: str, limit: int) -> None:
+    """Show the last runs, group counts, thresholds and the outbox backlog per destination."""
+    from .store.outbox_queries import backlog
+
+    config = _load(config_path)
+    store = _open_store(config)
+    console = report.console()
+    runs = store.recent_runs(limit)
+    console.print(report.runs_table(runs))
+    last = next((r for r in runs if r.get("group_counts")), None)
+    if last:
+        console.print(report.group_table(last["group_counts"], engine.group_names(config.rfm.scheme),
+                                         title=f"groups after run {last['id']} (as of {last['as_of']})"))
+        if last.get("cut_points"):
+            console.print(f"cut points used: {last['cut_points']}")
+        for warning in last.get("warnings") or []:
+            console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print(report.backlog_table(backlog(store), [d.name for d in config.destinations]))
+
+
+@main.command("check-config")
+@click.argument("config_path", type=click.Path(dir_okay=False))
+def check_config(config_path: str) -> None:
+    """Validate a configuration file: exit 0 if valid, else print every problem and exit 2."""
+    config = _load(config_path)
+    click.echo(f"{config_path}: OK ({len(config.sources)} source(s), {len(config.destinations)} destination(s), "
+               f"scheme {config.rfm.scheme})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,189 @@
+"""TOML → typed, validated configuration, once at start-up.
+
+Every error names the file, the key path and what was expected, e.g.
+``shop.toml: rfm.window_days: Input should be greater than 0``. Connector tables
+(``[[sources]]``, ``[[destinations]]``) are validated by the connector's own ``Settings`` model,
+so adding a connector never touches this module. Secrets never live here: connectors hold the
+*names* of secrets and resolve them through :mod:`rfm_sync.secrets`.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from connectors.base import ConnectorSettings
+from connectors.registry import UnknownConnector, connector_class
+
+
+class ConfigError(ValueError):
+    """Raised with every problem found; ``problems`` lists them one per line."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreConfig(Section):
+    # SQLAlchemy URL; a relative sqlite path is taken relative to the config file
+    url: str = "sqlite:///rfm-sync.sqlite"
+
+
+class ShopConfig(Section):
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as 'Europe/Berlin')") from None
+        return v
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class RfmConfig(Section):
+    scheme: Literal["klaviyo"] = "klaviyo"
+    window_days: int = Field(730, gt=0)
+    # R = 3 if recency_days <= recency_bounds[0], 2 if <= recency_bounds[1], else 1
+    recency_bounds: tuple[int, int] = (180, 365)
+
+    @model_validator(mode="after")
+    def _sorted_bounds(self) -> "RfmConfig":
+        a, b = self.recency_bounds
+        if not 0 <= a < b:
+            raise ValueError(f"recency_bounds must be increasing non-negative days, got [{a}, {b}]")
+        return self
+
+
+class PropertyNames(Section):
+    current_group: str = "Current RFM group"
+    previous_group: str = "Previous RFM group"
+    group_changed_at: str = "RFM group last changed"
+    score: str = "RFM score"
+    recency_score: str = "RFM recency score"
+    frequency_score: str = "RFM frequency score"
+    monetary_score: str = "RFM monetary score"
+    recency_days: str = "RFM days since last order"
+    orders: str = "RFM orders"
+    spend: str = "RFM spend"
+    # also write the raw metrics (days since last order, orders, spend in the window)
+    include_metrics: bool = False
+
+
+class PushConfig(Section):
+    # an outbox row that failed this many times is parked ("dead") and reported by `status`
+    max_attempts: int = Field(20, gt=0)
+
+
+class IdentityConfig(Section):
+    # customer_id: a customer is the source's customer id (one shop);
+    # email: customers are merged across sources by normalised email (several shops)
+    merge_by: Literal["customer_id", "email"] = "customer_id"
+
+
+class Config(Section):
+    store: StoreConfig = StoreConfig()
+    shop: ShopConfig = ShopConfig()
+    rfm: RfmConfig = RfmConfig()
+    properties: PropertyNames = PropertyNames()
+    push: PushConfig = PushConfig()
+    identity: IdentityConfig = IdentityConfig()
+    sources: list[ConnectorSettings] = []
+    destinations: list[ConnectorSettings] = []
+    path: Path | None = None  # the file this was read from (not a TOML key)
+    extra: dict[str, Any] = {}  # sections owned by optional features, validated by them
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _connector_settings(kind: str, tables: Any, key: str, problems: list[str], where: str) -> list[ConnectorSettings]:
+    if not isinstance(tables, list):
+        problems.append(f"{where}: {key}: expected an array of tables ([[{key}]])")
+        return []
+    out: list[ConnectorSettings] = []
+    names: set[str] = set()
+    for i, table in enumerate(tables):
+        at = f"{key}[{i}]"
+        if not isinstance(table, dict) or "type" not in table:
+            problems.append(f"{where}: {at}.type: missing (which {kind} is this?)")
+            continue
+        try:
+            cls = connector_class(kind, str(table["type"]))
+        except UnknownConnector as exc:
+            problems.append(f"{where}: {at}.type: {exc}")
+            continue
+        table = {"name": str(table["type"]), **table}
+        try:
+            settings = cls.Settings.model_validate(table)
+        except ValidationError as exc:
+            for err in exc.errors():
+                problems.append(f"{where}: {at}.{_loc(err['loc'])}: {err['msg']}")
+            continue
+        if settings.name in names:
+            problems.append(f"{where}: {at}.name: {settings.name!r} is used twice; names must be unique")
+        names.add(settings.name)
+        out.append(settings)
+    return out
+
+
+def parse_config(data: dict[str, Any], *, where: str = "config", path: Path | None = None) -> Config:
+    problems: list[str] = []
+    data = dict(data)
+    sources = _connector_settings("source", data.pop("sources", []), "sources", problems, where)
+    destinations = _connector_settings("destination", data.pop("destinations", []), "destinations", problems, where)
+    extra = {k: data.pop(k) for k in list(data) if k in OPTIONAL_SECTIONS}
+    config = None
+    try:
+        config = Config.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = _loc(err["loc"])
+            msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{where}: {loc}: {msg}")
+    if problems:
+        raise ConfigError(problems)
+    assert config is not None
+    return config.model_copy(update={"sources": sources, "destinations": destinations, "extra": extra})
+
+
+# Sections that later features (daemon, webhooks) validate themselves.
+OPTIONAL_SECTIONS = {"schedule", "daemon", "webhooks", "logging"}
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_config(data, where=str(path), path=path.resolve())
+
+
+def resolve_path(config: Config, value: str | Path) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else config.base_dir / p

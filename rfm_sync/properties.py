@@ -1,0 +1,50 @@
+"""The profile properties written for each customer, from a scored row.
+
+Names come from ``[properties]`` in the config. Values are plain JSON: the group and score as
+strings, the single-dimension scores as integers, the change time as ISO-8601 UTC, spend as a
+number with at most 4 decimals (converted once from the exact integer sum, never accumulated).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from .config import PropertyNames
+from .store import MONEY_SCALE
+
+
+def money(amount_e4: int) -> float | int:
+    value = (Decimal(int(amount_e4)) / MONEY_SCALE).normalize()
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def iso_utc(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def build_properties(names: PropertyNames, row: Any, previous: str | None, changed_at: datetime) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        names.current_group: row.rfm_group,
+        names.group_changed_at: iso_utc(changed_at),
+        names.score: row.rfm_score,
+        names.recency_score: int(row.r_score),
+        names.frequency_score: int(row.f_score),
+        names.monetary_score: int(row.m_score),
+    }
+    if previous is not None:
+        props[names.previous_group] = previous
+    if names.include_metrics:
+        props[names.recency_days] = int(row.recency_days)
+        props[names.orders] = int(row.frequency)
+        props[names.spend] = money(row.monetary_e4)
+    return props
+
+
+def cleared_properties(names: PropertyNames) -> dict[str, Any]:
+    """Every RFM property set to null: the customer has no qualifying order any more."""
+    keys = [names.current_group, names.previous_group, names.group_changed_at, names.score, names.recency_score,
+            names.frequency_score, names.monetary_score]
+    if names.include_metrics:
+        keys += [names.recency_days, names.orders, names.spend]
+    return {k: None for k in keys}

@@ -1,0 +1,199 @@
+"""The store: one database (SQLite file by default), migrated on open, written in transactions.
+
+The library raises; callers decide what to print. Every write that belongs together happens in
+one ``with store.begin() as conn:`` block, so a crash leaves either the old or the new state.
+"""
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy.engine import Connection, Engine
+
+from .schema import (MONEY_SCALE, UtcDateTime, calibrations, customer_state, customers, locks, metadata,
+                     orders, outbox, quarantine, runs, source_cursors)
+
+__all__ = ["Store", "MONEY_SCALE", "metadata", "orders", "customers", "customer_state", "runs",
+           "calibrations", "source_cursors", "outbox", "quarantine", "locks", "utcnow"]
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # a committed transaction survives a crash
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_url(url: str, base_dir: Path) -> str:
+    """Make a relative ``sqlite:///file`` path relative to ``base_dir`` (the config's folder)."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + str((base_dir / url[len(prefix):]).resolve())
+    return url
+
+
+class Store:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, base_dir: Path | None = None) -> "Store":
+        url = make_url(url, base_dir or Path.cwd())
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, future=True)
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine)
+        store.migrate()
+        return store
+
+    def __repr__(self) -> str:  # the URL may hold a password
+        return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def migrate(self) -> None:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def begin(self):
+        return self.engine.begin()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ orders and customers
+    def _insert(self, table: sa.Table):
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
+
+    def upsert_orders(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert or update by (source, order_id); an older ``updated_at`` never overwrites a newer one."""
+        if not rows:
+            return
+        stmt = self._insert(orders)
+        cols = {c.name: stmt.excluded[c.name] for c in orders.columns if c.name not in ("source", "order_id")}
+        newer = sa.or_(orders.c.updated_at.is_(None), stmt.excluded.updated_at.is_(None),
+                       stmt.excluded.updated_at >= orders.c.updated_at)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["source", "order_id"], set_=cols, where=newer), rows)
+
+    def upsert_customers(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        stmt = self._insert(customers)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["customer_key"], set_={
+            "email": sa.func.coalesce(stmt.excluded.email, customers.c.email),
+            "phone": sa.func.coalesce(stmt.excluded.phone, customers.c.phone),
+            "updated_at": stmt.excluded.updated_at,
+        }), rows)
+
+    def add_quarantine(self, conn: Connection, run_id: int | None, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            now = utcnow()
+            conn.execute(quarantine.insert(), [{**r, "run_id": run_id, "created_at": now} for r in rows])
+
+    def order_count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(orders)).scalar_one()
+
+    # ------------------------------------------------------------------ cursors
+    def get_cursor(self, source: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(source_cursors.c.cursor).where(source_cursors.c.source == source)).scalar()
+
+    def set_cursor(self, conn: Connection, source: str, cursor: str | None) -> None:
+        stmt = self._insert(source_cursors)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["source"], set_={
+            "cursor": stmt.excluded.cursor, "updated_at": stmt.excluded.updated_at}),
+            {"source": source, "cursor": cursor, "updated_at": utcnow()})
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, as_of: date, scheme: str) -> int:
+        with self.begin() as conn:
+            return conn.execute(runs.insert().values(started_at=utcnow(), as_of=as_of, scheme=scheme,
+                                                     status="running")).inserted_primary_key[0]
+
+    def finish_run(self, conn: Connection, run_id: int, *, status: str, stats: dict[str, Any] | None = None,
+                   group_counts: dict[str, int] | None = None, cut_points: Any = None,
+                   warnings: list[str] | None = None, error: str | None = None) -> None:
+        values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
+        for key, val in (("stats", stats), ("group_counts", group_counts), ("cut_points", cut_points),
+                         ("warnings", warnings)):
+            if val is not None:
+                values[key] = json.dumps(val, default=str)
+        conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+
+    def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(runs).order_by(runs.c.id.desc()).limit(limit)).mappings().all()
+        out = []
+        for row in rows:
+            item = dict(row)
+            for key in ("stats", "group_counts", "cut_points", "warnings"):
+                item[key] = json.loads(item[key]) if item[key] else None
+            out.append(item)
+        return out
+
+    # ------------------------------------------------------------------ scoring inputs
+    def aggregate(self, end: datetime, window_start: datetime) -> pd.DataFrame:
+        """Per customer with a qualifying order before ``end``: last order time, and the count and
+        sum (×10⁴) of qualifying orders in ``[window_start, end)``."""
+        in_window = orders.c.placed_at >= sa.bindparam("ws", window_start, type_=UtcDateTime())
+        query = (sa.select(
+            orders.c.customer_key,
+            sa.func.max(orders.c.placed_at).label("last_order_at"),
+            sa.func.sum(sa.case((in_window, 1), else_=0)).label("frequency"),
+            sa.func.sum(sa.case((in_window, orders.c.amount_e4), else_=0)).label("monetary_e4"),
+        ).where(orders.c.qualifies, orders.c.placed_at < sa.bindparam("end", end, type_=UtcDateTime()))
+            .group_by(orders.c.customer_key))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        frame = pd.DataFrame(rows, columns=["customer_key", "last_order_at", "frequency", "monetary_e4"])
+        frame["last_order_at"] = pd.to_datetime(frame["last_order_at"], utc=True)
+        frame["frequency"] = frame["frequency"].astype("int64")
+        frame["monetary_e4"] = frame["monetary_e4"].astype("int64")
+        return frame
+
+    def load_state(self) -> pd.DataFrame:
+        cols = [customer_state.c.customer_key, customer_state.c.current_group, customer_state.c.previous_group,
+                customer_state.c.group_changed_at, customer_state.c.properties, customer_state.c.labels]
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*cols)).all()
+        return pd.DataFrame(rows, columns=[c.name for c in cols])
+
+    def contacts(self, keys: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
+        keys = list(keys)
+        out: dict[str, tuple[str | None, str | None]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), 5000):
+                chunk = keys[start:start + 5000]
+                q = sa.select(customers.c.customer_key, customers.c.email, customers.c.phone).where(
+                    customers.c.customer_key.in_(chunk))
+                out.update({k: (e, p) for k, e, p in conn.execute(q)})
+        return out
+
+    def upsert_state(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        stmt = self._insert(customer_state)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["customer_key"], set_={
+            c.name: stmt.excluded[c.name] for c in customer_state.columns if c.name != "customer_key"}), rows)

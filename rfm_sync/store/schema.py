@@ -1,0 +1,145 @@
+"""The store's tables (SQLAlchemy Core). Migrations in ``migrations/versions`` create them.
+
+Money is an integer: ``amount_e4`` is the amount × 10⁴ (enough for every ISO-4217 currency),
+so sums are exact in SQL and in pandas. Times are UTC; see :class:`UtcDateTime`.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+
+MONEY_SCALE = 10_000
+
+
+class UtcDateTime(TypeDecorator):
+    """Stores aware datetimes as UTC (naive in SQLite, timestamptz elsewhere); returns them aware."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; times must be timezone-aware")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+metadata = sa.MetaData()
+
+orders = sa.Table(
+    "orders", metadata,
+    sa.Column("source", sa.String(100), primary_key=True),
+    sa.Column("order_id", sa.String(255), primary_key=True),
+    sa.Column("customer_key", sa.String(320), nullable=False, index=True),
+    sa.Column("source_customer_id", sa.String(255)),
+    sa.Column("email", sa.String(320)),
+    sa.Column("phone", sa.String(64)),
+    sa.Column("placed_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime()),
+    sa.Column("amount_e4", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(8)),
+    sa.Column("status", sa.String(64)),
+    sa.Column("is_test", sa.Boolean, nullable=False, default=False),
+    sa.Column("is_cancelled", sa.Boolean, nullable=False, default=False),
+    sa.Column("is_deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("qualifies", sa.Boolean, nullable=False),
+    sa.Column("ingested_at", UtcDateTime(), nullable=False),
+)
+
+customers = sa.Table(
+    "customers", metadata,
+    sa.Column("customer_key", sa.String(320), primary_key=True),
+    sa.Column("email", sa.String(320)),
+    sa.Column("phone", sa.String(64)),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+customer_state = sa.Table(
+    "customer_state", metadata,
+    sa.Column("customer_key", sa.String(320), primary_key=True),
+    sa.Column("current_group", sa.String(100), nullable=False),
+    sa.Column("previous_group", sa.String(100)),
+    sa.Column("group_changed_at", UtcDateTime(), nullable=False),
+    sa.Column("rfm_score", sa.String(16), nullable=False),
+    sa.Column("properties", sa.Text, nullable=False),  # JSON of the last snapshot sent to the outbox
+    sa.Column("labels", sa.Text),  # JSON of per-dimension labels (label schemes)
+    sa.Column("run_id", sa.Integer, nullable=False),
+)
+
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("finished_at", UtcDateTime()),
+    sa.Column("as_of", sa.Date, nullable=False),
+    sa.Column("scheme", sa.String(50), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # running | ok | failed
+    sa.Column("stats", sa.Text),  # JSON: counts and durations per step
+    sa.Column("group_counts", sa.Text),  # JSON
+    sa.Column("cut_points", sa.Text),  # JSON: thresholds used
+    sa.Column("warnings", sa.Text),  # JSON list
+    sa.Column("error", sa.Text),
+)
+
+calibrations = sa.Table(
+    "calibrations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("scheme", sa.String(50), nullable=False),
+    sa.Column("as_of", sa.Date, nullable=False),
+    sa.Column("computed_at", UtcDateTime(), nullable=False),
+    sa.Column("cut_points", sa.Text, nullable=False),  # JSON
+    sa.Column("run_id", sa.Integer),
+)
+
+source_cursors = sa.Table(
+    "source_cursors", metadata,
+    sa.Column("source", sa.String(100), primary_key=True),
+    sa.Column("cursor", sa.Text),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+outbox = sa.Table(
+    "outbox", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("destination", sa.String(100), nullable=False),
+    sa.Column("customer_key", sa.String(320), nullable=False),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # JSON snapshot (see pipeline.outbox_payload)
+    sa.Column("status", sa.String(20), nullable=False),  # pending | sent | superseded | dead
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("sent_at", UtcDateTime()),
+    sa.Index("ix_outbox_pending", "destination", "status", "id"),
+    sa.Index("ix_outbox_customer", "destination", "customer_key", "status"),
+)
+
+quarantine = sa.Table(
+    "quarantine", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("source", sa.String(100), nullable=False),
+    sa.Column("location", sa.String(500), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("raw", sa.Text),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+)
+
+locks = sa.Table(
+    "locks", metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("acquired_at", UtcDateTime(), nullable=False),
+    sa.Column("heartbeat_at", UtcDateTime(), nullable=False),
+)
