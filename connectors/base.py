@@ -186,6 +186,21 @@ class Destination(Protocol):
         ...
 
 
+@runtime_checkable
+class WebhookSource(Protocol):
+    """Optional: a source that can take order webhooks (the daemon's listener routes them here)."""
+
+    name: str
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:
+        """True only for a request genuinely signed by the shop (constant-time comparison)."""
+        ...
+
+    def orders_from_webhook(self, topic: str, headers: Mapping[str, str], body: bytes) -> list[Order]:
+        """The orders a verified webhook is about (parsed from the body, or fetched by id)."""
+        ...
+
+
 def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     batch: list[Any] = []
     for item in items:
