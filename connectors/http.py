@@ -62,11 +62,12 @@ class RateLimiter:
                 waits = []
                 for i, (cap, rate) in enumerate(self._limits):
                     self._tokens[i] = min(cap, self._tokens[i] + elapsed * rate)
-                    waits.append(0.0 if self._tokens[i] >= 1 else (1 - self._tokens[i]) / rate)
+                    # a hair's tolerance: float error must not leave a bucket at 0.9999… forever
+                    waits.append(0.0 if self._tokens[i] >= 1 - 1e-9 else (1 - self._tokens[i]) / rate)
                 wait = max(waits, default=0.0)
                 if wait <= 0:
                     for i in range(len(self._tokens)):
-                        self._tokens[i] -= 1
+                        self._tokens[i] = max(0.0, self._tokens[i] - 1)
                     return
             self._sleep(wait)
 
@@ -131,16 +132,21 @@ class HttpClient:
         return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
 
     def request(self, method: str, path: str, *, classify: Classifier | None = None,
-                limiter: RateLimiter | None = None, **kwargs: Any) -> requests.Response:
-        """Send with retries; return a 2xx response or raise RetryableError/FatalError."""
+                limiter: RateLimiter | None = None, prepare: Callable[[], dict[str, Any]] | None = None,
+                **kwargs: Any) -> requests.Response:
+        """Send with retries; return a 2xx response or raise RetryableError/FatalError.
+
+        ``prepare``, if given, is called before *each* attempt and its keyword arguments (e.g.
+        ``params`` or ``json``) override ``kwargs``: a retry can then ask for a smaller page."""
         kwargs.setdefault("timeout", self.timeout)
         bucket = limiter or self.limiter
 
         def once() -> requests.Response:
             if bucket is not None:
                 bucket.acquire()
+            attempt_kwargs = {**kwargs, **prepare()} if prepare is not None else kwargs
             try:
-                response = self.session.request(method, self.url(path), **kwargs)
+                response = self.session.request(method, self.url(path), **attempt_kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise RetryableError(f"{method} {_path(self.url(path))} failed: {type(exc).__name__}",
                                      connector=self.connector) from None

@@ -1,0 +1,290 @@
+"""BigCommerce orders: ``GET /stores/{store_hash}/v2/orders`` (``X-Auth-Token``), oldest change first.
+
+**Cursor.** The stored cursor is a small JSON text, ``{"since": "2026-11-25T12:00:00+00:00"}``:
+
+* ``since`` is a UTC time with an explicit offset: the newest ``date_modified`` among orders already
+  committed to the store, never later than the start of the cycle (``PullContext.started_at``).
+* The next pull asks for ``min_date_modified = since − overlap`` (RFC-2822, whole seconds, a
+  *closed* start; default overlap 15 minutes), ``sort=date_modified:asc``, ``limit`` up to 250.
+  Re-read orders are harmless: the store keeps the newest ``date_modified`` per order id, and
+  duplicates within one pull are dropped here.
+* The cursor only moves through ``Page.cursor``, which the pipeline commits in the same
+  transaction as that page's orders: a crash re-reads at most one page.
+
+**Paging.** Plain ``page=N`` offsets skip an order whenever an earlier one is modified mid-pull
+(everything shifts left by one). So after each page the request is re-anchored:
+``min_date_modified`` becomes the newest ``date_modified`` on that page and ``page`` goes back to 1;
+``page`` only counts up while a whole page shares one second. Paging ends on an empty body, an
+empty list or HTTP 204. A request repeated within one pull, or a page identical to the previous
+one, is an error rather than an endless loop. After a 5xx the page size halves (it grows back
+after successful pages, only at the start of a new anchor so offsets never leave a gap).
+
+**Rate limits.** Every response carries ``X-Rate-Limit-Requests-Left`` and
+``X-Rate-Limit-Time-Reset-Ms``; when the quota is used up the next request waits for the reset.
+A 429 waits the reset time; a 429 without those headers backs off harder (5 s, doubling, at most
+2 minutes), on top of the shared retry policy.
+
+**Webhooks.** BigCommerce webhooks carry the custom headers set when the hook was created, so the
+hook is created with a header (``webhook_header``, default ``X-Rfm-Sync-Secret``) whose value is
+the secret named by ``webhook_secret``; ``verify_webhook`` compares it in constant time.
+``orders_from_webhook`` takes ``store/order/*`` callbacks and fetches ``GET /v2/orders/{id}``.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator, Mapping
+
+import requests
+from pydantic import Field
+
+from .base import (ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError,
+                   RetryableError)
+from .bigcommerce_parse import format_rfc2822, order_from_json
+from .http import HttpClient, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 250
+SCOPE_HINT = "the API account lacks the Orders read-only scope (store_v2_orders_read_only)"
+
+
+class BigCommerceSettings(ConnectorSettings):
+    type: str = "bigcommerce"
+    store_hash: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9]+$")
+    token_secret: str = Field(..., min_length=1)  # names the secret holding the API account access token
+    base_url: str = "https://api.bigcommerce.com"
+    page_size: int = Field(MAX_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    overlap_minutes: float = Field(15.0, ge=0)
+    count_manual_verification: bool = False  # status 12
+    count_disputed: bool = False  # status 13
+    webhook_secret: str | None = None
+    webhook_header: str = "X-Rfm-Sync-Secret"
+    timeout_seconds: float = Field(60.0, gt=0)
+
+
+class QuotaLimiter:
+    """Waits when BigCommerce says the quota is spent; turns 429s into the right pause."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        self._clock, self._sleep = clock, sleep
+        self.left: int | None = None
+        self.reset_at = 0.0
+        self.pause = 0.0
+        self.strikes = 0
+        self.slept: list[float] = []
+
+    def acquire(self) -> None:
+        wait = self.pause
+        if not wait and self.left is not None and self.left <= 0:
+            wait = max(0.0, self.reset_at - self._clock())
+        self.pause = 0.0
+        if wait > 0:
+            self.slept.append(wait)
+            self._sleep(wait)
+            self.left = None
+
+    def observe(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        left = _int(response.headers.get("X-Rate-Limit-Requests-Left"))
+        reset_ms = _int(response.headers.get("X-Rate-Limit-Time-Reset-Ms"))
+        if left is not None:
+            self.left = left
+        if reset_ms is not None:
+            self.reset_at = self._clock() + reset_ms / 1000.0
+        if response.status_code == 429:
+            if reset_ms is not None:
+                self.pause = reset_ms / 1000.0
+            else:
+                self.pause = min(120.0, 5.0 * 2 ** self.strikes)
+                self.strikes += 1
+        elif response.status_code < 400:
+            self.strikes = 0
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def dump_cursor(since: datetime | None) -> str | None:
+    return json.dumps({"since": since.astimezone(timezone.utc).isoformat()}) if since else None
+
+
+def load_cursor(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text).get("since")
+        moment = datetime.fromisoformat(value) if value else None
+    except (ValueError, AttributeError, TypeError):
+        raise FatalError(f"stored cursor {text[:80]!r} is not a BigCommerce cursor; reset it") from None
+    if moment is not None and moment.tzinfo is None:
+        raise FatalError("stored cursor has no UTC offset; reset it")
+    return moment.astimezone(timezone.utc) if moment else None
+
+
+class BigCommerceSource:
+    Settings = BigCommerceSettings
+
+    def __init__(self, settings: BigCommerceSettings, context: Any, *, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, policy: RetryPolicy | None = None):
+        self.settings = settings
+        self.name = settings.name
+        self._secret = context.secret
+        self.quota = QuotaLimiter(clock=clock, sleep=sleep)
+        self.client = HttpClient(connector=self.name, base_url=settings.base_url, sleep=sleep, policy=policy,
+                                 limiter=self.quota, timeout=(10.0, settings.timeout_seconds),
+                                 headers={"Accept": "application/json"})
+        self.client.session.hooks["response"].append(self.quota.observe)
+        self.client.session.hooks["response"].append(self._observe)
+        self._lock = threading.Lock()
+        self.prefix = f"/stores/{settings.store_hash}/v2"
+        self.page_size = settings.page_size
+        extra = {12} if settings.count_manual_verification else set()
+        self.extra_purchase = frozenset(extra | ({13} if settings.count_disputed else set()))
+
+    def __repr__(self) -> str:
+        return f"BigCommerceSource(name={self.name!r}, store_hash={self.settings.store_hash!r})"
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _observe(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if response.status_code >= 500:
+            self.page_size = max(1, self.page_size // 2)
+
+    def _authorise(self) -> None:
+        """Put the access token on the session (once); a missing secret is a fatal, clear error."""
+        if "X-Auth-Token" in self.client.session.headers:
+            return
+        try:
+            token = self._secret(self.settings.token_secret).reveal()
+        except LookupError as exc:  # the message names the secret and where to set it, never a value
+            raise FatalError(str(exc), connector=self.name) from None
+        self.client.session.headers["X-Auth-Token"] = token
+
+    def _get(self, path: str, prepare: Callable[[], dict[str, Any]] | None = None) -> requests.Response:
+        self._authorise()
+        try:
+            with self._lock:  # a webhook fetch and a pull may share this client: one request at a time
+                return self.client.request("GET", self.prefix + path, prepare=prepare)
+        except FatalError as exc:
+            if exc.status in (401, 403):
+                why = "the access token was rejected (check the secret named by token_secret); " \
+                    if exc.status == 401 else ""
+                raise FatalError(f"BigCommerce refused the request (HTTP {exc.status}): {why}{SCOPE_HINT}",
+                                 connector=self.name, status=exc.status) from None
+            raise
+
+    # ------------------------------------------------------------------ pull
+    def pull(self, context: PullContext) -> Iterator[Page]:
+        since = load_cursor(context.cursor)
+        overlap = timedelta(minutes=self.settings.overlap_minutes)
+        anchor = (since - overlap).replace(microsecond=0) if since else None
+        page_no = 1
+        requested: set[tuple[datetime | None, int]] = set()
+        newest: dict[str, datetime | None] = {}
+        previous_page: list[tuple[Any, Any]] | None = None
+        high = since
+        while True:
+            if (anchor, page_no) in requested:
+                raise FatalError("BigCommerce paging repeated a request; refusing to loop", connector=self.name)
+            requested.add((anchor, page_no))
+
+            def params(anchor: datetime | None = anchor, page_no: int = page_no) -> dict[str, Any]:
+                query: dict[str, Any] = {"sort": "date_modified:asc", "page": page_no, "limit": self.page_size}
+                if anchor is not None:
+                    query["min_date_modified"] = format_rfc2822(anchor)
+                return {"params": query}
+
+            rows = self._rows(self._get("/orders", params))
+            if not rows:
+                return
+            content = [(r.get("id"), r.get("date_modified")) for r in rows]
+            if page_no > 1 and content == previous_page:
+                raise FatalError("BigCommerce returned the same page twice; refusing to loop", connector=self.name)
+            previous_page = content
+            records: list[Order | Quarantined] = []
+            page_max: datetime | None = None
+            for row in rows:
+                record = order_from_json(self.name, row, self.extra_purchase)
+                if isinstance(record, Order) and record.updated_at is not None:
+                    page_max = max(page_max, record.updated_at) if page_max else record.updated_at
+                    seen = newest.get(record.order_id)
+                    if record.order_id in newest and seen is not None and seen >= record.updated_at:
+                        continue
+                    newest[record.order_id] = record.updated_at
+                    high = max(high, record.updated_at) if high else record.updated_at
+                records.append(record)
+            yield Page(records=records, cursor=dump_cursor(min(high, context.started_at)) if high else None)
+            if page_max is not None and (anchor is None or page_max > anchor):
+                anchor, page_no = page_max, 1
+                self.page_size = min(self.settings.page_size, self.page_size * 2)  # only at a fresh anchor
+            else:
+                page_no += 1
+
+    def _rows(self, response: requests.Response) -> list[dict[str, Any]]:
+        if response.status_code == 204 or not response.content.strip():
+            return []
+        try:
+            rows = response.json()
+        except ValueError:
+            raise RetryableError("BigCommerce returned a body that is not JSON", connector=self.name) from None
+        if not isinstance(rows, list):
+            raise FatalError("BigCommerce returned something other than a list of orders", connector=self.name)
+        return [r for r in rows if isinstance(r, dict)]
+
+    # ------------------------------------------------------------------ webhooks
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:
+        if not self.settings.webhook_secret:
+            log.warning("webhook received but no webhook_secret is configured", extra={"connector": self.name})
+            return False
+        wanted = self.settings.webhook_header.lower()
+        given = next((v for k, v in headers.items() if k.lower() == wanted), None)
+        if not given:
+            return False
+        expected = self._secret(self.settings.webhook_secret).reveal()
+        return hmac.compare_digest(expected.encode(), given.strip().encode())
+
+    def orders_from_webhook(self, topic: str, headers: Mapping[str, str], body: bytes) -> list[Order]:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise RecordError("webhook body is not JSON", location="webhook", connector=self.name) from None
+        if not isinstance(payload, dict):
+            raise RecordError("webhook body is not a JSON object", location="webhook", connector=self.name)
+        scope = str(topic or payload.get("scope") or "")
+        data = payload.get("data") or {}
+        if not scope.startswith("store/order/") or data.get("type", "order") != "order" or not data.get("id"):
+            return []
+        record = self.fetch_order(str(data["id"]))
+        if isinstance(record, Quarantined):
+            log.warning("webhook order unreadable", extra={"connector": self.name, "location": record.location,
+                                                           "reason": record.reason})
+            return []
+        return [record] if record is not None else []
+
+    def fetch_order(self, order_id: str) -> Order | Quarantined | None:
+        if not order_id.isdigit():
+            raise FatalError("order id must be numeric", connector=self.name)
+        try:
+            response = self._get(f"/orders/{order_id}")
+        except FatalError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if response.status_code == 204 or not response.content.strip():
+            return None
+        try:
+            data = response.json()
+        except ValueError:
+            raise RetryableError("BigCommerce returned a body that is not JSON", connector=self.name) from None
+        if isinstance(data, list):  # tolerate a one-element list
+            data = data[0] if data else None
+        return order_from_json(self.name, data, self.extra_purchase) if isinstance(data, dict) else None

@@ -1,0 +1,90 @@
+"""BigCommerce V2 order JSON → :class:`Order`.
+
+Which orders count as purchases, by ``status_id`` (the fixed ids of ``GET /v2/order_statuses``):
+
+====================  ==========================================================
+2, 3, 8, 9, 10, 11    purchases: Shipped, Partially Shipped, Awaiting Pickup,
+                      Awaiting Shipment, Completed, Awaiting Fulfillment
+14                    Partially Refunded: a purchase, net of ``refunded_amount``
+0, 1, 4, 5, 6, 7      not purchases: Incomplete, Pending, Refunded, Cancelled,
+                      Declined, Awaiting Payment
+12, 13                Manual Verification Required, Disputed: configurable
+                      (``count_manual_verification``, ``count_disputed``; off by default)
+====================  ==========================================================
+
+An order's amount is ``total_inc_tax − refunded_amount`` (exact decimals, in the order's
+transactional currency, ``default_currency_code``). An order that does not count is flagged
+``is_cancelled`` (the store keeps it, it never qualifies) and its status says why. Archived
+orders (``is_deleted``) become ``Order(is_deleted=True)``. Dates are RFC-2822 and always UTC.
+Guests (``customer_id`` 0) are identified as ``email:<normalised billing email>``.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from .base import Order, Quarantined
+
+PURCHASE = frozenset({2, 3, 8, 9, 10, 11, 14})
+NOT_PURCHASE = frozenset({0, 1, 4, 5, 6, 7})
+CONFIGURABLE = {12: "count_manual_verification", 13: "count_disputed"}
+
+
+def parse_rfc2822(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(str(value))
+    except (TypeError, ValueError):
+        raise ValueError(f"not an RFC-2822 date: {str(value)[:40]}") from None
+    if parsed.tzinfo is None:
+        raise ValueError("date without an offset")
+    return parsed.astimezone(timezone.utc)
+
+
+def format_rfc2822(moment: datetime) -> str:
+    """``Wed, 05 Dec 2018 20:16:55 +0000`` (UTC, explicit offset, whole seconds)."""
+    return moment.astimezone(timezone.utc).strftime("%a, %d %b %Y %H:%M:%S +0000")
+
+
+def _money(value: Any, field: str) -> Decimal:
+    try:
+        amount = Decimal(str(value if value not in (None, "") else "0"))
+    except InvalidOperation:
+        raise ValueError(f"{field} is not a number") from None
+    if not amount.is_finite():
+        raise ValueError(f"{field} is not a number")
+    return amount
+
+
+def counts(status_id: int, extra: frozenset[int]) -> bool:
+    return status_id in PURCHASE or status_id in extra
+
+
+def order_from_json(source: str, data: dict[str, Any], extra_purchase: frozenset[int] = frozenset()) -> Order | Quarantined:
+    order_id = str(data.get("id", "?"))
+    location = f"order {order_id}"
+    try:
+        placed_at = parse_rfc2822(data.get("date_created"))
+        if placed_at is None:
+            raise ValueError("no date_created")
+        updated_at = parse_rfc2822(data.get("date_modified"))
+        total = _money(data.get("total_inc_tax"), "total_inc_tax")
+        refunded = _money(data.get("refunded_amount"), "refunded_amount")
+        status_id = int(data.get("status_id", -1))
+    except (ValueError, TypeError) as exc:
+        return Quarantined(source=source, location=location, reason=str(exc))
+    email = str((data.get("billing_address") or {}).get("email") or "").strip().lower() or None
+    customer = str(data.get("customer_id") or 0)
+    if customer == "0":
+        if not email:
+            return Quarantined(source=source, location=location, reason="guest order without a billing email")
+        customer = "email:" + email
+    counted = counts(status_id, extra_purchase)
+    return Order(source=source, order_id=order_id, customer_id=customer, placed_at=placed_at, updated_at=updated_at,
+                 amount=total - refunded, email=email,
+                 currency=data.get("default_currency_code") or data.get("currency_code") or None,
+                 status=f"{status_id} {data.get('status') or ''}".strip(), is_cancelled=not counted,
+                 is_deleted=bool(data.get("is_deleted")))

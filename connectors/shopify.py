@@ -1,0 +1,269 @@
+"""Shopify orders through the GraphQL Admin API (version pinned in :mod:`shopify_queries`).
+
+**Cursor.** The stored cursor is a small JSON text, e.g.
+``{"since": "2026-11-25T12:00:00+00:00"}`` or, while a backfill runs,
+``{"bulk": "gid://shopify/BulkOperation/1", "since": null}``. Its semantics:
+
+* ``since`` is a UTC time with an explicit offset: the newest ``updatedAt`` among orders already
+  committed to the store, never later than the start of the cycle (``PullContext.started_at``).
+* The next pull asks for ``updated_at:>='since − overlap'`` (a *closed* start, default overlap
+  15 minutes) sorted by ``UPDATED_AT`` oldest first, paginated by ``pageInfo.endCursor``. The
+  overlap re-reads orders Shopify indexed late; re-reads are harmless (upsert by order id keeping
+  the newest ``updatedAt``, and duplicates within a pull are dropped here).
+* The cursor only moves through ``Page.cursor``, which the pipeline commits in the same
+  transaction as that page's orders: a crash re-reads at most one page.
+* An order updated while we paginate moves to the end of the sort order and is read again later
+  in the same pull (or in the next one); keyset cursors never skip the others.
+
+**Backfill.** The first pull (no ``since``) exports the whole history with a bulk operation
+(:mod:`shopify_bulk`); its id is committed at once, so a restart resumes it. When the export is
+read, ``since`` becomes the operation's ``createdAt`` and the incremental pull runs at once,
+picking up whatever changed during the export. ``backfill = "paged"`` paginates instead.
+
+**Access.** ``read_orders`` shows only the last 60 days; the whole history needs
+``read_all_orders``. The source checks the granted scopes once and fails with a clear message
+unless ``allow_partial_history = true`` (then it warns). Customer ids and emails need
+``read_customers``.
+
+**Webhooks.** ``verify_webhook`` checks ``X-Shopify-Hmac-Sha256`` (base64 HMAC-SHA256 of the raw
+body with the app's secret, named by ``webhook_secret``) in constant time.
+``orders_from_webhook`` reads ``orders/create``, ``orders/updated`` and ``orders/cancelled``
+bodies directly and fetches the order for ``refunds/create``.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator, Literal, Mapping
+
+from pydantic import Field, field_validator
+
+from .base import ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError
+from .http import HttpClient, RetryPolicy
+from .shopify_bulk import BulkExport, BulkGone
+from .shopify_graphql import CostBucket, PageSize, ShopifyGraphQL
+from .shopify_parse import numeric_id, order_from_node, order_from_rest, order_gid, parse_time
+from .shopify_queries import ACCESS_SCOPES, API_VERSION, MAX_PAGE_SIZE, ORDER_BY_ID, ORDERS_PAGE, updated_since
+
+log = logging.getLogger(__name__)
+
+BULK_BATCH = 1000
+ORDER_TOPICS = {"orders/create", "orders/updated", "orders/cancelled", "orders/paid"}
+
+
+class ShopifySettings(ConnectorSettings):
+    type: str = "shopify"
+    shop: str = Field(..., min_length=1)  # "my-shop" or "my-shop.myshopify.com"
+    token_secret: str = Field(..., min_length=1)  # names the secret holding the Admin API access token
+    base_url: str | None = None  # default https://<shop>.myshopify.com (fakes, proxies)
+    webhook_secret: str | None = None  # names the secret the app signs webhooks with
+    # ~5 cost points per order: 100 orders request ~500 of the 1,000-point single-query limit
+    page_size: int = Field(100, ge=1, le=MAX_PAGE_SIZE)
+    overlap_minutes: float = Field(15.0, ge=0)
+    backfill: Literal["bulk", "paged"] = "bulk"
+    bulk_poll_seconds: float = Field(5.0, gt=0)
+    allow_partial_history: bool = False
+    non_purchase_financial_statuses: list[str] = ["VOIDED", "EXPIRED"]
+    timeout_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("shop")
+    @classmethod
+    def _shop_domain(cls, v: str) -> str:
+        v = v.strip().lower().removeprefix("https://").rstrip("/")
+        return v if "." in v else f"{v}.myshopify.com"
+
+
+def dump_cursor(since: datetime | None, bulk: str | None = None) -> str:
+    return json.dumps({"since": since.astimezone(timezone.utc).isoformat() if since else None, "bulk": bulk},
+                      sort_keys=True)
+
+
+def load_cursor(text: str | None) -> tuple[datetime | None, str | None]:
+    if not text:
+        return None, None
+    try:
+        data = json.loads(text)
+        return parse_time(data.get("since")), data.get("bulk")
+    except (ValueError, AttributeError):
+        raise FatalError(f"stored cursor {text[:80]!r} is not a Shopify cursor; reset it") from None
+
+
+class ShopifySource:
+    Settings = ShopifySettings
+
+    def __init__(self, settings: ShopifySettings, context: Any, *, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, policy: RetryPolicy | None = None):
+        self.settings = settings
+        self.name = settings.name
+        self._secret = context.secret
+        self._sleep = sleep
+        base = settings.base_url or f"https://{settings.shop}"
+        self.client = HttpClient(connector=self.name, base_url=base, sleep=sleep, policy=policy,
+                                 timeout=(10.0, settings.timeout_seconds),
+                                 headers={"Content-Type": "application/json"})
+        self.page = PageSize(settings.page_size)
+        self.bucket = CostBucket(clock=clock, sleep=sleep)
+        self.gql = ShopifyGraphQL(self.client, f"/admin/api/{API_VERSION}/graphql.json", bucket=self.bucket,
+                                  clock=clock, on_server_error=self.page.shrink, on_cost_exceeded=self.page.cap)
+        self.bulk = BulkExport(self.gql, self.client, sleep=sleep, poll_s=settings.bulk_poll_seconds)
+        self.warnings: list[str] = []
+        self._scopes_checked = False
+
+    def __repr__(self) -> str:
+        return f"ShopifySource(name={self.name!r}, shop={self.settings.shop!r})"
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ------------------------------------------------------------------ pull
+    def pull(self, context: PullContext) -> Iterator[Page]:
+        since, bulk_id = load_cursor(context.cursor)
+        self.check_access()
+        if since is None and (bulk_id or self.settings.backfill == "bulk"):
+            since = yield from self._backfill(bulk_id, context)
+        yield from self._incremental(since, context)
+
+    def _authorise(self) -> None:
+        """Put the access token on the session (once); a missing secret is a fatal, clear error."""
+        if "X-Shopify-Access-Token" in self.client.session.headers:
+            return
+        try:
+            token = self._secret(self.settings.token_secret).reveal()
+        except LookupError as exc:  # the message names the secret and where to set it, never a value
+            raise FatalError(str(exc), connector=self.name) from None
+        self.client.session.headers["X-Shopify-Access-Token"] = token
+
+    def check_access(self) -> None:
+        """Fail (or warn) when the token cannot see orders older than 60 days."""
+        self._authorise()
+        if self._scopes_checked:
+            return
+        data = self.gql.execute("AccessScopes", ACCESS_SCOPES, dict)
+        scopes = {s.get("handle") for s in ((data.get("currentAppInstallation") or {}).get("accessScopes") or [])}
+        self._scopes_checked = True
+        if "read_all_orders" in scopes:
+            return
+        message = ("the access token lacks the read_all_orders scope: Shopify shows only the last 60 days of "
+                   "orders, so RFM would be computed on a partial history")
+        if not self.settings.allow_partial_history:
+            raise FatalError(message + " (grant read_all_orders, or set allow_partial_history = true)",
+                             connector=self.name)
+        self.warnings.append(message)
+        log.warning(message, extra={"connector": self.name})
+
+    def _backfill(self, bulk_id: str | None, context: PullContext) -> Iterator[Page]:
+        if bulk_id is None:
+            bulk_id = self.bulk.start()
+            yield Page(records=[], cursor=dump_cursor(None, bulk_id))  # committed: a restart resumes it
+        try:
+            result = self.bulk.wait(bulk_id)
+        except BulkGone:
+            yield Page(records=[], cursor=dump_cursor(None))  # forget it: the next pull starts afresh
+            raise
+        since = min(result.created_at, context.started_at)
+        batch: list[Order | Quarantined] = []
+        for node in self.bulk.lines(result.url) if result.url else ():
+            if "__parentId" in node:
+                continue
+            batch.append(order_from_node(self.name, node, self.settings.non_purchase_financial_statuses))
+            if len(batch) >= BULK_BATCH:
+                yield Page(records=batch, cursor=None)
+                batch = []
+        yield Page(records=batch, cursor=dump_cursor(since))
+        return since
+
+    def _incremental(self, since: datetime | None, context: PullContext) -> Iterator[Page]:
+        overlap = timedelta(minutes=self.settings.overlap_minutes)
+        start = (since - overlap).astimezone(timezone.utc).isoformat() if since else None
+        query = updated_since(start) if start else None
+        after: str | None = None
+        cursors_seen: set[str] = set()
+        newest: dict[str, datetime | None] = {}
+        high = since
+        while True:
+            data = self.gql.execute("OrdersPage", ORDERS_PAGE,
+                                    lambda: {"first": self.page.size, "after": after, "query": query})
+            connection = data.get("orders")
+            if connection is None:
+                raise FatalError("the orders query returned no data", connector=self.name)
+            records: list[Order | Quarantined] = []
+            for node in connection.get("nodes") or []:
+                record = order_from_node(self.name, node, self.settings.non_purchase_financial_statuses)
+                if isinstance(record, Order):
+                    if record.order_id in newest:
+                        seen = newest[record.order_id]
+                        if record.updated_at is None or (seen is not None and seen >= record.updated_at):
+                            continue  # the same order again, not newer: drop the duplicate
+                    newest[record.order_id] = record.updated_at
+                    if record.updated_at and (high is None or record.updated_at > high):
+                        high = record.updated_at
+                records.append(record)
+            self.page.grow()
+            yield Page(records=records, cursor=dump_cursor(min(high, context.started_at)) if high else None)
+            info = connection.get("pageInfo") or {}
+            if not info.get("hasNextPage"):
+                return
+            nxt = info.get("endCursor")
+            if not nxt or nxt in cursors_seen:
+                raise FatalError("Shopify returned a page cursor it had returned before; refusing to loop",
+                                 connector=self.name)
+            cursors_seen.add(nxt)
+            after = nxt
+
+    # ------------------------------------------------------------------ webhooks
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:
+        if not self.settings.webhook_secret:
+            log.warning("webhook received but no webhook_secret is configured", extra={"connector": self.name})
+            return False
+        given = _header(headers, "X-Shopify-Hmac-Sha256")
+        if not given:
+            return False
+        key = self._secret(self.settings.webhook_secret).reveal().encode()
+        expected = base64.b64encode(hmac.new(key, body, hashlib.sha256).digest())
+        return hmac.compare_digest(expected, given.strip().encode())
+
+    def orders_from_webhook(self, topic: str, headers: Mapping[str, str], body: bytes) -> list[Order]:
+        topic = (topic or _header(headers, "X-Shopify-Topic") or "").strip().lower()
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise RecordError(f"webhook {topic}: body is not JSON", location="webhook", connector=self.name) from None
+        if not isinstance(payload, dict):
+            raise RecordError(f"webhook {topic}: body is not a JSON object", location="webhook", connector=self.name)
+        if topic in ORDER_TOPICS:
+            record = order_from_rest(self.name, payload, self.settings.non_purchase_financial_statuses)
+        elif topic == "refunds/create":
+            order_id = (payload.get("refund") or payload).get("order_id")
+            if not order_id:
+                raise RecordError("webhook refunds/create without order_id", location="webhook", connector=self.name)
+            record = self.fetch_order(str(order_id))
+        else:
+            return []
+        if isinstance(record, Quarantined):
+            log.warning("webhook order unreadable", extra={"connector": self.name, "location": record.location,
+                                                           "reason": record.reason})
+            return []
+        return [record] if record is not None else []
+
+    def fetch_order(self, order_id: str) -> Order | Quarantined | None:
+        self._authorise()
+        node = self.gql.execute("OrderById", ORDER_BY_ID, lambda: {"id": order_gid(order_id)}).get("order")
+        if node is None:
+            return None
+        return order_from_node(self.name, node, self.settings.non_purchase_financial_statuses)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+__all__ = ["ShopifySource", "ShopifySettings", "dump_cursor", "load_cursor", "numeric_id"]

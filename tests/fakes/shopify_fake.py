@@ -1,0 +1,356 @@
+"""A fake Shopify GraphQL Admin API on 127.0.0.1 (a ThreadingHTTPServer on port 0, in a thread).
+
+It keeps a set of orders and serves what the Shopify source asks for: the orders connection
+(``query: updated_at:>='…'``, sorted by ``UPDATED_AT``, keyset cursors), ``order(id:)``, the app's
+access scopes, and bulk operations (run, poll, JSONL download). Like the real thing it enforces a
+query-cost bucket (``extensions.cost.throttleStatus``; ``THROTTLED`` in a 200 body, or HTTP 429
+when ``throttle_with_429``) and a single-query cost limit. It can fail a share of requests (5xx,
+429, connection resets) and change orders between pages (updates, refunds, cancellations, new
+orders) to show the source ends up with exactly the shop's final state.
+
+Time is a :class:`FakeClock` shared with the source under test: the source's ``sleep`` advances
+it, the bucket refills by it, so tests never really wait. :class:`LocalServer` and
+:class:`FakeClock` are shared with ``bigcommerce_fake``.
+"""
+from __future__ import annotations
+
+import base64
+import bisect
+import json
+import random
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+RESET = object()  # a handler result: drop the connection without answering
+Reply = tuple[int, dict[str, str], bytes]
+
+
+class FakeClock:
+    """Seconds (``monotonic``) and UTC time (``now``) that only move when someone sleeps."""
+
+    def __init__(self, start: datetime = datetime(2026, 11, 1, tzinfo=timezone.utc)):
+        self.start = start
+        self.seconds = 0.0
+        self.slept: list[float] = []
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self.seconds
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.slept.append(seconds)
+            self.seconds += max(0.0, seconds)
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.seconds += seconds
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.monotonic())
+
+
+class LocalServer:
+    """Runs ``handle(method, path, query, headers, body) -> Reply | RESET`` on 127.0.0.1:<free port>."""
+
+    def __init__(self, handle: Callable[[str, str, dict[str, list[str]], dict[str, str], bytes], Any]):
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                headers = {k: v for k, v in self.headers.items()}
+                result = handle(self.command, parts.path, parse_qs(parts.query), headers, body)
+                if result is RESET:
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    return
+                status, extra, payload = result[:3]
+                cut = result[3] if len(result) > 3 else None  # send only this many bytes, then drop
+                self.send_response(status)
+                for key, value in extra.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if payload:
+                    self.wfile.write(payload if cut is None else payload[:cut])
+                if cut is not None:
+                    self.wfile.flush()
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class FakeOrder:
+    id: int
+    customer_id: int | None
+    email: str | None
+    created_at: datetime
+    updated_at: datetime
+    total: Decimal
+    currency: str = "EUR"
+    test: bool = False
+    cancelled_at: datetime | None = None
+    financial_status: str = "PAID"
+
+    def node(self) -> dict[str, Any]:
+        customer = None
+        if self.customer_id is not None:
+            customer = {"id": f"gid://shopify/Customer/{self.customer_id}",
+                        "defaultEmailAddress": {"emailAddress": self.email} if self.email else None}
+        return {"id": f"gid://shopify/Order/{self.id}", "createdAt": iso(self.created_at),
+                "processedAt": iso(self.created_at), "updatedAt": iso(self.updated_at),
+                "cancelledAt": iso(self.cancelled_at) if self.cancelled_at else None, "test": self.test,
+                "email": self.email, "displayFinancialStatus": self.financial_status, "currencyCode": self.currency,
+                "currentTotalPriceSet": {"shopMoney": {"amount": str(self.total), "currencyCode": self.currency}},
+                "customer": customer}
+
+    def qualifies(self) -> bool:
+        return self.total > 0 and not self.test and self.cancelled_at is None and \
+            self.financial_status not in ("VOIDED", "EXPIRED")
+
+
+NODE_COST = 5  # Order + customer + defaultEmailAddress + currentTotalPriceSet + shopMoney
+
+
+@dataclass
+class ShopifyFake:
+    clock: FakeClock
+    token: str = "shpat_test_token"
+    scopes: list[str] = field(default_factory=lambda: ["read_orders", "read_all_orders", "read_customers"])
+    bucket_max: float = 1000.0
+    restore_rate: float = 50.0
+    max_query_cost: int = 1000
+    throttle_with_429: bool = False
+    fail_rate: float = 0.0  # share of GraphQL requests answered with 5xx/429/reset
+    mutate_per_page: int = 0  # orders changed each time a page is requested ...
+    mutation_budget: int = 0  # ... until this many changes were made
+    bulk_polls: int = 2  # polls answered RUNNING before COMPLETED
+    reset_download_once: bool = False
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        self.orders: dict[int, FakeOrder] = {}
+        self.rng = random.Random(self.seed)
+        self.available = self.bucket_max
+        self.bucket_stamp = self.clock.monotonic()
+        self.throttled = 0
+        self.requests: list[str] = []  # operation names, in order
+        self.queries: list[str | None] = []  # the search filter of each orders page asked for
+        self.page_sizes: list[int] = []  # the `first` of each orders page asked for
+        self.failures = 0
+        self.mutations = 0
+        self.bulk_ops: dict[str, dict[str, Any]] = {}
+        self.downloads_with_token = 0
+        self.last_ts = self.clock.now()
+        self._lock = threading.Lock()
+        self._cache: tuple[list[FakeOrder], list[tuple[datetime, int]]] | None = None
+        self.server = LocalServer(self.handle)
+        self.url = self.server.url
+
+    def close(self) -> None:
+        self.server.close()
+
+    # ------------------------------------------------------------------ data
+    def add_orders(self, count: int, *, start_id: int = 1000, guests_every: int = 7, days: int = 700) -> None:
+        self._cache = None
+        base = self.clock.now() - timedelta(days=days)
+        step = days * 86400 / max(1, count)
+        for i in range(count):
+            oid = start_id + i
+            created = base + timedelta(seconds=int(i * step))
+            guest = i % guests_every == 0
+            cid = None if guest else 500_000 + (i % (count // 3 + 1))
+            email = f"Customer{i % (count // 3 + 1)}@Example.com " if not guest or i % 2 else None
+            if guest and email is None:
+                email = f"guest{i}@example.com"
+            self.orders[oid] = FakeOrder(id=oid, customer_id=cid, email=email, created_at=created,
+                                         updated_at=created + timedelta(seconds=30),
+                                         total=Decimal(10 + i % 190) + Decimal("0.99"),
+                                         test=(i % 97 == 0), financial_status="PAID")
+
+    def next_ts(self) -> datetime:
+        self.last_ts = max(self.clock.now(), self.last_ts + timedelta(seconds=1))
+        return self.last_ts
+
+    def mutate(self, n: int) -> None:
+        for _ in range(n):
+            self._cache = None
+            if self.mutations >= self.mutation_budget:
+                return
+            self.mutations += 1
+            kind = self.rng.choice(["refund", "refund", "update", "cancel", "new"])
+            if kind == "new":
+                oid = max(self.orders) + 1
+                self.orders[oid] = FakeOrder(id=oid, customer_id=None, email=f"new{oid}@example.com",
+                                             created_at=self.clock.now(), updated_at=self.next_ts(),
+                                             total=Decimal("42.50"))
+                continue
+            order = self.orders[self.rng.choice(list(self.orders))]
+            if kind == "refund":
+                order.total = max(Decimal(0), order.total - Decimal("5.25"))
+                order.financial_status = "PARTIALLY_REFUNDED" if order.total else "REFUNDED"
+            elif kind == "cancel":
+                order.cancelled_at = self.clock.now()
+            else:
+                order.email = f"changed{order.id}@example.com"
+            order.updated_at = self.next_ts()
+
+    def changed(self) -> None:
+        """Call after editing ``orders`` directly (the sorted index is cached)."""
+        self._cache = None
+
+    def _index(self) -> tuple[list[FakeOrder], list[tuple[datetime, int]]]:
+        if self._cache is None:  # sorted by (updated_at, id), like the shop's search index
+            ordered = sorted(self.orders.values(), key=lambda o: (o.updated_at, o.id))
+            self._cache = (ordered, [(o.updated_at, o.id) for o in ordered])
+        return self._cache
+
+    def expected(self) -> dict[str, tuple[Decimal, bool]]:
+        return {str(o.id): (o.total, o.qualifies()) for o in self.orders.values()}
+
+    # ------------------------------------------------------------------ HTTP
+    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes):
+        with self._lock:
+            if path.startswith("/bulk/"):
+                return self._download(path, headers)
+            if method != "POST" or not re.fullmatch(r"/admin/api/\d{4}-\d{2}/graphql\.json", path):
+                return 404, {}, b""
+            if headers.get("X-Shopify-Access-Token") != self.token:
+                return 401, {}, b'{"errors":"[API] Invalid API key or access token"}'
+            request = json.loads(body)
+            document, variables = request["query"], request.get("variables") or {}
+            name = re.search(r"(?:query|mutation)\s+(\w+)", document).group(1)
+            self.requests.append(name)
+            if self.fail_rate and self.rng.random() < self.fail_rate:
+                self.failures += 1
+                kind = self.rng.choice(["500", "502", "503", "reset", "429"])
+                if kind == "reset":
+                    return RESET
+                return int(kind), ({"Retry-After": "1"} if kind == "429" else {}), b"oops"
+            requested = 2 + NODE_COST * int(variables.get("first") or 0) if name == "OrdersPage" else 2
+            if requested > self.max_query_cost:
+                return self._json({"errors": [{"message": "Query cost is too high",
+                                               "extensions": {"code": "MAX_COST_EXCEEDED"}}]}, requested, 0)
+            self._refill()
+            if requested > self.available:
+                self.throttled += 1
+                payload = {"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]}
+                return self._json(payload, requested, None, 429 if self.throttle_with_429 else 200)
+            data, actual = self._run(name, variables)
+            self.available -= actual
+            return self._json({"data": data}, requested, actual)
+
+    def _refill(self) -> None:
+        now = self.clock.monotonic()
+        self.available = min(self.bucket_max, self.available + (now - self.bucket_stamp) * self.restore_rate)
+        self.bucket_stamp = now
+
+    def _json(self, payload: dict[str, Any], requested: int, actual: int | None, status: int = 200) -> Reply:
+        payload["extensions"] = {"cost": {"requestedQueryCost": requested, "actualQueryCost": actual,
+                                          "throttleStatus": {"maximumAvailable": self.bucket_max,
+                                                             "currentlyAvailable": self.available,
+                                                             "restoreRate": self.restore_rate}}}
+        return status, {"Content-Type": "application/json"}, json.dumps(payload).encode()
+
+    def _run(self, name: str, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        if name == "AccessScopes":
+            return {"currentAppInstallation": {"accessScopes": [{"handle": s} for s in self.scopes]}}, 2
+        if name == "OrdersPage":
+            self.mutate(self.mutate_per_page)
+            return self._orders_page(variables)
+        if name == "OrderById":
+            order = self.orders.get(int(variables["id"].rsplit("/", 1)[-1]))
+            return {"order": order.node() if order else None}, 2 + NODE_COST
+        if name == "BulkRun":
+            op_id = f"gid://shopify/BulkOperation/{len(self.bulk_ops) + 1}"
+            self.bulk_ops[op_id] = {"id": op_id, "status": "CREATED", "createdAt": iso(self.clock.now()),
+                                    "polls": self.bulk_polls, "lines": None}
+            return {"bulkOperationRunQuery": {"bulkOperation": {"id": op_id, "status": "CREATED",
+                                                                "createdAt": self.bulk_ops[op_id]["createdAt"]},
+                                              "userErrors": []}}, 10
+        if name == "BulkStatus":
+            op = self.bulk_ops.get(variables["id"])
+            if op is None:
+                return {"node": None}, 1
+            if op["status"] in ("CREATED", "RUNNING"):
+                if op["polls"] > 0:
+                    op["polls"] -= 1
+                    op["status"] = "RUNNING"
+                    self.mutate(self.mutate_per_page)
+                else:
+                    op["status"] = "COMPLETED"
+                    op["lines"] = [json.dumps(o.node()) for o in self.orders.values()]
+            url = f"{self.url}/bulk/{op['id'].rsplit('/', 1)[-1]}.jsonl" if op["status"] == "COMPLETED" else None
+            node = {k: op[k] for k in ("id", "status", "createdAt")}
+            node.update({"errorCode": None, "completedAt": None, "objectCount": len(op["lines"] or []), "url": url,
+                         "partialDataUrl": None})
+            return {"node": node}, 1
+        raise AssertionError(f"fake does not know {name}")
+
+    def _orders_page(self, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        first = int(variables["first"])
+        self.queries.append(variables.get("query"))
+        self.page_sizes.append(first)
+        since = None
+        match = re.fullmatch(r"updated_at:>='([^']+)'", variables.get("query") or "")
+        if variables.get("query") and not match:
+            raise AssertionError(f"unexpected search query {variables.get('query')!r}")
+        if match:
+            since = datetime.fromisoformat(match.group(1))
+        ordered, keys = self._index()
+        start = bisect.bisect_left(keys, (since, -1)) if since else 0
+        if variables.get("after"):
+            ts, oid = json.loads(base64.b64decode(variables["after"]))
+            start = max(start, bisect.bisect_right(keys, (datetime.fromisoformat(ts), oid)))
+        page = ordered[start:start + first]
+        end = base64.b64encode(json.dumps([page[-1].updated_at.isoformat(), page[-1].id]).encode()).decode() \
+            if page else None
+        data = {"orders": {"pageInfo": {"hasNextPage": start + first < len(ordered), "endCursor": end},
+                           "nodes": [o.node() for o in page]}}
+        return data, 2 + NODE_COST * len(page)
+
+    def _download(self, path: str, headers: dict[str, str]):
+        if "X-Shopify-Access-Token" in headers:
+            self.downloads_with_token += 1
+        op = self.bulk_ops.get(f"gid://shopify/BulkOperation/{path.rsplit('/', 1)[-1].split('.')[0]}")
+        if op is None or op["lines"] is None:
+            return 404, {}, b""
+        body = ("\n".join(op["lines"]) + "\n").encode()
+        if self.reset_download_once:
+            self.reset_download_once = False
+            return 200, {"Content-Type": "application/jsonl"}, body, len(body) // 2
+        return 200, {"Content-Type": "application/jsonl"}, body
