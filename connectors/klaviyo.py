@@ -1,0 +1,235 @@
+"""Klaviyo destination: RFM properties on profiles, and an optional "RFM Group Changed" event.
+
+One :meth:`KlaviyoDestination.push` call receives one outbox batch (``batch_size`` ≤ 10,000, so a
+large batch is exactly one Bulk Import Profiles job unless it would exceed 5 MB):
+
+1. **Profiles.** A batch of at least ``bulk_min_profiles`` goes through a bulk import job
+   (:mod:`connectors.klaviyo_jobs`: submit, poll to completion, map import errors back to outbox ids).
+   Smaller batches, and every profile whose snapshot clears a property (a customer who lost all
+   qualifying orders: bulk import ignores nulls), go one by one through ``POST /api/profile-import``
+   with ``meta.patch_properties.unset``.
+2. **Events**, once the profile carries its new properties (so flow filters see them): for each
+   group (or label) change, ``POST /api/events`` with ``unique_id`` = the update's deterministic
+   ``event_id`` — Klaviyo records only the first event per profile, metric and unique id, so a
+   retry or a re-sent batch never creates a second event. First-time assignments are skipped,
+   sent with ``backfill`` (no flow fires) or sent as is, per ``first_assignment_events``.
+
+An outbox id is accepted only when its profile *and* its event (if any) were accepted; a failed
+event leaves the row pending, and the re-send is harmless (idempotent upsert, de-duplicated event).
+
+Errors: 429 (``Retry-After`` honoured) and 5xx are retried by :class:`HttpClient`; 401/403 are
+fatal; a 400/409/422 on a single profile or event is that record's failure, kept in the outbox with
+Klaviyo's error code and title (emails masked). The API key is read from the secret named by
+``api_key_secret`` and never appears in logs, reprs or messages. Client-side token buckets keep
+each endpoint under Klaviyo's published limits.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable, Literal
+
+import requests
+from pydantic import Field
+
+from .base import (ConnectorContext, ConnectorSettings, FatalError, ProfileUpdate, PushResult, RecordError,
+                   RetryableError)
+from .http import HttpClient, RateLimiter, RetryPolicy
+from .klaviyo_bodies import (REVISION, NoIdentifier, event_body, event_due, mask_email, profile_import_body,
+                             profile_resource, split_jobs)
+from .klaviyo_jobs import BulkJobs
+
+log = logging.getLogger(__name__)
+
+# Client-side limits per endpoint (burst per second, steady per minute), a little under Klaviyo's.
+LIMITS: dict[str, list[tuple[int, float]]] = {
+    "bulk_jobs": [(10, 1.0), (150, 60.0)],
+    "profile_import": [(75, 1.0), (700, 60.0)],
+    "events": [(350, 1.0), (3500, 60.0)],
+    "segments_read": [(75, 1.0), (700, 60.0)],
+    "segments_write": [(1, 1.0), (15, 60.0)],
+}
+MEDIA_TYPE = "application/vnd.api+json"
+PROFILE_IMPORT_PATH = "/api/profile-import"
+EVENTS_PATH = "/api/events"
+
+
+class KlaviyoSettings(ConnectorSettings):
+    type: str = "klaviyo"
+    # name of the secret holding the private API key (pk_...)
+    api_key_secret: str
+    base_url: str = "https://a.klaviyo.com"
+    # one push() = one bulk import job of up to this many profiles
+    batch_size: int = Field(10_000, ge=1, le=10_000)
+    # batches smaller than this use POST /api/profile-import per profile instead of a bulk job
+    bulk_min_profiles: int = Field(100, ge=1)
+    # also identify profiles by external_id = rfm-sync's customer key
+    external_id: bool = False
+    # also send the phone number (E.164 only; others are left out)
+    phone: bool = False
+    events: bool = True
+    metric_name: str = Field("RFM Group Changed", min_length=1)
+    # first-time assignment: "skip" (no event; the default, so a first sync of a big shop costs no
+    # event calls), "backfill" (recorded on the timeline, triggers no flows), "send" (may trigger flows)
+    first_assignment_events: Literal["skip", "backfill", "send"] = "skip"
+    poll_interval_s: float = Field(2.0, gt=0)
+    job_timeout_s: float = Field(3600.0, gt=0)
+    timeout_s: float = Field(60.0, gt=0)
+
+
+class KlaviyoDestination:
+    Settings = KlaviyoSettings
+
+    def __init__(self, settings: KlaviyoSettings, context: ConnectorContext, *,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 policy: RetryPolicy | None = None):
+        self.settings = settings
+        self.name = settings.name
+        self.batch_size = settings.batch_size
+        self._context = context
+        self._sleep, self._clock = sleep, clock
+        self._policy = policy
+        self.limiters = {k: RateLimiter(v, clock=clock, sleep=sleep) for k, v in LIMITS.items()}
+        self._client: HttpClient | None = None
+
+    def __repr__(self) -> str:
+        return f"KlaviyoDestination(name={self.name!r}, base_url={self.settings.base_url!r})"
+
+    # ------------------------------------------------------------------ http
+    @property
+    def client(self) -> HttpClient:
+        if self._client is None:
+            if self._context.dry_run:  # built for `run --dry-run`: never send, not even by mistake
+                raise FatalError("built for a dry run: nothing may be sent", connector=self.name)
+            try:
+                key = self._context.secret(self.settings.api_key_secret).reveal()
+            except LookupError as exc:
+                raise FatalError(str(exc), connector=self.name) from None
+            self._client = HttpClient(
+                connector=self.name, base_url=self.settings.base_url, sleep=self._sleep, policy=self._policy,
+                timeout=(10.0, self.settings.timeout_s),
+                headers={"Authorization": f"Klaviyo-API-Key {key}", "revision": REVISION, "Accept": MEDIA_TYPE})
+            self._client.session.hooks["response"].append(self._record_errors)
+        return self._client
+
+    def send(self, method: str, path: str, *, limiter: str, body: Any = None, data: bytes | None = None,
+             params: dict[str, Any] | None = None) -> requests.Response:
+        """One API call with retries and the endpoint's rate limiter; ``body`` is JSON-encoded
+        (or ``data`` is sent as already-encoded JSON) as ``application/vnd.api+json``."""
+        kwargs: dict[str, Any] = {"limiter": self.limiters[limiter]}
+        if params:
+            kwargs["params"] = params
+        if body is not None:
+            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        if data is not None:
+            kwargs["data"] = data
+            kwargs["headers"] = {"Content-Type": MEDIA_TYPE}
+        return self.client.request(method, path, **kwargs)
+
+    def _record_errors(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        """400/409/422 on one profile or event: that record's problem, not the connector's."""
+        if response.status_code in (400, 409, 422) and response.request.method == "POST":
+            path = response.url.split("?", 1)[0]
+            if path.endswith((PROFILE_IMPORT_PATH, EVENTS_PATH)):
+                raise RecordError(error_summary(response), connector=self.name, status=response.status_code)
+        return response
+
+    # ------------------------------------------------------------------ push
+    def push(self, updates: list[ProfileUpdate]) -> PushResult:
+        result = PushResult()
+        s = self.settings
+        bulk: list[tuple[ProfileUpdate, dict[str, Any]]] = []
+        single: list[tuple[ProfileUpdate, dict[str, Any]]] = []
+        for update in updates:
+            try:
+                resource = profile_resource(update, external_id=s.external_id, phone=s.phone)
+            except NoIdentifier as exc:
+                result.failed[update.outbox_id] = str(exc)
+                continue
+            # a resource that unsets properties ("meta") must not go through bulk import (it ignores nulls)
+            (single if "meta" in resource else bulk).append((update, resource))
+        if len(bulk) < s.bulk_min_profiles:
+            single, bulk = bulk + single, []
+        done: list[ProfileUpdate] = []
+        if bulk:
+            by_id = {u.outbox_id: u for u, _ in bulk}
+            jobs = BulkJobs(lambda method, path, **kw: self.send(method, path, limiter="bulk_jobs", **kw),
+                            connector=self.name, poll_interval_s=s.poll_interval_s, timeout_s=s.job_timeout_s,
+                            sleep=self._sleep, clock=self._clock)
+            for job, data in split_jobs([(u.outbox_id, r) for u, r in bulk]):
+                outcome = jobs.run(job, data)
+                log.info("klaviyo bulk job done", extra={"destination": self.name, "job": outcome.job_id,
+                                                         "profiles": len(job), "failed": len(outcome.failed),
+                                                         "polls": outcome.polls})
+                result.failed.update(outcome.failed)
+                done.extend(by_id[oid] for oid in outcome.accepted)
+        for n, (update, resource) in enumerate(single):
+            try:
+                self.send("POST", PROFILE_IMPORT_PATH, limiter="profile_import", body=profile_import_body(resource))
+                done.append(update)
+            except RecordError as exc:
+                result.failed[update.outbox_id] = f"profile: {exc}"
+            except RetryableError as exc:  # still throttled after retries: keep the rest for the next cycle
+                for later, _ in single[n:]:
+                    result.failed[later.outbox_id] = f"profile not sent: {exc}"
+                break
+        result.accepted = self._events(done, result.failed)
+        return result
+
+    def event_mode(self, update: ProfileUpdate) -> str | None:
+        """None (no event), "backfill" or "send"."""
+        if not self.settings.events or not event_due(update):
+            return None
+        if update.first_assignment or (update.transition and update.transition.from_group is None):
+            mode = self.settings.first_assignment_events
+            return None if mode == "skip" else mode
+        return "send"
+
+    def _events(self, done: list[ProfileUpdate], failed: dict[int, str]) -> list[int]:
+        accepted: list[int] = []
+        s = self.settings
+        for n, update in enumerate(done):
+            mode = self.event_mode(update)
+            if mode is None:
+                accepted.append(update.outbox_id)
+                continue
+            body = event_body(update, metric=s.metric_name, backfill=mode == "backfill", external_id=s.external_id,
+                              phone=s.phone)
+            try:
+                self.send("POST", EVENTS_PATH, limiter="events", body=body)
+                accepted.append(update.outbox_id)
+            except RecordError as exc:
+                failed[update.outbox_id] = f"event: {exc}"
+            except RetryableError as exc:
+                for later in done[n:]:
+                    if self.event_mode(later) is None:
+                        accepted.append(later.outbox_id)
+                    else:
+                        failed[later.outbox_id] = f"event not sent: {exc}"
+                break
+        return accepted
+
+    def check(self) -> list[tuple[str, str]]:
+        """For ``rfm-sync doctor``: one read call proves the key and its profile/list read scopes.
+        401/403 raise :class:`FatalError` (the doctor reports them); problems come back as (problem, fix)."""
+        try:
+            self.send("GET", "/api/profile-bulk-import-jobs", limiter="bulk_jobs", params={"page[size]": 1})
+        except RecordError as exc:
+            return [(f"Klaviyo rejected the check call: {exc}", "check base_url and the API key's scopes")]
+        return []
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def error_summary(response: requests.Response) -> str:
+    """``HTTP 400 invalid: Invalid input: <detail>`` from a JSON:API error body, emails masked."""
+    try:
+        errors = response.json().get("errors") or [{}]
+        first = errors[0] if isinstance(errors[0], dict) else {}
+    except (ValueError, AttributeError, IndexError):
+        first = {}
+    parts = [str(first.get(k)) for k in ("code", "title", "detail") if first.get(k)]
+    return mask_email(f"HTTP {response.status_code} " + ": ".join(parts))[:500]
