@@ -1,0 +1,392 @@
+"""``rfm-sync daemon``: the scheduled pipeline in the foreground, one per store.
+
+* **Single instance.** Cycles run only while this process holds the store's ``daemon`` lock
+  (holder ``host:pid``, refreshed every ``heartbeat_seconds``). Otherwise it stands by, says who
+  holds the lock and since when, serves ``/healthz`` as 503 ``standby``, and takes over when the
+  holder's heartbeat is older than ``lock_expire_seconds``.
+* **One cycle at a time.** Scheduled cycles, recalibration and webhook rescoring share one mutex; a
+  job that finds it busy is skipped (the next run catches up).
+* **Graceful stop.** SIGTERM/SIGINT stop the scheduler and ask the running cycle to stop at the next
+  page or batch boundary (sources and destinations are wrapped to refuse further work). Unpushed
+  rows stay in the outbox and are sent by the next cycle. After ``shutdown_timeout_seconds`` a cycle
+  still running is abandoned — safe for the same reason — and :meth:`Daemon.run` returns anyway.
+* **Reload.** SIGHUP, or a change of the config file, loads the config again; an invalid one is
+  logged with its problems and the running config is kept.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from apscheduler.jobstores.base import JobLookupError
+
+from connectors.base import ConnectorError, RetryableError, WebhookSource
+
+from . import logs, scheduler
+from .config import Config, ConfigError, load_config
+from .health import Health
+from .metrics import Metrics
+from .pipeline import Pipeline, build_destinations, build_sources
+from .store import Store, utcnow
+from .store import webhook_queries
+from .store.lock import LockInfo, StoreLock
+from .webhooks import Listener, Routes
+
+log = logging.getLogger(__name__)
+
+
+class _Stoppable:
+    """Delegates to a connector, but refuses new work once ``stop`` is set."""
+
+    def __init__(self, inner: Any, stop: threading.Event):
+        self._inner, self._stop = inner, stop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
+
+    def _check(self) -> None:
+        if self._stop.is_set():
+            raise RetryableError("shutting down; the rest is left for the next cycle", connector=self._inner.name)
+
+
+class StoppableSource(_Stoppable):
+    def pull(self, context: Any) -> Iterator[Any]:
+        for page in self._inner.pull(context):
+            self._check()
+            yield page
+
+
+class StoppableDestination(_Stoppable):
+    def push(self, updates: list[Any]) -> Any:
+        self._check()
+        return self._inner.push(updates)
+
+
+def find_recalibrate() -> Callable[[Config, Store, Any], Any] | None:
+    """``rfm_sync.calibration.recalibrate(config, store, as_of)`` when this version has it."""
+    try:
+        from .calibration import recalibrate
+    except ImportError:
+        return None
+    return recalibrate
+
+
+def max_age(config: Config) -> timedelta:
+    minutes = config.daemon.unhealthy_after_minutes or 2 * config.schedule.incremental_every_minutes + 5
+    return timedelta(minutes=minutes)
+
+
+class Daemon:
+    def __init__(self, config_path: str | Path, *, holder: str | None = None):
+        self.config_path = Path(config_path)
+        self.config = load_config(self.config_path)
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        self.stop_event = threading.Event()
+        self.reload_event = threading.Event()
+        self.wake = threading.Event()
+        self.cycle_lock = threading.Lock()
+        self.metrics = Metrics()
+        self.health = Health(max_age=max_age(self.config))
+        self.abandoned = False
+        self.store: Store | None = None
+        self.pipeline: Pipeline | None = None
+        self.raw_connectors: list[Any] = []
+        self.listener: Listener | None = None
+        self.routes: Routes | None = None
+        self.scheduler = scheduler.make_scheduler()
+        self.lock: StoreLock | None = None
+        self.has_lock = False
+        self._told: LockInfo | None = None
+        self._deferred: str | None = None  # a reload waiting for the running cycle
+        self._mtime = self._config_mtime()
+
+    # ------------------------------------------------------------------ building
+    def _config_mtime(self) -> int | None:
+        try:
+            return self.config_path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def _build(self, config: Config) -> tuple[Pipeline, list[Any], dict[str, Any]]:
+        sources, destinations = build_sources(config), build_destinations(config)
+        pipeline = Pipeline(config, self.store, sources=[StoppableSource(s, self.stop_event) for s in sources],
+                            destinations=[StoppableDestination(d, self.stop_event) for d in destinations])
+        hooks = {s.name: s for s in sources if isinstance(s, WebhookSource)}
+        return pipeline, [*sources, *destinations], hooks
+
+    def _jobs(self) -> scheduler.Jobs:
+        return scheduler.Jobs(incremental=self._guarded("incremental", lambda: self._cycle("incremental")),
+                              full=self._guarded("full", lambda: self._cycle("full")),
+                              recalibrate=self._guarded("recalibrate", self._recalibrate),
+                              webhooks=self._guarded("webhooks", self._process_webhooks))
+
+    def _schedule(self) -> None:
+        ids = scheduler.add_jobs(self.scheduler, self.config, self._jobs(), now=utcnow())
+        log.info("jobs scheduled", extra={"jobs": {j.id: j.next_run_time.isoformat()
+                                                     for j in self.scheduler.get_jobs() if j.id in ids}})
+
+    # ------------------------------------------------------------------ jobs
+    def _guarded(self, name: str, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            if self.stop_event.is_set() or not self.has_lock:
+                return
+            if not self.cycle_lock.acquire(blocking=False):
+                log.log(logging.DEBUG if name == "webhooks" else logging.INFO,
+                        "job skipped: another cycle is running", extra={"job": name})
+                return
+            try:
+                fn()
+            except Exception as exc:  # a job must never kill the scheduler thread
+                log.exception("job failed", extra={"job": name, "error": f"{type(exc).__name__}: {exc}"})
+                self.health.failed(f"{name}: {type(exc).__name__}")
+            finally:
+                self.cycle_lock.release()
+        return run
+
+    def _cycle(self, job: str) -> None:
+        assert self.pipeline is not None
+        started = time.perf_counter()
+        try:
+            report = self.pipeline.run_cycle()
+        except Exception as exc:
+            self.metrics.observe_cycle(job, None, time.perf_counter() - started, "failed")
+            self.health.failed(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.metrics.observe_retries(self.raw_connectors)
+        seconds = time.perf_counter() - started
+        status = "ok" if not report.errors else "partial"
+        self.metrics.observe_cycle(job, report, seconds, status)
+        self.metrics.set_groups(report.group_counts)
+        if status == "ok":
+            self.health.succeeded()
+            self.metrics.last_success.set(time.time())
+        else:
+            self.health.failed("; ".join(report.errors))
+        log.info("cycle done", extra={"job": job, "run": report.run_id, "status": status,
+                                      "seconds": round(seconds, 3), "pulled": report.pulled,
+                                      "quarantined": len(report.quarantined), "scored": report.scored,
+                                      "changed": report.changed, "cleared": report.cleared,
+                                      "pushed": report.pushed, "failed": report.failed,
+                                      "errors": report.errors, "durations": report.durations})
+
+    def _recalibrate(self) -> None:
+        hook = find_recalibrate()
+        if hook is None:
+            log.info("recalibration skipped: this version has no recalibrate step (no-op hook)")
+            return
+        as_of = utcnow().astimezone(self.config.shop.zone).date()
+        result = hook(self.config, self.store, as_of)
+        log.info("cut points recalibrated; the next cycle scores with them",
+                 extra={"as_of": as_of.isoformat(), "cut_points": result.get("cut_points")})
+
+    def _process_webhooks(self) -> None:
+        assert self.store is not None and self.pipeline is not None and self.routes is not None
+        events = webhook_queries.pending(self.store)
+        if not events:
+            return
+        orders, done, failed = [], [], {}
+        for event in events:
+            source = self.routes.sources.get(event.source)
+            if source is None:
+                failed[event.id] = f"no webhook-capable source named {event.source!r} any more"
+                continue
+            try:
+                orders.extend(source.orders_from_webhook(event.topic, event.headers, event.body))
+                done.append(event.id)
+            except RetryableError as exc:
+                log.warning("webhook event kept for later", extra={"source": event.source, "error": str(exc)})
+            except (ConnectorError, ValueError, KeyError, TypeError) as exc:
+                failed[event.id] = f"{type(exc).__name__}: {exc}"
+        started = time.perf_counter()
+        report = self.pipeline.rescore_orders(orders) if orders else None
+        webhook_queries.finish(self.store, done, failed)
+        if report is not None:
+            self.metrics.observe_cycle("webhooks", report, time.perf_counter() - started,
+                                       "ok" if not report.errors else "partial")
+        webhook_queries.prune(self.store, utcnow() - timedelta(days=self.config.webhooks.keep_events_days))
+        log.info("webhook events processed", extra={"events": len(done), "failed": len(failed), "orders": len(orders),
+                                                    "changed": report.changed if report else 0})
+
+    def _webhook_arrived(self) -> None:
+        """Run the webhooks job now rather than at its next interval (a burst coalesces into one run)."""
+        if self.has_lock and not self.stop_event.is_set():
+            try:
+                self.scheduler.modify_job("webhooks", next_run_time=utcnow())
+            except JobLookupError:
+                pass
+
+    # ------------------------------------------------------------------ lock
+    def _hold_lock(self) -> None:
+        assert self.lock is not None
+        if self.has_lock:
+            if self.lock.heartbeat():
+                return
+            log.error("lost the store lock (our heartbeat was too late and another daemon took over); "
+                      "standing by", extra={"holder": self.holder})
+            self.has_lock = False
+            self.scheduler.remove_all_jobs()
+        other = self.lock.acquire()
+        if other is None:
+            self.has_lock, self._told, self.health.standby = True, None, None
+            log.info("store lock acquired; running cycles", extra={"holder": self.holder})
+            self._schedule()
+            return
+        self.health.standby = f"lock held by {other.holder} since {other.acquired_at.isoformat()}"
+        if self._told is None or self._told.holder != other.holder:
+            log.warning("another daemon holds the store lock; standing by (no cycles)",
+                        extra={"holder": other.holder, "since": other.acquired_at.isoformat(),
+                               "heartbeat_at": other.heartbeat_at.isoformat()})
+            self._told = other
+
+    # ------------------------------------------------------------------ reload
+    def reload(self, why: str) -> bool:
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("config reload rejected; keeping the running config",
+                      extra={"why": why, "problems": exc.problems})
+            return False
+        if config.store.url != self.config.store.url:
+            log.error("config reload rejected: store.url changed; restart the daemon to switch stores",
+                      extra={"why": why})
+            return False
+        try:
+            pipeline, raw, hooks = self._build(config)
+        except Exception as exc:
+            log.error("config reload rejected: cannot build connectors; keeping the running config",
+                      extra={"why": why, "error": f"{type(exc).__name__}: {exc}"})
+            return False
+        if not self.cycle_lock.acquire(timeout=2):  # keep heartbeating while a long cycle runs
+            if self._deferred is None:
+                log.info("config reload waits for the running cycle to end", extra={"why": why})
+            self._deferred = why
+            return False
+        try:
+            self._deferred = None
+            old_http = self.config.daemon.model_dump(include={"http_enabled", "http_host", "http_port"})
+            self.config, self.pipeline, self.raw_connectors = config, pipeline, raw
+            self.health.max_age = max_age(config)
+            logs.configure(config.logging.level, config.logging.format)
+            self._update_routes(hooks)
+            if self.has_lock:
+                self._schedule()
+        finally:
+            self.cycle_lock.release()
+        if old_http != config.daemon.model_dump(include={"http_enabled", "http_host", "http_port"}):
+            self._stop_listener()
+            self._start_listener()
+        log.info("config reloaded", extra={"why": why})
+        return True
+
+    def _update_routes(self, hooks: dict[str, Any]) -> None:
+        assert self.routes is not None
+        self.routes.sources = hooks
+        self.routes.webhooks_enabled = self.config.webhooks.enabled
+        self.routes.max_body_bytes = self.config.webhooks.max_body_bytes
+
+    def _start_listener(self) -> None:
+        d = self.config.daemon
+        if not d.http_enabled:
+            return
+        assert self.routes is not None
+        self.listener = Listener(d.http_host, d.http_port, self.routes).start()
+        log.info("listening", extra={"host": d.http_host, "port": self.listener.port,
+                                     "webhooks": self.config.webhooks.enabled})
+
+    def _stop_listener(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
+
+    # ------------------------------------------------------------------ life cycle
+    def request_stop(self, *_: Any) -> None:
+        self.stop_event.set()
+        self.wake.set()
+
+    def request_reload(self, *_: Any) -> None:
+        self.reload_event.set()
+        self.wake.set()
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, self.request_reload)
+
+    def start(self) -> None:
+        """Open the store, build the pipeline, start the listener and the (empty) scheduler."""
+        logs.configure(self.config.logging.level, self.config.logging.format)
+        self.store = Store.open(self.config.store.url, self.config.base_dir)
+        self.metrics.store = self.store
+        self.pipeline, self.raw_connectors, hooks = self._build(self.config)
+        last = self.pipeline.last_scored_run()
+        if last is not None:
+            self.metrics.set_groups(last["group_counts"] or {})
+            if last["status"] == "ok" and last.get("finished_at"):
+                self.health.succeeded(last["finished_at"])
+                self.metrics.last_success.set(last["finished_at"].timestamp())
+        self.routes = Routes(store=self.store, metrics=self.metrics, health=self.health,
+                             on_event=self._webhook_arrived)
+        self._update_routes(hooks)
+        self._start_listener()
+        self.lock = StoreLock(self.store, self.holder, expire_seconds=self.config.daemon.lock_expire_seconds)
+        self.scheduler.start()
+        log.info("daemon started", extra={"holder": self.holder, "config": str(self.config_path)})
+
+    def run(self) -> int:
+        """Run until stopped; returns the exit status (0 after a graceful stop)."""
+        self.start()
+        last_beat = 0.0
+        while not self.stop_event.is_set():
+            if time.monotonic() - last_beat >= (self.config.daemon.heartbeat_seconds if self.has_lock else
+                                                min(self.config.daemon.heartbeat_seconds, 5)):
+                try:
+                    self._hold_lock()
+                except Exception as exc:  # the store may be briefly unavailable
+                    log.error("store lock check failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+                last_beat = time.monotonic()
+            if self.config.daemon.watch_config and self._config_mtime() != self._mtime:
+                self._mtime = self._config_mtime()
+                self.reload("config file changed")
+            if self.reload_event.is_set():
+                self.reload_event.clear()
+                self._mtime = self._config_mtime()
+                self.reload("SIGHUP")
+            elif self._deferred is not None and not self.cycle_lock.locked():
+                self.reload(self._deferred)
+            self.wake.wait(0.5)
+            self.wake.clear()
+        self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        log.info("stopping: no new cycles; the running one stops at the next batch boundary")
+        self.stop_event.set()
+        self.scheduler.shutdown(wait=False)
+        finished = self.cycle_lock.acquire(timeout=self.config.daemon.shutdown_timeout_seconds)
+        if not finished:
+            self.abandoned = True
+            log.warning("cycle still running at the shutdown timeout: abandoning it; unacknowledged outbox "
+                        "rows are sent by the next cycle",
+                        extra={"timeout": self.config.daemon.shutdown_timeout_seconds})
+        self._stop_listener()
+        if self.has_lock and self.lock is not None:
+            try:
+                self.lock.release()
+            except Exception as exc:
+                log.warning("could not release the store lock", extra={"error": type(exc).__name__})
+            self.has_lock = False
+        if finished and self.store is not None:
+            self.store.close()
+        log.info("stopped", extra={"abandoned": self.abandoned})

@@ -1,0 +1,110 @@
+"""Commands for running in production: ``daemon``, ``doctor``, ``secrets``. Registered by cli.py."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from . import secrets as secret_store
+from .config import ConfigError
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+@click.command()
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Path to the TOML configuration.")
+def daemon(config_path: str) -> None:
+    """Run the schedule (and the optional webhook listener) in the foreground until SIGTERM/SIGINT.
+
+    One daemon per store runs cycles; a second one stands by. SIGHUP reloads the configuration.
+    """
+    from .daemon import Daemon
+
+    try:
+        runner = Daemon(config_path)
+    except ConfigError as exc:
+        click.echo("configuration errors:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(EXIT_CONFIG)
+    runner.install_signals()
+    try:
+        code = runner.run()
+    except Exception as exc:  # start-up failures: store unreachable, port in use, secrets missing
+        click.echo(f"error: the daemon could not start: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    if runner.abandoned:  # a cycle thread is still busy: do not wait for it at interpreter exit
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+@click.command()
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Path to the TOML configuration.")
+def doctor(config_path: str) -> None:
+    """Check the store, every source and destination, their secrets and the schedule; print each fix."""
+    from .config import load_config
+    from .doctor import run_doctor
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        click.echo("configuration errors:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(EXIT_CONFIG)
+    report = run_doctor(config)
+    for finding in report.findings:
+        mark = click.style("ok ", fg="green") if finding.ok else click.style("ERR", fg="red")
+        click.echo(f"{mark} {finding.what}: {finding.message}")
+        if finding.fix:
+            click.echo(f"    fix: {finding.fix}")
+    for warning in report.warnings:
+        click.echo(f"{click.style('warn', fg='yellow')} RFM eligibility: {warning}")
+    problems = len(report.problems)
+    click.echo(f"{problems} problem(s) found" if problems else "no problems found")
+    if problems:
+        sys.exit(EXIT_FAILED)
+
+
+@click.group()
+def secrets() -> None:
+    """Store secrets in the OS keyring (environment variables RFM_SYNC_SECRET_<NAME> override it)."""
+
+
+@secrets.command("set")
+@click.argument("name")
+def secrets_set(name: str) -> None:
+    """Prompt (without echo) for the value of secret NAME and store it in the OS keyring."""
+    value = click.prompt(f"value of secret {name!r}", hide_input=True, default="", show_default=False)
+    if not value:
+        click.echo("error: empty value; nothing stored", err=True)
+        sys.exit(EXIT_FAILED)
+    try:
+        secret_store.store(name, value)
+    except secret_store.SecretError as exc:
+        click.echo(f"error: {exc}", err=True)
+        click.echo(f"  e.g. in a container or systemd unit: {secret_store.env_var_name(name)}=<value>", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"stored secret {name!r} in the OS keyring "
+               f"(the environment variable {secret_store.env_var_name(name)} overrides it when set)")
+
+
+@secrets.command("check")
+@click.argument("name")
+def secrets_check(name: str) -> None:
+    """Say whether secret NAME resolves, and from where (never prints the value)."""
+    var = secret_store.env_var_name(name)
+    try:
+        secret_store.resolve(name)
+    except secret_store.SecretError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    where = f"environment variable {var}" if os.environ.get(var) else "OS keyring"
+    click.echo(f"secret {name!r} is set (from the {where})")

@@ -1,0 +1,167 @@
+"""``rfm-sync doctor``: check a configuration against the real world, every problem with its fix.
+
+Checks the store (opens and migrates), each source and destination (the secrets it names, that it
+can be built, and its own ``check()`` when it offers one — reachability, credentials, scopes), the
+schedule and listener settings, the store lock, and reports RFM eligibility warnings (from the last
+run, or from a fresh score of the stored orders). Returns findings; the CLI prints them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from connectors.base import ConnectorError, ConnectorSettings, FatalError, RetryableError, WebhookSource
+from connectors.registry import connector_class
+
+from . import engine, secrets
+from .config import Config
+from .pipeline import Pipeline, connector_context
+from .scheduler import next_runs
+from .store import Store, utcnow
+
+
+@dataclass
+class Finding:
+    what: str
+    ok: bool
+    message: str
+    fix: str = ""
+
+
+@dataclass
+class DoctorReport:
+    findings: list[Finding] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # RFM eligibility: reported, never fatal
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if not f.ok]
+
+    def add(self, what: str, ok: bool, message: str, fix: str = "") -> None:
+        self.findings.append(Finding(what, ok, message, fix))
+
+
+def secret_names(settings: ConnectorSettings) -> list[str]:
+    """Values of the settings' ``*_secret`` keys: the names of the secrets this connector needs."""
+    return [v for k, v in settings.model_dump().items() if k.endswith("_secret") and isinstance(v, str) and v]
+
+
+def _self_check(report: DoctorReport, what: str, connector: Any) -> None:
+    check = getattr(connector, "check", None)
+    if not callable(check):
+        report.add(what, True, "built; no self-check (reachability and credentials not verified)")
+        return
+    try:
+        problems = list(check() or [])
+    except FatalError as exc:
+        report.add(what, False, str(exc), "check the credentials and permissions (scopes) of this connector")
+        return
+    except RetryableError as exc:
+        report.add(what, False, str(exc), "the service did not answer: check the network, then try again")
+        return
+    except ConnectorError as exc:
+        report.add(what, False, str(exc), "see the message; fix this connector's table in the config")
+        return
+    for item in problems:
+        if isinstance(item, (tuple, list)) and len(item) == 2:
+            report.add(what, False, str(item[0]), str(item[1]))
+        elif hasattr(item, "problem"):
+            report.add(what, False, str(item.problem), str(getattr(item, "fix", "")))
+        else:
+            report.add(what, False, str(item))
+    if not problems:
+        report.add(what, True, "self-check passed")
+
+
+def check_connectors(report: DoctorReport, config: Config) -> list[Any]:
+    built = []
+    ctx = connector_context(config)
+    for kind, tables in (("source", config.sources), ("destination", config.destinations)):
+        for settings in tables:
+            what = f"{kind} {settings.name}"
+            missing = False
+            for name in secret_names(settings):
+                try:
+                    secrets.resolve(name)
+                except secrets.SecretError as exc:
+                    missing = True
+                    report.add(what, False, f"secret {name!r} is not available",
+                               f"export {secrets.env_var_name(name)}=... or run `rfm-sync secrets set {name}`"
+                               f" ({exc.__class__.__name__})")
+            if missing:
+                continue
+            try:
+                connector = connector_class(kind, settings.type)(settings, ctx)
+            except (ConnectorError, secrets.SecretError, OSError, ValueError) as exc:
+                report.add(what, False, f"cannot be set up: {exc}", f"fix its [[{kind}s]] table in the config")
+                continue
+            _self_check(report, what, connector)
+            built.append(connector)
+    return built
+
+
+def check_schedule(report: DoctorReport, config: Config, sources: list[Any], now: datetime) -> None:
+    runs = next_runs(config, now)
+    zone = config.shop.zone
+    text = ", ".join(f"{job} at {moment.astimezone(zone):%Y-%m-%d %H:%M %Z}" for job, moment in runs.items())
+    report.add("schedule", True, f"next runs: {text}")
+    if not config.schedule.recalibrate_cron:
+        report.add("schedule", True, "recalibration is off (schedule.recalibrate_cron = \"\")")
+    hooks = [s.name for s in sources if isinstance(s, WebhookSource)]
+    if config.webhooks.enabled:
+        if not config.daemon.http_enabled:
+            report.add("webhooks", False, "webhooks are enabled but the HTTP listener is off",
+                       "set [daemon] http_enabled = true (or [webhooks] enabled = false)")
+        elif not hooks:
+            report.add("webhooks", False, "webhooks are enabled but no source that accepts webhooks could be set up",
+                       "add a shopify or bigcommerce source, or set [webhooks] enabled = false")
+        else:
+            report.add("webhooks", True, "listening at " + ", ".join(f"POST /webhooks/{n}" for n in hooks)
+                       + f" on {config.daemon.http_host}:{config.daemon.http_port}")
+
+
+def check_store(report: DoctorReport, config: Config) -> Store | None:
+    try:
+        store = Store.open(config.store.url, config.base_dir)
+    except Exception as exc:
+        report.add("store", False, f"cannot open the store ({type(exc).__name__})",
+                   "check [store] url, that its folder exists and is writable, and the database is reachable")
+        return None
+    report.add("store", True, f"opened and migrated: {store!r}")
+    from .store.lock import StoreLock
+
+    holder = StoreLock(store, "doctor", expire_seconds=config.daemon.lock_expire_seconds).current()
+    if holder is not None:
+        age = (utcnow() - holder.heartbeat_at).total_seconds()
+        state = "alive" if age <= config.daemon.lock_expire_seconds else "expired (will be taken over)"
+        report.add("store", True, f"daemon lock held by {holder.holder} since {holder.acquired_at:%Y-%m-%d %H:%M} "
+                                  f"UTC, last heartbeat {age:.0f}s ago: {state}")
+    return store
+
+
+def eligibility(report: DoctorReport, config: Config, store: Store) -> None:
+    runs = [r for r in store.recent_runs(20) if r["status"] in ("ok", "partial") and r.get("warnings") is not None]
+    full = [r for r in runs if "webhooks" not in ((r.get("stats") or {}).get("pulled") or {})]  # not rescores
+    if full:
+        report.warnings.extend(full[0]["warnings"])
+        return
+    if store.order_count() == 0:
+        report.warnings.append("no orders stored yet: run `rfm-sync run --once -c CONFIG` to pull them")
+        return
+    as_of = utcnow().astimezone(config.shop.zone).date()
+    result = Pipeline(config, store, sources=[], destinations=[]).score(as_of)
+    report.warnings.extend(engine.eligibility_warnings(result.frame))
+
+
+def run_doctor(config: Config, now: datetime | None = None) -> DoctorReport:
+    report = DoctorReport()
+    store = check_store(report, config)
+    built = check_connectors(report, config)
+    check_schedule(report, config, built, now or utcnow())
+    if store is not None:
+        try:
+            eligibility(report, config, store)
+        finally:
+            store.close()
+    return report

@@ -1,0 +1,55 @@
+"""Readiness for ``/healthz``: ready when the last successful cycle is recent enough.
+
+Not ready (503) before the first success, when the last success is older than ``max_age``, and on a
+standby daemon (another one holds the store's lock).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from .store import utcnow
+
+
+@dataclass
+class Health:
+    max_age: timedelta
+    clock: Callable[[], datetime] = utcnow
+    last_success: datetime | None = None
+    last_failure: datetime | None = None
+    last_error: str | None = None
+    standby: str | None = None  # why this daemon is not running cycles
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def succeeded(self, at: datetime | None = None) -> None:
+        with self._lock:
+            self.last_success = at or self.clock()
+
+    def failed(self, error: str) -> None:
+        with self._lock:
+            self.last_failure, self.last_error = self.clock(), error[:300]
+
+    def check(self) -> tuple[bool, dict[str, Any]]:
+        with self._lock:
+            now = self.clock()
+            body: dict[str, Any] = {
+                "last_success": self.last_success.isoformat() if self.last_success else None,
+                "last_failure": self.last_failure.isoformat() if self.last_failure else None,
+                "max_age_seconds": int(self.max_age.total_seconds()),
+            }
+            if self.standby:
+                body.update(status="standby", reason=self.standby)
+                return False, body
+            if self.last_success is None:
+                body.update(status="starting", reason="no successful cycle yet")
+                return False, body
+            if now - self.last_success > self.max_age:
+                body.update(status="stale", reason=f"last successful cycle is older than {self.max_age}",
+                            last_error=self.last_error)
+                return False, body
+            body["status"] = "ok"
+            return True, body

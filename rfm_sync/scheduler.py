@@ -1,0 +1,86 @@
+"""The daemon's jobs on an APScheduler 3.x scheduler, from ``[schedule]`` (and ``[webhooks]``).
+
+* ``incremental`` — pull, score, diff, push every ``incremental_every_minutes``;
+* ``full`` — the same cycle daily at ``full_at`` (shop time): every cycle rescores all customers, so
+  this is the run that guarantees a fresh, complete scoring at a quiet hour each day even if the
+  interval is long;
+* ``recalibrate`` — threshold recalibration on the ``recalibrate_cron`` cadence (shop time);
+* ``webhooks`` — turn received webhook events into a rescore of their customers, every few seconds.
+
+Every job has ``coalesce=True`` (runs missed while the process was asleep or busy collapse into one),
+``misfire_grace_time`` from the config, and ``max_instances=1`` (a job never overlaps itself). The
+callables themselves are the daemon's; this module only decides *when*.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from .config import Config
+
+Job = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Jobs:
+    incremental: Job
+    full: Job
+    recalibrate: Job
+    webhooks: Job | None = None
+
+
+def make_scheduler() -> BackgroundScheduler:
+    return BackgroundScheduler(timezone=timezone.utc, executors={"default": ThreadPoolExecutor(4)})
+
+
+def triggers(config: Config, first_run: datetime) -> dict[str, BaseTrigger]:
+    """When each job fires. ``first_run``: the first incremental (and webhook) run."""
+    sched, zone = config.schedule, config.shop.zone
+    out: dict[str, BaseTrigger] = {
+        "incremental": IntervalTrigger(minutes=sched.incremental_every_minutes, start_date=first_run,
+                                       timezone=timezone.utc),
+    }
+    if sched.full_time is not None:
+        hour, minute = sched.full_time
+        out["full"] = CronTrigger(hour=hour, minute=minute, timezone=zone)
+    if sched.recalibrate_cron:
+        out["recalibrate"] = CronTrigger.from_crontab(sched.recalibrate_cron, timezone=zone)
+    if config.webhooks.enabled:
+        out["webhooks"] = IntervalTrigger(seconds=config.webhooks.process_every_seconds, start_date=first_run,
+                                          timezone=timezone.utc)
+    return out
+
+
+def add_jobs(scheduler: BaseScheduler, config: Config, jobs: Jobs, *, now: datetime) -> list[str]:
+    """Replace the scheduler's jobs with those the config asks for; returns their ids."""
+    sched = config.schedule
+    first = now if sched.run_at_start else now + timedelta(minutes=sched.incremental_every_minutes)
+    scheduler.remove_all_jobs()
+    added = []
+    for job_id, trigger in triggers(config, first).items():
+        func = getattr(jobs, job_id)
+        if func is None:
+            continue
+        extra = {"next_run_time": first} if isinstance(trigger, IntervalTrigger) else {}
+        scheduler.add_job(func, trigger, id=job_id, name=job_id, coalesce=True, max_instances=1,
+                          misfire_grace_time=sched.misfire_grace_seconds, replace_existing=True, **extra)
+        added.append(job_id)
+    return added
+
+
+def next_runs(config: Config, now: datetime) -> dict[str, datetime]:
+    """The next fire time of each scheduled job after ``now`` (for `doctor` and logs)."""
+    out = {}
+    for job_id, trigger in triggers(config, now + timedelta(minutes=config.schedule.incremental_every_minutes)).items():
+        moment = trigger.get_next_fire_time(None, now)
+        if moment is not None:
+            out[job_id] = moment
+    return out

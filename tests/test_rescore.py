@@ -1,0 +1,101 @@
+"""Pipeline.rescore_orders: webhook orders rescore only their customers, with the last run's cut points."""
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from connectors.base import Order
+from connectors.file_sink import read_state
+from rfm_sync.config import load_config
+from rfm_sync.pipeline import Pipeline
+from rfm_sync.store import Store, outbox
+
+AS_OF = date(2026, 6, 30)
+
+CONFIG = """
+[store]
+url = "sqlite:///s.sqlite"
+[[sources]]
+type = "csv"
+name = "shop"
+path = "orders.csv"
+[[destinations]]
+type = "file"
+name = "sink"
+path = "profiles.jsonl"
+"""
+
+
+def orders_csv() -> str:
+    rows = ["order_id,customer_id,placed_at,amount", "o-old,c0,2025-03-01T10:00:00Z,15.00"]
+    for c in range(1, 31):
+        for k in range(1 + c % 3):
+            rows.append(f"o{c}-{k},c{c},2026-0{1 + (c + k) % 6}-1{k}T10:00:00Z,{c * 3 + k}.00")
+    return "\n".join(rows) + "\n"
+
+
+def setup(tmp_path, write_config, write_csv):
+    write_csv(orders_csv())
+    config = load_config(write_config(CONFIG))
+    store = Store.open(config.store.url, config.base_dir)
+    pipeline = Pipeline(config, store)
+    return pipeline, store
+
+
+def webhook_order(order_id: str, customer: str, amount: str) -> Order:
+    moment = datetime(2026, 6, 29, 9, 0, tzinfo=timezone.utc)
+    return Order(source="shop", order_id=order_id, customer_id=customer, placed_at=moment, updated_at=moment,
+                 amount=Decimal(amount), email=f"{customer}@example.com")
+
+
+def test_only_the_affected_customer_is_rescored_and_pushed(tmp_path, write_config, write_csv):
+    pipeline, store = setup(tmp_path, write_config, write_csv)
+    full = pipeline.run_cycle(AS_OF)
+    assert full.group_counts and read_state(tmp_path / "profiles.jsonl")["c0"]["Current RFM group"] == "Inactive"
+    rows_before = (tmp_path / "profiles.jsonl").read_text().count("\n")
+
+    report = pipeline.rescore_orders([webhook_order("w1", "c0", "500.00")], AS_OF)
+
+    assert report.scored == 1 and report.changed == 1 and report.pushed == {"sink": 1}
+    lines = (tmp_path / "profiles.jsonl").read_text().splitlines()
+    assert len(lines) == rows_before + 1
+    last = json.loads(lines[-1])
+    assert last["customer_key"] == "c0" and last["transition"]["from"] == "Inactive"
+    new_group = last["transition"]["to"]
+    assert new_group != "Inactive"
+    # the cut points are the full run's, and the recorded group counts follow the move
+    runs = store.recent_runs(2)
+    assert runs[0]["cut_points"] == runs[1]["cut_points"] == full.cut_points
+    assert runs[0]["stats"]["calibrated_on"] == runs[1]["stats"]["calibrated_on"] == AS_OF.isoformat()
+    expected = dict(full.group_counts)
+    expected["Inactive"] -= 1
+    expected[new_group] = expected.get(new_group, 0) + 1
+    assert runs[0]["group_counts"] == {g: n for g, n in expected.items() if n}
+    store.close()
+
+
+def test_a_cancelled_order_clears_only_that_customer(tmp_path, write_config, write_csv):
+    pipeline, store = setup(tmp_path, write_config, write_csv)
+    pipeline.run_cycle(AS_OF)
+    cancelled = Order(source="shop", order_id="o-old", customer_id="c0",
+                      placed_at=datetime(2025, 3, 1, 10, tzinfo=timezone.utc),
+                      updated_at=datetime(2026, 6, 29, tzinfo=timezone.utc), amount=Decimal("15.00"), is_cancelled=True)
+    report = pipeline.rescore_orders([cancelled], AS_OF)
+    assert report.cleared == 1 and report.changed == 0
+    state = read_state(tmp_path / "profiles.jsonl")
+    assert state["c0"]["Current RFM group"] is None
+    assert sum(1 for p in state.values() if p["Current RFM group"]) == 30
+    store.close()
+
+
+def test_without_a_previous_run_it_falls_back_to_a_full_score(tmp_path, write_config, write_csv):
+    pipeline, store = setup(tmp_path, write_config, write_csv)
+    report = pipeline.rescore_orders([webhook_order("w1", "new", "20.00")], AS_OF)
+    assert report.scored == 1  # only the webhook order is stored: nothing was pulled yet
+    assert report.cut_points  # calibrated on the whole store, like any full cycle
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar() == 1
+    store.close()
