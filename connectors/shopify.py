@@ -156,6 +156,12 @@ class ShopifySource:
         self.warnings.append(message)
         log.warning(message, extra={"connector": self.name})
 
+    def check(self) -> list[tuple[str, str]]:
+        """For ``rfm-sync doctor``: the token works and can see the whole order history."""
+        self.warnings.clear()
+        self.check_access()
+        return [(w, "grant the read_all_orders scope to the app") for w in self.warnings]
+
     def _backfill(self, bulk_id: str | None, context: PullContext) -> Iterator[Page]:
         if bulk_id is None:
             bulk_id = self.bulk.start()

@@ -215,6 +215,17 @@ def test_missing_read_all_orders_is_detected_and_reported(fake, clock):
     assert len(records) == 3 and "read_all_orders" in tolerant.warnings[0]
 
 
+def test_doctor_check_reports_the_missing_scope_with_its_fix(fake, clock):
+    fake.scopes = ["read_orders", "read_customers"]
+    tolerant = source(fake.url, clock, name="shop-c", backfill="paged", allow_partial_history=True)
+    [(problem, fix)] = tolerant.check()
+    assert "60 days" in problem and "read_all_orders" in fix
+    with pytest.raises(FatalError, match="read_all_orders"):
+        source(fake.url, clock, name="shop-d").check()
+    fake.scopes = ["read_orders", "read_all_orders"]
+    assert source(fake.url, clock, name="shop-e").check() == []
+
+
 @responses.activate
 @pytest.mark.parametrize("reply,match", [
     ({"status": 401, "body": "bad"}, "HTTP 401.*read_orders"),
