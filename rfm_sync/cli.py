@@ -61,7 +61,7 @@ def demo(folder: str, customers: int) -> None:
 
     console = report.console()
     result = run_demo(Path(folder), customers=customers, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
-    order = engine.group_names(result.config.rfm.scheme)
+    order = engine.group_names(result.config.rfm.scheme, result.config.rfm)
     console.print(report.cycle_summary(result.first))
     console.print(report.group_table(result.first.group_counts, order,
                                      title=f"RFM groups as of {result.first.as_of} (90 days ago)"))
@@ -81,20 +81,31 @@ def demo(folder: str, customers: int) -> None:
 @click.option("--once", is_flag=True, help="Run one cycle and exit (use `rfm-sync daemon` for a schedule).")
 @click.option("--as-of", "as_of", default=None, help="Score as of this date (YYYY-MM-DD); default today.")
 @click.option("--no-push", is_flag=True, help="Pull, score and fill the outbox, but send nothing.")
-def run(config_path: str, once: bool, as_of: str | None, no_push: bool) -> None:
+@click.option("--dry-run", is_flag=True, help="Like --no-push, then show what would be sent to each destination "
+                                              "(counts and a sample, emails masked); nothing is sent or marked sent.")
+def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run: bool) -> None:
     """Run one cycle: pull, score, diff, push."""
-    from .pipeline import Pipeline
+    from .pipeline import Pipeline, build_destinations
 
     config = _load(config_path)
     store = _open_store(config)
+    preview = None
     try:
-        result = Pipeline(config, store).run_cycle(_as_of(as_of), push=not no_push)
+        pipeline = Pipeline(config, store, destinations=build_destinations(config, dry_run=True) if dry_run else None)
+        result = pipeline.run_cycle(_as_of(as_of), push=not (no_push or dry_run))
+        if dry_run:
+            preview = pipeline.push(result, dry_run=True)
     except ConnectorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
+    for name, what in (preview or {}).items():
+        click.echo(f"dry run: {name}: would send {what['profiles']:,} profile(s) in {what['batches']} batch(es): "
+                   f"{what['group_changes']:,} group change(s), {what['cleared']:,} cleared")
+        for item in what["sample"]:
+            click.echo(f"  {item['email']}: {item['change']} ({item['properties']} properties)")
     console = report.console()
     console.print(report.cycle_summary(result))
-    console.print(report.group_table(result.group_counts, engine.group_names(config.rfm.scheme)))
+    console.print(report.group_table(result.group_counts, engine.group_names(config.rfm.scheme, config.rfm)))
     if result.quarantined:
         console.print(report.quarantine_table(result.quarantined))
     for where, error in result.errors.items():
@@ -139,7 +150,8 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
     if not quiet:
         console = report.console(stderr=True)
         counts = result.result.frame["rfm_group"].value_counts().to_dict()
-        console.print(report.group_table(counts, engine.group_names(config.rfm.scheme), title=f"RFM groups as of {day}"))
+        console.print(report.group_table(counts, engine.group_names(config.rfm.scheme, config.rfm),
+                                         title=f"RFM groups as of {day}"))
         for warning in result.result.warnings:
             console.print(f"[yellow]warning:[/yellow] {warning}")
         if result.quarantined:
@@ -162,13 +174,38 @@ def status(config_path: str, limit: int) -> None:
     console.print(report.runs_table(runs))
     last = next((r for r in runs if r.get("group_counts")), None)
     if last:
-        console.print(report.group_table(last["group_counts"], engine.group_names(config.rfm.scheme),
+        console.print(report.group_table(last["group_counts"], engine.group_names(config.rfm.scheme, config.rfm),
                                          title=f"groups after run {last['id']} (as of {last['as_of']})"))
         if last.get("cut_points"):
-            console.print(f"cut points used: {last['cut_points']}")
+            from .calibration import cut_points_table
+
+            console.print(cut_points_table(last["cut_points"], (last.get("stats") or {}).get("calibrated_on"),
+                                           title=f"cut points used by run {last['id']}"))
         for warning in last.get("warnings") or []:
             console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(report.backlog_table(backlog(store), [d.name for d in config.destinations]))
+
+
+@main.command()
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Path to the TOML configuration.")
+@click.option("--as-of", "as_of", default=None, help="Calibrate as of this date (YYYY-MM-DD); default today.")
+def recalibrate(config_path: str, as_of: str | None) -> None:
+    """Recompute and freeze the quantile cut points now; the next runs use them (profiles change then)."""
+    from .calibration import cut_points_table, recalibrate as run_recalibration
+
+    config = _load(config_path)
+    store = _open_store(config)
+    day = _as_of(as_of) or date.today()
+    result = run_recalibration(config, store, day)
+    console = report.console()
+    if not result["cut_points"]:
+        console.print(f"scheme {config.rfm.scheme} has fixed thresholds: nothing to calibrate")
+        return
+    if result["previous"]:
+        console.print(cut_points_table(result["previous"]["cut_points"], result["previous"]["as_of"],
+                                       title="previous cut points"))
+    console.print(cut_points_table(result["cut_points"], day, title="new cut points"))
 
 
 @main.command("check-config")
@@ -179,6 +216,15 @@ def check_config(config_path: str) -> None:
     click.echo(f"{config_path}: OK ({len(config.sources)} source(s), {len(config.destinations)} destination(s), "
                f"scheme {config.rfm.scheme})")
 
+
+from .daemon_cli import daemon as _daemon_cmd, doctor as _doctor_cmd, secrets as _secrets_cmd  # noqa: E402
+
+main.add_command(_daemon_cmd)
+main.add_command(_doctor_cmd)
+main.add_command(_secrets_cmd)
+from .klaviyo_cli import klaviyo as _klaviyo_cmd  # noqa: E402
+
+main.add_command(_klaviyo_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

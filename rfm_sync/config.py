@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from connectors.base import ConnectorSettings
 from connectors.registry import UnknownConnector, connector_class
+
+from .daemon_config import DaemonConfig, LoggingConfig, ScheduleConfig, WebhooksConfig
 
 
 class ConfigError(ValueError):
@@ -53,18 +55,8 @@ class ShopConfig(Section):
         return ZoneInfo(self.timezone)
 
 
-class RfmConfig(Section):
-    scheme: Literal["klaviyo"] = "klaviyo"
-    window_days: int = Field(730, gt=0)
-    # R = 3 if recency_days <= recency_bounds[0], 2 if <= recency_bounds[1], else 1
-    recency_bounds: tuple[int, int] = (180, 365)
-
-    @model_validator(mode="after")
-    def _sorted_bounds(self) -> "RfmConfig":
-        a, b = self.recency_bounds
-        if not 0 <= a < b:
-            raise ValueError(f"recency_bounds must be increasing non-negative days, got [{a}, {b}]")
-        return self
+# [rfm]: scheme, windows, scheme options, segment rules and stable groups live in their own module
+from .rfm_config import RfmConfig  # noqa: E402  (re-exported: rfm_sync.config.RfmConfig)
 
 
 class PropertyNames(Section):
@@ -100,6 +92,10 @@ class Config(Section):
     properties: PropertyNames = PropertyNames()
     push: PushConfig = PushConfig()
     identity: IdentityConfig = IdentityConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
+    logging: LoggingConfig = LoggingConfig()
     sources: list[ConnectorSettings] = []
     destinations: list[ConnectorSettings] = []
     path: Path | None = None  # the file this was read from (not a TOML key)
@@ -159,7 +155,8 @@ def parse_config(data: dict[str, Any], *, where: str = "config", path: Path | No
     except ValidationError as exc:
         for err in exc.errors():
             loc = _loc(err["loc"])
-            msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+            msg = ("unknown key (check its spelling)" if err["type"] == "extra_forbidden"
+                   else err["msg"].removeprefix("Value error, "))
             problems.append(f"{where}: {loc}: {msg}")
     if problems:
         raise ConfigError(problems)
@@ -168,7 +165,7 @@ def parse_config(data: dict[str, Any], *, where: str = "config", path: Path | No
 
 
 # Sections that later features (daemon, webhooks) validate themselves.
-OPTIONAL_SECTIONS = {"schedule", "daemon", "webhooks", "logging"}
+OPTIONAL_SECTIONS: set[str] = set()
 
 
 def load_config(path: str | Path) -> Config:

@@ -17,7 +17,6 @@ Where each transaction ends, and why a crash at any instant loses nothing:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -31,11 +30,11 @@ from connectors.base import (ConnectorContext, ConnectorError, Destination, Fata
                              PullContext, Quarantined, Source, Transition)
 from connectors.registry import connector_class
 
-from . import engine, secrets
+from . import diffing, engine, secrets
 from .config import Config
-from .properties import build_properties, cleared_properties
 from .store import MONEY_SCALE, Store, utcnow
 from .store import outbox_queries as ob
+from .store import state_queries as sq
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,7 @@ class CycleReport:
     errors: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     cut_points: dict[str, Any] = field(default_factory=dict)
+    calibrated_on: date | None = None  # the day the cut points in force were computed
     durations: dict[str, float] = field(default_factory=dict)
 
 
@@ -141,75 +141,72 @@ class Pipeline:
             report.pulled[source.name] = count
 
     # ------------------------------------------------------------------ 2. score
-    def score(self, as_of: date) -> engine.ScoreResult:
+    def score(self, as_of: date, *, keys: set[str] | None = None,
+              cut_points: dict[str, Any] | None = None) -> engine.ScoreResult:
+        """Score as of ``as_of`` with the frozen cut points (recalibrated when due, see
+        :mod:`rfm_sync.store.state_queries`). ``keys``: only these customers; ``cut_points``: use
+        these instead of the frozen ones (e.g. the last run's). Reads the store, writes nothing."""
         rfm = self.config.rfm
         zone = self.config.shop.zone
         window_start, end = engine.window_bounds(as_of, rfm.window_days, zone)
-        aggregates = self.store.aggregate(end, window_start)
-        return engine.score_customers(aggregates, as_of, scheme=rfm.scheme, recency_bounds=rfm.recency_bounds,
-                                      zone=zone)
+        extra = {name: engine.window_bounds(as_of, days, zone)[0] for name, days in engine.windows(rfm).items()}
+        aggregates = self.store.aggregate(end, window_start, keys, windows=extra)
+        frozen, calibrated_on = cut_points, None
+        if frozen is None and engine.SCHEMES[rfm.scheme].USES_QUANTILES:
+            calibration = sq.current_calibration(self.store, rfm.scheme, rfm.window_days)
+            if not sq.is_due(calibration, as_of, rfm.recalibrate_days):
+                frozen, calibrated_on = calibration["cut_points"], calibration["as_of"]
+        previous = sq.previous_scores(self.store) if rfm.hysteresis else None
+        result = engine.score_customers(aggregates, as_of, scheme=rfm.scheme, recency_bounds=rfm.recency_bounds,
+                                        zone=zone, cut_points=frozen, options=rfm, previous=previous)
+        result.new_calibration = frozen is None and engine.SCHEMES[rfm.scheme].USES_QUANTILES and keys is None
+        result.calibrated_on = as_of if result.new_calibration else calibrated_on
+        return result
 
     # ------------------------------------------------------------------ 3. diff
-    def diff(self, run_id: int, result: engine.ScoreResult, report: CycleReport) -> None:
+    def diff(self, run_id: int, result: engine.ScoreResult, report: CycleReport, *,
+             only: set[str] | None = None) -> None:
+        """``only``: the result covers just these customers (the others keep their state).
+
+        Vectorised (:mod:`rfm_sync.diffing`); state, outbox rows, the run record and a new
+        calibration are written in one transaction."""
         now = self.clock()
-        names = self.config.properties
-        state = self.store.load_state().set_index("customer_key")
-        frame = result.frame.set_index("customer_key")
-        new_state, changes = [], []
-        old_group = state["current_group"].to_dict()
-        old_prev = state["previous_group"].to_dict()
-        old_changed = state["group_changed_at"].to_dict()
-        old_props = state["properties"].to_dict()
-        for key, row in zip(frame.index, frame.itertuples(index=False)):
-            before = old_group.get(key)
-            group = row.rfm_group
-            if before is None:
-                previous, changed_at = None, now
-            elif before != group:
-                previous, changed_at = before, now
-            else:
-                previous, changed_at = old_prev.get(key), old_changed[key]
-            props = build_properties(names, row, previous, changed_at)
-            text = json.dumps(props, sort_keys=True)
-            if text == old_props.get(key):
-                continue
-            new_state.append({"customer_key": key, "current_group": group, "previous_group": previous,
-                              "group_changed_at": changed_at, "rfm_score": row.rfm_score, "properties": text,
-                              "labels": None, "run_id": run_id})
-            transition = (before, group) if before != group else None
-            changes.append((key, props, transition, changed_at))
-        gone = [k for k in state.index if k not in frame.index]
-        for key in gone:
-            changes.append((key, cleared_properties(names), (old_group[key], None), now))
-        contacts = self.store.contacts(k for k, *_ in changes)
-        rows = []
-        for key, props, transition, changed_at in changes:
-            email, phone = contacts.get(key, (None, None))
-            payload = {"email": email, "phone": phone, "properties": props, "changed_at": changed_at.isoformat(),
-                       "transition": None, "event_id": None, "first_assignment": False}
-            if transition is not None:
-                payload["transition"] = {"from": transition[0], "to": transition[1]}
-                payload["event_id"] = event_id(key, transition[0], transition[1], run_id)
-                payload["first_assignment"] = transition[0] is None
-                report.transitions[transition] = report.transitions.get(transition, 0) + 1
-            text = json.dumps(payload, sort_keys=True, default=str)
-            rows.extend({"destination": d.name, "customer_key": key, "run_id": run_id, "payload": text}
-                        for d in self.destinations)
-        report.scored, report.changed, report.cleared = len(frame), len(changes) - len(gone), len(gone)
-        report.group_counts = {g: int(n) for g, n in frame["rfm_group"].value_counts().items()}
+        rfm = self.config.rfm
+        frame = result.frame
+        state_keys = None if only is None else set(only) | set(frame["customer_key"])
+        state = sq.load_state_frame(self.store, state_keys)
+        label_names = {dim: getattr(rfm.label_properties, dim) for dim in result.labels}
+        changes = diffing.compute(frame, state, names=self.config.properties, labels=result.labels,
+                                  label_names=label_names, now=now, run_id=run_id, only=only)
+        out = changes.outbox
+        contacts = sq.contacts_frame(self.store, out["customer_key"].tolist())
+        out["payload"] = diffing.payloads(out, contacts, run_id)
+        rows = pd.concat([pd.DataFrame({"destination": d.name, "customer_key": out["customer_key"].to_numpy(),
+                                        "run_id": run_id, "payload": out["payload"].to_numpy()})
+                          for d in self.destinations] or [pd.DataFrame(columns=["destination"])], ignore_index=True)
+        for transition, n in changes.transitions.items():
+            report.transitions[transition] = report.transitions.get(transition, 0) + n
+        report.scored, report.changed, report.cleared = len(frame), changes.changed, len(changes.gone)
+        counts = frame["rfm_group"].astype(object).value_counts()
+        report.group_counts = {str(g): int(n) for g, n in counts.items() if n}
         report.cut_points, report.warnings = result.cut_points, result.warnings
+        report.calibrated_on = result.calibrated_on
+        stats = self._stats(report)
         with self.store.begin() as conn:
-            self.store.upsert_state(conn, new_state)
-            if gone:
-                from .store import customer_state
-                conn.execute(customer_state.delete().where(customer_state.c.customer_key.in_(gone)))
+            sq.write_state(conn, changes.state)
+            sq.delete_state(conn, changes.gone)
             ob.enqueue(conn, rows)
-            self.store.finish_run(conn, run_id, status="scored", stats=self._stats(report),
-                                  group_counts=report.group_counts, cut_points=result.cut_points,
-                                  warnings=result.warnings)
+            if result.new_calibration:
+                sq.add_calibration(conn, rfm.scheme, rfm.window_days, result.calibrated_on, result.cut_points, run_id)
+            self.store.finish_run(conn, run_id, status="scored", stats=stats, group_counts=report.group_counts,
+                                  cut_points=result.cut_points, warnings=result.warnings)
 
     # ------------------------------------------------------------------ 4. push
-    def push(self, report: CycleReport) -> None:
+    def push(self, report: CycleReport, *, dry_run: bool = False) -> dict[str, dict[str, Any]] | None:
+        """Send pending outbox rows. ``dry_run``: send nothing and mark nothing; return, per
+        destination, what would be sent (counts and a sample with masked emails)."""
+        if dry_run:
+            return {dest.name: self._preview(dest) for dest in self.destinations}
         for dest in self.destinations:
             ob.supersede(self.store, dest.name)
             sent = failed = 0
@@ -231,6 +228,28 @@ class Pipeline:
                 level = logging.ERROR if isinstance(exc, FatalError) else logging.WARNING
                 log.log(level, "push stopped", extra={"destination": dest.name, "error": str(exc)})
             report.pushed[dest.name], report.failed[dest.name] = sent, failed
+        return None
+
+    def _preview(self, dest: Destination, sample: int = 5) -> dict[str, Any]:
+        """Read-only: the newest pending snapshot per customer, as the next push would send it."""
+        newest: dict[str, dict[str, Any]] = {}
+        after = 0
+        while batch := ob.next_batch(self.store, dest.name, after, 10_000):
+            after = batch[-1]["id"]
+            newest.update((r["customer_key"], r) for r in batch)
+        updates = [update_from_row(r) for r in sorted(newest.values(), key=lambda r: r["id"])]
+        changes = [u for u in updates if u.transition is not None]
+
+        def masked(email: str | None) -> str:
+            local, at, domain = (email or "").partition("@")
+            return f"{local[:1]}***@{domain}" if at else "(no email)"
+
+        return {"profiles": len(updates), "batches": -(-len(updates) // dest.batch_size),
+                "group_changes": len(changes), "cleared": sum(u.transition.to_group is None for u in changes),
+                "sample": [{"email": masked(u.email),
+                            "change": f"{u.transition.from_group or '(new)'} -> {u.transition.to_group or '(none)'}"
+                            if u.transition else "properties only", "properties": len(u.properties)}
+                           for u in updates[:sample]]}
 
     # ------------------------------------------------------------------ the cycle
     def run_cycle(self, as_of: date | None = None, *, pull: bool = True, push: bool = True) -> CycleReport:
@@ -244,7 +263,8 @@ class Pipeline:
                 started = time.perf_counter()
                 fn()
                 report.durations[step] = round(time.perf_counter() - started, 3)
-                log.info("cycle step done", extra={"step": step, "seconds": report.durations[step], "run": run_id})
+                log.info("cycle step done", extra={"step": step, "seconds": report.durations[step], "run": run_id,
+                                                   **step_counts(step, report)})
         except Exception as exc:
             with self.store.begin() as conn:
                 self.store.finish_run(conn, run_id, status="failed", stats=self._stats(report),
@@ -260,7 +280,80 @@ class Pipeline:
     def _stats(report: CycleReport) -> dict[str, Any]:
         return {"pulled": report.pulled, "quarantined": len(report.quarantined), "scored": report.scored,
                 "changed": report.changed, "cleared": report.cleared, "pushed": report.pushed,
-                "failed": report.failed, "durations": report.durations}
+                "failed": report.failed, "durations": report.durations,
+                "calibrated_on": report.calibrated_on.isoformat() if report.calibrated_on else None}
+
+    # ------------------------------------------------------------------ near real time (webhooks)
+    def last_scored_run(self) -> dict[str, Any] | None:
+        """The newest ok/partial run of this scheme that recorded cut points and group counts."""
+        for run in self.store.recent_runs(100):
+            if (run["status"] in ("ok", "partial") and run["scheme"] == self.config.rfm.scheme
+                    and run.get("cut_points") and run.get("group_counts") is not None):
+                return run
+        return None
+
+    def rescore_orders(self, orders: list[Order], as_of: date | None = None) -> CycleReport:
+        """Store these orders (from webhooks), then score, diff and push only their customers with the
+        cut points of the last scored run. Without such a run, a full cycle without pull."""
+        merge_by, now = self.config.identity.merge_by, self.clock()
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        contacts: dict[str, dict[str, Any]] = {}
+        for order in orders:
+            key = customer_key(order, merge_by)
+            old = rows.get((order.source, order.order_id))
+            if old is None or (order.updated_at or now) >= (old["updated_at"] or now):
+                rows[(order.source, order.order_id)] = order_row(order, key, now)
+            if order.email or order.phone or key not in contacts:
+                contacts[key] = {"customer_key": key, "email": order.email, "phone": order.phone, "updated_at": now}
+        with self.store.begin() as conn:
+            self.store.upsert_orders(conn, list(rows.values()))
+            self.store.upsert_customers(conn, list(contacts.values()))
+        base = self.last_scored_run()
+        if base is None:
+            return self.run_cycle(as_of, pull=False)
+        as_of = as_of or now.astimezone(self.config.shop.zone).date()
+        keys = set(contacts)
+        run_id = self.store.start_run(as_of, self.config.rfm.scheme)
+        report = CycleReport(run_id=run_id, as_of=as_of, pulled={"webhooks": len(rows)})
+        try:
+            started = time.perf_counter()
+            result = self.score(as_of, keys=keys, cut_points=base["cut_points"])
+            calibrated_on = (base.get("stats") or {}).get("calibrated_on")
+            result.calibrated_on = date.fromisoformat(calibrated_on) if calibrated_on else None
+            result.warnings = []  # eligibility is a property of the whole shop, not of a few customers
+            self.diff(run_id, result, report, only=keys)
+            report.durations["score+diff"] = round(time.perf_counter() - started, 3)
+            started = time.perf_counter()
+            self.push(report)
+            report.durations["push"] = round(time.perf_counter() - started, 3)
+        except Exception as exc:
+            with self.store.begin() as conn:
+                self.store.finish_run(conn, run_id, status="failed", stats=self._stats(report),
+                                      error=f"{type(exc).__name__}: {exc}"[:1000])
+            raise
+        counts = dict(base["group_counts"])
+        for (before, after), n in report.transitions.items():
+            if before is not None:
+                counts[before] = counts.get(before, 0) - n
+            if after is not None:
+                counts[after] = counts.get(after, 0) + n
+        report.group_counts = {g: n for g, n in counts.items() if n > 0}
+        with self.store.begin() as conn:
+            self.store.finish_run(conn, run_id, status="ok" if not report.errors else "partial",
+                                  stats=self._stats(report), group_counts=report.group_counts,
+                                  error="; ".join(f"{k}: {v}" for k, v in report.errors.items()) or None)
+        log.info("customers rescored", extra={"run": run_id, "customers": len(keys), "changed": report.changed,
+                                              "pushed": sum(report.pushed.values())})
+        return report
+
+
+def step_counts(step: str, report: CycleReport) -> dict[str, int]:
+    """The counts logged with each step's "cycle step done" line."""
+    if step == "pull":
+        return {"pulled": sum(report.pulled.values()), "quarantined": len(report.quarantined)}
+    if step == "push":
+        return {"pushed": sum(report.pushed.values()), "failed": sum(report.failed.values())}
+    return {"scored": report.scored, "changed": report.changed, "cleared": report.cleared}
 
 
 def update_from_row(row: dict[str, Any]) -> ProfileUpdate:
@@ -269,7 +362,8 @@ def update_from_row(row: dict[str, Any]) -> ProfileUpdate:
     return ProfileUpdate(
         outbox_id=row["id"], customer_key=row["customer_key"], email=p.get("email"), phone=p.get("phone"),
         properties=p["properties"], event_id=p.get("event_id"),
-        transition=Transition(from_group=t["from"], to_group=t["to"]) if t else None,
+        transition=Transition(from_group=t["from"], to_group=t["to"], labels_before=t.get("labels_before") or {},
+                              labels_after=t.get("labels_after") or {}) if t else None,
         changed_at=datetime.fromisoformat(p["changed_at"]) if p.get("changed_at") else None,
         first_assignment=bool(p.get("first_assignment")),
     )

@@ -61,10 +61,13 @@ def resolve(name: str) -> Secret:
 
 def store(name: str, value: str) -> None:
     import keyring
-    from keyring.errors import NoKeyringError
+    from keyring.errors import KeyringError, NoKeyringError
 
     try:
         keyring.set_password(KEYRING_SERVICE, name, value)
     except NoKeyringError:
         raise SecretError(f"no OS keyring is available on this machine: set the environment variable "
                           f"{env_var_name(name)} instead") from None
+    except KeyringError as exc:  # locked collection, no D-Bus session, ...
+        raise SecretError(f"the OS keyring refused to store {name!r} ({type(exc).__name__}): set the "
+                          f"environment variable {env_var_name(name)} instead") from None

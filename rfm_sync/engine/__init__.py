@@ -2,7 +2,15 @@
 
 Input: a frame with ``customer_key, last_order_at (UTC), frequency, monetary_e4`` — one row per
 customer with at least one qualifying order on or before ``as_of`` (frequency/monetary count only
-the window). Output: the same frame plus ``recency_days``, scores, ``rfm_score`` and ``rfm_group``.
+the window) — plus ``frequency_<w>, monetary_e4_<w>`` for each extra window a scheme asks for
+(:func:`windows`), and optionally ``first_order_at`` and ``orders`` (all time) for the warnings.
+Output: the same frame plus ``recency_days``, scores, ``rfm_score``, ``rfm_group`` and the
+scheme's label columns (:attr:`ScoreResult.labels`).
+
+A scheme is a module with ``NAME``, ``USES_QUANTILES``, ``calibrate(frame, options) → cut points``
+(JSON-able; ``{}`` when nothing is calibrated), ``score(frame, cuts, options, previous) → frame``,
+``windows(options)``, ``group_names(options)`` and ``rule_space(options)`` (for segment rules).
+``options`` is the ``[rfm]`` config; ``previous`` the last scores (n × 3, 0 = none) for hysteresis.
 """
 from __future__ import annotations
 
@@ -12,11 +20,12 @@ from types import ModuleType
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 
-from . import klaviyo
+from . import classic11, klaviyo, segments, thresholds
 
-SCHEMES: dict[str, ModuleType] = {klaviyo.NAME: klaviyo}
+SCHEMES: dict[str, ModuleType] = {m.NAME: m for m in (klaviyo, classic11, thresholds)}
 
 
 @dataclass
@@ -24,6 +33,11 @@ class ScoreResult:
     frame: pd.DataFrame
     cut_points: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    # label dimension (recency, frequency, monetary, macro_group) -> frame column holding it
+    labels: dict[str, str] = field(default_factory=dict)
+    # set by the pipeline: the day the cut points in force were computed, and whether this run computed them
+    calibrated_on: date | None = None
+    new_calibration: bool = False
 
 
 def window_bounds(as_of: date, window_days: int, zone: ZoneInfo) -> tuple[datetime, datetime]:
@@ -40,28 +54,77 @@ def recency_days(last_order_at: pd.Series, as_of: date, zone: ZoneInfo) -> pd.Se
 
 
 def score_customers(aggregates: pd.DataFrame, as_of: date, *, scheme: str, recency_bounds: tuple[int, int],
-                    zone: ZoneInfo, cut_points: dict[str, Any] | None = None) -> ScoreResult:
+                    zone: ZoneInfo, cut_points: dict[str, Any] | None = None, options: Any = None,
+                    previous: pd.Series | None = None) -> ScoreResult:
+    """Score every customer. ``cut_points`` (frozen ones) are used as given, else calibrated here.
+
+    ``options`` is the ``[rfm]`` config (default: ``recency_bounds`` alone); ``previous`` maps
+    customer_key → last ``rfm_score`` and is only used with a hysteresis margin.
+    """
     module = SCHEMES[scheme]
+    if options is None:
+        from ..rfm_config import RfmConfig
+
+        options = RfmConfig(scheme=scheme, recency_bounds=recency_bounds)
     frame = aggregates.copy()
     frame["recency_days"] = recency_days(frame["last_order_at"], as_of, zone)
-    cuts = cut_points if cut_points is not None else module.calibrate(frame)
-    frame = module.score(frame, cuts, recency_bounds)
-    return ScoreResult(frame=frame, cut_points=cuts, warnings=eligibility_warnings(frame))
+    cuts = cut_points if cut_points is not None else module.calibrate(frame, options)
+    frame = module.score(frame, cuts, options, previous_scores(previous, frame["customer_key"]))
+    labels = dict(module.label_columns(options)) if hasattr(module, "label_columns") else {}
+    if "macro_group" in frame.columns:
+        labels["macro_group"] = "macro_group"
+    rules = getattr(options, "segments", None)
+    if rules:
+        frame["scheme_group"] = frame["rfm_group"]
+        frame["rfm_group"] = segments.apply(frame, rules, options.fallback_segment)
+    return ScoreResult(frame=frame, cut_points=cuts, warnings=eligibility_warnings(frame, as_of, zone), labels=labels)
 
 
-def eligibility_warnings(frame: pd.DataFrame) -> list[str]:
-    """Klaviyo-style gates: reported, never fatal."""
+def previous_scores(previous: pd.Series | None, keys: pd.Series) -> np.ndarray | None:
+    """Last R, F, M scores per row of ``keys`` from ``rfm_score`` strings (n × 3 int8, 0 = none)."""
+    if previous is None or len(previous) == 0:
+        return None
+    codes = pd.to_numeric(previous.reindex(keys.to_numpy()), errors="coerce").fillna(0).to_numpy().astype(np.int64)
+    codes = np.where((codes >= 111) & (codes <= 999), codes, 0)
+    return np.stack([codes // 100, codes // 10 % 10, codes % 10], axis=1).astype(np.int8)
+
+
+def windows(options: Any) -> dict[str, int]:
+    """Extra aggregation windows (name → days) the configured scheme needs."""
+    return SCHEMES[options.scheme].windows(options)
+
+
+def eligibility_warnings(frame: pd.DataFrame, as_of: date | None = None, zone: ZoneInfo | None = None) -> list[str]:
+    """Klaviyo's gates for its RFM report, as warnings (never fatal): at least 500 customers with
+    orders, at least 180 days of order history, an order in the last 30 days, a customer with 3+ orders."""
     out = []
-    if len(frame) < 500:
-        out.append(f"only {len(frame)} customers with orders (RFM is meaningful from about 500)")
-    if len(frame) and int(frame["recency_days"].min()) > 30:
+    n = len(frame)
+    if n < 500:
+        out.append(f"only {n} customers with orders (RFM is meaningful from about 500)")
+    if not n:
+        return out + ["less than 180 days of order history", "no orders in the last 30 days",
+                      "no customer has 3 or more orders"]
+    if "first_order_at" in frame.columns and as_of is not None and zone is not None:
+        history = int(recency_days(frame["first_order_at"], as_of, zone).max()) + 1
+    else:
+        history = int(frame["recency_days"].max()) + 1
+    if history < 180:
+        out.append(f"less than 180 days of order history ({history} days)")
+    if int(frame["recency_days"].min()) >= 30:
         out.append("no orders in the last 30 days")
-    if len(frame) and int(frame["frequency"].max()) < 3:
-        out.append("no customer has 3 or more orders in the window")
-    if len(frame) and int(frame["recency_days"].max()) < 180:
-        out.append("less than 180 days of order history")
+    orders = frame["orders"] if "orders" in frame.columns else frame["frequency"]
+    if int(orders.max()) < 3:
+        out.append("no customer has 3 or more orders")
     return out
 
 
-def group_names(scheme: str) -> list[str]:
-    return list(SCHEMES[scheme].GROUP_NAMES)
+def group_names(scheme: str, options: Any = None) -> list[str]:
+    """Group names in display order: the segment names when rules are set, else the scheme's groups."""
+    rules = getattr(options, "segments", None)
+    if rules:
+        return segments.segment_names(rules, options.fallback_segment)
+    if options is None:  # the scheme's defaults (pass the [rfm] config to get its labels and segments)
+        from ..rfm_config import RfmConfig
+
+        options = RfmConfig(scheme=scheme)
+    return SCHEMES[scheme].group_names(options)

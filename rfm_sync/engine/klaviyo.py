@@ -1,6 +1,6 @@
 """Scheme ``klaviyo``: the rules of Klaviyo's RFM report (scores 1–3, six groups).
 
-* R = 3 if recency_days <= bounds[0], 2 if <= bounds[1], else 1.
+* R = 3 if recency_days <= bounds[0], 2 if <= bounds[1], else 1 (fixed bounds, not quantiles).
 * F, M: cut points q1, q2 = the 1/3 and 2/3 quantiles of frequency / monetary over customers with
   frequency >= 1; score = 1 + (v > q1) + (v > q2). Customers with nothing in the window get 1.
 * Group from the R-F-M string via :data:`GROUPS`.
@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .quantiles import count_above, cut_points, from_json, to_json
+from .bands import band_up, code_strings, margin_of
+from .quantiles import cut_points, from_json, to_json
 
 NAME = "klaviyo"
+USES_QUANTILES = True
 PROBS = (Fraction(1, 3), Fraction(2, 3))
 
 GROUPS: dict[str, list[str]] = {
@@ -30,7 +32,7 @@ GROUP_OF = {code: group for group, codes in GROUPS.items() for code in codes}
 GROUP_NAMES = list(GROUPS)
 
 
-def calibrate(metrics: pd.DataFrame) -> dict[str, list[str]]:
+def calibrate(metrics: pd.DataFrame, options: Any = None) -> dict[str, list[str]]:
     """Cut points for F and M from the customers with at least one order in the window."""
     active = metrics[metrics["frequency"] >= 1]
     return {
@@ -39,17 +41,42 @@ def calibrate(metrics: pd.DataFrame) -> dict[str, list[str]]:
     }
 
 
-def score(metrics: pd.DataFrame, cuts: dict[str, Any], recency_bounds: tuple[int, int]) -> pd.DataFrame:
-    """Add r/f/m scores, rfm_score and rfm_group to a frame of recency_days/frequency/monetary_e4."""
+def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any = (180, 365),
+          previous: np.ndarray | None = None) -> pd.DataFrame:
+    """Add r/f/m scores, rfm_score and rfm_group to a frame of recency_days/frequency/monetary_e4.
+
+    ``options`` is the ``RfmConfig`` (``recency_bounds``, ``hysteresis``) or just the recency bounds.
+    """
     out = metrics
+    bounds = getattr(options, "recency_bounds", options)
+    margin = margin_of(options)
+    prev = (None, None, None) if previous is None else (previous[:, 0], previous[:, 1], previous[:, 2])
+    # R = 3 if days <= bounds[0], 2 if <= bounds[1], else 1: position = bounds strictly below the days
+    prev_pos = None if prev[0] is None else np.where(prev[0] > 0, 4 - prev[0], 0)
     rd = out["recency_days"].to_numpy()
-    r = np.where(rd <= recency_bounds[0], 3, np.where(rd <= recency_bounds[1], 2, 1)).astype(np.int8)
+    r = (4 - band_up(rd, [Fraction(int(b)) for b in bounds], prev_pos, margin)).astype(np.int8)
     active = out["frequency"].to_numpy() >= 1
-    f = np.where(active, 1 + count_above(out["frequency"].to_numpy(), from_json(cuts["frequency"])), 1)
-    m = np.where(active, 1 + count_above(out["monetary_e4"].to_numpy(), from_json(cuts["monetary_e4"])), 1)
+    f = np.where(active, band_up(out["frequency"].to_numpy(), from_json(cuts["frequency"]), prev[1], margin), 1)
+    m = np.where(active, band_up(out["monetary_e4"].to_numpy(), from_json(cuts["monetary_e4"]), prev[2], margin), 1)
     out["r_score"], out["f_score"], out["m_score"] = r, f.astype(np.int8), m.astype(np.int8)
-    codes = r.astype(np.int16) * 100 + out["f_score"].to_numpy().astype(np.int16) * 10 + out["m_score"].to_numpy()
+    codes = r.astype(np.int16) * 100 + f.astype(np.int16) * 10 + m
     lookup = {int(code): group for code, group in GROUP_OF.items()}
-    out["rfm_score"] = pd.Series(codes, index=out.index).astype(str)
-    out["rfm_group"] = pd.Series(codes, index=out.index).map(lookup)
+    out["rfm_score"] = code_strings(codes, out.index)
+    out["rfm_group"] = pd.Series(codes, index=out.index).map(lookup).astype(pd.CategoricalDtype(GROUP_NAMES))
     return out
+
+
+def windows(options: Any) -> dict[str, int]:
+    return {}
+
+
+def group_names(options: Any) -> list[str]:
+    return list(GROUP_NAMES)
+
+
+def rule_space(options: Any) -> tuple[dict[str, set], list[dict[str, Any]]]:
+    """What segment rules may test, and every case of the scheme (for checking rules)."""
+    scores = range(1, 4)
+    allowed = {"r": set(scores), "f": set(scores), "m": set(scores), "group": set(GROUP_NAMES)}
+    cases = [{"r": r, "f": f, "m": m, "group": GROUP_OF[f"{r}{f}{m}"]} for r in scores for f in scores for m in scores]
+    return allowed, cases

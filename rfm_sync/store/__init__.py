@@ -35,7 +35,30 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=FULL")  # a committed transaction survives a crash
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
+    # 64 MB page cache (default 2 MB): the diff writes up to a million state and outbox rows into
+    # indexed tables in one transaction, and a small cache re-reads index pages for every row
+    cur.execute("PRAGMA cache_size=-65536")
     cur.close()
+
+
+def _sqlite_time(moment: datetime) -> str:
+    """An aware datetime in the text form SQLAlchemy stores in SQLite (naive UTC, microseconds)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _utc_series(values: pd.Series) -> pd.Series:
+    """Aware datetimes, or SQLite's naive UTC text ``YYYY-MM-DD HH:MM:SS.ffffff``, as a UTC series."""
+    if len(values) and isinstance(values.iloc[0], str):
+        return pd.to_datetime(values, format="%Y-%m-%d %H:%M:%S.%f", utc=True)
+    return pd.to_datetime(values, utc=True)
+
+
+def _typed_aggregates(frame: pd.DataFrame) -> pd.DataFrame:
+    for col in ("first_order_at", "last_order_at"):
+        frame[col] = _utc_series(frame[col])
+    for col in frame.columns[3:]:
+        frame[col] = frame[col].astype("int64")
+    return frame
 
 
 def make_url(url: str, base_dir: Path) -> str:
@@ -154,31 +177,48 @@ class Store:
         return out
 
     # ------------------------------------------------------------------ scoring inputs
-    def aggregate(self, end: datetime, window_start: datetime) -> pd.DataFrame:
-        """Per customer with a qualifying order before ``end``: last order time, and the count and
-        sum (×10⁴) of qualifying orders in ``[window_start, end)``."""
-        in_window = orders.c.placed_at >= sa.bindparam("ws", window_start, type_=UtcDateTime())
+    def aggregate(self, end: datetime, window_start: datetime, keys: Iterable[str] | None = None,
+                  windows: dict[str, datetime] | None = None) -> pd.DataFrame:
+        """Per customer with a qualifying order before ``end``: first and last order time, the
+        number of qualifying orders (``orders``, all time), and the count and sum (×10⁴) of
+        qualifying orders in ``[window_start, end)`` (``frequency``, ``monetary_e4``) and in each
+        named extra window ``[start, end)`` (``frequency_<name>``, ``monetary_e4_<name>``).
+        ``keys``: only these customers."""
+        starts = {"": window_start, **{f"_{name}": start for name, start in (windows or {}).items()}}
+        sums = []
+        for i, (suffix, start) in enumerate(starts.items()):
+            inside = orders.c.placed_at >= sa.bindparam(f"ws{i}", start, type_=UtcDateTime())
+            sums += [sa.func.sum(sa.case((inside, 1), else_=0)).label(f"frequency{suffix}"),
+                     sa.func.sum(sa.case((inside, orders.c.amount_e4), else_=0)).label(f"monetary_e4{suffix}")]
         query = (sa.select(
             orders.c.customer_key,
+            sa.func.min(orders.c.placed_at).label("first_order_at"),
             sa.func.max(orders.c.placed_at).label("last_order_at"),
-            sa.func.sum(sa.case((in_window, 1), else_=0)).label("frequency"),
-            sa.func.sum(sa.case((in_window, orders.c.amount_e4), else_=0)).label("monetary_e4"),
+            sa.func.count().label("orders"),
+            *sums,
         ).where(orders.c.qualifies, orders.c.placed_at < sa.bindparam("end", end, type_=UtcDateTime()))
             .group_by(orders.c.customer_key))
+        if keys is not None:
+            query = query.where(orders.c.customer_key.in_(list(keys)))
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        frame = pd.DataFrame(rows, columns=["customer_key", "last_order_at", "frequency", "monetary_e4"])
-        frame["last_order_at"] = pd.to_datetime(frame["last_order_at"], utc=True)
-        frame["frequency"] = frame["frequency"].astype("int64")
-        frame["monetary_e4"] = frame["monetary_e4"].astype("int64")
-        return frame
+            if conn.dialect.name == "sqlite":  # raw rows: no per-row datetime objects for millions of customers
+                compiled = query.compile(conn, compile_kwargs={"render_postcompile": True})
+                params = compiled.construct_params()
+                cursor = conn.connection.driver_connection.execute(str(compiled), tuple(
+                    _sqlite_time(params[name]) if isinstance(params[name], datetime) else params[name]
+                    for name in compiled.positiontup))
+                columns, rows = [d[0] for d in cursor.description], cursor.fetchall()  # plain tuples
+            else:
+                result = conn.execute(query)
+                columns, rows = list(result.keys()), [tuple(r) for r in result]
+        return _typed_aggregates(pd.DataFrame(rows, columns=columns))
 
-    def load_state(self) -> pd.DataFrame:
+    def load_state(self) -> dict[str, tuple[str, str | None, datetime, str]]:
+        """customer_key -> (current_group, previous_group, group_changed_at, properties JSON)."""
         cols = [customer_state.c.customer_key, customer_state.c.current_group, customer_state.c.previous_group,
-                customer_state.c.group_changed_at, customer_state.c.properties, customer_state.c.labels]
+                customer_state.c.group_changed_at, customer_state.c.properties]
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(*cols)).all()
-        return pd.DataFrame(rows, columns=[c.name for c in cols])
+            return {key: tuple(rest) for key, *rest in conn.execute(sa.select(*cols))}
 
     def contacts(self, keys: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
         keys = list(keys)

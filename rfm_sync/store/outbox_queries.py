@@ -15,7 +15,13 @@ import sqlalchemy as sa
 from . import Store, outbox, utcnow
 
 
-def enqueue(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+def enqueue(conn: sa.Connection, rows: Any) -> None:
+    """Add pending rows: a list of dicts, or a DataFrame (the diff's bulk path, one executemany per chunk)."""
+    if not isinstance(rows, list):
+        from .state_queries import enqueue as enqueue_frame
+
+        enqueue_frame(conn, rows)
+        return
     if rows:
         now = utcnow()
         conn.execute(outbox.insert(), [{**r, "status": "pending", "attempts": 0, "created_at": now} for r in rows])

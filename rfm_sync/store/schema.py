@@ -55,6 +55,8 @@ orders = sa.Table(
     sa.Column("is_deleted", sa.Boolean, nullable=False, default=False),
     sa.Column("qualifies", sa.Boolean, nullable=False),
     sa.Column("ingested_at", UtcDateTime(), nullable=False),
+    # covering index for scoring (migration 0002): aggregates read it alone, in customer order
+    sa.Index("ix_orders_scoring", "customer_key", "qualifies", "placed_at", "amount_e4"),
 )
 
 customers = sa.Table(
@@ -142,4 +144,20 @@ locks = sa.Table(
     sa.Column("holder", sa.String(200), nullable=False),
     sa.Column("acquired_at", UtcDateTime(), nullable=False),
     sa.Column("heartbeat_at", UtcDateTime(), nullable=False),
+)
+
+webhook_events = sa.Table(
+    "webhook_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(100), nullable=False),
+    sa.Column("event_id", sa.String(200), nullable=False),  # X-Shopify-Event-Id, else sha256 of the body
+    sa.Column("topic", sa.String(100), nullable=False),
+    sa.Column("headers", sa.Text, nullable=False),  # JSON of the non-secret headers the source may need
+    sa.Column("body", sa.LargeBinary),  # the verified raw body; cleared once processed
+    sa.Column("status", sa.String(20), nullable=False),  # pending | done | failed
+    sa.Column("received_at", UtcDateTime(), nullable=False),
+    sa.Column("processed_at", UtcDateTime()),
+    sa.Column("error", sa.Text),
+    sa.UniqueConstraint("source", "event_id", name="uq_webhook_events_source_event"),
+    sa.Index("ix_webhook_events_status", "status", "id"),
 )

@@ -1,0 +1,256 @@
+"""The diff step, vectorised: scored customers vs. stored state → new state rows and outbox payloads.
+
+Pure functions over DataFrames (no I/O); :meth:`rfm_sync.pipeline.Pipeline.diff` reads the
+store, calls them and writes the result in one transaction. At a million customers a per-row
+Python loop (a dict and a ``json.dumps`` per customer) dominated the whole cycle; here every
+property is one column, JSON text is assembled with Arrow string kernels, and values that
+repeat (groups, scores, labels, change times) are converted once per distinct value.
+
+The JSON text is byte-identical to ``json.dumps(build_properties(...), sort_keys=True)``
+(see :mod:`rfm_sync.properties`), so snapshots stay comparable with state written before.
+Labels (per-dimension labels, the macro group) are written as their own properties, kept in
+``customer_state.labels`` and reported in the transition when one changes.
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .store.state_queries import parse_time, sqlite_time
+
+_MINOR = ["" if m == 0 else "." + f"{m:04d}".rstrip("0") for m in range(10_000)]
+
+
+@dataclass
+class Changes:
+    """Customers whose snapshot changed: their new state rows and what the outbox needs."""
+
+    state: pd.DataFrame  # STATE_COLUMNS of rows to upsert
+    outbox: pd.DataFrame  # customer_key, properties (JSON), changed_at, before, after, labels_before/after,
+    #                       transition (bool), first_assignment (bool)
+    gone: list[str]
+    changed: int = 0
+    transitions: dict[tuple[str | None, str | None], int] = field(default_factory=dict)
+
+
+def map_unique(values: pd.Series, fn: Callable[[Any], Any]) -> np.ndarray:
+    """``fn`` applied once per distinct value (None/NaN → ``fn(None)``), as an object array."""
+    codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=True)
+    table = np.array([fn(v) for v in uniques] + [fn(None)], dtype=object)
+    return table[codes]
+
+
+def _json_or_null(v: Any) -> str | None:
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else json.dumps(v if isinstance(v, str) else str(v))
+
+
+def _arrow(values: Any) -> pa.Array:
+    return pa.array(np.asarray(values, dtype=object), type=pa.string(), from_pandas=True)
+
+
+def json_object(fields: dict[str, pa.Array], n: int) -> pa.Array:
+    """``{"k": v, ...}`` per row with keys sorted, like ``json.dumps(sort_keys=True)``; null values omit the key."""
+    parts = [pc.binary_join_element_wise(json.dumps(k) + ": ", fields[k], "") for k in sorted(fields)]
+    if not parts:
+        return pa.array(["{}"] * n, type=pa.string())
+    body = pc.binary_join_element_wise(*parts, ", ", null_handling="skip")
+    return pc.binary_join_element_wise("{", body, "}", "")
+
+
+def ints(values: pd.Series) -> pa.Array:
+    return pc.cast(pa.array(np.asarray(values, dtype=np.int64)), pa.string())
+
+
+def money(amount_e4: pd.Series) -> pa.Array:
+    """Exact amounts from integer ×10⁴ as JSON numbers: ``12``, ``12.5``, ``12.3456`` (never via floats)."""
+    v = np.asarray(amount_e4, dtype=np.int64)
+    major = pc.cast(pa.array(v // 10_000), pa.string())
+    minor = pa.array(np.asarray(_MINOR, dtype=object)[v % 10_000], type=pa.string())
+    return pc.binary_join_element_wise(major, minor, "")
+
+
+def iso_utc(moment: Any) -> str | None:
+    t = parse_time(moment)
+    return None if t is None else t.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def properties_json(frame: pd.DataFrame, names: Any, label_props: dict[str, str]) -> pa.Array:
+    """The property snapshot of every row: group, previous, changed_at, scores, metrics, labels."""
+    n = len(frame)
+    fields = {
+        names.current_group: _arrow(map_unique(frame["rfm_group"], _json_or_null)),
+        names.group_changed_at: _arrow(map_unique(frame["changed_at"], lambda t: _json_or_null(iso_utc(t)))),
+        names.score: _arrow(map_unique(frame["rfm_score"], _json_or_null)),
+        names.recency_score: ints(frame["r_score"]),
+        names.frequency_score: ints(frame["f_score"]),
+        names.monetary_score: ints(frame["m_score"]),
+        names.previous_group: _arrow(map_unique(frame["previous_group"], _json_or_null)),
+    }
+    if names.include_metrics:
+        fields[names.recency_days] = ints(frame["recency_days"])
+        fields[names.orders] = ints(frame["frequency"])
+        fields[names.spend] = money(frame["monetary_e4"])
+    for column, prop in label_props.items():
+        fields[prop] = _arrow(map_unique(frame[column], _json_or_null))
+    return json_object(fields, n)
+
+
+def labels_json(frame: pd.DataFrame, labels: dict[str, str]) -> np.ndarray:
+    """``{"frequency": "regular", ...}`` per row (None when the scheme has no labels)."""
+    if not labels:
+        return np.full(len(frame), None, dtype=object)
+    fields = {dim: _arrow(map_unique(frame[col], _json_or_null)) for dim, col in labels.items()}
+    return np.asarray(json_object(fields, len(frame)).to_pylist(), dtype=object)
+
+
+def compute(scored: pd.DataFrame, state: pd.DataFrame, *, names: Any, labels: dict[str, str],
+            label_names: dict[str, str], now: datetime, run_id: int, only: set[str] | None = None) -> Changes:
+    """Compare every scored customer with its stored state (``state``: customer_state columns).
+
+    ``labels``: label dimension → column of ``scored``; ``label_names``: dimension → property name.
+    ``only``: the scores cover just these customers (the others keep their state).
+    """
+    with paused_gc():
+        return _compute(scored, state, names=names, labels=labels, label_names=label_names, now=now,
+                        run_id=run_id, only=only)
+
+
+@contextmanager
+def paused_gc():
+    """No cyclic garbage collection while building millions of short-lived strings: with large
+    object arrays alive, every automatic collection walks them all. Nothing here makes cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _compute(scored: pd.DataFrame, state: pd.DataFrame, *, names: Any, labels: dict[str, str],
+             label_names: dict[str, str], now: datetime, run_id: int, only: set[str] | None) -> Changes:
+    st = state.set_index("customer_key")
+    keys = scored["customer_key"].astype(object)
+    old = st.reindex(keys.to_numpy())
+    before = old["current_group"].to_numpy(dtype=object)
+    group = scored["rfm_group"].astype(object).to_numpy()
+    known = pd.notna(before)
+    moved = ~known | (before != group)
+    # change times as the store's text (a handful of distinct values: one per run), never per-row datetimes
+    old_changed = map_unique(old["group_changed_at"], lambda t: None if t is None else sqlite_time(parse_time(t)))
+    changed_at = pd.Categorical(np.where(moved, sqlite_time(now), old_changed))
+    frame = pd.DataFrame({
+        "customer_key": keys.to_numpy(), "rfm_group": group, "rfm_score": scored["rfm_score"].astype(object).to_numpy(),
+        "r_score": scored["r_score"].to_numpy(), "f_score": scored["f_score"].to_numpy(),
+        "m_score": scored["m_score"].to_numpy(),
+        "previous_group": np.where(known & moved, before, np.where(known, old["previous_group"].to_numpy(dtype=object),
+                                                                   None)),
+        "changed_at": changed_at,
+    })
+    for col in ("recency_days", "frequency", "monetary_e4"):
+        frame[col] = scored[col].to_numpy()
+    for col in labels.values():
+        frame[col] = scored[col].to_numpy()
+    props = np.asarray(properties_json(frame, names, {labels[d]: label_names[d] for d in labels}).to_pylist(),
+                       dtype=object)
+    label_text = labels_json(frame, labels)
+    changed = props != old["properties"].to_numpy(dtype=object)
+    rows = frame[changed]
+    state_rows = pd.DataFrame({
+        "customer_key": rows["customer_key"].to_numpy(), "current_group": rows["rfm_group"].to_numpy(),
+        "previous_group": rows["previous_group"].to_numpy(),
+        "group_changed_at": rows["changed_at"].to_numpy(dtype=object),
+        "rfm_score": rows["rfm_score"].to_numpy(), "properties": props[changed], "labels": label_text[changed],
+        "run_id": run_id})
+    old_labels = old["labels"].to_numpy(dtype=object)[changed]
+    label_moved = known[changed] & (label_text[changed] != old_labels) & pd.notna(label_text[changed])
+    out = pd.DataFrame({
+        "customer_key": rows["customer_key"].to_numpy(), "properties": props[changed],
+        "changed_at": rows["changed_at"].to_numpy(dtype=object), "before": before[changed], "after": group[changed],
+        "labels_before": np.where(label_moved, old_labels, None), "labels_after": np.where(label_moved,
+                                                                                         label_text[changed], None),
+        "transition": moved[changed] | label_moved, "first_assignment": ~known[changed]})
+    in_scores = set(keys)
+    gone = [k for k in st.index if k not in in_scores and (only is None or k in only)]
+    if gone:
+        cleared = cleared_json(names, label_names.values() if labels else ())
+        out = pd.concat([out, pd.DataFrame({
+            "customer_key": gone, "properties": cleared, "changed_at": sqlite_time(now),
+            "before": st.loc[gone, "current_group"].to_numpy(dtype=object), "after": None,
+            "labels_before": None, "labels_after": None, "transition": True, "first_assignment": False})],
+            ignore_index=True)
+    transitions: dict[tuple[str | None, str | None], int] = {}
+    grp = out[out["before"].astype(object).to_numpy() != out["after"].astype(object).to_numpy()]
+    for (b, a), count in grp.groupby([grp["before"].fillna("\0"), grp["after"].fillna("\0")]).size().items():
+        transitions[(None if b == "\0" else b, None if a == "\0" else a)] = int(count)
+    return Changes(state=state_rows, outbox=out, gone=gone, changed=int(changed.sum()), transitions=transitions)
+
+
+def cleared_json(names: Any, label_props: Any = ()) -> str:
+    """Every RFM property set to null: the customer has no qualifying order any more."""
+    from .properties import cleared_properties
+
+    props = cleared_properties(names)
+    props.update({p: None for p in label_props})
+    return json.dumps(props, sort_keys=True)
+
+
+def event_id(key: str, before: str | None, after: str | None, run_id: int,
+             labels_before: str | None = None, labels_after: str | None = None) -> str:
+    text = f"{key}|{before}|{after}|{run_id}"
+    if labels_before is not None or labels_after is not None:
+        text += f"|{labels_before}|{labels_after}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def payloads(changes: pd.DataFrame, contacts: pd.DataFrame, run_id: int) -> np.ndarray:
+    """The outbox payload JSON of every change (the format :func:`rfm_sync.pipeline.update_from_row` reads)."""
+    with paused_gc():
+        return _payloads(changes, contacts, run_id)
+
+
+def _payloads(changes: pd.DataFrame, contacts: pd.DataFrame, run_id: int) -> np.ndarray:
+    n = len(changes)
+    if n == 0:
+        return np.empty(0, dtype=object)
+    c = contacts.drop_duplicates("customer_key").set_index("customer_key").reindex(changes["customer_key"].to_numpy())
+    email = np.array([None if v is None or v != v else json.dumps(v) for v in c["email"].tolist()], dtype=object)
+    phone = np.array([None if v is None or v != v else json.dumps(v) for v in c["phone"].tolist()], dtype=object)
+    trans = changes["transition"].to_numpy(dtype=bool)
+    keys, bef, aft = (changes[k].tolist() for k in ("customer_key", "before", "after"))
+    lb, la = changes["labels_before"].tolist(), changes["labels_after"].tolist()
+    ids = np.array([json.dumps(event_id(keys[i], bef[i], aft[i], run_id, lb[i], la[i])) if trans[i] else None
+                    for i in range(n)], dtype=object)
+    tfields = {"from": _arrow(map_unique(changes["before"], _json_or_null)),
+               "to": _arrow(map_unique(changes["after"], _json_or_null))}
+    if changes["labels_after"].notna().any():
+        tfields["labels_before"] = _arrow(changes["labels_before"].to_numpy(dtype=object))
+        tfields["labels_after"] = _arrow(changes["labels_after"].to_numpy(dtype=object))
+    # a missing "from"/"to" is written as null, not left out
+    tfields["from"] = pc.fill_null(tfields["from"], "null")
+    tfields["to"] = pc.fill_null(tfields["to"], "null")
+    transition = json_object(tfields, n)
+    transition = pc.if_else(pa.array(trans), transition, pa.scalar("null"))
+    fields = {
+        "changed_at": _arrow(map_unique(changes["changed_at"], lambda t: None if t is None
+                                        else json.dumps(parse_time(t).isoformat()))),
+        "email": pc.fill_null(_arrow(email), "null"), "phone": pc.fill_null(_arrow(phone), "null"),
+        "event_id": pc.fill_null(_arrow(ids), "null"),
+        "first_assignment": pa.array(np.where(changes["first_assignment"].to_numpy(dtype=bool), "true", "false"),
+                                     type=pa.string()),
+        "properties": _arrow(changes["properties"].to_numpy(dtype=object)),
+        "transition": transition,
+    }
+    return np.asarray(json_object(fields, n).to_pylist(), dtype=object)
+
