@@ -100,6 +100,14 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
     tests = ", ".join(_lit(s.lower()) for s in settings.test_statuses) or "NULL"
     too_many = " OR ".join(f"{_q(c)} IS NOT NULL" for c in extra_cols) or "false"
     refunded = f"COALESCE(TRY_CAST({col('refunded')} AS DECIMAL(18,4)), 0)"
+    content_id = "'row-' || md5(concat_ws('|', customer_id, email, placed_at_text, amount_text))"
+    if "order_id" in present:
+        # the export has order ids: a row missing one is keyed by its content and line (no window needed)
+        order_key = f"COALESCE(order_id, {content_id} || '-L' || CAST(line AS VARCHAR))"
+    else:
+        # no order ids at all: content plus occurrence, so re-reading the same export is idempotent
+        order_key = (f"{content_id} || '-' || CAST(row_number() OVER (PARTITION BY customer_id, email, "
+                     "placed_at_text, amount_text ORDER BY line) AS VARCHAR)")
     conn.execute(f"""
         CREATE OR REPLACE TEMP VIEW raw AS
         SELECT row_number() OVER () + 1 AS line, * FROM {reader}""")
@@ -134,9 +142,7 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
                  WHEN bad_refund THEN 'refunded is not a number'
                END AS problem,
                COALESCE(customer_id, 'email:' || email) AS customer_key,
-               COALESCE(order_id, 'row-' || md5(concat_ws('|', customer_id, email, placed_at_text, amount_text))
-                        || '-' || CAST(row_number() OVER (PARTITION BY customer_id, email, placed_at_text, amount_text
-                                                           ORDER BY line) AS VARCHAR)) AS order_key,
+               {order_key} AS order_key,
                amount_gross - refunded AS amount,
                COALESCE(status IN ({tests}), false) AS is_test,
                COALESCE(status IN ({cancelled}), false) AS is_cancelled
