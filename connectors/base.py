@@ -150,6 +150,14 @@ class ConnectorContext:
     secret: Any  # callable: secret name -> object with .reveal(); raises if unset
     dry_run: bool = False
 
+    def reveal_secret(self, name: str, connector: str) -> str:
+        """The value of the secret ``name``; if it is not set, a :class:`FatalError` that names the
+        secret and where to set it (never a value)."""
+        try:
+            return self.secret(name).reveal()
+        except LookupError as exc:
+            raise FatalError(str(exc), connector=connector) from None
+
     def resolve_path(self, value: str | Path) -> Path:
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.base_dir / p

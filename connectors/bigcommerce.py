@@ -136,7 +136,7 @@ class BigCommerceSource:
                  clock: Callable[[], float] = time.monotonic, policy: RetryPolicy | None = None):
         self.settings = settings
         self.name = settings.name
-        self._secret = context.secret
+        self._context = context
         self.quota = QuotaLimiter(clock=clock, sleep=sleep)
         self.client = HttpClient(connector=self.name, base_url=settings.base_url, sleep=sleep, policy=policy,
                                  limiter=self.quota, timeout=(10.0, settings.timeout_seconds),
@@ -163,10 +163,7 @@ class BigCommerceSource:
         """Put the access token on the session (once); a missing secret is a fatal, clear error."""
         if "X-Auth-Token" in self.client.session.headers:
             return
-        try:
-            token = self._secret(self.settings.token_secret).reveal()
-        except LookupError as exc:  # the message names the secret and where to set it, never a value
-            raise FatalError(str(exc), connector=self.name) from None
+        token = self._context.reveal_secret(self.settings.token_secret, self.name)
         self.client.session.headers["X-Auth-Token"] = token
 
     def _get(self, path: str, prepare: Callable[[], dict[str, Any]] | None = None) -> requests.Response:
@@ -249,7 +246,7 @@ class BigCommerceSource:
         given = next((v for k, v in headers.items() if k.lower() == wanted), None)
         if not given:
             return False
-        expected = self._secret(self.settings.webhook_secret).reveal()
+        expected = self._context.reveal_secret(self.settings.webhook_secret, self.name)
         return hmac.compare_digest(expected.encode(), given.strip().encode())
 
     def orders_from_webhook(self, topic: str, headers: Mapping[str, str], body: bytes) -> list[Order]:

@@ -102,10 +102,7 @@ class KlaviyoDestination:
         if self._client is None:
             if self._context.dry_run:  # built for `run --dry-run`: never send, not even by mistake
                 raise FatalError("built for a dry run: nothing may be sent", connector=self.name)
-            try:
-                key = self._context.secret(self.settings.api_key_secret).reveal()
-            except LookupError as exc:
-                raise FatalError(str(exc), connector=self.name) from None
+            key = self._context.reveal_secret(self.settings.api_key_secret, self.name)
             self._client = HttpClient(
                 connector=self.name, base_url=self.settings.base_url, sleep=self._sleep, policy=self._policy,
                 timeout=(10.0, self.settings.timeout_s),

@@ -146,10 +146,7 @@ class MetaAudiencesDestination:
         if self._client is None:
             if self._context.dry_run:  # built for `run --dry-run`: never send, not even by mistake
                 raise FatalError("built for a dry run: nothing may be sent", connector=self.name)
-            try:
-                token = self._context.secret(self.settings.access_token_secret).reveal()
-            except LookupError as exc:
-                raise FatalError(str(exc), connector=self.name) from None
+            token = self._context.reveal_secret(self.settings.access_token_secret, self.name)
             self._client = HttpClient(connector=self.name, base_url=self.settings.base_url, sleep=self._sleep,
                                       policy=self._policy, timeout=(10.0, self.settings.timeout_s),
                                       headers={"Authorization": f"Bearer {token}"})

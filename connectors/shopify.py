@@ -100,7 +100,7 @@ class ShopifySource:
                  clock: Callable[[], float] = time.monotonic, policy: RetryPolicy | None = None):
         self.settings = settings
         self.name = settings.name
-        self._secret = context.secret
+        self._context = context
         self._sleep = sleep
         base = settings.base_url or f"https://{settings.shop}"
         self.client = HttpClient(connector=self.name, base_url=base, sleep=sleep, policy=policy,
@@ -132,10 +132,7 @@ class ShopifySource:
         """Put the access token on the session (once); a missing secret is a fatal, clear error."""
         if "X-Shopify-Access-Token" in self.client.session.headers:
             return
-        try:
-            token = self._secret(self.settings.token_secret).reveal()
-        except LookupError as exc:  # the message names the secret and where to set it, never a value
-            raise FatalError(str(exc), connector=self.name) from None
+        token = self._context.reveal_secret(self.settings.token_secret, self.name)
         self.client.session.headers["X-Shopify-Access-Token"] = token
 
     def check_access(self) -> None:
@@ -229,7 +226,7 @@ class ShopifySource:
         given = _header(headers, "X-Shopify-Hmac-Sha256")
         if not given:
             return False
-        key = self._secret(self.settings.webhook_secret).reveal().encode()
+        key = self._context.reveal_secret(self.settings.webhook_secret, self.name).encode()
         expected = base64.b64encode(hmac.new(key, body, hashlib.sha256).digest())
         return hmac.compare_digest(expected, given.strip().encode())
 
