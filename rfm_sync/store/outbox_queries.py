@@ -7,6 +7,7 @@ value is never pushed after a newer one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -28,13 +29,53 @@ def enqueue(conn: sa.Connection, rows: Any) -> None:
 
 
 def supersede(store: Store, destination: str) -> int:
-    newer = sa.alias(outbox, "newer")
-    exists_newer = sa.exists().where(newer.c.destination == outbox.c.destination,
-                                     newer.c.customer_key == outbox.c.customer_key,
-                                     newer.c.status == "pending", newer.c.id > outbox.c.id)
+    """Mark every pending snapshot that has a newer pending one for the same customer ``superseded``.
+
+    A group change carried only by a superseded row is not lost: it is folded into the newest row
+    (from the first pending change's origin to the latest group), so a flow that waits for the change
+    still fires. A round trip (A → B → A) while the destination was unreachable leaves no change.
+    """
+    pending = sa.and_(outbox.c.destination == destination, outbox.c.status == "pending")
     with store.begin() as conn:
-        return conn.execute(outbox.update().where(outbox.c.destination == destination, outbox.c.status == "pending",
-                                                  exists_newer).values(status="superseded")).rowcount
+        keys = conn.execute(sa.select(outbox.c.customer_key).where(pending).group_by(outbox.c.customer_key)
+                            .having(sa.func.count() > 1)).scalars().all()
+        superseded = 0
+        for start in range(0, len(keys), 500):
+            rows = conn.execute(sa.select(outbox.c.id, outbox.c.customer_key, outbox.c.payload)
+                                .where(pending, outbox.c.customer_key.in_(keys[start:start + 500]))
+                                .order_by(outbox.c.id)).all()
+            by_key: dict[str, list[Any]] = {}
+            for row in rows:
+                by_key.setdefault(row.customer_key, []).append(row)
+            for key, group in by_key.items():
+                payloads = [json.loads(r.payload) for r in group]
+                merged = fold_transitions(key, payloads)
+                if merged is not payloads[-1]:
+                    conn.execute(outbox.update().where(outbox.c.id == group[-1].id)
+                                 .values(payload=json.dumps(merged, sort_keys=True)))
+                conn.execute(outbox.update().where(outbox.c.id.in_([r.id for r in group[:-1]]))
+                             .values(status="superseded"))
+                superseded += len(group) - 1
+    return superseded
+
+
+def fold_transitions(key: str, payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    """The newest payload, with the group changes of the older ones folded into its transition."""
+    newest = payloads[-1]
+    changes = [p for p in payloads if p.get("transition")]
+    if not changes or (len(changes) == 1 and changes[0] is newest):
+        return newest
+    first, last = changes[0], changes[-1]
+    before, after = first["transition"], last["transition"]
+    merged = dict(newest)
+    if before.get("from") == after.get("to") and (before.get("labels_before") or {}) == (after.get("labels_after") or {}):
+        merged.update(transition=None, event_id=None, first_assignment=False)
+        return merged
+    merged["transition"] = {**after, "from": before.get("from"), "labels_before": before.get("labels_before")}
+    merged["first_assignment"] = bool(first.get("first_assignment"))
+    seed = "|".join([key, str(before.get("from")), str(after.get("to"))] + [str(p.get("event_id")) for p in changes])
+    merged["event_id"] = hashlib.sha256(seed.encode()).hexdigest()[:32]
+    return merged
 
 
 def next_batch(store: Store, destination: str, after_id: int, limit: int) -> list[dict[str, Any]]:

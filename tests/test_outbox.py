@@ -1,0 +1,98 @@
+"""Superseding keeps only the newest snapshot per customer but never loses a group change."""
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+
+from connectors.base import RetryableError
+from connectors.file_sink import FileSink, FileSinkSettings, read_state
+from rfm_sync.config import parse_config
+from rfm_sync.pipeline import Pipeline, build_sources, connector_context
+from rfm_sync.sample import write_sample
+from rfm_sync.store import Store, customer_state
+from rfm_sync.store.outbox_queries import fold_transitions
+
+TODAY = date(2026, 6, 30)
+
+
+def payload(group, transition=None, first=False, event="e"):
+    return {"properties": {"Current RFM group": group}, "transition": transition, "first_assignment": first,
+            "event_id": event if transition else None}
+
+
+def test_fold_keeps_the_first_origin_and_the_latest_group():
+    older = payload("Loyal", {"from": "Champions", "to": "Loyal"}, event="e1")
+    newer = payload("At Risk", {"from": "Loyal", "to": "At Risk"}, event="e2")
+    merged = fold_transitions("c1", [older, newer])
+    assert merged["transition"]["from"] == "Champions" and merged["transition"]["to"] == "At Risk"
+    assert merged["event_id"] not in (None, "e1", "e2")
+    assert merged["event_id"] == fold_transitions("c1", [older, newer])["event_id"]  # deterministic
+
+
+def test_fold_carries_a_change_into_a_properties_only_snapshot():
+    older = payload("Loyal", {"from": "Champions", "to": "Loyal"}, event="e1")
+    newer = payload("Loyal")  # e.g. only "RFM days since last order" moved
+    merged = fold_transitions("c1", [older, newer])
+    assert merged["transition"] == {"from": "Champions", "to": "Loyal", "labels_before": None}
+    first = fold_transitions("c2", [payload("Recent", {"from": None, "to": "Recent"}, first=True), payload("Recent")])
+    assert first["first_assignment"] is True and first["transition"]["from"] is None
+
+
+def test_fold_drops_a_round_trip_and_leaves_plain_snapshots_alone():
+    there = payload("Loyal", {"from": "Champions", "to": "Loyal"})
+    back = payload("Champions", {"from": "Loyal", "to": "Champions"})
+    merged = fold_transitions("c1", [there, back])
+    assert merged["transition"] is None and merged["event_id"] is None
+    plain = [payload("Loyal"), payload("Loyal")]
+    assert fold_transitions("c1", plain) is plain[-1]
+
+
+class DownSink(FileSink):
+    """A file sink whose far side can be switched off (every push raises a retryable error)."""
+
+    down = False
+
+    def push(self, updates):
+        if DownSink.down:
+            raise RetryableError("HTTP 503", connector=self.name, status=503)
+        return super().push(updates)
+
+
+def test_a_change_made_while_the_destination_was_down_still_reaches_it(tmp_path):
+    write_sample(tmp_path / "orders.csv", end=TODAY, customers=300, seed=3)
+    config = parse_config({"store": {"url": "sqlite:///s.sqlite"}, "properties": {"include_metrics": True},
+                           "sources": [{"type": "csv", "name": "shop", "path": "orders.csv"}]},
+                          path=tmp_path / "config.toml")
+    store = Store.open(config.store.url, config.base_dir)
+    sink = DownSink(FileSinkSettings(name="sink", path="p.jsonl"), connector_context(config))
+
+    def cycle(day):
+        return Pipeline(config, store, sources=build_sources(config), destinations=[sink]).run_cycle(day)
+
+    cycle(TODAY - timedelta(days=200))
+    groups_before = {k: p["Current RFM group"] for k, p in read_state(tmp_path / "p.jsonl").items()}
+    DownSink.down = True
+    moved = cycle(TODAY - timedelta(days=100))  # groups change; nothing can be sent
+    assert moved.errors and sum(n for (a, b), n in moved.transitions.items() if a and b and a != b) > 0
+    cycle(TODAY - timedelta(days=99))  # one day later: mostly properties-only changes, superseding the above
+    DownSink.down = False
+    lines_before = len((tmp_path / "p.jsonl").read_text().splitlines())
+    cycle(TODAY - timedelta(days=99))
+    pushed = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()[lines_before:]]
+    assert pushed
+    final = read_state(tmp_path / "p.jsonl")
+    for line in pushed:
+        key, now = line["customer_key"], line["properties"]["Current RFM group"]
+        was = groups_before.get(key)
+        if was is not None and now is not None and was != now:
+            # the group change made while the sink was down arrives, from the group it had before
+            assert line["transition"] == {"from": was, "to": now}, line
+        elif was == now:
+            assert "transition" not in line, line  # a round trip (or no change) sends no event
+    assert len(pushed) == len({line["customer_key"] for line in pushed})  # one snapshot per customer
+    with store.engine.connect() as conn:  # and the sink ends equal to the store's state
+        stored = {k: json.loads(p) for k, p in conn.execute(sa.select(customer_state.c.customer_key,
+                                                                        customer_state.c.properties))}
+    assert final == stored
