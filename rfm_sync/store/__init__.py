@@ -92,6 +92,11 @@ class Store:
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as conn:
+            if self.engine.dialect.name == "sqlite":
+                # Python's sqlite3 runs DDL outside a transaction; take the write lock first, so that
+                # processes opening a new store at once migrate one after the other (the rest wait
+                # on busy_timeout, then find the schema at head) instead of racing to create tables.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
