@@ -5,6 +5,7 @@ import logging
 import sys
 from datetime import date
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -27,14 +28,19 @@ def _as_of(value: str | None) -> date | None:
         raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
+def exit_with_config_errors(exc: ConfigError) -> NoReturn:
+    """Print every configuration problem (file, key path, what was expected) and exit 2."""
+    click.echo("configuration errors:", err=True)
+    for problem in exc.problems:
+        click.echo(f"  {problem}", err=True)
+    sys.exit(EXIT_CONFIG)
+
+
 def _load(path: str) -> Config:
     try:
         return load_config(path)
     except ConfigError as exc:
-        click.echo("configuration errors:", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(EXIT_CONFIG)
+        exit_with_config_errors(exc)
 
 
 def _open_store(config: Config):

@@ -11,7 +11,6 @@ from . import secrets as secret_store
 from .config import ConfigError
 
 EXIT_FAILED = 1
-EXIT_CONFIG = 2
 
 
 @click.command()
@@ -27,10 +26,9 @@ def daemon(config_path: str) -> None:
     try:
         runner = Daemon(config_path)
     except ConfigError as exc:
-        click.echo("configuration errors:", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(EXIT_CONFIG)
+        from .cli import exit_with_config_errors
+
+        exit_with_config_errors(exc)
     runner.install_signals()
     try:
         code = runner.run()
@@ -55,10 +53,9 @@ def doctor(config_path: str) -> None:
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        click.echo("configuration errors:", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(EXIT_CONFIG)
+        from .cli import exit_with_config_errors
+
+        exit_with_config_errors(exc)
     report = run_doctor(config)
     for finding in report.findings:
         mark = click.style("ok ", fg="green") if finding.ok else click.style("ERR", fg="red")
