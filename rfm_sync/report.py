@@ -1,12 +1,13 @@
 """Tables people look at: group sizes, transitions, runs, outbox backlog, quarantined rows."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from rich.console import Console
 from rich.table import Table
 
-from .pipeline import CycleReport
+if TYPE_CHECKING:  # only for annotations: `rfm-sync score` need not import the store and pipeline
+    from .pipeline import CycleReport
 
 
 def group_table(counts: dict[str, int], order: Iterable[str], title: str = "RFM groups") -> Table:
