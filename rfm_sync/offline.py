@@ -173,12 +173,3 @@ def write_scores(conn: duckdb.DuckDBPyConnection, table: pd.DataFrame, out: Path
                            FROM scores_frame ORDER BY customer_id)
                      TO '{target}' (HEADER, DELIMITER ',')""")
     conn.unregister("scores_frame")
-
-
-def format_money(amount_e4: pd.Series) -> pd.Series:
-    """Exact decimal strings from integer ×10⁴ amounts: 2 decimals, or 4 where needed (never floats)."""
-    v = amount_e4.astype("int64")
-    major, minor = (v // 10_000).astype(str), v % 10_000
-    two = major + "." + (minor // 100).astype(str).str.zfill(2)
-    four = major + "." + minor.astype(str).str.zfill(4)
-    return two.where(minor % 100 == 0, four)

@@ -367,8 +367,3 @@ def update_from_row(row: dict[str, Any]) -> ProfileUpdate:
         changed_at=datetime.fromisoformat(p["changed_at"]) if p.get("changed_at") else None,
         first_assignment=bool(p.get("first_assignment")),
     )
-
-
-def transitions_frame(report: CycleReport) -> pd.DataFrame:
-    rows = [{"from": a or "(new)", "to": b or "(none)", "customers": n} for (a, b), n in report.transitions.items()]
-    return pd.DataFrame(rows, columns=["from", "to", "customers"])
