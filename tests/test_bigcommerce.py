@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import responses
-import sqlalchemy as sa
 import yaml
 from openapi_schema_validator import OAS30Validator
 
@@ -20,9 +19,10 @@ from connectors.http import RetryPolicy
 from rfm_sync.config import parse_config
 from rfm_sync.pipeline import CycleReport, Pipeline
 from rfm_sync.secrets import Secret
-from rfm_sync.store import Store, orders
+from rfm_sync.store import Store
 from tests.fakes.bigcommerce_fake import BigCommerceFake
 from tests.fakes.shopify_fake import FakeClock
+from tests.store_helpers import stored
 
 TOKEN = "bc-test-token"
 SECRETS = {"bc-token": TOKEN, "bc-hooks": "bc-hook-secret"}
@@ -96,13 +96,6 @@ def pull_into_store(tmp_path, src, clock):
     report = CycleReport(run_id=0, as_of=date(2026, 11, 1))
     Pipeline(config, store, sources=[src], destinations=[], clock=clock.now).pull(None, report)
     return store, report
-
-
-def stored(store, source_name):
-    with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(orders.c.order_id, orders.c.amount_e4, orders.c.qualifies)
-                            .where(orders.c.source == source_name)).all()
-    return {r.order_id: (Decimal(r.amount_e4) / 10000, bool(r.qualifies)) for r in rows}
 
 
 def records(src, cursor=None, started=None):

@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import responses
-import sqlalchemy as sa
 
 from connectors.base import ConnectorContext, FatalError, Order, PullContext, RetryableError
 from connectors.http import RetryPolicy
@@ -21,8 +20,9 @@ from connectors.shopify_queries import API_VERSION
 from rfm_sync.config import parse_config
 from rfm_sync.pipeline import CycleReport, Pipeline
 from rfm_sync.secrets import Secret
-from rfm_sync.store import Store, orders
+from rfm_sync.store import Store
 from tests.fakes.shopify_fake import FakeClock, FakeOrder, ShopifyFake
+from tests.store_helpers import stored
 
 TOKEN = "shpat_test_token"
 HOOK_KEY = "whsec-test-key"
@@ -58,13 +58,6 @@ def pull_into_store(tmp_path, src, clock, store=None):
     report = CycleReport(run_id=0, as_of=date(2026, 11, 1))
     Pipeline(config, store, sources=[src], destinations=[], clock=clock.now).pull(None, report)
     return store, report
-
-
-def stored(store, source_name):
-    with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(orders.c.order_id, orders.c.amount_e4, orders.c.qualifies)
-                            .where(orders.c.source == source_name)).all()
-    return {r.order_id: (Decimal(r.amount_e4) / 10000, bool(r.qualifies)) for r in rows}
 
 
 # ---------------------------------------------------------------------------------------- done-when
