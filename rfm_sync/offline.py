@@ -6,6 +6,7 @@ with their line and reason; the rest is scored.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import date
@@ -15,10 +16,12 @@ from typing import Callable
 import duckdb
 import pandas as pd
 
-from connectors.csv_source import CsvSettings, qualifying_sql, scan
+from connectors.csv_source import CsvSettings, qualifying_sql, scan, typed_rows_sql
 
 from . import engine
 from .config import Config
+
+log = logging.getLogger(__name__)
 
 # the columns of the scores CSV: these, then fm_score (classic11) and the scheme's label columns
 OUTPUT_COLUMNS = ["customer_id", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
@@ -62,13 +65,19 @@ def _with_progress(conn: duckdb.DuckDBPyConnection, fn: Callable[[], pd.DataFram
     return box["value"]  # type: ignore[return-value]
 
 
-def _aggregate_sql(source: str, windows: dict[str, object]) -> tuple[str, dict[str, object]]:
+def _window_columns(windows: dict[str, object], when: str) -> tuple[list[str], dict[str, object]]:
     params: dict[str, object] = {}
     cols = []
     for i, (suffix, start) in enumerate(windows.items()):
         params[f"ws{i}"] = start
-        cols.append(f"count(*) FILTER (WHERE placed_at >= $ws{i}) AS frequency{suffix}")
-        cols.append(f"COALESCE(sum(amount_e4) FILTER (WHERE placed_at >= $ws{i}), 0)::BIGINT AS monetary_e4{suffix}")
+        cols.append(f"count(*) FILTER (WHERE {when} placed_at >= $ws{i}) AS frequency{suffix}")
+        cols.append(f"COALESCE(sum(amount_e4) FILTER (WHERE {when} placed_at >= $ws{i}), 0)::BIGINT "
+                    f"AS monetary_e4{suffix}")
+    return cols, params
+
+
+def _aggregate_sql(source: str, windows: dict[str, object]) -> tuple[str, dict[str, object]]:
+    cols, params = _window_columns(windows, "")
     sql = f"""
         SELECT customer_key, min(placed_at) AS first_order_at, max(placed_at) AS last_order_at, count(*) AS orders,
                {', '.join(cols)}
@@ -78,54 +87,108 @@ def _aggregate_sql(source: str, windows: dict[str, object]) -> tuple[str, dict[s
     return sql, params
 
 
-def aggregate_csv(path: Path, settings: CsvSettings, config: Config, as_of: date,
-                  progress: Callable[[float], None] | None = None) -> tuple[pd.DataFrame, duckdb.DuckDBPyConnection]:
-    """Per-customer aggregates (see ``Store.aggregate``) of the CSV's qualifying orders.
+def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows: dict[str, object], end: object,
+                     conn: duckdb.DuckDBPyConnection) -> pd.DataFrame | None:
+    """The per-customer aggregates from the typed read (:func:`typed_rows_sql`), then a check that
+    no order id repeats. ``None`` when the file needs the validating path: a row the reader cannot
+    read, a row without customer/time/amount, or a repeated order id (the later line must win)."""
+    rows = typed_rows_sql(path, settings, config.shop.zone, conn)
+    params: dict[str, object] = {"end": end}
+    cols = []
+    for i, (suffix, start) in enumerate(windows.items()):
+        params[f"ws{i}"] = start
+        cols.append(f"count(q_amount) FILTER (WHERE placed_at >= $ws{i}) AS frequency{suffix}")
+        cols.append(f"COALESCE(sum(q_amount) FILTER (WHERE placed_at >= $ws{i}), 0)::BIGINT AS monetary_e4{suffix}")
+    # values of non-qualifying rows become NULL, which min/max/count/sum skip: cheaper than a FILTER each
+    sql = f"""
+        SELECT customer_key, min(q_time) AS first_order_at, max(q_time) AS last_order_at, count(q_time) AS orders,
+               {', '.join(cols)}, count(*) FILTER (WHERE bad) AS bad_rows
+        FROM (SELECT customer_key, placed_at, bad,
+                     CASE WHEN q THEN placed_at END AS q_time, CASE WHEN q THEN amount_e4 END AS q_amount
+              FROM (SELECT *, qualifies AND NOT bad AND placed_at < $end AS q FROM ({rows})))
+        GROUP BY customer_key"""
+    try:
+        frame = conn.execute(sql, params).df()
+        if frame["bad_rows"].any():
+            return None
+        dupes = conn.execute(f"SELECT count(order_hash) - count(DISTINCT order_hash) FROM ({rows})").fetchall()[0][0]
+    except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
+        log.debug("%s: typed read stopped (%s); using the validating scan", path, str(exc).splitlines()[0])
+        return None
+    if dupes:
+        return None
+    frame = frame[frame["orders"] > 0].drop(columns=["bad_rows"]).reset_index(drop=True)
+    return frame
 
-    One parallel pass parses the file into a compact temporary table ``parsed_orders`` (key, order
-    id, time, amount ×10⁴, qualifies, bad); the bad-row count, the duplicate check and the
-    aggregation then read that table. Only when order ids repeat does it fall back to the
-    de-duplicating query (the newest line of an order wins), which re-reads the file.
-    """
-    zone = config.shop.zone
-    checked = scan(path, settings, zone)
-    conn = checked.conn
-    conn.execute("SET enable_progress_bar = false")
-    window_start, end = engine.window_bounds(as_of, config.rfm.window_days, zone)
-    windows = {"": window_start, **{f"_{name}": engine.window_bounds(as_of, days, zone)[0]
-                                    for name, days in engine.windows(config.rfm).items()}}
+
+def _validated_aggregates(path: Path, settings: CsvSettings, config: Config, windows: dict[str, object],
+                          end: object, conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, int]:
+    """The validating scan: every row checked, bad ones counted (and later listed with their line),
+    repeated order ids resolved (the newest line wins). Returns the aggregates and the bad-row count."""
+    checked = scan(path, settings, config.shop.zone, conn)
     # a 64-bit hash stands in for the order id: equal ids always have equal hashes, so a repeat is never
     # missed; a (rare) collision only sends the file down the exact de-duplicating path below
     order_id = ("CASE WHEN order_id IS NULL THEN NULL ELSE hash(order_id) END AS order_hash"  # hash(NULL) is not NULL
                 if "order_id" in checked.present else "NULL::UBIGINT AS order_hash")
+    conn.execute(f"""
+        CREATE OR REPLACE TEMP TABLE parsed_orders AS
+        SELECT customer_key, {order_id}, placed_at, CAST(amount * 10000 AS BIGINT) AS amount_e4,
+               COALESCE(amount > 0 AND NOT is_test AND NOT is_cancelled, false) AS qualifies,
+               problem IS NOT NULL AS bad
+        FROM checked""")
+    dupes, bad = conn.execute("SELECT count(order_hash) FILTER (WHERE NOT bad) - count(DISTINCT order_hash) "
+                              "FILTER (WHERE NOT bad), count(*) FILTER (WHERE bad) FROM parsed_orders").fetchall()[0]
+    source = qualifying_sql(checked) if dupes else \
+        "SELECT customer_key, placed_at, amount_e4 FROM parsed_orders WHERE qualifies AND NOT bad"
+    sql, params = _aggregate_sql(source, windows)
+    return conn.execute(sql, {**params, "end": end}).df(), bad
+
+
+@dataclass
+class Aggregates:
+    frame: pd.DataFrame  # one row per customer with a qualifying order (see ``Store.aggregate``)
+    conn: duckdb.DuckDBPyConnection  # the scan's connection (``checked`` exists when ``bad``)
+    bad: int  # rows the validating scan quarantines
+    fast: bool  # True when the typed fast read sufficed
+
+
+def aggregate_csv(path: Path, settings: CsvSettings, config: Config, as_of: date,
+                  progress: Callable[[float], None] | None = None, validate_all: bool = False) -> Aggregates:
+    """Per-customer aggregates (see ``Store.aggregate``) of the CSV's qualifying orders.
+
+    First the fast typed read; a file it cannot vouch for (bad rows, repeated order ids) goes
+    through the validating scan instead, which gives the same aggregates for the good rows and
+    lists the bad ones. ``validate_all`` skips the fast read (the tests compare the two).
+    """
+    zone = config.shop.zone
+    conn = duckdb.connect()
+    conn.execute("SET enable_progress_bar = false")
+    window_start, end = engine.window_bounds(as_of, config.rfm.window_days, zone)
+    windows = {"": window_start, **{f"_{name}": engine.window_bounds(as_of, days, zone)[0]
+                                    for name, days in engine.windows(config.rfm).items()}}
+    box: dict[str, object] = {"bad": 0}
 
     def work() -> pd.DataFrame:
-        conn.execute(f"""
-            CREATE OR REPLACE TEMP TABLE parsed_orders AS
-            SELECT customer_key, {order_id}, placed_at, CAST(amount * 10000 AS BIGINT) AS amount_e4,
-                   COALESCE(amount > 0 AND NOT is_test AND NOT is_cancelled, false) AS qualifies,
-                   problem IS NOT NULL AS bad
-            FROM checked""")
-        dupes = conn.execute("SELECT count(order_hash) - count(DISTINCT order_hash) FROM parsed_orders "
-                             "WHERE NOT bad").fetchone()[0]
-        source = qualifying_sql(checked) if dupes else \
-            "SELECT customer_key, placed_at, amount_e4 FROM parsed_orders WHERE qualifies AND NOT bad"
-        sql, params = _aggregate_sql(source, windows)
-        return conn.execute(sql, {**params, "end": end}).df()
+        frame = None if validate_all else _fast_aggregates(path, settings, config, windows, end, conn)
+        box["fast"] = frame is not None
+        if frame is None:
+            frame, box["bad"] = _validated_aggregates(path, settings, config, windows, end, conn)
+        return frame
 
     frame = _with_progress(conn, work, progress)
     for col in ("first_order_at", "last_order_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
     for col in frame.columns[3:]:
         frame[col] = frame[col].astype("int64")
-    return frame, conn
+    return Aggregates(frame=frame, conn=conn, bad=int(box["bad"]), fast=bool(box["fast"]))
 
 
 def score_csv(path: Path, out: Path, config: Config, as_of: date, settings: CsvSettings | None = None,
               progress: Callable[[float], None] | None = None) -> OfflineResult:
     settings = settings or CsvSettings(name="csv", path=str(path))
-    aggregates, conn = aggregate_csv(path, settings, config, as_of, progress)
-    result = engine.score_customers(aggregates, as_of, scheme=config.rfm.scheme,
+    aggregates = aggregate_csv(path, settings, config, as_of, progress)
+    conn = aggregates.conn
+    result = engine.score_customers(aggregates.frame, as_of, scheme=config.rfm.scheme,
                                     recency_bounds=config.rfm.recency_bounds, zone=config.shop.zone,
                                     options=config.rfm)
     frame = result.frame
@@ -142,9 +205,8 @@ def score_csv(path: Path, out: Path, config: Config, as_of: date, settings: CsvS
             table[column] = frame[column]
     out.parent.mkdir(parents=True, exist_ok=True)
     write_scores(conn, table, out)
-    bad_count = conn.execute("SELECT count(*) FROM parsed_orders WHERE bad").fetchone()[0]
     bad = conn.execute("SELECT line, problem FROM checked WHERE problem IS NOT NULL ORDER BY line").df() \
-        if bad_count else pd.DataFrame(columns=["line", "problem"])
+        if aggregates.bad else pd.DataFrame(columns=["line", "problem"])
     qfile = None
     if len(bad):
         qfile = out.with_name(out.name + ".quarantine.csv")

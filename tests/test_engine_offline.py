@@ -27,8 +27,9 @@ def test_aggregates_carry_the_extra_windows_first_order_and_order_count(write_cs
 
     path = write_csv(ORDERS)
     config = parse_config({"rfm": {"scheme": "thresholds"}})
-    frame, conn = aggregate_csv(Path(path), CsvSettings(name="csv", path=str(path)), config, AS_OF)
-    conn.close()
+    aggregates = aggregate_csv(Path(path), CsvSettings(name="csv", path=str(path)), config, AS_OF)
+    aggregates.conn.close()
+    frame = aggregates.frame
     row = frame.set_index("customer_key").loc["a"]
     assert (row["orders"], row["frequency"], row["frequency_180d"], row["frequency_90d"]) == (2, 2, 2, 1)
     assert (row["monetary_e4"], row["monetary_e4_180d"], row["monetary_e4_90d"]) == (3_100_000, 3_100_000, 100_000)

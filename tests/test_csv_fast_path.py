@@ -1,0 +1,135 @@
+"""`rfm-sync score` reads a clean CSV with DuckDB's typed reader and checks every other file with
+the validating scan. The two must agree on every file the fast read accepts, and the fast read
+must hand over every file it cannot vouch for (bad rows, repeated order ids, odd values)."""
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.csv_source import CsvSettings
+from rfm_sync.config import parse_config
+from rfm_sync.offline import aggregate_csv
+
+AS_OF = date(2026, 6, 30)
+
+
+def both(path: Path, config=None, csv_settings: CsvSettings | None = None):
+    config = config or parse_config({"rfm": {"scheme": "thresholds"}})  # thresholds: three extra windows
+    csv_settings = csv_settings or CsvSettings(name="csv", path=str(path))
+    fast = aggregate_csv(path, csv_settings, config, AS_OF)
+    slow = aggregate_csv(path, csv_settings, config, AS_OF, validate_all=True)
+    fast.conn.close()
+    slow.conn.close()
+    assert not slow.fast
+    return fast, slow
+
+
+def same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    a = a.sort_values("customer_key").reset_index(drop=True)
+    b = b.sort_values("customer_key").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, check_dtype=len(a) > 0)  # an empty frame's text dtype may differ
+
+
+def write(tmp_path: Path, text: str, name: str = "orders.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+HOSTILE_BUT_CLEAN = """\
+order_id,customer_id,email,placed_at,amount,refunded,status,currency
+ 1 , 00042 ,A@Example.com, 2026-06-30 10:00:00 , 12.345678 ,,paid,usd
+2,,Guest@Example.COM,2026-03-29 02:30:00,5,0.50, PAID ,EUR
+3,,guest@example.com,2026-10-25 02:30:00+01:00,1e2,,Cancelled,EUR
+4,"a,b","x@y.z",2026-06-29T23:59:59.999999Z,"7.10",1.10,paid,
+5,"multi
+line",,2026-01-01,0.0001,,test,
+6,c9,,2025-07-01T00:00:00+14:00,99999999.9999,0,,
+7,c9,,2024-07-01 00:00:00,-3,,refunded,
+8,c10,,2026-07-01 00:00:00,10,,paid,
+"""
+
+
+def test_a_hostile_but_clean_file_takes_the_fast_read_and_agrees(tmp_path):
+    """Spaces around values, guests by email in mixed case, DST gaps and folds in the shop's zone,
+    offsets, fractional seconds, date-only times, exponents, quoted commas and newlines, statuses in
+    any case, refunds, a future order: the fast read takes it and gives the validating scan's result."""
+    config = parse_config({"shop": {"timezone": "Europe/Berlin"}, "rfm": {"scheme": "thresholds"}})
+    fast, slow = both(write(tmp_path, HOSTILE_BUT_CLEAN), config)
+    assert fast.fast and fast.bad == 0
+    same(fast.frame, slow.frame)
+    keys = set(fast.frame["customer_key"])
+    assert "00042" in keys and "email:guest@example.com" in keys and "a,b" in keys
+    assert "c10" not in keys  # its only order is after the as-of day
+
+
+@pytest.mark.parametrize("row, why", [
+    ("9,c1,,not a date,5,,paid,", "a date the reader cannot parse"),
+    ("9,c1,,2026-01-01,five,,paid,", "an amount that is not a number"),
+    ("9,c1,,2026-01-01,5,x,paid,", "a refund that is not a number"),
+    ("9,c1,,2026-01-01,5,,paid,,extra", "more fields than the header"),
+    ("9,c1,,2026-01-01", "fewer fields than the header"),
+    ("9,,,2026-01-01,5,,paid,", "no customer id and no email"),
+    ("9,c1,,,5,,paid,", "an empty date"),
+    ("9,c1,,2026-01-01,,,paid,", "an empty amount"),
+    ("9,c1,,2026-01-01,100000000,,paid,", "an amount too large for the fast read's 64-bit money"),
+    ("1,c1,,2026-01-01,5,,paid,", "an order id seen before (the later line must win)"),
+    (" 1 ,c1,,2026-01-01,5,,paid,", "an order id seen before, with spaces"),
+])
+def test_files_the_fast_read_cannot_vouch_for_go_through_the_validating_scan(tmp_path, row, why):
+    path = write(tmp_path, HOSTILE_BUT_CLEAN + row + "\n")
+    fast, slow = both(path)
+    assert not fast.fast, why
+    assert fast.bad == slow.bad
+    same(fast.frame, slow.frame)
+
+
+def test_mapped_columns_another_delimiter_and_no_optional_columns(tmp_path):
+    path = write(tmp_path, "Kunde;Datum;Betrag\nk1;2026-06-01;10,5\nk1;2026-06-02;3\nk2;2026-05-01;7\n")
+    mapped = CsvSettings(name="csv", path=str(path), delimiter=";",
+                         columns={"customer_id": "Kunde", "placed_at": "Datum", "amount": "Betrag"})
+    fast, slow = both(path, csv_settings=mapped)
+    assert not fast.fast  # "10,5" is not a number for either read: quarantined by the validating scan
+    assert slow.bad == 1
+    same(fast.frame, slow.frame)
+    path = write(tmp_path, "Kunde;Datum;Betrag\nk1;2026-06-01;10.5\nk1;2026-06-02;3\nk2;2026-05-01;7\n", "b.csv")
+    fast, slow = both(path, csv_settings=mapped.model_copy(update={"path": str(path)}))
+    assert fast.fast
+    same(fast.frame, slow.frame)
+    assert fast.frame.set_index("customer_key").loc["k1", "monetary_e4"] == 135_000
+
+
+CELLS = {
+    "order_id": st.sampled_from(["1", "2", "3", " 4", "5 ", "", "o-6", "7"]),
+    "customer_id": st.sampled_from(["a", " a", "A", "b", "", "007", "c d", "é"]),
+    "email": st.sampled_from(["", "x@y.z", "X@Y.Z", " x@y.z ", "q@r.s"]),
+    "placed_at": st.sampled_from(["2026-06-30", "2026-06-30 23:59:59", "2026-07-01T00:00:00Z",
+                                  "2026-03-29 02:30:00", "2026-10-25 02:30:00", " 2026-01-01 ",
+                                  "2025-06-30T12:00:00+05:30", "2024-07-01", "2026-02-30", "", "yesterday"]),
+    "amount": st.sampled_from(["1", "0", "-1", "0.00005", "12.34", " 5 ", "1e1", "99999999.9999",
+                               "100000000", "", "abc", "3.14159"]),
+    "refunded": st.sampled_from(["", "0", "1", "0.5", "12.34", "x"]),
+    "status": st.sampled_from(["", "paid", "PAID", " cancelled ", "test", "Refunded", "pending"]),
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.fixed_dictionaries(CELLS), min_size=1, max_size=12))
+def test_any_file_scores_the_same_through_either_read(tmp_path, rows):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(CELLS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    config = parse_config({"shop": {"timezone": "Europe/Berlin"}, "rfm": {"scheme": "thresholds"}})
+    fast, slow = both(write(tmp_path, buffer.getvalue()), config)
+    assert fast.bad == slow.bad
+    if slow.bad:
+        assert not fast.fast
+    same(fast.frame, slow.frame)
