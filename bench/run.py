@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="large")
     parser.add_argument("--skip-cycle", action="store_true", help="Only the three scoring runs.")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="Score this many times each, interleaved (timings here vary ±25%%); "
+                             "the table shows medians and the ratio of medians, the range below it.")
     args = parser.parse_args()
     csv = ensure_csv(args.size)
     if not args.skip_cycle:
@@ -64,15 +68,21 @@ def main() -> None:
         "pandas reference": [py, str(BENCH / "ref_pandas.py"), str(csv), str(out / "pandas.csv"), day],
         "duckdb reference": [py, str(BENCH / "ref_duckdb.py"), str(csv), str(out / "duckdb.csv"), day],
     }
-    results = {}
-    for name, cmd in runs.items():
-        results[name] = timed(cmd)
-        print(f"  {name}: {results[name]['wall']:.1f} s", file=sys.stderr)
+    samples: dict[str, list[dict]] = {name: [] for name in runs}
+    for i in range(args.repeat):
+        for name, cmd in runs.items():
+            samples[name].append(timed(cmd))
+            print(f"  run {i + 1}/{args.repeat} {name}: {samples[name][-1]['wall']:.1f} s", file=sys.stderr)
+    results = {name: {"wall": statistics.median(r["wall"] for r in rs), "rss_mb": max(r["rss_mb"] for r in rs),
+                      "low": min(r["wall"] for r in rs), "high": max(r["wall"] for r in rs)}
+               for name, rs in samples.items()}
     base = results["duckdb reference"]
-    lines = [f"scoring {csv.name} ({os.path.getsize(csv) / 1e6:,.0f} MB) as of {day}, {os.cpu_count()} cores",
-             f"{'':20} {'wall':>9} {'peak RSS':>10} {'× duckdb':>9}"]
+    lines = [f"scoring {csv.name} ({os.path.getsize(csv) / 1e6:,.0f} MB) as of {day}, {os.cpu_count()} cores, "
+             f"median of {args.repeat} runs each (peak RSS: the highest)",
+             f"{'':20} {'wall':>9} {'peak RSS':>10} {'× duckdb':>9} {'range':>14}"]
     for name, r in results.items():
-        lines.append(f"{name:20} {r['wall']:8.1f}s {r['rss_mb']:8.0f}MB {r['wall'] / base['wall']:8.2f}×")
+        lines.append(f"{name:20} {r['wall']:8.1f}s {r['rss_mb']:8.0f}MB {r['wall'] / base['wall']:8.2f}× "
+                     f"{r['low']:6.1f}–{r['high']:.1f}s")
     if not args.skip_cycle:
         cycle = timed([py, "-m", "bench.cycle", "--size", args.size])
         report = json.loads(cycle["stdout"].strip().splitlines()[-1])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+
+import orjson
 from typing import Any
 
 from .base import ConnectorContext, ConnectorSettings, ProfileUpdate, PushResult
@@ -68,10 +70,11 @@ class FileSink:
         return record
 
     def push(self, updates: list[ProfileUpdate]) -> PushResult:
-        data = "".join(json.dumps(self.line(u), ensure_ascii=False, sort_keys=True) + "\n" for u in updates)
+        dumps, sort = orjson.dumps, orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+        data = b"".join(dumps(self.line(u), option=sort) for u in updates)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
-            view = memoryview(data.encode("utf-8"))
+            view = memoryview(data)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]

@@ -138,6 +138,12 @@ def paused_gc():
             gc.enable()
 
 
+def _text(values: Any) -> pd.Series:
+    """An object column, kept as such: pandas 3 would otherwise convert every text column to its
+    Arrow string type and back again on each ``to_numpy`` (seconds at a million rows)."""
+    return pd.Series(np.asarray(values, dtype=object), dtype=object, copy=False)
+
+
 def _compute(scored: pd.DataFrame, state: pd.DataFrame, *, names: Any, labels: dict[str, str],
              label_names: dict[str, str], now: datetime, run_id: int, only: set[str] | None) -> Changes:
     st = state.set_index("customer_key")
@@ -151,11 +157,11 @@ def _compute(scored: pd.DataFrame, state: pd.DataFrame, *, names: Any, labels: d
     old_changed = map_unique(old["group_changed_at"], lambda t: None if t is None else sqlite_time(parse_time(t)))
     changed_at = pd.Categorical(np.where(moved, sqlite_time(now), old_changed))
     frame = pd.DataFrame({
-        "customer_key": keys.to_numpy(), "rfm_group": group, "rfm_score": scored["rfm_score"].astype(object).to_numpy(),
+        "customer_key": _text(keys), "rfm_group": _text(group), "rfm_score": _text(scored["rfm_score"].astype(object)),
         "r_score": scored["r_score"].to_numpy(), "f_score": scored["f_score"].to_numpy(),
         "m_score": scored["m_score"].to_numpy(),
-        "previous_group": np.where(known & moved, before, np.where(known, old["previous_group"].to_numpy(dtype=object),
-                                                                   None)),
+        "previous_group": _text(np.where(known & moved, before,
+                                         np.where(known, old["previous_group"].to_numpy(dtype=object), None))),
         "changed_at": changed_at,
     })
     for col in ("recency_days", "frequency", "monetary_e4"):
@@ -168,18 +174,18 @@ def _compute(scored: pd.DataFrame, state: pd.DataFrame, *, names: Any, labels: d
     changed = props != old["properties"].to_numpy(dtype=object)
     rows = frame[changed]
     state_rows = pd.DataFrame({
-        "customer_key": rows["customer_key"].to_numpy(), "current_group": rows["rfm_group"].to_numpy(),
-        "previous_group": rows["previous_group"].to_numpy(),
-        "group_changed_at": rows["changed_at"].to_numpy(dtype=object),
-        "rfm_score": rows["rfm_score"].to_numpy(), "properties": props[changed], "labels": label_text[changed],
-        "run_id": run_id})
+        "customer_key": _text(rows["customer_key"]), "current_group": _text(rows["rfm_group"]),
+        "previous_group": _text(rows["previous_group"]),
+        "group_changed_at": _text(rows["changed_at"].to_numpy(dtype=object)),
+        "rfm_score": _text(rows["rfm_score"]), "properties": _text(props[changed]),
+        "labels": _text(label_text[changed]), "run_id": run_id})
     old_labels = old["labels"].to_numpy(dtype=object)[changed]
     label_moved = known[changed] & (label_text[changed] != old_labels) & pd.notna(label_text[changed])
     out = pd.DataFrame({
-        "customer_key": rows["customer_key"].to_numpy(), "properties": props[changed],
-        "changed_at": rows["changed_at"].to_numpy(dtype=object), "before": before[changed], "after": group[changed],
-        "labels_before": np.where(label_moved, old_labels, None), "labels_after": np.where(label_moved,
-                                                                                         label_text[changed], None),
+        "customer_key": _text(rows["customer_key"]), "properties": _text(props[changed]),
+        "changed_at": _text(rows["changed_at"].to_numpy(dtype=object)), "before": _text(before[changed]),
+        "after": _text(group[changed]), "labels_before": _text(np.where(label_moved, old_labels, None)),
+        "labels_after": _text(np.where(label_moved, label_text[changed], None)),
         "transition": moved[changed] | label_moved, "first_assignment": ~known[changed]})
     in_scores = set(keys)
     gone = [k for k in st.index if k not in in_scores and (only is None or k in only)]

@@ -216,9 +216,13 @@ class Pipeline:
                     batch = ob.next_batch(self.store, dest.name, after, dest.batch_size)
                     if not batch:
                         break
-                    after = batch[-1]["id"]
+                    first_after, after = after, batch[-1]["id"]
                     result = dest.push([update_from_row(r) for r in batch])
-                    ob.mark_sent(self.store, result.accepted)
+                    if not result.failed and len(result.accepted) == len(batch) \
+                            and set(result.accepted) == {r["id"] for r in batch}:
+                        ob.mark_batch_sent(self.store, dest.name, first_after, after)
+                    else:
+                        ob.mark_sent(self.store, result.accepted)
                     if result.failed:
                         ob.mark_failed(self.store, result.failed, self.config.push.max_attempts)
                     sent += len(result.accepted)

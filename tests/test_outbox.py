@@ -96,3 +96,32 @@ def test_a_change_made_while_the_destination_was_down_still_reaches_it(tmp_path)
         stored = {k: json.loads(p) for k, p in conn.execute(sa.select(customer_state.c.customer_key,
                                                                         customer_state.c.properties))}
     assert final == stored
+
+
+def test_acknowledging_a_whole_batch_marks_exactly_that_batch(tmp_path):
+    """The range acknowledgement (every row of a batch accepted) touches only that batch's pending
+    rows of that destination: not another destination's, not a superseded one, not rows queued
+    after the batch was read."""
+    from rfm_sync.store import outbox
+    from rfm_sync.store.outbox_queries import enqueue, mark_batch_sent, next_batch
+
+    store = Store.open(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    with store.begin() as conn:
+        enqueue(conn, [{"destination": d, "customer_key": f"c{i}", "run_id": 1, "payload": json.dumps(payload("A"))}
+                       for i in range(6) for d in ("file", "meta")])
+        conn.execute(outbox.update().where(outbox.c.destination == "file", outbox.c.customer_key == "c2")
+                     .values(status="superseded"))
+    batch = next_batch(store, "file", 0, 3)
+    assert [r["customer_key"] for r in batch] == ["c0", "c1", "c3"]
+    with store.begin() as conn:  # queued while the batch was being pushed
+        enqueue(conn, [{"destination": "file", "customer_key": "c0", "run_id": 2, "payload": json.dumps(payload("B"))}])
+    mark_batch_sent(store, "file", 0, batch[-1]["id"])
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(outbox.c.destination, outbox.c.customer_key, outbox.c.run_id, outbox.c.status)
+                            .order_by(outbox.c.id)).all()
+    sent = {(d, k, r) for d, k, r, s in rows if s == "sent"}
+    assert sent == {("file", "c0", 1), ("file", "c1", 1), ("file", "c3", 1)}
+    status = {(d, k, r): s for d, k, r, s in rows}
+    assert status[("file", "c2", 1)] == "superseded" and status[("file", "c0", 2)] == "pending"
+    assert all(s == "pending" for (d, _, _), s in status.items() if d == "meta")
+    store.close()
