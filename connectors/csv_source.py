@@ -175,7 +175,8 @@ def qualifying_sql(scan_: CsvScan) -> str:
                WHERE amount > 0 AND NOT is_test AND NOT is_cancelled"""
 
 
-def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBPyConnection) -> str:
+def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
+                   conn: duckdb.DuckDBPyConnection) -> tuple[str, bool]:
     """The fast read of the same file, for files that need no quarantine: DuckDB's reader parses
     ``placed_at`` and the amounts itself and *raises* on any row it cannot read (a bad date, a
     stray field, a short row), so nothing is silently dropped. One row per data line:
@@ -184,7 +185,8 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duck
 
     It is valid only when it raises nothing and no row is ``bad``; then every value equals the
     validating scan's (``tests/test_csv_fast_path.py`` checks this on hostile files). Otherwise
-    use :func:`scan`. ``order_hash`` is a 64-bit hash of the order id, for the duplicate check.
+    use :func:`scan`. ``order_hash`` is a 64-bit hash of the order id, for the duplicate check;
+    the second value says whether the file has order ids at all.
     """
     conn.execute(f"SET TimeZone = {_lit(zone.key)}")
     header, present = _header(conn, path, settings, _reader(path, settings, TOLERANT))  # the same columns
@@ -207,7 +209,7 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duck
     order_hash = f"CASE WHEN {col('order_id')} IS NULL THEN NULL ELSE hash({col('order_id')}) END" \
         if "order_id" in present else "NULL::UBIGINT"
     placed, amount = _q(names["placed_at"]), _q(names["amount"])
-    return f"""
+    sql = f"""
         SELECT COALESCE({customer}, 'email:' || LOWER({email})) AS customer_key,
                {order_hash} AS order_hash,
                {placed} AS placed_at,
@@ -216,6 +218,7 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duck
                  AS qualifies,
                ({customer} IS NULL AND {email} IS NULL) OR {placed} IS NULL OR {amount} IS NULL AS bad
         FROM {reader}"""
+    return sql, "order_id" in present
 
 
 def file_fingerprint(path: Path) -> str:
