@@ -121,6 +121,10 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
         except unreadable as exc:
             log.debug("%s: typed read stopped (%s); using the validating scan", path, str(exc).splitlines()[0])
             frame = None
+        except BaseException:
+            if repeats is not None:
+                check.interrupt()
+            raise
         if repeats is not None and (frame is None or frame["bad_rows"].any()):
             check.interrupt()  # the answer no longer matters
         try:
