@@ -14,17 +14,21 @@ export is not read again.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 from zoneinfo import ZoneInfo
 
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REQUIRED = ("customer_id", "placed_at", "amount")
 OPTIONAL = ("order_id", "email", "phone", "status", "currency", "refunded", "updated_at")
@@ -72,10 +76,11 @@ class CsvScan:
     present: set[str]
 
 
-# the validating scan's reader: every field as text, short rows padded, long rows kept (and
-# flagged). One reader thread: DuckDB's parallel reader cannot pad short rows in a file with a
-# newline inside quotes, and this scan must take any file.
-TOLERANT = "all_varchar=true, null_padding=true, strict_mode=false, parallel=false"
+# the validating scan's reader: every field as text, short rows padded, long rows kept (and flagged)
+TOLERANT = "all_varchar=true, null_padding=true, strict_mode=false"
+# DuckDB's parallel reader cannot pad short rows in a file with a newline inside quotes (it raises);
+# such a file is read again with one thread (see ``serial_on_error``)
+SERIAL = ", parallel=false"
 
 
 def _reader(path: Path, settings: CsvSettings, options: str) -> str:
@@ -100,10 +105,21 @@ def _header(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, 
     return header, {k for k in REQUIRED + OPTIONAL if names[k] in header}
 
 
-def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBPyConnection | None = None) -> CsvScan:
+def serial_on_error(run: Callable[[bool], T]) -> T:
+    """``run(parallel=True)``; if DuckDB raises, ``run(parallel=False)`` (which raises in turn
+    when the file is really unreadable). See :data:`SERIAL`."""
+    try:
+        return run(True)
+    except duckdb.Error as exc:
+        log.debug("parallel CSV read failed (%s); reading with one thread", str(exc).splitlines()[0])
+        return run(False)
+
+
+def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBPyConnection | None = None,
+         parallel: bool = True) -> CsvScan:
     conn = conn or duckdb.connect()
     conn.execute(f"SET TimeZone = {_lit(zone.key)}")
-    reader = _reader(path, settings, TOLERANT)
+    reader = _reader(path, settings, TOLERANT + ("" if parallel else SERIAL))
     header, present = _header(conn, path, settings, reader)
     names = settings.columns.model_dump()
     mapped = set(names[k] for k in present)
@@ -245,11 +261,13 @@ class CsvSource:
         fingerprint = file_fingerprint(self.path) if self.path.is_file() else None
         if fingerprint is not None and fingerprint == context.cursor:
             return
-        checked = scan(self.path, self.settings, self.zone)
-        cur = checked.conn.execute("""SELECT line, problem, customer_key, customer_id, order_key, email, phone,
-                                      placed_at, updated_at, amount, currency, status, is_test, is_cancelled,
-                                      placed_at_text, amount_text
-                                      FROM checked ORDER BY line""")
+        def rows(parallel: bool) -> duckdb.DuckDBPyConnection:  # ORDER BY: the whole file is read here
+            return scan(self.path, self.settings, self.zone, parallel=parallel).conn.execute(
+                """SELECT line, problem, customer_key, customer_id, order_key, email, phone, placed_at, updated_at,
+                          amount, currency, status, is_test, is_cancelled, placed_at_text, amount_text
+                   FROM checked ORDER BY line""")
+
+        cur = serial_on_error(rows)
         page: list[Order | Quarantined] = []
         while True:
             rows = cur.fetchmany(self.settings.page_size)

@@ -17,7 +17,7 @@ from typing import Callable
 import duckdb
 import pandas as pd
 
-from connectors.csv_source import CsvSettings, qualifying_sql, scan, typed_rows_sql
+from connectors.csv_source import CsvSettings, qualifying_sql, scan, serial_on_error, typed_rows_sql
 
 from . import engine
 from .config import Config
@@ -142,7 +142,12 @@ def _validated_aggregates(path: Path, settings: CsvSettings, config: Config, win
                           end: object, conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, int]:
     """The validating scan: every row checked, bad ones counted (and later listed with their line),
     repeated order ids resolved (the newest line wins). Returns the aggregates and the bad-row count."""
-    checked = scan(path, settings, config.shop.zone, conn)
+    return serial_on_error(lambda parallel: _validate(path, settings, config, windows, end, conn, parallel))
+
+
+def _validate(path: Path, settings: CsvSettings, config: Config, windows: dict[str, object], end: object,
+              conn: duckdb.DuckDBPyConnection, parallel: bool) -> tuple[pd.DataFrame, int]:
+    checked = scan(path, settings, config.shop.zone, conn, parallel=parallel)
     # a 64-bit hash stands in for the order id: equal ids always have equal hashes, so a repeat is never
     # missed; a (rare) collision only sends the file down the exact de-duplicating path below
     order_id = ("CASE WHEN order_id IS NULL THEN NULL ELSE hash(order_id) END AS order_hash"  # hash(NULL) is not NULL
