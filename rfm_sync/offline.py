@@ -93,8 +93,8 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
     """The per-customer aggregates from the typed read (:func:`typed_rows_sql`) and, at the same
     time on a second cursor, a check that no order id repeats (the two passes overlap: about 10%
     faster on two cores than one after the other). ``None`` when the file needs the validating
-    path: a row the reader cannot read, a row without customer/time/amount, or a repeated order id
-    (the later line must win)."""
+    path: a row the reader cannot read, a row without customer/time/amount (either stops the pass
+    where it is found), or a repeated order id (the later line must win)."""
     rows, has_ids = typed_rows_sql(path, settings, config.shop.zone, conn)
     params: dict[str, object] = {"end": end}
     cols = []
@@ -102,13 +102,15 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
         params[f"ws{i}"] = start
         cols.append(f"count(q_amount) FILTER (WHERE placed_at >= $ws{i}) AS frequency{suffix}")
         cols.append(f"COALESCE(sum(q_amount) FILTER (WHERE placed_at >= $ws{i}), 0)::BIGINT AS monetary_e4{suffix}")
-    # values of non-qualifying rows become NULL, which min/max/count/sum skip: cheaper than a FILTER each
+    # values of non-qualifying rows become NULL, which min/max/count/sum skip: cheaper than a FILTER each;
+    # a bad row stops the pass at once (error() raises), like a row the reader cannot parse
     sql = f"""
         SELECT customer_key, min(q_time) AS first_order_at, max(q_time) AS last_order_at, count(q_time) AS orders,
-               {', '.join(cols)}, count(*) FILTER (WHERE bad) AS bad_rows
-        FROM (SELECT customer_key, placed_at, bad,
+               {', '.join(cols)}
+        FROM (SELECT customer_key, placed_at,
                      CASE WHEN q THEN placed_at END AS q_time, CASE WHEN q THEN amount_e4 END AS q_amount
-              FROM (SELECT *, qualifies AND NOT bad AND placed_at < $end AS q FROM ({rows})))
+              FROM (SELECT *, qualifies AND placed_at < $end AS q FROM ({rows})
+                    WHERE CASE WHEN bad THEN error('a row without customer, time or amount') ELSE true END))
         GROUP BY customer_key"""
     unreadable = (duckdb.ConversionException, duckdb.InvalidInputException)
     check = conn.cursor()
@@ -125,17 +127,16 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
             if repeats is not None:
                 check.interrupt()
             raise
-        if repeats is not None and (frame is None or frame["bad_rows"].any()):
+        if repeats is not None and frame is None:
             check.interrupt()  # the answer no longer matters
         try:
             dupes = repeats.result() if repeats is not None else 0
         except (*unreadable, duckdb.InterruptException):
             dupes = None
     check.close()
-    if frame is None or frame["bad_rows"].any() or dupes != 0:
+    if frame is None or dupes != 0:
         return None
-    frame = frame[frame["orders"] > 0].drop(columns=["bad_rows"]).reset_index(drop=True)
-    return frame
+    return frame[frame["orders"] > 0].reset_index(drop=True)
 
 
 def _validated_aggregates(path: Path, settings: CsvSettings, config: Config, windows: dict[str, object],
