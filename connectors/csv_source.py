@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from functools import partial
 from datetime import timezone
 from decimal import Decimal
 from pathlib import Path
@@ -88,8 +89,11 @@ def _reader(path: Path, settings: CsvSettings, options: str) -> str:
             f"{options})")
 
 
-def _header(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, reader: str) -> tuple[list[str], set[str]]:
-    """The file's column names and which of ours (REQUIRED + OPTIONAL) it has; a missing required one is fatal."""
+def _open(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, zone: ZoneInfo,
+          reader: str) -> tuple[list[str], set[str], dict[str, str]]:
+    """Set the shop's time zone; return the file's column names, which of ours (REQUIRED +
+    OPTIONAL) it has, and our name → its column name. A missing required column is fatal."""
+    conn.execute(f"SET TimeZone = {_lit(zone.key)}")
     if not path.is_file():
         raise FatalError(f"{path}: no such file", connector=settings.name)
     try:
@@ -102,7 +106,17 @@ def _header(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, 
     if missing:
         raise FatalError(f"{path}: missing required column(s): {', '.join(missing)}; found {header}",
                          connector=settings.name)
-    return header, {k for k in REQUIRED + OPTIONAL if names[k] in header}
+    return header, {k for k in REQUIRED + OPTIONAL if names[k] in header}, names
+
+
+def _trimmed(names: dict[str, str], present: set[str], key: str) -> str:
+    """Our column ``key`` as trimmed text, empty as NULL (NULL when the file lacks it)."""
+    return f"NULLIF(TRIM({_q(names[key])}), '')" if key in present else "NULL"
+
+
+def _sql_list(statuses: list[str]) -> str:
+    """Lower-cased string literals for ``IN (...)``; ``NULL`` (matches nothing) when there are none."""
+    return ", ".join(_lit(s.lower()) for s in statuses) or "NULL"
 
 
 def serial_on_error(run: Callable[[bool], T]) -> T:
@@ -118,18 +132,12 @@ def serial_on_error(run: Callable[[bool], T]) -> T:
 def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBPyConnection | None = None,
          parallel: bool = True) -> CsvScan:
     conn = conn or duckdb.connect()
-    conn.execute(f"SET TimeZone = {_lit(zone.key)}")
     reader = _reader(path, settings, TOLERANT + ("" if parallel else SERIAL))
-    header, present = _header(conn, path, settings, reader)
-    names = settings.columns.model_dump()
+    header, present, names = _open(conn, path, settings, zone, reader)
     mapped = set(names[k] for k in present)
     extra_cols = [c for c in header if c not in mapped and c.startswith("column")]
-
-    def col(key: str) -> str:
-        return f"NULLIF(TRIM({_q(names[key])}), '')" if key in present else "NULL"
-
-    cancelled = ", ".join(_lit(s.lower()) for s in settings.cancelled_statuses) or "NULL"
-    tests = ", ".join(_lit(s.lower()) for s in settings.test_statuses) or "NULL"
+    col = partial(_trimmed, names, present)
+    cancelled, tests = _sql_list(settings.cancelled_statuses), _sql_list(settings.test_statuses)
     too_many = " OR ".join(f"{_q(c)} IS NOT NULL" for c in extra_cols) or "false"
     refunded = f"COALESCE(TRY_CAST({col('refunded')} AS DECIMAL(18,4)), 0)"
     content_id = "'row-' || md5(concat_ws('|', customer_id, email, placed_at_text, amount_text))"
@@ -204,9 +212,7 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
     use :func:`scan`. ``order_hash`` is a 64-bit hash of the order id, for the duplicate check;
     the second value says whether the file has order ids at all.
     """
-    conn.execute(f"SET TimeZone = {_lit(zone.key)}")
-    header, present = _header(conn, path, settings, _reader(path, settings, TOLERANT))  # the same columns
-    names = settings.columns.model_dump()
+    header, present, names = _open(conn, path, settings, zone, _reader(path, settings, TOLERANT))  # the same columns
     # DECIMAL(12,4) keeps the money arithmetic in 64 bits (twice as fast as 128); an amount of
     # 100,000,000 or more does not fit, the reader raises, and the validating scan takes the file
     typed = {names["placed_at"]: "TIMESTAMPTZ", names["amount"]: "DECIMAL(12,4)"}
@@ -214,12 +220,8 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
         typed[names["refunded"]] = "DECIMAL(12,4)"
     columns = ", ".join(f"{_lit(c)}: {_lit(typed.get(c, 'VARCHAR'))}" for c in header)
     reader = _reader(path, settings, f"columns={{{columns}}}, strict_mode=true")
-
-    def col(key: str) -> str:
-        return f"NULLIF(TRIM({_q(names[key])}), '')" if key in present else "NULL"
-
-    cancelled = ", ".join(_lit(s.lower()) for s in settings.cancelled_statuses) or "NULL"
-    tests = ", ".join(_lit(s.lower()) for s in settings.test_statuses) or "NULL"
+    col = partial(_trimmed, names, present)
+    excluded = _sql_list(settings.test_statuses + settings.cancelled_statuses)
     refunded = f"COALESCE({_q(names['refunded'])}, 0)" if "refunded" in present else "0"
     customer, email, status = col("customer_id"), col("email"), col("status")
     order_hash = f"CASE WHEN {col('order_id')} IS NULL THEN NULL ELSE hash({col('order_id')}) END" \
@@ -230,7 +232,7 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
                {order_hash} AS order_hash,
                {placed} AS placed_at,
                CAST(({amount} - {refunded}) * 10000 AS BIGINT) AS amount_e4,
-               {amount} - {refunded} > 0 AND NOT COALESCE(LOWER({status}) IN ({tests}, {cancelled}), false)
+               {amount} - {refunded} > 0 AND NOT COALESCE(LOWER({status}) IN ({excluded}), false)
                  AS qualifies,
                ({customer} IS NULL AND {email} IS NULL) OR {placed} IS NULL OR {amount} IS NULL AS bad
         FROM {reader}"""
@@ -261,13 +263,13 @@ class CsvSource:
         fingerprint = file_fingerprint(self.path) if self.path.is_file() else None
         if fingerprint is not None and fingerprint == context.cursor:
             return
-        def rows(parallel: bool) -> duckdb.DuckDBPyConnection:  # ORDER BY: the whole file is read here
+        def read(parallel: bool) -> duckdb.DuckDBPyConnection:  # ORDER BY: the whole file is read here
             return scan(self.path, self.settings, self.zone, parallel=parallel).conn.execute(
                 """SELECT line, problem, customer_key, customer_id, order_key, email, phone, placed_at, updated_at,
                           amount, currency, status, is_test, is_cancelled, placed_at_text, amount_text
                    FROM checked ORDER BY line""")
 
-        cur = serial_on_error(rows)
+        cur = serial_on_error(read)
         page: list[Order | Quarantined] = []
         while True:
             rows = cur.fetchmany(self.settings.page_size)

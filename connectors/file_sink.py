@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import orjson
-from typing import Any
 
 from .base import ConnectorContext, ConnectorSettings, ProfileUpdate, PushResult
 

@@ -66,19 +66,19 @@ def _with_progress(conn: duckdb.DuckDBPyConnection, fn: Callable[[], pd.DataFram
     return box["value"]  # type: ignore[return-value]
 
 
-def _window_columns(windows: dict[str, object], when: str) -> tuple[list[str], dict[str, object]]:
+def _window_columns(windows: dict[str, object], amount: str) -> tuple[list[str], dict[str, object]]:
+    """Per window: the count and sum of ``amount`` (NULL for a row that does not count) from its start."""
     params: dict[str, object] = {}
     cols = []
     for i, (suffix, start) in enumerate(windows.items()):
         params[f"ws{i}"] = start
-        cols.append(f"count(*) FILTER (WHERE {when} placed_at >= $ws{i}) AS frequency{suffix}")
-        cols.append(f"COALESCE(sum(amount_e4) FILTER (WHERE {when} placed_at >= $ws{i}), 0)::BIGINT "
-                    f"AS monetary_e4{suffix}")
+        cols.append(f"count({amount}) FILTER (WHERE placed_at >= $ws{i}) AS frequency{suffix}")
+        cols.append(f"COALESCE(sum({amount}) FILTER (WHERE placed_at >= $ws{i}), 0)::BIGINT AS monetary_e4{suffix}")
     return cols, params
 
 
 def _aggregate_sql(source: str, windows: dict[str, object]) -> tuple[str, dict[str, object]]:
-    cols, params = _window_columns(windows, "")
+    cols, params = _window_columns(windows, "amount_e4")  # never NULL in these qualifying rows
     sql = f"""
         SELECT customer_key, min(placed_at) AS first_order_at, max(placed_at) AS last_order_at, count(*) AS orders,
                {', '.join(cols)}
@@ -96,12 +96,8 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
     path: a row the reader cannot read, a row without customer/time/amount (either stops the pass
     where it is found), or a repeated order id (the later line must win)."""
     rows, has_ids = typed_rows_sql(path, settings, config.shop.zone, conn)
-    params: dict[str, object] = {"end": end}
-    cols = []
-    for i, (suffix, start) in enumerate(windows.items()):
-        params[f"ws{i}"] = start
-        cols.append(f"count(q_amount) FILTER (WHERE placed_at >= $ws{i}) AS frequency{suffix}")
-        cols.append(f"COALESCE(sum(q_amount) FILTER (WHERE placed_at >= $ws{i}), 0)::BIGINT AS monetary_e4{suffix}")
+    cols, params = _window_columns(windows, "q_amount")
+    params["end"] = end
     # values of non-qualifying rows become NULL, which min/max/count/sum skip: cheaper than a FILTER each;
     # a bad row stops the pass at once (error() raises), like a row the reader cannot parse
     sql = f"""

@@ -218,8 +218,7 @@ class Pipeline:
                         break
                     first_after, after = after, batch[-1]["id"]
                     result = dest.push([update_from_row(r) for r in batch])
-                    if not result.failed and len(result.accepted) == len(batch) \
-                            and set(result.accepted) == {r["id"] for r in batch}:
+                    if not result.failed and set(result.accepted) == {r["id"] for r in batch}:
                         ob.mark_batch_sent(self.store, dest.name, first_after, after)
                     else:
                         ob.mark_sent(self.store, result.accepted)
