@@ -8,12 +8,13 @@ import io
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.csv_source import CsvSettings
+from connectors.csv_source import CsvSettings, _trimmed
 from rfm_sync.config import parse_config
 from rfm_sync.offline import aggregate_csv
 
@@ -89,6 +90,37 @@ def test_files_the_fast_read_cannot_vouch_for_go_through_the_validating_scan(tmp
     assert not fast.fast, why
     assert fast.bad == slow.bad
     same(fast.frame, slow.frame)
+
+
+def test_rows_without_an_order_id_keep_the_fast_read_and_a_repeat_among_the_others_does_not(tmp_path):
+    """Rows with no order id are not repeats of each other (the validating scan keys them by line);
+    the repeat check sees only the ids that are there."""
+    text = HOSTILE_BUT_CLEAN + ",c20,,2026-06-01,4,,paid,\n,c20,,2026-06-01,4,,paid,\n"
+    fast, slow = both(write(tmp_path, text))
+    assert fast.fast
+    same(fast.frame, slow.frame)
+    assert fast.frame.set_index("customer_key").loc["c20", "orders"] == 2
+    fast, slow = both(write(tmp_path, text + "8,c21,,2026-06-02,1,,paid,\n", "repeat.csv"))
+    assert not fast.fast  # id 8 is on line 9 already
+    same(fast.frame, slow.frame)
+
+
+TRIM_CASES = ["a", " a", "a ", "  a  b  ", "", " ", "   ", "\u00a0a", "a\u00a0", "\u3000a\u3000", "\u2009x",
+              "é", " é ", "\u00e9\u00a0", "\ta\t", "a\n", "\U0001f600", " \U0001f600", "a\u200bb", "\u200b"]
+
+
+def test_the_cheap_trim_gives_trims_result_for_every_value():
+    """``_trimmed`` calls TRIM only for a value with a space at an end or a non-ASCII character;
+    the result must equal TRIM's for ASCII and Unicode spaces, tabs, newlines and other text."""
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE t(v VARCHAR)")
+    conn.executemany("INSERT INTO t VALUES (?)", [[v] for v in TRIM_CASES] + [[None]])
+    cheap = _trimmed({"customer_id": "v"}, {"customer_id"}, "customer_id")
+    rows = conn.execute(f"SELECT v, {cheap}, NULLIF(TRIM(v), '') FROM t").fetchall()
+    assert len(rows) == len(TRIM_CASES) + 1
+    for value, got, expected in rows:
+        assert got == expected, repr(value)
+    assert conn.execute(f"SELECT {cheap} FROM t WHERE v = '\u00a0a'").fetchone()[0] == "a"  # not a no-op
 
 
 def test_mapped_columns_another_delimiter_and_no_optional_columns(tmp_path):
