@@ -30,6 +30,10 @@ GROUPS: dict[str, list[str]] = {
 }
 GROUP_OF = {code: group for group, codes in GROUPS.items() for code in codes}
 GROUP_NAMES = list(GROUPS)
+# score code (RFM as a three-digit number) -> position of its group in GROUP_NAMES (-1: not a code)
+GROUP_INDEX = np.full(1000, -1, dtype=np.int8)
+for _code, _group in GROUP_OF.items():
+    GROUP_INDEX[int(_code)] = GROUP_NAMES.index(_group)
 
 
 def calibrate(metrics: pd.DataFrame, options: Any = None) -> dict[str, list[str]]:
@@ -60,9 +64,8 @@ def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any = (180, 365)
     m = np.where(active, band_up(out["monetary_e4"].to_numpy(), from_json(cuts["monetary_e4"]), prev[2], margin), 1)
     out["r_score"], out["f_score"], out["m_score"] = r, f.astype(np.int8), m.astype(np.int8)
     codes = r.astype(np.int16) * 100 + f.astype(np.int16) * 10 + m
-    lookup = {int(code): group for code, group in GROUP_OF.items()}
     out["rfm_score"] = code_strings(codes, out.index)
-    out["rfm_group"] = pd.Series(codes, index=out.index).map(lookup).astype(pd.CategoricalDtype(GROUP_NAMES))
+    out["rfm_group"] = pd.Series(pd.Categorical.from_codes(GROUP_INDEX[codes], categories=GROUP_NAMES), index=out.index)
     return out
 
 
