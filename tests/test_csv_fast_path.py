@@ -79,6 +79,7 @@ def test_a_hostile_but_clean_file_takes_the_fast_read_and_agrees(tmp_path):
     ("9,c1,,2026-01-01", "fewer fields than the header"),
     ("9,,,2026-01-01,5,,paid,", "no customer id and no email"),
     ("9,c1,,,5,,paid,", "an empty date"),
+    (",c1,,,5,,paid,", "an empty date on a row without an order id"),
     ("9,c1,,2026-01-01,,,paid,", "an empty amount"),
     ("9,c1,,2026-01-01,100000000,,paid,", "an amount too large for the fast read's 64-bit money"),
     ("1,c1,,2026-01-01,5,,paid,", "an order id seen before (the later line must win)"),
