@@ -1,6 +1,8 @@
 """The command line: parse, call the library, format results and errors. The only place that prints."""
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import sys
 from datetime import date
@@ -55,6 +57,11 @@ def main(verbose: int) -> None:
     """rfm-sync: RFM scores from your shop's orders, synced to your email platform and ad audiences."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # At exit Python walks every object once more before the process ends; with pandas and pyarrow
+    # loaded that took 0.2-0.35 s after each `rfm-sync score`. Freezing them first (permanent
+    # generation) leaves that walk nothing to do; the OS frees the memory as always.
+    atexit.unregister(gc.freeze)  # registered once, however often main() runs in one process (tests)
+    atexit.register(gc.freeze)
 
 
 @main.command()
