@@ -153,7 +153,7 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
             result = score_csv(Path(orders_path), Path(out_path), config, day, settings)
         else:
             with Progress(TextColumn("scoring {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                          TimeElapsedColumn(), transient=True, stderr=True) as bar:
+                          TimeElapsedColumn(), transient=True, console=report.console(stderr=True)) as bar:
                 task = bar.add_task(Path(orders_path).name, total=100)
                 result = score_csv(Path(orders_path), Path(out_path), config, day, settings,
                                    progress=lambda pct: bar.update(task, completed=pct))

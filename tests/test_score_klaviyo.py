@@ -162,3 +162,18 @@ def test_exact_cut_points_match_numpy_linear_where_floats_are_exact():
         # scoring counts the cut points strictly below each value
         expected = (values[:, None] > np.array([float(c) for c in exact])[None, :]).sum(axis=1)
         assert (count_above(values, exact) == expected).all()
+
+
+def test_score_without_quiet_shows_progress_then_a_summary_on_stderr(tmp_path):
+    """The interactive form (no --quiet): a progress bar while scoring, then the group table, the
+    quarantine count and the customer count on stderr; the scores file is written all the same."""
+    src = tmp_path / "orders.csv"
+    src.write_text("order_id,customer_id,placed_at,amount\no1,a,2026-06-01,10\no2,b,2026-05-01,5\n"
+                   "o3,c,not a date,5\n", encoding="utf-8")
+    out = tmp_path / "scores.csv"
+    result = CliRunner().invoke(main, ["score", "--orders", str(src), "--out", str(out), "--as-of", "2026-06-30"])
+    assert result.exit_code == 0, result.output
+    assert "RFM groups as of 2026-06-30" in result.stderr
+    assert "1 bad rows quarantined" in result.stderr and "2 customers" in result.stderr
+    assert result.stdout == ""
+    assert len(out.read_text().splitlines()) == 3
