@@ -127,6 +127,13 @@ def _sql_list(statuses: list[str]) -> str:
     return ", ".join(_lit(s.lower()) for s in statuses) or "NULL"
 
 
+def order_hash_sql(order_id: str) -> str:
+    """A 64-bit hash of the order-id expression, NULL where the id is (``hash(NULL)`` is not NULL).
+    It stands in for the id in the repeat checks: equal ids always hash equal, so no repeat is
+    missed; a rare collision only sends a file down the exact, de-duplicating path."""
+    return f"CASE WHEN {order_id} IS NULL THEN NULL ELSE hash({order_id}) END"
+
+
 def serial_on_error(run: Callable[[bool], T]) -> T:
     """``run(parallel=True)``; if DuckDB raises, ``run(parallel=False)`` (which raises in turn
     when the file is really unreadable). See :data:`SERIAL`."""
@@ -232,8 +239,7 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
     excluded = _sql_list(settings.test_statuses + settings.cancelled_statuses)
     refunded = f"COALESCE({_q(names['refunded'])}, 0)" if "refunded" in present else "0"
     customer, email, status = col("customer_id"), col("email"), col("status")
-    order_hash = f"CASE WHEN {col('order_id')} IS NULL THEN NULL ELSE hash({col('order_id')}) END" \
-        if "order_id" in present else "NULL::UBIGINT"
+    order_hash = order_hash_sql(col("order_id")) if "order_id" in present else "NULL::UBIGINT"
     placed, amount = _q(names["placed_at"]), _q(names["amount"])
     # ``bad`` tests the key, not the two text columns again: a guest's email is then read only for guests
     sql = f"""

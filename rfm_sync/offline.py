@@ -16,7 +16,8 @@ from typing import Callable
 import duckdb
 import pandas as pd
 
-from connectors.csv_source import CsvSettings, qualifying_sql, scan, serial_on_error, typed_rows_sql
+from connectors.csv_source import (CsvSettings, order_hash_sql, qualifying_sql, scan, serial_on_error,
+                                   typed_rows_sql)
 
 from . import engine
 from .config import Config
@@ -161,13 +162,10 @@ def _validated_aggregates(path: Path, settings: CsvSettings, config: Config, win
 def _validate(path: Path, settings: CsvSettings, config: Config, windows: dict[str, object], end: object,
               conn: duckdb.DuckDBPyConnection, parallel: bool) -> tuple[pd.DataFrame, int]:
     checked = scan(path, settings, config.shop.zone, conn, parallel=parallel)
-    # a 64-bit hash stands in for the order id: equal ids always have equal hashes, so a repeat is never
-    # missed; a (rare) collision only sends the file down the exact de-duplicating path below
-    order_id = ("CASE WHEN order_id IS NULL THEN NULL ELSE hash(order_id) END AS order_hash"  # hash(NULL) is not NULL
-                if "order_id" in checked.present else "NULL::UBIGINT AS order_hash")
+    order_hash = order_hash_sql("order_id") if "order_id" in checked.present else "NULL::UBIGINT"
     conn.execute(f"""
         CREATE OR REPLACE TEMP TABLE parsed_orders AS
-        SELECT customer_key, {order_id}, placed_at, CAST(amount * 10000 AS BIGINT) AS amount_e4,
+        SELECT customer_key, {order_hash} AS order_hash, placed_at, CAST(amount * 10000 AS BIGINT) AS amount_e4,
                COALESCE(amount > 0 AND NOT is_test AND NOT is_cancelled, false) AS qualifies,
                problem IS NOT NULL AS bad
         FROM checked""")
