@@ -222,9 +222,9 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
     ``customer_key, order_hash, placed_at, amount_e4, qualifies, bad`` (``bad``: no customer, no
     time or no amount — rows the scan above would quarantine).
 
-    It is valid only when it raises nothing and no row is ``bad``; then every value equals the
-    validating scan's (``tests/test_csv_fast_path.py`` checks this on hostile files). Otherwise
-    use :func:`scan`. ``order_hash`` is a 64-bit hash of the order id, for the duplicate check;
+    It is valid only when it raises nothing and no row is ``bad``; then, once the aggregates'
+    customer keys went through :func:`trim_customer_keys`, every value equals the validating
+    scan's (``tests/test_csv_fast_path.py`` checks this on hostile files). Otherwise use :func:`scan`. ``order_hash`` is a 64-bit hash of the order id, for the duplicate check;
     the second value says whether the file has order ids at all.
     """
     header, present, names = _open(conn, path, settings, zone, _reader(path, settings, TOLERANT))  # the same columns
@@ -238,14 +238,18 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
     col = partial(_trimmed, names, present)
     excluded = _sql_list(settings.test_statuses + settings.cancelled_statuses)
     refunded = f"COALESCE({_q(names['refunded'])}, 0)" if "refunded" in present else "0"
-    customer, email, status = col("customer_id"), col("email"), col("status")
+    # the customer id as written: the aggregates' keys are trimmed afterwards (trim_customer_keys),
+    # once per customer instead of once per row; a guest's email (few rows) is trimmed and lower-cased
+    # here (a CASE: COALESCE computed the email of every row)
+    cid, email, status = _q(names["customer_id"]), col("email"), col("status")
     order_hash = order_hash_sql(col("order_id")) if "order_id" in present else "NULL::UBIGINT"
     placed, amount = _q(names["placed_at"]), _q(names["amount"])
     # ``bad`` tests the key, not the two text columns again: a guest's email is then read only for guests
     sql = f"""
         SELECT customer_key, order_hash, placed_at, amount_e4, qualifies,
                customer_key IS NULL OR placed_at IS NULL OR amount_e4 IS NULL AS bad
-        FROM (SELECT COALESCE({customer}, 'email:' || LOWER({email})) AS customer_key,
+        FROM (SELECT CASE WHEN {cid} IS NULL OR {cid} = '' THEN 'email:' || LOWER({email}) ELSE {cid} END
+                       AS customer_key,
                      {order_hash} AS order_hash,
                      {placed} AS placed_at,
                      CAST(({amount} - {refunded}) * 10000 AS BIGINT) AS amount_e4,
@@ -253,6 +257,31 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
                        AS qualifies
               FROM {reader})"""
     return sql, "order_id" in present
+
+
+def trim_customer_keys(conn: duckdb.DuckDBPyConnection, aggregates: Any) -> Any:
+    """Per-customer aggregates (an Arrow table: ``customer_key``, ``first_order_at``,
+    ``last_order_at``, then counts and sums) grouped by :func:`typed_rows_sql`'s untrimmed
+    customer ids, with the keys trimmed: customers whose ids differ only by surrounding spaces
+    merge. ``None`` when an id is nothing but spaces: its rows belong to their emails, which the
+    aggregates no longer have (the validating scan sorts them out)."""
+    conn.register("untrimmed_aggregates", aggregates)
+    try:
+        needs_trim = "(starts_with(customer_key, ' ') OR ends_with(customer_key, ' ') OR " \
+                     "strlen(customer_key) <> length(customer_key))"
+        untrimmed, blank = conn.execute(
+            f"SELECT count(*) FILTER (WHERE {needs_trim}), count(*) FILTER (WHERE {needs_trim} AND TRIM(customer_key) = '') "
+            "FROM untrimmed_aggregates").fetchall()[0]
+        if blank:
+            return None
+        if not untrimmed:
+            return aggregates
+        sums = ", ".join(f"sum({_q(c)})::BIGINT AS {_q(c)}" for c in aggregates.column_names[3:])
+        return conn.sql(f"""SELECT TRIM(customer_key) AS customer_key, min(first_order_at) AS first_order_at,
+                                   max(last_order_at) AS last_order_at, {sums}
+                            FROM untrimmed_aggregates GROUP BY 1""").to_arrow_table()
+    finally:
+        conn.unregister("untrimmed_aggregates")
 
 
 def file_fingerprint(path: Path) -> str:

@@ -17,7 +17,7 @@ import duckdb
 import pandas as pd
 
 from connectors.csv_source import (CsvSettings, order_hash_sql, qualifying_sql, scan, serial_on_error,
-                                   typed_rows_sql)
+                                   trim_customer_keys, typed_rows_sql)
 
 from . import engine
 from .config import Config
@@ -94,14 +94,27 @@ def _aggregate_sql(source: str, windows: dict[str, object]) -> tuple[str, dict[s
     return sql, params
 
 
-def _repeats(hashes) -> int:
-    """How many of these order-id hashes (an Arrow array) equal the one before them once sorted:
-    0 when no order id repeats. Equal ids always hash equal, so no repeat is missed; a rare
-    collision only sends the file to the validating scan, which compares the ids themselves."""
-    import numpy as np
+def _repeats(lists) -> int:
+    """How many order-id hashes equal another in the same list (an Arrow array of lists, one per
+    top byte of the hash, so equal hashes share a list): 0 when no order id repeats. Equal ids
+    always hash equal, so no repeat is missed; a rare collision only sends the file to the
+    validating scan, which compares the ids themselves. The lists are sorted on every core (numpy
+    releases the GIL while it sorts): ten million hashes in about 0.1 s on two."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
 
-    values = np.sort(hashes.to_numpy())  # a radix sort: ten million in about 0.3 s
-    return int(np.count_nonzero(values[1:] == values[:-1]))
+    import numpy as np
+    import pyarrow.compute as pc
+
+    values = pc.list_flatten(lists).to_numpy()  # a list of only NULL ids is NULL, and flattens to nothing
+    ends = np.cumsum(pc.list_value_length(lists).fill_null(0).to_numpy())
+
+    def repeats(part: np.ndarray) -> int:
+        part = np.sort(part)
+        return int(np.count_nonzero(part[1:] == part[:-1]))
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        return sum(pool.map(repeats, np.split(values, ends[:-1])))
 
 
 def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows: dict[str, object], end: object,
@@ -142,14 +155,15 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
     except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
         log.debug("%s: typed read stopped (%s); using the validating scan", path, str(exc).splitlines()[0])
         return None
-    is_list = table["hash_list"]
     if has_ids:
-        lists = table.filter(is_list)["order_hashes"].combine_chunks()
-        if _repeats(pc.list_flatten(lists)):  # a list of only NULL ids is NULL, and flattens to nothing
+        lists = table["order_hashes"].take(pc.indices_nonzero(table["hash_list"]))  # 256 rows
+        if _repeats(lists.combine_chunks()):
             return None
-    frame = table.filter(pc.invert(is_list)).drop_columns(
-        [c for c in ("hash_list", "order_hashes") if c in table.column_names]).to_pandas()
-    return frame[frame["orders"] > 0].reset_index(drop=True)
+    # one filter keeps the customers with a qualifying order (a list row's ``orders`` is NULL)
+    customers = table.filter(pc.greater(table["orders"], 0)).drop_columns(
+        [c for c in ("hash_list", "order_hashes") if c in table.column_names])
+    customers = trim_customer_keys(conn, customers)
+    return None if customers is None else customers.to_pandas()
 
 
 def _validated_aggregates(path: Path, settings: CsvSettings, config: Config, windows: dict[str, object],

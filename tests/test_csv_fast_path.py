@@ -84,6 +84,8 @@ def test_a_hostile_but_clean_file_takes_the_fast_read_and_agrees(tmp_path):
     ("9,c1,,2026-01-01,100000000,,paid,", "an amount too large for the fast read's 64-bit money"),
     ("1,c1,,2026-01-01,5,,paid,", "an order id seen before (the later line must win)"),
     (" 1 ,c1,,2026-01-01,5,,paid,", "an order id seen before, with spaces"),
+    ('9," ",late@example.com,2026-01-01,5,,paid,', "a customer id of only spaces (the row is the email's)"),
+    ('9,"\u00a0",,2026-01-01,5,,paid,', "a customer id of only a Unicode space, and no email"),
 ])
 def test_files_the_fast_read_cannot_vouch_for_go_through_the_validating_scan(tmp_path, row, why):
     path = write(tmp_path, HOSTILE_BUT_CLEAN + row + "\n")
@@ -91,6 +93,17 @@ def test_files_the_fast_read_cannot_vouch_for_go_through_the_validating_scan(tmp
     assert not fast.fast, why
     assert fast.bad == slow.bad
     same(fast.frame, slow.frame)
+
+
+def test_customer_ids_that_differ_only_by_spaces_merge_on_the_fast_read(tmp_path):
+    """The typed read groups by the id as written and trims the keys afterwards: the customers
+    " 00042 ", "00042" and "00042\u00a0" are one, on both reads."""
+    text = HOSTILE_BUT_CLEAN + "11,00042,,2026-06-01,4,,paid,\n12,00042\u00a0,,2026-06-02,6,,paid,\n"
+    fast, slow = both(write(tmp_path, text))
+    assert fast.fast
+    same(fast.frame, slow.frame)
+    row = fast.frame.set_index("customer_key").loc["00042"]
+    assert row["orders"] == 3 and row["monetary_e4"] == 123_457 + 100_000  # 12.3457 + 4 + 6
 
 
 def test_rows_without_an_order_id_keep_the_fast_read_and_a_repeat_among_the_others_does_not(tmp_path):
@@ -141,7 +154,7 @@ def test_mapped_columns_another_delimiter_and_no_optional_columns(tmp_path):
 
 CELLS = {
     "order_id": st.sampled_from(["1", "2", "3", " 4", "5 ", "", "o-6", "7"]),
-    "customer_id": st.sampled_from(["a", " a", "A", "b", "", "007", "c d", "é"]),
+    "customer_id": st.sampled_from(["a", " a", "A", "b", "", " ", "007", "c d", "é", "é\u00a0"]),
     "email": st.sampled_from(["", "x@y.z", "X@Y.Z", " x@y.z ", "q@r.s"]),
     "placed_at": st.sampled_from(["2026-06-30", "2026-06-30 23:59:59", "2026-07-01T00:00:00Z",
                                   "2026-03-29 02:30:00", "2026-10-25 02:30:00", " 2026-01-01 ",
