@@ -118,8 +118,12 @@ def _trimmed(names: dict[str, str], present: set[str], key: str) -> str:
     if key not in present:
         return "NULL"
     c = _q(names[key])
-    return (f"NULLIF(CASE WHEN starts_with({c}, ' ') OR ends_with({c}, ' ') OR strlen({c}) <> length({c}) "
-            f"THEN TRIM({c}) ELSE {c} END, '')")
+    return f"NULLIF(CASE WHEN {needs_trim_sql(c)} THEN TRIM({c}) ELSE {c} END, '')"
+
+
+def needs_trim_sql(column: str) -> str:
+    """True for a text that TRIM may change: a space at either end, or any non-ASCII character."""
+    return f"(starts_with({column}, ' ') OR ends_with({column}, ' ') OR strlen({column}) <> length({column}))"
 
 
 def _sql_list(statuses: list[str]) -> str:
@@ -261,14 +265,15 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
 
 def trim_customer_keys(conn: duckdb.DuckDBPyConnection, aggregates: Any) -> Any:
     """Per-customer aggregates (an Arrow table: ``customer_key``, ``first_order_at``,
-    ``last_order_at``, then counts and sums) grouped by :func:`typed_rows_sql`'s untrimmed
-    customer ids, with the keys trimmed: customers whose ids differ only by surrounding spaces
-    merge. ``None`` when an id is nothing but spaces: its rows belong to their emails, which the
+    ``last_order_at``, ``orders``, then counts and sums) grouped by :func:`typed_rows_sql`'s
+    untrimmed customer ids, with the keys trimmed: customers whose ids differ only by surrounding
+    spaces merge, and those left without an order are dropped. The table must hold every customer
+    with an order and every key that needs trimming (others without an order may be left out).
+    ``None`` when an id is nothing but spaces: its rows belong to their emails, which the
     aggregates no longer have (the validating scan sorts them out)."""
     conn.register("untrimmed_aggregates", aggregates)
     try:
-        needs_trim = "(starts_with(customer_key, ' ') OR ends_with(customer_key, ' ') OR " \
-                     "strlen(customer_key) <> length(customer_key))"
+        needs_trim = needs_trim_sql("customer_key")
         untrimmed, blank = conn.execute(
             f"SELECT count(*) FILTER (WHERE {needs_trim}), count(*) FILTER (WHERE {needs_trim} AND TRIM(customer_key) = '') "
             "FROM untrimmed_aggregates").fetchall()[0]
@@ -279,7 +284,7 @@ def trim_customer_keys(conn: duckdb.DuckDBPyConnection, aggregates: Any) -> Any:
         sums = ", ".join(f"sum({_q(c)})::BIGINT AS {_q(c)}" for c in aggregates.column_names[3:])
         return conn.sql(f"""SELECT TRIM(customer_key) AS customer_key, min(first_order_at) AS first_order_at,
                                    max(last_order_at) AS last_order_at, {sums}
-                            FROM untrimmed_aggregates GROUP BY 1""").to_arrow_table()
+                            FROM untrimmed_aggregates GROUP BY 1 HAVING sum(orders) > 0""").to_arrow_table()
     finally:
         conn.unregister("untrimmed_aggregates")
 

@@ -86,6 +86,7 @@ def test_a_hostile_but_clean_file_takes_the_fast_read_and_agrees(tmp_path):
     (" 1 ,c1,,2026-01-01,5,,paid,", "an order id seen before, with spaces"),
     ('9," ",late@example.com,2026-01-01,5,,paid,', "a customer id of only spaces (the row is the email's)"),
     ('9,"\u00a0",,2026-01-01,5,,paid,', "a customer id of only a Unicode space, and no email"),
+    ('9," ",,2026-01-01,5,,cancelled,', "a customer id of only spaces, no email, on an order that does not count"),
 ])
 def test_files_the_fast_read_cannot_vouch_for_go_through_the_validating_scan(tmp_path, row, why):
     path = write(tmp_path, HOSTILE_BUT_CLEAN + row + "\n")
