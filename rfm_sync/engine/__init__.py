@@ -66,7 +66,7 @@ def score_customers(aggregates: pd.DataFrame, as_of: date, *, scheme: str, recen
         from ..rfm_config import RfmConfig
 
         options = RfmConfig(scheme=scheme, recency_bounds=recency_bounds)
-    frame = aggregates.copy()
+    frame = aggregates.copy(deep=False)  # columns are added, never changed in place
     frame["recency_days"] = recency_days(frame["last_order_at"], as_of, zone)
     cuts = cut_points if cut_points is not None else module.calibrate(frame, options)
     frame = module.score(frame, cuts, options, previous_scores(previous, frame["customer_key"]))
@@ -105,7 +105,8 @@ def eligibility_warnings(frame: pd.DataFrame, as_of: date | None = None, zone: Z
         return out + ["less than 180 days of order history", "no orders in the last 30 days",
                       "no customer has 3 or more orders"]
     if "first_order_at" in frame.columns and as_of is not None and zone is not None:
-        history = int(recency_days(frame["first_order_at"], as_of, zone).max()) + 1
+        first = pd.Series([frame["first_order_at"].min()])  # the oldest order's day gives the most days
+        history = int(recency_days(first, as_of, zone).iloc[0]) + 1
     else:
         history = int(frame["recency_days"].max()) + 1
     if history < 180:
