@@ -95,8 +95,8 @@ def _aggregate_sql(source: str, windows: dict[str, object]) -> tuple[str, dict[s
 
 
 def _repeats(lists) -> int:
-    """How many order-id hashes equal another in the same list (an Arrow array of lists, one per
-    top byte of the hash, so equal hashes share a list): 0 when no order id repeats. Equal ids
+    """How many order-id hashes equal another in the same list (a chunked Arrow array of lists, one
+    per top byte of the hash, so equal hashes share a list): 0 when no order id repeats. Equal ids
     always hash equal, so no repeat is missed; a rare collision only sends the file to the
     validating scan, which compares the ids themselves. The lists are sorted on every core (numpy
     releases the GIL while it sorts): ten million hashes in about 0.1 s on two."""
@@ -104,17 +104,18 @@ def _repeats(lists) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
-    import pyarrow.compute as pc
 
-    values = pc.list_flatten(lists).to_numpy()  # a list of only NULL ids is NULL, and flattens to nothing
-    ends = np.cumsum(pc.list_value_length(lists).fill_null(0).to_numpy())
+    parts = []
+    for chunk in lists.chunks:  # each list is a slice of the chunk's values (a NULL list is an empty one)
+        values, offsets = chunk.values.to_numpy(zero_copy_only=False), chunk.offsets.to_numpy()
+        parts += [values[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
 
     def repeats(part: np.ndarray) -> int:
         part = np.sort(part)
         return int(np.count_nonzero(part[1:] == part[:-1]))
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        return sum(pool.map(repeats, np.split(values, ends[:-1])))
+        return sum(pool.map(repeats, parts))
 
 
 def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows: dict[str, object], end: object,
