@@ -180,3 +180,32 @@ def test_any_file_scores_the_same_through_either_read(tmp_path, rows):
     if slow.bad:
         assert not fast.fast
     same(fast.frame, slow.frame)
+
+
+def _result(batches):
+    """A typed pass's result as DuckDB returns it: customer rows and hash-list rows in batches."""
+    import pyarrow as pa
+
+    schema = pa.schema([("hash_list", pa.bool_()), ("customer_key", pa.string()), ("orders", pa.int64()),
+                        ("order_hashes", pa.list_(pa.uint64()))])
+    rows = lambda kind, items: [{"hash_list": kind == "lists", "customer_key": None if kind == "lists" else k,
+                                 "orders": None if kind == "lists" else 1,
+                                 "order_hashes": k if kind == "lists" else None} for k in items]
+    return pa.Table.from_batches([pa.RecordBatch.from_pylist(sum((rows(kind, items) for kind, items in parts), []),
+                                                             schema=schema) for parts in batches], schema=schema)
+
+
+def test_the_result_splits_into_customers_and_hash_lists_however_its_batches_mix():
+    """Large results bring the two parts in batches of their own, small ones in one batch: both
+    come apart whole, and a repeat is found only where a list holds the same hash twice."""
+    from rfm_sync.offline import _repeats, _split
+
+    table = _result([[("customers", ["a", "b"])], [("customers", ["c"]), ("lists", [[1, 2], None])],
+                     [("lists", [[3, 4], []])], [("customers", ["d"])]])
+    customers, lists = _split(table)
+    assert customers.column_names == ["customer_key", "orders"]
+    assert customers["customer_key"].to_pylist() == ["a", "b", "c", "d"]
+    assert lists.to_pylist() == [[1, 2], None, [3, 4], []]
+    assert _repeats(lists) == 0
+    _, lists = _split(_result([[("customers", ["a"]), ("lists", [[5, 7, 5]])], [("lists", [[6]])]]))
+    assert _repeats(lists) == 1
