@@ -228,8 +228,9 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
 
     It is valid only when it raises nothing and no row is ``bad``; then, once the aggregates'
     customer keys went through :func:`trim_customer_keys`, every value equals the validating
-    scan's (``tests/test_csv_fast_path.py`` checks this on hostile files). Otherwise use :func:`scan`. ``order_hash`` is a 64-bit hash of the order id, for the duplicate check;
-    the second value says whether the file has order ids at all.
+    scan's (``tests/test_csv_fast_path.py`` checks this on hostile files). Otherwise use
+    :func:`scan`. ``order_hash`` is a 64-bit hash of the order id, for the duplicate check; the
+    second value says whether the file has order ids at all.
     """
     header, present, names = _open(conn, path, settings, zone, _reader(path, settings, TOLERANT))  # the same columns
     # DECIMAL(12,4) keeps the money arithmetic in 64 bits (twice as fast as 128); an amount of

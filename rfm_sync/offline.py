@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import duckdb
 import pandas as pd
@@ -21,6 +21,9 @@ from connectors.csv_source import (CsvSettings, needs_trim_sql, order_hash_sql, 
 
 from . import engine
 from .config import Config
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +99,10 @@ def _aggregate_sql(source: str, windows: dict[str, object]) -> tuple[str, dict[s
 
 def _repeats(lists) -> int:
     """How many order-id hashes equal another in the same list (a chunked Arrow array of lists, one
-    per value of the hash's top two bits, so equal hashes share a list): 0 when no order id repeats. Equal ids
-    always hash equal, so no repeat is missed; a rare collision only sends the file to the
-    validating scan, which compares the ids themselves. The lists are sorted on every core (numpy
-    releases the GIL while it sorts): ten million hashes in about 0.1 s on two."""
+    per value of the hash's top two bits, so equal hashes share a list): 0 when no order id
+    repeats. Equal ids always hash equal, so no repeat is missed; a rare collision only sends the
+    file to the validating scan, which compares the ids themselves. The lists are sorted on every
+    core (numpy releases the GIL while it sorts): ten million hashes in about 0.1 s on two."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
@@ -126,10 +129,10 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
     found), or a repeated order id (the later line must win).
 
     The checked rows fan out (a streaming CTE: nothing is stored) to the aggregation and to four
-    lists of order-id hashes (grouped by the hash's top two bits: 256 lists cost twice the time to
-    build in DuckDB), which come back in the same result
-    and are checked for repeats by sorting them in numpy. That costs a fraction of a DISTINCT hash
-    table over ten million ids in the pass, or of reading the file a second time."""
+    lists of order-id hashes (grouped by the hash's top two bits: 256 lists took DuckDB twice the
+    time to build), which come back in the same result and are checked for repeats by sorting them
+    in numpy. That costs a fraction of a DISTINCT hash table over ten million ids in the pass, or
+    of reading the file a second time."""
     rows, has_ids = typed_rows_sql(path, settings, config.shop.zone, conn)
     cols, params = _window_columns(windows, "q_amount")
     params["end"] = end
@@ -163,7 +166,7 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
     return None if customers is None else customers.to_pandas()
 
 
-def _split(table):
+def _split(table: pa.Table) -> tuple[pa.Table, pa.ChunkedArray | None]:
     """The result's customer rows (a table) and its hash lists (an array of lists). The union's two
     parts come in separate batches, which are taken as they are (filtering the whole table or
     taking the list rows out of it copied ten million hashes, 0.1-0.5 s)."""
@@ -181,8 +184,9 @@ def _split(table):
             customers.append(batch.filter(pc.invert(flags)))
             lists.append(batch.filter(flags))
     extra = [c for c in ("hash_list", "order_hashes") if c in table.column_names]
-    hashes = pa.chunked_array([b.column("order_hashes") for b in lists], type=table.schema.field("order_hashes").type) \
-        if "order_hashes" in extra else None
+    hashes = None
+    if "order_hashes" in extra:
+        hashes = pa.chunked_array([b.column("order_hashes") for b in lists], type=table.schema.field("order_hashes").type)
     return pa.Table.from_batches(customers, schema=table.schema).drop_columns(extra), hashes
 
 
@@ -292,7 +296,8 @@ def write_scores(conn: duckdb.DuckDBPyConnection, table: pd.DataFrame, out: Path
     conn.register("scores_frame", pa.Table.from_pandas(table, preserve_index=False))
     rest = [c for c in table.columns if c not in ("customer_id", "recency_days", "frequency", "monetary_e4")]
     # exact decimal products (DECIMAL(18,0) × 0.01 is a DECIMAL(18,2)), printed by DuckDB: half the
-    # time of assembling the text from quotient and remainder
+    # time of assembling the text from quotient and remainder. A sum of 10^14 or more (in the
+    # currency) does not fit DECIMAL(18,0), and the cast raises rather than print a wrong figure
     money = """CASE WHEN monetary_e4 % 100 = 0 THEN CAST(CAST(monetary_e4 // 100 AS DECIMAL(18,0)) * 0.01 AS VARCHAR)
                     ELSE CAST(CAST(monetary_e4 AS DECIMAL(18,0)) * 0.0001 AS VARCHAR) END"""
     target = str(out).replace("'", "''")
