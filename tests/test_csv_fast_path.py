@@ -188,11 +188,17 @@ def _result(batches):
 
     schema = pa.schema([("hash_list", pa.bool_()), ("customer_key", pa.string()), ("orders", pa.int64()),
                         ("order_hashes", pa.list_(pa.uint64()))])
-    rows = lambda kind, items: [{"hash_list": kind == "lists", "customer_key": None if kind == "lists" else k,
-                                 "orders": None if kind == "lists" else 1,
-                                 "order_hashes": k if kind == "lists" else None} for k in items]
-    return pa.Table.from_batches([pa.RecordBatch.from_pylist(sum((rows(kind, items) for kind, items in parts), []),
-                                                             schema=schema) for parts in batches], schema=schema)
+
+    def row(kind: str, item) -> dict:
+        if kind == "lists":
+            return {"hash_list": True, "customer_key": None, "orders": None, "order_hashes": item}
+        return {"hash_list": False, "customer_key": item, "orders": 1, "order_hashes": None}
+
+    record_batches = []
+    for parts in batches:
+        rows = [row(kind, item) for kind, items in parts for item in items]
+        record_batches.append(pa.RecordBatch.from_pylist(rows, schema=schema))
+    return pa.Table.from_batches(record_batches, schema=schema)
 
 
 def test_the_result_splits_into_customers_and_hash_lists_however_its_batches_mix():
