@@ -37,7 +37,7 @@ class Changes:
 
     state: pd.DataFrame  # STATE_COLUMNS of rows to upsert
     outbox: pd.DataFrame  # customer_key, properties (JSON), changed_at, before, after, labels_before/after,
-    #                       transition (bool), first_assignment (bool)
+    #                       transition (bool), first_assignment (bool), labels (JSON of the snapshot's labels)
     gone: list[str]
     changed: int = 0
     transitions: dict[tuple[str | None, str | None], int] = field(default_factory=dict)
@@ -186,7 +186,8 @@ def _compute(scored: pd.DataFrame, state: pd.DataFrame, *, names: Any, labels: d
         "changed_at": _text(rows["changed_at"].to_numpy(dtype=object)), "before": _text(before[changed]),
         "after": _text(group[changed]), "labels_before": _text(np.where(label_moved, old_labels, None)),
         "labels_after": _text(np.where(label_moved, label_text[changed], None)),
-        "transition": moved[changed] | label_moved, "first_assignment": ~known[changed]})
+        "transition": moved[changed] | label_moved, "first_assignment": ~known[changed],
+        "labels": _text(label_text[changed])})
     in_scores = set(keys)
     gone = [k for k in st.index if k not in in_scores and (only is None or k in only)]
     if gone:
@@ -194,7 +195,8 @@ def _compute(scored: pd.DataFrame, state: pd.DataFrame, *, names: Any, labels: d
         out = pd.concat([out, pd.DataFrame({
             "customer_key": gone, "properties": cleared, "changed_at": sqlite_time(now),
             "before": st.loc[gone, "current_group"].to_numpy(dtype=object), "after": None,
-            "labels_before": None, "labels_after": None, "transition": True, "first_assignment": False})],
+            "labels_before": None, "labels_after": None, "transition": True, "first_assignment": False,
+            "labels": None})],
             ignore_index=True)
     transitions: dict[tuple[str | None, str | None], int] = {}
     grp = out[out["before"].astype(object).to_numpy() != out["after"].astype(object).to_numpy()]
@@ -258,5 +260,7 @@ def _payloads(changes: pd.DataFrame, contacts: pd.DataFrame, run_id: int) -> np.
         "properties": _arrow(changes["properties"].to_numpy(dtype=object)),
         "transition": transition,
     }
+    if "labels" in changes and changes["labels"].notna().any():  # the labels this snapshot carries (JSON)
+        fields["labels"] = _arrow(changes["labels"].to_numpy(dtype=object))
     return np.asarray(json_object(fields, n).to_pylist(), dtype=object)
 

@@ -17,6 +17,7 @@ Where each transaction ends, and why a crash at any instant loses nothing:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from connectors.base import (ConnectorContext, ConnectorError, Destination, Fata
                              PullContext, Quarantined, Source, Transition)
 from connectors.registry import connector_class
 
-from . import diffing, engine, secrets
+from . import delivery, diffing, engine, secrets
 from .config import Config
 from .store import MONEY_SCALE, Store, utcnow
 from .store import outbox_queries as ob
@@ -217,11 +218,14 @@ class Pipeline:
                     if not batch:
                         break
                     first_after, after = after, batch[-1]["id"]
+                    self._as_destination_knows(dest.name, batch)
                     result = dest.push([update_from_row(r) for r in batch])
-                    if not result.failed and set(result.accepted) == {r["id"] for r in batch}:
-                        ob.mark_batch_sent(self.store, dest.name, first_after, after)
+                    accepted = set(result.accepted)
+                    memory = [self._memory_row(dest.name, r) for r in batch if r["id"] in accepted]
+                    if not result.failed and accepted == {r["id"] for r in batch}:
+                        ob.mark_batch_sent(self.store, dest.name, first_after, after, memory)
                     else:
-                        ob.mark_sent(self.store, result.accepted)
+                        ob.mark_sent(self.store, result.accepted, memory)
                     if result.failed:
                         ob.mark_failed(self.store, result.failed, self.config.push.max_attempts)
                     sent += len(result.accepted)
@@ -233,12 +237,29 @@ class Pipeline:
             report.pushed[dest.name], report.failed[dest.name] = sent, failed
         return None
 
+    def _as_destination_knows(self, destination: str, batch: list[dict[str, Any]]) -> None:
+        """Reconcile each row's payload with what this destination was last sent (:mod:`rfm_sync.delivery`)."""
+        known = ob.memory(self.store, destination, [r["customer_key"] for r in batch])
+        names = self.config.properties
+        for r in batch:
+            mem = known.get(r["customer_key"])
+            r["payload"] = delivery.for_destination(r["customer_key"], r["id"], r["payload"],
+                                                    delivery.memory_from_row(mem) if mem else None, names)
+
+    def _memory_row(self, destination: str, row: dict[str, Any]) -> dict[str, Any]:
+        m = delivery.sent_memory(row["payload"], self.config.properties)
+        return {"destination": destination, "customer_key": row["customer_key"], "rfm_group": m.group,
+                "previous_group": m.previous_group, "group_changed_at": m.group_changed_at,
+                "labels": json.dumps(m.labels, sort_keys=True) if m.labels is not None else None,
+                "outbox_id": row["id"]}
+
     def _preview(self, dest: Destination, sample: int = 5) -> dict[str, Any]:
         """Read-only: the newest pending snapshot per customer, as the next push would send it."""
         newest: dict[str, dict[str, Any]] = {}
         after = 0
         while batch := ob.next_batch(self.store, dest.name, after, 10_000):
             after = batch[-1]["id"]
+            self._as_destination_knows(dest.name, batch)
             newest.update((r["customer_key"], r) for r in batch)
         updates = [update_from_row(r) for r in sorted(newest.values(), key=lambda r: r["id"])]
         changes = [u for u in updates if u.transition is not None]

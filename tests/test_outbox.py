@@ -92,10 +92,79 @@ def test_a_change_made_while_the_destination_was_down_still_reaches_it(tmp_path)
         elif was == now:
             assert "transition" not in line, line  # a round trip (or no change) sends no event
     assert len(pushed) == len({line["customer_key"] for line in pushed})  # one snapshot per customer
-    with store.engine.connect() as conn:  # and the sink ends equal to the store's state
+    with store.engine.connect() as conn:
         stored = {k: json.loads(p) for k, p in conn.execute(sa.select(customer_state.c.customer_key,
                                                                         customer_state.c.properties))}
-    assert final == stored
+    assert final.keys() == stored.keys()
+    own = {"Previous RFM group", "RFM group last changed"}
+    history = sink_history(tmp_path / "p.jsonl")
+    folded = 0
+    for key, props in final.items():
+        # the sink holds the store's current snapshot ...
+        assert {k: v for k, v in props.items() if k not in own} == {k: v for k, v in stored[key].items() if k not in own}
+        # ... but its previous group is the last different group *it* was sent, never one it never had
+        assert props.get("Previous RFM group") == previous_of(history[key]), (key, history[key])
+        folded += props.get("Previous RFM group") != stored[key].get("Previous RFM group")
+    assert folded > 0  # the scenario did fold changes the sink never saw
+
+
+def sink_history(path):
+    """customer_key → the groups a file sink was sent, in order."""
+    out: dict[str, list] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        out.setdefault(record["customer_key"], []).append(record["properties"]["Current RFM group"])
+    return out
+
+
+def previous_of(groups):
+    """The last group before the current one that differs from it (None if there is none)."""
+    current = groups[-1]
+    for group in reversed(groups[:-1]):
+        if group is None:  # sent as cleared: the destination starts afresh
+            return None
+        if group != current:
+            return group
+    return None
+
+
+def test_a_folded_change_reaches_the_destination_consistent_with_what_it_had(tmp_path):
+    """Champions → Recent → At Risk while the sink was down: the event is Champions → At Risk and
+    the profile says Previous RFM group = Champions (what the sink last had), not Recent; a round
+    trip sends no event and leaves the previous group the sink already shows."""
+    from rfm_sync.delivery import Memory, for_destination
+    from rfm_sync.config import PropertyNames
+
+    names = PropertyNames()
+    def snap(group, previous, changed, transition=None, event=None):
+        props = {names.current_group: group, names.group_changed_at: changed}
+        if previous:
+            props[names.previous_group] = previous
+        return {"properties": props, "transition": transition, "event_id": event, "first_assignment": False}
+
+    had = Memory(group="Champions", previous_group="Loyal", group_changed_at="2026-01-01T00:00:00Z", labels=None)
+    # the store saw Champions → Recent (superseded) then Recent → At Risk; fold gave from=Champions
+    newest = snap("At Risk", "Recent", "2026-03-01T00:00:00Z", {"from": "Champions", "to": "At Risk"}, "e1")
+    sent = for_destination("c1", 7, newest, had, names)
+    assert sent["transition"]["from"] == "Champions" and sent["transition"]["to"] == "At Risk"
+    assert sent["properties"][names.previous_group] == "Champions"
+    assert sent["properties"][names.group_changed_at] == "2026-03-01T00:00:00Z"
+    assert sent["event_id"] == "e1"  # the fold's id where it already agrees
+    # a round trip Champions → Recent → Champions: no event, the previous group the sink already shows
+    back = snap("Champions", "Recent", "2026-03-01T00:00:00Z")
+    sent = for_destination("c1", 8, back, had, names)
+    assert sent["transition"] is None and sent["event_id"] is None
+    assert sent["properties"][names.previous_group] == "Loyal"
+    assert sent["properties"][names.group_changed_at] == "2026-01-01T00:00:00Z"
+    # one destination was down (memory: Champions), another up (memory: Recent): each gets its own from
+    other = Memory(group="Recent", previous_group="Champions", group_changed_at="2026-02-01T00:00:00Z", labels=None)
+    sent = for_destination("c1", 9, snap("At Risk", "Recent", "2026-03-01T00:00:00Z",
+                                         {"from": "Recent", "to": "At Risk"}, "e2"), other, names)
+    assert sent["transition"]["from"] == "Recent" and sent["properties"][names.previous_group] == "Recent"
+    again = for_destination("c1", 9, snap("At Risk", "Recent", "2026-03-01T00:00:00Z"), had, names)
+    assert again["transition"] == {"from": "Champions", "to": "At Risk", "labels_before": None, "labels_after": None}
+    assert again["event_id"] == for_destination("c1", 9, snap("At Risk", "Recent", "2026-03-01T00:00:00Z"),
+                                                had, names)["event_id"]  # deterministic: a resend is one event
 
 
 def test_acknowledging_a_whole_batch_marks_exactly_that_batch(tmp_path):
@@ -124,4 +193,39 @@ def test_acknowledging_a_whole_batch_marks_exactly_that_batch(tmp_path):
     status = {(d, k, r): s for d, k, r, s in rows}
     assert status[("file", "c2", 1)] == "superseded" and status[("file", "c0", 2)] == "pending"
     assert all(s == "pending" for (d, _, _), s in status.items() if d == "meta")
+    store.close()
+
+
+def test_upgrading_a_store_remembers_what_each_destination_was_sent(tmp_path):
+    """Migration 0004 back-fills destination_state: where a destination's newest row for a customer
+    was sent, it holds the customer's current state; a customer with a pending row gets no memory."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from rfm_sync.store import MIGRATIONS, destination_state, outbox
+
+    write_sample(tmp_path / "orders.csv", end=TODAY, customers=60, seed=5)
+    config = parse_config({"store": {"url": "sqlite:///s.sqlite"},
+                           "sources": [{"type": "csv", "name": "shop", "path": "orders.csv"}]},
+                          path=tmp_path / "config.toml")
+    store = Store.open(config.store.url, config.base_dir)
+    sink = FileSink(FileSinkSettings(name="sink", path="p.jsonl"), connector_context(config))
+    Pipeline(config, store, sources=build_sources(config), destinations=[sink]).run_cycle(TODAY)
+    with store.begin() as conn:
+        pending_key = conn.execute(sa.select(outbox.c.customer_key).limit(1)).scalar_one()
+        conn.execute(outbox.update().where(outbox.c.customer_key == pending_key).values(status="pending"))
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")
+    store.migrate()
+    with store.engine.connect() as conn:
+        memory = {r.customer_key: r for r in conn.execute(sa.select(destination_state))}
+        state = {r.customer_key: r for r in conn.execute(sa.select(customer_state))}
+    assert set(memory) == set(state) - {pending_key} and len(memory) > 10
+    sent = read_state(tmp_path / "p.jsonl")
+    for key, row in memory.items():
+        assert row.destination == "sink" and row.rfm_group == state[key].current_group
+        assert row.group_changed_at == sent[key]["RFM group last changed"]
     store.close()

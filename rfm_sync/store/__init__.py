@@ -16,11 +16,11 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy.engine import Connection, Engine
 
-from .schema import (MONEY_SCALE, UtcDateTime, calibrations, customer_state, customers, locks, metadata,
-                     orders, outbox, quarantine, runs, source_cursors)
+from .schema import (MONEY_SCALE, UtcDateTime, calibrations, customer_state, customers, destination_state, locks,
+                     metadata, orders, outbox, quarantine, runs, source_cursors)
 
 __all__ = ["Store", "MONEY_SCALE", "metadata", "orders", "customers", "customer_state", "runs",
-           "calibrations", "source_cursors", "outbox", "quarantine", "locks", "utcnow"]
+           "calibrations", "source_cursors", "outbox", "destination_state", "quarantine", "locks", "utcnow"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from . import Store, outbox, utcnow
+from . import Store, destination_state, outbox, utcnow
 
 
 def enqueue(conn: sa.Connection, rows: Any) -> None:
@@ -89,7 +89,9 @@ def next_batch(store: Store, destination: str, after_id: int, limit: int) -> lis
     return [{"id": r[0], "customer_key": r[1], "run_id": r[2], "payload": loads(r[3]), "attempts": r[4]} for r in rows]
 
 
-def mark_sent(store: Store, ids: list[int]) -> None:
+def mark_sent(store: Store, ids: list[int], memory: list[dict[str, Any]] | None = None) -> None:
+    """Acknowledge these rows, and record what their destination now holds (``memory``: rows of
+    ``destination_state``) in the same transaction."""
     if not ids:
         return
     now = utcnow()
@@ -97,16 +99,48 @@ def mark_sent(store: Store, ids: list[int]) -> None:
         for start in range(0, len(ids), 5000):
             conn.execute(outbox.update().where(outbox.c.id.in_(ids[start:start + 5000]), outbox.c.status == "pending")
                          .values(status="sent", sent_at=now, last_error=None))
+        remember(conn, memory or [], now)
 
 
-def mark_batch_sent(store: Store, destination: str, after_id: int, last_id: int) -> None:
+def mark_batch_sent(store: Store, destination: str, after_id: int, last_id: int,
+                    memory: list[dict[str, Any]] | None = None) -> None:
     """Acknowledge a whole batch from :func:`next_batch` (every row was accepted): the pending rows
     of ``destination`` with ``after_id < id <= last_id`` are exactly that batch, because new rows
-    always get higher ids. One range update instead of an id list."""
+    always get higher ids. One range update instead of an id list; ``memory`` as in :func:`mark_sent`."""
+    now = utcnow()
     with store.begin() as conn:
         conn.execute(outbox.update().where(outbox.c.destination == destination, outbox.c.status == "pending",
                                            outbox.c.id > after_id, outbox.c.id <= last_id)
-                     .values(status="sent", sent_at=utcnow(), last_error=None))
+                     .values(status="sent", sent_at=now, last_error=None))
+        remember(conn, memory or [], now)
+
+
+def remember(conn: sa.Connection, rows: list[dict[str, Any]], now: Any) -> None:
+    """Upsert ``destination_state`` rows (destination, customer_key, rfm_group, previous_group,
+    group_changed_at, labels, outbox_id)."""
+    if not rows:
+        return
+    from .state_queries import store_insert
+
+    stmt = store_insert(conn, destination_state)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["destination", "customer_key"],
+        set_={c: stmt.excluded[c] for c in ("rfm_group", "previous_group", "group_changed_at", "labels",
+                                            "outbox_id", "sent_at")})
+    for start in range(0, len(rows), 5000):
+        conn.execute(stmt, [{**r, "sent_at": now} for r in rows[start:start + 5000]])
+
+
+def memory(store: Store, destination: str, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """customer_key → the ``destination_state`` row of these customers (those that have one)."""
+    d = destination_state.c
+    out: dict[str, dict[str, Any]] = {}
+    with store.engine.connect() as conn:
+        for start in range(0, len(keys), 5000):
+            q = (sa.select(d.customer_key, d.rfm_group, d.previous_group, d.group_changed_at, d.labels)
+                 .where(d.destination == destination, d.customer_key.in_(keys[start:start + 5000])))
+            out.update((r.customer_key, r._asdict()) for r in conn.execute(q))
+    return out
 
 
 def mark_failed(store: Store, failures: dict[int, str], max_attempts: int) -> int:

@@ -127,6 +127,21 @@ outbox = sa.Table(
     sa.Index("ix_outbox_customer", "destination", "customer_key", "status"),
 )
 
+# What each destination was last sent per customer (migration 0004): its own memory, so a change
+# folded while it was unreachable starts from the group *it* had, and its "Previous RFM group" is
+# the last different group *it* was sent. Written in the transaction that acknowledges the send.
+destination_state = sa.Table(
+    "destination_state", metadata,
+    sa.Column("destination", sa.String(100), primary_key=True),
+    sa.Column("customer_key", sa.String(320), primary_key=True),
+    sa.Column("rfm_group", sa.String(100)),  # None: sent as cleared
+    sa.Column("previous_group", sa.String(100)),
+    sa.Column("group_changed_at", sa.String(40)),  # ISO-8601 UTC, as sent in the properties
+    sa.Column("labels", sa.Text),  # JSON of the labels sent (label schemes)
+    sa.Column("outbox_id", sa.Integer, nullable=False),  # the row that was sent last
+    sa.Column("sent_at", UtcDateTime(), nullable=False),
+)
+
 quarantine = sa.Table(
     "quarantine", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
