@@ -35,6 +35,22 @@ def connector_class(kind: str, type_: str) -> Any:
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
-        return getattr(module, attr)
+        cls = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise UnknownConnector(f"{kind} type {type_!r}: cannot load {target} ({exc})") from None
+    except Exception as exc:  # a plug-in module that fails while importing
+        raise UnknownConnector(f"{kind} type {type_!r}: importing {module_name} failed "
+                               f"({type(exc).__name__}: {exc})") from None
+    if not _is_connector(cls, kind):
+        method = "pull" if kind == "source" else "push"
+        raise UnknownConnector(f"{kind} type {type_!r}: {target} is not a {kind} class (it needs a `Settings` "
+                               f"model derived from ConnectorSettings and a `{method}` method)")
+    return cls
+
+
+def _is_connector(cls: Any, kind: str) -> bool:
+    from .base import ConnectorSettings
+
+    settings = getattr(cls, "Settings", None)
+    return (isinstance(cls, type) and isinstance(settings, type) and issubclass(settings, ConnectorSettings)
+            and callable(getattr(cls, "pull" if kind == "source" else "push", None)))

@@ -21,6 +21,7 @@ from connectors.base import ConnectorError  # noqa: E402
 
 from . import engine, report  # noqa: E402
 from .config import Config, ConfigError, load_config, parse_config  # noqa: E402
+from .exit_codes import FaultGroup  # noqa: E402
 
 gc.freeze()  # they stay for the process's life: later collections need not walk them either
 gc.enable()
@@ -59,7 +60,7 @@ def _open_store(config: Config):
     return Store.open(config.store.url, config.base_dir)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=FaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """rfm-sync: RFM scores from your shop's orders, synced to your email platform and ad audiences."""

@@ -79,6 +79,12 @@ class PushConfig(Section):
     max_attempts: int = Field(20, gt=0)
 
 
+class PullConfig(Section):
+    # a run in which more than this share of the rows read were quarantined is "partial", not "ok"
+    # (shown by `status`, /metrics and /healthz): a broken export must not look like a quiet day
+    max_quarantine_share: float = Field(0.2, ge=0, le=1)
+
+
 class IdentityConfig(Section):
     # customer_id: a customer is the source's customer id (one shop);
     # email: customers are merged across sources by normalised email (several shops)
@@ -90,6 +96,7 @@ class Config(Section):
     shop: ShopConfig = ShopConfig()
     rfm: RfmConfig = RfmConfig()
     properties: PropertyNames = PropertyNames()
+    pull: PullConfig = PullConfig()
     push: PushConfig = PushConfig()
     identity: IdentityConfig = IdentityConfig()
     schedule: ScheduleConfig = ScheduleConfig()

@@ -45,11 +45,19 @@ class Health:
                 body.update(status="standby", reason=self.standby)
                 return False, body
             if self.last_success is None:
-                body.update(status="starting", reason="no successful cycle yet")
+                if self.last_failure is not None:  # not "starting": it tried and failed
+                    body.update(status="failing", reason="no successful cycle yet", last_error=self.last_error)
+                else:
+                    body.update(status="starting", reason="no successful cycle yet")
                 return False, body
             if now - self.last_success > self.max_age:
                 body.update(status="stale", reason=f"last successful cycle is older than {self.max_age}",
                             last_error=self.last_error)
                 return False, body
+            if self.last_failure is not None and self.last_failure > self.last_success:
+                # still ready (a destination outage must not take the webhook listener out of service),
+                # but the newest cycle was partial or failed, and the body says why
+                body.update(status="degraded", last_error=self.last_error)
+                return True, body
             body["status"] = "ok"
             return True, body

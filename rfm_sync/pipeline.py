@@ -26,6 +26,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Callable
 
 import pandas as pd
+import sqlalchemy as sa
 
 from connectors.base import (ConnectorContext, ConnectorError, Destination, FatalError, Order, ProfileUpdate,
                              PullContext, Quarantined, Source, Transition)
@@ -66,12 +67,47 @@ def connector_context(config: Config, dry_run: bool = False) -> ConnectorContext
 
 def build_sources(config: Config) -> list[Source]:
     ctx = connector_context(config)
-    return [connector_class("source", s.type)(s, ctx) for s in config.sources]
+    return [_build("source", s, ctx) for s in config.sources]
 
 
 def build_destinations(config: Config, dry_run: bool = False) -> list[Destination]:
     ctx = connector_context(config, dry_run)
-    return [connector_class("destination", d.type)(d, ctx) for d in config.destinations]
+    return [_build("destination", d, ctx) for d in config.destinations]
+
+
+def _build(kind: str, settings: Any, ctx: ConnectorContext) -> Any:
+    """The connector; one that cannot even be built (a missing secret, an unreadable file) becomes an
+    :class:`Unavailable` stand-in, so it fails on its own in the cycle and the others still run."""
+    cls = connector_class(kind, settings.type)
+    try:
+        return cls(settings, ctx)
+    except sa.exc.SQLAlchemyError:
+        raise
+    except Exception as exc:
+        return Unavailable(settings, exc)
+
+
+class Unavailable:
+    """Stands in for a source or destination whose constructor failed; pulling or pushing re-raises
+    that error, which the cycle records as this connector's failure."""
+
+    batch_size = 1
+
+    def __init__(self, settings: Any, error: Exception):
+        self.settings, self.name, self.error = settings, settings.name, error
+
+    def __repr__(self) -> str:
+        return f"Unavailable({self.name!r})"
+
+    def pull(self, context: PullContext):
+        raise self.error
+
+    def push(self, updates: list[ProfileUpdate]):
+        raise self.error
+
+    def check(self) -> list[tuple[str, str]]:
+        return [(f"{self.name}: cannot be set up: {connector_fault(self.name, self.error)}",
+                 "fix the setting, secret or file it names")]
 
 
 def customer_key(order: Order, merge_by: str) -> str:
@@ -137,9 +173,24 @@ class Pipeline:
                     count += len(orders)
                     report.quarantined.extend(bad)
             except ConnectorError as exc:
-                report.errors[source.name] = str(exc)
-                log.error("pull failed", extra={"source": source.name, "error": str(exc)})
+                report.errors[source.name] = connector_fault(source.name, exc)
+                log.error("pull failed: %s", exc, extra={"source": source.name, "error": str(exc)})
+            except sa.exc.SQLAlchemyError:
+                raise  # the store, not the source: the cycle stops (nothing half-written)
+            except Exception as exc:  # e.g. an OSError reading a file: this source's failure, not the cycle's
+                report.errors[source.name] = connector_fault(source.name, exc)
+                log.error("pull failed: %s", report.errors[source.name], exc_info=True,
+                          extra={"source": source.name, "error": report.errors[source.name]})
             report.pulled[source.name] = count
+        self._check_quarantine_share(report)
+
+    def _check_quarantine_share(self, report: CycleReport) -> None:
+        """Too many rows quarantined makes the run partial: a broken export must not look like a quiet day."""
+        bad, read = len(report.quarantined), sum(report.pulled.values()) + len(report.quarantined)
+        limit = self.config.pull.max_quarantine_share
+        if read and bad / read > limit:
+            report.errors["quarantine"] = (f"{bad:,} of {read:,} rows read ({bad / read:.0%}) were quarantined, "
+                                           f"more than pull.max_quarantine_share ({limit:.0%}); see `rfm-sync status`")
 
     # ------------------------------------------------------------------ 2. score
     def score(self, as_of: date, *, keys: set[str] | None = None,
@@ -231,9 +282,15 @@ class Pipeline:
                     sent += len(result.accepted)
                     failed += len(result.failed)
             except ConnectorError as exc:
-                report.errors[dest.name] = str(exc)
+                report.errors[dest.name] = connector_fault(dest.name, exc)
                 level = logging.ERROR if isinstance(exc, FatalError) else logging.WARNING
-                log.log(level, "push stopped", extra={"destination": dest.name, "error": str(exc)})
+                log.log(level, "push stopped: %s", exc, extra={"destination": dest.name, "error": str(exc)})
+            except sa.exc.SQLAlchemyError:
+                raise
+            except Exception as exc:  # e.g. OSError in the file sink: this destination's failure
+                report.errors[dest.name] = connector_fault(dest.name, exc)
+                log.error("push stopped: %s", report.errors[dest.name], exc_info=True,
+                          extra={"destination": dest.name, "error": report.errors[dest.name]})
             report.pushed[dest.name], report.failed[dest.name] = sent, failed
         return None
 
@@ -369,6 +426,17 @@ class Pipeline:
         log.info("customers rescored", extra={"run": run_id, "customers": len(keys), "changed": report.changed,
                                               "pushed": sum(report.pushed.values())})
         return report
+
+
+def connector_fault(name: str, exc: BaseException) -> str:
+    """One line for a connector's failure, without the connector's name (the report is keyed by it):
+    a :class:`ConnectorError`'s message, an OSError's file and reason, else the type and message."""
+    if isinstance(exc, ConnectorError):
+        text = Exception.__str__(exc)
+        return text if exc.connector in ("", name) else str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 def step_counts(step: str, report: CycleReport) -> dict[str, int]:

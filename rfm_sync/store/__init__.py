@@ -31,9 +31,11 @@ def utcnow() -> datetime:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    # the wait first: switching a new file to WAL needs a moment's exclusive lock, and a process
+    # opening the store meanwhile must wait for it, not fail with "database is locked"
+    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")  # a committed transaction survives a crash
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     # 64 MB page cache (default 2 MB): the diff writes up to a million state and outbox rows into
     # indexed tables in one transaction, and a small cache re-reads index pages for every row
@@ -75,15 +77,33 @@ class Store:
 
     @classmethod
     def open(cls, url: str, base_dir: Path | None = None) -> "Store":
+        """Open (creating and migrating as needed). Ordinary faults — an unwritable folder, a file
+        that is not a store or is damaged, a store of a newer rfm-sync, a full disk — raise
+        :class:`~rfm_sync.store.errors.StoreError` with what to do."""
+        from .errors import describe, where_of
+
         url = make_url(url, base_dir or Path.cwd())
-        if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, future=True)
-        if engine.dialect.name == "sqlite":
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
-        store = cls(engine)
-        store.migrate()
+        where = where_of(url)
+        try:
+            if url.startswith("sqlite:///"):
+                Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(url, future=True)
+            if engine.dialect.name == "sqlite":
+                sa.event.listen(engine, "connect", _sqlite_pragmas)
+            store = cls(engine)
+            store.migrate()
+        except Exception as exc:
+            error = describe(exc, where)
+            if error is None:
+                raise
+            raise error from None
         return store
+
+    @property
+    def where(self) -> str:
+        from .errors import where_of
+
+        return where_of(self.engine.url)
 
     def __repr__(self) -> str:  # the URL may hold a password
         return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"

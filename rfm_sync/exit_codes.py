@@ -1,0 +1,72 @@
+"""The process exit codes of every command, and the one place ordinary faults become a line and a code.
+
+The library raises; :class:`FaultGroup` (the ``rfm-sync`` command group) catches what an
+operator can act on — the store cannot be used, a file cannot be written, a connector failed —
+prints it as one line on stderr (what, where, what to do) and exits with the code below. Anything
+else is a bug and keeps its traceback.
+
+| code | meaning |
+|---|---|
+| 0 | done |
+| 1 | the run finished, but a source or destination failed (see the run's errors) |
+| 2 | the configuration (or a command's options) is invalid |
+| 3 | an input file cannot be used (missing, unreadable, the same file as an output) |
+| 4 | another process holds the store's lock |
+| 5 | the store cannot be opened or written (permissions, damaged, newer version, disk full) |
+| 6 | an output file or folder cannot be written (permissions, disk full) |
+"""
+from __future__ import annotations
+
+import errno
+import sys
+from typing import Any
+
+import click
+
+OK = 0
+FAILED = 1
+CONFIG = 2
+INPUT = 3
+LOCKED = 4
+STORE = 5
+OUTPUT = 6
+
+
+def fail(message: str, code: int) -> None:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def output_problem(exc: OSError) -> str:
+    where = exc.filename or "output"
+    if exc.errno == errno.ENOSPC:
+        return f"{where}: the disk is full; free space and run again (the previous output is unchanged)"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{where}: cannot write here ({exc.strerror}); choose a writable path"
+    return f"{where}: {exc.strerror or exc}"
+
+
+class FaultGroup(click.Group):
+    """A click group whose commands end ordinary faults with one line and a distinct exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import sqlalchemy as sa
+
+        from connectors.base import ConnectorError
+
+        from .store.errors import StoreError, describe
+
+        try:
+            return super().invoke(ctx)
+        except StoreError as exc:
+            fail(str(exc), STORE)
+        except (sa.exc.DBAPIError, sa.exc.OperationalError) as exc:
+            error = describe(exc)
+            if error is None:
+                raise
+            fail(str(error), STORE)
+        except ConnectorError as exc:
+            fail(str(exc), FAILED)
+        except OSError as exc:
+            fail(output_problem(exc), OUTPUT)
