@@ -59,7 +59,12 @@ class FakeClock:
 
 
 class LocalServer:
-    """Runs ``handle(method, path, query, headers, body) -> Reply | RESET`` on 127.0.0.1:<free port>."""
+    """Runs ``handle(method, path, query, headers, body) -> Reply | RESET`` on 127.0.0.1:<free port>.
+
+    A reply ``(status, headers, body, cut)`` announces the whole body but sends only ``cut`` bytes
+    and closes the connection: a response cut off mid-body, as a dropped connection or a proxy
+    timeout leaves it. With ``Transfer-Encoding: chunked`` in the headers the body goes in chunks
+    and a cut omits the last-chunk marker; otherwise ``Content-Length`` announces the full size."""
 
     def __init__(self, handle: Callable[[str, str, dict[str, list[str]], dict[str, str], bytes], Any]):
         class Handler(BaseHTTPRequestHandler):
@@ -78,12 +83,22 @@ class LocalServer:
                     return
                 status, extra, payload = result[:3]
                 cut = result[3] if len(result) > 3 else None  # send only this many bytes, then drop
+                chunked = extra.get("Transfer-Encoding") == "chunked"
                 self.send_response(status)
                 for key, value in extra.items():
                     self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
+                if not chunked:
+                    self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                if payload:
+                if chunked:  # two chunks and the last-chunk marker; a cut stops before the marker
+                    sent = payload if cut is None else payload[:cut]
+                    half = len(sent) // 2
+                    for piece in (sent[:half], sent[half:]):
+                        if piece:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    if cut is None:
+                        self.wfile.write(b"0\r\n\r\n")
+                elif payload:
                     self.wfile.write(payload if cut is None else payload[:cut])
                 if cut is not None:
                     self.wfile.flush()
