@@ -23,8 +23,9 @@ Every connector talks HTTP through :class:`HttpClient`. It
 What is retried. Every call is retried by default (``idempotent=True``), POSTs included, because
 every write rfm-sync makes is idempotent: Klaviyo's profile import and bulk import are upserts of
 the full snapshot, its events are de-duplicated by ``unique_id``, Meta's audience ``POST``/``DELETE``
-set membership, and Shopify's and BigCommerce's calls are reads (a Shopify bulk-run mutation that
-is repeated is refused while one runs). A call that creates something that has no natural key
+set membership, and Shopify's and BigCommerce's calls are reads, apart from Shopify's bulk-run
+mutation (if it is repeated, a second export may start; the source resumes the one it recorded) and
+Klaviyo's segment creation (not yet marked ``idempotent=False``). A call that creates something that has no natural key
 passes ``idempotent=False``: then only failures where the request certainly did not reach the
 server (connect timeout, connection refused, no DNS) and 429s are retried here; a 5xx, a reset,
 a read timeout or a cut-off answer is raised at once as :class:`RetryableError`, and the caller
