@@ -3,18 +3,45 @@
 Every connector talks HTTP through :class:`HttpClient`. It
 
 * sends every request with a (connect, read) timeout;
-* classifies each response: 429 and 5xx and connection errors are :class:`RetryableError`
-  (with ``Retry-After`` honoured), other 4xx are :class:`FatalError` naming the status and a
-  hint (401/403: credentials or scope), 2xx is returned;
+* classifies each response: 429 and 5xx are :class:`RetryableError` (with ``Retry-After``
+  honoured), other 4xx are :class:`FatalError` naming the status and a hint (401/403: credentials
+  or scope), 2xx is returned;
+* classifies every transport-level failure as :class:`RetryableError`: no connection, a connection
+  reset, a connect or read timeout, a body cut off before its ``Content-Length`` or last chunk
+  (``ChunkedEncodingError``), a body that does not decompress (``ContentDecodingError``), and a
+  2xx body that does not parse as JSON where JSON was expected (see ``expect_json``). Any other
+  ``requests`` error (a malformed URL, a redirect loop) is a :class:`FatalError`, so nothing but a
+  connector error ever leaves :meth:`HttpClient.request` and one broken response fails at most
+  that source's or destination's step of the cycle, never the whole run;
 * retries retryable errors with tenacity: exponential backoff with jitter, never shorter than the
-  server's ``Retry-After``, bounded in attempts and total time;
+  server's ``Retry-After``, bounded in attempts and total time. A server that asks to wait longer
+  than ``RetryPolicy.max_server_wait_s`` is not waited for: the error is raised at once and the
+  next cycle tries again. After the last attempt the :class:`RetryableError` is raised, saying how
+  many attempts were made;
 * waits on a client-side :class:`RateLimiter` (token buckets) before each request.
+
+What is retried. Every call is retried by default (``idempotent=True``), POSTs included, because
+every write rfm-sync makes is idempotent: Klaviyo's profile import and bulk import are upserts of
+the full snapshot, its events are de-duplicated by ``unique_id``, Meta's audience ``POST``/``DELETE``
+set membership, and Shopify's and BigCommerce's calls are reads, apart from Shopify's bulk-run
+mutation (if it is repeated, a second export may start; the source resumes the one it recorded) and
+Klaviyo's segment creation (not yet marked ``idempotent=False``). A call that creates something that has no natural key
+passes ``idempotent=False``: then only failures where the request certainly did not reach the
+server (connect timeout, connection refused, no DNS) and 429s are retried here; a 5xx, a reset,
+a read timeout or a cut-off answer is raised at once as :class:`RetryableError`, and the caller
+decides (e.g. looks the object up before creating it again).
+
+JSON. With ``expect_json=None`` (the default) a non-empty 2xx body whose ``Content-Type`` is JSON
+(``application/json``, ``*+json``) is parsed once inside the retry, so a caller's later
+``response.json()`` cannot fail; ``True`` requires JSON whatever the header says, ``False`` skips
+the check. Streamed responses (``stream=True``) are not read here: their reader handles cut-offs.
 
 Connectors may pass ``classify`` to turn a 200 that carries an error (GraphQL ``errors``,
 Graph API ``error``) into the same exceptions, so one retry policy covers both.
 """
 from __future__ import annotations
 
+import http.client
 import logging
 import random
 import threading
@@ -24,7 +51,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Callable
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
+import urllib3.exceptions
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 
 from .base import FatalError, RetryableError
 
@@ -39,6 +67,19 @@ class RetryPolicy:
     max_elapsed_s: float = 300.0
     base_delay_s: float = 0.5
     max_delay_s: float = 60.0
+    max_server_wait_s: float = 900.0  # a server asking for a longer pause is not waited for
+
+
+# Failures of the transport, not of the request: the same call may well succeed when sent again.
+# requests wraps urllib3's and http.client's errors; the raw ones are listed in case one leaks.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    requests.ConnectionError,  # refused, reset, DNS, SSL, proxy; includes ConnectTimeout
+    requests.Timeout,  # ReadTimeout
+    requests.exceptions.ChunkedEncodingError,  # body cut off (IncompleteRead, bad chunk)
+    requests.exceptions.ContentDecodingError,  # gzip/deflate body that does not decompress
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+)
 
 
 class RateLimiter:
@@ -106,6 +147,35 @@ def classify_status(response: requests.Response, connector: str) -> None:
     raise FatalError(f"{what}: {hint}" if hint else what, connector=connector, status=status)
 
 
+def _never_sent(exc: BaseException) -> bool:
+    """True when the request certainly did not reach the server (safe to send again, any method)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.NameResolutionError))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "the response was cut off before its end (ChunkedEncodingError)"
+    if isinstance(exc, requests.exceptions.ContentDecodingError):
+        return "the response body could not be decompressed (ContentDecodingError)"
+    if isinstance(exc, requests.Timeout):
+        return f"no answer in time ({type(exc).__name__})"
+    return f"the connection failed ({type(exc).__name__})"
+
+
+def _json_expected(response: requests.Response, expect_json: bool | None) -> bool:
+    if expect_json is not None:
+        return expect_json
+    kind = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
+
+
+class _NotRetriedHere(RetryableError):
+    """A retryable failure of a non-idempotent call: raised to the caller without a retry."""
+
+
 def _path(url: str) -> str:
     # never echo query strings (they may hold tokens or emails)
     return url.split("?", 1)[0]
@@ -133,13 +203,16 @@ class HttpClient:
 
     def request(self, method: str, path: str, *, classify: Classifier | None = None,
                 limiter: RateLimiter | None = None, prepare: Callable[[], dict[str, Any]] | None = None,
-                **kwargs: Any) -> requests.Response:
-        """Send with retries; return a 2xx response or raise RetryableError/FatalError.
+                idempotent: bool = True, expect_json: bool | None = None, **kwargs: Any) -> requests.Response:
+        """Send with retries; return a 2xx response or raise RetryableError/FatalError (never
+        anything else from the transport).
 
         ``prepare``, if given, is called before *each* attempt and its keyword arguments (e.g.
-        ``params`` or ``json``) override ``kwargs``: a retry can then ask for a smaller page."""
+        ``params`` or ``json``) override ``kwargs``: a retry can then ask for a smaller page.
+        ``idempotent`` and ``expect_json``: see the module docstring."""
         kwargs.setdefault("timeout", self.timeout)
         bucket = limiter or self.limiter
+        where = f"{method} {_path(self.url(path))}"
 
         def once() -> requests.Response:
             if bucket is not None:
@@ -147,23 +220,55 @@ class HttpClient:
             attempt_kwargs = {**kwargs, **prepare()} if prepare is not None else kwargs
             try:
                 response = self.session.request(method, self.url(path), **attempt_kwargs)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                raise RetryableError(f"{method} {_path(self.url(path))} failed: {type(exc).__name__}",
-                                     connector=self.connector) from None
-            classify_status(response, self.connector)
-            if classify is not None:
-                classify(response)
-            return response
+                classify_status(response, self.connector)
+                if not attempt_kwargs.get("stream") and _json_expected(response, expect_json) \
+                        and response.content.strip():
+                    try:
+                        response.json()
+                    except ValueError:
+                        raise RetryableError(f"{where} returned a body that is not valid JSON",
+                                             connector=self.connector, status=response.status_code) from None
+                if classify is not None:
+                    classify(response)
+                return response
+            except TRANSPORT_ERRORS as exc:  # hooks and classify may read the body: cover them too
+                cls = RetryableError if idempotent or _never_sent(exc) else _NotRetriedHere
+                raise cls(f"{where} failed: {_describe(exc)}", connector=self.connector) from None
+            except requests.RequestException as exc:  # InvalidURL, MissingSchema, TooManyRedirects, ...
+                raise FatalError(f"{where} could not be sent ({type(exc).__name__}): check the base URL",
+                                 connector=self.connector) from None
+            except RetryableError as exc:
+                if idempotent or exc.status == 429:
+                    raise
+                raise _NotRetriedHere(str(exc.args[0]), connector=self.connector, status=exc.status,
+                                      retry_after=exc.retry_after) from None
+
+        attempts_stop = stop_after_attempt(self.policy.attempts) | stop_after_delay(self.policy.max_elapsed_s)
+
+        def stop(state: RetryCallState) -> bool:
+            return attempts_stop(state) or self._server_wait_too_long(state)
 
         retrying = Retrying(
-            retry=retry_if_exception_type(RetryableError),
-            stop=stop_after_attempt(self.policy.attempts) | stop_after_delay(self.policy.max_elapsed_s),
+            retry=retry_if_exception(lambda exc: isinstance(exc, RetryableError)
+                                     and not isinstance(exc, _NotRetriedHere)),
+            stop=stop,
             wait=self._wait,
             sleep=self._sleep,
             before_sleep=self._count_retry,
             reraise=True,
         )
-        return retrying(once)
+        try:
+            return retrying(once)
+        except RetryableError as exc:
+            tries = retrying.statistics.get("attempt_number", 1)
+            if tries > 1 and exc.args:
+                exc.args = (f"{exc.args[0]} (gave up after {tries} attempts)", *exc.args[1:])
+            raise
+
+    def _server_wait_too_long(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        server = getattr(exc, "retry_after", None)
+        return server is not None and server > self.policy.max_server_wait_s
 
     def _wait(self, state: RetryCallState) -> float:
         p = self.policy

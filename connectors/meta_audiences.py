@@ -8,27 +8,46 @@ change membership, so a batch without group changes makes no call at all.
 
 For one batch, every removal is sent before any addition (``DELETE`` then ``POST
 /{audience_id}/users``), at most 10,000 rows per request. ``additive_only = true`` never removes.
-Identifiers are normalised (emails trimmed and lower-cased; phones as digits with country code, no
-leading zeros) and SHA-256 hashed: nothing is sent raw. Each response's ``num_received`` must match
-the rows sent (else the request is retried) and ``num_invalid_entries`` is reported.
+Identifiers are normalised the way Meta's customer-list rules ask (emails trimmed and lower-cased;
+phones as digits only, always with the country code, without the national trunk prefix) and
+SHA-256 hashed: nothing is sent raw. Phone numbers are parsed with ``phonenumbers`` (Google's
+libphonenumber metadata), which knows each country's trunk prefix and the countries, like Italy,
+whose national numbers keep their leading zero; a hand-written "strip the 0" rule gets those wrong
+and cannot tell a US ``1 415 ...`` from a national number. Each response's ``num_received`` must
+match the rows sent (else the request is retried) and ``num_invalid_entries`` is reported.
 
-Graph API errors are classified before the generic status handling: codes 4, 17, 80003, 80004
-(throttling) and 1, 2 (transient) back off and retry; 190 (token) and 200/10/294 (permission) stop the
-destination with a clear message; "audience too small" on removal is that request's failure,
-reported and kept in the outbox (bounded by ``[push] max_attempts``), never retried in a loop.
-The access token comes from the secret named by ``access_token_secret``, sent in the
-``Authorization`` header, never in a URL, log or message.
+Graph API errors are classified before the generic status handling: codes 4, 17, 32, 613 and
+80000–80014 (throttling) and 1, 2 (transient) back off and retry, waiting as long as Meta says in
+``X-Business-Use-Case-Usage`` (``estimated_time_to_regain_access``, minutes) or
+``X-Ad-Account-Usage`` (``reset_time_duration``, seconds) and with exponential backoff when it
+says nothing; a wait longer than ``max_throttle_wait_s`` is not sat out: the push stops with a
+retryable error and the next cycle goes on. 190 (token), 200/10/294 (permission), 2635
+(retired API version) and a missing or wrong ``appsecret_proof`` stop the destination with a
+clear message; "audience too small" on removal is that request's failure, reported and kept in
+the outbox (bounded by ``[push] max_attempts``), never retried in a loop.
+
+The Marketing API version is ``graph_version`` (default :data:`GRAPH_VERSION`); the table
+:data:`MARKETING_API_VERSIONS` says when each version retires: a retired one refuses to start, one
+within :data:`EXPIRY_WARNING` of retiring adds a warning. The access token comes from the secret
+named by ``access_token_secret``, sent in the ``Authorization`` header, never in a URL, log or
+message. Apps with "Require App Secret" need ``appsecret_proof`` = HMAC-SHA256(app secret, access
+token) as hex on every call: set ``app_secret_secret`` to the name of the secret holding the app
+secret; the proof is sent in the form body (reads: the query) and never logged.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import hmac
 import json
 import logging
 import re
 import time
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any, Callable
 
+import phonenumbers
 import requests
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -38,13 +57,51 @@ from .http import HttpClient, RateLimiter, RetryPolicy
 
 log = logging.getLogger(__name__)
 
-# The one place the Graph API version is pinned.
-GRAPH_VERSION = "v25.0"
+# Marketing API versions: (released, retires). Meta's "Marketing API version history" table
+# (developers.facebook.com/documentation/ads-commerce/marketing-api/marketing-api-changelog/versions,
+# read 2026-12-02): v27.0 2026-11-04 (expiry TBD), v26.0 2026-07-29 (TBD), v25.0 2026-02-18 ->
+# 2027-02-23, v24.0 2025-10-08 -> 2026-11-10. Marketing API versions live about a year, much less
+# than the Graph API's two. None = not yet published: estimated as release + SHORTEST_LIFETIME.
+# Move GRAPH_VERSION and this table together; tests fail 60 days before the pinned one retires.
+MARKETING_API_VERSIONS: dict[str, tuple[date, date | None]] = {
+    "v24.0": (date(2025, 10, 8), date(2026, 11, 10)),
+    "v25.0": (date(2026, 2, 18), date(2027, 2, 23)),
+    "v26.0": (date(2026, 7, 29), None),
+    "v27.0": (date(2026, 11, 4), None),
+}
+SHORTEST_LIFETIME = timedelta(days=342)  # v21.0: 2024-10-02 -> 2025-09-09, the shortest in the table
+EXPIRY_WARNING = timedelta(days=60)
+# The one place the default Marketing API version is pinned (``graph_version`` overrides it).
+GRAPH_VERSION = "v27.0"
 MAX_ROWS_PER_REQUEST = 10_000
-THROTTLED = {4, 17, 32, 613, 80003, 80004}
+THROTTLED = {4, 17, 32, 613, *range(80000, 80015)}
 TRANSIENT = {1, 2}
 TOKEN = {190}
 PERMISSION = {10, 200, 294}
+RETIRED_VERSION = 2635  # "You are calling a deprecated version of the Ads API"
+
+
+def version_expiry(version: str) -> date | None:
+    """When Meta retires ``version`` (published, else estimated); None for a version not in the table."""
+    known = MARKETING_API_VERSIONS.get(version)
+    if known is None:
+        return None
+    released, retires = known
+    return retires or released + SHORTEST_LIFETIME
+
+
+def version_problem(version: str, today: date) -> tuple[bool, str] | None:
+    """(fatal, message) if ``version`` has retired (fatal) or retires within EXPIRY_WARNING."""
+    retires = version_expiry(version)
+    if retires is None:
+        return None
+    newest = max(MARKETING_API_VERSIONS, key=lambda v: MARKETING_API_VERSIONS[v][0])
+    fix = f'set graph_version = "{newest}" in this destination\'s table (or upgrade rfm-sync)'
+    if today >= retires:
+        return True, f"Meta retired Marketing API {version} on {retires.isoformat()}: {fix}"
+    if today >= retires - EXPIRY_WARNING:
+        return False, f"Meta retires Marketing API {version} on {retires.isoformat()}: {fix}"
+    return None
 
 
 class AudienceRule(BaseModel):
@@ -80,10 +137,14 @@ class MetaAudiencesSettings(ConnectorSettings):
     type: str = "meta_audiences"
     access_token_secret: str
     base_url: str = "https://graph.facebook.com"
+    graph_version: str = Field(GRAPH_VERSION, pattern=r"^v\d+\.\d+$")
+    # the secret holding the app secret, for apps with "Require App Secret" (sends appsecret_proof)
+    app_secret_secret: str | None = None
+    max_throttle_wait_s: float = Field(900.0, gt=0)  # a longer wait Meta asks for ends the push
     batch_size: int = Field(10_000, ge=1, le=100_000)
     audiences: list[AudienceRule] = Field(min_length=1)
     additive_only: bool = False
-    # used for phone numbers written without a country code ("030 1234" -> "49301234")
+    # the country of phone numbers written without a country code ("030 1234567" -> "49301234567")
     default_country_code: str | None = Field(None, pattern=r"^[1-9]\d{0,3}$")
     send_phone: bool = True
     timeout_s: float = Field(60.0, gt=0)
@@ -95,22 +156,70 @@ def normalise_email(email: str | None) -> str | None:
 
 
 def normalise_phone(phone: str | None, default_country_code: str | None = None) -> str | None:
+    """Meta's PHONE key: digits only, country code first, no trunk prefix ("+44 07700 900123" and
+    "07700 900123" with default 44 -> "447700900123"; "(415) 555-0100" with default 1 ->
+    "14155550100"; Italian numbers keep their leading 0). A number written with "+" or "00" carries
+    its own country code; any other is national, read with ``default_country_code``'s country.
+    None when it is not a possible number there (or has no country code and there is no default)."""
     text = (phone or "").strip()
     if not text:
         return None
-    international = text.startswith("+") or text.startswith("00")
-    digits = re.sub(r"\D", "", text.replace("(0)", ""))  # "+49 (0)30 ..." -> "4930..."
-    if international:
-        digits = digits.lstrip("0")
-    elif digits.startswith("0") and default_country_code:
-        digits = default_country_code + digits.lstrip("0")
-    elif default_country_code is None or digits.startswith("0"):
-        return None  # no country code: Meta could not match it
-    return digits if 7 <= len(digits) <= 15 else None
+    if text.startswith("00"):  # the international prefix of most countries; "+" is understood anywhere
+        text = "+" + text[2:]
+    region = None
+    if not text.startswith("+"):
+        if default_country_code is None:
+            return None  # no country code: Meta could not match it
+        region = phonenumbers.region_code_for_country_code(int(default_country_code))
+        if region == phonenumbers.UNKNOWN_REGION:
+            return None
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).lstrip("+")
 
 
 def sha256(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def appsecret_proof(app_secret: str, access_token: str) -> str:
+    """Meta's ``appsecret_proof``: HMAC-SHA256 of the access token keyed by the app secret, as hex."""
+    return hmac.new(app_secret.encode("utf-8"), access_token.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _json_header(value: str | None) -> Any:
+    try:
+        return json.loads(value) if value else None
+    except ValueError:
+        return None
+
+
+def reported_wait(headers: Any) -> float | None:
+    """Seconds until Meta lets us back in, from its usage headers; None when it does not say.
+
+    ``X-Business-Use-Case-Usage`` is ``{"<business or ad account id>": [{"type": "custom_audience",
+    "call_count": 100, ..., "estimated_time_to_regain_access": <minutes>}]}``; ``X-Ad-Account-Usage``
+    is ``{"acc_id_util_pct": 100, "reset_time_duration": <seconds>, ...}``. The longest wait wins."""
+    waits: list[float] = []
+    usage = _json_header(headers.get("X-Business-Use-Case-Usage"))
+    for entries in (usage.values() if isinstance(usage, dict) else ()):
+        for entry in (entries if isinstance(entries, list) else ()):
+            minutes = entry.get("estimated_time_to_regain_access") if isinstance(entry, dict) else None
+            if isinstance(minutes, (int, float)) and minutes > 0:
+                waits.append(60.0 * minutes)
+    account = _json_header(headers.get("X-Ad-Account-Usage"))
+    if isinstance(account, dict):
+        seconds = account.get("reset_time_duration")
+        if isinstance(seconds, (int, float)) and seconds > 0:
+            waits.append(float(seconds))
+        minutes = account.get("estimated_time_to_regain_access")
+        if isinstance(minutes, (int, float)) and minutes > 0:
+            waits.append(60.0 * minutes)
+    return max(waits) if waits else None
 
 
 @dataclass(frozen=True)
@@ -136,6 +245,8 @@ class MetaAudiencesDestination:
         # Meta's audience limits are per ad account and opaque; stay well under a few calls per second.
         self.limiter = RateLimiter([(5, 1.0), (200, 60.0)], clock=clock, sleep=sleep)
         self._client: HttpClient | None = None
+        self._proof: str | None = None  # appsecret_proof, when the app requires it
+        self.version = settings.graph_version
         self.warnings: list[str] = []
 
     def __repr__(self) -> str:
@@ -146,12 +257,32 @@ class MetaAudiencesDestination:
         if self._client is None:
             if self._context.dry_run:  # built for `run --dry-run`: never send, not even by mistake
                 raise FatalError("built for a dry run: nothing may be sent", connector=self.name)
+            self._check_version(date.today())
             token = self._context.reveal_secret(self.settings.access_token_secret, self.name)
+            if self.settings.app_secret_secret:
+                app_secret = self._context.reveal_secret(self.settings.app_secret_secret, self.name)
+                self._proof = appsecret_proof(app_secret, token)
+            policy = dataclasses.replace(self._policy or RetryPolicy(),
+                                         max_server_wait_s=self.settings.max_throttle_wait_s)
             self._client = HttpClient(connector=self.name, base_url=self.settings.base_url, sleep=self._sleep,
-                                      policy=self._policy, timeout=(10.0, self.settings.timeout_s),
+                                      policy=policy, timeout=(10.0, self.settings.timeout_s),
                                       headers={"Authorization": f"Bearer {token}"})
             self._client.session.hooks["response"].append(self._graph_errors)
         return self._client
+
+    def _check_version(self, today: date) -> None:
+        problem = version_problem(self.version, today)
+        if problem is None:
+            return
+        fatal, message = problem
+        if fatal:
+            raise FatalError(message, connector=self.name)
+        if message not in self.warnings:
+            self.warnings.append(message)
+            log.warning("meta api version retires soon", extra={"destination": self.name, "version": self.version})
+
+    def _proofed(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return {**fields, "appsecret_proof": self._proof} if self._proof else fields
 
     # ------------------------------------------------------------------ planning
     def row(self, update: ProfileUpdate) -> tuple[str, str] | None:
@@ -202,9 +333,10 @@ class MetaAudiencesDestination:
         else:
             payload = {"schema": "EMAIL", "data": [email for email, _ in rows]}
         method = "POST" if action == "add" else "DELETE"
-        response = self.client.request(method, f"/{GRAPH_VERSION}/{audience_id}/users", limiter=self.limiter,
-                                       data={"payload": json.dumps(payload, separators=(",", ":"))},
-                                       classify=lambda r: self._check_counts(r, len(rows), audience_id))
+        client = self.client  # built first: it computes the appsecret_proof
+        form = self._proofed({"payload": json.dumps(payload, separators=(",", ":"))})
+        response = client.request(method, f"/{self.version}/{audience_id}/users", limiter=self.limiter, data=form,
+                                  classify=lambda r: self._check_counts(r, len(rows), audience_id))
         body = response.json()
         invalid = int(body.get("num_invalid_entries") or 0)
         if invalid:
@@ -233,7 +365,8 @@ class MetaAudiencesDestination:
             return response  # not a Graph error body: the generic status handling decides
         code = error.get("code")
         where = f"{response.request.method} {response.url.split('?', 1)[0].split('/', 3)[-1]}"
-        text = f"{error.get('message', '')} {error.get('error_user_title', '')}".lower()
+        message = str(error.get("message", ""))
+        text = f"{message} {error.get('error_user_title', '')}".lower()
         label = f"{where}: Graph API error {code}" + (f"/{error.get('error_subcode')}" if error.get("error_subcode") else "")
         if code in TOKEN:
             raise FatalError(f"{label}: the access token is invalid or expired; create a new system-user token "
@@ -242,10 +375,25 @@ class MetaAudiencesDestination:
         if code in PERMISSION:
             raise FatalError(f"{label}: permission denied; the token needs ads_management on the ad account that "
                              f"owns the audience", connector=self.name, status=response.status_code)
+        if code == RETIRED_VERSION:
+            latest = re.search(r"v\d+\.\d+", message.split("latest version", 1)[-1])
+            fix = f'set graph_version = "{latest.group(0)}"' if latest else "set graph_version to Meta's current version"
+            raise FatalError(f"{label}: Meta no longer serves Marketing API {self.version}; {fix} in this "
+                             f"destination's table (or upgrade rfm-sync)", connector=self.name,
+                             status=response.status_code)
+        if "appsecret_proof" in text:
+            fix = ("check that the secret {!r} holds this app's secret".format(self.settings.app_secret_secret)
+                   if self._proof else "the app requires an app secret proof: set app_secret_secret to the name "
+                                       "of a secret holding the app secret")
+            raise FatalError(f"{label}: {fix}", connector=self.name, status=response.status_code)
         if code in THROTTLED or code in TRANSIENT or response.status_code >= 500:
+            wait = reported_wait(response.headers)
+            if wait is not None and wait > self.settings.max_throttle_wait_s:
+                raise RetryableError(f"{label}: throttled; Meta asks to wait {wait / 60:.0f} min, longer than "
+                                     f"max_throttle_wait_s: left for the next cycle", connector=self.name,
+                                     status=response.status_code, retry_after=wait)
             raise RetryableError(f"{label}: throttled or temporary, backing off", connector=self.name,
-                                 status=response.status_code,
-                                 retry_after=60.0 if code in (80003, 80004) else None)
+                                 status=response.status_code, retry_after=wait)
         if "too small" in text:
             raise RecordError(f"{label}: audience too small to remove users; left for a later cycle",
                               connector=self.name, status=response.status_code)
@@ -254,12 +402,17 @@ class MetaAudiencesDestination:
 
     def check(self) -> list[tuple[str, str]]:
         """For ``rfm-sync doctor``: every mapped audience exists, is reachable with this token and is
-        not flagged. Token and permission errors raise :class:`FatalError`."""
+        not flagged, and the API version is not about to retire. Token, permission and retired-version
+        errors raise :class:`FatalError`."""
         problems = []
+        soon = version_problem(self.version, date.today())
+        if soon is not None and not soon[0]:
+            problems.append((soon[1], "move to the newer version before that day"))
         for rule in self.settings.audiences:
             try:
-                body = self.client.request("GET", f"/{GRAPH_VERSION}/{rule.audience_id}", limiter=self.limiter,
-                                           params={"fields": "id,name,operation_status"}).json()
+                client = self.client
+                body = client.request("GET", f"/{self.version}/{rule.audience_id}", limiter=self.limiter,
+                                      params=self._proofed({"fields": "id,name,operation_status"})).json()
             except RecordError as exc:
                 problems.append((f"audience {rule.audience_id}: {exc}",
                                  "check the audience id and that the token's ad account owns it"))

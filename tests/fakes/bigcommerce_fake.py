@@ -6,7 +6,8 @@ reads are varied. Like the real API it filters by ``min_date_modified`` (RFC-282
 sorts by ``date_modified:asc`` (ties by id), pages by ``page``/``limit`` (at most 250), answers
 204 past the last page, and enforces a request quota per window with the
 ``X-Rate-Limit-*`` headers (429 when exceeded). It can fail a share of requests (5xx, resets, bare
-429s) and change orders between pages (refunds, status changes, archiving, edits, new orders).
+429s; ``cut_rate``: answers cut off half way; on demand ``cut_next``/``malformed_next``) and
+change orders between pages (refunds, status changes, archiving, edits, new orders).
 """
 from __future__ import annotations
 
@@ -51,6 +52,9 @@ class BigCommerceFake:
     mutation_budget: int = 0
     empty_reply: str = "204"  # how the page past the end looks: "204", "[]" or "" (empty 200 body)
     extra_purchase: frozenset[int] = frozenset()
+    cut_rate: float = 0.0  # share of requests answered in full, then cut half way (its own random stream)
+    cut_next: int = 0  # answer this many order requests with a body cut half way
+    malformed_next: int = 0  # ... or with a truncated JSON body whose length matches
     seed: int = 5
 
     def __post_init__(self) -> None:
@@ -61,6 +65,9 @@ class BigCommerceFake:
         self.over_quota = 0  # requests that arrived with the quota spent
         self.calls = 0  # authenticated requests, failed ones included
         self.failures = 0
+        self.cut_rng = random.Random(self.seed + 1)
+        self.cuts = 0  # answers cut off or malformed
+        self._cut_this = False
         self.mutations = 0
         self.requests: list[dict[str, str]] = []  # query parameters of each list request
         self._lock = threading.Lock()
@@ -145,42 +152,63 @@ class BigCommerceFake:
 
     # ------------------------------------------------------------------ HTTP
     def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes):
+        """An answer with a body can be lost half way on the way back (``cut_next``, or a share
+        ``cut_rate``: the quota was spent, the page was served) or arrive as truncated JSON
+        (``malformed_next``)."""
         with self._lock:
-            match = re.fullmatch(rf"/stores/{self.store_hash}/v2/orders(?:/(\d+))?", path)
-            if method != "GET" or not match:
-                return 404, {}, b"[]"
-            if headers.get("X-Auth-Token") != self.token:
-                return 401, {}, b'[{"status":401,"message":"No credentials"}]'
-            self.calls += 1
-            if self.fail_rate and self.rng.random() < self.fail_rate:
-                self.failures += 1
-                kind = self.rng.choice(["500", "502", "503", "reset", "429"])
-                if kind == "reset":
-                    return RESET
-                return int(kind), {}, b"busy"  # a bare 429: no quota headers
-            now_ms = self.clock.monotonic() * 1000
-            if now_ms - self.window_start * 1000 >= self.window_ms:
-                self.window_start, self.used = self.clock.monotonic(), 0
-            reset = int(self.window_ms - (now_ms - self.window_start * 1000))
-            if self.used >= self.quota:
-                self.over_quota += 1
-                return 429, self._quota_headers(0, reset), b'[{"status":429,"message":"Too many requests"}]'
-            self.used += 1
-            limits = self._quota_headers(self.quota - self.used, reset)
-            if match.group(1):
-                order = self.orders.get(int(match.group(1)))
-                if order is None:
-                    return 404, limits, b'[{"status":404,"message":"The requested resource was not found."}]'
-                return 200, {**limits, "Content-Type": "application/json"}, json.dumps(order).encode()
-            params = {k: v[-1] for k, v in query.items()}
-            self.requests.append(params)
-            self.mutate(self.mutate_per_page)
-            rows = self._list(params)
-            if not rows:
-                if self.empty_reply == "204":
-                    return 204, limits, b""
-                return 200, {**limits, "Content-Type": "application/json"}, self.empty_reply.encode()
-            return 200, {**limits, "Content-Type": "application/json"}, json.dumps(rows).encode()
+            self._cut_this = False
+            reply = self._handle(method, path, query, headers, body)
+            if reply is RESET or reply[0] != 200 or not reply[2]:
+                return reply
+            if self.malformed_next:
+                self.malformed_next -= 1
+                self.cuts += 1
+                return reply[0], reply[1], reply[2][:len(reply[2]) // 2]
+            if self._cut_this or self.cut_next:
+                if not self._cut_this:
+                    self.cut_next -= 1
+                self.cuts += 1
+                return (*reply[:3], len(reply[2]) // 2)
+            return reply
+
+    def _handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes):
+        match = re.fullmatch(rf"/stores/{self.store_hash}/v2/orders(?:/(\d+))?", path)
+        if method != "GET" or not match:
+            return 404, {}, b"[]"
+        if headers.get("X-Auth-Token") != self.token:
+            return 401, {}, b'[{"status":401,"message":"No credentials"}]'
+        self.calls += 1
+        if self.fail_rate and self.rng.random() < self.fail_rate:
+            self.failures += 1
+            kind = self.rng.choice(["500", "502", "503", "reset", "429"])
+            if kind == "reset":
+                return RESET
+            return int(kind), {}, b"busy"  # a bare 429: no quota headers
+        if self.cut_rate and self.cut_rng.random() < self.cut_rate:  # served in full, then cut by handle()
+            self._cut_this = True
+        now_ms = self.clock.monotonic() * 1000
+        if now_ms - self.window_start * 1000 >= self.window_ms:
+            self.window_start, self.used = self.clock.monotonic(), 0
+        reset = int(self.window_ms - (now_ms - self.window_start * 1000))
+        if self.used >= self.quota:
+            self.over_quota += 1
+            return 429, self._quota_headers(0, reset), b'[{"status":429,"message":"Too many requests"}]'
+        self.used += 1
+        limits = self._quota_headers(self.quota - self.used, reset)
+        if match.group(1):
+            order = self.orders.get(int(match.group(1)))
+            if order is None:
+                return 404, limits, b'[{"status":404,"message":"The requested resource was not found."}]'
+            return 200, {**limits, "Content-Type": "application/json"}, json.dumps(order).encode()
+        params = {k: v[-1] for k, v in query.items()}
+        self.requests.append(params)
+        self.mutate(self.mutate_per_page)
+        rows = self._list(params)
+        if not rows:
+            if self.empty_reply == "204":
+                return 204, limits, b""
+            return 200, {**limits, "Content-Type": "application/json"}, self.empty_reply.encode()
+        return 200, {**limits, "Content-Type": "application/json"}, json.dumps(rows).encode()
 
     def _quota_headers(self, left: int, reset_ms: int) -> dict[str, str]:
         return {"X-Rate-Limit-Requests-Left": str(left), "X-Rate-Limit-Time-Reset-Ms": str(max(0, reset_ms)),

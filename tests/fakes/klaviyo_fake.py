@@ -8,7 +8,8 @@
 * events de-duplicated by (profile, metric, ``unique_id``), like Klaviyo;
 * segments listed 10 per page (``links.next``) and created by ``POST /api/segments``;
 * chaos: with probability ``failure_rate`` a call answers 429 with ``Retry-After`` (nothing done)
-  or a 5xx — half of those *after* doing the work, as when a response is lost on the way back.
+  or a 5xx — half of those *after* doing the work, as when a response is lost on the way back;
+  ``cut_next`` / ``malformed_next`` do the work and then cut the answer half way / truncate it.
 
 Every request is recorded (method, url, headers, body) so tests can validate bodies against the spec.
 """
@@ -63,6 +64,9 @@ class FakeKlaviyo:
         self.injected: Counter[int] = Counter()  # status -> how many failures were injected
         self.revisions: set[str] = set()
         self.fail_next: list[int] = []  # statuses to answer the next calls with (429 carries Retry-After)
+        self.cut_next = 0  # do the work of this many calls, then cut their answer half way
+        self.malformed_next = 0  # ... or answer with truncated JSON whose length matches
+        self.cuts = 0
 
     # ------------------------------------------------------------------ wiring
     def install(self, rsps: responses.RequestsMock) -> "FakeKlaviyo":
@@ -107,8 +111,23 @@ class FakeKlaviyo:
                     handler(request, *_groups(request.url))
                 return 503, {}, "upstream unavailable"
             self.calls[route] += 1
-            return handler(request, *_groups(request.url))
+            return self._maybe_cut(handler(request, *_groups(request.url)))
         return callback
+
+    def _maybe_cut(self, reply: tuple[int, dict[str, str], Any]) -> tuple[int, dict[str, str], Any]:
+        """The work is done; the answer is lost half way: ``Content-Length`` announces the whole
+        body and only half arrives (urllib3 raises IncompleteRead, as on a dropped connection), or
+        the half arrives as a complete, malformed body."""
+        status, headers, body = reply
+        data = _bytes(body) or b""
+        if not data or not (self.cut_next or self.malformed_next):
+            return reply
+        self.cuts += 1
+        if self.malformed_next:
+            self.malformed_next -= 1
+            return status, headers, data[:len(data) // 2]
+        self.cut_next -= 1
+        return status, {**headers, "Content-Length": str(len(data))}, data[:len(data) // 2]
 
     # ------------------------------------------------------------------ profiles
     def _key(self, attrs: dict[str, Any]) -> str | None:

@@ -5,7 +5,8 @@ It keeps a set of orders and serves what the Shopify source asks for: the orders
 access scopes, and bulk operations (run, poll, JSONL download). Like the real thing it enforces a
 query-cost bucket (``extensions.cost.throttleStatus``; ``THROTTLED`` in a 200 body, or HTTP 429
 when ``throttle_with_429``) and a single-query cost limit. It can fail a share of requests (5xx,
-429, connection resets) and change orders between pages (updates, refunds, cancellations, new
+429, connection resets; ``cut_rate``: answers cut off half way; on demand ``cut_next``/
+``malformed_next``) and change orders between pages (updates, refunds, cancellations, new
 orders) to show the source ends up with exactly the shop's final state.
 
 Time is a :class:`FakeClock` shared with the source under test: the source's ``sleep`` advances
@@ -59,7 +60,12 @@ class FakeClock:
 
 
 class LocalServer:
-    """Runs ``handle(method, path, query, headers, body) -> Reply | RESET`` on 127.0.0.1:<free port>."""
+    """Runs ``handle(method, path, query, headers, body) -> Reply | RESET`` on 127.0.0.1:<free port>.
+
+    A reply ``(status, headers, body, cut)`` announces the whole body but sends only ``cut`` bytes
+    and closes the connection: a response cut off mid-body, as a dropped connection or a proxy
+    timeout leaves it. With ``Transfer-Encoding: chunked`` in the headers the body goes in chunks
+    and a cut omits the last-chunk marker; otherwise ``Content-Length`` announces the full size."""
 
     def __init__(self, handle: Callable[[str, str, dict[str, list[str]], dict[str, str], bytes], Any]):
         class Handler(BaseHTTPRequestHandler):
@@ -78,12 +84,22 @@ class LocalServer:
                     return
                 status, extra, payload = result[:3]
                 cut = result[3] if len(result) > 3 else None  # send only this many bytes, then drop
+                chunked = extra.get("Transfer-Encoding") == "chunked"
                 self.send_response(status)
                 for key, value in extra.items():
                     self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
+                if not chunked:
+                    self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                if payload:
+                if chunked:  # two chunks and the last-chunk marker; a cut stops before the marker
+                    sent = payload if cut is None else payload[:cut]
+                    half = len(sent) // 2
+                    for piece in (sent[:half], sent[half:]):
+                        if piece:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    if cut is None:
+                        self.wfile.write(b"0\r\n\r\n")
+                elif payload:
                     self.wfile.write(payload if cut is None else payload[:cut])
                 if cut is not None:
                     self.wfile.flush()
@@ -160,6 +176,9 @@ class ShopifyFake:
     mutation_budget: int = 0  # ... until this many changes were made
     bulk_polls: int = 2  # polls answered RUNNING before COMPLETED
     reset_download_once: bool = False
+    cut_rate: float = 0.0  # share of requests answered in full, then cut half way (its own random stream)
+    cut_next: int = 0  # answer this many GraphQL requests (after doing the work) with a body cut half way
+    malformed_next: int = 0  # ... or with a complete-looking but truncated JSON body (length matches)
     seed: int = 7
 
     def __post_init__(self) -> None:
@@ -172,6 +191,9 @@ class ShopifyFake:
         self.queries: list[str | None] = []  # the search filter of each orders page asked for
         self.page_sizes: list[int] = []  # the `first` of each orders page asked for
         self.failures = 0
+        self.cut_rng = random.Random(self.seed + 1)
+        self.cuts = 0  # answers cut off or malformed
+        self._cut_this = False
         self.mutations = 0
         self.bulk_ops: dict[str, dict[str, Any]] = {}
         self.downloads_with_token = 0
@@ -244,35 +266,56 @@ class ShopifyFake:
 
     # ------------------------------------------------------------------ HTTP
     def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes):
+        """A GraphQL answer can be lost on the way back after the shop did the work (and charged
+        the cost bucket): cut half way (``cut_next``, or a share ``cut_rate``) or truncated into
+        malformed JSON (``malformed_next``)."""
         with self._lock:
-            if path.startswith("/bulk/"):
-                return self._download(path, headers)
-            if method != "POST" or not re.fullmatch(r"/admin/api/\d{4}-\d{2}/graphql\.json", path):
-                return 404, {}, b""
-            if headers.get("X-Shopify-Access-Token") != self.token:
-                return 401, {}, b'{"errors":"[API] Invalid API key or access token"}'
-            request = json.loads(body)
-            document, variables = request["query"], request.get("variables") or {}
-            name = re.search(r"(?:query|mutation)\s+(\w+)", document).group(1)
-            self.requests.append(name)
-            if self.fail_rate and self.rng.random() < self.fail_rate:
-                self.failures += 1
-                kind = self.rng.choice(["500", "502", "503", "reset", "429"])
-                if kind == "reset":
-                    return RESET
-                return int(kind), ({"Retry-After": "1"} if kind == "429" else {}), b"oops"
-            requested = 2 + NODE_COST * int(variables.get("first") or 0) if name == "OrdersPage" else 2
-            if requested > self.max_query_cost:
-                return self._json({"errors": [{"message": "Query cost is too high",
-                                               "extensions": {"code": "MAX_COST_EXCEEDED"}}]}, requested, 0)
-            self._refill()
-            if requested > self.available:
-                self.throttled += 1
-                payload = {"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]}
-                return self._json(payload, requested, None, 429 if self.throttle_with_429 else 200)
-            data, actual = self._run(name, variables)
-            self.available -= actual
-            return self._json({"data": data}, requested, actual)
+            self._cut_this = False
+            reply = self._handle(method, path, query, headers, body)
+            if reply is RESET or path.startswith("/bulk/") or reply[0] not in (200, 429):
+                return reply
+            if self.malformed_next:
+                self.malformed_next -= 1
+                self.cuts += 1
+                return reply[0], reply[1], reply[2][:len(reply[2]) // 2]
+            if self._cut_this or self.cut_next:
+                if not self._cut_this:
+                    self.cut_next -= 1
+                self.cuts += 1
+                return (*reply[:3], len(reply[2]) // 2)
+            return reply
+
+    def _handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes):
+        if path.startswith("/bulk/"):
+            return self._download(path, headers)
+        if method != "POST" or not re.fullmatch(r"/admin/api/\d{4}-\d{2}/graphql\.json", path):
+            return 404, {}, b""
+        if headers.get("X-Shopify-Access-Token") != self.token:
+            return 401, {}, b'{"errors":"[API] Invalid API key or access token"}'
+        request = json.loads(body)
+        document, variables = request["query"], request.get("variables") or {}
+        name = re.search(r"(?:query|mutation)\s+(\w+)", document).group(1)
+        self.requests.append(name)
+        if self.fail_rate and self.rng.random() < self.fail_rate:
+            self.failures += 1
+            kind = self.rng.choice(["500", "502", "503", "reset", "429"])
+            if kind == "reset":
+                return RESET
+            return int(kind), ({"Retry-After": "1"} if kind == "429" else {}), b"oops"
+        if self.cut_rate and self.cut_rng.random() < self.cut_rate:  # served in full, then cut by handle()
+            self._cut_this = True
+        requested = 2 + NODE_COST * int(variables.get("first") or 0) if name == "OrdersPage" else 2
+        if requested > self.max_query_cost:
+            return self._json({"errors": [{"message": "Query cost is too high",
+                                           "extensions": {"code": "MAX_COST_EXCEEDED"}}]}, requested, 0)
+        self._refill()
+        if requested > self.available:
+            self.throttled += 1
+            payload = {"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]}
+            return self._json(payload, requested, None, 429 if self.throttle_with_429 else 200)
+        data, actual = self._run(name, variables)
+        self.available -= actual
+        return self._json({"data": data}, requested, actual)
 
     def _refill(self) -> None:
         now = self.clock.monotonic()
