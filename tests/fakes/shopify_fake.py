@@ -160,6 +160,10 @@ class ShopifyFake:
     mutation_budget: int = 0  # ... until this many changes were made
     bulk_polls: int = 2  # polls answered RUNNING before COMPLETED
     reset_download_once: bool = False
+    # another export of this app holds the bulk slot until this fake-clock second: BulkRun answers a
+    # userError with this BulkOperationUserErrorCode ("LIMIT_REACHED" or "OPERATION_IN_PROGRESS")
+    bulk_blocked_until: float = 0.0
+    bulk_block_code: str = "LIMIT_REACHED"
     seed: int = 7
 
     def __post_init__(self) -> None:
@@ -174,6 +178,7 @@ class ShopifyFake:
         self.failures = 0
         self.mutations = 0
         self.bulk_ops: dict[str, dict[str, Any]] = {}
+        self.bulk_refusals = 0  # BulkRun calls refused because the slot was taken
         self.downloads_with_token = 0
         self.last_ts = self.clock.now()
         self._lock = threading.Lock()
@@ -295,6 +300,13 @@ class ShopifyFake:
         if name == "OrderById":
             order = self.orders.get(int(variables["id"].rsplit("/", 1)[-1]))
             return {"order": order.node() if order else None}, 2 + NODE_COST
+        if name == "BulkRun" and self.clock.monotonic() < self.bulk_blocked_until:
+            self.bulk_refusals += 1
+            message = {"LIMIT_REACHED": "Bulk operations limit reached. Please try again later.",
+                       "OPERATION_IN_PROGRESS": "A bulk query operation for this app and shop is already in "
+                                                "progress: gid://shopify/BulkOperation/999."}[self.bulk_block_code]
+            return {"bulkOperationRunQuery": {"bulkOperation": None, "userErrors": [
+                {"field": None, "message": message, "code": self.bulk_block_code}]}}, 10
         if name == "BulkRun":
             op_id = f"gid://shopify/BulkOperation/{len(self.bulk_ops) + 1}"
             self.bulk_ops[op_id] = {"id": op_id, "status": "CREATED", "createdAt": iso(self.clock.now()),
