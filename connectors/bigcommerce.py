@@ -1,6 +1,7 @@
 """BigCommerce orders: ``GET /stores/{store_hash}/v2/orders`` (``X-Auth-Token``), oldest change first.
 
-**Cursor.** The stored cursor is a small JSON text, ``{"since": "2026-11-25T12:00:00+00:00"}``:
+**Cursor.** The stored cursor is a small JSON text,
+``{"since": "2026-11-25T12:00:00+00:00", "archived_since": "2026-11-25T12:00:00+00:00"}``:
 
 * ``since`` is a UTC time with an explicit offset: the newest ``date_modified`` among orders already
   committed to the store, never later than the start of the cycle (``PullContext.started_at``).
@@ -10,6 +11,21 @@
   duplicates within one pull are dropped here.
 * The cursor only moves through ``Page.cursor``, which the pipeline commits in the same
   transaction as that page's orders: a crash re-reads at most one page.
+
+**Archived orders.** ``DELETE /v2/orders/{id}`` archives an order; the order then carries
+``is_deleted: true`` ("Indicates whether the order is deleted/archived", ``order_Resp`` in the
+Orders V2 OpenAPI spec). Whether ``GET /v2/orders`` still lists it is not documented: the current
+spec lists no ``is_deleted`` filter, while BigCommerce's older API reference listed ``is_deleted``
+among the ``GET /v2/orders`` filters (and bigcommerce/docs PRs #360/#374 mention the parameter
+missing from the docs). So both cases are handled: after the plain pass, a second pass asks for
+``is_deleted=true`` from ``archived_since − overlap`` (same paging and anchoring) and yields those
+orders as ``Order(is_deleted=True)``, so an order archived after it was pulled leaves RFM. If that
+answer holds an order that is *not* archived, the server ignored the filter, which means the plain
+list already carries archived orders: the pass stops and is skipped from then on (per process).
+``archived_since`` moves on its own, so a crash between the passes loses nothing; a cursor without
+it (older versions) makes the first archived pass read every archived order once. Archiving is
+assumed to bump ``date_modified`` (as an edit does); the ``store/order/archived`` webhook, which
+fetches the order by id, covers a store where it does not.
 
 **Paging.** Plain ``page=N`` offsets skip an order whenever an earlier one is modified mid-pull
 (everything shifts left by one). So after each page the request is re-anchored:
@@ -112,21 +128,44 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def dump_cursor(since: datetime | None) -> str | None:
-    return json.dumps({"since": since.astimezone(timezone.utc).isoformat()}) if since else None
-
-
-def load_cursor(text: str | None) -> datetime | None:
-    if not text:
+def dump_cursor(since: datetime | None, archived_since: datetime | None = None) -> str | None:
+    if since is None and archived_since is None:
         return None
+    state = {"since": since.astimezone(timezone.utc).isoformat() if since else None}
+    if archived_since is not None:
+        state["archived_since"] = archived_since.astimezone(timezone.utc).isoformat()
+    return json.dumps(state)
+
+
+def _moment(text: str, value: Any) -> datetime | None:
     try:
-        value = json.loads(text).get("since")
         moment = datetime.fromisoformat(value) if value else None
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, TypeError):
         raise FatalError(f"stored cursor {text[:80]!r} is not a BigCommerce cursor; reset it") from None
     if moment is not None and moment.tzinfo is None:
         raise FatalError("stored cursor has no UTC offset; reset it")
     return moment.astimezone(timezone.utc) if moment else None
+
+
+def load_state(text: str | None) -> tuple[datetime | None, datetime | None]:
+    """``(since, archived_since)``. A cursor from before ``archived_since`` existed gives None: the
+    archived pass then reads every archived order once."""
+    if not text:
+        return None, None
+    try:
+        state = json.loads(text)
+        since, archived = state.get("since"), state.get("archived_since")
+    except (ValueError, AttributeError):
+        raise FatalError(f"stored cursor {text[:80]!r} is not a BigCommerce cursor; reset it") from None
+    return _moment(text, since), _moment(text, archived)
+
+
+def load_cursor(text: str | None) -> datetime | None:
+    return load_state(text)[0]
+
+
+def _cap(moment: datetime | None, context: PullContext) -> datetime | None:
+    return min(moment, context.started_at) if moment else None
 
 
 class BigCommerceSource:
@@ -146,6 +185,7 @@ class BigCommerceSource:
         self._lock = threading.Lock()
         self.prefix = f"/stores/{settings.store_hash}/v2"
         self.page_size = settings.page_size
+        self.list_includes_archived = False  # set once is_deleted=true turns out to be ignored (see pull)
         extra = {12} if settings.count_manual_verification else set()
         self.extra_purchase = frozenset(extra | ({13} if settings.count_disputed else set()))
 
@@ -181,7 +221,27 @@ class BigCommerceSource:
 
     # ------------------------------------------------------------------ pull
     def pull(self, context: PullContext) -> Iterator[Page]:
-        since = load_cursor(context.cursor)
+        since, archived_since = load_state(context.cursor)
+        high = since
+        for records, high in self._pass(since, context):
+            yield Page(records=records, cursor=dump_cursor(_cap(high, context), archived_since))
+        since = _cap(high, context)
+        if self.list_includes_archived:  # learnt earlier: the plain list already carries archived orders
+            yield Page(records=[], cursor=dump_cursor(since, since))
+            return
+        archived_high = archived_since
+        for records, archived_high in self._pass(archived_since, context, archived=True):
+            if self.list_includes_archived:
+                break
+            yield Page(records=records, cursor=dump_cursor(since, _cap(archived_high, context)))
+        # a complete pass has seen every archived order changed up to now: start the next one from here
+        done = max((t for t in (archived_high, since) if t is not None), default=None)
+        yield Page(records=[], cursor=dump_cursor(since, _cap(done, context)))
+
+    def _pass(self, since: datetime | None, context: PullContext, *,
+              archived: bool = False) -> Iterator[tuple[list[Order | Quarantined], datetime | None]]:
+        """Page through ``GET /v2/orders`` from ``since − overlap``; yield each page's records and the
+        newest ``date_modified`` so far. ``archived``: only archived orders (``is_deleted=true``)."""
         overlap = timedelta(minutes=self.settings.overlap_minutes)
         anchor = (since - overlap).replace(microsecond=0) if since else None
         page_no = 1
@@ -198,10 +258,18 @@ class BigCommerceSource:
                 query: dict[str, Any] = {"sort": "date_modified:asc", "page": page_no, "limit": self.page_size}
                 if anchor is not None:
                     query["min_date_modified"] = format_rfc2822(anchor)
+                if archived:
+                    query["is_deleted"] = "true"
                 return {"params": query}
 
             rows = self._rows(self._get("/orders", params))
             if not rows:
+                return
+            if archived and not all(r.get("is_deleted") is True for r in rows):
+                # is_deleted=true was not applied, so the plain list (the main pass) had them all
+                log.info("BigCommerce ignores is_deleted=true: archived orders come with the plain list",
+                         extra={"connector": self.name})
+                self.list_includes_archived = True
                 return
             content = [(r.get("id"), r.get("date_modified")) for r in rows]
             if page_no > 1 and content == previous_page:
@@ -219,7 +287,7 @@ class BigCommerceSource:
                     newest[record.order_id] = record.updated_at
                     high = max(high, record.updated_at) if high else record.updated_at
                 records.append(record)
-            yield Page(records=records, cursor=dump_cursor(min(high, context.started_at)) if high else None)
+            yield records, high
             if page_max is not None and (anchor is None or page_max > anchor):
                 anchor, page_no = page_max, 1
                 self.page_size = min(self.settings.page_size, self.page_size * 2)  # only at a fresh anchor

@@ -19,9 +19,10 @@ event leaves the row pending, and the re-send is harmless (idempotent upsert, de
 
 Errors: 429 (``Retry-After`` honoured) and 5xx are retried by :class:`HttpClient`; 401/403 are
 fatal; a 400/409/422 on a single profile or event is that record's failure, kept in the outbox with
-Klaviyo's error code and title (emails masked). The API key is read from the secret named by
+Klaviyo's error code, title, detail and pointer (emails masked); any other 4xx is fatal with the same
+detail (never the request body). The API key is read from the secret named by
 ``api_key_secret`` and never appears in logs, reprs or messages. Client-side token buckets keep
-each endpoint under Klaviyo's published limits.
+each endpoint at ``HEADROOM`` (80 %) of Klaviyo's published limits (``DOCUMENTED``), in any window.
 """
 from __future__ import annotations
 
@@ -42,14 +43,48 @@ from .klaviyo_jobs import BulkJobs
 
 log = logging.getLogger(__name__)
 
-# Client-side limits per endpoint (burst per second, steady per minute), a little under Klaviyo's.
-LIMITS: dict[str, list[tuple[int, float]]] = {
-    "bulk_jobs": [(10, 1.0), (150, 60.0)],
-    "profile_import": [(75, 1.0), (700, 60.0)],
-    "events": [(350, 1.0), (3500, 60.0)],
-    "segments_read": [(75, 1.0), (700, 60.0)],
-    "segments_write": [(1, 1.0), (15, 60.0)],
+# Klaviyo's rate limits per endpoint, as documented: ``x-klaviyo-ratelimit`` of each operation in
+# the OpenAPI spec (revision 2026-07-15; the API reference prints the same "Rate limits: Burst /
+# Steady"). Klaviyo counts them per account, shared by all of the account's private-key
+# integrations, in *fixed* windows of 1 second (burst) and 1 minute (steady); either one exceeded
+# is a 429 (developers.klaviyo.com/en/docs/rate_limits_and_error_handling).
+DOCUMENTED: dict[str, tuple[int, int]] = {  # limiter -> (burst per second, steady per minute)
+    "bulk_jobs": (10, 150),  # /api/profile-bulk-import-jobs: POST, GET, GET {id}, GET {id}/import-errors
+    "profile_import": (75, 750),  # POST /api/profile-import
+    "events": (350, 3500),  # POST /api/events
+    "segments_read": (75, 750),  # GET /api/segments
+    "segments_write": (1, 15),  # POST /api/segments (also 100 a day; rfm-sync creates a handful, once)
 }
+# We plan for this share of each documented limit: the account's other integrations (the shop's own
+# Klaviyo app) draw on the same quota, and our clock and Klaviyo's windows are not aligned.
+HEADROOM = 0.8
+
+
+def client_buckets(burst_per_s: int, steady_per_min: int, headroom: float = HEADROOM) -> list[tuple[int, float]]:
+    """Token buckets (capacity, seconds to refill it) that never send more than ``headroom`` × the
+    documented limit in *any* window of 1 s or 1 min, wherever Klaviyo's fixed windows fall.
+
+    A bucket of capacity C refilling at r per second lets through at most C + r·T requests in a
+    window of T seconds (a full bucket, then the refill). So for a limit L per T we allow
+    B = headroom × L and take C = B/2, r = (B − C)/T. For the steady window C is at most the burst
+    capacity (bursts are the burst bucket's business) so that nearly all of B goes to the rate.
+    A limit too small to split (B < 2, e.g. 1/s) becomes one request every T/B seconds."""
+    buckets: list[tuple[int, float]] = []
+    burst_cap = None
+    for limit, window in ((burst_per_s, 1.0), (steady_per_min, 60.0)):
+        budget = headroom * limit
+        if budget < 2:
+            cap, rate = 1, budget / window
+        else:
+            cap = int(budget // 2) if burst_cap is None else min(burst_cap, int(budget // 2))
+            rate = (budget - cap) / window
+        burst_cap = cap if burst_cap is None else burst_cap
+        buckets.append((cap, cap / rate))
+    return buckets
+
+
+# Client-side limits per endpoint: RateLimiter buckets derived from the documented limits above.
+LIMITS: dict[str, list[tuple[int, float]]] = {name: client_buckets(*limits) for name, limits in DOCUMENTED.items()}
 MEDIA_TYPE = "application/vnd.api+json"
 PROFILE_IMPORT_PATH = "/api/profile-import"
 EVENTS_PATH = "/api/events"
@@ -125,12 +160,19 @@ class KlaviyoDestination:
         return self.client.request(method, path, **kwargs)
 
     def _record_errors(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
-        """400/409/422 on one profile or event: that record's problem, not the connector's."""
-        if response.status_code in (400, 409, 422) and response.request.method == "POST":
-            path = response.url.split("?", 1)[0]
-            if path.endswith((PROFILE_IMPORT_PATH, EVENTS_PATH)):
-                raise RecordError(error_summary(response), connector=self.name, status=response.status_code)
-        return response
+        """400/409/422 on one profile or event: that record's problem, not the connector's. Any
+        other 4xx but 401/403/429 (which :func:`classify_status` explains): fatal, with Klaviyo's own
+        error detail (code, title, detail, source.pointer) rather than a bare "HTTP 400"."""
+        status = response.status_code
+        if not 400 <= status < 500 or status in (401, 403, 429):
+            return response
+        path = response.url.split("?", 1)[0]  # never the query string
+        if status in (400, 409, 422) and response.request.method == "POST" and \
+                path.endswith((PROFILE_IMPORT_PATH, EVENTS_PATH)):
+            raise RecordError(error_summary(response), connector=self.name, status=status)
+        where = path.split("://", 1)[-1].split("/", 1)[-1]
+        raise FatalError(f"{response.request.method} /{where} was refused: {error_summary(response)}",
+                         connector=self.name, status=status)
 
     # ------------------------------------------------------------------ push
     def push(self, updates: list[ProfileUpdate]) -> PushResult:
@@ -221,12 +263,21 @@ class KlaviyoDestination:
             self._client.close()
 
 
-def error_summary(response: requests.Response) -> str:
-    """``HTTP 400 invalid: Invalid input: <detail>`` from a JSON:API error body, emails masked."""
+def error_summary(response: requests.Response, most: int = 3) -> str:
+    """``HTTP 400 invalid: Invalid input.: <detail> (at /data/attributes/email)`` from Klaviyo's
+    JSON:API error body (``errors[].code/title/detail/source.pointer``), up to ``most`` errors,
+    emails masked. Never the request body; a body that is not Klaviyo's JSON gives just the status."""
     try:
-        errors = response.json().get("errors") or [{}]
-        first = errors[0] if isinstance(errors[0], dict) else {}
-    except (ValueError, AttributeError, IndexError):
-        first = {}
-    parts = [str(first.get(k)) for k in ("code", "title", "detail") if first.get(k)]
-    return mask_email(f"HTTP {response.status_code} " + ": ".join(parts))[:500]
+        errors = [e for e in (response.json().get("errors") or []) if isinstance(e, dict)]
+    except (ValueError, AttributeError):
+        errors = []
+    described = []
+    for error in errors[:most]:
+        parts = [str(error[k]) for k in ("code", "title", "detail") if error.get(k)]
+        pointer = (error.get("source") or {}).get("pointer") if isinstance(error.get("source"), dict) else None
+        text = ": ".join(parts) + (f" (at {pointer})" if pointer else "")
+        if text:
+            described.append(text)
+    if len(errors) > most:
+        described.append(f"and {len(errors) - most} more")
+    return mask_email(f"HTTP {response.status_code} " + "; ".join(described)).strip()[:500]

@@ -58,7 +58,7 @@ BULK_RUN = """
 mutation BulkRun($query: String!) {
   bulkOperationRunQuery(query: $query) {
     bulkOperation { id status createdAt }
-    userErrors { field message }
+    userErrors { field message code }
   }
 }
 """

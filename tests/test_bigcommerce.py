@@ -230,6 +230,56 @@ def test_a_server_repeating_pages_is_an_error_not_a_loop(template, clock):
     assert len(responses.calls) <= 4
 
 
+# ---------------------------------------------------------------------------------------- archived orders
+@pytest.mark.parametrize("listing", ["hidden", "filter", "ignored"])
+def test_an_order_archived_after_it_was_pulled_leaves_rfm(tmp_path, fake, clock, listing):
+    fake.archived_listing = listing  # BigCommerce does not document which: all three must work
+    fake.add_orders(60)
+    src = source(fake.url, clock, page_size=25)
+    store, report = pull_into_store(tmp_path, src, clock)
+    assert report.errors == {} and stored(store, "bc") == fake.expected()
+    victim = next(oid for oid, (_, counts) in stored(store, "bc").items() if counts)
+    clock.advance(3600)
+    fake.archive(int(victim))
+    clock.advance(60)
+    report = CycleReport(run_id=1, as_of=date(2026, 11, 1))
+    Pipeline(parse_config({}), store, sources=[src], destinations=[], clock=clock.now).pull(None, report)
+    assert report.errors == {}
+    assert stored(store, "bc")[victim] == (fake.expected()[victim][0], False)  # kept, no longer qualifying
+    assert stored(store, "bc") == fake.expected()
+
+
+def test_the_archived_pass_reads_is_deleted_true_from_its_own_cursor(fake, clock):
+    fake.add_orders(40)  # order 100 is archived (every 211th), long before the stored cursor
+    assert fake.orders[100]["is_deleted"]
+    started = clock.now()
+    old = json.dumps({"since": (started - timedelta(days=1)).isoformat()})  # a cursor from before the fix
+    pages = list(source(fake.url, clock).pull(PullContext(cursor=old, started_at=started)))
+    archived = [r for p in pages for r in p.records if r.is_deleted]
+    assert [r.order_id for r in archived] == ["100"]  # read once, from the beginning
+    asked = [r for r in fake.requests if r.get("is_deleted") == "true"]
+    assert asked and "min_date_modified" not in asked[0]
+    state = json.loads(pages[-1].cursor)
+    assert state["archived_since"] == state["since"]  # a complete pass: the next one starts from here
+    fake.requests.clear()
+    list(source(fake.url, clock).pull(PullContext(cursor=pages[-1].cursor, started_at=clock.now())))
+    asked = [r for r in fake.requests if r.get("is_deleted") == "true"]
+    expected = (load_cursor(pages[-1].cursor) - timedelta(minutes=15)).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    assert asked[0]["min_date_modified"] == expected
+
+
+def test_a_server_ignoring_is_deleted_costs_one_request_once(fake, clock):
+    fake.archived_listing = "ignored"
+    fake.add_orders(300)
+    src = source(fake.url, clock)
+    first = list(src.pull(PullContext(cursor=None, started_at=clock.now())))
+    assert sum(1 for r in fake.requests if r.get("is_deleted")) == 1 and src.list_includes_archived
+    assert sum(r.is_deleted for p in first for r in p.records) == sum(o["is_deleted"] for o in fake.orders.values())
+    fake.requests.clear()
+    list(src.pull(PullContext(cursor=first[-1].cursor, started_at=clock.now())))
+    assert not any(r.get("is_deleted") for r in fake.requests)
+
+
 # ---------------------------------------------------------------------------------------- limits and errors
 @responses.activate
 def test_429_sleeps_the_reset_time_and_a_bare_429_backs_off_harder(template, clock):

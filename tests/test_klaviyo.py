@@ -7,11 +7,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import requests
 import responses
 
 from connectors.base import ConnectorContext, FatalError, ProfileUpdate, Transition
-from connectors.http import RetryPolicy
-from connectors.klaviyo import LIMITS, KlaviyoDestination, KlaviyoSettings
+from connectors.http import RateLimiter, RetryPolicy
+from connectors.klaviyo import (DOCUMENTED, HEADROOM, LIMITS, KlaviyoDestination, KlaviyoSettings,
+                               error_summary)
 from connectors.klaviyo_bodies import (REVISION, bulk_job_body, e164, event_body, mask_email, profile_import_body,
                                        profile_resource, segment_body, split_jobs)
 from rfm_sync.secrets import Secret
@@ -263,14 +265,98 @@ def test_a_missing_secret_is_a_fatal_error_naming_it(clock):
         dest.push([update(1)])
 
 
-def test_client_side_limits_match_klaviyo_published_limits(fake, clock):
-    assert LIMITS["bulk_jobs"] == [(10, 1.0), (150, 60.0)]
-    assert LIMITS["profile_import"] == [(75, 1.0), (700, 60.0)]
-    assert LIMITS["events"] == [(350, 1.0), (3500, 60.0)]
-    dest = destination(clock, bulk_min_profiles=1000)
-    start = clock.now
-    dest.push([update(i) for i in range(1, 151)])  # 150 profile-imports: burst 75/s
-    assert clock.now - start >= 1.0 - 1e-9
+# each limiter and the operations it paces (method, path as the spec names it)
+LIMITED_OPERATIONS = {
+    "bulk_jobs": [("post", "/api/profile-bulk-import-jobs"), ("get", "/api/profile-bulk-import-jobs"),
+                  ("get", "/api/profile-bulk-import-jobs/{job_id}"),
+                  ("get", "/api/profile-bulk-import-jobs/{id}/import-errors")],
+    "profile_import": [("post", "/api/profile-import")],
+    "events": [("post", "/api/events")],
+    "segments_read": [("get", "/api/segments")],
+    "segments_write": [("post", "/api/segments")],
+}
+
+
+def _per(value: str, unit: str) -> int:
+    count, per = value.split("/")
+    assert per == unit, value
+    return int(count)
+
+
+def test_documented_limits_are_the_spec_s_for_every_endpoint_used():
+    if not SPEC.is_file():
+        pytest.skip(f"{SPEC} is absent")
+    paths = json.loads(SPEC.read_text(encoding="utf-8"))["paths"]
+    assert set(LIMITED_OPERATIONS) == set(LIMITS) == set(DOCUMENTED)
+    for name, operations in LIMITED_OPERATIONS.items():
+        for method, path in operations:
+            server = paths[path][method]["x-klaviyo-ratelimit"]
+            assert DOCUMENTED[name] == (_per(server["burst"], "s"), _per(server["steady"], "m")), (name, path)
+
+
+def _most_in_any_window(times: list[float], window: float) -> int:
+    most, j = 0, 0
+    for i, start in enumerate(times):
+        j = max(j, i)
+        while j < len(times) and times[j] < start + window - 1e-9:
+            j += 1
+        most = max(most, j - i)
+    return most
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED))
+def test_the_client_stays_below_klaviyo_s_limits_in_every_window_with_headroom(name):
+    """A client sending as fast as its limiter allows, for 2.5 minutes: no 1 s window carries more
+    than HEADROOM × the burst limit, no 1 min window more than HEADROOM × the steady limit (always
+    under the server's), and it still gets most of the steady rate."""
+    burst, steady = DOCUMENTED[name]
+    clock = FakeClock()
+    limiter = RateLimiter(LIMITS[name], clock=clock, sleep=clock.sleep)
+    start, times = clock(), []
+    while clock() - start < 150.0:
+        limiter.acquire()
+        times.append(clock() - start)
+    for limit, window in ((burst, 1.0), (steady, 60.0)):
+        most = _most_in_any_window(times, window)
+        assert most <= max(1, int(HEADROOM * limit)), (name, window, most)
+        assert most < limit or limit == 1, (name, window, most)
+    assert HEADROOM < 1 and len(times) >= 0.7 * steady * 150 / 60  # still ~80 % of the steady rate
+
+
+def test_segment_writes_at_one_per_second_are_spaced_with_slack():
+    clock = FakeClock()
+    limiter = RateLimiter(LIMITS["segments_write"], clock=clock, sleep=clock.sleep)
+    times = []
+    for _ in range(5):
+        limiter.acquire()
+        times.append(clock())
+    assert min(b - a for a, b in zip(times, times[1:])) >= 1.0 / HEADROOM - 1e-9
+
+
+def test_a_refused_bulk_job_is_fatal_with_klaviyo_s_error_detail_but_no_body_or_email(fake, clock):
+    fake.job_max_profiles = 5  # as Klaviyo's 10,000-profile maximum, at test scale
+    dest = destination(clock, bulk_min_profiles=1)
+    with pytest.raises(FatalError) as info:
+        dest.push([update(i) for i in range(1, 8)])
+    message = str(info.value)
+    assert "POST /api/profile-bulk-import-jobs" in message and "HTTP 400" in message
+    assert "invalid: Invalid input.: A bulk import job accepts at most 5 profiles; got 7." in message
+    assert "(at /data/attributes/profiles/data)" in message
+    assert "@example.com" not in message and "Current RFM group" not in message and API_KEY not in message
+    assert info.value.status == 400
+
+
+def test_error_summary_lists_klaviyo_s_errors_with_pointers_and_masks_emails():
+    response = requests.Response()
+    response.status_code = 400
+    errors = [{"code": "invalid", "title": "Invalid input.", "detail": f"'{n}@shop.example' is not valid",
+               "source": {"pointer": f"/data/{n}"}} for n in ("ann", "bob", "cy", "dee")]
+    response._content = json.dumps({"errors": errors}).encode()
+    summary = error_summary(response)
+    assert summary.startswith("HTTP 400 invalid: Invalid input.: 'a***@shop.example' is not valid (at /data/ann); ")
+    assert "(at /data/cy)" in summary and "dee" not in summary and summary.endswith("and 1 more")
+    response._content = b"<html>bad gateway</html>"
+    assert error_summary(response) == "HTTP 400"
 
 
 def test_mask_email():

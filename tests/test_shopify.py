@@ -197,6 +197,33 @@ def test_a_failed_bulk_operation_is_forgotten_so_the_next_pull_starts_afresh(fak
     assert load_cursor(cursors[-1]) == (None, None)  # committed: the next pull starts a new export
 
 
+@pytest.mark.parametrize("code", ["LIMIT_REACHED", "OPERATION_IN_PROGRESS"])
+def test_a_taken_bulk_slot_is_waited_for_and_then_the_export_runs(tmp_path, clock, fake, code):
+    fake.add_orders(300)
+    fake.bulk_blocked_until, fake.bulk_block_code = 45.0, code  # another export of this app, for 45 s
+    src = source(fake.url, clock)
+    store, report = pull_into_store(tmp_path, src, clock)
+    assert report.errors == {}
+    assert fake.bulk_refusals >= 2 and len(fake.bulk_ops) == 1
+    assert stored(store, "shop-a") == fake.expected()
+    waits = src.bulk.busy_waits  # backed off (doubling), not hammering the mutation
+    assert sum(waits) >= 45 and waits == sorted(waits) and waits[1] == 2 * waits[0]
+
+
+@pytest.mark.parametrize("code", ["LIMIT_REACHED", "OPERATION_IN_PROGRESS"])
+def test_a_bulk_slot_still_taken_after_the_bound_is_retryable_and_the_next_pull_starts_it(clock, fake, code):
+    fake.add_orders(20)
+    fake.bulk_blocked_until, fake.bulk_block_code = 10 * 3600.0, code
+    src = source(fake.url, clock)
+    with pytest.raises(RetryableError, match=code) as info:
+        list(src.pull(PullContext(cursor=None, started_at=clock.now())))
+    assert not isinstance(info.value, FatalError) and fake.bulk_ops == {}
+    assert sum(src.bulk.busy_waits) <= src.bulk.busy_wait_s  # bounded
+    clock.advance(10 * 3600.0)  # the other export finished; the next cycle asks again (cursor unchanged: None)
+    records = [r for p in src.pull(PullContext(cursor=None, started_at=clock.now())) for r in p.records]
+    assert {r.order_id for r in records} == set(fake.expected()) and len(fake.bulk_ops) == 1
+
+
 # ---------------------------------------------------------------------------------------- access and errors
 def test_missing_read_all_orders_is_detected_and_reported(fake, clock):
     fake.scopes = ["read_orders", "read_customers"]

@@ -3,7 +3,8 @@
 Orders are built from a template — the ``orderCollection_Resp`` example of the published OpenAPI
 spec, loaded by the tests — so every field has the documented shape; only the fields rfm-sync
 reads are varied. Like the real API it filters by ``min_date_modified`` (RFC-2822 or ISO-8601),
-sorts by ``date_modified:asc`` (ties by id), pages by ``page``/``limit`` (at most 250), answers
+sorts by ``date_modified:asc`` (ties by id), leaves archived orders out of the list unless asked
+for with ``is_deleted=true`` (or, per ``archived_listing``, lists them), pages by ``page``/``limit`` (at most 250), answers
 204 past the last page, and enforces a request quota per window with the
 ``X-Rate-Limit-*`` headers (429 when exceeded). It can fail a share of requests (5xx, resets, bare
 429s; ``cut_rate``: answers cut off half way; on demand ``cut_next``/``malformed_next``) and
@@ -55,6 +56,10 @@ class BigCommerceFake:
     cut_rate: float = 0.0  # share of requests answered in full, then cut half way (its own random stream)
     cut_next: int = 0  # answer this many order requests with a body cut half way
     malformed_next: int = 0  # ... or with a truncated JSON body whose length matches
+    # how GET /v2/orders treats archived orders (is_deleted), which BigCommerce does not document:
+    # "hidden": left out of the plain list, is_deleted=true lists only them; "filter": listed, and
+    # is_deleted=true lists only them; "ignored": listed, and the is_deleted parameter is ignored
+    archived_listing: str = "hidden"
     seed: int = 5
 
     def __post_init__(self) -> None:
@@ -142,6 +147,14 @@ class BigCommerceFake:
             self._dates[order["id"]] = now.replace(microsecond=0)
             self._cache = None
 
+    def archive(self, oid: int) -> None:
+        """``DELETE /v2/orders/{id}``: the order is archived (``is_deleted``) and its ``date_modified`` moves."""
+        now = self.clock.now()
+        self.orders[oid]["is_deleted"] = True
+        self.orders[oid]["date_modified"] = rfc2822(now)
+        self._dates[oid] = now.replace(microsecond=0)
+        self._cache = None
+
     def expected(self) -> dict[str, tuple[Decimal, bool]]:
         out = {}
         for o in self.orders.values():
@@ -224,5 +237,28 @@ class BigCommerceFake:
         if self._cache is None:
             self._cache = sorted((self._dates[oid], oid) for oid in self.orders)
         start = bisect.bisect_left(self._cache, (since, -1)) if since else 0
-        window = self._cache[start + (page - 1) * limit: start + page * limit]
-        return [self.orders[oid] for _, oid in window]
+        wanted = self._archived_filter(params.get("is_deleted"))
+        if wanted is None:
+            window = self._cache[start + (page - 1) * limit: start + page * limit]
+            return [self.orders[oid] for _, oid in window]
+        rows, skip = [], (page - 1) * limit  # a filter: offsets count matching orders only
+        for _, oid in self._cache[start:]:
+            if bool(self.orders[oid]["is_deleted"]) is not wanted:
+                continue
+            if skip:
+                skip -= 1
+                continue
+            rows.append(self.orders[oid])
+            if len(rows) == limit:
+                break
+        return rows
+
+    def _archived_filter(self, is_deleted: str | None) -> bool | None:
+        """True: archived orders only; False: none of them; None: no filter."""
+        if self.archived_listing == "ignored":
+            return None
+        if is_deleted is not None and is_deleted.lower() in ("true", "1"):
+            return True
+        if is_deleted is not None and is_deleted.lower() in ("false", "0"):
+            return False
+        return False if self.archived_listing == "hidden" else None

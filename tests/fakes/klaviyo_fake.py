@@ -63,6 +63,7 @@ class FakeKlaviyo:
         self.calls: Counter[str] = Counter()  # "POST /api/profile-import" -> count (answered calls)
         self.injected: Counter[int] = Counter()  # status -> how many failures were injected
         self.revisions: set[str] = set()
+        self.job_max_profiles = 10_000  # Klaviyo's documented maximum per bulk import job
         self.fail_next: list[int] = []  # statuses to answer the next calls with (429 carries Retry-After)
         self.cut_next = 0  # do the work of this many calls, then cut their answer half way
         self.malformed_next = 0  # ... or answer with truncated JSON whose length matches
@@ -162,6 +163,11 @@ class FakeKlaviyo:
     def _create_job(self, request):
         body = json.loads(request.body)
         profiles = body["data"]["attributes"]["profiles"]["data"]
+        if len(profiles) > self.job_max_profiles:  # Klaviyo: at most 10,000 profiles per job; a JSON:API 400
+            return _json(400, {"errors": [{
+                "id": "3f1c9a2e", "status": 400, "code": "invalid", "title": "Invalid input.",
+                "detail": f"A bulk import job accepts at most {self.job_max_profiles} profiles; got {len(profiles)}.",
+                "source": {"pointer": "/data/attributes/profiles/data"}, "meta": {}}]})
         job_id = f"job{len(self.jobs) + 1}"
         errors = []
         for index, resource in enumerate(profiles):

@@ -179,6 +179,10 @@ class ShopifyFake:
     cut_rate: float = 0.0  # share of requests answered in full, then cut half way (its own random stream)
     cut_next: int = 0  # answer this many GraphQL requests (after doing the work) with a body cut half way
     malformed_next: int = 0  # ... or with a complete-looking but truncated JSON body (length matches)
+    # another export of this app holds the bulk slot until this fake-clock second: BulkRun answers a
+    # userError with this BulkOperationUserErrorCode ("LIMIT_REACHED" or "OPERATION_IN_PROGRESS")
+    bulk_blocked_until: float = 0.0
+    bulk_block_code: str = "LIMIT_REACHED"
     seed: int = 7
 
     def __post_init__(self) -> None:
@@ -196,6 +200,7 @@ class ShopifyFake:
         self._cut_this = False
         self.mutations = 0
         self.bulk_ops: dict[str, dict[str, Any]] = {}
+        self.bulk_refusals = 0  # BulkRun calls refused because the slot was taken
         self.downloads_with_token = 0
         self.last_ts = self.clock.now()
         self._lock = threading.Lock()
@@ -338,6 +343,13 @@ class ShopifyFake:
         if name == "OrderById":
             order = self.orders.get(int(variables["id"].rsplit("/", 1)[-1]))
             return {"order": order.node() if order else None}, 2 + NODE_COST
+        if name == "BulkRun" and self.clock.monotonic() < self.bulk_blocked_until:
+            self.bulk_refusals += 1
+            message = {"LIMIT_REACHED": "Bulk operations limit reached. Please try again later.",
+                       "OPERATION_IN_PROGRESS": "A bulk query operation for this app and shop is already in "
+                                                "progress: gid://shopify/BulkOperation/999."}[self.bulk_block_code]
+            return {"bulkOperationRunQuery": {"bulkOperation": None, "userErrors": [
+                {"field": None, "message": message, "code": self.bulk_block_code}]}}, 10
         if name == "BulkRun":
             op_id = f"gid://shopify/BulkOperation/{len(self.bulk_ops) + 1}"
             self.bulk_ops[op_id] = {"id": op_id, "status": "CREATED", "createdAt": iso(self.clock.now()),
