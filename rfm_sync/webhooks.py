@@ -61,8 +61,8 @@ def topic_of(headers: Mapping[str, str], body: bytes) -> str:
         return headers["x-shopify-topic"]
     try:  # BigCommerce puts it in the payload: {"scope": "store/order/updated", "data": {...}}
         scope = json.loads(body).get("scope")
-    except (ValueError, AttributeError):
-        scope = None
+    except (ValueError, AttributeError, RecursionError):  # not JSON, not an object, nested too deep
+        scope = None  # the event is still recorded; the webhooks job sets an unreadable one aside
     return scope if isinstance(scope, str) else ""
 
 
