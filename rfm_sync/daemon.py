@@ -22,13 +22,12 @@ import socket
 import threading
 import time
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from apscheduler.jobstores.base import JobLookupError
 
-from connectors.base import ConnectorError, Order, RetryableError, WebhookSource
+from connectors.base import MAX_AMOUNT, ConnectorError, Order, RetryableError, WebhookSource
 
 from . import logs, scheduler
 from .config import Config, ConfigError, load_config
@@ -41,11 +40,6 @@ from .store.lock import LockInfo, StoreLock
 from .webhooks import Listener, Routes
 
 log = logging.getLogger(__name__)
-
-# an amount the store can hold: amount_e4 (×10⁴) in a signed 64-bit integer, with room to spare
-# (the same 14 digits before the point the CSV source accepts)
-MAX_AMOUNT = Decimal(10) ** 14
-
 
 def reason(exc: BaseException) -> str:
     """A failed event's reason, kept with it: the exception's type and message, on one short line."""
