@@ -242,7 +242,7 @@ class ShopifySource:
             elif topic == "refunds/create":
                 refund = payload.get("refund") or payload
                 order_id = refund.get("order_id") if isinstance(refund, dict) else None
-                if not order_id or not str(order_id).isdigit():
+                if not order_id or not numeric_id(order_id).isdigit():
                     raise RecordError("webhook refunds/create without a numeric order_id", location="webhook",
                                       connector=self.name)
                 record = self.fetch_order(str(order_id))
