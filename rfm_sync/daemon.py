@@ -41,6 +41,7 @@ from .webhooks import Listener, Routes
 
 log = logging.getLogger(__name__)
 
+
 def reason(exc: BaseException) -> str:
     """A failed event's reason, kept with it: the exception's type and message, on one short line."""
     text = " ".join(str(exc).split())
@@ -220,7 +221,7 @@ class Daemon:
             try:
                 parsed[event.id] = self._orders_of(event)
             except RetryableError as exc:
-                later[event.id] = f"{type(exc).__name__}: {exc}"
+                later[event.id] = reason(exc)
                 log.warning("webhook event kept for later", extra={"event": event.id, "source": event.source,
                                                                    "attempt": event.attempts + 1, "error": str(exc)})
             except Exception as exc:  # noqa: BLE001 - any unreadable event is set aside, never the batch
