@@ -14,6 +14,7 @@ Messages never carry secrets or raw response bodies with customer data.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -59,6 +60,11 @@ class RecordError(ConnectorError):
 
 
 # --------------------------------------------------------------------------- records
+# The largest amount a source may report (exclusive): 14 digits before the point, as the CSV
+# source's DECIMAL(18,4). The store keeps amount × 10⁴ in a signed 64-bit integer; a larger amount
+# (say a payload's "1e400") is quarantined by the source instead of failing the whole batch.
+MAX_AMOUNT = Decimal(10) ** 14
+
 @dataclass(frozen=True, slots=True)
 class Order:
     """One order as the core sees it. ``amount`` is net of refunds, in the shop currency."""
@@ -207,6 +213,20 @@ class WebhookSource(Protocol):
     def orders_from_webhook(self, topic: str, headers: Mapping[str, str], body: bytes) -> list[Order]:
         """The orders a verified webhook is about (parsed from the body, or fetched by id)."""
         ...
+
+
+def webhook_json(body: bytes, what: str, connector: str) -> dict[str, Any]:
+    """A webhook body as a JSON object, or a :class:`RecordError` saying why not (never quoting it)."""
+    try:
+        payload = json.loads(body)
+    except RecursionError:  # json gives up at the interpreter's recursion limit (about 1000 levels)
+        raise RecordError(f"{what}: body is nested too deep to read", location="webhook",
+                          connector=connector) from None
+    except ValueError:
+        raise RecordError(f"{what}: body is not JSON", location="webhook", connector=connector) from None
+    if not isinstance(payload, dict):
+        raise RecordError(f"{what}: body is not a JSON object", location="webhook", connector=connector)
+    return payload
 
 
 def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

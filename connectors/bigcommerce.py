@@ -59,7 +59,7 @@ import requests
 from pydantic import Field
 
 from .base import (ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError,
-                   RetryableError)
+                   RetryableError, webhook_json)
 from .bigcommerce_parse import format_rfc2822, order_from_json
 from .http import HttpClient, RetryPolicy
 
@@ -318,21 +318,25 @@ class BigCommerceSource:
         return hmac.compare_digest(expected.encode(), given.strip().encode())
 
     def orders_from_webhook(self, topic: str, headers: Mapping[str, str], body: bytes) -> list[Order]:
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            raise RecordError("webhook body is not JSON", location="webhook", connector=self.name) from None
-        if not isinstance(payload, dict):
-            raise RecordError("webhook body is not a JSON object", location="webhook", connector=self.name)
+        """The order a ``store/order/*`` callback names, fetched ([] for other scopes, or an order
+        that is gone). An unreadable body or order raises :class:`RecordError` with the reason;
+        a failed fetch raises as the client does (retryable or fatal)."""
+        payload = webhook_json(body, "webhook", self.name)
         scope = str(topic or payload.get("scope") or "")
         data = payload.get("data") or {}
-        if not scope.startswith("store/order/") or data.get("type", "order") != "order" or not data.get("id"):
+        if not scope.startswith("store/order/"):
             return []
-        record = self.fetch_order(str(data["id"]))
+        if not isinstance(data, dict):
+            raise RecordError(f"webhook {scope}: data is not an object", location="webhook", connector=self.name)
+        order_id = data.get("id")
+        if data.get("type", "order") != "order" or not order_id:
+            return []
+        if isinstance(order_id, bool) or not isinstance(order_id, (int, str)) or not str(order_id).isdigit():
+            raise RecordError(f"webhook {scope}: order id is not a number", location="webhook", connector=self.name)
+        record = self.fetch_order(str(order_id))
         if isinstance(record, Quarantined):
-            log.warning("webhook order unreadable", extra={"connector": self.name, "location": record.location,
-                                                           "reason": record.reason})
-            return []
+            raise RecordError(f"webhook {scope}: {record.location}: {record.reason}", location=record.location,
+                              connector=self.name)
         return [record] if record is not None else []
 
     def fetch_order(self, order_id: str) -> Order | Quarantined | None:

@@ -25,7 +25,7 @@ from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from .base import Order, Quarantined
+from .base import MAX_AMOUNT, Order, Quarantined
 
 PURCHASE = frozenset({2, 3, 8, 9, 10, 11, 14})
 NOT_PURCHASE = frozenset({0, 1, 4, 5, 6, 7})
@@ -56,6 +56,8 @@ def _money(value: Any, field: str) -> Decimal:
         raise ValueError(f"{field} is not a number") from None
     if not amount.is_finite():
         raise ValueError(f"{field} is not a number")
+    if abs(amount) >= MAX_AMOUNT:
+        raise ValueError(f"{field}: amount out of range (at most 14 digits before the point)")
     return amount
 
 

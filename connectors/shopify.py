@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping
 
 from pydantic import Field, field_validator
 
-from .base import ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError
+from .base import ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError, webhook_json
 from .http import HttpClient, RetryPolicy
 from .shopify_bulk import BulkExport, BulkGone
 from .shopify_graphql import CostBucket, PageSize, ShopifyGraphQL
@@ -231,26 +231,32 @@ class ShopifySource:
         return hmac.compare_digest(expected, given.strip().encode())
 
     def orders_from_webhook(self, topic: str, headers: Mapping[str, str], body: bytes) -> list[Order]:
+        """The order of an ``orders/*`` or ``refunds/create`` body ([] for other topics, or a
+        refunded order that is gone). An unreadable body or order raises :class:`RecordError` with
+        the reason, which the daemon keeps with the event; a failed fetch raises as the client does."""
         topic = (topic or _header(headers, "X-Shopify-Topic") or "").strip().lower()
+        payload = webhook_json(body, f"webhook {topic}", self.name)
         try:
-            payload = json.loads(body)
-        except ValueError:
-            raise RecordError(f"webhook {topic}: body is not JSON", location="webhook", connector=self.name) from None
-        if not isinstance(payload, dict):
-            raise RecordError(f"webhook {topic}: body is not a JSON object", location="webhook", connector=self.name)
-        if topic in ORDER_TOPICS:
-            record = order_from_rest(self.name, payload, self.settings.non_purchase_financial_statuses)
-        elif topic == "refunds/create":
-            order_id = (payload.get("refund") or payload).get("order_id")
-            if not order_id:
-                raise RecordError("webhook refunds/create without order_id", location="webhook", connector=self.name)
-            record = self.fetch_order(str(order_id))
-        else:
-            return []
+            if topic in ORDER_TOPICS:
+                record = order_from_rest(self.name, payload, self.settings.non_purchase_financial_statuses)
+            elif topic == "refunds/create":
+                refund = payload.get("refund") or payload
+                order_id = refund.get("order_id") if isinstance(refund, dict) else None
+                if not order_id or not numeric_id(order_id).isdigit():
+                    raise RecordError("webhook refunds/create without a numeric order_id", location="webhook",
+                                      connector=self.name)
+                record = self.fetch_order(str(order_id))
+            else:
+                return []
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a field of an unexpected shape
+            order = payload.get("order", payload)
+            order_id = order.get("id") if isinstance(order, dict) else None
+            where = f"order {order_id}" if isinstance(order_id, (int, str)) else "order"
+            raise RecordError(f"webhook {topic}: {where}: unreadable payload ({type(exc).__name__})",
+                              location="webhook", connector=self.name) from None
         if isinstance(record, Quarantined):
-            log.warning("webhook order unreadable", extra={"connector": self.name, "location": record.location,
-                                                           "reason": record.reason})
-            return []
+            raise RecordError(f"webhook {topic}: {record.location}: {record.reason}", location=record.location,
+                              connector=self.name)
         return [record] if record is not None else []
 
     def fetch_order(self, order_id: str) -> Order | Quarantined | None:

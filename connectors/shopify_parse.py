@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
 
-from .base import Order, Quarantined
+from .base import MAX_AMOUNT, Order, Quarantined
 
 
 def numeric_id(value: Any) -> str:
@@ -48,6 +48,8 @@ def _decimal(value: Any) -> Decimal:
         raise ValueError("amount is not a number") from None
     if not amount.is_finite():
         raise ValueError("amount is not a number")
+    if abs(amount) >= MAX_AMOUNT:
+        raise ValueError("amount out of range (at most 14 digits before the point)")
     return amount
 
 

@@ -247,6 +247,9 @@ main.add_command(_secrets_cmd)
 from .klaviyo_cli import klaviyo as _klaviyo_cmd  # noqa: E402
 
 main.add_command(_klaviyo_cmd)
+from .webhooks_cli import webhooks as _webhooks_cmd  # noqa: E402
+
+main.add_command(_webhooks_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

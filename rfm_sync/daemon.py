@@ -27,19 +27,31 @@ from typing import Any, Callable, Iterator
 
 from apscheduler.jobstores.base import JobLookupError
 
-from connectors.base import ConnectorError, RetryableError, WebhookSource
+from connectors.base import MAX_AMOUNT, ConnectorError, Order, RetryableError, WebhookSource
 
 from . import logs, scheduler
 from .config import Config, ConfigError, load_config
 from .health import Health
 from .metrics import Metrics
-from .pipeline import Pipeline, build_destinations, build_sources
+from .pipeline import Pipeline, build_destinations, build_sources, customer_key, order_row
 from .store import Store, utcnow
 from .store import webhook_queries
 from .store.lock import LockInfo, StoreLock
 from .webhooks import Listener, Routes
 
 log = logging.getLogger(__name__)
+
+
+def reason(exc: BaseException) -> str:
+    """A failed event's reason, kept with it: the exception's type and message, on one short line."""
+    text = " ".join(str(exc).split())
+    return webhook_queries.short_reason(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+def loggable(exc: BaseException) -> str:
+    """What the log says about an error: a connector's message is written to be safe (no secrets,
+    no bodies); of any other exception only the type (its message may quote the payload)."""
+    return reason(exc) if isinstance(exc, ConnectorError) else type(exc).__name__
 
 
 class _Stoppable:
@@ -191,32 +203,95 @@ class Daemon:
                  extra={"as_of": as_of.isoformat(), "cut_points": result.get("cut_points")})
 
     def _process_webhooks(self) -> None:
+        """Turn the pending events into one rescore of their customers.
+
+        Each event is read on its own: one that cannot be read (whatever the exception) is marked
+        failed with its reason, and the rest proceed. A temporary error (the order could not be
+        fetched) leaves the event pending and counts an attempt; so does a failed rescore (tried
+        again event by event, so that one order that breaks it does not hold back the others).
+        """
         assert self.store is not None and self.pipeline is not None and self.routes is not None
         events = webhook_queries.pending(self.store)
         if not events:
             return
-        orders, done, failed = [], [], {}
+        parsed: dict[int, list[Order]] = {}
+        failed: dict[int, str] = {}
+        later: dict[int, str] = {}
         for event in events:
-            source = self.routes.sources.get(event.source)
-            if source is None:
-                failed[event.id] = f"no webhook-capable source named {event.source!r} any more"
-                continue
             try:
-                orders.extend(source.orders_from_webhook(event.topic, event.headers, event.body))
-                done.append(event.id)
+                parsed[event.id] = self._orders_of(event)
             except RetryableError as exc:
-                log.warning("webhook event kept for later", extra={"source": event.source, "error": str(exc)})
-            except (ConnectorError, ValueError, KeyError, TypeError) as exc:
-                failed[event.id] = f"{type(exc).__name__}: {exc}"
+                later[event.id] = reason(exc)
+                log.warning("webhook event kept for later", extra={"event": event.id, "source": event.source,
+                                                                   "attempt": event.attempts + 1, "error": str(exc)})
+            except Exception as exc:  # noqa: BLE001 - any unreadable event is set aside, never the batch
+                failed[event.id] = reason(exc)
+                log.warning("webhook event failed", extra={"event": event.id, "source": event.source,
+                                                           "error": loggable(exc)})
         started = time.perf_counter()
-        report = self.pipeline.rescore_orders(orders) if orders else None
+        done, reports = self._rescore(parsed, later)
         webhook_queries.finish(self.store, done, failed)
-        if report is not None:
-            self.metrics.observe_cycle("webhooks", report, time.perf_counter() - started,
+        given_up = webhook_queries.postpone(self.store, later, max_attempts=self.config.webhooks.max_attempts)
+        if given_up:
+            log.error("webhook events failed after max_attempts tries; see `rfm-sync webhooks list --status failed`",
+                      extra={"events": given_up, "max_attempts": self.config.webhooks.max_attempts})
+        seconds = time.perf_counter() - started
+        for report in reports:
+            self.metrics.observe_cycle("webhooks", report, seconds / len(reports),
                                        "ok" if not report.errors else "partial")
         webhook_queries.prune(self.store, utcnow() - timedelta(days=self.config.webhooks.keep_events_days))
-        log.info("webhook events processed", extra={"events": len(done), "failed": len(failed), "orders": len(orders),
-                                                    "changed": report.changed if report else 0})
+        log.info("webhook events processed", extra={"events": len(done), "failed": len(failed) + len(given_up),
+                                                    "later": len(later) - len(given_up),
+                                                    "orders": sum(len(parsed[e]) for e in done),
+                                                    "changed": sum(r.changed for r in reports)})
+
+    def _orders_of(self, event: webhook_queries.WebhookEvent) -> list[Order]:
+        """The orders of one event, each checked to fit the store; raises when it cannot be read."""
+        assert self.routes is not None
+        source = self.routes.sources.get(event.source)
+        if source is None:
+            raise LookupError(f"no webhook-capable source named {event.source!r} any more")
+        found = list(source.orders_from_webhook(event.topic, event.headers, event.body))
+        merge_by, now = self.config.identity.merge_by, utcnow()
+        for order in found:
+            if not isinstance(order, Order):
+                raise TypeError(f"the source gave a {type(order).__name__}, not an Order")
+            if not order.amount.is_finite() or abs(order.amount) >= MAX_AMOUNT:
+                raise ValueError(f"order {order.order_id}: amount out of range (at most 14 digits before the point)")
+            order_row(order, customer_key(order, merge_by), now)  # what the store will be given
+        return found
+
+    def _rescore(self, parsed: dict[int, list[Order]], later: dict[int, str]) -> tuple[list[int], list[Any]]:
+        """Rescore the customers of the parsed events: all in one run, or, if that fails, event by
+        event. Returns the events done and the reports; events whose rescore failed go to ``later``."""
+        done = [e for e, found in parsed.items() if not found]  # nothing to rescore (e.g. another topic)
+        waiting = {e: found for e, found in parsed.items() if found}
+        if not waiting:
+            return done, []
+        if len(waiting) > 1:
+            try:
+                report = self._rescore_one([o for found in waiting.values() for o in found], list(waiting))
+                return done + list(waiting), [report]
+            except Exception:  # noqa: BLE001 - logged; now one event at a time
+                pass
+        reports = []
+        for event, found in waiting.items():
+            try:
+                reports.append(self._rescore_one(found, [event]))
+                done.append(event)
+            except Exception as exc:  # noqa: BLE001 - the event stays pending; the next try may succeed
+                later[event] = f"rescore failed: {reason(exc)}"
+        return done, reports
+
+    def _rescore_one(self, orders: list[Order], events: list[int]) -> Any:
+        assert self.pipeline is not None
+        try:
+            return self.pipeline.rescore_orders(orders)
+        except Exception as exc:
+            log.error("webhook rescore failed; its events are kept for a later try",
+                      extra={"events": events, "error": loggable(exc)})
+            self.health.failed(f"webhooks: rescore failed: {type(exc).__name__}")
+            raise
 
     def _webhook_arrived(self) -> None:
         """Run the webhooks job now rather than at its next interval (a burst coalesces into one run)."""

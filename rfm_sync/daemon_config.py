@@ -92,6 +92,8 @@ class WebhooksConfig(_Section):
     process_every_seconds: int = Field(10, gt=0)
     # processed events are kept this long to recognise replays, then deleted
     keep_events_days: int = Field(7, gt=0)
+    # tries of an event that hits a temporary error (or whose rescore fails) before it is failed
+    max_attempts: int = Field(8, gt=0)
 
 
 class LoggingConfig(_Section):

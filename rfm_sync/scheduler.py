@@ -5,7 +5,9 @@
   this is the run that guarantees a fresh, complete scoring at a quiet hour each day even if the
   interval is long;
 * ``recalibrate`` — threshold recalibration on the ``recalibrate_cron`` cadence (shop time);
-* ``webhooks`` — turn received webhook events into a rescore of their customers, every few seconds.
+* ``webhooks`` — turn received webhook events into a rescore of their customers, every
+  ``process_every_seconds``. With ``run_at_start = false`` its first run is one such interval
+  after start (not one incremental interval: events received meanwhile must not wait that long).
 
 Every job has ``coalesce=True`` (runs missed while the process was asleep or busy collapse into one),
 ``misfire_grace_time`` from the config, and ``max_instances=1`` (a job never overlaps itself). The
@@ -41,8 +43,9 @@ def make_scheduler() -> BackgroundScheduler:
     return BackgroundScheduler(timezone=timezone.utc, executors={"default": ThreadPoolExecutor(4)})
 
 
-def triggers(config: Config, first_run: datetime) -> dict[str, BaseTrigger]:
-    """When each job fires. ``first_run``: the first incremental (and webhook) run."""
+def triggers(config: Config, first_run: datetime, webhooks_first_run: datetime | None = None) -> dict[str, BaseTrigger]:
+    """When each job fires. ``first_run``: the first incremental run; ``webhooks_first_run``: the
+    first webhook run (default ``first_run``)."""
     sched, zone = config.schedule, config.shop.zone
     out: dict[str, BaseTrigger] = {
         "incremental": IntervalTrigger(minutes=sched.incremental_every_minutes, start_date=first_run,
@@ -54,22 +57,32 @@ def triggers(config: Config, first_run: datetime) -> dict[str, BaseTrigger]:
     if sched.recalibrate_cron:
         out["recalibrate"] = CronTrigger.from_crontab(sched.recalibrate_cron, timezone=zone)
     if config.webhooks.enabled:
-        out["webhooks"] = IntervalTrigger(seconds=config.webhooks.process_every_seconds, start_date=first_run,
-                                          timezone=timezone.utc)
+        out["webhooks"] = IntervalTrigger(seconds=config.webhooks.process_every_seconds,
+                                          start_date=webhooks_first_run or first_run, timezone=timezone.utc)
     return out
+
+
+def first_runs(config: Config, now: datetime) -> tuple[datetime, datetime]:
+    """The first incremental and the first webhook run: ``now`` with ``run_at_start``, else one
+    interval of each job later (the webhook job does not wait for the incremental interval)."""
+    if config.schedule.run_at_start:
+        return now, now
+    return (now + timedelta(minutes=config.schedule.incremental_every_minutes),
+            now + timedelta(seconds=config.webhooks.process_every_seconds))
 
 
 def add_jobs(scheduler: BaseScheduler, config: Config, jobs: Jobs, *, now: datetime) -> list[str]:
     """Replace the scheduler's jobs with those the config asks for; returns their ids."""
     sched = config.schedule
-    first = now if sched.run_at_start else now + timedelta(minutes=sched.incremental_every_minutes)
+    first, webhooks_first = first_runs(config, now)
     scheduler.remove_all_jobs()
     added = []
-    for job_id, trigger in triggers(config, first).items():
+    for job_id, trigger in triggers(config, first, webhooks_first).items():
         func = getattr(jobs, job_id)
         if func is None:
             continue
-        extra = {"next_run_time": first} if isinstance(trigger, IntervalTrigger) else {}
+        start = webhooks_first if job_id == "webhooks" else first
+        extra = {"next_run_time": start} if isinstance(trigger, IntervalTrigger) else {}
         scheduler.add_job(func, trigger, id=job_id, name=job_id, coalesce=True, max_instances=1,
                           misfire_grace_time=sched.misfire_grace_seconds, replace_existing=True, **extra)
         added.append(job_id)
@@ -79,7 +92,8 @@ def add_jobs(scheduler: BaseScheduler, config: Config, jobs: Jobs, *, now: datet
 def next_runs(config: Config, now: datetime) -> dict[str, datetime]:
     """The next fire time of each scheduled job after ``now`` (for `doctor` and logs)."""
     out = {}
-    for job_id, trigger in triggers(config, now + timedelta(minutes=config.schedule.incremental_every_minutes)).items():
+    later = now + timedelta(minutes=config.schedule.incremental_every_minutes)
+    for job_id, trigger in triggers(config, later, now + timedelta(seconds=config.webhooks.process_every_seconds)).items():
         moment = trigger.get_next_fire_time(None, now)
         if moment is not None:
             out[job_id] = moment

@@ -11,7 +11,8 @@ A webhook is handled in this order, and answered within milliseconds:
 3. ``source.verify_webhook(headers, raw body)`` must say yes (else 401, nothing stored);
 4. the event is recorded durably, keyed by ``X-Shopify-Event-Id`` (else the SHA-256 of the body):
    a replay answers 200 ``duplicate`` and changes nothing;
-5. 200 ``queued``. The daemon's ``webhooks`` job later parses the orders and rescores their customers.
+5. 200 ``queued``. The daemon's ``webhooks`` job later parses the orders and rescores their customers
+   (an event it cannot read is marked failed there, not here: a verified event is always stored).
 """
 from __future__ import annotations
 
@@ -61,8 +62,8 @@ def topic_of(headers: Mapping[str, str], body: bytes) -> str:
         return headers["x-shopify-topic"]
     try:  # BigCommerce puts it in the payload: {"scope": "store/order/updated", "data": {...}}
         scope = json.loads(body).get("scope")
-    except (ValueError, AttributeError):
-        scope = None
+    except (ValueError, AttributeError, RecursionError):  # not JSON, not an object, nested too deep
+        scope = None  # the event is still recorded; the webhooks job sets an unreadable one aside
     return scope if isinstance(scope, str) else ""
 
 

@@ -12,7 +12,7 @@ import responses
 import yaml
 from openapi_schema_validator import OAS30Validator
 
-from connectors.base import ConnectorContext, FatalError, Order, PullContext, Quarantined
+from connectors.base import ConnectorContext, FatalError, Order, PullContext, Quarantined, RecordError
 from connectors.bigcommerce import BigCommerceSettings, BigCommerceSource, load_cursor
 from connectors.bigcommerce_parse import order_from_json
 from connectors.http import RetryPolicy
@@ -322,3 +322,25 @@ def test_webhooks_are_verified_by_shared_secret_and_fetch_the_order(fake, clock)
     gone = body.replace(b'"id": 101', b'"id": 999999')
     assert src.orders_from_webhook("store/order/updated", {}, gone) == []
     assert src.orders_from_webhook("store/product/updated", {}, body) == []
+
+
+@pytest.mark.parametrize("body,says", [
+    (b'{"scope": "store/order/updated", "data": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deep"),
+    (b'{"scope": "store/order/updated", "data": [101]}', "data is not an object"),
+    (b'{"scope": "store/order/updated", "data": {"type": "order", "id": [101]}}', "order id"),
+    (b'{"scope": "store/order/updated", "data": {"type": "order", "id": "../101"}}', "order id"),
+])
+def test_an_unreadable_order_webhook_is_a_record_error_with_its_reason(fake, clock, body, says):
+    with pytest.raises(RecordError) as err:
+        source(fake.url, clock).orders_from_webhook("store/order/updated", {}, body)
+    assert says in str(err.value)
+
+
+def test_a_webhook_order_the_store_cannot_hold_is_a_record_error(fake, clock):
+    fake.add_orders(3)
+    fake.orders[101]["total_inc_tax"] = "1e400"
+    body = json.dumps({"scope": "store/order/updated", "data": {"type": "order", "id": 101}}).encode()
+    with pytest.raises(RecordError) as err:
+        source(fake.url, clock).orders_from_webhook("store/order/updated", {}, body)
+    assert "order 101" in str(err.value) and "total_inc_tax: amount out of range" in str(err.value)
+    fake.orders[101]["total_inc_tax"] = "15.50"  # the spec's payloads are checked at teardown

@@ -331,3 +331,31 @@ def test_reload_keeps_the_old_config_when_invalid_and_applies_a_valid_one(tmp_pa
     assert rejected and any("webhooks.max_body_bytes" in p for p in rejected[0]["problems"])
     assert rejected[0]["why"] in ("SIGHUP", "config file changed")
     assert any(r["msg"] == "config reloaded" and r["why"] == "config file changed" for r in logged)
+
+
+def test_poison_webhooks_are_failed_and_the_valid_order_behind_them_is_processed(tmp_path, spawn):
+    write_orders(tmp_path, 40)
+    port = free_port()
+    proc = spawn(tmp_path, port)
+    try:
+        wait_for(lambda: request(port, "GET", "/healthz")[0] == 200, 30, "the first cycle")
+        before = group_of(tmp_path, "1")
+        today = NOW.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        deep = b"[" * 2000 + b"]" * 2000
+        huge = shopify_order(9003, 3, "three@example.com", today, "1e400")
+        valid = shopify_order(9001, 1, "one@example.com", today, "150.00")
+        for n, body in enumerate([deep, huge, valid]):
+            status, answer = post_hook(port, body, signature=sign(SECRET, body), event_id=f"e-{n}")
+            assert (status, json.loads(answer)) == (200, {"status": "queued"})
+        wait_for(lambda: group_of(tmp_path, "1") not in (None, before), 20, "customer 1 to change group")
+        m = wait_for(lambda: (lambda m: m if m.get(("rfm_sync_webhook_events", (("status", "failed"),))) == 2
+                              else None)(metrics(port)), 10, "two failed events in the metrics")
+        assert m[("rfm_sync_webhook_events", (("status", "done"),))] == 1
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err[-3000:]
+    logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    failures = sorted(r["error"] for r in logged if r["msg"] == "webhook event failed")
+    assert failures == ["RecursionError", "ValueError"]  # the type only: the message may quote the payload
+    assert not any(r["msg"] == "job failed" for r in logged)
+    assert "three@example.com" not in err and "[[[" not in err

@@ -8,10 +8,12 @@ from datetime import datetime, timezone
 import pytest
 import sqlalchemy as sa
 
+from connectors.base import RetryableError
 from rfm_sync.config import parse_config
 from rfm_sync.daemon import Daemon
-from rfm_sync.store import calibrations
+from rfm_sync.store import calibrations, orders
 from rfm_sync.store import webhook_queries
+from rfm_sync.store.schema import webhook_events
 from rfm_sync.store.lock import StoreLock
 from tests.conftest import REPO
 from tests.daemon_fakes import shopify_order
@@ -23,6 +25,7 @@ url = "sqlite:///s.sqlite"
 http_enabled = false
 [webhooks]
 enabled = true
+max_attempts = 3
 [[sources]]
 type = "tests.daemon_fakes:FakeWebhookSource"
 name = "shop"
@@ -96,6 +99,129 @@ def test_unparseable_webhook_events_are_set_aside_and_the_rest_processed(tmp_pat
         daemon._jobs().webhooks()
         assert webhook_queries.counts(daemon.store) == {"done": 1, "failed": 2}
         assert daemon.store.recent_runs(1)[0]["stats"]["pulled"] == {"webhooks": 1}
+    finally:
+        daemon.shutdown()
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def event_rows(store) -> dict[str, dict]:
+    """Each stored event by its event id."""
+    c = webhook_events.c
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(c.event_id, c.status, c.attempts, c.error, c.next_attempt_at, c.body))
+        return {r.event_id: r._asdict() for r in rows}
+
+
+def stored_order_ids(store) -> set[str]:
+    with store.engine.connect() as conn:
+        return set(conn.execute(sa.select(orders.c.order_id)).scalars())
+
+
+def make_due(store) -> None:
+    """Let the clock pass every retry delay."""
+    with store.begin() as conn:
+        conn.execute(webhook_events.update().values(next_attempt_at=None))
+
+
+DEEP = b'{"id": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+
+
+@pytest.mark.parametrize("poison,reason", [
+    (DEEP, "RecursionError"),
+    (shopify_order(66, 6, "p@example.com", "2026-01-01T10:00:00+00:00", "1e400"), "amount"),
+    (shopify_order(67, 6, "p@example.com", "2026-01-01T10:00:00+00:00", "1e20"), "amount"),
+])
+def test_a_poison_webhook_is_failed_with_its_reason_and_the_valid_ones_behind_it_proceed(
+        tmp_path, write_config, write_csv, monkeypatch, poison, reason):
+    daemon = make(tmp_path, write_config, write_csv, monkeypatch)
+    try:
+        daemon._hold_lock()
+        daemon._jobs().incremental()
+        webhook_queries.record(daemon.store, "shop", "poison", "orders/create", {}, poison)
+        webhook_queries.record(daemon.store, "shop", "good", "orders/create", {},
+                               shopify_order(77, 5, "x@example.com", now_iso(), "80.00"))
+        daemon._jobs().webhooks()
+        rows = event_rows(daemon.store)
+        assert rows["good"]["status"] == "done" and rows["good"]["body"] is None
+        assert rows["poison"]["status"] == "failed" and reason in rows["poison"]["error"]
+        assert rows["poison"]["body"] == poison  # kept for `rfm-sync webhooks retry`
+        assert "77" in stored_order_ids(daemon.store) and not {"66", "67"} & stored_order_ids(daemon.store)
+        daemon._jobs().webhooks()  # nothing left to do: the poison is not tried again and again
+        assert event_rows(daemon.store) == rows
+    finally:
+        daemon.shutdown()
+
+
+def test_a_retryable_error_keeps_the_event_pending_then_fails_it_after_max_attempts(
+        tmp_path, write_config, write_csv, monkeypatch):
+    daemon = make(tmp_path, write_config, write_csv, monkeypatch)
+    try:
+        daemon._hold_lock()
+        daemon._jobs().incremental()
+        source = daemon.routes.sources["shop"]
+        parse = source.orders_from_webhook
+
+        def flaky(topic, headers, body):
+            if b'"id": 88' in body:
+                raise RetryableError("HTTP 503 from the shop", connector="shop", status=503)
+            return parse(topic, headers, body)
+
+        monkeypatch.setattr(source, "orders_from_webhook", flaky)
+        webhook_queries.record(daemon.store, "shop", "later", "orders/create", {},
+                               shopify_order(88, 8, "y@example.com", now_iso(), "20.00"))
+        webhook_queries.record(daemon.store, "shop", "good", "orders/create", {},
+                               shopify_order(77, 5, "x@example.com", now_iso(), "80.00"))
+        daemon._jobs().webhooks()
+        rows = event_rows(daemon.store)
+        assert rows["good"]["status"] == "done"
+        later = rows["later"]
+        assert (later["status"], later["attempts"]) == ("pending", 1) and "503" in later["error"]
+        assert later["next_attempt_at"] > datetime.now(timezone.utc)
+        daemon._jobs().webhooks()  # not due yet: not tried
+        assert event_rows(daemon.store)["later"]["attempts"] == 1
+        make_due(daemon.store)
+        daemon._jobs().webhooks()
+        assert event_rows(daemon.store)["later"]["attempts"] == 2
+        make_due(daemon.store)
+        daemon._jobs().webhooks()  # the third try of max_attempts = 3
+        later = event_rows(daemon.store)["later"]
+        assert (later["status"], later["attempts"]) == ("failed", 3) and "RetryableError" in later["error"]
+    finally:
+        daemon.shutdown()
+
+
+def test_a_failed_rescore_keeps_the_events_and_a_batch_is_retried_event_by_event(
+        tmp_path, write_config, write_csv, monkeypatch):
+    daemon = make(tmp_path, write_config, write_csv, monkeypatch)
+    try:
+        daemon._hold_lock()
+        daemon._jobs().incremental()
+        rescore = daemon.pipeline.rescore_orders
+        broken = {"all": True}
+
+        def fragile(batch, *args, **kwargs):
+            if broken["all"] or any(o.order_id == "99" for o in batch):
+                raise RuntimeError("database is locked")
+            return rescore(batch, *args, **kwargs)
+
+        monkeypatch.setattr(daemon.pipeline, "rescore_orders", fragile)
+        webhook_queries.record(daemon.store, "shop", "bad", "orders/create", {},
+                               shopify_order(99, 9, "z@example.com", now_iso(), "30.00"))
+        webhook_queries.record(daemon.store, "shop", "good", "orders/create", {},
+                               shopify_order(77, 5, "x@example.com", now_iso(), "80.00"))
+        daemon._jobs().webhooks()
+        rows = event_rows(daemon.store)
+        assert {k: (r["status"], r["attempts"]) for k, r in rows.items()} == {"bad": ("pending", 1),
+                                                                              "good": ("pending", 1)}
+        assert "rescore failed: RuntimeError: database is locked" in rows["good"]["error"]
+        broken["all"] = False  # the store is back; order 99 still breaks any rescore it is part of
+        make_due(daemon.store)
+        daemon._jobs().webhooks()
+        rows = event_rows(daemon.store)
+        assert (rows["good"]["status"], rows["bad"]["status"], rows["bad"]["attempts"]) == ("done", "pending", 2)
     finally:
         daemon.shutdown()
 

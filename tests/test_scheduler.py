@@ -180,3 +180,33 @@ def test_bad_daemon_settings_are_named(section, problem):
     with pytest.raises(ConfigError) as err:
         parse_config(section)
     assert any(problem in p for p in err.value.problems), err.value.problems
+
+
+def test_webhook_job_waits_process_every_seconds_when_run_at_start_is_off(clock):
+    sched, calls = make(clock, {"schedule": {"incremental_every_minutes": 60, "run_at_start": False,
+                                             "full_at": "", "recalibrate_cron": ""},
+                                "webhooks": {"enabled": True, "process_every_seconds": 10}})
+    assert sched.get_job("webhooks").next_run_time == clock.now + timedelta(seconds=10)
+    assert sched.get_job("incremental").next_run_time == clock.now + timedelta(minutes=60)
+    sched.tick()
+    assert "webhooks" not in calls
+    clock.advance(seconds=10)
+    sched.tick()
+    clock.advance(seconds=10)
+    sched.tick()
+    assert calls["webhooks"] == [datetime(2026, 1, 12, 0, 0, 10, tzinfo=UTC), datetime(2026, 1, 12, 0, 0, 20, tzinfo=UTC)]
+    assert "incremental" not in calls
+
+
+def test_webhook_job_runs_at_start_with_run_at_start(clock):
+    sched, calls = make(clock, {"schedule": {"full_at": "", "recalibrate_cron": ""},
+                                "webhooks": {"enabled": True, "process_every_seconds": 30}})
+    sched.tick()
+    clock.advance(seconds=30)
+    sched.tick()
+    assert calls["webhooks"] == [datetime(2026, 1, 12, 0, 0, tzinfo=UTC), datetime(2026, 1, 12, 0, 0, 30, tzinfo=UTC)]
+
+
+def test_next_runs_names_the_webhook_interval(clock):
+    config = parse_config({"webhooks": {"enabled": True, "process_every_seconds": 10}})
+    assert next_runs(config, clock.now)["webhooks"] == clock.now + timedelta(seconds=10)

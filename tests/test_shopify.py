@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import responses
 
-from connectors.base import ConnectorContext, FatalError, Order, PullContext, RetryableError
+from connectors.base import ConnectorContext, FatalError, Order, PullContext, RecordError, RetryableError
 from connectors.http import RetryPolicy
 from connectors.shopify import ShopifySettings, ShopifySource, load_cursor
 from connectors.shopify_queries import API_VERSION
@@ -309,3 +309,38 @@ def test_order_webhooks_become_orders_and_refunds_fetch_the_order(fake, clock, s
     assert fetched.order_id == order.order_id and fetched.amount == Decimal("209.94")
     assert fetched.status == "partially_refunded"
     assert src.orders_from_webhook("products/update", {}, b"{}") == []
+
+
+def rest_order(total: str = "25.00", **extra) -> bytes:
+    order = {"id": 4501, "created_at": "2026-01-01T10:00:00+00:00", "updated_at": "2026-01-01T10:00:00+00:00",
+             "total_price": total, "currency": "EUR", "email": "a@example.com", "customer": {"id": 9}, **extra}
+    return json.dumps(order).encode()
+
+
+@pytest.mark.parametrize("body,says", [
+    (b'{"id": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deep"),
+    (rest_order("X").replace(b'"X"', b"1e400"), "amount is not a number"),  # a JSON number: json reads inf
+    (rest_order("1e400"), "amount out of range"),
+    (rest_order("100000000000000"), "amount out of range"),  # 10^14: more than the store's 14 digits
+    (rest_order("NaN"), "amount is not a number"),
+    (rest_order(email=None, customer=None), "guest order without an email"),
+    (rest_order(created_at="yesterday"), "order 4501"),
+    (rest_order(customer="9"), "order 4501"),
+])
+def test_an_unreadable_order_webhook_is_a_record_error_with_its_reason(fake, clock, body, says):
+    src = source(fake.url, clock)
+    with pytest.raises(RecordError) as err:
+        src.orders_from_webhook("orders/create", {}, body)
+    assert says in str(err.value) and "a@example.com" not in str(err.value)
+    [ok] = src.orders_from_webhook("orders/create", {}, rest_order("99999999999999.9999"))  # the largest amount
+    assert ok.amount == Decimal("99999999999999.9999")
+
+
+def test_a_pulled_order_with_an_amount_out_of_range_is_quarantined_not_the_cycle(tmp_path, fake, clock):
+    fake.add_orders(30)
+    fake.orders[1003].total = Decimal("1e400")
+    fake.changed()
+    store, report = pull_into_store(tmp_path, source(fake.url, clock, backfill="paged"), clock)
+    assert [q["location"] for q in report.quarantined] == ["order 1003"]
+    assert "amount out of range" in report.quarantined[0]["reason"]
+    assert len(stored(store, "shop-a")) == 29

@@ -121,3 +121,18 @@ def test_event_id_topic_and_headers():
 def test_listener_binds_loopback_only(listener):
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.2", listener.port), timeout=1).close()
+
+
+def test_a_deeply_nested_or_huge_number_body_is_still_queued(listener):
+    # the listener only records; the webhooks job sets the event aside later (see test_daemon_jobs)
+    for n, body in enumerate([b"[" * 2000, b'{"scope": ' + b"[" * 1015 + b"]" * 1015 + b"}",
+                              b'{"total_price": 1e400, "id": 1}']):
+        headers = {"X-Shopify-Hmac-Sha256": sign(SECRET, body), "X-Shopify-Event-Id": f"deep-{n}"}  # no topic header
+        assert call(listener.port, "POST", "/webhooks/shop", body, headers) == (200, b'{"status": "queued"}')
+    assert webhook_queries.counts(listener.store) == {"pending": 3}
+
+
+def test_topic_of_a_body_too_deep_to_parse_is_empty():
+    assert topic_of({}, b"[" * 5000) == ""
+    assert topic_of({}, b'{"scope": ' + b"[" * 5000) == ""
+    assert topic_of({"x-shopify-topic": "orders/create"}, b"[" * 5000) == "orders/create"

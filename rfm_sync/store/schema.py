@@ -169,10 +169,12 @@ webhook_events = sa.Table(
     sa.Column("topic", sa.String(100), nullable=False),
     sa.Column("headers", sa.Text, nullable=False),  # JSON of the non-secret headers the source may need
     sa.Column("body", sa.LargeBinary),  # the verified raw body; cleared once processed
-    sa.Column("status", sa.String(20), nullable=False),  # pending | done | failed
+    sa.Column("status", sa.String(20), nullable=False),  # pending | done | failed | dropped
     sa.Column("received_at", UtcDateTime(), nullable=False),
     sa.Column("processed_at", UtcDateTime()),
     sa.Column("error", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),  # tries that hit a retryable error
+    sa.Column("next_attempt_at", UtcDateTime()),  # a pending event is not tried again before this
     sa.UniqueConstraint("source", "event_id", name="uq_webhook_events_source_event"),
     sa.Index("ix_webhook_events_status", "status", "id"),
 )
