@@ -5,16 +5,16 @@ failed) stays pending with ``attempts`` counted up and ``next_attempt_at`` pushe
 ``[webhooks] max_attempts`` it is marked failed. New statuses: ``dropped`` (set aside by hand;
 the row stays for replay detection).
 
-Revision ID: 0004_webhook_attempts
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 import sqlalchemy as sa
 from alembic import op
 
 from rfm_sync.store.schema import UtcDateTime
 
-revision = "0004_webhook_attempts"
-down_revision = "0003"  # the lead re-chains the 0004 revisions of parallel branches
+revision = "0005"
+down_revision = "0004"  # after 0004_destination_state
 branch_labels = None
 depends_on = None
 
