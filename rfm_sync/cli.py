@@ -27,6 +27,7 @@ gc.enable()
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
+EXIT_LOCKED = 4  # another process (a run, recalibrate or the daemon) holds the store's lock
 
 
 def _as_of(value: str | None) -> date | None:
@@ -57,6 +58,28 @@ def _open_store(config: Config):
     from .store import Store
 
     return Store.open(config.store.url, config.base_dir)
+
+
+def _writer_lock(config: Config, store, wait: float):
+    """The store's single-writer lock for a one-shot command (see rfm_sync.store.lock), with the
+    daemon's heartbeat and expiry, so a daemon and a run agree on when a silent holder is dead."""
+    from .store.lock import hold
+
+    def waiting(other) -> None:
+        click.echo(f"waiting up to {wait:g} s for the store lock (held by {other.holder} since "
+                   f"{other.acquired_at.isoformat(timespec='seconds')})", err=True)
+
+    return hold(store, wait_seconds=wait, heartbeat_seconds=config.daemon.heartbeat_seconds,
+                expire_seconds=config.daemon.lock_expire_seconds, on_wait=waiting)
+
+
+def _exit_locked(exc: Exception) -> NoReturn:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(EXIT_LOCKED)
+
+
+WAIT_HELP = ("If another process holds the store's lock, wait up to SECONDS for it (default 0: fail at once "
+             f"with exit status {EXIT_LOCKED}, naming the holder).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,18 +127,27 @@ def demo(folder: str, customers: int) -> None:
 @click.option("--no-push", is_flag=True, help="Pull, score and fill the outbox, but send nothing.")
 @click.option("--dry-run", is_flag=True, help="Like --no-push, then show what would be sent to each destination "
                                               "(counts and a sample, emails masked); nothing is sent or marked sent.")
-def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run: bool) -> None:
+@click.option("--wait", "wait", default=0.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help=WAIT_HELP)
+def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run: bool, wait: float) -> None:
     """Run one cycle: pull, score, diff, push."""
     from .pipeline import Pipeline, build_destinations
+    from .store.lock import FencedDestination, StoreLocked
 
     config = _load(config_path)
+    day = _as_of(as_of)
     store = _open_store(config)
     preview = None
     try:
-        pipeline = Pipeline(config, store, destinations=build_destinations(config, dry_run=True) if dry_run else None)
-        result = pipeline.run_cycle(_as_of(as_of), push=not (no_push or dry_run))
-        if dry_run:
-            preview = pipeline.push(result, dry_run=True)
+        with _writer_lock(config, store, wait) as held:
+            # every batch first confirms the lock is still ours: a pusher taken over stops sending
+            destinations = [FencedDestination(d, held.confirm) for d in build_destinations(config, dry_run=dry_run)]
+            pipeline = Pipeline(config, store, destinations=destinations)
+            result = pipeline.run_cycle(day, push=not (no_push or dry_run))
+            if dry_run:
+                preview = pipeline.push(result, dry_run=True)
+    except StoreLocked as exc:
+        _exit_locked(exc)
     except ConnectorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
@@ -211,14 +243,21 @@ def status(config_path: str, limit: int) -> None:
 @click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Path to the TOML configuration.")
 @click.option("--as-of", "as_of", default=None, help="Calibrate as of this date (YYYY-MM-DD); default today.")
-def recalibrate(config_path: str, as_of: str | None) -> None:
+@click.option("--wait", "wait", default=0.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help=WAIT_HELP)
+def recalibrate(config_path: str, as_of: str | None, wait: float) -> None:
     """Recompute and freeze the quantile cut points now; the next runs use them (profiles change then)."""
     from .calibration import cut_points_table, recalibrate as run_recalibration
+    from .store.lock import StoreLocked
 
     config = _load(config_path)
     store = _open_store(config)
     day = _as_of(as_of) or date.today()
-    result = run_recalibration(config, store, day)
+    try:
+        with _writer_lock(config, store, wait):
+            result = run_recalibration(config, store, day)
+    except StoreLocked as exc:
+        _exit_locked(exc)
     console = report.console()
     if not result["cut_points"]:
         console.print(f"scheme {config.rfm.scheme} has fixed thresholds: nothing to calibrate")
