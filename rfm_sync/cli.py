@@ -28,6 +28,7 @@ gc.enable()
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
 EXIT_LOCKED = 4  # another process (a run, recalibrate or the daemon) holds the store's lock
+EXIT_REFUSED = 5  # the command would overwrite a file it must not (the input, a folder that is not a demo's)
 
 
 def _as_of(value: str | None) -> date | None:
@@ -181,8 +182,13 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
     """Score an orders CSV offline (no store, no network) into a CSV of per-customer scores."""
     from connectors.csv_source import CsvSettings
 
-    from .offline import score_csv
+    from .offline import OutputRefused, check_outputs, score_csv
 
+    try:
+        check_outputs(Path(orders_path), Path(out_path))
+    except OutputRefused as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_REFUSED)
     config = _load(config_path) if config_path else parse_config({})
     settings = next((s for s in config.sources if isinstance(s, CsvSettings)), None)
     if settings is not None:
@@ -199,6 +205,9 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
                                    progress=lambda pct: bar.update(task, completed=pct))
     except ConnectorError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except OSError as exc:  # the output folder is read-only, the disk full, ...: older outputs are kept
+        click.echo(f"error: writing {out_path}: {exc} (any older output is unchanged)", err=True)
         sys.exit(EXIT_FAILED)
     if not quiet:
         console = report.console(stderr=True)
