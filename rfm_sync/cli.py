@@ -98,14 +98,19 @@ def main(verbose: int) -> None:
 
 @main.command()
 @click.option("--dir", "folder", default="rfm-sync-demo", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for the sample data, store and sink file (recreated on each run).")
+              help="Folder for the sample data, store and sink file: new, empty, or one the demo made "
+                   "(then only the demo's files are replaced).")
 @click.option("--customers", default=3000, show_default=True, help="Customers in the synthetic shop.")
 def demo(folder: str, customers: int) -> None:
     """Run two cycles on bundled sample data (as of 90 days ago, then today); no accounts, no network."""
-    from .demo import run_demo
+    from .demo import DemoFolderRefused, run_demo
 
     console = report.console()
-    result = run_demo(Path(folder), customers=customers, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    try:
+        result = run_demo(Path(folder), customers=customers, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    except DemoFolderRefused as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_REFUSED)
     order = engine.group_names(result.config.rfm.scheme, result.config.rfm)
     console.print(report.cycle_summary(result.first))
     console.print(report.group_table(result.first.group_counts, order,
