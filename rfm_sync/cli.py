@@ -21,13 +21,15 @@ from connectors.base import ConnectorError  # noqa: E402
 
 from . import engine, report  # noqa: E402
 from .config import Config, ConfigError, load_config, parse_config  # noqa: E402
+from . import exit_codes  # noqa: E402
 from .exit_codes import FaultGroup  # noqa: E402
 
 gc.freeze()  # they stay for the process's life: later collections need not walk them either
 gc.enable()
 
-EXIT_CONFIG = 2
-EXIT_FAILED = 1
+# exit codes: the table is in rfm_sync/exit_codes.py (and the README)
+EXIT_FAILED, EXIT_CONFIG, EXIT_REFUSED, EXIT_LOCKED = (exit_codes.FAILED, exit_codes.CONFIG, exit_codes.REFUSED,
+                                                       exit_codes.LOCKED)
 
 
 def _as_of(value: str | None) -> date | None:
@@ -60,6 +62,28 @@ def _open_store(config: Config):
     return Store.open(config.store.url, config.base_dir)
 
 
+def _writer_lock(config: Config, store, wait: float):
+    """The store's single-writer lock for a one-shot command (see rfm_sync.store.lock), with the
+    daemon's heartbeat and expiry, so a daemon and a run agree on when a silent holder is dead."""
+    from .store.lock import hold
+
+    def waiting(other) -> None:
+        click.echo(f"waiting up to {wait:g} s for the store lock (held by {other.holder} since "
+                   f"{other.acquired_at.isoformat(timespec='seconds')})", err=True)
+
+    return hold(store, wait_seconds=wait, heartbeat_seconds=config.daemon.heartbeat_seconds,
+                expire_seconds=config.daemon.lock_expire_seconds, on_wait=waiting)
+
+
+def _exit_locked(exc: Exception) -> NoReturn:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(EXIT_LOCKED)
+
+
+WAIT_HELP = ("If another process holds the store's lock, wait up to SECONDS for it (default 0: fail at once "
+             f"with exit status {EXIT_LOCKED}, naming the holder).")
+
+
 @click.group(cls=FaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def main(verbose: int) -> None:
@@ -75,14 +99,19 @@ def main(verbose: int) -> None:
 
 @main.command()
 @click.option("--dir", "folder", default="rfm-sync-demo", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for the sample data, store and sink file (recreated on each run).")
+              help="Folder for the sample data, store and sink file: new, empty, or one the demo made "
+                   "(then only the demo's files are replaced).")
 @click.option("--customers", default=3000, show_default=True, help="Customers in the synthetic shop.")
 def demo(folder: str, customers: int) -> None:
     """Run two cycles on bundled sample data (as of 90 days ago, then today); no accounts, no network."""
-    from .demo import run_demo
+    from .demo import DemoFolderRefused, run_demo
 
     console = report.console()
-    result = run_demo(Path(folder), customers=customers, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    try:
+        result = run_demo(Path(folder), customers=customers, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    except DemoFolderRefused as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_REFUSED)
     order = engine.group_names(result.config.rfm.scheme, result.config.rfm)
     console.print(report.cycle_summary(result.first))
     console.print(report.group_table(result.first.group_counts, order,
@@ -105,18 +134,27 @@ def demo(folder: str, customers: int) -> None:
 @click.option("--no-push", is_flag=True, help="Pull, score and fill the outbox, but send nothing.")
 @click.option("--dry-run", is_flag=True, help="Like --no-push, then show what would be sent to each destination "
                                               "(counts and a sample, emails masked); nothing is sent or marked sent.")
-def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run: bool) -> None:
+@click.option("--wait", "wait", default=0.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help=WAIT_HELP)
+def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run: bool, wait: float) -> None:
     """Run one cycle: pull, score, diff, push."""
     from .pipeline import Pipeline, build_destinations
+    from .store.lock import FencedDestination, StoreLocked
 
     config = _load(config_path)
+    day = _as_of(as_of)
     store = _open_store(config)
     preview = None
     try:
-        pipeline = Pipeline(config, store, destinations=build_destinations(config, dry_run=True) if dry_run else None)
-        result = pipeline.run_cycle(_as_of(as_of), push=not (no_push or dry_run))
-        if dry_run:
-            preview = pipeline.push(result, dry_run=True)
+        with _writer_lock(config, store, wait) as held:
+            # every batch first confirms the lock is still ours: a pusher taken over stops sending
+            destinations = [FencedDestination(d, held.confirm) for d in build_destinations(config, dry_run=dry_run)]
+            pipeline = Pipeline(config, store, destinations=destinations)
+            result = pipeline.run_cycle(day, push=not (no_push or dry_run))
+            if dry_run:
+                preview = pipeline.push(result, dry_run=True)
+    except StoreLocked as exc:
+        _exit_locked(exc)
     except ConnectorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
@@ -150,8 +188,13 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
     """Score an orders CSV offline (no store, no network) into a CSV of per-customer scores."""
     from connectors.csv_source import CsvSettings
 
-    from .offline import score_csv
+    from .offline import OutputRefused, check_outputs, score_csv
 
+    try:
+        check_outputs(Path(orders_path), Path(out_path))
+    except OutputRefused as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_REFUSED)
     config = _load(config_path) if config_path else parse_config({})
     settings = next((s for s in config.sources if isinstance(s, CsvSettings)), None)
     if settings is not None:
@@ -168,6 +211,9 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
                                    progress=lambda pct: bar.update(task, completed=pct))
     except ConnectorError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except OSError as exc:  # the output folder is read-only, the disk full, ...: older outputs are kept
+        click.echo(f"error: writing {out_path}: {exc} (any older output is unchanged)", err=True)
         sys.exit(EXIT_FAILED)
     if not quiet:
         console = report.console(stderr=True)
@@ -212,14 +258,21 @@ def status(config_path: str, limit: int) -> None:
 @click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Path to the TOML configuration.")
 @click.option("--as-of", "as_of", default=None, help="Calibrate as of this date (YYYY-MM-DD); default today.")
-def recalibrate(config_path: str, as_of: str | None) -> None:
+@click.option("--wait", "wait", default=0.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help=WAIT_HELP)
+def recalibrate(config_path: str, as_of: str | None, wait: float) -> None:
     """Recompute and freeze the quantile cut points now; the next runs use them (profiles change then)."""
     from .calibration import cut_points_table, recalibrate as run_recalibration
+    from .store.lock import StoreLocked
 
     config = _load(config_path)
     store = _open_store(config)
     day = _as_of(as_of) or date.today()
-    result = run_recalibration(config, store, day)
+    try:
+        with _writer_lock(config, store, wait):
+            result = run_recalibration(config, store, day)
+    except StoreLocked as exc:
+        _exit_locked(exc)
     console = report.console()
     if not result["cut_points"]:
         console.print(f"scheme {config.rfm.scheme} has fixed thresholds: nothing to calibrate")

@@ -1,9 +1,11 @@
 """``rfm-sync daemon``: the scheduled pipeline in the foreground, one per store.
 
-* **Single instance.** Cycles run only while this process holds the store's ``daemon`` lock
-  (holder ``host:pid``, refreshed every ``heartbeat_seconds``). Otherwise it stands by, says who
-  holds the lock and since when, serves ``/healthz`` as 503 ``standby``, and takes over when the
-  holder's heartbeat is older than ``lock_expire_seconds``.
+* **Single instance.** Cycles run only while this process holds the store's writer lock
+  (:mod:`rfm_sync.store.lock`, holder ``host:pid``, refreshed every ``heartbeat_seconds``) — the
+  lock ``rfm-sync run`` and ``recalibrate`` take too. Otherwise it stands by, says who holds the
+  lock and since when, serves ``/healthz`` as 503 ``standby``, and takes over when the holder lets
+  go or its heartbeat is older than ``lock_expire_seconds``. Every batch pushed first confirms the
+  lock is still ours, so a daemon that stalled and was taken over stops sending.
 * **One cycle at a time.** Scheduled cycles, recalibration and webhook rescoring share one mutex; a
   job that finds it busy is skipped (the next run catches up).
 * **Graceful stop.** SIGTERM/SIGINT stop the scheduler and ask the running cycle to stop at the next
@@ -16,9 +18,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import threading
 import time
 from datetime import timedelta
@@ -36,7 +36,7 @@ from .metrics import Metrics
 from .pipeline import Pipeline, build_destinations, build_sources, customer_key, order_row
 from .store import Store, utcnow
 from .store import webhook_queries
-from .store.lock import LockInfo, StoreLock
+from .store.lock import WRITER, FencedDestination, LockInfo, LockLost, StoreLock, this_process
 from .webhooks import Listener, Routes
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class Daemon:
     def __init__(self, config_path: str | Path, *, holder: str | None = None):
         self.config_path = Path(config_path)
         self.config = load_config(self.config_path)
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        self.holder = holder or this_process()
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
         self.wake = threading.Event()
@@ -132,7 +132,8 @@ class Daemon:
     def _build(self, config: Config) -> tuple[Pipeline, list[Any], dict[str, Any]]:
         sources, destinations = build_sources(config), build_destinations(config)
         pipeline = Pipeline(config, self.store, sources=[StoppableSource(s, self.stop_event) for s in sources],
-                            destinations=[StoppableDestination(d, self.stop_event) for d in destinations])
+                            destinations=[StoppableDestination(FencedDestination(d, self._confirm_lock), self.stop_event)
+                                          for d in destinations])
         hooks = {s.name: s for s in sources if isinstance(s, WebhookSource)}
         return pipeline, [*sources, *destinations], hooks
 
@@ -302,12 +303,17 @@ class Daemon:
                 pass
 
     # ------------------------------------------------------------------ lock
+    def _confirm_lock(self) -> None:
+        """Before a batch is pushed: the lock must still be ours (the cycle runs in another thread)."""
+        if self.lock is not None and not self.lock.heartbeat():
+            raise LockLost("lost the store lock to another process; the rest is left to it", connector="store lock")
+
     def _hold_lock(self) -> None:
         assert self.lock is not None
         if self.has_lock:
             if self.lock.heartbeat():
                 return
-            log.error("lost the store lock (our heartbeat was too late and another daemon took over); "
+            log.error("lost the store lock (our heartbeat was too late and another process took over); "
                       "standing by", extra={"holder": self.holder})
             self.has_lock = False
             self.scheduler.remove_all_jobs()
@@ -319,7 +325,7 @@ class Daemon:
             return
         self.health.standby = f"lock held by {other.holder} since {other.acquired_at.isoformat()}"
         if self._told is None or self._told.holder != other.holder:
-            log.warning("another daemon holds the store lock; standing by (no cycles)",
+            log.warning("another process holds the store lock (a daemon, run or recalibrate); standing by (no cycles)",
                         extra={"holder": other.holder, "since": other.acquired_at.isoformat(),
                                "heartbeat_at": other.heartbeat_at.isoformat()})
             self._told = other
@@ -415,7 +421,7 @@ class Daemon:
                              on_event=self._webhook_arrived)
         self._update_routes(hooks)
         self._start_listener()
-        self.lock = StoreLock(self.store, self.holder, expire_seconds=self.config.daemon.lock_expire_seconds)
+        self.lock = StoreLock(self.store, self.holder, name=WRITER, expire_seconds=self.config.daemon.lock_expire_seconds)
         self.scheduler.start()
         log.info("daemon started", extra={"holder": self.holder, "config": str(self.config_path)})
 

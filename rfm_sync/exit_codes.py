@@ -10,7 +10,7 @@ else is a bug and keeps its traceback.
 | 0 | done |
 | 1 | the run finished, but a source or destination failed (see the run's errors) |
 | 2 | the configuration (or a command's options) is invalid |
-| 3 | an input file cannot be used (missing, unreadable, the same file as an output) |
+| 3 | refused: the command would overwrite or delete a file it must not (`score --out` onto its input, `demo` in a folder that is not a demo's) |
 | 4 | another process holds the store's lock |
 | 5 | the store cannot be opened or written (permissions, damaged, newer version, disk full) |
 | 6 | an output file or folder cannot be written (permissions, disk full) |
@@ -26,7 +26,7 @@ import click
 OK = 0
 FAILED = 1
 CONFIG = 2
-INPUT = 3
+REFUSED = 3
 LOCKED = 4
 STORE = 5
 OUTPUT = 6

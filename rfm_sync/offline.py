@@ -7,6 +7,7 @@ with their line and reason; the rest is scored.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from datetime import date
@@ -19,7 +20,7 @@ import pandas as pd
 from connectors.csv_source import (CsvSettings, needs_trim_sql, order_hash_sql, qualifying_sql, scan,
                                    serial_on_error, trim_customer_keys, typed_rows_sql)
 
-from . import engine
+from . import atomic, engine
 from .config import Config
 
 if TYPE_CHECKING:
@@ -254,8 +255,33 @@ def aggregate_csv(path: Path, settings: CsvSettings, config: Config, as_of: date
     return Aggregates(frame=frame, conn=conn, bad=int(box["bad"]), fast=bool(box["fast"]))
 
 
+class OutputRefused(Exception):
+    """An output path names the input file: writing it would destroy the export being scored."""
+
+
+def quarantine_path(out: Path) -> Path:
+    return out.with_name(out.name + ".quarantine.csv")
+
+
+def check_outputs(orders: Path, out: Path) -> None:
+    """Refuse an ``out`` (or its quarantine file) that is the orders file — by name, through a
+    symlink or as a hard link of it."""
+    for target, what in ((out, "--out"), (quarantine_path(out), f"the quarantine file of --out ({out.name}.quarantine.csv)")):
+        try:
+            same = os.path.samefile(target, orders)
+        except OSError:  # the target does not exist (yet): it cannot be the orders file
+            same = False
+        if same or target.resolve() == orders.resolve():
+            raise OutputRefused(f"{target}: {what} is the orders file {orders}; writing it would replace the "
+                                f"export with the scores; choose another --out")
+
+
 def score_csv(path: Path, out: Path, config: Config, as_of: date, settings: CsvSettings | None = None,
               progress: Callable[[float], None] | None = None) -> OfflineResult:
+    """Score ``path`` into ``out`` (and ``out.quarantine.csv`` when rows are bad). Both are written to
+    temporary files first and renamed into place only when both are complete: a run that fails
+    leaves the previous outputs as they were."""
+    check_outputs(path, out)
     settings = settings or CsvSettings(name="csv", path=str(path))
     aggregates = aggregate_csv(path, settings, config, as_of, progress)
     conn = aggregates.conn
@@ -275,14 +301,22 @@ def score_csv(path: Path, out: Path, config: Config, as_of: date, settings: CsvS
         if column in frame.columns:
             table[column] = frame[column]
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_scores(conn, table, out)
     bad = conn.execute("SELECT line, problem FROM checked WHERE problem IS NOT NULL ORDER BY line").df() \
         if aggregates.bad else pd.DataFrame(columns=["line", "problem"])
-    qfile = None
-    if len(bad):
-        qfile = out.with_name(out.name + ".quarantine.csv")
-        bad.insert(0, "file", str(path))
-        bad.rename(columns={"problem": "reason"}).to_csv(qfile, index=False)
+    qfile = quarantine_path(out) if len(bad) else None
+    temps: list[Path] = []
+    try:
+        temps.append(atomic.temp_beside(out))
+        write_scores(conn, table, temps[0])
+        if qfile is not None:
+            temps.append(atomic.temp_beside(qfile))
+            bad.insert(0, "file", str(path))
+            bad.rename(columns={"problem": "reason"}).to_csv(temps[1], index=False)
+            atomic.commit(temps[1], qfile)
+        atomic.commit(temps[0], out)
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
     conn.close()
     return OfflineResult(out=out, customers=len(table), quarantined=len(bad), quarantine_file=qfile, result=result)
 

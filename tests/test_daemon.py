@@ -300,7 +300,7 @@ def test_two_daemons_on_one_store_only_one_runs_cycles(tmp_path, spawn):
             if name not in errors:
                 errors[name] = stop(proc)[1]
     logged = [json.loads(line) for line in errors[loser].splitlines() if line.startswith("{")]
-    held = [r for r in logged if r["msg"].startswith("another daemon holds the store lock")]
+    held = [r for r in logged if r["msg"].startswith("another process holds the store lock")]
     assert held and held[0]["holder"].endswith(f":{procs[winner].pid}") and "since" in held[0]
     first_cycle = next(i for i, r in enumerate(logged) if r["msg"] == "cycle done")
     took_over = next(i for i, r in enumerate(logged) if r["msg"].startswith("store lock acquired"))
