@@ -54,15 +54,15 @@ class DemoResult:
 
 def run_demo(folder: Path, *, customers: int = 3000, today: date | None = None,
              progress: Callable[[str], None] = lambda _msg: None) -> DemoResult:
-    today = today or date.today()
     if folder.exists():
         for name in ("rfm-sync.sqlite", "rfm-sync.sqlite-wal", "rfm-sync.sqlite-shm", "profiles.jsonl", "orders.csv"):
             (folder / name).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    progress(f"generating a synthetic shop with {customers:,} customers over two years")
-    write_sample(folder / "orders.csv", end=today, customers=customers)
     (folder / "config.toml").write_text(DEMO_CONFIG, encoding="utf-8")
     config = load_config(folder / "config.toml")
+    today = today or config.today()  # today in the demo shop's [shop] timezone, as `run` takes it
+    progress(f"generating a synthetic shop with {customers:,} customers over two years")
+    write_sample(folder / "orders.csv", end=today, customers=customers)
     store = Store.open(config.store.url, config.base_dir)
     try:
         pipeline = Pipeline(config, store)

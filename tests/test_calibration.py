@@ -326,3 +326,19 @@ def test_config_today_is_the_date_in_the_shop_zone():
     moment = datetime(2026, 3, 1, 11, 0, tzinfo=timezone.utc)  # 01:00 on 2 March at UTC+14
     assert config.today(moment) == date(2026, 3, 2)
     assert parse_config({"shop": {"timezone": "America/Los_Angeles"}}).today(moment) == date(2026, 3, 1)
+
+
+def test_demo_takes_today_in_its_shop_zone(tmp_path, monkeypatch):
+    from rfm_sync.demo import run_demo
+
+    # a machine zone 12 hours off UTC whose date differs from UTC's right now (the demo shop is UTC)
+    monkeypatch.setenv("TZ", "Etc/GMT+12" if datetime.now(timezone.utc).hour < 12 else "Etc/GMT-12")
+    time.tzset()
+    try:
+        before = datetime.now(timezone.utc).date()
+        assert date.today() != before
+        result = run_demo(tmp_path / "demo", customers=200)
+        assert result.second.as_of in {before, datetime.now(timezone.utc).date()}
+    finally:
+        monkeypatch.undo()
+        time.tzset()
