@@ -180,7 +180,8 @@ def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run:
 @click.option("--orders", "orders_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Orders CSV (customer_id,placed_at,amount; optional order_id,email,status,currency,refunded).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Where to write the scores CSV.")
-@click.option("--as-of", "as_of", default=None, help="Score as of this date (YYYY-MM-DD); default today.")
+@click.option("--as-of", "as_of", default=None,
+              help="Score as of this date (YYYY-MM-DD); default today in [shop] timezone (UTC without a config).")
 @click.option("-c", "--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="Optional config for [shop], [rfm] and the CSV column names of its first csv source.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
@@ -199,7 +200,7 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
     settings = next((s for s in config.sources if isinstance(s, CsvSettings)), None)
     if settings is not None:
         settings = settings.model_copy(update={"path": orders_path})
-    day = _as_of(as_of) or date.today()
+    day = _as_of(as_of) or config.today()  # today in [shop] timezone (UTC without a config), as `run` takes it
     try:
         if quiet:
             result = score_csv(Path(orders_path), Path(out_path), config, day, settings)
@@ -245,10 +246,15 @@ def status(config_path: str, limit: int) -> None:
         console.print(report.group_table(last["group_counts"], engine.group_names(config.rfm.scheme, config.rfm),
                                          title=f"groups after run {last['id']} (as of {last['as_of']})"))
         if last.get("cut_points"):
-            from .calibration import cut_points_table
+            from .calibration import cut_points_table, run_population, small_population
 
+            population = run_population(last)
             console.print(cut_points_table(last["cut_points"], (last.get("stats") or {}).get("calibrated_on"),
-                                           title=f"cut points used by run {last['id']}"))
+                                           title=f"cut points used by run {last['id']}", population=population))
+            if engine.SCHEMES[config.rfm.scheme].USES_QUANTILES and (small := small_population(population, config.rfm)):
+                from rich.markup import escape
+
+                console.print(f"[yellow]warning:[/yellow] {escape(small)}")  # "[rfm]" is not markup
         for warning in last.get("warnings") or []:
             console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(report.backlog_table(backlog(store), [d.name for d in config.destinations]))
@@ -257,7 +263,8 @@ def status(config_path: str, limit: int) -> None:
 @main.command()
 @click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Path to the TOML configuration.")
-@click.option("--as-of", "as_of", default=None, help="Calibrate as of this date (YYYY-MM-DD); default today.")
+@click.option("--as-of", "as_of", default=None,
+              help="Calibrate as of this date (YYYY-MM-DD); default today in [shop] timezone.")
 @click.option("--wait", "wait", default=0.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
               help=WAIT_HELP)
 def recalibrate(config_path: str, as_of: str | None, wait: float) -> None:
@@ -267,20 +274,29 @@ def recalibrate(config_path: str, as_of: str | None, wait: float) -> None:
 
     config = _load(config_path)
     store = _open_store(config)
-    day = _as_of(as_of) or date.today()
+    day = _as_of(as_of) or config.today()  # today in [shop] timezone, as `run` takes it
     try:
         with _writer_lock(config, store, wait):
             result = run_recalibration(config, store, day)
     except StoreLocked as exc:
         _exit_locked(exc)
     console = report.console()
-    if not result["cut_points"]:
+    if not engine.SCHEMES[config.rfm.scheme].USES_QUANTILES:
         console.print(f"scheme {config.rfm.scheme} has fixed thresholds: nothing to calibrate")
         return
+    if not result["frozen"]:
+        count, least = result["population"], config.rfm.min_calibration_customers
+        window = f"with an order in the {config.rfm.window_days}-day window as of {day}"
+        click.echo(f"error: recalibrate: no customers {window}: nothing to calibrate, cut points not frozen "
+                   "(pull the orders first: `rfm-sync run --once -c CONFIG`)" if not count else
+                   f"error: recalibrate: only {count:,} customer{'s' if count != 1 else ''} {window}, fewer than "
+                   f"[rfm] min_calibration_customers = {least}: cut points not frozen (every run computes its own "
+                   "until the shop has more)", err=True)
+        sys.exit(EXIT_FAILED)
     if result["previous"]:
         console.print(cut_points_table(result["previous"]["cut_points"], result["previous"]["as_of"],
                                        title="previous cut points"))
-    console.print(cut_points_table(result["cut_points"], day, title="new cut points"))
+    console.print(cut_points_table(result["cut_points"], day, title="new cut points", population=result["population"]))
 
 
 @main.command("check-config")

@@ -9,6 +9,7 @@ so adding a connector never touches this module. Secrets never live here: connec
 from __future__ import annotations
 
 import tomllib
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -111,6 +112,12 @@ class Config(Section):
     @property
     def base_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
+
+    def today(self, now: datetime | None = None) -> date:
+        """Today in the shop's time zone (``[shop] timezone``), the one rule for "today" everywhere
+        (``run``, ``score``, ``recalibrate``, the daemon): ``now`` (aware) or the clock, never the
+        machine's own zone."""
+        return (now or datetime.now(timezone.utc)).astimezone(self.shop.zone).date()
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

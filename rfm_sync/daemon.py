@@ -198,8 +198,14 @@ class Daemon:
         if hook is None:
             log.info("recalibration skipped: this version has no recalibrate step (no-op hook)")
             return
-        as_of = utcnow().astimezone(self.config.shop.zone).date()
+        as_of = self.config.today()
         result = hook(self.config, self.store, as_of)
+        if result.get("frozen") is False and result.get("population") is not None:  # too few customers
+            log.warning("cut points not frozen: too few customers with an order in the window; every cycle "
+                        "computes its own until the shop has more",
+                        extra={"as_of": as_of.isoformat(), "customers": result["population"],
+                               "min_calibration_customers": self.config.rfm.min_calibration_customers})
+            return
         log.info("cut points recalibrated; the next cycle scores with them",
                  extra={"as_of": as_of.isoformat(), "cut_points": result.get("cut_points")})
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tomllib
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Callable
 
 from . import atomic
-from .config import Config, load_config
+from .config import Config, load_config, parse_config
 from .pipeline import CycleReport, Pipeline
 from .sample import write_sample
 from .store import Store
@@ -109,7 +110,8 @@ def check_folder(folder: Path) -> None:
 
 def run_demo(folder: Path, *, customers: int = 3000, today: date | None = None,
              progress: Callable[[str], None] = lambda _msg: None) -> DemoResult:
-    today = today or date.today()
+    # today in the demo shop's [shop] timezone, as `run` takes it
+    today = today or parse_config(tomllib.loads(DEMO_CONFIG)).today()
     check_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _write_marker(folder, {name: None for name in INPUTS + STATE})  # claimed before anything is written

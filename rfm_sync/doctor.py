@@ -15,6 +15,7 @@ from connectors.base import ConnectorError, ConnectorSettings, FatalError, Retry
 from connectors.registry import connector_class
 
 from . import engine, secrets
+from .calibration import run_population, small_population
 from .config import Config
 from .pipeline import Pipeline, connector_context
 from .scheduler import next_runs
@@ -141,17 +142,22 @@ def check_store(report: DoctorReport, config: Config) -> Store | None:
 
 
 def eligibility(report: DoctorReport, config: Config, store: Store) -> None:
+    """RFM eligibility warnings, and a warning when the cut points in force came from too few customers."""
+    quantiles = engine.SCHEMES[config.rfm.scheme].USES_QUANTILES
     runs = [r for r in store.recent_runs(20) if r["status"] in ("ok", "partial") and r.get("warnings") is not None]
     full = [r for r in runs if "webhooks" not in ((r.get("stats") or {}).get("pulled") or {})]  # not rescores
     if full:
         report.warnings.extend(full[0]["warnings"])
+        small = small_population(run_population(full[0]), config.rfm) if quantiles else None
+        report.warnings.extend([small] if small else [])
         return
     if store.order_count() == 0:
         report.warnings.append("no orders stored yet: run `rfm-sync run --once -c CONFIG` to pull them")
         return
-    as_of = utcnow().astimezone(config.shop.zone).date()
-    result = Pipeline(config, store, sources=[], destinations=[]).score(as_of)
+    result = Pipeline(config, store, sources=[], destinations=[]).score(config.today())
     report.warnings.extend(engine.eligibility_warnings(result.frame))
+    small = small_population(result.calibration_population, config.rfm) if quantiles else None
+    report.warnings.extend([small] if small else [])
 
 
 def run_doctor(config: Config, now: datetime | None = None) -> DoctorReport:

@@ -33,6 +33,7 @@ from connectors.base import (ConnectorContext, ConnectorError, Destination, Fata
 from connectors.registry import connector_class
 
 from . import delivery, diffing, engine, secrets
+from .calibration import freezable, population_of, run_population
 from .config import Config
 from .store import MONEY_SCALE, Store, utcnow
 from .store import outbox_queries as ob
@@ -58,6 +59,7 @@ class CycleReport:
     warnings: list[str] = field(default_factory=list)
     cut_points: dict[str, Any] = field(default_factory=dict)
     calibrated_on: date | None = None  # the day the cut points in force were computed
+    calibration_population: int | None = None  # over how many customers (None: unknown)
     durations: dict[str, float] = field(default_factory=dict)
 
 
@@ -197,22 +199,31 @@ class Pipeline:
               cut_points: dict[str, Any] | None = None) -> engine.ScoreResult:
         """Score as of ``as_of`` with the frozen cut points (recalibrated when due, see
         :mod:`rfm_sync.store.state_queries`). ``keys``: only these customers; ``cut_points``: use
-        these instead of the frozen ones (e.g. the last run's). Reads the store, writes nothing."""
+        these instead of the frozen ones (e.g. the last run's). Reads the store, writes nothing.
+
+        Fresh cut points are marked for freezing (``new_calibration``) only when computed over the
+        whole shop and at least ``min_calibration_customers`` customers (:mod:`rfm_sync.calibration`)."""
         rfm = self.config.rfm
         zone = self.config.shop.zone
         window_start, end = engine.window_bounds(as_of, rfm.window_days, zone)
         extra = {name: engine.window_bounds(as_of, days, zone)[0] for name, days in engine.windows(rfm).items()}
         aggregates = self.store.aggregate(end, window_start, keys, windows=extra)
-        frozen, calibrated_on = cut_points, None
-        if frozen is None and engine.SCHEMES[rfm.scheme].USES_QUANTILES:
+        frozen, calibrated_on, population = cut_points, None, None
+        quantiles = engine.SCHEMES[rfm.scheme].USES_QUANTILES
+        count = population_of(aggregates) if keys is None else None  # the population a calibration would have
+        if frozen is None and quantiles:
             calibration = sq.current_calibration(self.store, rfm.scheme, rfm.window_days)
-            if not sq.is_due(calibration, as_of, rfm.recalibrate_days):
-                frozen, calibrated_on = calibration["cut_points"], calibration["as_of"]
+            if not sq.is_due(calibration, as_of, rfm.recalibrate_days, population=count,
+                             population_change=rfm.recalibrate_population_change):
+                frozen, calibrated_on, population = (calibration["cut_points"], calibration["as_of"],
+                                                     calibration["population"])
         previous = sq.previous_scores(self.store) if rfm.hysteresis else None
         result = engine.score_customers(aggregates, as_of, scheme=rfm.scheme, recency_bounds=rfm.recency_bounds,
                                         zone=zone, cut_points=frozen, options=rfm, previous=previous)
-        result.new_calibration = frozen is None and engine.SCHEMES[rfm.scheme].USES_QUANTILES and keys is None
-        result.calibrated_on = as_of if result.new_calibration else calibrated_on
+        computed = frozen is None and quantiles and keys is None  # fresh cut points over the whole shop
+        result.new_calibration = computed and freezable(count, rfm)
+        result.calibrated_on = as_of if computed else calibrated_on
+        result.calibration_population = count if computed else population
         return result
 
     # ------------------------------------------------------------------ 3. diff
@@ -243,13 +254,15 @@ class Pipeline:
         report.group_counts = {str(g): int(n) for g, n in counts.items() if n}
         report.cut_points, report.warnings = result.cut_points, result.warnings
         report.calibrated_on = result.calibrated_on
+        report.calibration_population = result.calibration_population
         stats = self._stats(report)
         with self.store.begin() as conn:
             sq.write_state(conn, changes.state)
             sq.delete_state(conn, changes.gone)
             ob.enqueue(conn, rows)
             if result.new_calibration:
-                sq.add_calibration(conn, rfm.scheme, rfm.window_days, result.calibrated_on, result.cut_points, run_id)
+                sq.add_calibration(conn, rfm.scheme, rfm.window_days, result.calibrated_on, result.cut_points, run_id,
+                                   result.calibration_population)
             self.store.finish_run(conn, run_id, status="scored", stats=stats, group_counts=report.group_counts,
                                   cut_points=result.cut_points, warnings=result.warnings)
 
@@ -334,7 +347,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the cycle
     def run_cycle(self, as_of: date | None = None, *, pull: bool = True, push: bool = True) -> CycleReport:
-        as_of = as_of or self.clock().astimezone(self.config.shop.zone).date()
+        as_of = as_of or self.config.today(self.clock())
         run_id = self.store.start_run(as_of, self.config.rfm.scheme)
         report = CycleReport(run_id=run_id, as_of=as_of)
         try:
@@ -362,7 +375,8 @@ class Pipeline:
         return {"pulled": report.pulled, "quarantined": len(report.quarantined), "scored": report.scored,
                 "changed": report.changed, "cleared": report.cleared, "pushed": report.pushed,
                 "failed": report.failed, "durations": report.durations,
-                "calibrated_on": report.calibrated_on.isoformat() if report.calibrated_on else None}
+                "calibrated_on": report.calibrated_on.isoformat() if report.calibrated_on else None,
+                "calibration_population": report.calibration_population}
 
     # ------------------------------------------------------------------ near real time (webhooks)
     def last_scored_run(self) -> dict[str, Any] | None:
@@ -375,7 +389,8 @@ class Pipeline:
 
     def rescore_orders(self, orders: list[Order], as_of: date | None = None) -> CycleReport:
         """Store these orders (from webhooks), then score, diff and push only their customers with the
-        cut points of the last scored run. Without such a run, a full cycle without pull."""
+        cut points of the last scored run. Without such a run, or when its cut points were computed
+        over no customers (they are empty), a full cycle without pull."""
         merge_by, now = self.config.identity.merge_by, self.clock()
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         contacts: dict[str, dict[str, Any]] = {}
@@ -390,9 +405,9 @@ class Pipeline:
             self.store.upsert_orders(conn, list(rows.values()))
             self.store.upsert_customers(conn, list(contacts.values()))
         base = self.last_scored_run()
-        if base is None:
+        if base is None or run_population(base) == 0:
             return self.run_cycle(as_of, pull=False)
-        as_of = as_of or now.astimezone(self.config.shop.zone).date()
+        as_of = as_of or self.config.today(now)
         keys = set(contacts)
         run_id = self.store.start_run(as_of, self.config.rfm.scheme)
         report = CycleReport(run_id=run_id, as_of=as_of, pulled={"webhooks": len(rows)})
@@ -401,6 +416,7 @@ class Pipeline:
             result = self.score(as_of, keys=keys, cut_points=base["cut_points"])
             calibrated_on = (base.get("stats") or {}).get("calibrated_on")
             result.calibrated_on = date.fromisoformat(calibrated_on) if calibrated_on else None
+            result.calibration_population = (base.get("stats") or {}).get("calibration_population")
             result.warnings = []  # eligibility is a property of the whole shop, not of a few customers
             self.diff(run_id, result, report, only=keys)
             report.durations["score+diff"] = round(time.perf_counter() - started, 3)

@@ -85,6 +85,12 @@ class RfmConfig(Section):
     label_properties: LabelProperties = LabelProperties()
     # quantile cut points are frozen and recomputed when older than this many days (or by `rfm-sync recalibrate`)
     recalibrate_days: int = Field(30, gt=0)
+    # ... or when the customers with an order in the window grew or shrank by more than this fraction
+    # since (0.2 = ±20 %): a first pull that found a fraction of the history is not frozen for a month
+    recalibrate_population_change: Decimal = Field(Decimal("0.2"), gt=0)
+    # cut points computed over fewer customers (with an order in the window) are used for their run but
+    # not frozen: the next run computes them again. Over no customers they are never stored.
+    min_calibration_customers: int = Field(100, ge=1)
     # keep a customer's score until a value passes a boundary by this fraction of it (0.05 = 5%); 0 = off
     hysteresis: Decimal = Field(Decimal(0), ge=0, lt=1)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import datetime, timezone
 
 import click
 from click.testing import CliRunner
@@ -42,4 +42,4 @@ def test_status_shows_runs_and_backlog(tmp_path):
     result = runner.invoke(main, ["status", "-c", str(tmp_path / "config.toml")])
     assert result.exit_code == 0, result.output
     assert "last runs" in result.output and "profiles-file" in result.output
-    assert date.today().isoformat() in result.output
+    assert datetime.now(timezone.utc).date().isoformat() in result.output  # the demo shop's today (UTC)

@@ -47,9 +47,9 @@ def restore_logging():
     root.setLevel(level)
 
 
-def make(tmp_path, write_config, write_csv, monkeypatch):
+def make(tmp_path, write_config, write_csv, monkeypatch, customers=40):
     monkeypatch.setenv("RFM_SYNC_SECRET_TEST_HOOK", "k")
-    rows = ["customer_id,placed_at,amount"] + [f"c{i},2026-0{1 + i % 6}-0{1 + i % 9},{10 + i}" for i in range(40)]
+    rows = ["customer_id,placed_at,amount"] + [f"c{i},2026-0{1 + i % 6}-0{1 + i % 9},{10 + i}" for i in range(customers)]
     write_csv("\n".join(rows) + "\n")
     daemon = Daemon(write_config(CONFIG), holder="test:1")
     daemon.start()
@@ -71,7 +71,7 @@ def test_jobs_do_nothing_without_the_lock(tmp_path, write_config, write_csv, mon
 
 
 def test_recalibrate_job_freezes_new_cut_points(tmp_path, write_config, write_csv, monkeypatch):
-    daemon = make(tmp_path, write_config, write_csv, monkeypatch)
+    daemon = make(tmp_path, write_config, write_csv, monkeypatch, customers=120)  # >= min_calibration_customers
     try:
         daemon._hold_lock()
         assert daemon.has_lock and {j.id for j in daemon.scheduler.get_jobs()} >= {"incremental", "webhooks"}
@@ -82,6 +82,22 @@ def test_recalibrate_job_freezes_new_cut_points(tmp_path, write_config, write_cs
         with daemon.store.engine.connect() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(calibrations)).scalar() == before + 1
         assert daemon.health.check()[0]
+    finally:
+        daemon.shutdown()
+
+
+def test_recalibrate_job_does_not_freeze_cut_points_over_too_few_customers(tmp_path, write_config, write_csv,
+                                                                            monkeypatch, capsys):
+    daemon = make(tmp_path, write_config, write_csv, monkeypatch)  # 40 customers, fewer than 100
+    try:
+        daemon._hold_lock()
+        daemon._jobs().incremental()
+        daemon._jobs().recalibrate()
+        with daemon.store.engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(calibrations)).scalar() == 0
+        logged = capsys.readouterr().err
+        assert "cut points not frozen" in logged and "cut points recalibrated" not in logged
+        assert daemon.health.check()[0]  # not a failure: every run computes its own until the shop has more
     finally:
         daemon.shutdown()
 

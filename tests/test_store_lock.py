@@ -181,7 +181,8 @@ def test_run_and_recalibrate_refuse_a_locked_store_with_exit_4(tmp_path, command
     assert store.recent_runs(5) == [] and not (tmp_path / "profiles.jsonl").exists()
     StoreLock(store, "shop-host:4242").release()
     result = CliRunner().invoke(main, [*command, "-c", str(tmp_path / "config.toml"), "--as-of", TODAY.isoformat()])
-    assert result.exit_code == 0, result.output
+    # recalibrate over a store with no orders yet refuses to freeze (exit 1); either way the lock was had
+    assert result.exit_code == (0 if command[0] == "run" else 1) and "locked" not in result.output, result.output
     assert StoreLock(store, "x").current() is None  # released at the end
     store.close()
 

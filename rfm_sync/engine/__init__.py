@@ -38,6 +38,7 @@ class ScoreResult:
     # set by the pipeline: the day the cut points in force were computed, and whether this run computed them
     calibrated_on: date | None = None
     new_calibration: bool = False
+    calibration_population: int | None = None  # customers those cut points were computed over (None: unknown)
 
 
 def window_bounds(as_of: date, window_days: int, zone: ZoneInfo) -> tuple[datetime, datetime]:

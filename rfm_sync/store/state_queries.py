@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timezone
+from decimal import Decimal
 from typing import Any, Iterable
 
 import pandas as pd
@@ -155,28 +156,62 @@ def store_insert(conn: Connection, table: sa.Table):
 
 
 # ---------------------------------------------------------------------- frozen cut points
+def stored_population(data: dict[str, Any]) -> int | None:
+    """How many customers a stored calibration was computed over: its ``population``; for one stored
+    before populations were recorded, 0 when every cut point list is empty (quantiles of nothing),
+    else None (unknown: its cut points are used, no population rule applies)."""
+    if data.get("population") is not None:
+        return int(data["population"])
+    points = data.get("points")
+    if isinstance(points, dict) and points and all(not v for v in points.values()):
+        return 0
+    return None
+
+
 def current_calibration(store: Store, scheme: str, window_days: int) -> dict[str, Any] | None:
-    """The newest calibration of this scheme and window: ``{"id", "as_of", "computed_at", "cut_points"}``."""
+    """The newest calibration of this scheme and window:
+    ``{"id", "as_of", "computed_at", "cut_points", "run_id", "population"}`` (population: see
+    :func:`stored_population`)."""
     q = (sa.select(calibrations).where(calibrations.c.scheme == scheme).order_by(calibrations.c.id.desc()).limit(20))
     with store.engine.connect() as conn:
         for row in conn.execute(q).mappings():
             data = json.loads(row["cut_points"])
             if data.get("window_days") == window_days:
                 return {"id": row["id"], "as_of": row["as_of"], "computed_at": row["computed_at"],
-                        "cut_points": data["points"], "run_id": row["run_id"]}
+                        "cut_points": data["points"], "run_id": row["run_id"], "population": stored_population(data)}
     return None
 
 
 def add_calibration(conn: Connection, scheme: str, window_days: int, as_of: date, cut_points: dict[str, Any],
-                    run_id: int | None) -> None:
+                    run_id: int | None, population: int) -> None:
+    """Freeze these cut points, computed over ``population`` customers (kept in the JSON, no migration).
+    Never over no customers: the caller decides what is worth freezing; this refuses the one certain mistake."""
+    if population <= 0:
+        raise ValueError("a calibration over no customers is never stored")
     conn.execute(calibrations.insert().values(
         scheme=scheme, as_of=as_of, computed_at=utcnow(), run_id=run_id,
-        cut_points=json.dumps({"window_days": window_days, "points": cut_points}, sort_keys=True)))
+        cut_points=json.dumps({"window_days": window_days, "points": cut_points, "population": population},
+                              sort_keys=True)))
 
 
-def is_due(calibration: dict[str, Any] | None, as_of: date, recalibrate_days: int) -> bool:
-    """Recalibrate when there is none, when it is ``recalibrate_days`` old, or when scoring an earlier day."""
+def is_due(calibration: dict[str, Any] | None, as_of: date, recalibrate_days: int, *,
+           population: int | None = None, population_change: Any = None) -> bool:
+    """Recalibrate when there is none, when it is ``recalibrate_days`` old, when scoring an earlier day,
+    when it was computed over no customers, or when ``population`` (customers now) differs from the
+    calibration's by more than ``population_change`` (a fraction: |now / then - 1| > change).
+    A calibration of unknown population is judged by its age alone."""
     if calibration is None:
         return True
     age = (as_of - calibration["as_of"]).days
-    return age >= recalibrate_days or age < 0
+    if age >= recalibrate_days or age < 0:
+        return True
+    then = calibration.get("population")
+    if then is None:  # a calibration dict not from current_calibration: infer from its cut points
+        then = stored_population({"points": calibration.get("cut_points")})
+    if then is None:
+        return False
+    if then <= 0:
+        return True
+    if population is None or population_change is None:
+        return False
+    return abs(Decimal(population) - then) > Decimal(str(population_change)) * then
