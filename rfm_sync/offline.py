@@ -151,7 +151,8 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
                count(q_time) AS orders, {', '.join(cols)}
         FROM checked_rows
         GROUP BY customer_key
-        HAVING count(q_time) > 0 OR {needs_trim_sql("customer_key")} OR {control_sql("customer_key")}"""  # see trim_customer_keys
+        HAVING CASE WHEN count(q_time) > 0 THEN true
+                    ELSE {needs_trim_sql("customer_key")} OR {control_sql("customer_key")} END"""  # see trim_customer_keys
     # one plan with or without order ids: in interleaved runs the CTE alone was no slower than a subquery
     hash_lists = """UNION ALL BY NAME
               SELECT true AS hash_list, list(order_hash) FILTER (WHERE order_hash IS NOT NULL) AS order_hashes
