@@ -82,6 +82,9 @@ class Order:
     is_test: bool = False
     is_cancelled: bool = False
     is_deleted: bool = False
+    # what the source reports about this order although it keeps it (an email that is not an
+    # address, a negative amount): listed with the run's quarantined rows (connectors/validate.py)
+    notices: tuple[Quarantined, ...] = ()
 
     def __post_init__(self) -> None:
         if self.placed_at.tzinfo is None:

@@ -16,7 +16,9 @@ An order's amount is ``total_inc_tax − refunded_amount`` (exact decimals, in t
 transactional currency, ``default_currency_code``). An order that does not count is flagged
 ``is_cancelled`` (the store keeps it, it never qualifies) and its status says why. Archived
 orders (``is_deleted``) become ``Order(is_deleted=True)``. Dates are RFC-2822 and always UTC.
-Guests (``customer_id`` 0) are identified as ``email:<normalised billing email>``.
+Guests (``customer_id`` 0) are identified as ``email:<normalised billing email>``. Ids, emails
+and dates get the checks of :mod:`connectors.validate` (an email that is not an address is
+dropped with a notice).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from . import validate
 from .base import MAX_AMOUNT, Order, Quarantined
 
 PURCHASE = frozenset({2, 3, 8, 9, 10, 11, 14})
@@ -78,15 +81,27 @@ def order_from_json(source: str, data: dict[str, Any], extra_purchase: frozenset
         status_id = int(data.get("status_id", -1))
     except (ValueError, TypeError) as exc:
         return Quarantined(source=source, location=location, reason=str(exc))
-    email = str((data.get("billing_address") or {}).get("email") or "").strip().lower() or None
-    customer = str(data.get("customer_id") or 0)
+    email, dropped = validate.clean_email((data.get("billing_address") or {}).get("email"))
+    customer = validate.trim(data.get("customer_id")) or "0"
+    problem = (validate.id_problem("order_id", order_id) or validate.id_problem("customer_id", customer)
+               or validate.placed_at_problem(placed_at))
+    if problem:
+        return Quarantined(source=source, location=location, reason=problem)
+    notices = []
     if customer == "0":
         if not email:
-            return Quarantined(source=source, location=location, reason="guest order without a billing email")
+            reason = f"guest order whose {validate.EMAIL_REASON}" if dropped else "guest order without a billing email"
+            return Quarantined(source=source, location=location, reason=reason)
         customer = "email:" + email
+    elif dropped:
+        notices.append(f"{validate.EMAIL_REASON}: the order counts, the email is not used")
     counted = counts(status_id, extra_purchase)
+    deleted = bool(data.get("is_deleted"))
+    skipped = validate.skip_reason(total - refunded, not counted or deleted)
+    notices += [skipped] if skipped else []
     return Order(source=source, order_id=order_id, customer_id=customer, placed_at=placed_at, updated_at=updated_at,
                  amount=total - refunded, email=email,
                  currency=data.get("default_currency_code") or data.get("currency_code") or None,
                  status=f"{status_id} {data.get('status') or ''}".strip(), is_cancelled=not counted,
-                 is_deleted=bool(data.get("is_deleted")))
+                 is_deleted=deleted, notices=tuple(Quarantined(source=source, location=location, reason=n)
+                                                   for n in notices))

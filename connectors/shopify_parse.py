@@ -3,7 +3,8 @@
 Both shapes yield the same ``order_id`` and ``customer_id``: the numeric tail of the GraphQL
 global id (``gid://shopify/Order/450789469`` → ``"450789469"``), which is also the REST ``id``.
 A guest order (no customer) is identified as ``email:<trimmed, lower-case email>``; an order with
-neither customer nor email is quarantined. Amounts are exact decimals in the shop's currency:
+neither customer nor email is quarantined. Ids, emails and dates get the checks of
+:mod:`connectors.validate` (an email that is not an address is dropped with a notice). Amounts are exact decimals in the shop's currency:
 the current total (after edits, returns and refunds). Test orders, cancelled orders and orders
 whose financial status is in ``non_purchase_statuses`` are flagged so they never count.
 """
@@ -13,6 +14,7 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
 
+from . import validate
 from .base import MAX_AMOUNT, Order, Quarantined
 
 
@@ -37,8 +39,9 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def normalise_email(value: Any) -> str | None:
-    text = str(value or "").strip().lower()
-    return text or None
+    """Trimmed (``validate.trim``) and lower-cased; not yet checked to be an address."""
+    text = validate.trim(value or None)
+    return text.lower() if text else None
 
 
 def _decimal(value: Any) -> Decimal:
@@ -65,6 +68,18 @@ def _build(source: str, order_id: str, customer: str | None, email: str | None, 
         total = _decimal(amount)
     except ValueError as exc:
         return Quarantined(source=source, location=location, reason=str(exc))
+    customer = validate.trim(customer)
+    problem = (validate.id_problem("order_id", order_id) or validate.id_problem("customer_id", customer)
+               or validate.placed_at_problem(placed_at))
+    if problem:
+        return Quarantined(source=source, location=location, reason=problem)
+    notices = []
+    if email is not None and not validate.is_email(email):
+        if not customer:
+            return Quarantined(source=source, location=location,
+                               reason=f"guest order whose {validate.EMAIL_REASON}")
+        email = None
+        notices.append(f"{validate.EMAIL_REASON}: the order counts, the email is not used")
     if customer:
         customer_id = customer
     elif email:
@@ -72,10 +87,14 @@ def _build(source: str, order_id: str, customer: str | None, email: str | None, 
     else:
         return Quarantined(source=source, location=location, reason="guest order without an email")
     status_upper = (status or "").upper()
+    is_test = bool(test)
+    is_cancelled = bool(cancelled_at) or status_upper in {s.upper() for s in non_purchase}
+    skipped = validate.skip_reason(total, is_test or is_cancelled)
+    notices += [skipped] if skipped else []
     return Order(source=source, order_id=order_id, customer_id=customer_id, placed_at=placed_at,
                  updated_at=updated_at, amount=total, email=email, currency=currency,
-                 status=status_upper.lower() or None, is_test=bool(test),
-                 is_cancelled=bool(cancelled_at) or status_upper in {s.upper() for s in non_purchase})
+                 status=status_upper.lower() or None, is_test=is_test, is_cancelled=is_cancelled,
+                 notices=tuple(Quarantined(source=source, location=location, reason=n) for n in notices))
 
 
 def order_from_node(source: str, node: dict[str, Any], non_purchase: Iterable[str] = ()) -> Order | Quarantined:

@@ -225,6 +225,9 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
             console.print(f"[yellow]warning:[/yellow] {warning}")
         if result.quarantined:
             console.print(f"[yellow]{result.quarantined:,} bad rows quarantined[/yellow] → {result.quarantine_file}")
+        if result.skipped:
+            console.print(f"[yellow]{result.skipped:,} rows skipped (negative amount, not counted)[/yellow] → "
+                          f"{result.quarantine_file}")
         console.print(f"{result.customers:,} customers → {result.out}")
 
 

@@ -2,7 +2,8 @@
 
 The heavy part (reading and aggregating millions of orders) runs in DuckDB on all cores; the
 engine then works on one row per customer. Bad rows are written to ``<out>.quarantine.csv``
-with their line and reason; the rest is scored.
+with their line and reason, and so are the rows read but skipped (a negative amount on an order
+that would count, see ``connectors/validate.py``); the rest is scored.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pandas as pd
 
 from connectors.csv_source import (CsvSettings, needs_trim_sql, order_hash_sql, qualifying_sql, scan,
                                    serial_on_error, trim_customer_keys, typed_rows_sql)
+from connectors.validate import control_sql
 
 from . import atomic, engine
 from .config import Config
@@ -40,6 +42,7 @@ class OfflineResult:
     quarantined: int
     quarantine_file: Path | None
     result: engine.ScoreResult
+    skipped: int = 0  # rows read but not counted, listed in the quarantine file with their reason
 
 
 def _with_progress(conn: duckdb.DuckDBPyConnection, fn: Callable[[], pd.DataFrame],
@@ -149,7 +152,8 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
                count(q_time) AS orders, {', '.join(cols)}
         FROM checked_rows
         GROUP BY customer_key
-        HAVING count(q_time) > 0 OR {needs_trim_sql("customer_key")}"""  # see trim_customer_keys
+        HAVING CASE WHEN count(q_time) > 0 THEN true
+                    ELSE {needs_trim_sql("customer_key")} OR {control_sql("customer_key")} END"""  # see trim_customer_keys
     # one plan with or without order ids: in interleaved runs the CTE alone was no slower than a subquery
     hash_lists = """UNION ALL BY NAME
               SELECT true AS hash_list, list(order_hash) FILTER (WHERE order_hash IS NOT NULL) AS order_hashes
@@ -192,28 +196,30 @@ def _split(table: pa.Table) -> tuple[pa.Table, pa.ChunkedArray | None]:
 
 
 def _validated_aggregates(path: Path, settings: CsvSettings, config: Config, windows: dict[str, object],
-                          end: object, conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, int]:
+                          end: object, conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, int, int]:
     """The validating scan: every row checked, bad ones counted (and later listed with their line),
-    repeated order ids resolved (the newest line wins). Returns the aggregates and the bad-row count."""
+    repeated order ids resolved (the newest line wins). Returns the aggregates, the bad-row count
+    and the count of rows skipped with a reason (``skip_reason``)."""
     return serial_on_error(lambda parallel: _validate(path, settings, config, windows, end, conn, parallel))
 
 
 def _validate(path: Path, settings: CsvSettings, config: Config, windows: dict[str, object], end: object,
-              conn: duckdb.DuckDBPyConnection, parallel: bool) -> tuple[pd.DataFrame, int]:
+              conn: duckdb.DuckDBPyConnection, parallel: bool) -> tuple[pd.DataFrame, int, int]:
     checked = scan(path, settings, config.shop.zone, conn, parallel=parallel)
     order_hash = order_hash_sql("order_id") if "order_id" in checked.present else "NULL::UBIGINT"
     conn.execute(f"""
         CREATE OR REPLACE TEMP TABLE parsed_orders AS
         SELECT customer_key, {order_hash} AS order_hash, placed_at, CAST(amount * 10000 AS BIGINT) AS amount_e4,
                COALESCE(amount > 0 AND NOT is_test AND NOT is_cancelled, false) AS qualifies,
-               problem IS NOT NULL AS bad
+               problem IS NOT NULL AS bad, skip_reason IS NOT NULL AS skipped
         FROM checked""")
-    dupes, bad = conn.execute("SELECT count(order_hash) FILTER (WHERE NOT bad) - count(DISTINCT order_hash) "
-                              "FILTER (WHERE NOT bad), count(*) FILTER (WHERE bad) FROM parsed_orders").fetchall()[0]
+    dupes, bad, skipped = conn.execute(
+        "SELECT count(order_hash) FILTER (WHERE NOT bad) - count(DISTINCT order_hash) FILTER (WHERE NOT bad), "
+        "count(*) FILTER (WHERE bad), count(*) FILTER (WHERE skipped) FROM parsed_orders").fetchall()[0]
     source = qualifying_sql(checked) if dupes else \
         "SELECT customer_key, placed_at, amount_e4 FROM parsed_orders WHERE qualifies AND NOT bad"
     sql, params = _aggregate_sql(source, windows)
-    return _fetch(conn, sql, {**params, "end": end}), bad
+    return _fetch(conn, sql, {**params, "end": end}), bad, skipped
 
 
 @dataclass
@@ -222,6 +228,7 @@ class Aggregates:
     conn: duckdb.DuckDBPyConnection  # the scan's connection (``checked`` exists when ``bad``)
     bad: int  # rows the validating scan quarantines
     fast: bool  # True when the typed fast read sufficed
+    skipped: int = 0  # rows read but skipped with a reason (``skip_reason``; the fast read has none)
 
 
 def aggregate_csv(path: Path, settings: CsvSettings, config: Config, as_of: date,
@@ -238,13 +245,13 @@ def aggregate_csv(path: Path, settings: CsvSettings, config: Config, as_of: date
     window_start, end = engine.window_bounds(as_of, config.rfm.window_days, zone)
     windows = {"": window_start, **{f"_{name}": engine.window_bounds(as_of, days, zone)[0]
                                     for name, days in engine.windows(config.rfm).items()}}
-    box: dict[str, object] = {"bad": 0}
+    box: dict[str, object] = {"bad": 0, "skipped": 0}
 
     def work() -> pd.DataFrame:
         frame = None if validate_all else _fast_aggregates(path, settings, config, windows, end, conn)
         box["fast"] = frame is not None
         if frame is None:
-            frame, box["bad"] = _validated_aggregates(path, settings, config, windows, end, conn)
+            frame, box["bad"], box["skipped"] = _validated_aggregates(path, settings, config, windows, end, conn)
         return frame
 
     frame = _with_progress(conn, work, progress)
@@ -252,7 +259,7 @@ def aggregate_csv(path: Path, settings: CsvSettings, config: Config, as_of: date
         frame[col] = pd.to_datetime(frame[col], utc=True)
     for col in frame.columns[3:]:
         frame[col] = frame[col].astype("int64")
-    return Aggregates(frame=frame, conn=conn, bad=int(box["bad"]), fast=bool(box["fast"]))
+    return Aggregates(frame=frame, conn=conn, bad=int(box["bad"]), fast=bool(box["fast"]), skipped=int(box["skipped"]))
 
 
 class OutputRefused(Exception):
@@ -301,8 +308,9 @@ def score_csv(path: Path, out: Path, config: Config, as_of: date, settings: CsvS
         if column in frame.columns:
             table[column] = frame[column]
     out.parent.mkdir(parents=True, exist_ok=True)
-    bad = conn.execute("SELECT line, problem FROM checked WHERE problem IS NOT NULL ORDER BY line").df() \
-        if aggregates.bad else pd.DataFrame(columns=["line", "problem"])
+    bad = conn.execute("SELECT line, COALESCE(problem, skip_reason) AS problem FROM checked "
+                       "WHERE problem IS NOT NULL OR skip_reason IS NOT NULL ORDER BY line").df() \
+        if aggregates.bad or aggregates.skipped else pd.DataFrame(columns=["line", "problem"])
     qfile = quarantine_path(out) if len(bad) else None
     temps: list[Path] = []
     try:
@@ -318,7 +326,8 @@ def score_csv(path: Path, out: Path, config: Config, as_of: date, settings: CsvS
         for temp in temps:
             temp.unlink(missing_ok=True)
     conn.close()
-    return OfflineResult(out=out, customers=len(table), quarantined=len(bad), quarantine_file=qfile, result=result)
+    return OfflineResult(out=out, customers=len(table), quarantined=aggregates.bad, quarantine_file=qfile,
+                         result=result, skipped=aggregates.skipped)
 
 
 def write_scores(conn: duckdb.DuckDBPyConnection, table: pd.DataFrame, out: Path) -> None:

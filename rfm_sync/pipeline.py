@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from connectors.base import (ConnectorContext, ConnectorError, Destination, FatalError, Order, ProfileUpdate,
                              PullContext, Quarantined, Source, Transition)
 from connectors.registry import connector_class
+from connectors.validate import is_email, with_notices
 
 from . import delivery, diffing, engine, secrets
 from .calibration import freezable, population_of, run_population
@@ -113,7 +114,7 @@ class Unavailable:
 
 
 def customer_key(order: Order, merge_by: str) -> str:
-    if merge_by == "email" and order.email:
+    if merge_by == "email" and is_email(order.email.strip().lower() if order.email else None):
         return "email:" + order.email.strip().lower()
     return order.customer_id
 
@@ -154,7 +155,7 @@ class Pipeline:
                 for page in source.pull(context):
                     now = self.clock()
                     orders, customers, bad = {}, {}, []
-                    for rec in page.records:
+                    for rec in with_notices(page.records):  # an order's notices are listed as quarantined
                         if isinstance(rec, Quarantined):
                             bad.append({"source": rec.source, "location": rec.location, "reason": rec.reason,
                                         "raw": rec.raw})
@@ -468,7 +469,8 @@ def update_from_row(row: dict[str, Any]) -> ProfileUpdate:
     p = row["payload"]
     t = p.get("transition")
     return ProfileUpdate(
-        outbox_id=row["id"], customer_key=row["customer_key"], email=p.get("email"), phone=p.get("phone"),
+        outbox_id=row["id"], customer_key=row["customer_key"], phone=p.get("phone"),
+        email=p.get("email") if is_email(p.get("email")) else None,  # never send what is not an address
         properties=p["properties"], event_id=p.get("event_id"),
         transition=Transition(from_group=t["from"], to_group=t["to"], labels_before=t.get("labels_before") or {},
                               labels_after=t.get("labels_after") or {}) if t else None,

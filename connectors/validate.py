@@ -1,0 +1,162 @@
+"""The checks every source applies to what it reads: identifiers, emails, order dates, amounts.
+
+One definition, in Python (Shopify, BigCommerce, webhooks, the push) and as DuckDB SQL (the two
+CSV reads), so every path agrees:
+
+* **Trimmed** around ids and emails: ASCII whitespace and control characters (U+0000–U+001F:
+  tab, newline, CR, VT, FF, NUL, ...) and the Unicode spaces DuckDB's ``TRIM`` removes (category
+  Zs: U+00A0, U+2000–U+200A, U+3000, ...). "a@b.c\\t" and "a@b.c" are one person.
+* A **customer id** with a control character *inside* (NUL, tab, ..., or DEL) is not an id
+  someone typed: the record is quarantined, naming the column (the id is the customer's key in
+  the destinations and is printed in reports). An **order id** is quarantined only for a NUL
+  inside: order ids never leave the store, and NUL is what breaks it (PostgreSQL refuses it in
+  text, C tools end the text there); other control characters stay part of the opaque id. The
+  reason is cost: the fast CSV read checks every order id, and ``contains(id, chr(0))`` costs a
+  seventh of a regular expression over the id (customer ids are checked once per customer).
+* An **email** that is not plausibly an address — not exactly one ``@``, an empty local part, a
+  domain without a dot or with an empty label, or whitespace/control characters inside — is not
+  stored or sent (``None``). The order still counts for its customer id; the source reports a
+  notice naming the record and "email is not an address". A guest (no customer id) whose email is
+  not an address has no identity: that record is quarantined.
+* An order **placed** before 1990-01-01 or from 2100-01-01 (UTC) is quarantined. An absolute
+  range, not one around the as-of day: the store keeps future orders for later back-tests, and a
+  file must read the same whatever day it is scored. No shop sold online before 1990; dates like
+  0001-01-01, 1900-01-01, 1970-01-01 (zero dates of databases and spreadsheets) or 9999-12-31
+  (an "open end") are placeholders, not purchases.
+* A **negative net amount** on an order that would otherwise count (not test, not cancelled) —
+  a refund larger than the order, or a refund exported as a row of its own — is kept (a later
+  version of the same order must still replace an earlier one) but never counts (only amounts
+  above zero do) and is not subtracted from any other order; a notice says so. A zero amount is
+  an ordinary non-qualifying order, without a notice.
+
+Notices are :class:`~connectors.base.Quarantined` records attached to the order
+(``Order.notices``); :func:`with_notices` lays them out after their order for the pipeline,
+which lists them with the quarantined rows of the run.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Iterable, Iterator
+
+# the characters trimmed around ids and emails: C0 controls, space, and Unicode category Zs
+_ZS = "\u00a0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u202f\u205f\u3000"
+TRIM_CHARS = "".join(chr(c) for c in range(0x21)) + _ZS
+# characters an id may not contain once trimmed
+_CONTROL = [(0x00, 0x1F), (0x7F, 0x7F)]
+# characters an email may not contain anywhere (besides a second "@"): controls, spaces, C1, line separators
+_NOT_IN_EMAIL = ([(0x00, 0x20), (0x7F, 0x9F)] + [(ord(c), ord(c)) for c in _ZS]
+                 + [(0x2028, 0x2029), (0xFEFF, 0xFEFF)])
+
+PLACED_MIN = datetime(1990, 1, 1, tzinfo=timezone.utc)
+PLACED_END = datetime(2100, 1, 1, tzinfo=timezone.utc)  # exclusive
+
+EMAIL_REASON = "email is not an address"
+
+
+def _class(ranges: list[tuple[int, int]], code) -> str:
+    return "".join(code(a) if a == b else f"{code(a)}-{code(b)}" for a, b in ranges)
+
+
+def _py(c: int) -> str:
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def _re2(c: int) -> str:
+    return f"\\x{{{c:x}}}"
+
+
+def _email_pattern(code) -> str:
+    bad = _class(_NOT_IN_EMAIL, code)
+    return f"[^@{bad}]+@[^@.{bad}]+(?:\\.[^@.{bad}]+)+"
+
+
+_EMAIL_RE = re.compile(_email_pattern(_py))
+_CONTROL_RE = re.compile(f"[{_class(_CONTROL, _py)}]")
+
+
+# --------------------------------------------------------------------------- Python
+def trim(value: object) -> str | None:
+    """Text with :data:`TRIM_CHARS` removed at both ends; ``None`` when nothing is left."""
+    if value is None:
+        return None
+    return str(value).strip(TRIM_CHARS) or None
+
+
+def id_problem(column: str, value: str | None) -> str | None:
+    """Why a (trimmed) id cannot be used, or ``None`` (``order_id``: a NUL; other ids: any control)."""
+    if value is None:
+        return None
+    if column == "order_id":
+        return "order_id contains a NUL character" if "\x00" in value else None
+    return f"{column} contains a control character" if _CONTROL_RE.search(value) else None
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character shown as ``?`` (for the raw excerpt of a quarantined row)."""
+    return _CONTROL_RE.sub("?", text)
+
+
+def is_email(value: str | None) -> bool:
+    """True for a plausible address (see the module docstring); False for None."""
+    return value is not None and _EMAIL_RE.fullmatch(value) is not None
+
+
+def clean_email(value: object) -> tuple[str | None, bool]:
+    """The trimmed, lower-cased email, or ``None``; and whether a value was dropped as not an address."""
+    text = trim(value)
+    if text is None:
+        return None, False
+    text = text.lower()
+    return (text, False) if is_email(text) else (None, True)
+
+
+def placed_at_problem(moment: datetime) -> str | None:
+    if PLACED_MIN <= moment < PLACED_END:
+        return None
+    return f"placed_at {moment.date().isoformat()} is outside {PLACED_MIN.year}..{PLACED_END.year - 1}"
+
+
+def negative_reason(amount: Decimal) -> str:
+    return f"amount is negative ({amount}): a refund larger than the order? not counted"
+
+
+def skip_reason(amount: Decimal, excluded: bool) -> str | None:
+    """The notice for an order that would count but for its negative amount, else ``None``."""
+    return negative_reason(amount) if amount < 0 and not excluded else None
+
+
+def with_notices(records: Iterable) -> Iterator:
+    """Each record, then the notices its order carries (``Order.notices``)."""
+    for record in records:
+        yield record
+        yield from getattr(record, "notices", ())
+
+
+# --------------------------------------------------------------------------- DuckDB SQL
+def _sql_chars(chars: str) -> str:
+    return "(" + " || ".join(f"chr({ord(c)})" for c in chars) + ")"
+
+
+def trim_sql(column: str) -> str:
+    """``column`` with :data:`TRIM_CHARS` removed at both ends (like :func:`trim`, without the NULL)."""
+    return f"TRIM({column}, {_sql_chars(TRIM_CHARS)})"
+
+
+def control_sql(column: str) -> str:
+    """True when the text holds a control character (see :func:`id_problem`)."""
+    return f"regexp_matches({column}, '[{_class(_CONTROL, _re2)}]')"
+
+
+def nul_sql(column: str) -> str:
+    """True when the text holds a NUL (the order-id check of :func:`id_problem`)."""
+    return f"contains({column}, chr(0))"
+
+
+def email_ok_sql(column: str) -> str:
+    """True for a plausible address (:func:`is_email`); NULL for NULL."""
+    return f"regexp_full_match({column}, '{_email_pattern(_re2)}')"
+
+
+PLACED_RANGE_SQL = (f"TIMESTAMPTZ '{PLACED_MIN.isoformat()}'", f"TIMESTAMPTZ '{PLACED_END.isoformat()}'")
