@@ -12,8 +12,14 @@ Which orders count as purchases, by ``status_id`` (the fixed ids of ``GET /v2/or
                       (``count_manual_verification``, ``count_disputed``; off by default)
 ====================  ==========================================================
 
-An order's amount is ``total_inc_tax − refunded_amount`` (exact decimals, in the order's
-transactional currency, ``default_currency_code``). An order that does not count is flagged
+An order's amount is ``total_inc_tax − refunded_amount``. Those are in the order's
+*transactional* currency, ``default_currency_code`` (the spec's "Currency Fields": the currency
+the shopper pays in; ``currency_code`` is only the display currency). With Multi-Currency the
+order also has ``store_default_currency_code`` and ``store_default_to_transactional_exchange_rate``
+(units of the transactional currency per unit of the store's default currency, the rate
+BigCommerce converted the default prices with): the amount is divided by that rate, exact and
+rounded half-even to 4 decimals, and the order is in the store's default currency; without
+those fields (empty, or a rate of 1 with the same code) it stays in the transactional one. An order that does not count is flagged
 ``is_cancelled`` (the store keeps it, it never qualifies) and its status says why. Archived
 orders (``is_deleted``) become ``Order(is_deleted=True)``. Dates are RFC-2822 and always UTC.
 Guests (``customer_id`` 0) are identified as ``email:<normalised billing email>``. Ids, emails
@@ -23,7 +29,7 @@ dropped with a notice).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -64,6 +70,21 @@ def _money(value: Any, field: str) -> Decimal:
     return amount
 
 
+def store_default_amount(data: dict[str, Any], amount: Decimal) -> tuple[Decimal, str | None]:
+    """``amount`` (transactional currency) in the store's default currency, and that currency."""
+    transactional = str(data.get("default_currency_code") or data.get("currency_code") or "").strip().upper() or None
+    store_default = str(data.get("store_default_currency_code") or "").strip().upper() or None
+    if store_default is None or store_default == transactional:
+        return amount, transactional
+    rate = _money(data.get("store_default_to_transactional_exchange_rate"), "store_default_to_transactional_exchange_rate")
+    if rate <= 0:
+        raise ValueError(f"store_default_to_transactional_exchange_rate is not positive ({transactional} "
+                         f"to {store_default})")
+    with localcontext(prec=80):
+        converted = (amount / rate).quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
+    return converted, store_default
+
+
 def counts(status_id: int, extra: frozenset[int]) -> bool:
     return status_id in PURCHASE or status_id in extra
 
@@ -95,13 +116,16 @@ def order_from_json(source: str, data: dict[str, Any], extra_purchase: frozenset
         customer = "email:" + email
     elif dropped:
         notices.append(f"{validate.EMAIL_REASON}: the order counts, the email is not used")
+    try:
+        amount, code = store_default_amount(data, total - refunded)
+    except ValueError as exc:
+        return Quarantined(source=source, location=location, reason=str(exc))
     counted = counts(status_id, extra_purchase)
     deleted = bool(data.get("is_deleted"))
     skipped = validate.skip_reason(total - refunded, not counted or deleted)
     notices += [skipped] if skipped else []
     return Order(source=source, order_id=order_id, customer_id=customer, placed_at=placed_at, updated_at=updated_at,
-                 amount=total - refunded, email=email,
-                 currency=data.get("default_currency_code") or data.get("currency_code") or None,
+                 amount=amount, email=email, currency=code,
                  status=f"{status_id} {data.get('status') or ''}".strip(), is_cancelled=not counted,
                  is_deleted=deleted, notices=tuple(Quarantined(source=source, location=location, reason=n)
                                                    for n in notices))

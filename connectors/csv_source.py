@@ -253,17 +253,18 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
     return CsvScan(conn=conn, path=path, present=present)
 
 
-def qualifying_sql(scan_: CsvScan) -> str:
-    """Good, qualifying rows, the newest row per order id (a later line wins)."""
+def qualifying_sql(scan_: CsvScan, view: str = "checked") -> str:
+    """Good, qualifying rows, the newest row per order id (a later line wins). ``view``: ``checked``
+    or a view over it with the same columns (``rfm-sync score``'s ``priced``: amounts converted)."""
     dedupe = ("QUALIFY row_number() OVER (PARTITION BY order_key ORDER BY line DESC) = 1"
               if "order_id" in scan_.present else "")
     return f"""SELECT customer_key, placed_at, CAST(amount * 10000 AS BIGINT) AS amount_e4
-               FROM (SELECT * FROM checked WHERE problem IS NULL {dedupe})
+               FROM (SELECT * FROM {view} WHERE problem IS NULL {dedupe})
                WHERE amount > 0 AND NOT is_test AND NOT is_cancelled"""
 
 
 def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
-                   conn: duckdb.DuckDBPyConnection) -> tuple[str, bool]:
+                   conn: duckdb.DuckDBPyConnection, currency: str | None = None) -> tuple[str, bool]:
     """The fast read of the same file, for files that need no quarantine: DuckDB's reader parses
     ``placed_at`` and the amounts itself and *raises* on any row it cannot read (a bad date, a
     stray field, a short row), so nothing is silently dropped. One row per data line:
@@ -277,6 +278,9 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
     scan's (``tests/test_csv_fast_path.py`` checks this on hostile files). Otherwise use
     :func:`scan`. ``order_hash`` is a 64-bit hash of the order id, for the duplicate check; the
     second value says whether the file has order ids at all.
+
+    ``currency``: the one currency a row may name (or none); a row in any other is ``bad`` too,
+    so a file with another currency goes to the validating scan, which converts or quarantines.
     """
     header, present, names = _open(conn, path, settings, zone, _reader(path, settings, TOLERANT))  # the same columns
     # DECIMAL(12,4) keeps the money arithmetic in 64 bits (twice as fast as 128); an amount of
@@ -308,7 +312,7 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
         SELECT customer_key, order_hash, placed_at, amount_e4, qualifies,
                customer_key IS NULL OR placed_at IS NULL OR amount_e4 IS NULL
                  OR placed_at < {placed_min} OR placed_at >= {placed_end} OR negative
-                 OR COALESCE(order_control, false) AS bad
+                 OR COALESCE(order_control, false) OR other_currency AS bad
         FROM (SELECT CASE WHEN {cid} IS NULL OR {cid} = '' THEN {guest} ELSE {cid} END AS customer_key,
                      {order_hash} AS order_hash,
                      {order_control} AS order_control,
@@ -320,9 +324,31 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
                      -- the status is read again only for negative amounts (one shared column of the
                      -- status test was computed twice: 0.14 s more CPU for a million rows)
                      CASE WHEN {amount} - {refunded} < 0 THEN NOT COALESCE(LOWER({status}) IN ({excluded}), false)
-                          ELSE false END AS negative
+                          ELSE false END AS negative,
+                     {other_currency_sql(names, present, currency)} AS other_currency
               FROM {reader})"""
     return sql, "order_id" in present
+
+
+def other_currency_sql(names: dict[str, str], present: set[str], currency: str | None) -> str:
+    """True for a row whose currency (trimmed, any case) is set and is not ``currency``. The text as
+    written is compared first: in a one-currency file that is the only test a row costs."""
+    if "currency" not in present:
+        return "false"
+    raw, text = _q(names["currency"]), _trimmed(names, present, "currency")
+    if currency is None:
+        return f"{text} IS NOT NULL"
+    return f"CASE WHEN {raw} = {_lit(currency)} THEN false ELSE COALESCE(UPPER({text}) <> {_lit(currency)}, false) END"
+
+
+def first_currency_sql(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBPyConnection) -> str | None:
+    """The currency (trimmed, upper case) of the file's first data row, or None (none, or no column)."""
+    reader = _reader(path, settings, TOLERANT + SERIAL)  # one thread: it reads only the first row
+    _, present, names = _open(conn, path, settings, zone, reader)
+    if "currency" not in present:
+        return None
+    row = conn.execute(f"SELECT UPPER({_trimmed(names, present, 'currency')}) FROM {reader} LIMIT 1").fetchone()
+    return row[0] if row else None
 
 
 def trim_customer_keys(conn: duckdb.DuckDBPyConnection, aggregates: Any) -> Any:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import tomllib
 from datetime import date, datetime, timezone
 from pathlib import Path
+from decimal import Decimal
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from connectors.base import ConnectorSettings
 from connectors.registry import UnknownConnector, connector_class
 
+from . import currency
 from .daemon_config import DaemonConfig, LoggingConfig, ScheduleConfig, WebhooksConfig
 
 
@@ -41,6 +43,38 @@ class StoreConfig(Section):
 
 class ShopConfig(Section):
     timezone: str = "UTC"
+    # the currency every amount is scored in (ISO 4217); see rfm_sync/currency.py
+    currency: str | None = None
+    # [shop.rates]: 1 unit of the key's currency = this many of the shop currency (exact decimals)
+    rates: dict[str, Decimal] = {}
+    # a CSV of daily rates, columns date,currency,rate (relative to the config file)
+    rates_file: str | None = None
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_code(cls, v: str | None) -> str | None:
+        return None if v is None else currency.parse_code(v)
+
+    @field_validator("rates", mode="before")
+    @classmethod
+    def _rates(cls, v: Any) -> dict[str, Decimal]:
+        if not isinstance(v, dict):
+            raise ValueError("expected a table of currency = rate, e.g. JPY = \"0.0061\"")
+        out = {}
+        for code, rate in v.items():
+            try:
+                out[currency.parse_code(code)] = currency.parse_rate(rate)
+            except ValueError as exc:
+                raise ValueError(f"{code}: {exc}") from None
+        return out
+
+    @model_validator(mode="after")
+    def _rates_need_currency(self) -> "ShopConfig":
+        if (self.rates or self.rates_file) and self.currency is None:
+            raise ValueError("rates need [shop] currency (the currency they convert to)")
+        if self.currency in self.rates:
+            raise ValueError(f"rates: {self.currency} is the shop currency itself")
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -107,6 +141,7 @@ class Config(Section):
     sources: list[ConnectorSettings] = []
     destinations: list[ConnectorSettings] = []
     path: Path | None = None  # the file this was read from (not a TOML key)
+    currency_rates: Any = None  # [shop] currency, rates and rates_file read (not a TOML key; see shop_rates)
     extra: dict[str, Any] = {}  # sections owned by optional features, validated by them
 
     @property
@@ -172,10 +207,34 @@ def parse_config(data: dict[str, Any], *, where: str = "config", path: Path | No
             msg = ("unknown key (check its spelling)" if err["type"] == "extra_forbidden"
                    else err["msg"].removeprefix("Value error, "))
             problems.append(f"{where}: {loc}: {msg}")
+    rates = None
+    if config is not None:
+        try:
+            rates = _shop_rates(config.shop, path)
+        except ValueError as exc:
+            problems.append(f"{where}: shop.rates_file: {exc}")
     if problems:
         raise ConfigError(problems)
     assert config is not None
-    return config.model_copy(update={"sources": sources, "destinations": destinations, "extra": extra})
+    return config.model_copy(update={"sources": sources, "destinations": destinations, "extra": extra,
+                                     "currency_rates": rates})
+
+
+def _shop_rates(shop: ShopConfig, path: Path | None) -> currency.Rates:
+    daily = {}
+    if shop.rates_file:
+        file = Path(shop.rates_file).expanduser()
+        if not file.is_absolute():
+            file = (path.parent if path else Path.cwd()) / file
+        daily = currency.load_rates_file(file)
+        if shop.currency in daily:
+            raise ValueError(f"{file}: has rates for {shop.currency}, the shop currency itself")
+    return currency.Rates(currency=shop.currency, fixed=dict(shop.rates), daily=daily)
+
+
+def shop_rates(config: Config) -> currency.Rates:
+    """The currency rule of this config (read once by ``parse_config``)."""
+    return config.currency_rates if config.currency_rates is not None else _shop_rates(config.shop, config.path)
 
 
 # Sections that later features (daemon, webhooks) validate themselves.

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Callable
 import duckdb
 import pandas as pd
 
-from connectors.csv_source import (CsvSettings, needs_trim_sql, order_hash_sql, qualifying_sql, scan,
-                                   serial_on_error, trim_customer_keys, typed_rows_sql)
+from connectors.csv_source import (CsvSettings, first_currency_sql, needs_trim_sql, order_hash_sql, qualifying_sql,
+                                   scan, serial_on_error, trim_customer_keys, typed_rows_sql)
 from connectors.validate import control_sql
 
-from . import atomic, engine
-from .config import Config
+from . import atomic, currency, engine
+from .config import Config, shop_rates
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -137,7 +137,10 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
     time to build), which come back in the same result and are checked for repeats by sorting them
     in numpy. That costs a fraction of a DISTINCT hash table over ten million ids in the pass, or
     of reading the file a second time."""
-    rows, has_ids = typed_rows_sql(path, settings, config.shop.zone, conn)
+    # one currency per sum: the shop's, or without one the first row's; a row in another sends the
+    # file to the validating scan (which converts, quarantines or stops on mixed currencies)
+    expected = config.shop.currency or first_currency_sql(path, settings, config.shop.zone, conn)
+    rows, has_ids = typed_rows_sql(path, settings, config.shop.zone, conn, expected)
     cols, params = _window_columns(windows, "q_amount")
     params["end"] = end
     # the only filter is the row check: a bad row stops the pass (error() raises), like a row the
@@ -206,26 +209,56 @@ def _validated_aggregates(path: Path, settings: CsvSettings, config: Config, win
 def _validate(path: Path, settings: CsvSettings, config: Config, windows: dict[str, object], end: object,
               conn: duckdb.DuckDBPyConnection, parallel: bool) -> tuple[pd.DataFrame, int, int]:
     checked = scan(path, settings, config.shop.zone, conn, parallel=parallel)
+    _price(conn, path, shop_rates(config))
     order_hash = order_hash_sql("order_id") if "order_id" in checked.present else "NULL::UBIGINT"
     conn.execute(f"""
         CREATE OR REPLACE TEMP TABLE parsed_orders AS
         SELECT customer_key, {order_hash} AS order_hash, placed_at, CAST(amount * 10000 AS BIGINT) AS amount_e4,
                COALESCE(amount > 0 AND NOT is_test AND NOT is_cancelled, false) AS qualifies,
                problem IS NOT NULL AS bad, skip_reason IS NOT NULL AS skipped
-        FROM checked""")
+        FROM priced""")
     dupes, bad, skipped = conn.execute(
         "SELECT count(order_hash) FILTER (WHERE NOT bad) - count(DISTINCT order_hash) FILTER (WHERE NOT bad), "
         "count(*) FILTER (WHERE bad), count(*) FILTER (WHERE skipped) FROM parsed_orders").fetchall()[0]
-    source = qualifying_sql(checked) if dupes else \
+    source = qualifying_sql(checked, "priced") if dupes else \
         "SELECT customer_key, placed_at, amount_e4 FROM parsed_orders WHERE qualifies AND NOT bad"
     sql, params = _aggregate_sql(source, windows)
     return _fetch(conn, sql, {**params, "end": end}), bad, skipped
 
 
+def _price(conn: duckdb.DuckDBPyConnection, path: Path, rates: currency.Rates) -> None:
+    """The view ``priced``: ``checked`` with amounts in the shop currency (exact, as
+    :func:`rfm_sync.currency.convert`) and a row in a currency without a rate quarantined
+    ("currency JPY has no rate to EUR"). Without ``[shop] currency`` amounts stay as they are and
+    good rows in more than one currency raise :class:`currency.MixedCurrencies`."""
+    if rates.currency is None:
+        conn.execute("CREATE OR REPLACE TEMP VIEW priced AS SELECT * FROM checked")
+        codes = [r[0] for r in conn.execute("SELECT DISTINCT currency FROM checked WHERE problem IS NULL "
+                                            "AND currency IS NOT NULL ORDER BY 1 LIMIT 10").fetchall()]
+        if len(codes) > 1:
+            raise currency.MixedCurrencies(currency.mixed_message(path.name, codes))
+        return
+    currency.register_rates_sql(conn, rates)
+    shop = "'" + rates.currency + "'"  # three capital letters (validated)
+    foreign = f"(c.currency IS NOT NULL AND c.currency <> {shop})"
+    rate = "COALESCE(d.rate_e10, f.rate_e10)"
+    converted = currency.convert_e4_sql("CAST(c.amount * 10000 AS BIGINT)", rate)
+    conn.execute(f"""
+        CREATE OR REPLACE TEMP VIEW priced AS
+        SELECT c.* REPLACE (
+                 CASE WHEN {foreign} THEN CAST(CAST({converted} AS DECIMAL(18,0)) * 0.0001 AS DECIMAL(18,4))
+                      ELSE c.amount END AS amount,
+                 COALESCE(c.problem, CASE WHEN {foreign} AND {rate} IS NULL
+                                          THEN 'currency ' || c.currency || ' has no rate to ' || {shop} END) AS problem)
+        FROM checked c
+        LEFT JOIN fixed_rates f ON f.currency = c.currency
+        ASOF LEFT JOIN daily_rates d ON d.currency = c.currency AND CAST(c.placed_at AS DATE) >= d.day""")
+
+
 @dataclass
 class Aggregates:
     frame: pd.DataFrame  # one row per customer with a qualifying order (see ``Store.aggregate``)
-    conn: duckdb.DuckDBPyConnection  # the scan's connection (``checked`` exists when ``bad``)
+    conn: duckdb.DuckDBPyConnection  # the scan's connection (``checked``, ``priced`` exist when ``bad``)
     bad: int  # rows the validating scan quarantines
     fast: bool  # True when the typed fast read sufficed
     skipped: int = 0  # rows read but skipped with a reason (``skip_reason``; the fast read has none)
@@ -308,7 +341,7 @@ def score_csv(path: Path, out: Path, config: Config, as_of: date, settings: CsvS
         if column in frame.columns:
             table[column] = frame[column]
     out.parent.mkdir(parents=True, exist_ok=True)
-    bad = conn.execute("SELECT line, COALESCE(problem, skip_reason) AS problem FROM checked "
+    bad = conn.execute("SELECT line, COALESCE(problem, skip_reason) AS problem FROM priced "
                        "WHERE problem IS NOT NULL OR skip_reason IS NOT NULL ORDER BY line").df() \
         if aggregates.bad or aggregates.skipped else pd.DataFrame(columns=["line", "problem"])
     qfile = quarantine_path(out) if len(bad) else None

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Callable
 
@@ -33,9 +33,9 @@ from connectors.base import (ConnectorContext, ConnectorError, Destination, Fata
 from connectors.registry import connector_class
 from connectors.validate import is_email, with_notices
 
-from . import delivery, diffing, engine, secrets
+from . import currency, delivery, diffing, engine, secrets
 from .calibration import freezable, population_of, run_population
-from .config import Config
+from .config import Config, shop_rates
 from .store import MONEY_SCALE, Store, utcnow
 from .store import outbox_queries as ob
 from .store import state_queries as sq
@@ -119,13 +119,24 @@ def customer_key(order: Order, merge_by: str) -> str:
     return order.customer_id
 
 
-def order_row(order: Order, key: str, now: datetime) -> dict[str, Any]:
-    amount_e4 = int((order.amount * MONEY_SCALE).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+def _e4(amount: Decimal) -> int:
+    return int((amount * MONEY_SCALE).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def order_row(order: Order, key: str, now: datetime, rates: currency.Rates | None = None,
+              zone: Any = None) -> dict[str, Any]:
+    """The store row of an order, its amount in the shop currency (``rates``: see
+    :mod:`rfm_sync.currency`; raises :class:`currency.NoRate` for a currency without a rate)."""
+    money = currency.to_shop(rates or currency.Rates(), order.amount, order.currency, order.placed_at,
+                             zone or timezone.utc)
+    amount_e4 = _e4(money.amount)
     return {
         "source": order.source, "order_id": order.order_id, "customer_key": key,
         "source_customer_id": order.customer_id, "email": order.email, "phone": order.phone,
         "placed_at": order.placed_at, "updated_at": order.updated_at, "amount_e4": amount_e4,
-        "currency": order.currency, "status": order.status, "is_test": order.is_test,
+        "currency": money.currency, "original_currency": money.original_currency,
+        "original_amount_e4": None if money.original_amount is None else _e4(money.original_amount),
+        "status": order.status, "is_test": order.is_test,
         "is_cancelled": order.is_cancelled, "is_deleted": order.is_deleted,
         "qualifies": amount_e4 > 0 and not (order.is_test or order.is_cancelled or order.is_deleted),
         "ingested_at": now,
@@ -148,9 +159,11 @@ class Pipeline:
     # ------------------------------------------------------------------ 1. pull
     def pull(self, run_id: int | None, report: CycleReport) -> None:
         merge_by = self.config.identity.merge_by
+        rates, zone = shop_rates(self.config), self.config.shop.zone
         for source in self.sources:
             context = PullContext(cursor=self.store.get_cursor(source.name), started_at=self.clock())
             count = 0
+            seen = currency.store_currencies(self.store) if rates.currency is None else set()
             try:
                 for page in source.pull(context):
                     now = self.clock()
@@ -161,12 +174,20 @@ class Pipeline:
                                         "raw": rec.raw})
                             continue
                         key = customer_key(rec, merge_by)
+                        try:
+                            row = order_row(rec, key, now, rates, zone)
+                        except currency.NoRate as exc:  # never summed raw: kept with its reason
+                            bad.append({"source": rec.source, "location": f"order {rec.order_id}",
+                                        "reason": str(exc), "raw": f"{rec.amount} {rec.currency}"})
+                            continue
                         previous = orders.get(rec.order_id)
                         if previous is None or (rec.updated_at or now) >= (previous["updated_at"] or now):
-                            orders[rec.order_id] = order_row(rec, key, now)
+                            orders[rec.order_id] = row
                         if rec.email or rec.phone or key not in customers:
                             customers[key] = {"customer_key": key, "email": rec.email, "phone": rec.phone,
                                               "updated_at": now}
+                    if rates.currency is None:
+                        currency.check_page(source.name, seen, orders.values())
                     with self.store.begin() as conn:
                         self.store.upsert_orders(conn, list(orders.values()))
                         self.store.upsert_customers(conn, list(customers.values()))
@@ -208,6 +229,7 @@ class Pipeline:
         zone = self.config.shop.zone
         window_start, end = engine.window_bounds(as_of, rfm.window_days, zone)
         extra = {name: engine.window_bounds(as_of, days, zone)[0] for name, days in engine.windows(rfm).items()}
+        currency.check_store(self.store, shop_rates(self.config))  # one currency per sum, or stop
         aggregates = self.store.aggregate(end, window_start, keys, windows=extra)
         frozen, calibrated_on, population = cut_points, None, None
         quantiles = engine.SCHEMES[rfm.scheme].USES_QUANTILES
@@ -393,18 +415,29 @@ class Pipeline:
         cut points of the last scored run. Without such a run, or when its cut points were computed
         over no customers (they are empty), a full cycle without pull."""
         merge_by, now = self.config.identity.merge_by, self.clock()
+        rates, zone = shop_rates(self.config), self.config.shop.zone
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         contacts: dict[str, dict[str, Any]] = {}
+        bad: list[dict[str, Any]] = []
         for order in orders:
             key = customer_key(order, merge_by)
+            try:
+                row = order_row(order, key, now, rates, zone)
+            except currency.NoRate as exc:
+                bad.append({"source": order.source, "location": f"order {order.order_id}", "reason": str(exc),
+                            "raw": f"{order.amount} {order.currency}"})
+                continue
             old = rows.get((order.source, order.order_id))
             if old is None or (order.updated_at or now) >= (old["updated_at"] or now):
-                rows[(order.source, order.order_id)] = order_row(order, key, now)
+                rows[(order.source, order.order_id)] = row
             if order.email or order.phone or key not in contacts:
                 contacts[key] = {"customer_key": key, "email": order.email, "phone": order.phone, "updated_at": now}
+        if rates.currency is None:
+            currency.check_page("webhooks", currency.store_currencies(self.store), rows.values())
         with self.store.begin() as conn:
             self.store.upsert_orders(conn, list(rows.values()))
             self.store.upsert_customers(conn, list(contacts.values()))
+            self.store.add_quarantine(conn, None, bad)
         base = self.last_scored_run()
         if base is None or run_population(base) == 0:
             return self.run_cycle(as_of, pull=False)

@@ -171,9 +171,10 @@ def test_two_shopify_stores_and_one_bigcommerce_merge_customers_by_email(tmp_pat
                                                   base_url=bc.url), ctx, sleep=clock.sleep, clock=clock.monotonic),
         ]
         store = Store.open("sqlite:///" + str(tmp_path / "multi.sqlite"))
-        config = parse_config({"identity": {"merge_by": "email"}})
-        report = Pipeline(config, store, sources=sources, destinations=[], clock=clock.now).run_cycle(
-            date(2026, 10, 15))
+        # the Shopify shops sell in EUR, the BigCommerce store in USD: one currency per sum
+        config = parse_config({"identity": {"merge_by": "email"}, "shop": {"currency": "EUR", "rates": {"USD": "0.9"}}})
+        pipeline = Pipeline(config, store, sources=sources, destinations=[], clock=clock.now)
+        report = pipeline.run_cycle(date(2026, 10, 15))
         assert report.errors == {} and report.pulled == {"shop-a": 1, "shop-b": 1, "bc": 2}
         with store.engine.connect() as conn:
             rows = conn.execute(sa.select(orders.c.source, orders.c.order_id, orders.c.customer_key,
@@ -184,6 +185,8 @@ def test_two_shopify_stores_and_one_bigcommerce_merge_customers_by_email(tmp_pat
         assert ann == [("bc", "1", "77"), ("shop-a", "1", "11"), ("shop-b", "1", "email:ann@example.com")]
         assert keys == {"email:ann@example.com", "email:bob@example.com"}
         assert report.scored == 2  # Ann is one customer with three orders from three shops
+        spend = dict(zip(*(pipeline.score(date(2026, 10, 15)).frame[c] for c in ("customer_key", "monetary_e4"))))
+        assert spend["email:ann@example.com"] == 10_0000 + 20_0000 + 27_0000  # 10 + 20 EUR + 30 USD × 0.9
     finally:
         for fake in (shop_a, shop_b, bc):
             fake.close()
@@ -203,6 +206,10 @@ def test_rfm_sync_run_once_with_shop_sources_against_the_fakes(tmp_path, shared_
 url = "sqlite:///state.sqlite"
 [identity]
 merge_by = "email"
+[shop]
+currency = "EUR"
+[shop.rates]
+USD = "0.9"
 [[sources]]
 type = "shopify"
 name = "shop"

@@ -1,7 +1,8 @@
 """The store's tables (SQLAlchemy Core). Migrations in ``migrations/versions`` create them.
 
 Money is an integer: ``amount_e4`` is the amount × 10⁴ (enough for every ISO-4217 currency),
-so sums are exact in SQL and in pandas. Times are UTC; see :class:`UtcDateTime`.
+so sums are exact in SQL and in pandas. It is in one currency, ``currency`` (the shop's once
+``[shop] currency`` is set: orders in another are converted at ingest, see rfm_sync/currency.py). Times are UTC; see :class:`UtcDateTime`.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ orders = sa.Table(
     sa.Column("placed_at", UtcDateTime(), nullable=False),
     sa.Column("updated_at", UtcDateTime()),
     sa.Column("amount_e4", sa.BigInteger, nullable=False),
-    sa.Column("currency", sa.String(8)),
+    sa.Column("currency", sa.String(8)),  # of amount_e4: the shop currency once [shop] currency is set
     sa.Column("status", sa.String(64)),
     sa.Column("is_test", sa.Boolean, nullable=False, default=False),
     sa.Column("is_cancelled", sa.Boolean, nullable=False, default=False),
@@ -57,6 +58,10 @@ orders = sa.Table(
     sa.Column("ingested_at", UtcDateTime(), nullable=False),
     # covering index for scoring (migration 0002): aggregates read it alone, in customer order
     sa.Index("ix_orders_scoring", "customer_key", "qualifies", "placed_at", "amount_e4"),
+    # a converted order's own currency and amount (migration 0004_currency; NULL when not converted)
+    sa.Column("original_currency", sa.String(8)),
+    sa.Column("original_amount_e4", sa.BigInteger),
+    sa.Index("ix_orders_currency", "currency"),  # one-currency check: min/max look-ups
 )
 
 customers = sa.Table(

@@ -17,9 +17,9 @@ import json
 import random
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -61,6 +61,10 @@ class BigCommerceFake:
     # is_deleted=true lists only them; "ignored": listed, and the is_deleted parameter is ignored
     archived_listing: str = "hidden"
     seed: int = 5
+    # Multi-Currency on: transactional currency -> units per 1 USD (the store's default). Every order
+    # then carries store_default_currency_code and store_default_to_transactional_exchange_rate, and
+    # every fourth order of add_orders is paid in one of these currencies (its amounts in it)
+    multi_currency: dict[str, Decimal] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.orders: dict[int, dict[str, Any]] = {}
@@ -86,7 +90,8 @@ class BigCommerceFake:
 
     # ------------------------------------------------------------------ data
     def make(self, oid: int, *, customer_id: int, email: str, created: datetime, modified: datetime,
-             status_id: int, total: Decimal, refunded: Decimal = Decimal(0), deleted: bool = False) -> dict[str, Any]:
+             status_id: int, total: Decimal, refunded: Decimal = Decimal(0), deleted: bool = False,
+             currency: str = "USD") -> dict[str, Any]:
         order = dict(self.template)  # nested values are shared, except those replaced below
         self._dates[oid] = modified.replace(microsecond=0)
         self._cache = None
@@ -95,7 +100,11 @@ class BigCommerceFake:
                       "status": STATUS_NAMES[status_id], "custom_status": STATUS_NAMES[status_id],
                       "total_inc_tax": money(total), "total_ex_tax": money(total), "subtotal_inc_tax": money(total),
                       "subtotal_ex_tax": money(total), "refunded_amount": money(refunded), "is_deleted": deleted,
-                      "default_currency_code": "USD", "currency_code": "USD"})
+                      "default_currency_code": currency, "currency_code": currency})
+        if self.multi_currency:
+            rate = self.multi_currency.get(currency, Decimal(1))
+            order.update({"store_default_currency_code": "USD",
+                          "store_default_to_transactional_exchange_rate": f"{rate:.10f}"})
         order["billing_address"] = {**(order.get("billing_address") or {}), "email": email}
         for key in ("products", "shipping_addresses", "coupons"):
             if isinstance(order.get(key), dict):
@@ -112,12 +121,16 @@ class BigCommerceFake:
             guest = i % 9 == 0
             status = self.rng.choice([2, 3, 8, 9, 10, 11, 11, 11, 10, 10, 14, 0, 1, 4, 5, 6, 7, 12, 13])
             total = Decimal(15 + i % 170) + Decimal("0.5")
+            currency = "USD"
+            if self.multi_currency and i % 4 == 3:  # paid in another currency: prices converted, to the cent
+                currency = sorted(self.multi_currency)[i // 4 % len(self.multi_currency)]
+                total = (total * self.multi_currency[currency]).quantize(Decimal("0.01"))
             refunded = Decimal("3.25") if status == 14 else (total if status == 4 else Decimal(0))
             self.orders[start_id + i] = self.make(
                 start_id + i, customer_id=0 if guest else 9000 + i % people,
                 email=f" Buyer{i % people}@Example.com" if not guest else f"guest{i}@example.com",
                 created=created, modified=created + timedelta(minutes=5), status_id=status, total=total,
-                refunded=refunded, deleted=(i % 211 == 0))
+                refunded=refunded, deleted=(i % 211 == 0), currency=currency)
 
     def mutate(self, n: int) -> None:
         for _ in range(n):
@@ -158,7 +171,10 @@ class BigCommerceFake:
     def expected(self) -> dict[str, tuple[Decimal, bool]]:
         out = {}
         for o in self.orders.values():
-            amount = Decimal(o["total_inc_tax"]) - Decimal(o["refunded_amount"])
+            amount = Decimal(o["total_inc_tax"]) - Decimal(o["refunded_amount"])  # transactional currency
+            if self.multi_currency:  # in USD, the store's default
+                amount = (amount / Decimal(o["store_default_to_transactional_exchange_rate"])).quantize(
+                    Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
             counted = o["status_id"] in PURCHASE or o["status_id"] in self.extra_purchase
             out[str(o["id"])] = (amount, counted and amount > 0 and not o["is_deleted"])
         return out

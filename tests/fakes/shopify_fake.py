@@ -137,10 +137,14 @@ class FakeOrder:
     created_at: datetime
     updated_at: datetime
     total: Decimal
-    currency: str = "EUR"
+    currency: str = "EUR"  # the shop currency: ``total`` is in it (shopMoney)
     test: bool = False
     cancelled_at: datetime | None = None
     financial_status: str = "PAID"
+    # the customer's currency (presentmentMoney) and its units per unit of the shop currency; like
+    # Shopify, an order paid in another currency still has its shopMoney in the shop currency
+    presentment_currency: str | None = None
+    presentment_rate: Decimal = Decimal(1)
 
     def node(self) -> dict[str, Any]:
         customer = None
@@ -151,7 +155,12 @@ class FakeOrder:
                 "processedAt": iso(self.created_at), "updatedAt": iso(self.updated_at),
                 "cancelledAt": iso(self.cancelled_at) if self.cancelled_at else None, "test": self.test,
                 "email": self.email, "displayFinancialStatus": self.financial_status, "currencyCode": self.currency,
-                "currentTotalPriceSet": {"shopMoney": {"amount": str(self.total), "currencyCode": self.currency}},
+                "presentmentCurrencyCode": self.presentment_currency or self.currency,
+                "currentTotalPriceSet": {
+                    "shopMoney": {"amount": str(self.total), "currencyCode": self.currency},
+                    "presentmentMoney": {"amount": str((self.total * self.presentment_rate).quantize(Decimal("0.01")))
+                                         if self.presentment_currency else str(self.total),
+                                         "currencyCode": self.presentment_currency or self.currency}},
                 "customer": customer}
 
     def qualifies(self) -> bool:
