@@ -78,10 +78,12 @@ class FaultPlan:
         self.rng = random.Random(seed)
         self.rate = rate
         self.injected: Counter[str] = Counter()
+        self.requests = 0
         self.lock = threading.Lock()
 
     def choose(self, vendor_kinds: list[str]) -> str | None:
         with self.lock:
+            self.requests += 1
             if self.rate <= 0 or self.rng.random() >= self.rate:
                 return None
             # vendor faults that fit this request are as likely as all the generic ones together
@@ -403,7 +405,7 @@ def make_handler(vendor_box: list[Vendor], plan: FaultPlan, args: argparse.Names
         def _control(self, vendor: Vendor, name: str, body: bytes) -> None:
             payload = json.loads(body or b"{}")
             if name == "state":
-                answer = {"kind": vendor.kind, "faults": dict(plan.injected), "rate": plan.rate,
+                answer = {"kind": vendor.kind, "faults": dict(plan.injected), "rate": plan.rate, "requests": plan.requests,
                           "problems": problems, **vendor.state()}
             elif name == "faults":
                 plan.rate = float(payload.get("rate", plan.rate))
