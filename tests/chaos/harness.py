@@ -86,6 +86,7 @@ token_secret = "chaos-shopify"
 webhook_secret = "chaos-webhooks"
 base_url = "{shopify}"
 page_size = 100
+overlap_minutes = 1
 bulk_poll_seconds = 0.2
 timeout_seconds = 1.0
 [[destinations]]
@@ -366,6 +367,10 @@ class ChaosRun:
                 mutated = True
             time.sleep(0.02)
         if self.daemon.poll() is None:
+            if "cycle done" not in log_path.read_text(errors="replace"):
+                # no cycle finished in this life: let the next ones live longer, so that kills reach
+                # every phase (score, diff, push, webhooks) and not only the pull
+                self.cycle_seconds = min(60.0, self.cycle_seconds * 1.3)
             os.kill(self.daemon.pid, signal.SIGKILL)
             self.daemon.wait()
             self.figures.kills += 1

@@ -98,7 +98,9 @@ def build_shop(customers: int, seed: int):
     """A seeded Shopify shop: ``customers`` customers (one email each), 1-8 orders over two years and a bit."""
     from tests.fakes.shopify_fake import FakeOrder, ShopifyFake
 
-    fake = ShopifyFake(clock=RealClock(), token=SHOPIFY_TOKEN, serve=False, seed=seed, bulk_polls=2)
+    # a Shopify Plus cost bucket (10,000 points, 500/s): a 5,000-customer shop pages without waiting minutes
+    fake = ShopifyFake(clock=RealClock(), token=SHOPIFY_TOKEN, serve=False, seed=seed, bulk_polls=2,
+                       bucket_max=10_000.0, restore_rate=500.0)
     rng = random.Random(seed * 7919 + 1)
     now = datetime.now(timezone.utc)
     oid = 10_000
@@ -211,8 +213,8 @@ class ShopifyVendor(Vendor):
         if fault == "shopify_bulk_failed":
             self.fake.fail_next_bulk += 1
         elif fault == "shopify_throttled":
-            # a nearly empty bucket: the next page must wait ~2 s of refill (50 points/s)
-            self.fake.available, self.fake.bucket_stamp = 400.0, self.fake.clock.monotonic()
+            # an empty bucket: the next page waits ~1 s of refill (500 points/s)
+            self.fake.available, self.fake.bucket_stamp = 0.0, self.fake.clock.monotonic()
 
     def dispatch(self, method: str, url: str, headers: CaseInsensitiveDict, body: bytes):
         parts = urlsplit(url)
