@@ -10,6 +10,7 @@ whose financial status is in ``non_purchase_statuses`` are flagged so they never
 """
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
@@ -17,6 +18,20 @@ from typing import Any, Iterable
 from . import validate
 from .base import MAX_AMOUNT, Order, Quarantined
 
+
+def _shape_checked(parse: Any) -> Any:
+    """A payload whose fields have the wrong JSON types (an object where a string was expected, say)
+    becomes a quarantined record naming the problem, not an AttributeError out of the parser."""
+    @functools.wraps(parse)
+    def checked(source: str, data: Any, *args: Any) -> Order | Quarantined:
+        try:
+            return parse(source, data, *args)
+        except (AttributeError, TypeError, KeyError) as exc:
+            inner = data.get("order", data) if isinstance(data, dict) else data
+            order_id = inner.get("id", "?") if isinstance(inner, dict) else "?"
+            return Quarantined(source=source, location=f"order {str(order_id)[:80]}",
+                               reason=f"unexpected payload shape ({type(exc).__name__})")
+    return checked
 
 def numeric_id(value: Any) -> str:
     """``gid://shopify/Order/123`` or ``123`` → ``"123"`` (an opaque string either way)."""
@@ -97,6 +112,7 @@ def _build(source: str, order_id: str, customer: str | None, email: str | None, 
                  notices=tuple(Quarantined(source=source, location=location, reason=n) for n in notices))
 
 
+@_shape_checked
 def order_from_node(source: str, node: dict[str, Any], non_purchase: Iterable[str] = ()) -> Order | Quarantined:
     """A GraphQL ``Order`` node (see :data:`shopify_queries.ORDER_FIELDS`)."""
     order_id = numeric_id(node.get("id", "?"))
@@ -112,6 +128,7 @@ def order_from_node(source: str, node: dict[str, Any], non_purchase: Iterable[st
                   node.get("test"), node.get("cancelledAt"), non_purchase)
 
 
+@_shape_checked
 def order_from_rest(source: str, body: dict[str, Any], non_purchase: Iterable[str] = ()) -> Order | Quarantined:
     """A REST order as sent by the ``orders/create`` and ``orders/updated`` webhooks.
 

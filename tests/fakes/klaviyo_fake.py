@@ -68,11 +68,22 @@ class FakeKlaviyo:
         self.cut_next = 0  # do the work of this many calls, then cut their answer half way
         self.malformed_next = 0  # ... or answer with truncated JSON whose length matches
         self.cuts = 0
+        # chaos (tests/chaos): the next jobs end ``cancelled`` having imported nothing; the next job
+        # fails this many of its profiles (listed as import errors, not imported)
+        self.cancel_next_jobs = 0
+        self.fail_in_next_job = 0
+        self.event_log: list[dict[str, Any]] = []  # every accepted event POST, duplicates included
 
     # ------------------------------------------------------------------ wiring
     def install(self, rsps: responses.RequestsMock) -> "FakeKlaviyo":
         base = re.escape(self.base_url)
-        routes = [
+        for method, pattern, handler in self.route_table():
+            rsps.add_callback(method, re.compile(base + pattern), callback=self._wrap(handler))
+        return self
+
+    def route_table(self) -> list[tuple[str, str, Any]]:
+        """(method, path pattern relative to ``base_url``, handler) of every modelled endpoint."""
+        return [
             ("POST", r"/api/profile-bulk-import-jobs/?$", self._create_job),
             ("GET", r"/api/profile-bulk-import-jobs/([^/?]+)/import-errors", self._import_errors),
             ("GET", r"/api/profile-bulk-import-jobs/?(\?.*)?$", self._list_jobs),
@@ -82,9 +93,16 @@ class FakeKlaviyo:
             ("GET", r"/api/segments/?(\?.*)?$", self._list_segments),
             ("POST", r"/api/segments/?$", self._create_segment),
         ]
-        for method, pattern, handler in routes:
-            rsps.add_callback(method, re.compile(base + pattern), callback=self._wrap(handler))
-        return self
+
+    def dispatch(self, method: str, url: str, headers: dict[str, str], body: bytes | None):
+        """Answer one request as ``install`` would, without ``responses`` (for a real socket server):
+        ``(status, headers, body)``, or None when no route matches."""
+        base = re.escape(self.base_url)
+        request = _Request(method, url, headers, body)
+        for route_method, pattern, handler in self.route_table():
+            if route_method == method and re.match(base + pattern, url):
+                return self._wrap(handler)(request)
+        return None
 
     def _wrap(self, handler):
         def callback(request):
@@ -169,9 +187,17 @@ class FakeKlaviyo:
                 "detail": f"A bulk import job accepts at most {self.job_max_profiles} profiles; got {len(profiles)}.",
                 "source": {"pointer": "/data/attributes/profiles/data"}, "meta": {}}]})
         job_id = f"job{len(self.jobs) + 1}"
+        if self.cancel_next_jobs:
+            self.cancel_next_jobs -= 1
+            self.jobs[job_id] = {"status": "cancelled", "polls": 0, "total": len(profiles), "errors": [],
+                                 "cancelled": True}
+            return _json(202, {"data": self._job_resource(job_id)})
+        refused = set(self.rng.sample(range(len(profiles)), min(self.fail_in_next_job, len(profiles))))
+        self.fail_in_next_job = 0
         errors = []
         for index, resource in enumerate(profiles):
-            problem = self._problem(resource["attributes"])
+            problem = self._problem(resource["attributes"]) or \
+                ("Temporarily unable to process this profile" if index in refused else None)
             if problem:
                 errors.append({"type": "import-error", "id": f"{job_id}-e{index}", "attributes": {
                     "code": "invalid", "title": "Invalid input", "detail": problem,
@@ -198,7 +224,9 @@ class FakeKlaviyo:
         if job is None:
             return _json(404, {"errors": [{"code": "not_found", "title": "Not found"}]})
         job["polls"] += 1
-        if job["polls"] >= self.polls_until_complete:
+        if job.get("cancelled"):
+            pass
+        elif job["polls"] >= self.polls_until_complete:
             job["status"] = "complete"
         elif job["polls"] >= 1:
             job["status"] = "processing"
@@ -231,6 +259,7 @@ class FakeKlaviyo:
         key = self._key(attrs["profile"]["data"]["attributes"])
         metric = attrs["metric"]["data"]["attributes"]["name"]
         dedup = (key, metric, attrs.get("unique_id") or attrs.get("time"))
+        self.event_log.append({"key": key, "unique_id": attrs.get("unique_id"), "time": attrs.get("time")})
         self.events.setdefault(dedup, attrs)
         return 202, {}, ""
 
@@ -257,6 +286,16 @@ class FakeKlaviyo:
 
     def properties(self, email: str) -> dict[str, Any] | None:
         return self.profiles.get("email:" + email.strip().lower())
+
+
+@dataclass
+class _Request:
+    """The parts of a ``requests.PreparedRequest`` the handlers read."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
 
 
 def _bytes(body: Any) -> bytes | None:

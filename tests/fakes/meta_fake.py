@@ -26,6 +26,7 @@ import hmac
 import json
 import re
 from collections import Counter
+from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
 import responses
@@ -72,6 +73,17 @@ class FakeMeta:
         rsps.add_callback("GET", re.compile(re.escape(self.base_url) + r"/v\d+\.\d+/(\d+)(\?.*)?$"),
                           callback=self._audience)
         return self
+
+    def dispatch(self, method: str, url: str, headers: dict[str, str], body: bytes | None):
+        """Answer one request as ``install`` would, without ``responses`` (for a real socket server):
+        ``(status, headers, body)``, or None when no route matches."""
+        request = SimpleNamespace(method=method, url=url, headers=headers, body=body)
+        base = re.escape(self.base_url)
+        if method in ("POST", "DELETE") and re.match(base + r"/(v\d+\.\d+)/([^/]+)/users$", url):
+            return self._users(request)
+        if method == "GET" and re.match(base + r"/v\d+\.\d+/(\d+)(\?.*)?$", url):
+            return self._audience(request)
+        return None
 
     def _audience(self, request):
         version, audience_id = re.search(r"/(v\d+\.\d+)/(\d+)", request.url).groups()

@@ -193,6 +193,8 @@ class ShopifyFake:
     bulk_blocked_until: float = 0.0
     bulk_block_code: str = "LIMIT_REACHED"
     seed: int = 7
+    serve: bool = True  # False: no server of its own (tests/chaos serves ``handle`` in another process)
+    fail_next_bulk: int = 0  # the next bulk operations end FAILED part way (partialDataUrl: half the lines)
 
     def __post_init__(self) -> None:
         self.orders: dict[int, FakeOrder] = {}
@@ -214,11 +216,12 @@ class ShopifyFake:
         self.last_ts = self.clock.now()
         self._lock = threading.Lock()
         self._cache: tuple[list[FakeOrder], list[tuple[datetime, int]]] | None = None
-        self.server = LocalServer(self.handle)
-        self.url = self.server.url
+        self.server = LocalServer(self.handle) if self.serve else None
+        self.url = self.server.url if self.server else ""
 
     def close(self) -> None:
-        self.server.close()
+        if self.server is not None:
+            self.server.close()
 
     # ------------------------------------------------------------------ data
     def add_orders(self, count: int, *, start_id: int = 1000, guests_every: int = 7, days: int = 700) -> None:
@@ -362,7 +365,8 @@ class ShopifyFake:
         if name == "BulkRun":
             op_id = f"gid://shopify/BulkOperation/{len(self.bulk_ops) + 1}"
             self.bulk_ops[op_id] = {"id": op_id, "status": "CREATED", "createdAt": iso(self.clock.now()),
-                                    "polls": self.bulk_polls, "lines": None}
+                                    "polls": self.bulk_polls, "lines": None, "fail": self.fail_next_bulk > 0}
+            self.fail_next_bulk = max(0, self.fail_next_bulk - 1)
             return {"bulkOperationRunQuery": {"bulkOperation": {"id": op_id, "status": "CREATED",
                                                                 "createdAt": self.bulk_ops[op_id]["createdAt"]},
                                               "userErrors": []}}, 10
@@ -376,12 +380,16 @@ class ShopifyFake:
                     op["status"] = "RUNNING"
                     self.mutate(self.mutate_per_page)
                 else:
-                    op["status"] = "COMPLETED"
+                    op["status"] = "FAILED" if op.get("fail") else "COMPLETED"
                     op["lines"] = [json.dumps(o.node()) for o in self.orders.values()]
-            url = f"{self.url}/bulk/{op['id'].rsplit('/', 1)[-1]}.jsonl" if op["status"] == "COMPLETED" else None
+                    if op.get("fail"):
+                        op["lines"] = op["lines"][:len(op["lines"]) // 2]
+            link = f"{self.url}/bulk/{op['id'].rsplit('/', 1)[-1]}.jsonl"
+            url = link if op["status"] == "COMPLETED" else None
             node = {k: op[k] for k in ("id", "status", "createdAt")}
-            node.update({"errorCode": None, "completedAt": None, "objectCount": len(op["lines"] or []), "url": url,
-                         "partialDataUrl": None})
+            node.update({"errorCode": "INTERNAL_SERVER_ERROR" if op["status"] == "FAILED" else None,
+                         "completedAt": None, "objectCount": len(op["lines"] or []), "url": url,
+                         "partialDataUrl": link if op["status"] == "FAILED" else None})
             return {"node": node}, 1
         raise AssertionError(f"fake does not know {name}")
 

@@ -1,0 +1,462 @@
+"""The chaos harness: fakes in their own processes, ``rfm-sync daemon`` SIGKILLed at seeded instants, an oracle.
+
+One :class:`ChaosRun` (everything it starts, it stops, by PID):
+
+1. starts the Shopify, Klaviyo and Meta fakes (:mod:`tests.chaos.servers`), each a process serving
+   127.0.0.1 with its own seeded fault plan;
+2. writes a config pointing rfm-sync at them (short timeouts, webhooks on, scheme ``klaviyo``);
+3. loops: start ``rfm-sync daemon``; once it holds the store lock, wait a seeded random time while
+   the shop's orders are created, edited, refunded and cancelled (and the changes are sent to the
+   daemon as signed webhooks, some twice); then ``SIGKILL`` it. The phase it was in (pull, score+diff,
+   push, webhooks, idle) is read from its log. Until both the kill and the fault targets are met;
+4. turns every fault off, recalibrates (``rfm-sync recalibrate``: the cut points of the final data,
+   so the oracle's comparison is well defined) and runs one clean ``rfm-sync run --once``;
+5. asks the oracle (:mod:`tests.chaos.oracle`) and checks the store with ``PRAGMA integrity_check``.
+
+``python -m tests.chaos.harness --scale ci|full --seed N`` runs it from the command line and prints
+the figures; ``tests/chaos/test_chaos.py`` runs it under pytest.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tests.chaos import oracle
+from tests.chaos.servers import AUDIENCES, KLAVIYO_KEY, META_TOKEN, SHOPIFY_TOKEN
+
+REPO = Path(__file__).resolve().parents[2]
+WEBHOOK_SECRET = "chaos-webhook-secret"
+KINDS = ("shopify", "klaviyo", "meta")
+
+
+@dataclass(frozen=True)
+class Scale:
+    customers: int
+    kills: int  # at least this many SIGKILLs ...
+    faults: int  # ... and at least this many injected faults
+    rate: float  # share of vendor requests that get a fault
+    max_rounds: int  # hard bound on daemon starts
+    mutations: int  # orders changed per round
+    klaviyo_batch: int
+    slow_codes: bool  # Meta's 60-second throttling codes too
+    max_delay: float  # a daemon lives at most this long (or 1.3 cycles) after taking the lock
+
+
+SCALES = {
+    "smoke": Scale(customers=100, kills=3, faults=20, rate=0.2, max_rounds=6, mutations=4, klaviyo_batch=50,
+                   slow_codes=False, max_delay=3.0),
+    "ci": Scale(customers=300, kills=12, faults=220, rate=0.3, max_rounds=24, mutations=8, klaviyo_batch=100,
+                slow_codes=False, max_delay=6.0),
+    "full": Scale(customers=5000, kills=60, faults=1200, rate=0.12, max_rounds=150, mutations=25,
+                  klaviyo_batch=500, slow_codes=True, max_delay=15.0),
+}
+
+CONFIG = """
+[store]
+url = "sqlite:///{store}"
+[shop]
+timezone = "UTC"
+[rfm]
+scheme = "klaviyo"
+recalibrate_days = 3650
+[push]
+max_attempts = 100000
+[[sources]]
+type = "shopify"
+name = "shop"
+shop = "chaos-shop"
+token_secret = "chaos-shopify"
+webhook_secret = "chaos-webhooks"
+base_url = "{shopify}"
+page_size = 100
+overlap_minutes = 1
+bulk_poll_seconds = 0.2
+timeout_seconds = 1.0
+[[destinations]]
+type = "klaviyo"
+name = "klaviyo"
+api_key_secret = "chaos-klaviyo"
+base_url = "{klaviyo}"
+batch_size = {klaviyo_batch}
+bulk_min_profiles = 20
+events = true
+first_assignment_events = "send"
+poll_interval_s = 0.2
+job_timeout_s = 20
+timeout_s = 1.0
+[[destinations]]
+type = "meta_audiences"
+name = "meta"
+access_token_secret = "chaos-meta"
+base_url = "{meta}"
+batch_size = 1000
+send_phone = false
+timeout_s = 1.0
+{audiences}
+[schedule]
+incremental_every_minutes = 1
+full_at = ""
+recalibrate_cron = ""
+run_at_start = true
+[daemon]
+http_host = "127.0.0.1"
+http_port = {port}
+heartbeat_seconds = 1
+lock_expire_seconds = 2
+shutdown_timeout_seconds = 5
+watch_config = false
+[webhooks]
+enabled = true
+process_every_seconds = 1
+[logging]
+level = "INFO"
+format = "json"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sign(body: bytes) -> str:
+    return base64.b64encode(hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).digest()).decode()
+
+
+@dataclass
+class Figures:
+    seed: int = 0
+    scale: str = ""
+    kills: int = 0
+    kills_by_phase: Counter = field(default_factory=Counter)
+    faults: Counter = field(default_factory=Counter)
+    mutations: Counter = field(default_factory=Counter)
+    requests: Counter = field(default_factory=Counter)
+    webhooks_sent: int = 0
+    webhooks_replayed: int = 0
+    webhooks_refused: int = 0
+    customers: int = 0
+    events: int = 0
+    mismatches: int = 0
+    mismatch_kinds: dict = field(default_factory=dict)
+    duplicate_events: int = 0
+    changes_seen_without_event: int = 0
+    integrity: str = ""
+    final_exit: int | None = None
+    cycle_failures: Counter = field(default_factory=Counter)
+    fake_problems: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        faults = sum(self.faults.values())
+        return [
+            f"chaos run: scale {self.scale}, seed {self.seed}, {self.seconds:.0f} s",
+            f"kills (SIGKILL): {self.kills}  by phase: " + ", ".join(f"{k} {v}" for k, v in
+                                                               sorted(self.kills_by_phase.items())),
+            "vendor requests: " + ", ".join(f"{k} {v}" for k, v in sorted(self.requests.items())),
+            f"faults injected: {faults}  by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())),
+            f"orders mutated: {sum(self.mutations.values())}  (" +
+            ", ".join(f"{k} {v}" for k, v in sorted(self.mutations.items())) + ")",
+            f"webhooks sent: {self.webhooks_sent} (+{self.webhooks_replayed} replays, "
+            f"{self.webhooks_refused} not delivered: daemon down)",
+            f"cycles failed or partial during the chaos: " +
+            (", ".join(f"{k} {v}" for k, v in self.cycle_failures.most_common(8)) or "none"),
+            f"customers checked: {self.customers}  events checked: {self.events}",
+            f"mismatches: {self.mismatches}" + (f"  ({self.mismatch_kinds})" if self.mismatch_kinds else ""),
+            f"duplicate events: {self.duplicate_events}",
+            f"group changes a destination showed without an event: {self.changes_seen_without_event}",
+            f"store integrity_check: {self.integrity}; final clean run exit status: {self.final_exit}",
+        ] + [f"fake refused a request: {p}" for p in self.fake_problems[:10]]
+
+
+class ChaosRun:
+    def __init__(self, folder: Path, *, seed: int, scale: str):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.seed, self.scale_name, self.scale = seed, scale, SCALES[scale]
+        self.rng = random.Random(seed)
+        self.servers: dict[str, subprocess.Popen] = {}
+        self.ports: dict[str, int] = {}
+        self.daemon: subprocess.Popen | None = None
+        self.figures = Figures(seed=seed, scale=scale)
+        self.mismatches: list[str] = []
+        self.env = {**os.environ, "PYTHONPATH": str(REPO),
+                    "RFM_SYNC_SECRET_CHAOS_SHOPIFY": SHOPIFY_TOKEN, "RFM_SYNC_SECRET_CHAOS_KLAVIYO": KLAVIYO_KEY,
+                    "RFM_SYNC_SECRET_CHAOS_META": META_TOKEN, "RFM_SYNC_SECRET_CHAOS_WEBHOOKS": WEBHOOK_SECRET}
+        self.cycle_seconds = 3.0  # running estimate of a cycle's length, from the daemon's logs
+
+    # ------------------------------------------------------------------ processes
+    def start_servers(self) -> None:
+        for n, kind in enumerate(KINDS):
+            port_file = self.folder / f"{kind}.port"
+            port_file.unlink(missing_ok=True)
+            args = [sys.executable, "-m", "tests.chaos.servers", "--kind", kind, "--seed", str(self.seed * 10 + n),
+                    "--rate", str(self.scale.rate), "--customers", str(self.scale.customers),
+                    "--port-file", str(port_file)]
+            if self.scale.slow_codes:
+                args.append("--slow-codes")
+            log = (self.folder / f"{kind}.log").open("w")
+            self.servers[kind] = subprocess.Popen(args, env=self.env, stdout=log, stderr=log, cwd=REPO)
+        deadline = time.monotonic() + 60
+        for kind in KINDS:
+            port_file = self.folder / f"{kind}.port"
+            while not port_file.exists():
+                if self.servers[kind].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the {kind} fake did not start:\n" +
+                                       (self.folder / f"{kind}.log").read_text()[-2000:])
+                time.sleep(0.05)
+            self.ports[kind] = int(port_file.read_text())
+
+    def stop(self) -> None:
+        """Stop what this run started, by PID."""
+        if self.daemon is not None and self.daemon.poll() is None:
+            os.kill(self.daemon.pid, signal.SIGKILL)
+            self.daemon.wait()
+        for proc in self.servers.values():
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in self.servers.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def control(self, kind: str, name: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.ports[kind], timeout=60)
+        try:
+            if payload is None:
+                conn.request("GET", f"/__chaos/{name}")
+            else:
+                conn.request("POST", f"/__chaos/{name}", body=json.dumps(payload),
+                             headers={"Content-Type": "application/json"})
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
+    def write_config(self, port: int) -> Path:
+        audiences = "\n".join(f'[[destinations.audiences]]\naudience_id = "{a}"\ngroups = {json.dumps(g)}'
+                              for a, g in AUDIENCES.items())
+        path = self.folder / "config.toml"
+        path.write_text(CONFIG.format(store=self.folder / "state.sqlite", port=port, audiences=audiences,
+                                      klaviyo_batch=self.scale.klaviyo_batch,
+                                      **{k: f"http://127.0.0.1:{p}" for k, p in self.ports.items()}))
+        return path
+
+    def rfm_sync(self, *args: str, log_name: str, timeout: float = 600) -> int:
+        with (self.folder / log_name).open("a") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "rfm_sync.cli", *args], env=self.env, stdout=log,
+                                    stderr=log, cwd=self.folder)
+            try:
+                return proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return -9
+
+    # ------------------------------------------------------------------ the kill loop
+    def start_daemon(self, round_no: int) -> tuple[int, Path]:
+        port = free_port()
+        config = self.write_config(port)
+        log_path = self.folder / f"daemon-{round_no:03d}.log"
+        with log_path.open("w") as log:  # a file, not a pipe: a full pipe would block the daemon
+            self.daemon = subprocess.Popen([sys.executable, "-m", "rfm_sync.cli", "daemon", "-c", str(config)],
+                                           env=self.env, stdout=log, stderr=log, cwd=self.folder)
+        return port, log_path
+
+    @staticmethod
+    def log_records(log_path: Path) -> list[dict[str, Any]]:
+        records = []
+        for line in log_path.read_text(errors="replace").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                records.append({"message": line})  # a traceback line, say
+        return records
+
+    def wait_for_lock(self, log_path: Path, timeout: float = 30) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.daemon.poll() is not None:
+                return False
+            if "store lock acquired" in log_path.read_text(errors="replace"):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def phase(self, log_path: Path) -> str:
+        """Where the daemon was when it died, from its last log lines."""
+        records = self.log_records(log_path)
+        state = "startup"
+        for r in records:
+            message = r.get("msg") or r.get("message", "")
+            if message == "store lock acquired; running cycles":
+                state = "pull"
+            elif message == "cycle step done":
+                state = {"pull": "score+diff", "score+diff": "push"}.get(r.get("step"), "idle")
+            elif message == "cycle done":
+                state = "idle"
+                if isinstance(r.get("seconds"), (int, float)):
+                    self.cycle_seconds = 0.7 * self.cycle_seconds + 0.3 * float(r["seconds"])
+                if r.get("status") != "ok":
+                    for error in (r.get("errors") or {"?": "partial"}).values() if isinstance(r.get("errors"), dict) \
+                            else [r.get("errors")]:
+                        self.figures.cycle_failures[f"partial: {str(error)[:60]}"] += 1
+            elif message == "job failed":
+                self.figures.cycle_failures[f"failed: {str(r.get('error'))[:70]}"] += 1
+                state = "idle"
+            elif message in ("customers rescored", "webhook events processed"):
+                state = "idle" if message == "webhook events processed" else "webhooks"
+            elif message == "webhook event kept for later" or message.startswith("webhook"):
+                state = "webhooks" if state == "idle" else state
+        return state
+
+    def send_webhooks(self, port: int, bodies: list[dict[str, Any]]) -> None:
+        for body in bodies:
+            data = json.dumps(body).encode()
+            event = f"chaos-{self.rng.getrandbits(64):016x}"
+            for attempt in range(2 if self.rng.random() < 0.15 else 1):  # some are delivered twice
+                headers = {"Content-Type": "application/json", "X-Shopify-Topic": "orders/updated",
+                           "X-Shopify-Event-Id": event, "X-Shopify-Hmac-Sha256": sign(data)}
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+                    conn.request("POST", "/webhooks/shop", body=data, headers=headers)
+                    status = conn.getresponse().status
+                    conn.close()
+                except OSError:
+                    status = None
+                if status == 200:
+                    if attempt:
+                        self.figures.webhooks_replayed += 1
+                    else:
+                        self.figures.webhooks_sent += 1
+                elif not attempt:
+                    self.figures.webhooks_refused += 1
+
+    def one_round(self, round_no: int) -> None:
+        port, log_path = self.start_daemon(round_no)
+        if not self.wait_for_lock(log_path):
+            self.figures.cycle_failures["daemon never took the lock"] += 1
+        # a seeded instant: anywhere from the start of the first cycle to a little after its end
+        delay = self.rng.uniform(0.05, max(self.scale.max_delay, 1.3 * self.cycle_seconds))
+        mutate_at = self.rng.uniform(0, delay)
+        started = time.monotonic()
+        mutated = False
+        while time.monotonic() - started < delay and self.daemon.poll() is None:
+            if not mutated and time.monotonic() - started >= mutate_at:
+                changed = self.control("shopify", "mutate", {"count": self.scale.mutations})["changed"]
+                self.send_webhooks(port, changed)
+                mutated = True
+            time.sleep(0.02)
+        if self.daemon.poll() is None:
+            if "cycle done" not in log_path.read_text(errors="replace"):
+                # no cycle finished in this life: let the next ones live longer, so that kills reach
+                # every phase (score, diff, push, webhooks) and not only the pull
+                self.cycle_seconds = min(60.0, self.cycle_seconds * 1.3)
+            os.kill(self.daemon.pid, signal.SIGKILL)
+            self.daemon.wait()
+            self.figures.kills += 1
+            self.figures.kills_by_phase[self.phase(log_path)] += 1
+        else:
+            self.figures.cycle_failures[f"daemon exited by itself ({self.daemon.returncode})"] += 1
+            self.phase(log_path)
+        self.daemon = None
+
+    def faults_so_far(self) -> int:
+        return sum(sum(self.control(k, "state")["faults"].values()) for k in KINDS)
+
+    def chaos(self) -> None:
+        for round_no in range(self.scale.max_rounds):
+            self.one_round(round_no)
+            if self.figures.kills >= self.scale.kills and round_no % 3 == 2:
+                if self.faults_so_far() >= self.scale.faults:
+                    break
+
+    # ------------------------------------------------------------------ the end
+    def settle(self) -> None:
+        """Faults off; a clean cycle pulls the final orders; the cut points are recalibrated on them
+        (so the oracle's comparison is well defined); a second clean cycle scores and pushes with them."""
+        for kind in KINDS:
+            self.control(kind, "faults", {"rate": 0.0})
+        time.sleep(2.5)  # the last killed daemon's lock expires (lock_expire_seconds = 2)
+        config = self.folder / "config.toml"
+        first = self.rfm_sync("run", "--once", "-c", str(config), log_name="final.log")
+        self.rfm_sync("recalibrate", "-c", str(config), log_name="final.log")
+        second = self.rfm_sync("run", "--once", "-c", str(config), log_name="final.log")
+        self.figures.final_exit = first or second
+
+    def verify(self) -> oracle.Verdict:
+        shop = self.control("shopify", "state")
+        klaviyo = self.control("klaviyo", "state")
+        meta = self.control("meta", "state")
+        for kind, state in (("shopify", shop), ("klaviyo", klaviyo), ("meta", meta)):
+            (self.folder / f"final-{kind}.json").write_text(json.dumps(state, indent=1, default=str))
+        as_of = datetime.now(timezone.utc).date()
+        verdict = oracle.compare(oracle.expected_state(shop["orders"], as_of), klaviyo, meta, AUDIENCES)
+        f = self.figures
+        f.mutations = Counter(shop["mutations"])
+        for state in (shop, klaviyo, meta):
+            f.faults.update(state["faults"])
+            f.requests[state["kind"]] = state["requests"]
+            f.fake_problems.extend(f"{state['kind']}: {p}" for p in state["problems"])
+        f.customers, f.events = verdict.customers, verdict.events
+        f.mismatches = sum(verdict.kinds.values())
+        f.mismatch_kinds = dict(verdict.kinds)
+        f.duplicate_events = verdict.duplicate_events
+        f.changes_seen_without_event = verdict.changes_seen_without_event
+        with sqlite3.connect(self.folder / "state.sqlite") as db:
+            f.integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+        self.mismatches = verdict.mismatches
+        return verdict
+
+    def run(self) -> Figures:
+        started = time.monotonic()
+        try:
+            self.start_servers()
+            self.chaos()
+            self.settle()
+            self.verify()
+        finally:
+            self.figures.seconds = time.monotonic() - started
+            self.stop()
+        return self.figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="rfm-sync chaos run (see tests/chaos/harness.py)")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="ci")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dir", default=None, help="work folder (default: a new temporary one)")
+    args = parser.parse_args()
+    import tempfile
+
+    folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="rfm-chaos-"))
+    run = ChaosRun(folder, seed=args.seed, scale=args.scale)
+    figures = run.run()
+    print("\n".join(figures.lines()))
+    for line in run.mismatches[:40]:
+        print("  " + line)
+    print(f"(logs and store in {folder})")
+    return 0 if figures.mismatches == 0 and figures.integrity == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

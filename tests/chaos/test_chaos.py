@@ -1,0 +1,61 @@
+"""The chaos run under pytest: a seeded CI-sized run by default, ``RFM_CHAOS_SCALE=full`` for the big one.
+
+    python -m pytest -m chaos tests/chaos -q -s                          # CI size (>= 10 kills, >= 200 faults)
+    RFM_CHAOS_SCALE=full RFM_CHAOS_SEED=7 python -m pytest -m chaos tests/chaos -q -s
+
+One run (module fixture) feeds every test here; its figures are printed (``-s``) and its folder
+(logs of every daemon start, the fakes' final state, the store) is kept under pytest's tmp path.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.chaos.harness import SCALES, ChaosRun
+
+pytestmark = pytest.mark.chaos
+
+SCALE = os.environ.get("RFM_CHAOS_SCALE", "ci")
+SEED = int(os.environ.get("RFM_CHAOS_SEED", "1"))
+
+
+@pytest.fixture(scope="module")
+def chaos(tmp_path_factory):
+    run = ChaosRun(tmp_path_factory.mktemp("chaos"), seed=SEED, scale=SCALE)
+    figures = run.run()  # stops every process it started, whatever happens
+    print("\n" + "\n".join(figures.lines()))
+    for line in run.mismatches[:40]:
+        print("  " + line)
+    print(f"(logs and store in {run.folder})")
+    return run
+
+
+def test_the_run_was_chaotic_enough(chaos):
+    f, scale = chaos.figures, SCALES[SCALE]
+    assert f.kills >= min(scale.kills, 10), f.lines()
+    assert sum(f.faults.values()) >= min(scale.faults, 200), f.lines()
+    assert sum(f.mutations.values()) > 0 and f.webhooks_sent > 0
+    assert not f.fake_problems, f.fake_problems  # nothing rfm-sync sent was refused by a fake's checks
+
+
+def test_store_intact_and_final_clean_cycle_succeeds(chaos):
+    assert chaos.figures.integrity == "ok"
+    assert chaos.figures.final_exit == 0
+
+
+def test_every_profile_and_audience_matches_the_oracle(chaos):
+    kinds = chaos.figures.mismatch_kinds
+    wrong = {k: v for k, v in kinds.items() if k in ("klaviyo_property", "meta_audience")}
+    assert not wrong, [m for m in chaos.mismatches if m.startswith(tuple(wrong))][:20]
+
+
+@pytest.mark.xfail(strict=False, reason="NEW defect found by this harness (not one of the known ones): an event "
+                   "delivered but not acknowledged before a kill is sent again under a new unique_id when a newer "
+                   "outbox row folds it (e.g. two 'None -> Inactive' events, or 'None -> Champions' after "
+                   "'None -> Inactive'); see docs/reliability.md")
+def test_event_log_is_complete_and_never_doubled(chaos):
+    kinds = chaos.figures.mismatch_kinds
+    wrong = {k: v for k, v in kinds.items() if k.startswith("event_") or k == "previous_group"}
+    assert chaos.figures.duplicate_events == 0 and not wrong, \
+        [m for m in chaos.mismatches if m.startswith(("event_", "previous_group"))][:20]
