@@ -296,27 +296,43 @@ class Pipeline:
         if dry_run:
             return {dest.name: self._preview(dest) for dest in self.destinations}
         for dest in self.destinations:
-            ob.supersede(self.store, dest.name)
             sent = failed = 0
-            after = 0
             try:
-                while True:
-                    batch = ob.next_batch(self.store, dest.name, after, dest.batch_size)
-                    if not batch:
-                        break
-                    first_after, after = after, batch[-1]["id"]
-                    self._as_destination_knows(dest.name, batch)
-                    result = dest.push([update_from_row(r) for r in batch])
-                    accepted = set(result.accepted)
-                    memory = [self._memory_row(dest.name, r) for r in batch if r["id"] in accepted]
-                    if not result.failed and accepted == {r["id"] for r in batch}:
-                        ob.mark_batch_sent(self.store, dest.name, first_after, after, memory)
+                # first what a destination may already have (handed over, never acknowledged: a crash),
+                # exactly as it was, so its events keep their ids; then the newest pending snapshots
+                for status in ("sending", "pending"):
+                    if status == "pending":
+                        ob.supersede(self.store, dest.name)
+                    after = 0
+                    while batch := ob.next_batch(self.store, dest.name, after, dest.batch_size, status=status):
+                        first_after, after = after, batch[-1]["id"]
+                        self._as_destination_knows(dest.name, batch)
+                        if status == "pending":
+                            ob.mark_sending(self.store, dest.name, first_after, after)
+                        try:
+                            result = dest.push([update_from_row(r) for r in batch])
+                        except Exception:
+                            # an answer (or none) that says it failed: pending again, foldable as before.
+                            # Only a crash leaves rows "sending" (they may have arrived: resent as they are)
+                            if status == "pending":
+                                ob.mark_unsent(self.store, dest.name, first_after, after)
+                            raise
+                        accepted = set(result.accepted)
+                        memory = [self._memory_row(dest.name, r) for r in batch if r["id"] in accepted]
+                        whole = not result.failed and accepted == {r["id"] for r in batch}
+                        if whole and status == "pending":
+                            ob.mark_batch_sent(self.store, dest.name, first_after, after, memory)
+                        else:
+                            ob.mark_sent(self.store, result.accepted, memory)
+                        if result.failed:
+                            ob.mark_failed(self.store, result.failed, self.config.push.max_attempts)
+                        sent += len(result.accepted)
+                        failed += len(result.failed)
+                        if not whole and len(accepted) + len(result.failed) < len(batch):
+                            break  # rows the destination said nothing about stay "sending": resent first next time
                     else:
-                        ob.mark_sent(self.store, result.accepted, memory)
-                    if result.failed:
-                        ob.mark_failed(self.store, result.failed, self.config.push.max_attempts)
-                    sent += len(result.accepted)
-                    failed += len(result.failed)
+                        continue
+                    break
             except ConnectorError as exc:
                 report.errors[dest.name] = connector_fault(dest.name, exc)
                 level = logging.ERROR if isinstance(exc, FatalError) else logging.WARNING

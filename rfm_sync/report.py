@@ -88,11 +88,11 @@ def runs_table(runs: list[dict[str, Any]]) -> Table:
 
 def backlog_table(backlog: dict[str, dict[str, int]], destinations: list[str]) -> Table:
     table = Table(title="outbox per destination")
-    for col in ("destination", "pending", "sent", "superseded", "dead"):
+    for col in ("destination", "pending", "sending", "sent", "superseded", "dead"):
         table.add_column(col, justify="right" if col != "destination" else "left")
     for name in sorted(set(destinations) | set(backlog)):
         b = backlog.get(name, {})
-        table.add_row(name, *(f"{b.get(s, 0):,}" for s in ("pending", "sent", "superseded", "dead")))
+        table.add_row(name, *(f"{b.get(s, 0):,}" for s in ("pending", "sending", "sent", "superseded", "dead")))
     return table
 
 

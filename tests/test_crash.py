@@ -48,7 +48,7 @@ def store_state(folder):
     with store.engine.connect() as conn:
         state = {k: json.loads(p) for k, p in conn.execute(sa.select(customer_state.c.customer_key,
                                                                        customer_state.c.properties))}
-        pending = conn.execute(sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status == "pending")).scalar()
+        pending = conn.execute(sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status.in_(("pending", "sending")))).scalar()
     store.close()
     return state, pending
 

@@ -1,5 +1,8 @@
 """The durable outbox: one row per (destination, changed customer snapshot).
 
+A row is ``pending``, then ``sending`` while a destination has it and no acknowledgement is
+recorded, then ``sent`` (or back to ``pending`` with its error, or ``dead``, or ``superseded``).
+
 Rows are written in the same transaction as the customer state they describe, drained oldest
 first, and marked ``sent`` only after the destination accepted them. Only the newest pending
 snapshot of a customer is sent: older pending ones are marked ``superseded`` first, so a stale
@@ -79,9 +82,12 @@ def fold_transitions(key: str, payloads: list[dict[str, Any]]) -> dict[str, Any]
     return merged
 
 
-def next_batch(store: Store, destination: str, after_id: int, limit: int) -> list[dict[str, Any]]:
+def next_batch(store: Store, destination: str, after_id: int, limit: int,
+               status: str = "pending") -> list[dict[str, Any]]:
+    """The next ``limit`` rows of ``destination`` with this ``status`` and an id above ``after_id``.
+    ``status="sending"``: rows handed to the destination whose acknowledgement was never recorded."""
     q = (sa.select(outbox.c.id, outbox.c.customer_key, outbox.c.run_id, outbox.c.payload, outbox.c.attempts)
-         .where(outbox.c.destination == destination, outbox.c.status == "pending", outbox.c.id > after_id)
+         .where(outbox.c.destination == destination, outbox.c.status == status, outbox.c.id > after_id)
          .order_by(outbox.c.id).limit(limit))
     with store.engine.connect() as conn:
         rows = conn.execute(q).all()
@@ -97,7 +103,8 @@ def mark_sent(store: Store, ids: list[int], memory: list[dict[str, Any]] | None 
     now = utcnow()
     with store.begin() as conn:
         for start in range(0, len(ids), 5000):
-            conn.execute(outbox.update().where(outbox.c.id.in_(ids[start:start + 5000]), outbox.c.status == "pending")
+            conn.execute(outbox.update().where(outbox.c.id.in_(ids[start:start + 5000]),
+                                               outbox.c.status.in_(("pending", "sending")))
                          .values(status="sent", sent_at=now, last_error=None))
         remember(conn, memory or [], now)
 
@@ -109,10 +116,30 @@ def mark_batch_sent(store: Store, destination: str, after_id: int, last_id: int,
     always get higher ids. One range update instead of an id list; ``memory`` as in :func:`mark_sent`."""
     now = utcnow()
     with store.begin() as conn:
-        conn.execute(outbox.update().where(outbox.c.destination == destination, outbox.c.status == "pending",
+        conn.execute(outbox.update().where(outbox.c.destination == destination, outbox.c.status == "sending",
                                            outbox.c.id > after_id, outbox.c.id <= last_id)
                      .values(status="sent", sent_at=now, last_error=None))
         remember(conn, memory or [], now)
+
+
+def mark_sending(store: Store, destination: str, after_id: int, last_id: int) -> None:
+    """Before a batch from :func:`next_batch` goes out: its rows (the pending rows with
+    ``after_id < id <= last_id``) become ``sending``. A crash before the acknowledgement leaves them
+    so; the next push sends exactly them again, unchanged, before anything newer, because the
+    destination may already have them (an event re-sent with its own id is recorded once).
+    A ``sending`` row is never superseded or folded into a newer one."""
+    with store.begin() as conn:
+        conn.execute(outbox.update().where(outbox.c.destination == destination, outbox.c.status == "pending",
+                                           outbox.c.id > after_id, outbox.c.id <= last_id)
+                     .values(status="sending"))
+
+
+def mark_unsent(store: Store, destination: str, after_id: int, last_id: int) -> None:
+    """The push of the batch marked by :func:`mark_sending` failed as a whole: its rows are pending again."""
+    with store.begin() as conn:
+        conn.execute(outbox.update().where(outbox.c.destination == destination, outbox.c.status == "sending",
+                                           outbox.c.id > after_id, outbox.c.id <= last_id)
+                     .values(status="pending"))
 
 
 def remember(conn: sa.Connection, rows: list[dict[str, Any]], now: Any) -> None:
