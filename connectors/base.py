@@ -46,6 +46,11 @@ class RetryableError(ConnectorError):
         self.retry_after = retry_after
 
 
+class NotSentError(RetryableError):
+    """Nothing of the batch was handed to the outside system (refused before sending, e.g. while
+    shutting down): its rows may be treated as never sent."""
+
+
 class FatalError(ConnectorError):
     """A failure that retrying cannot fix (credentials, permissions, configuration)."""
 

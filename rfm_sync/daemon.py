@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 
 from apscheduler.jobstores.base import JobLookupError
 
-from connectors.base import MAX_AMOUNT, ConnectorError, Order, RetryableError, WebhookSource
+from connectors.base import MAX_AMOUNT, ConnectorError, NotSentError, Order, RetryableError, WebhookSource
 
 from . import logs, scheduler
 from .config import Config, ConfigError, load_config
@@ -68,7 +68,7 @@ class _Stoppable:
 
     def _check(self) -> None:
         if self._stop.is_set():
-            raise RetryableError("shutting down; the rest is left for the next cycle", connector=self._inner.name)
+            raise NotSentError("shutting down; the rest is left for the next cycle", connector=self._inner.name)
 
 
 class StoppableSource(_Stoppable):

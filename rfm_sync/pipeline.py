@@ -28,8 +28,8 @@ from typing import Any, Callable
 import pandas as pd
 import sqlalchemy as sa
 
-from connectors.base import (ConnectorContext, ConnectorError, Destination, FatalError, Order, ProfileUpdate,
-                             PullContext, Quarantined, Source, Transition)
+from connectors.base import (ConnectorContext, ConnectorError, Destination, FatalError, NotSentError, Order,
+                             ProfileUpdate, PullContext, Quarantined, Source, Transition)
 from connectors.registry import connector_class
 from connectors.validate import is_email, with_notices
 
@@ -309,12 +309,13 @@ class Pipeline:
                         self._as_destination_knows(dest.name, batch)
                         if status == "pending":
                             ob.mark_sending(self.store, dest.name, first_after, after)
+                        # a push that raises leaves its rows "sending" like a crash does: a lost answer
+                        # (reset after the work, retries used up) may hide a delivery, so they are resent
+                        # first, as they are, and never folded into a newer snapshot
                         try:
                             result = dest.push([update_from_row(r) for r in batch])
-                        except Exception:
-                            # an answer (or none) that says it failed: pending again, foldable as before.
-                            # Only a crash leaves rows "sending" (they may have arrived: resent as they are)
-                            if status == "pending":
+                        except NotSentError:
+                            if status == "pending":  # refused before anything left: pending again
                                 ob.mark_unsent(self.store, dest.name, first_after, after)
                             raise
                         accepted = set(result.accepted)

@@ -135,7 +135,8 @@ def mark_sending(store: Store, destination: str, after_id: int, last_id: int) ->
 
 
 def mark_unsent(store: Store, destination: str, after_id: int, last_id: int) -> None:
-    """The push of the batch marked by :func:`mark_sending` failed as a whole: its rows are pending again."""
+    """The batch marked by :func:`mark_sending` was refused before anything was handed over
+    (:class:`~connectors.base.NotSentError`): its rows are pending again."""
     with store.begin() as conn:
         conn.execute(outbox.update().where(outbox.c.destination == destination, outbox.c.status == "sending",
                                            outbox.c.id > after_id, outbox.c.id <= last_id)
