@@ -86,6 +86,7 @@ WAIT_HELP = ("If another process holds the store's lock, wait up to SECONDS for 
 
 @click.group(cls=FaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(package_name="rfm-sync", prog_name="rfm-sync", message="%(prog)s %(version)s")
 def main(verbose: int) -> None:
     """rfm-sync: RFM scores from your shop's orders, synced to your email platform and ad audiences."""
     level = logging.WARNING - 10 * min(verbose, 2)
@@ -303,9 +304,14 @@ def recalibrate(config_path: str, as_of: str | None, wait: float) -> None:
 
 
 @main.command("check-config")
-@click.argument("config_path", type=click.Path(dir_okay=False))
-def check_config(config_path: str) -> None:
+@click.argument("config_arg", required=False, type=click.Path(dir_okay=False), metavar="[CONFIG]")
+@click.option("-c", "--config", "config_opt", default=None, type=click.Path(dir_okay=False),
+              help="Path to the TOML configuration (as for every other command; or give it as the argument).")
+def check_config(config_arg: str | None, config_opt: str | None) -> None:
     """Validate a configuration file: exit 0 if valid, else print every problem and exit 2."""
+    if (config_arg is None) == (config_opt is None):
+        raise click.UsageError("give the configuration once: `rfm-sync check-config -c CONFIG` (or CONFIG)")
+    config_path = config_arg or config_opt
     config = _load(config_path)
     click.echo(f"{config_path}: OK ({len(config.sources)} source(s), {len(config.destinations)} destination(s), "
                f"scheme {config.rfm.scheme})")

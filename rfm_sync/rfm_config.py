@@ -22,7 +22,7 @@ class Dimension(Section):
     # inclusive upper bound of every label but the last (which is open-ended); strictly increasing
     upto: list[Decimal]
     # frequency / monetary only: count or sum qualifying orders over the last N days (default: rfm.window_days)
-    window_days: int | None = Field(None, gt=0)
+    window_days: int | None = Field(None, gt=0, le=36_500)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Dimension":
@@ -73,7 +73,8 @@ class LabelProperties(Section):
 
 class RfmConfig(Section):
     scheme: Literal["klaviyo", "classic11", "thresholds"] = "klaviyo"
-    window_days: int = Field(730, gt=0)
+    # at most 100 years: a window has to start after year 1 (a larger one overflowed the date arithmetic)
+    window_days: int = Field(730, gt=0, le=36_500)
     # klaviyo: R = 3 if recency_days <= recency_bounds[0], 2 if <= recency_bounds[1], else 1
     recency_bounds: tuple[int, int] = (180, 365)
     # classic11: the probabilities of the four cut points (scores 1–5)
@@ -84,7 +85,7 @@ class RfmConfig(Section):
     macro_groups: bool = False
     label_properties: LabelProperties = LabelProperties()
     # quantile cut points are frozen and recomputed when older than this many days (or by `rfm-sync recalibrate`)
-    recalibrate_days: int = Field(30, gt=0)
+    recalibrate_days: int = Field(30, gt=0, le=36_500)
     # ... or when the customers with an order in the window grew or shrank by more than this fraction
     # since (0.2 = ±20 %): a first pull that found a fraction of the history is not frozen for a month
     recalibrate_population_change: Decimal = Field(Decimal("0.2"), gt=0)

@@ -218,3 +218,22 @@ def test_health_says_failing_not_starting_after_a_failed_first_cycle():
     health.failed("quarantine: 75% of rows quarantined")
     ready, body = health.check()
     assert ready and body["status"] == "degraded" and "quarantine" in body["last_error"]
+
+
+@pytest.mark.parametrize("table,key", [("rfm", "window_days"), ("rfm", "recalibrate_days")])
+def test_a_huge_window_is_a_config_error_not_an_overflow(write_config, table, key):
+    config = write_config(f"""
+        [{table}]
+        {key} = 1000000
+    """)
+    result = invoke("check-config", str(config))
+    assert result.exit_code == exit_codes.CONFIG and f"{table}.{key}" in result.output
+
+
+def test_check_config_takes_c_like_every_command_and_version_is_there(write_config):
+    config = write_config("[rfm]\nwindow_days = 365\n")
+    assert invoke("check-config", "-c", str(config)).exit_code == 0
+    assert invoke("check-config", str(config)).exit_code == 0
+    assert invoke("check-config").exit_code == 2
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.startswith("rfm-sync ")
