@@ -349,12 +349,13 @@ class Pipeline:
 
     def _as_destination_knows(self, destination: str, batch: list[dict[str, Any]]) -> None:
         """Reconcile each row's payload with what this destination was last sent (:mod:`rfm_sync.delivery`)."""
-        known = ob.memory(self.store, destination, [r["customer_key"] for r in batch])
+        stored = ob.memory(self.store, destination, [r["customer_key"] for r in batch])
+        known = {key: delivery.memory_from_row(row) for key, row in stored.items()}
         names = self.config.properties
-        for r in batch:
-            mem = known.get(r["customer_key"])
-            r["payload"] = delivery.for_destination(r["customer_key"], r["id"], r["payload"],
-                                                    delivery.memory_from_row(mem) if mem else None, names)
+        for r in batch:  # in order: a later row of the same customer follows what the earlier one sends
+            key = r["customer_key"]
+            r["payload"] = delivery.for_destination(key, r["id"], r["payload"], known.get(key), names)
+            known[key] = delivery.sent_memory(r["payload"], names)
 
     def _memory_row(self, destination: str, row: dict[str, Any]) -> dict[str, Any]:
         m = delivery.sent_memory(row["payload"], self.config.properties)

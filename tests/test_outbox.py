@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pytest
 import sqlalchemy as sa
 
-from connectors.base import RetryableError
+from connectors.base import PushResult, RetryableError
 from connectors.file_sink import FileSink, FileSinkSettings, read_state
 from rfm_sync.config import parse_config
 from rfm_sync.pipeline import Pipeline, build_sources, connector_context
@@ -288,4 +288,50 @@ def test_a_change_delivered_but_never_acknowledged_is_resent_as_it_was_not_folde
             at = transition["to"]
         chains += len(events) > 1
     assert chains > 0  # the scenario did move customers after the lost answers
+    store.close()
+
+
+class HalfDoneSink(FileSink):
+    """Writes every update (its event arrives), then reports each record failed — as Klaviyo does when a
+    bulk import job is cancelled after the events were posted."""
+
+    half = False
+
+    def push(self, updates):
+        result = super().push(updates)
+        if HalfDoneSink.half:
+            return PushResult(accepted=[], failed={u.outbox_id: "bulk import job was cancelled" for u in updates})
+        return result
+
+
+def test_a_record_failure_whose_event_arrived_is_resent_as_it_was_not_folded(tmp_path):
+    """Found by the chaos harness: rows a destination reported failed had already delivered their
+    event; folded into a newer snapshot they were sent again as 'None -> At Risk' after 'None -> Loyal'."""
+    write_sample(tmp_path / "orders.csv", end=TODAY, customers=200, seed=11)
+    config = parse_config({"store": {"url": "sqlite:///s.sqlite"},
+                           "sources": [{"type": "csv", "name": "shop", "path": "orders.csv"}]},
+                          path=tmp_path / "config.toml")
+    store = Store.open(config.store.url, config.base_dir)
+    sink = HalfDoneSink(FileSinkSettings(name="sink", path="p.jsonl", batch_size=500), connector_context(config))
+
+    def cycle(day):
+        return Pipeline(config, store, sources=build_sources(config), destinations=[sink]).run_cycle(day)
+
+    HalfDoneSink.half = True
+    assert sum(cycle(TODAY - timedelta(days=120)).failed.values()) > 0
+    HalfDoneSink.half = False
+    cycle(TODAY)
+    seen: dict[str, dict[str, dict]] = {}
+    for line in (tmp_path / "p.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "event_id" in record:
+            seen.setdefault(record["customer_key"], {})[record["event_id"]] = record["transition"]
+    moved = 0
+    for key, events in seen.items():
+        at = None
+        for transition in events.values():
+            assert transition["from"] == at, (key, list(events.values()))
+            at = transition["to"]
+        moved += len(events) > 1
+    assert moved > 0
     store.close()

@@ -45,13 +45,20 @@ def supersede(store: Store, destination: str) -> int:
                             .having(sa.func.count() > 1)).scalars().all()
         superseded = 0
         for start in range(0, len(keys), 500):
-            rows = conn.execute(sa.select(outbox.c.id, outbox.c.customer_key, outbox.c.payload)
+            rows = conn.execute(sa.select(outbox.c.id, outbox.c.customer_key, outbox.c.payload, outbox.c.attempts)
                                 .where(pending, outbox.c.customer_key.in_(keys[start:start + 500]))
                                 .order_by(outbox.c.id)).all()
             by_key: dict[str, list[Any]] = {}
             for row in rows:
                 by_key.setdefault(row.customer_key, []).append(row)
             for key, group in by_key.items():
+                # a row the destination was already handed (and answered with a failure for it) may have
+                # partly arrived — its event, say: it stays as it is, is sent again first, and only the
+                # rows after it are folded
+                tried = [i for i, r in enumerate(group[:-1]) if r.attempts]
+                group = group[tried[-1] + 1:] if tried else group
+                if len(group) < 2:
+                    continue
                 payloads = [json.loads(r.payload) for r in group]
                 merged = fold_transitions(key, payloads)
                 if merged is not payloads[-1]:
