@@ -191,6 +191,20 @@ def appsecret_proof(app_secret: str, access_token: str) -> str:
     return hmac.new(app_secret.encode("utf-8"), access_token.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+def _count(value: Any, default: int | None = 0) -> int | None:
+    """A count Meta reports (``num_received``, ``num_invalid_entries``): a whole number >= 0, as a
+    JSON number or its text; anything else is ``default``."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    return default
+
+
 def _json_header(value: str | None) -> Any:
     try:
         return json.loads(value) if value else None
@@ -338,7 +352,7 @@ class MetaAudiencesDestination:
         response = client.request(method, f"/{self.version}/{audience_id}/users", limiter=self.limiter, data=form,
                                   classify=lambda r: self._check_counts(r, len(rows), audience_id))
         body = response.json()
-        invalid = int(body.get("num_invalid_entries") or 0)
+        invalid = _count(body.get("num_invalid_entries"))
         if invalid:
             message = f"audience {audience_id}: Meta reported {invalid} invalid entr{'y' if invalid == 1 else 'ies'} " \
                       f"of {len(rows)} ({action})"
@@ -349,9 +363,12 @@ class MetaAudiencesDestination:
 
     def _check_counts(self, response: requests.Response, sent: int, audience_id: str) -> None:
         try:
-            received = int(response.json().get("num_received"))
-        except (ValueError, TypeError, AttributeError):
-            raise RetryableError(f"audience {audience_id}: response without num_received", connector=self.name) from None
+            body = response.json()
+        except ValueError:
+            body = None
+        received = _count(body.get("num_received"), None) if isinstance(body, dict) else None
+        if received is None:
+            raise RetryableError(f"audience {audience_id}: response without num_received", connector=self.name)
         if received != sent:
             raise RetryableError(f"audience {audience_id}: Meta received {received} of {sent} rows",
                                  connector=self.name)
@@ -363,6 +380,8 @@ class MetaAudiencesDestination:
             error = response.json().get("error") or {}
         except (ValueError, AttributeError):
             return response  # not a Graph error body: the generic status handling decides
+        if not isinstance(error, dict):  # "error": "text" is not Graph's shape; keep the text as the message
+            error = {"message": str(error)}
         code = error.get("code")
         where = f"{response.request.method} {response.url.split('?', 1)[0].split('/', 3)[-1]}"
         message = str(error.get("message", ""))
