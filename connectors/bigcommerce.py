@@ -333,8 +333,10 @@ class BigCommerceSource:
         if not isinstance(data, dict):
             raise RecordError(f"webhook {scope}: data is not an object", location="webhook", connector=self.name)
         order_id = data.get("id")
-        if data.get("type", "order") != "order" or not order_id:
+        if data.get("type", "order") != "order":
             return []
+        if order_id is None or order_id == "":  # an order callback that names no order: failed, never "done"
+            raise RecordError(f"webhook {scope}: no data.id (which order?)", location="webhook", connector=self.name)
         if isinstance(order_id, bool) or not isinstance(order_id, (int, str)) or not str(order_id).isdigit():
             raise RecordError(f"webhook {scope}: order id is not a number", location="webhook", connector=self.name)
         record = self.fetch_order(str(order_id))

@@ -248,6 +248,9 @@ class ShopifySource:
         refunded order that is gone). An unreadable body or order raises :class:`RecordError` with
         the reason, which the daemon keeps with the event; a failed fetch raises as the client does."""
         topic = (topic or _header(headers, "X-Shopify-Topic") or "").strip().lower()
+        if not topic:  # which change it is cannot be told: failed with its reason, never silently "done"
+            raise RecordError("webhook without a topic (no X-Shopify-Topic header)", location="webhook",
+                              connector=self.name)
         payload = webhook_json(body, f"webhook {topic}", self.name)
         try:
             if topic in ORDER_TOPICS:
