@@ -215,8 +215,7 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     except OSError as exc:  # the output folder is read-only, the disk full, ...: older outputs are kept
-        click.echo(f"error: writing {out_path}: {exc} (any older output is unchanged)", err=True)
-        sys.exit(EXIT_FAILED)
+        exit_codes.fail(exit_codes.output_problem(exc, out_path), exit_codes.OUTPUT)
     if not quiet:
         console = report.console(stderr=True)
         counts = result.result.frame["rfm_group"].value_counts().to_dict()
