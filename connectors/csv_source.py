@@ -10,6 +10,12 @@ from its content, so re-reading the same export never duplicates orders.
 The same scan serves ``rfm-sync score`` (aggregated in DuckDB, no store) and the pipeline
 (records pulled into the store). As a source, the cursor is the file's SHA-256: an unchanged
 export is not read again.
+
+A shop's own order export (``preset = "shopify-export"``, ``"bigcommerce-export"``,
+``"woocommerce-export"``) goes through the same scan: a subquery in front of it
+(:func:`connectors.csv_presets.fold`) maps the export's columns, reads its times and folds its
+line-item rows into their orders; the scan adds only the preset's marks (test, cancelled, a
+reason to quarantine the order) to its own checks.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ import duckdb
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined
-from . import validate
+from . import csv_presets, validate
 from .validate import PLACED_RANGE_SQL, control_sql, email_ok_sql, nul_sql, trim_sql
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,9 @@ class CsvSettings(ConnectorSettings):
     cancelled_statuses: list[str] = ["cancelled", "canceled", "voided", "declined", "failed", "refunded"]
     test_statuses: list[str] = ["test"]
     page_size: int = Field(5000, gt=0)
+    # a shop's own export (connectors/csv_presets.py): its columns, times and line-item rows;
+    # `columns` entries and the status lists set here override the preset's
+    preset: csv_presets.PresetName | None = None
 
 
 def _q(name: str) -> str:
@@ -163,6 +172,10 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
          parallel: bool = True) -> CsvScan:
     conn = conn or duckdb.connect()
     reader = _reader(path, settings, TOLERANT + ("" if parallel else SERIAL))
+    if settings.preset:
+        # a shop's own export, as a subquery in our layout: numbered lines, line items folded into
+        # their orders, plus the preset's marks (preset_test, preset_cancelled, fold_problem)
+        reader, settings = csv_presets.fold(conn, path, settings, reader)
     header, present, names = _open(conn, path, settings, zone, reader)
     mapped = set(names[k] for k in present)
     extra_cols = [c for c in header if c not in mapped and c.startswith("column")]
@@ -178,9 +191,12 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
         # no order ids at all: content plus occurrence, so re-reading the same export is idempotent
         order_key = (f"{content_id} || '-' || CAST(row_number() OVER (PARTITION BY customer_id, email_text, "
                      "placed_at_text, amount_text ORDER BY line) AS VARCHAR)")
+    numbered = settings.preset is not None  # the preset's subquery numbers the lines before folding them
+    marks = ("preset_test, preset_cancelled, fold_problem" if numbered
+             else "false AS preset_test, false AS preset_cancelled, NULL::VARCHAR AS fold_problem")
     conn.execute(f"""
         CREATE OR REPLACE TEMP VIEW raw AS
-        SELECT row_number() OVER () + 1 AS line, * FROM {reader}""")
+        SELECT {'' if numbered else 'row_number() OVER () + 1 AS line, '}* FROM {reader}""")
     conn.execute(f"""
         CREATE OR REPLACE TEMP VIEW parsed AS
         SELECT line,
@@ -197,7 +213,8 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
                {col('refunded')} IS NOT NULL AND TRY_CAST({col('refunded')} AS DECIMAL(18,4)) IS NULL AS bad_refund,
                LOWER({col('status')}) AS status,
                UPPER({col('currency')}) AS currency,
-               ({too_many}) AS too_many
+               ({too_many}) AS too_many,
+               {marks}
         FROM raw""")
     # the checks of connectors/validate.py, in its words
     placed_min, placed_end = PLACED_RANGE_SQL
@@ -207,6 +224,7 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
         CREATE OR REPLACE TEMP VIEW keyed AS
         SELECT *,
                CASE
+                 WHEN fold_problem IS NOT NULL THEN fold_problem
                  WHEN too_many THEN 'more fields than the header'
                  WHEN {control_sql('customer_id')} THEN 'customer_id contains a control character'
                  WHEN {nul_sql('order_id')} THEN 'order_id contains a NUL character'
@@ -223,8 +241,8 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
                COALESCE(customer_id, 'email:' || email) AS customer_key,
                {order_key} AS order_key,
                amount_gross - refunded AS amount,
-               COALESCE(status IN ({tests}), false) AS is_test,
-               COALESCE(status IN ({cancelled}), false) AS is_cancelled
+               COALESCE(status IN ({tests}), false) OR preset_test AS is_test,
+               COALESCE(status IN ({cancelled}), false) OR preset_cancelled AS is_cancelled
         FROM (SELECT *, CASE WHEN {email_ok_sql('email_text')} THEN email_text END AS email FROM parsed)""")
     conflict = "NULL"
     if "order_id" in present:
@@ -282,6 +300,8 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
     ``currency``: the one currency a row may name (or none); a row in any other is ``bad`` too,
     so a file with another currency goes to the validating scan, which converts or quarantines.
     """
+    if settings.preset:  # a shop's export needs its line items folded: only the validating scan does that
+        raise ValueError("typed_rows_sql reads no preset file; use scan()")
     header, present, names = _open(conn, path, settings, zone, _reader(path, settings, TOLERANT))  # the same columns
     # DECIMAL(12,4) keeps the money arithmetic in 64 bits (twice as fast as 128); an amount of
     # 100,000,000 or more does not fit, the reader raises, and the validating scan takes the file

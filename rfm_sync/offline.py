@@ -136,7 +136,12 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
     lists of order-id hashes (grouped by the hash's top two bits: 256 lists took DuckDB twice the
     time to build), which come back in the same result and are checked for repeats by sorting them
     in numpy. That costs a fraction of a DISTINCT hash table over ten million ids in the pass, or
-    of reading the file a second time."""
+    of reading the file a second time.
+
+    A shop's own export (``settings.preset``) always takes the validating scan, which folds its
+    line-item rows into their orders (connectors/csv_presets.py); the typed read knows no preset."""
+    if settings.preset:
+        return None
     # one currency per sum: the shop's, or without one the first row's; a row in another sends the
     # file to the validating scan (which converts, quarantines or stops on mixed currencies)
     expected = config.shop.currency or first_currency_sql(path, settings, config.shop.zone, conn)
