@@ -185,8 +185,11 @@ def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run:
               help="Score as of this date (YYYY-MM-DD); default today in [shop] timezone (UTC without a config).")
 @click.option("-c", "--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="Optional config for [shop], [rfm] and the CSV column names of its first csv source.")
+@click.option("--preset", default=None, type=click.Choice(["shopify-export", "bigcommerce-export", "woocommerce-export"]),
+              help="The file is a shop's own order export (docs/shops.md); overrides the config's preset.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def score(orders_path: str, out_path: str, as_of: str | None, config_path: str | None, quiet: bool) -> None:
+def score(orders_path: str, out_path: str, as_of: str | None, config_path: str | None, preset: str | None,
+          quiet: bool) -> None:
     """Score an orders CSV offline (no store, no network) into a CSV of per-customer scores."""
     from connectors.csv_source import CsvSettings
 
@@ -201,6 +204,9 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
     settings = next((s for s in config.sources if isinstance(s, CsvSettings)), None)
     if settings is not None:
         settings = settings.model_copy(update={"path": orders_path})
+    if preset is not None:
+        settings = CsvSettings.model_validate({**(settings.model_dump() if settings else {"name": "csv"}),
+                                               "path": orders_path, "preset": preset})
     day = _as_of(as_of) or config.today()  # today in [shop] timezone (UTC without a config), as `run` takes it
     try:
         if quiet:

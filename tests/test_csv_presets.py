@@ -404,3 +404,16 @@ def test_an_unknown_preset_is_a_config_error_naming_the_key_and_the_choices(tmp_
     assert "sources[0].preset" in problem
     assert all(name in problem for name in ("'shopify-export'", "'bigcommerce-export'", "'woocommerce-export'"))
 
+
+
+@pytest.mark.parametrize("preset", list(EXPORTS))
+def test_score_takes_the_preset_on_the_command_line_without_a_config(tmp_path, preset, monkeypatch):
+    header, rows, expected = EXPORTS[preset]
+    orders = write_export(tmp_path / "orders_export.csv", header, rows)
+    config = tmp_path / "shop.toml"  # only the shop's time zone: no [[sources]] table at all
+    config.write_text(f'[shop]\ntimezone = "{ZONE}"\n', encoding="utf-8")
+    out = tmp_path / "scores.csv"
+    result = CliRunner().invoke(main, ["score", "--orders", str(orders), "--out", str(out), "--as-of", AS_OF,
+                                       "--quiet", "--preset", preset, "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert scored(out) == expected
