@@ -234,6 +234,8 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
         if result.skipped:
             console.print(f"[yellow]{result.skipped:,} rows skipped (negative amount, not counted)[/yellow] → "
                           f"{result.quarantine_file}")
+        if result.quarantine_file and not result.quarantined and not result.skipped:
+            console.print(f"no bad rows: {result.quarantine_file} (from an earlier run) now lists none")
         console.print(f"{result.customers:,} customers → {result.out}")
 
 

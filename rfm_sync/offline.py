@@ -349,7 +349,9 @@ def score_csv(path: Path, out: Path, config: Config, as_of: date, settings: CsvS
     bad = conn.execute("SELECT line, COALESCE(problem, skip_reason) AS problem FROM priced "
                        "WHERE problem IS NOT NULL OR skip_reason IS NOT NULL ORDER BY line").df() \
         if aggregates.bad or aggregates.skipped else pd.DataFrame(columns=["line", "problem"])
-    qfile = quarantine_path(out) if len(bad) else None
+    # the quarantine file belongs with its scores: one left by an earlier run of this --out is replaced
+    # by this run's (header only when no row is bad), so it never lists rows of another file
+    qfile = quarantine_path(out) if len(bad) or quarantine_path(out).exists() else None
     temps: list[Path] = []
     try:
         temps.append(atomic.temp_beside(out))
