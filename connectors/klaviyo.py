@@ -146,10 +146,11 @@ class KlaviyoDestination:
         return self._client
 
     def send(self, method: str, path: str, *, limiter: str, body: Any = None, data: bytes | None = None,
-             params: dict[str, Any] | None = None) -> requests.Response:
+             params: dict[str, Any] | None = None, idempotent: bool = True) -> requests.Response:
         """One API call with retries and the endpoint's rate limiter; ``body`` is JSON-encoded
-        (or ``data`` is sent as already-encoded JSON) as ``application/vnd.api+json``."""
-        kwargs: dict[str, Any] = {"limiter": self.limiters[limiter]}
+        (or ``data`` is sent as already-encoded JSON) as ``application/vnd.api+json``.
+        ``idempotent=False``: a call that may have reached Klaviyo is not retried (see connectors/http.py)."""
+        kwargs: dict[str, Any] = {"limiter": self.limiters[limiter], "idempotent": idempotent}
         if params:
             kwargs["params"] = params
         if body is not None:
