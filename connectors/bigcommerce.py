@@ -220,6 +220,16 @@ class BigCommerceSource:
                                  connector=self.name, status=exc.status) from None
             raise
 
+    def check(self, online: bool = True) -> list[tuple[str, str]]:
+        """For ``rfm-sync doctor``: the token (and webhook secret, when named) are set; ``online``:
+        one order listed (``GET /v2/orders?limit=1``) proves the token, the store hash and the
+        Orders read scope (a refusal raises :class:`FatalError` naming the scope)."""
+        problems = self._context.missing_secrets(self.name, self.settings.token_secret, self.settings.webhook_secret)
+        if problems or not online:
+            return problems
+        self._rows(self._get("/orders", lambda: {"params": {"limit": 1, "page": 1}}))
+        return []
+
     # ------------------------------------------------------------------ pull
     def pull(self, context: PullContext) -> Iterator[Page]:
         since, archived_since = load_state(context.cursor)

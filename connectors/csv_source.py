@@ -105,19 +105,67 @@ def _open(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, zo
     """Set the shop's time zone; return the file's column names, which of ours (REQUIRED +
     OPTIONAL) it has, and our name → its column name. A missing required column is fatal."""
     conn.execute(f"SET TimeZone = {_lit(zone.key)}")
-    if not path.is_file():
-        raise FatalError(f"{path}: no such file", connector=settings.name)
-    try:
-        conn.execute(f"SELECT * FROM {reader} LIMIT 0").fetchall()
-    except duckdb.Error as exc:
-        raise FatalError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})", connector=settings.name) from None
-    header = [d[0] for d in conn.description]
+    header = _header(conn, path, settings, reader)
     names = settings.columns.model_dump()
-    missing = [f"{k} (column {names[k]!r})" for k in REQUIRED if names[k] not in header]
+    missing = _missing(header, names)
     if missing:
         raise FatalError(f"{path}: missing required column(s): {', '.join(missing)}; found {header}",
                          connector=settings.name)
     return header, {k for k in REQUIRED + OPTIONAL if names[k] in header}, names
+
+
+def _header(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, reader: str) -> list[str]:
+    """The file's column names; a :class:`FatalError` when it is not a file or not readable as CSV."""
+    if not path.is_file():
+        raise FatalError(f"{path}: no such file" if not path.exists() else f"{path}: not a file",
+                         connector=settings.name)
+    try:
+        conn.execute(f"SELECT * FROM {reader} LIMIT 0").fetchall()
+    except duckdb.Error as exc:
+        raise FatalError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})", connector=settings.name) from None
+    return [d[0] for d in conn.description]
+
+
+def _missing(header: list[str], names: dict[str, str]) -> list[str]:
+    return [f"{k} (column {names[k]!r})" for k in REQUIRED if names[k] not in header]
+
+
+def check_file(path: Path, settings: CsvSettings) -> list[tuple[str, str]]:
+    """For ``rfm-sync doctor``: (problem, fix) pairs saying why this export could not be read —
+    missing, not a file, unreadable, not CSV, a required column the header lacks, or a column
+    mapped in ``[sources.columns]`` that is not there. Reads the header only."""
+    table = "this source's `path` (relative to the config file's folder)"
+    if not path.exists():
+        return [(f"{path}: no such file", f"check {table}, or put the export there")]
+    if not path.is_file():
+        return [(f"{path}: not a file", f"point {table} at the CSV file itself")]
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        return [(f"{path}: cannot be read ({exc.strerror or exc})", "give this user read permission on the file")]
+    conn = duckdb.connect()
+    try:
+        header = _header(conn, path, settings, _reader(path, settings, TOLERANT))
+    except FatalError as exc:
+        return [(Exception.__str__(exc), f"check that it is a CSV export with a header row, and its "
+                                         f"delimiter ({settings.delimiter!r}: `delimiter` in the table)")]
+    finally:
+        conn.close()
+    names = settings.columns.model_dump()
+    problems = []
+    missing = _missing(header, names)
+    if missing:
+        problems.append((f"{path}: missing required column(s): {', '.join(missing)}; the header has "
+                         f"{', '.join(map(repr, header))}",
+                         'name the file\'s columns under [sources.columns], e.g. customer_id = "Customer ID"'))
+    # an optional column mapped by hand but absent is read as missing in every row: surely a typo
+    absent = [f"{k} = {names[k]!r}" for k in OPTIONAL if k in settings.columns.model_fields_set
+              and names[k] not in header]
+    if absent:
+        problems.append((f"{path}: [sources.columns] maps {', '.join(absent)}, but the header has no such column",
+                         "correct the column name, or remove the mapping"))
+    return problems
 
 
 def _trimmed(names: dict[str, str], present: set[str], key: str) -> str:
@@ -443,6 +491,11 @@ class CsvSource:
 
     def __repr__(self) -> str:
         return f"CsvSource(name={self.name!r}, path={str(self.path)!r})"
+
+    def check(self, online: bool = True) -> list[tuple[str, str]]:
+        """For ``rfm-sync doctor`` (no network either way): the file exists and reads as CSV, and
+        its header has every required column under the names ``[sources.columns]`` gives."""
+        return check_file(self.path, self.settings)
 
     def pull(self, context: PullContext) -> Iterator[Page]:
         fingerprint = file_fingerprint(self.path) if self.path.is_file() else None

@@ -250,9 +250,13 @@ class KlaviyoDestination:
                 break
         return accepted
 
-    def check(self) -> list[tuple[str, str]]:
-        """For ``rfm-sync doctor``: one read call proves the key and its profile/list read scopes.
-        401/403 raise :class:`FatalError` (the doctor reports them); problems come back as (problem, fix)."""
+    def check(self, online: bool = True) -> list[tuple[str, str]]:
+        """For ``rfm-sync doctor``: the API key is set; ``online``: one read call proves the key and
+        its scopes. 401/403 raise :class:`FatalError` (the doctor reports them); problems come back
+        as (problem, fix)."""
+        problems = self._context.missing_secrets(self.name, self.settings.api_key_secret)
+        if problems or not online:
+            return problems
         try:
             self.send("GET", "/api/profile-bulk-import-jobs", limiter="bulk_jobs", params={"page[size]": 1})
         except RecordError as exc:

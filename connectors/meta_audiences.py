@@ -419,14 +419,20 @@ class MetaAudiencesDestination:
         raise RecordError(f"{label}: {error.get('message', 'request rejected')}"[:300], connector=self.name,
                           status=response.status_code)
 
-    def check(self) -> list[tuple[str, str]]:
-        """For ``rfm-sync doctor``: every mapped audience exists, is reachable with this token and is
-        not flagged, and the API version is not about to retire. Token, permission and retired-version
-        errors raise :class:`FatalError`."""
-        problems = []
-        soon = version_problem(self.version, date.today())
-        if soon is not None and not soon[0]:
-            problems.append((soon[1], "move to the newer version before that day"))
+    def check(self, online: bool = True) -> list[tuple[str, str]]:
+        """For ``rfm-sync doctor``: the token (and app secret, when named) are set and the API version
+        is not retired or about to retire; ``online``: every mapped audience exists, is reachable with
+        this token and is not flagged. Token and permission errors raise :class:`FatalError`."""
+        missing = self._context.missing_secrets(self.name, self.settings.access_token_secret,
+                                                self.settings.app_secret_secret)
+        problems = list(missing)
+        version = version_problem(self.version, date.today())
+        if version is not None:
+            retired, message = version
+            problems.append((message, "Meta refuses every call in a retired version" if retired
+                             else "move to the newer version before that day"))
+        if missing or (version is not None and version[0]) or not online:
+            return problems  # without a token, or in a retired version, no call can succeed
         for rule in self.settings.audiences:
             try:
                 client = self.client

@@ -154,8 +154,12 @@ class ShopifySource:
         self.warnings.append(message)
         log.warning(message, extra={"connector": self.name})
 
-    def check(self) -> list[tuple[str, str]]:
-        """For ``rfm-sync doctor``: the token works and can see the whole order history."""
+    def check(self, online: bool = True) -> list[tuple[str, str]]:
+        """For ``rfm-sync doctor``: the token (and webhook secret, when named) are set; ``online``:
+        one scopes query proves the token works and can see the whole order history."""
+        problems = self._context.missing_secrets(self.name, self.settings.token_secret, self.settings.webhook_secret)
+        if problems or not online:
+            return problems
         self.warnings.clear()
         self.check_access()
         return [(w, "grant the read_all_orders scope to the app") for w in self.warnings]

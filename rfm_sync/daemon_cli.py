@@ -45,8 +45,12 @@ def daemon(config_path: str) -> None:
 @click.command()
 @click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Path to the TOML configuration.")
-def doctor(config_path: str) -> None:
-    """Check the store, every source and destination, their secrets and the schedule; print each fix."""
+@click.option("--offline", is_flag=True,
+              help="Send nothing over the network: check settings, files and that credentials are set, "
+                   "not that Shopify, BigCommerce, Klaviyo or Meta accept them.")
+def doctor(config_path: str, offline: bool) -> None:
+    """Check the store (and its integrity), every source and destination, their secrets and the
+    schedule; print each problem with its fix and exit 1 if there is one."""
     from .config import load_config
     from .doctor import run_doctor
 
@@ -56,7 +60,7 @@ def doctor(config_path: str) -> None:
         from .cli import exit_with_config_errors
 
         exit_with_config_errors(exc)
-    report = run_doctor(config)
+    report = run_doctor(config, online=not offline)
     for finding in report.findings:
         mark = click.style("ok ", fg="green") if finding.ok else click.style("ERR", fg="red")
         click.echo(f"{mark} {finding.what}: {finding.message}")

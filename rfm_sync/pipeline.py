@@ -108,7 +108,7 @@ class Unavailable:
     def push(self, updates: list[ProfileUpdate]):
         raise self.error
 
-    def check(self) -> list[tuple[str, str]]:
+    def check(self, online: bool = True) -> list[tuple[str, str]]:
         return [(f"{self.name}: cannot be set up: {connector_fault(self.name, self.error)}",
                  "fix the setting, secret or file it names")]
 

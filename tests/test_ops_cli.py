@@ -34,7 +34,9 @@ def test_doctor_passes_on_a_sound_config(write_config, write_csv):
     path = write_config(BASE + '[[destinations]]\ntype = "file"\nname = "sink"\n')
     result = CliRunner().invoke(main, ["doctor", "-c", str(path)])
     assert result.exit_code == 0, result.output
-    assert "source shop: built; no self-check" in result.output
+    assert "ok  source shop: self-check passed" in result.output  # the CSV exists and its header maps
+    assert "ok  destination sink: self-check passed" in result.output  # its folder takes a file
+    assert "ok  store: integrity check passed (PRAGMA quick_check)" in result.output
     assert "schedule: next runs: incremental at" in result.output and "full at" in result.output
     assert "no problems found" in result.output
     assert "RFM eligibility: no orders stored yet" in result.output

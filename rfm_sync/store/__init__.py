@@ -126,6 +126,19 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    def quick_check(self, limit: int = 100) -> list[str] | None:
+        """SQLite's ``PRAGMA quick_check``: [] for a sound file, else up to ``limit`` lines naming the
+        damage (a store can open and answer queries with damaged pages elsewhere). None for other
+        databases (they have no such check). Reads every page, so it takes a moment on a big store;
+        a file too damaged for the check to finish raises as the driver does."""
+        if self.engine.dialect.name != "sqlite":
+            return None
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(f"PRAGMA quick_check({int(limit)})").scalars().all()
+        lines = [line for row in rows for line in str(row).splitlines()
+                 if line.strip() and not line.startswith("*** in database")]
+        return [] if lines == ["ok"] else lines[:limit]
+
     # ------------------------------------------------------------------ orders and customers
     def _insert(self, table: sa.Table):
         if self.engine.dialect.name == "postgresql":
