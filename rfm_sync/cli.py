@@ -130,7 +130,9 @@ def demo(folder: str, customers: int) -> None:
 @main.command()
 @click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Path to the TOML configuration.")
-@click.option("--once", is_flag=True, help="Run one cycle and exit (use `rfm-sync daemon` for a schedule).")
+# `run` is always exactly one cycle; --once spells that out and is kept (hidden) for the scripts and
+# docs that pass it. A schedule is `rfm-sync daemon`, never a flag of `run`.
+@click.option("--once", is_flag=True, hidden=True, help="Accepted for compatibility: `run` always runs one cycle.")
 @click.option("--as-of", "as_of", default=None, help="Score as of this date (YYYY-MM-DD); default today.")
 @click.option("--no-push", is_flag=True, help="Pull, score and fill the outbox, but send nothing.")
 @click.option("--dry-run", is_flag=True, help="Like --no-push, then show what would be sent to each destination "
@@ -138,7 +140,7 @@ def demo(folder: str, customers: int) -> None:
 @click.option("--wait", "wait", default=0.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
               help=WAIT_HELP)
 def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run: bool, wait: float) -> None:
-    """Run one cycle: pull, score, diff, push."""
+    """Run exactly one cycle (pull, score, diff, push), then exit; for a schedule use `rfm-sync daemon`."""
     from .pipeline import Pipeline, build_destinations
     from .store.lock import FencedDestination, StoreLocked
 
@@ -299,7 +301,7 @@ def recalibrate(config_path: str, as_of: str | None, wait: float) -> None:
         count, least = result["population"], config.rfm.min_calibration_customers
         window = f"with an order in the {config.rfm.window_days}-day window as of {day}"
         click.echo(f"error: recalibrate: no customers {window}: nothing to calibrate, cut points not frozen "
-                   "(pull the orders first: `rfm-sync run --once -c CONFIG`)" if not count else
+                   "(pull the orders first: `rfm-sync run -c CONFIG`)" if not count else
                    f"error: recalibrate: only {count:,} customer{'s' if count != 1 else ''} {window}, fewer than "
                    f"[rfm] min_calibration_customers = {least}: cut points not frozen (every run computes its own "
                    "until the shop has more)", err=True)

@@ -217,7 +217,7 @@ def eligibility(report: DoctorReport, config: Config, store: Store) -> None:
         report.warnings.extend([small] if small else [])
         return
     if store.order_count() == 0:
-        report.warnings.append("no orders stored yet: run `rfm-sync run --once -c CONFIG` to pull them")
+        report.warnings.append("no orders stored yet: run `rfm-sync run -c CONFIG` to pull them")
         return
     result = Pipeline(config, store, sources=[], destinations=[]).score(config.today())
     report.warnings.extend(engine.eligibility_warnings(result.frame))
