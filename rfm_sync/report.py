@@ -1,6 +1,7 @@
 """Tables people look at: group sizes, transitions, runs, outbox backlog, quarantined rows."""
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Iterable
 
 from rich.console import Console
@@ -96,5 +97,16 @@ def backlog_table(backlog: dict[str, dict[str, int]], destinations: list[str]) -
     return table
 
 
+# Piped or redirected output (`rfm-sync status | less`, a cron mail, a log file) has no width; rich
+# would assume 80 columns and wrap or cut ("…") every wider table. Tables are as wide as their content
+# anyway, so off a terminal the bound is just far away.
+PIPED_WIDTH = 10_000
+
+
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr)
+    """The console tables print to: a terminal's width, or (piped, redirected) no practical bound, so
+    no value is cut. An explicit ``COLUMNS`` environment variable still sets the width."""
+    out = Console(stderr=stderr)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out = Console(stderr=stderr, width=PIPED_WIDTH)
+    return out
