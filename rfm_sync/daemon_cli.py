@@ -83,6 +83,11 @@ def secrets() -> None:
 @click.argument("name")
 def secrets_set(name: str) -> None:
     """Prompt (without echo) for the value of secret NAME and store it in the OS keyring."""
+    problem = secret_store.keyring_problem(name)
+    if problem is not None:  # say so before anyone types (or pastes) the value
+        click.echo(f"error: {problem}", err=True)
+        click.echo(f"  e.g. in a container or systemd unit: {secret_store.env_var_name(name)}=<value>", err=True)
+        sys.exit(EXIT_FAILED)
     value = click.prompt(f"value of secret {name!r}", hide_input=True, default="", show_default=False)
     if not value:
         click.echo("error: empty value; nothing stored", err=True)

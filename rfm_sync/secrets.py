@@ -59,15 +59,35 @@ def resolve(name: str) -> Secret:
     raise SecretError(f"secret {name!r} is not set: export {var}=... or run 'rfm-sync secrets set {name}'")
 
 
+def _no_keyring(name: str) -> SecretError:
+    return SecretError(f"no OS keyring is available on this machine: set the environment variable "
+                       f"{env_var_name(name)} instead")
+
+
+def keyring_problem(name: str) -> SecretError | None:
+    """Why :func:`store` cannot keep ``name`` here, known before anyone types a value: no OS keyring
+    (servers, containers, systemd services) or keyring's ``null`` backend, which keeps nothing. None
+    when there is one (it may still refuse when asked: a locked collection, no D-Bus session)."""
+    import keyring
+    from keyring.backends import fail, null
+
+    backend = keyring.get_keyring()
+    if isinstance(backend, (fail.Keyring, null.Keyring)) or getattr(backend, "backends", None) == []:
+        return _no_keyring(name)
+    return None
+
+
 def store(name: str, value: str) -> None:
     import keyring
     from keyring.errors import KeyringError, NoKeyringError
 
+    problem = keyring_problem(name)
+    if problem is not None:
+        raise problem
     try:
         keyring.set_password(KEYRING_SERVICE, name, value)
     except NoKeyringError:
-        raise SecretError(f"no OS keyring is available on this machine: set the environment variable "
-                          f"{env_var_name(name)} instead") from None
+        raise _no_keyring(name) from None
     except KeyringError as exc:  # locked collection, no D-Bus session, ...
         raise SecretError(f"the OS keyring refused to store {name!r} ({type(exc).__name__}): set the "
                           f"environment variable {env_var_name(name)} instead") from None

@@ -86,6 +86,21 @@ def test_secrets_set_on_a_headless_machine_points_to_the_env_var(no_keyring):
     assert "pk_live_123" not in result.output
 
 
+@pytest.mark.parametrize("backend", ["fail", "null"])
+def test_secrets_set_says_there_is_no_keyring_before_asking_for_the_value(backend):
+    from keyring.backends import fail, null
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring() if backend == "fail" else null.Keyring())  # null keeps nothing
+    try:
+        result = CliRunner().invoke(main, ["secrets", "set", "klaviyo-key"], input="pk_live_123\n")
+    finally:
+        keyring.set_keyring(previous)
+    assert result.exit_code == 1
+    assert "value of secret" not in result.stdout  # never prompted: nothing typed in vain
+    assert "no OS keyring is available" in result.stderr and "RFM_SYNC_SECRET_KLAVIYO_KEY=<value>" in result.stderr
+
+
 class MemoryKeyring(KeyringBackend):
     priority = 1
 
