@@ -135,10 +135,15 @@ class ProfileUpdate:
 
 @dataclass(slots=True)
 class PushResult:
-    """Which outbox ids a destination accepted, and why the others failed."""
+    """Which outbox ids a destination accepted, and why the others failed.
+
+    ``skipped``: accepted ids for which nothing needed sending (a Meta audience rule the change does
+    not touch, a customer without an email or phone to match): done with, but not counted as pushed,
+    so "pushed N" is what reached the far side."""
 
     accepted: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

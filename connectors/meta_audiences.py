@@ -14,7 +14,9 @@ SHA-256 hashed: nothing is sent raw. Phone numbers are parsed with ``phonenumber
 libphonenumber metadata), which knows each country's trunk prefix and the countries, like Italy,
 whose national numbers keep their leading zero; a hand-written "strip the 0" rule gets those wrong
 and cannot tell a US ``1 415 ...`` from a national number. Each response's ``num_received`` must
-match the rows sent (else the request is retried) and ``num_invalid_entries`` is reported.
+match the rows sent (else the request is retried) and ``num_invalid_entries`` is reported. An
+update that needs no call (no membership change, no identifier) is accepted as ``skipped``: the
+cycle's "pushed" counts only what Meta acknowledged.
 
 Graph API errors are classified before the generic status handling: codes 4, 17, 32, 613 and
 80000–80014 (throttling) and 1, 2 (transient) back off and retry, waiting as long as Meta says in
@@ -338,7 +340,11 @@ class MetaAudiencesDestination:
                 except RecordError as exc:
                     for op in chunk:
                         failed.setdefault(op.outbox_id, f"{action} audience {audience_id}: {exc}")
-        return PushResult(accepted=[u.outbox_id for u in updates if u.outbox_id not in failed], failed=failed)
+        # an update with no membership change (or no identifier) is done, but Meta never saw it:
+        # only updates whose every row Meta acknowledged (num_received, see _check_counts) count
+        involved = {op.outbox_id for op in ops}
+        return PushResult(accepted=[u.outbox_id for u in updates if u.outbox_id not in failed], failed=failed,
+                          skipped=[u.outbox_id for u in updates if u.outbox_id not in involved])
 
     def send(self, action: str, audience_id: str, rows: list[tuple[str, str]]) -> dict[str, Any]:
         with_phone = any(phone for _, phone in rows)

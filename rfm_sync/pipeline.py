@@ -54,8 +54,9 @@ class CycleReport:
     cleared: int = 0
     group_counts: dict[str, int] = field(default_factory=dict)
     transitions: dict[tuple[str | None, str | None], int] = field(default_factory=dict)
-    pushed: dict[str, int] = field(default_factory=dict)
+    pushed: dict[str, int] = field(default_factory=dict)  # acknowledged by the destination
     failed: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # done with, nothing to send (PushResult.skipped)
     errors: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     cut_points: dict[str, Any] = field(default_factory=dict)
@@ -296,7 +297,7 @@ class Pipeline:
         if dry_run:
             return {dest.name: self._preview(dest) for dest in self.destinations}
         for dest in self.destinations:
-            sent = failed = 0
+            sent = failed = skipped = 0
             try:
                 # first what a destination may already have (handed over, never acknowledged: a crash),
                 # exactly as it was, so its events keep their ids; then the newest pending snapshots
@@ -327,7 +328,9 @@ class Pipeline:
                             ob.mark_sent(self.store, result.accepted, memory)
                         if result.failed:
                             ob.mark_failed(self.store, result.failed, self.config.push.max_attempts)
-                        sent += len(result.accepted)
+                        nothing = accepted & set(result.skipped)
+                        sent += len(accepted) - len(nothing)
+                        skipped += len(nothing)
                         failed += len(result.failed)
                         if not whole and len(accepted) + len(result.failed) < len(batch):
                             break  # rows the destination said nothing about stay "sending": resent first next time
@@ -345,6 +348,8 @@ class Pipeline:
                 log.error("push stopped: %s", report.errors[dest.name], exc_info=True,
                           extra={"destination": dest.name, "error": report.errors[dest.name]})
             report.pushed[dest.name], report.failed[dest.name] = sent, failed
+            if skipped:
+                report.skipped[dest.name] = skipped
         return None
 
     def _as_destination_knows(self, destination: str, batch: list[dict[str, Any]]) -> None:
@@ -415,7 +420,7 @@ class Pipeline:
     def _stats(report: CycleReport) -> dict[str, Any]:
         return {"pulled": report.pulled, "quarantined": len(report.quarantined), "scored": report.scored,
                 "changed": report.changed, "cleared": report.cleared, "pushed": report.pushed,
-                "failed": report.failed, "durations": report.durations,
+                "failed": report.failed, "skipped": report.skipped, "durations": report.durations,
                 "calibrated_on": report.calibrated_on.isoformat() if report.calibrated_on else None,
                 "calibration_population": report.calibration_population}
 

@@ -58,8 +58,9 @@ def cycle_summary(report: CycleReport) -> Table:
     if report.cleared:
         table.add_row("profiles cleared (no qualifying order left)", f"{report.cleared:,}")
     for name, n in report.pushed.items():
-        table.add_row(f"pushed to {name}", f"{n:,}" + (f" ({report.failed.get(name, 0):,} failed)"
-                                                       if report.failed.get(name) else ""))
+        notes = [f"{report.failed[name]:,} failed"] if report.failed.get(name) else []
+        notes += [f"{report.skipped[name]:,} with nothing to send"] if report.skipped.get(name) else []
+        table.add_row(f"pushed to {name}", f"{n:,}" + (f" ({'; '.join(notes)})" if notes else ""))
     for step, seconds in report.durations.items():
         table.add_row(f"{step} time", f"{seconds:.2f} s")
     return table
