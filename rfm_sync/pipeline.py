@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 class CycleReport:
     run_id: int
     as_of: date
-    pulled: dict[str, int] = field(default_factory=dict)
+    pulled: dict[str, int] = field(default_factory=dict)  # orders inserted or changed in the store
+    read: dict[str, int] = field(default_factory=dict)  # orders the source gave (re-read ones too)
     quarantined: list[dict[str, Any]] = field(default_factory=list)
     scored: int = 0
     changed: int = 0
@@ -163,7 +164,7 @@ class Pipeline:
         rates, zone = shop_rates(self.config), self.config.shop.zone
         for source in self.sources:
             context = PullContext(cursor=self.store.get_cursor(source.name), started_at=self.clock())
-            count = 0
+            count = given = 0
             seen = currency.store_currencies(self.store) if rates.currency is None else set()
             try:
                 for page in source.pull(context):
@@ -190,12 +191,13 @@ class Pipeline:
                     if rates.currency is None:
                         currency.check_page(source.name, seen, orders.values())
                     with self.store.begin() as conn:
-                        self.store.upsert_orders(conn, list(orders.values()))
+                        stored = self.store.upsert_orders(conn, list(orders.values()))
                         self.store.upsert_customers(conn, list(customers.values()))
                         self.store.add_quarantine(conn, run_id, bad)
                         if page.cursor is not None:
                             self.store.set_cursor(conn, source.name, page.cursor)
-                    count += len(orders)
+                    count += stored
+                    given += len(orders)
                     report.quarantined.extend(bad)
             except ConnectorError as exc:
                 report.errors[source.name] = connector_fault(source.name, exc)
@@ -206,12 +208,12 @@ class Pipeline:
                 report.errors[source.name] = connector_fault(source.name, exc)
                 log.error("pull failed: %s", report.errors[source.name], exc_info=True,
                           extra={"source": source.name, "error": report.errors[source.name]})
-            report.pulled[source.name] = count
+            report.pulled[source.name], report.read[source.name] = count, given
         self._check_quarantine_share(report)
 
     def _check_quarantine_share(self, report: CycleReport) -> None:
         """Too many rows quarantined makes the run partial: a broken export must not look like a quiet day."""
-        bad, read = len(report.quarantined), sum(report.pulled.values()) + len(report.quarantined)
+        bad, read = len(report.quarantined), sum(report.read.values()) + len(report.quarantined)
         limit = self.config.pull.max_quarantine_share
         if read and bad / read > limit:
             report.errors["quarantine"] = (f"{bad:,} of {read:,} rows read ({bad / read:.0%}) were quarantined, "
@@ -458,7 +460,7 @@ class Pipeline:
         if rates.currency is None:
             currency.check_page("webhooks", currency.store_currencies(self.store), rows.values())
         with self.store.begin() as conn:
-            self.store.upsert_orders(conn, list(rows.values()))
+            stored = self.store.upsert_orders(conn, list(rows.values()))
             self.store.upsert_customers(conn, list(contacts.values()))
             self.store.add_quarantine(conn, None, bad)
         base = self.last_scored_run()
@@ -467,7 +469,7 @@ class Pipeline:
         as_of = as_of or self.config.today(now)
         keys = set(contacts)
         run_id = self.store.start_run(as_of, self.config.rfm.scheme)
-        report = CycleReport(run_id=run_id, as_of=as_of, pulled={"webhooks": len(rows)})
+        report = CycleReport(run_id=run_id, as_of=as_of, pulled={"webhooks": stored}, read={"webhooks": len(rows)})
         try:
             started = time.perf_counter()
             result = self.score(as_of, keys=keys, cut_points=base["cut_points"])

@@ -51,7 +51,7 @@ def cycle_summary(report: CycleReport) -> Table:
     table.add_column("what")
     table.add_column("value", justify="right")
     for name, n in report.pulled.items():
-        table.add_row(f"orders pulled from {name}", f"{n:,}")
+        table.add_row(f"orders pulled from {name} (new or changed)", f"{n:,}")
     table.add_row("rows quarantined", f"{len(report.quarantined):,}")
     table.add_row("customers scored", f"{report.scored:,}")
     table.add_row("profiles changed", f"{report.changed:,}")
