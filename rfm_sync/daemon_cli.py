@@ -86,7 +86,8 @@ def secrets_set(name: str) -> None:
     problem = secret_store.keyring_problem(name)
     if problem is not None:  # say so before anyone types (or pastes) the value
         click.echo(f"error: {problem}", err=True)
-        click.echo(f"  e.g. in a container or systemd unit: {secret_store.env_var_name(name)}=<value>", err=True)
+        if not secret_store.looks_like_a_value(name):
+            click.echo(f"  e.g. in a container or systemd unit: {secret_store.env_var_name(name)}=<value>", err=True)
         sys.exit(EXIT_FAILED)
     value = click.prompt(f"value of secret {name!r}", hide_input=True, default="", show_default=False)
     if not value:
@@ -108,7 +109,7 @@ def secrets_check(name: str) -> None:
     """Say whether secret NAME resolves, and from where (never prints the value)."""
     var = secret_store.env_var_name(name)
     try:
-        secret_store.resolve(name)
+        secret_store.resolve(name)  # a NAME that looks like a pasted key is refused, without echoing it
     except secret_store.SecretError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)

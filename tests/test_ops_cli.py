@@ -101,6 +101,25 @@ def test_secrets_set_says_there_is_no_keyring_before_asking_for_the_value(backen
     assert "no OS keyring is available" in result.stderr and "RFM_SYNC_SECRET_KLAVIYO_KEY=<value>" in result.stderr
 
 
+PASTED = "pk_0a1b2c3d4e5f60718293a4b5c6d7e8f9ab"  # a Klaviyo private key's shape
+
+
+def test_a_key_pasted_as_a_secret_name_is_not_echoed_by_doctor_or_secrets(write_config, write_csv, no_keyring):
+    write_csv("customer_id,placed_at,amount\nc1,2026-01-01,10\n")
+    path = write_config(BASE + f'[[destinations]]\ntype = "klaviyo"\nname = "k"\napi_key_secret = "{PASTED}"\n')
+    result = CliRunner().invoke(main, ["doctor", "-c", str(path), "--offline"])
+    assert result.exit_code == 1
+    assert "ERR destination k: api_key_secret: it looks like a key or token was pasted where the secret's name " \
+           "belongs" in result.output
+    everything = result.output
+    for args in (["secrets", "check", PASTED], ["secrets", "set", PASTED]):
+        said = CliRunner().invoke(main, args, input="x\n")
+        assert said.exit_code == 1 and "pasted where the secret's name belongs" in said.output
+        assert "value of secret" not in said.output  # `set` asks for nothing
+        everything += said.output
+    assert PASTED not in everything and PASTED.upper() not in everything
+
+
 class MemoryKeyring(KeyringBackend):
     priority = 1
 
