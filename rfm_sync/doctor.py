@@ -152,6 +152,7 @@ def check_schedule(report: DoctorReport, config: Config, sources: list[Any], now
                        + f" on {config.daemon.http_host}:{config.daemon.http_port}")
 
 
+QUICK_CHECK_LIMIT = 100  # problems SQLite lists before it stops looking
 STORE_FIX = "check [store] url, that its folder exists and is writable, and the database is reachable"
 DAMAGE_FIX = ("stop rfm-sync and restore the store from a backup (or salvage what SQLite can still read: "
               "`sqlite3 FILE .recover | sqlite3 NEW-FILE`, then point [store] url at NEW-FILE)")
@@ -171,7 +172,7 @@ def check_integrity(report: DoctorReport, store: Store) -> bool:
     """``PRAGMA quick_check`` on a SQLite store: a store can open and answer queries while some of its
     pages are damaged. False when damage was found."""
     try:
-        problems = store.quick_check()
+        problems = store.quick_check(QUICK_CHECK_LIMIT)
     except sa.exc.SQLAlchemyError as exc:  # too damaged for the check to finish
         message, _ = store_fault(exc, store.where)
         report.add("store", False, f"integrity check (PRAGMA quick_check) failed: {message}", DAMAGE_FIX)
@@ -181,7 +182,8 @@ def check_integrity(report: DoctorReport, store: Store) -> bool:
         return True
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-        report.add("store", False, f"{store.where}: damaged: PRAGMA quick_check found {len(problems)} problem(s): "
+        count = f"{len(problems)} or more" if len(problems) >= QUICK_CHECK_LIMIT else str(len(problems))
+        report.add("store", False, f"{store.where}: damaged: PRAGMA quick_check found {count} problem(s): "
                                    f"{shown}", DAMAGE_FIX)
         return False
     report.add("store", True, "integrity check passed (PRAGMA quick_check)")

@@ -88,6 +88,18 @@ def test_a_store_that_cannot_be_opened_says_why_in_the_driver_s_words(write_conf
     assert "fix: point [store] url at the right file, or restore it from a backup" in result.output
 
 
+def test_every_built_in_connector_has_a_check_that_can_stay_offline():
+    import inspect
+
+    from connectors.registry import DESTINATIONS, SOURCES, connector_class
+
+    for kind, table in (("source", SOURCES), ("destination", DESTINATIONS)):
+        for type_ in table:
+            check = getattr(connector_class(kind, type_), "check", None)
+            assert callable(check), f"{kind} {type_} has no check()"
+            assert inspect.signature(check).parameters["online"].default is True, f"{kind} {type_}"
+
+
 # ---------------------------------------------------------------------------------------- CSV source
 def test_a_missing_export_is_a_problem(write_config):
     config = write_config(CONFIG)
