@@ -144,12 +144,23 @@ def check_file(path: Path, settings: CsvSettings) -> list[tuple[str, str]]:
             fh.read(1)
     except OSError as exc:
         return [(f"{path}: cannot be read ({exc.strerror or exc})", "give this user read permission on the file")]
+    unreadable = (f"check that it is a CSV export with a header row, and its delimiter ({settings.delimiter!r}: "
+                  "`delimiter` in the table)")
     conn = duckdb.connect()
     try:
-        header = _header(conn, path, settings, _reader(path, settings, TOLERANT))
+        reader = _reader(path, settings, TOLERANT)
+        if settings.preset:  # the preset finds the shop's own columns (or says which it missed)
+            try:
+                reader, folded = csv_presets.fold(conn, path, settings, reader)
+                _header(conn, path, folded, reader)
+            except FatalError as exc:
+                return [(Exception.__str__(exc), f"check that the file is the export preset {settings.preset!r} "
+                                                 "reads (or remove the preset), or name its columns under "
+                                                 f"[sources.columns]; else {unreadable}")]
+            return []
+        header = _header(conn, path, settings, reader)
     except FatalError as exc:
-        return [(Exception.__str__(exc), f"check that it is a CSV export with a header row, and its "
-                                         f"delimiter ({settings.delimiter!r}: `delimiter` in the table)")]
+        return [(Exception.__str__(exc), unreadable)]
     finally:
         conn.close()
     names = settings.columns.model_dump()

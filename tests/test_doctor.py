@@ -130,6 +130,20 @@ def test_a_csv_check_reads_only_the_header(tmp_path):
     assert problem == f"{path}: not a file" and "CSV file itself" in fix
 
 
+@pytest.mark.parametrize("preset", ["shopify-export", "bigcommerce-export", "woocommerce-export"])
+def test_a_shop_s_own_export_is_checked_through_its_preset(tmp_path, preset):
+    from tests.test_csv_presets import EXPORTS, WOOCOMMERCE_HEADER, WOOCOMMERCE_ROWS, write_export
+
+    header, rows, _ = EXPORTS[preset]
+    path = write_export(tmp_path / "orders_export.csv", header, rows)
+    src = CsvSource(CsvSettings(name="shop", path=str(path), preset=preset), context(tmp_path))
+    assert src.check() == []  # its own column names are what the preset reads, not ours
+    if preset != "woocommerce-export":
+        write_export(path, WOOCOMMERCE_HEADER, WOOCOMMERCE_ROWS)  # another shop's export
+        [(problem, fix)] = src.check()
+        assert f"as preset {preset!r} reads it: missing column(s)" in problem and "remove the preset" in fix
+
+
 # ---------------------------------------------------------------------------------------- file sink
 @pytest.fixture
 def unwritable(tmp_path):
