@@ -21,6 +21,7 @@ from connectors.base import ConnectorSettings
 from connectors.registry import UnknownConnector, connector_class
 
 from . import currency
+from . import secrets as secret_names
 from .daemon_config import DaemonConfig, LoggingConfig, ScheduleConfig, WebhooksConfig
 
 
@@ -238,6 +239,12 @@ def _connector_settings(kind: str, tables: Any, key: str, problems: list[str], w
             for err in exc.errors():
                 problems.append(f"{where}: {at}.{_loc(err['loc'])}: {err['msg']}")
             continue
+        for field_name, value in settings.model_dump().items():
+            if field_name.endswith("_secret") and isinstance(value, str) and secret_names.looks_like_a_value(value):
+                # the credential itself pasted where its name belongs: never echoed, never looked up
+                problems.append(f"{where}: {at}.{field_name}: this looks like the key itself, not the name of a secret; "
+                                f"remove it from the file (and rotate it), store it with `rfm-sync secrets set NAME`, "
+                                f"and put NAME here")
         if settings.name in names:
             problems.append(f"{where}: {at}.name: {settings.name!r} is used twice; names must be unique")
         names.add(settings.name)

@@ -61,6 +61,8 @@ CASES = [
     ("an empty property name", BASE + "[properties]\nscore = ' '\n", ["properties", "score", "empty"]),
     ("a label property named like a property", BASE + "[rfm.label_properties]\nrecency = 'RFM score'\n",
      ["rfm.label_properties.recency", "properties.score"]),
+    ("a key pasted where the secret's name belongs", BASE + '[[destinations]]\ntype = "klaviyo"\n'
+     'api_key_secret = "pk_3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d"\n', ["destinations[1].api_key_secret", "key itself"]),
     ("a quarantine share above 1", BASE + "[pull]\nmax_quarantine_share = 2\n", ["pull.max_quarantine_share"]),
     ("zero webhook attempts", BASE + "[webhooks]\nmax_attempts = 0\n", ["webhooks.max_attempts"]),
     ("zero push attempts", BASE + "[push]\nmax_attempts = 0\n", ["push.max_attempts"]),
@@ -88,6 +90,7 @@ def test_a_hostile_config_is_one_clear_message_and_exit_2(tmp_path, command, tex
     for word in words:
         assert word in result.output, (word, result.output)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no store, no output: nothing written
+    assert "pk_3f9a8b7c" not in result.output  # a pasted key is never echoed
 
 
 def test_a_config_that_is_not_utf8_names_the_line(tmp_path):
