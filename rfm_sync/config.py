@@ -242,9 +242,8 @@ def _connector_settings(kind: str, tables: Any, key: str, problems: list[str], w
         for field_name, value in settings.model_dump().items():
             if field_name.endswith("_secret") and isinstance(value, str) and secret_names.looks_like_a_value(value):
                 # the credential itself pasted where its name belongs: never echoed, never looked up
-                problems.append(f"{where}: {at}.{field_name}: this looks like the key itself, not the name of a secret; "
-                                f"remove it from the file (and rotate it), store it with `rfm-sync secrets set NAME`, "
-                                f"and put NAME here")
+                problems.append(f"{where}: {at}.{field_name}: {secret_names.PASTED}; {secret_names.RENAME} "
+                                "(and rotate the key: it was written in this file)")
         if settings.name in names:
             problems.append(f"{where}: {at}.name: {settings.name!r} is used twice; names must be unique")
         names.add(settings.name)

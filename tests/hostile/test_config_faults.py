@@ -62,7 +62,7 @@ CASES = [
     ("a label property named like a property", BASE + "[rfm.label_properties]\nrecency = 'RFM score'\n",
      ["rfm.label_properties.recency", "properties.score"]),
     ("a key pasted where the secret's name belongs", BASE + '[[destinations]]\ntype = "klaviyo"\n'
-     'api_key_secret = "pk_3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d"\n', ["destinations[1].api_key_secret", "key itself"]),
+     'api_key_secret = "pk_3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d"\n', ["destinations[1].api_key_secret", "pasted where the secret's name belongs"]),
     ("a quarantine share above 1", BASE + "[pull]\nmax_quarantine_share = 2\n", ["pull.max_quarantine_share"]),
     ("zero webhook attempts", BASE + "[webhooks]\nmax_attempts = 0\n", ["webhooks.max_attempts"]),
     ("zero push attempts", BASE + "[push]\nmax_attempts = 0\n", ["push.max_attempts"]),
