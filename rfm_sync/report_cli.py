@@ -59,12 +59,8 @@ def report(config_path: str, html_path: str | None, since: str | None) -> None:
     day = _day(since, "--since")
     config, store = _setup(config_path)
     if html_path is not None:
-        target = Path(html_path)
-        if target.is_dir():
-            exit_codes.fail(f"{target}: is a folder; give the HTML file's path (e.g. {target / 'report.html'})",
-                            exit_codes.OUTPUT)
         try:
-            written = write_report(config, store, target, day)
+            written = write_report(config, store, Path(html_path), day)
         except OSError as exc:
             exit_codes.fail(exit_codes.output_problem(exc, html_path), exit_codes.OUTPUT)
         click.echo(f"report written to {written} ({written.stat().st_size / 1e6:.1f} MB)")
