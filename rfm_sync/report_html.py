@@ -152,7 +152,8 @@ def movement_figures(summary: Summary) -> dict[str, Any]:
         matrix.add_trace(go.Heatmap(z=z, x=right, y=left, visible=i == chosen, colorscale="Blues",
                                     texttemplate="%{z:,}", hovertemplate="%{y} → %{x}: %{z:,}<extra></extra>",
                                     showscale=False))
-    for fig in (sankey, matrix):
+    for fig in (sankey, matrix):  # the title to the right of the menu (top left), so neither hides the other
+        fig.update_layout(title={"x": 0.98, "xanchor": "right"})
         fig.update_layout(updatemenus=[{
             "type": "dropdown", "x": 0, "xanchor": "left", "y": 1.12 if fig is sankey else 1.28, "active": chosen,
             "buttons": [{"label": label, "method": "update", "args": [{"visible": [j == i for j in range(len(choices))]}]}
@@ -198,7 +199,7 @@ def distribution_figures(summary: Summary, currency: str) -> dict[str, Any]:
         for k, cut in enumerate(row["cuts"]):
             value = float(cut) / (10_000 if dim == "monetary" else 1)
             fig.add_vline(x=value, line={"color": "#c0392b", "dash": "dash", "width": 2})
-            fig.add_annotation(x=value, y=1, yref="paper", text=f"cut {k + 1}: {readable(dim, cut)}",
+            fig.add_annotation(x=value, y=1 - 0.07 * (k % 2), yref="paper", text=f"cut {k + 1}: {readable(dim, cut)}",
                                showarrow=False, yanchor="bottom", font={"color": "#c0392b", "size": 11})
         scores = row["scores"]
         if scores:
