@@ -258,6 +258,7 @@ class Explanation:
     moves: list[Move] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     orders: dict[str, int] = field(default_factory=dict)  # for a customer without a group: stored orders by kind
+    windows: dict[str, str] = field(default_factory=dict)  # dimension -> the days its value counts, in words
 
 
 def find_customer(store: Store, given: str) -> str:
@@ -352,13 +353,16 @@ def explain(config: Any, store: Store, given: str) -> Explanation:
                   "monetary": int(now[columns["monetary"]])}
     out.value_text = {"recency": f"{out.values['recency']:,} days since the last order "
                                  f"({pd.Timestamp(row['last_order_at']).tz_convert(config.shop.zone).date()})",
-                      "frequency": f"{out.values['frequency']:,} qualifying orders in the window",
+                      "frequency": f"{out.values['frequency']:,} qualifying order"
+                                   f"{'s' if out.values['frequency'] != 1 else ''} in the window",
                       "monetary": f"{money_text(out.values['monetary'])} spent in the window"}
+    out.windows = {dim: "the window" for dim in DIM_SCORE}
     if rfm.scheme == thresholds_scheme.NAME:
         for dim in ("frequency", "monetary"):
             days = getattr(rfm.thresholds, dim).window_days
             if days:
-                out.value_text[dim] = out.value_text[dim].replace("the window", f"the last {days} days")
+                out.windows[dim] = f"the last {days} days"
+                out.value_text[dim] = out.value_text[dim].replace("the window", out.windows[dim])
     out.scores = {dim: int(now[c]) for dim, c in DIM_SCORE.items()}
     out.plain_scores = {dim: int(plain[c]) for dim, c in DIM_SCORE.items()}
     out.cuts = {dim: [readable(dim, c) for c in cuts.get(dim, [])] for dim in DIM_SCORE}
@@ -376,7 +380,7 @@ def explain(config: Any, store: Store, given: str) -> Explanation:
         index = segments.first_match(now.to_frame().T, rfm.segments)[0]
         rule = segments.normalise(rfm.segments)[index - 1] if index else None
         out.segment_rule = (f"segment rule {index} {rule.name!r} matched (when "
-                            f"{', '.join(f'{k} = {sorted(v, key=str)}' for k, v in rule.when.items()) or 'always'}); "
+                            f"{', '.join(f'{k} = {sorted(v, key=str)}' for k, v in rule.when.items()) or 'no conditions'}); "
                             f"rules before it did not" if rule else
                             f"no [[rfm.segments]] rule matched: the fallback {rfm.fallback_segment!r}")
     out.moves = _moves(config, row, as_of, score, out, b)
@@ -444,7 +448,7 @@ def _moves(config: Any, row: pd.Series, as_of: date, score: Callable, out: Expla
             if best is None:
                 continue
             after = score(_frame_for(config, row, as_of, add_orders=best))
-            needs = f"{best:,} more qualifying order{'s' if best != 1 else ''} in the window"
+            needs = f"{best:,} more qualifying order{'s' if best != 1 else ''} in {out.windows['frequency']}"
         else:
             cuts = cut_values(config.rfm, b.cut_points).get("monetary", [])
             limit = 2 * max([int(c) + 1 for c in cuts] + [1]) + 2
@@ -453,7 +457,7 @@ def _moves(config: Any, row: pd.Series, as_of: date, score: Callable, out: Expla
             if best is None:
                 continue
             after = score(_frame_for(config, row, as_of, add_spend_e4=best))
-            needs = f"{money_text(best)} more spend in the window"
+            needs = f"{money_text(best)} more spend in {out.windows['monetary']}"
         moves.append(Move(dimension=dim, score_from=current, score_to=int(after[col]), needs=needs,
                           group=str(after["rfm_group"])))
     return moves

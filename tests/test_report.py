@@ -25,10 +25,10 @@ EXTRA = "[rfm]\nmin_calibration_customers = 10\n"
 
 
 class Shop:
-    def __init__(self, folder, rows):
+    def __init__(self, folder, rows, extra=EXTRA):
         self.folder, self.rows = folder, rows
         write_orders(folder / "orders.csv", rows)
-        (folder / "config.toml").write_text(EXTRA + CONFIG.format(metrics="false"))
+        (folder / "config.toml").write_text(extra + CONFIG.format(metrics="false"))
         self.config_path = folder / "config.toml"
         self.config = load_config(self.config_path)
         self.store = Store.open(self.config.store.url, self.config.base_dir)
@@ -206,3 +206,16 @@ def test_demo_writes_the_report(tmp_path):
     page = tmp_path / "demo" / "report.html"
     assert page.is_file() and 'id="chart-sankey"' in page.read_text(encoding="utf-8")
     assert "report.html" in json.loads((tmp_path / "demo" / ".rfm-sync-demo").read_text())["files"]
+
+
+def test_explain_names_the_segment_rule_that_matched(tmp_path):
+    extra = ('[rfm]\nscheme = "thresholds"\n[[rfm.segments]]\nname = "Recent buyers"\nwhen = { recency = "short" }\n'
+             '[[rfm.segments]]\nname = "Everyone else"\nwhen = {}\n')
+    shop = Shop(tmp_path, base_rows(), extra)
+    shop.run()
+    # c00 last ordered 5 days before AS_OF (short), c03 125 days (long): tests/test_pipeline.base_rows
+    recent, rest = shop.cli("explain", "c00").output, shop.cli("explain", "c03").output
+    assert "group: Recent buyers" in recent and "segment rule 1 'Recent buyers' matched" in recent
+    assert "group: Everyone else" in rest and "segment rule 2 'Everyone else' matched (when no conditions)" in rest
+    assert "1 qualifying order in the last 180 days" in rest  # the scheme's own frequency window
+    assert "R 1 → 2: a last order at most 90 days before" in rest
