@@ -124,7 +124,7 @@ def demo(folder: str, customers: int) -> None:
                                           title="customers who changed group in the last 90 days"))
     if result.first.quarantined:
         console.print(report.quarantine_table(result.first.quarantined))
-    console.print(f"store: {result.store_path}\nprofiles written to: {result.sink_path}")
+    console.print(f"store: {result.store_path}\nprofiles written to: {result.sink_path}\nreport: {result.report_path}")
 
 
 @main.command()
@@ -169,6 +169,7 @@ def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run:
     console = report.console()
     console.print(report.cycle_summary(result))
     console.print(report.group_table(result.group_counts, engine.group_names(config.rfm.scheme, config.rfm)))
+    console.print(report.run_transitions(result, engine.group_names(config.rfm.scheme, config.rfm)))
     if result.quarantined:
         console.print(report.quarantine_table(result.quarantined))
     for where, error in result.errors.items():
@@ -337,6 +338,10 @@ main.add_command(_klaviyo_cmd)
 from .webhooks_cli import webhooks as _webhooks_cmd  # noqa: E402
 
 main.add_command(_webhooks_cmd)
+from .report_cli import customers as _customers_cmd, explain as _explain_cmd, report as _report_cmd  # noqa: E402
+
+for _cmd in (_report_cmd, _customers_cmd, _explain_cmd):
+    main.add_command(_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -2,7 +2,8 @@
 
 Writes ``orders.csv`` (generated deterministically, relative to today), ``config.toml``, the
 SQLite store and the JSON-lines sink under one folder, then runs a cycle as of 90 days ago and
-one as of today through the ordinary pipeline — the same code path as ``rfm-sync run``.
+one as of today through the ordinary pipeline — the same code path as ``rfm-sync run`` — and
+writes ``report.html``, the page ``rfm-sync report --html`` writes.
 
 **Only the demo's own files are replaced.** ``--dir .`` in a real set-up would otherwise name that
 set-up's ``config.toml``, ``orders.csv``, store and sink. The demo marks a folder it makes with
@@ -62,11 +63,13 @@ class DemoResult:
     second: CycleReport
     store_path: Path
     sink_path: Path
+    report_path: Path
 
 
 MARKER = ".rfm-sync-demo"
 INPUTS = ("orders.csv", "config.toml")  # generated: replaced only while unchanged since
-STATE = ("rfm-sync.sqlite", "rfm-sync.sqlite-wal", "rfm-sync.sqlite-shm", "profiles.jsonl")  # made by the cycles
+STATE = ("rfm-sync.sqlite", "rfm-sync.sqlite-wal", "rfm-sync.sqlite-shm", "profiles.jsonl",  # made by the cycles
+         "report.html")  # and the report of them (rfm-sync report --html)
 
 
 class DemoFolderRefused(Exception):
@@ -130,7 +133,11 @@ def run_demo(folder: Path, *, customers: int = 3000, today: date | None = None,
         first = pipeline.run_cycle(today - timedelta(days=90))
         progress("cycle 2: as of today")
         second = pipeline.run_cycle(today)
+        progress("writing the report")
+        from .report_cli import write_report
+
+        report = write_report(config, store, folder / "report.html")
     finally:
         store.close()
     return DemoResult(config=config, first=first, second=second, store_path=folder / "rfm-sync.sqlite",
-                      sink_path=folder / "profiles.jsonl")
+                      sink_path=folder / "profiles.jsonl", report_path=report)

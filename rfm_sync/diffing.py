@@ -200,8 +200,10 @@ def _compute(scored: pd.DataFrame, state: pd.DataFrame, *, names: Any, labels: d
             ignore_index=True)
     transitions: dict[tuple[str | None, str | None], int] = {}
     grp = out[out["before"].astype(object).to_numpy() != out["after"].astype(object).to_numpy()]
-    for (b, a), count in grp.groupby([grp["before"].fillna("\0"), grp["after"].fillna("\0")]).size().items():
-        transitions[(None if b == "\0" else b, None if a == "\0" else a)] = int(count)
+    # missing groups (new customers, cleared ones) stay keys: dropna=False, then NaN → None (a "\0"
+    # stand-in came back from pandas 3's string grouping as "", so new customers were filed under "")
+    for (b, a), count in grp.groupby([grp["before"], grp["after"]], dropna=False).size().items():
+        transitions[(None if pd.isna(b) else b, None if pd.isna(a) else a)] = int(count)
     return Changes(state=state_rows, outbox=out, gone=gone, changed=int(changed.sum()), transitions=transitions)
 
 

@@ -33,7 +33,7 @@ from connectors.base import (ConnectorContext, ConnectorError, Destination, Fata
 from connectors.registry import connector_class
 from connectors.validate import is_email, with_notices
 
-from . import currency, delivery, diffing, engine, secrets
+from . import currency, delivery, diffing, engine, insight, secrets
 from .calibration import freezable, population_of, run_population
 from .config import Config, shop_rates
 from .store import MONEY_SCALE, Store, utcnow
@@ -64,6 +64,7 @@ class CycleReport:
     calibrated_on: date | None = None  # the day the cut points in force were computed
     calibration_population: int | None = None  # over how many customers (None: unknown)
     durations: dict[str, float] = field(default_factory=dict)
+    insight: dict[str, Any] | None = None  # what the report draws, from a full run's scores (rfm_sync/insight.py)
 
 
 def connector_context(config: Config, dry_run: bool = False) -> ConnectorContext:
@@ -281,6 +282,8 @@ class Pipeline:
         report.cut_points, report.warnings = result.cut_points, result.warnings
         report.calibrated_on = result.calibrated_on
         report.calibration_population = result.calibration_population
+        if only is None:  # a few re-scored customers say nothing of the whole shop's groups
+            report.insight = insight.snapshot(frame, rfm, result.cut_points)
         stats = self._stats(report)
         with self.store.begin() as conn:
             sq.write_state(conn, changes.state)
@@ -424,7 +427,9 @@ class Pipeline:
                 "changed": report.changed, "cleared": report.cleared, "pushed": report.pushed,
                 "failed": report.failed, "skipped": report.skipped, "durations": report.durations,
                 "calibrated_on": report.calibrated_on.isoformat() if report.calibrated_on else None,
-                "calibration_population": report.calibration_population}
+                "calibration_population": report.calibration_population,
+                "transitions": insight.transitions_json(report.transitions),
+                **({"insight": report.insight} if report.insight is not None else {})}
 
     # ------------------------------------------------------------------ near real time (webhooks)
     def last_scored_run(self) -> dict[str, Any] | None:

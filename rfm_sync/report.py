@@ -46,6 +46,15 @@ def transition_table(transitions: dict[tuple[str | None, str | None], int], orde
     return table
 
 
+def run_transitions(report: CycleReport, order: list[str]) -> Table | str:
+    """The previous → current table of one run (``rfm-sync run`` ends with it)."""
+    moved = {k: n for k, n in report.transitions.items() if n}
+    if not moved:
+        return f"run {report.run_id}: no customer changed group"
+    return transition_table(moved, order, title=f"previous → current group in run {report.run_id} "
+                                                f"({sum(moved.values()):,} customers)")
+
+
 def cycle_summary(report: CycleReport) -> Table:
     table = Table(title=f"run {report.run_id} · as of {report.as_of.isoformat()}", show_header=False)
     table.add_column("what")
@@ -111,3 +120,102 @@ def console(stderr: bool = False) -> Console:
     if not out.is_terminal and "COLUMNS" not in os.environ:
         out = Console(stderr=stderr, width=PIPED_WIDTH)
     return out
+
+
+# ---------------------------------------------------------------------- `rfm-sync report` (terminal)
+def summary_tables(summary: Any, *, currency: str = "", weeks: int = 8) -> list[Any]:
+    """The report's summary as terminal tables (the HTML page draws the same numbers: rfm_sync/report_html.py)."""
+    from .insight import buckets, dimension_rows, group_rows, mask_text, readable
+
+    out: list[Any] = []
+    latest = summary.latest
+    rows = group_rows(summary)
+    title = f"groups as of {latest.as_of} (run {latest.id})" if latest else "groups (no scored run yet)"
+    table = Table(title=title)
+    for col in ["group", "customers", "share"] + (["revenue", "revenue share", "orders", "avg order value"]
+                                                  if rows and "revenue" in rows[0] else []):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for r in rows:
+        cells = [r["group"], f"{r['customers']:,}", f"{r['share']:.1%}"]
+        if "revenue" in r:
+            cells += [f"{r['revenue']:,.2f}", f"{r['revenue_share']:.1%}", f"{r['orders']:,}",
+                      f"{r['aov']:,.2f}" if r["aov"] is not None else "–"]
+        table.add_row(*cells)
+    out.append(table)
+
+    weekly = buckets(summary, "week")[-weeks:]
+    if weekly:
+        growth = Table(title=f"customers per group per week (last {len(weekly)}; net flow in brackets)")
+        growth.add_column("group")
+        for b in weekly:
+            growth.add_column(b["start"].strftime("%m-%d"), justify="right")
+        for g in summary.order:
+            growth.add_row(g, *(f"{b['customers'].get(g, 0):,}"
+                                + (f" ({b['net'].get(g, 0):+,})" if b["moves_recorded"] else "") for b in weekly))
+        out.append(growth)
+
+    from .report_html import default_choice
+
+    labels = list(summary.periods)
+    if labels:
+        label = labels[default_choice(summary)]
+        moves = summary.periods[label]
+        out.append(transition_table(moves, summary.order, title=f"moves, {label} "
+                                    f"({summary.period_runs.get(label, 0)} run(s) recorded)")
+                   if moves else f"no moves recorded, {label}")
+
+    when = (f"frozen on {summary.calibrated_on}" if summary.frozen and summary.calibrated_on else
+            "fixed in the configuration" if not summary.frozen else "computed by the last run")
+    cuts = Table(title="R, F and M: cut points in force and customers per score",
+                 caption=f"cut points {when}" + (f" over {summary.calibration_population:,} customers"
+                                                 if summary.calibration_population is not None else ""))
+    for col in ("dimension", "cut points", "customers per score", "median (approx.)"):
+        cuts.add_column(col, justify="left" if col == "dimension" else "right")
+    for row in dimension_rows(summary):
+        dim = row["dimension"]
+        scores = ", ".join(f"{s}: {n:,}" for s, n in row["scores"].items()) or "not recorded"
+        cuts.add_row(dim, "  ·  ".join(readable(dim, c) for c in row["cuts"]) or "–", scores,
+                     _median(row["histogram"], dim, readable))
+    out.append(cuts)
+
+    warnings = (latest.warnings if latest else []) or []
+    if warnings:
+        w = Table(title="eligibility warnings")
+        w.add_column("warning")
+        for text in warnings:
+            w.add_row(mask_text(text))
+        out.append(w)
+
+    dests = sorted({d for r in summary.runs for d in (r.stats.get("pushed") or {})} | set(summary.destinations))
+    runs = Table(title="last runs")
+    for col in ["run", "as of", "took", "status", "pulled", "quarantined", "scored", "changed", "cleared"] + \
+            [f"{d}: ok / failed" for d in dests] + ["error"]:
+        runs.add_column(col, justify="right" if col not in ("status", "error", "pulled") else "left")
+    for r in summary.recent(10):
+        s = r.stats
+        runs.add_row(str(r.id), str(r.as_of), f"{r.seconds:.1f} s" if r.seconds is not None else "running", r.status,
+                     ", ".join(f"{k}: {v:,}" for k, v in (s.get("pulled") or {}).items()),
+                     f"{s.get('quarantined', 0):,}", f"{s.get('scored', 0):,}", f"{s.get('changed', 0):,}",
+                     f"{s.get('cleared', 0):,}",
+                     *(f"{(s.get('pushed') or {}).get(d, 0):,} / {(s.get('failed') or {}).get(d, 0):,}"
+                       if d in (s.get("pushed") or {}) else "–" for d in dests),
+                     mask_text(r.error or "")[:80])
+    out.append(runs)
+    out.append(backlog_table(summary.backlog, summary.destinations))
+    return out
+
+
+def _median(hist: dict[str, Any] | None, dim: str, readable: Any) -> str:
+    """The bin holding the median of the recorded histogram (customers with none in the window count below it)."""
+    if not hist:
+        return "–"
+    total = hist["below"] + sum(hist["counts"]) + hist["over"]
+    seen = hist["below"]
+    if seen * 2 >= total:
+        return "none in the window"
+    for i, n in enumerate(hist["counts"]):
+        seen += n
+        if seen * 2 >= total:
+            lo = hist["low"] + i * hist["width"]
+            return f"{readable(dim, lo)}–{readable(dim, lo + hist['width'])}" if hist["width"] > 1 else readable(dim, lo)
+    return f"above {readable(dim, hist['low'] + len(hist['counts']) * hist['width'])}"

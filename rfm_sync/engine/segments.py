@@ -98,14 +98,23 @@ def apply(frame: pd.DataFrame, rules: Iterable[Any], fallback: str) -> pd.Series
     names = list(dict.fromkeys([r.name for r in rules] + [fallback]))
     code_of = {name: i for i, name in enumerate(names)}
     codes = np.full(n, code_of[fallback], dtype=np.int32)
-    open_ = np.ones(n, dtype=bool)
-    for rule in rules:
-        mask = open_.copy()
+    matched = first_match(frame, rules)
+    for i, rule in enumerate(rules, start=1):
+        codes[matched == i] = code_of[rule.name]
+    return pd.Series(pd.Categorical.from_codes(codes, categories=names), index=frame.index)
+
+
+def first_match(frame: pd.DataFrame, rules: Iterable[Any]) -> np.ndarray:
+    """Per row, the 1-based position of the first rule whose conditions all hold (0: none matched).
+    :func:`apply` names groups from it; ``rfm-sync explain`` says which rule matched."""
+    rules = normalise(rules)
+    out = np.zeros(len(frame), dtype=np.int32)
+    for i, rule in enumerate(rules, start=1):
+        mask = out == 0
         for key, values in rule.when.items():
             mask &= frame[COLUMNS[key]].isin(list(values)).to_numpy()
-        codes[mask] = code_of[rule.name]
-        open_ &= ~mask
-    return pd.Series(pd.Categorical.from_codes(codes, categories=names), index=frame.index)
+        out[mask] = i
+    return out
 
 
 def segment_names(rules: Iterable[Any], fallback: str) -> list[str]:

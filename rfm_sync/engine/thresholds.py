@@ -55,6 +55,11 @@ def _column(options: Any, dim: str) -> str:
     return base if days is None else f"{base}_{window_name(days)}"
 
 
+def value_column(options: Any, dim: str) -> str:
+    """The frame column ``frequency`` or ``monetary`` is scored on (its own window, if it has one)."""
+    return _column(options, dim)
+
+
 def cuts_of(options: Any) -> dict[str, list[Fraction]]:
     """Exact cut points per dimension, in the units of the metric (days, orders, money ×10⁴)."""
     d = _dims(options)

@@ -1,0 +1,190 @@
+"""Commands for looking at the groups: ``report``, ``customers``, ``explain``. Registered by cli.py.
+
+They only read the store (no lock: a running daemon is not disturbed) and run inside
+:class:`rfm_sync.exit_codes.FaultGroup`, so a store that cannot be opened or an output that
+cannot be written ends in one line and its exit code.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+import click
+
+from . import exit_codes
+
+CONFIG_HELP = "Path to the TOML configuration."
+
+
+def _day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=option) from None
+
+
+def _setup(config_path: str):
+    from .cli import _load, _open_store
+
+    config = _load(config_path)
+    return config, _open_store(config)
+
+
+def write_report(config, store, path: Path, since: date | None = None) -> Path:
+    """The HTML report of this store at ``path`` (used by ``report --html`` and the demo)."""
+    from . import insight, report_html
+
+    summary = insight.gather(config, store, since=since)
+    return report_html.write(summary, path, currency=config.shop.currency or "")
+
+
+@click.command()
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False),
+              help="Write the report as one self-contained HTML page (charts inside; opens with no network) here.")
+@click.option("--since", default=None, metavar="YYYY-MM-DD",
+              help="Show the moves since this day (by the runs' as-of days) first; default the last 30 days.")
+def report(config_path: str, html_path: str | None, since: str | None) -> None:
+    """Group sizes now and over time, who moved where, cut points, revenue per group, warnings, last runs."""
+    from . import insight
+    from . import report as tables
+
+    day = _day(since, "--since")
+    config, store = _setup(config_path)
+    if html_path is not None:
+        try:
+            written = write_report(config, store, Path(html_path), day)
+        except OSError as exc:
+            exit_codes.fail(exit_codes.output_problem(exc, html_path), exit_codes.OUTPUT)
+        click.echo(f"report written to {written} ({written.stat().st_size / 1e6:.1f} MB)")
+        return
+    console = tables.console()
+    for table in tables.summary_tables(insight.gather(config, store, since=day), currency=config.shop.currency or ""):
+        console.print(table)
+
+
+@click.command()
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--group", default=None, help="Only customers now in this group.")
+@click.option("--moved-from", "moved_from", default=None,
+              help="Only customers whose previous group (the last different one) is this.")
+@click.option("--since", default=None, metavar="YYYY-MM-DD",
+              help="Only customers whose group changed (or was cleared) on or after this day (shop time zone).")
+@click.option("--cleared", is_flag=True,
+              help="Only customers without a group because none of their orders qualifies (cleared, or never had one).")
+@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "csv", "json"]),
+              help="table (the first --limit rows), or every row as CSV or JSON lines on stdout.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Rows shown in table format.")
+def customers(config_path: str, group: str | None, moved_from: str | None, since: str | None, cleared: bool,
+              fmt: str, limit: int) -> None:
+    """Who is where: recency, frequency, monetary, scores, group, previous group and when it changed."""
+    from rich.table import Table
+
+    from . import engine, lookup
+    from . import report as tables
+
+    day = _day(since, "--since")
+    config, store = _setup(config_path)
+    known = engine.group_names(config.rfm.scheme, config.rfm)
+    for option, name in (("--group", group), ("--moved-from", moved_from)):
+        if name is not None and name not in known:
+            exit_codes.fail(f"{option}: no group {name!r} in scheme {config.rfm.scheme} (groups: "
+                            f"{', '.join(known)})", exit_codes.CONFIG)
+    if cleared and group is not None:
+        exit_codes.fail("--cleared lists customers without a group; it cannot be combined with --group",
+                        exit_codes.CONFIG)
+    frame, basis = lookup.list_customers(config, store, group=group, moved_from=moved_from, since=day,
+                                         cleared=True if cleared else None)
+    rows = lookup.records(frame)
+    if fmt in ("json", "csv"):
+        buffer = io.StringIO()
+        if fmt == "json":
+            buffer.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        else:
+            writer = csv.DictWriter(buffer, fieldnames=lookup.COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        try:
+            click.echo(buffer.getvalue(), nl=False)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    what = basis and f"values as of {basis.as_of} (run {basis.run_id})" or "nothing scored yet"
+    table = Table(title=f"{len(rows):,} customer{'s' if len(rows) != 1 else ''} · {what}")
+    for col in ("customer", "email", "group", "previous", "changed (UTC)", "days", "orders", "spend", "RFM", "status"):
+        table.add_column(col, justify="right" if col in ("days", "orders", "spend") else "left")
+    for r in rows[:limit]:
+        table.add_row(r["customer_key"], r["email"] or "", r["group"] or "–", r["previous_group"] or "–",
+                      (r["group_changed_at"] or "")[:16].replace("T", " "), _cell(r["recency_days"]),
+                      _cell(r["frequency"]), r["monetary"] or "", r["rfm_score"] or "", r["status"])
+    console = tables.console()
+    console.print(table)
+    if len(rows) > limit:
+        console.print(f"… {len(rows) - limit:,} more: --limit N, or --format csv / json for every row")
+
+
+def _cell(value) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+@click.command()
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.argument("customer")
+def explain(config_path: str, customer: str) -> None:
+    """Why CUSTOMER (a key, email or shop customer id) is in their group, and what would move them."""
+    from . import lookup
+
+    config, store = _setup(config_path)
+    try:
+        e = lookup.explain(config, store, customer)
+    except lookup.LookupError_ as exc:
+        exit_codes.fail(str(exc), exit_codes.FAILED)
+    for line in explanation_lines(e):
+        click.echo(line)
+
+
+def explanation_lines(e) -> list[str]:
+    b = e.basis
+    head = f"customer {e.customer_key}" + (f" ({e.email})" if e.email else "")
+    lines = [head]
+    if e.status != "scored":
+        was = (f", cleared from {e.previous_group}" if e.previous_group else "") + \
+              (f" at {e.changed_at.isoformat(timespec='seconds')}" if e.changed_at else "")
+        lines.append(f"  no group ({e.status}{was})")
+        if e.orders:
+            lines.append("  their stored orders: " + ", ".join(f"{n} {kind}" for kind, n in sorted(e.orders.items())))
+        lines += [f"  {note}" for note in e.notes]
+        if e.moves:
+            lines.append("  what would give them a group: " + "; ".join(m.needs for m in e.moves))
+        return lines
+    since = f" since {e.changed_at.isoformat(timespec='seconds')}" if e.changed_at else ""
+    previous = f"; previous group {e.previous_group}" if e.previous_group else ""
+    lines.append(f"  group: {e.group}{since}{previous} (scored by run {b.run_id} as of {b.as_of})")
+    if b.calibrated_on:
+        pop = f" over {b.population:,} customers" if b.population is not None else ""
+        lines.append(f"  quantile cut points computed as of {b.calibrated_on}{pop}")
+    if e.values:
+        lines.append(f"  score {e.rfm_score}:")
+        for dim, letter in (("recency", "R"), ("frequency", "F"), ("monetary", "M")):
+            lines.append(f"    {letter} = {e.scores[dim]}  {e.value_text[dim]}; {e.bands[dim]}")
+        lines.append(f"  rule: {e.scheme_rule}")
+        if e.segment_rule:
+            lines.append(f"  segment: {e.segment_rule}")
+    lines += [f"  note: {note}" for note in e.notes]
+    if e.moves:
+        lines.append("  what would move them (each alone, other values unchanged):")
+        for m in e.moves:
+            change = "no group change" if m.group == e.group else f"group {m.group}"
+            lines.append(f"    {m.dimension[0].upper()} {m.score_from} → {m.score_to}: {m.needs} → {change}")
+    elif e.values:
+        lines.append("  what would move them: nothing raises a score further (every score is at its best)")
+    return lines
