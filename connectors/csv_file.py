@@ -64,6 +64,8 @@ MAX_COLUMNS = 10_000
 REJECTS, REJECT_SCANS = "rfm_csv_rejects", "rfm_csv_reject_scans"
 _UTF8 = ("utf-8", "utf-8-sig")
 _OTHER_DELIMITERS = (";", "\t", "|", ",")
+# where a setting goes, in every hint
+WHERE = "in the csv [[sources]] table (for `rfm-sync score`: of the config given with -c)"
 
 
 def normalize_encoding(value: str) -> str:
@@ -113,10 +115,14 @@ def prepare(conn: duckdb.DuckDBPyConnection, path: Path, settings: "CsvSettings"
     if not path.is_file():
         raise FatalError(f"{path}: no such file", connector=settings.name)
     readable = path
-    if settings.encoding not in _UTF8:
-        readable = _transcode(path, settings)
-        weakref.finalize(conn, _remove, readable)
-    header = _header(path, readable, settings)
+    try:
+        if settings.encoding not in _UTF8:
+            readable = _transcode(path, settings)
+            weakref.finalize(conn, _remove, readable)
+        header = _header(path, readable, settings)
+    except OSError as exc:  # unreadable, or no room for the UTF-8 copy: the source's fault, one line
+        where = f"{exc.filename}: " if exc.filename and str(exc.filename) != str(path) else ""
+        raise FatalError(f"{path}: cannot read it ({where}{exc.strerror or exc})", connector=settings.name) from None
     extra, n = f"column{len(header)}", len(header)
     while extra in header:
         n += 1
@@ -152,6 +158,7 @@ def _decoded(path: Path, settings: "CsvSettings", encoding: str | None = None) -
     configured one) cannot decode, with its line and exact byte offset."""
     decoder = codecs.getincrementaldecoder(encoding or settings.encoding)(errors="strict")
     lines, offset = 1, 0  # offset: of the block's first byte
+    ascii_so_far = True  # no other character before (for the hint: a damaged line, or another encoding?)
     with path.open("rb") as source:
         while True:
             block = source.read(CHUNK)
@@ -162,8 +169,9 @@ def _decoded(path: Path, settings: "CsvSettings", encoding: str | None = None) -
                 data = pending + block
                 good = data[:exc.start].decode(encoding or settings.encoding, errors="replace")
                 raise _not_encoded(path, settings, lines + good.count("\n"), offset - len(pending) + exc.start,
-                                   data[exc.start:exc.end], encoding) from None
+                                   data[exc.start:exc.end], encoding, ascii_so_far and good.isascii()) from None
             lines += text.count("\n")
+            ascii_so_far = ascii_so_far and text.isascii()
             offset += len(block)
             if not block:
                 return
@@ -171,11 +179,17 @@ def _decoded(path: Path, settings: "CsvSettings", encoding: str | None = None) -
 
 
 def _not_encoded(path: Path, settings: "CsvSettings", line: int, offset: int, bad: bytes,
-                 encoding: str | None = None) -> FatalError:
+                 encoding: str | None = None, first_other: bool = True) -> FatalError:
+    """``first_other``: no character but ASCII came before the bad byte (else the file is in the
+    encoding up to there, and this line is more likely damaged than the file in another encoding)."""
     byte = bad[:1].hex().upper() or "?"
     encoding = encoding or settings.encoding
-    return FatalError(f"{path}: line {line} is not valid {encoding} (byte {offset:,}: 0x{byte}); "
-                      f"{_encoding_hint(path, encoding, offset)}", connector=settings.name)
+    hint = _encoding_hint(path, encoding, offset)
+    if not first_other:
+        hint = (f"the lines before it hold {encoding} text, so this line may be damaged: fix it; or, if the "
+                f"whole file is in another encoding, {hint[0].lower()}{hint[1:]}")
+    return FatalError(f"{path}: line {line} is not valid {encoding} (byte {offset:,}: 0x{byte}); {hint}",
+                      connector=settings.name)
 
 
 def _encoding_hint(path: Path, encoding: str, offset: int) -> str:
@@ -185,18 +199,18 @@ def _encoding_hint(path: Path, encoding: str, offset: int) -> str:
         fh.seek(max(0, offset - 4096))
         around = fh.read(8192)
     if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and encoding != "utf-16":
-        return 'it starts with a UTF-16 byte-order mark: set encoding = "utf-16" in its [[sources]] table'
+        return f'it starts with a UTF-16 byte-order mark: set encoding = "utf-16" {WHERE}'
     if encoding in _UTF8:
         try:
             around.decode("cp1252")
-            return ('it reads as Windows-1252 (what Excel saves as "CSV"): set encoding = "cp1252" in its '
-                    '[[sources]] table (or save the file as "CSV UTF-8")')
+            return (f'it reads as Windows-1252 (what Excel saves as "CSV"): set encoding = "cp1252" {WHERE}, '
+                    'or save the file as "CSV UTF-8"')
         except UnicodeDecodeError:
             pass
     if encoding == "cp1252":
         return ('bytes 0x81, 0x8D, 0x8F, 0x90 and 0x9D are not Windows-1252: if the file is ISO-8859-1, '
-                'set encoding = "latin-1" in its [[sources]] table')
-    return 'set encoding in its [[sources]] table to the encoding the file was saved in (e.g. "cp1252", "latin-1", "utf-16")'
+                f'set encoding = "latin-1" {WHERE}')
+    return f'set encoding {WHERE} to the encoding the file was saved in (e.g. "cp1252", "latin-1", "utf-16")'
 
 
 # ------------------------------------------------------------------ header
@@ -252,8 +266,7 @@ def _first_record_end(data: bytes, delimiter: str) -> int | None:
 def _delimiter_hint(header: str, settings: "CsvSettings") -> str:
     for other in _OTHER_DELIMITERS:
         if other != settings.delimiter and other in header:
-            return (f"; the header contains {delimiter_text(other)}: set delimiter = {delimiter_text(other)} in "
-                    f"its [[sources]] table")
+            return f"; the header contains {delimiter_text(other)}: set delimiter = {delimiter_text(other)} {WHERE}"
     return ""
 
 
@@ -534,8 +547,8 @@ def read_error(path: Path, settings: "CsvSettings", exc: duckdb.Error) -> FatalE
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, duckdb.OutOfMemoryException):
         return FatalError(f"{path}: reading it needed more than memory_limit = \"{settings.memory_limit}\" "
-                          f"({first}); raise memory_limit in its [[sources]] table", connector=settings.name)
+                          f"({first}); raise memory_limit {WHERE}", connector=settings.name)
     if "Maximum line size" in str(exc):
         return FatalError(f"{path}: a line is longer than max_line_bytes = {settings.max_line_bytes:,} bytes; "
-                          f"raise max_line_bytes in its [[sources]] table if it is real", connector=settings.name)
+                          f"raise max_line_bytes {WHERE} if it is real", connector=settings.name)
     return FatalError(f"{path}: cannot read as CSV ({first})", connector=settings.name)

@@ -320,3 +320,25 @@ def test_run_reports_a_file_fault_as_the_source_error_with_exit_1(tmp_path):
     assert "Traceback" not in result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "line 2 is not valid utf-8" in errors[0] and 'encoding = "cp1252"' in errors[0]
+
+
+def test_a_stray_byte_in_a_utf8_file_is_named_as_a_damaged_line(tmp_path):
+    data = f"{HEADER}\n1,Zo\u00eb,z@example.com,2026-06-01,10,paid\n".encode() + b"2,b\xff,b@example.com,2026-06-01,10,paid\n"
+    path = write_bytes(tmp_path, data)
+    line = one_error_line(score(tmp_path, path))
+    assert f"line 3 is not valid utf-8 (byte {data.index(bytes([0xFF])):,}: 0xFF)" in line
+    assert "the lines before it hold utf-8 text, so this line may be damaged" in line, line
+    assert "may be damaged" in pull_fails(path)
+
+
+def test_no_room_for_the_utf8_copy_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "tmp"))
+
+    monkeypatch.setattr(csv_file.tempfile, "mkstemp", full)
+    path = write_bytes(tmp_path, EXCEL.encode("cp1252"))
+    line = one_error_line(score(tmp_path, path, encoding="cp1252"))
+    assert "cannot read it" in line and "No space left on device" in line, line
+    assert "No space left on device" in pull_fails(path, encoding="cp1252")
