@@ -38,6 +38,7 @@ why, before :mod:`connectors.csv_source` builds its SQL over the file:
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import logging
 import os
@@ -232,9 +233,9 @@ def _header(path: Path, readable: Path, settings: "CsvSettings") -> list[str]:
     except UnicodeDecodeError as exc:  # only a UTF-8 file gets here (a transcoded one is valid)
         raise _not_encoded(path, settings, 1 + record[:exc.start].count(b"\n"), exc.start,
                            record[exc.start:exc.end]) from None
-    csv.field_size_limit(max(limit, csv.field_size_limit()))
-    fields = next(csv.reader([text.rstrip("\r\n")], delimiter=settings.delimiter, quotechar='"',
-                             doublequote=True, strict=False), [])
+    with _field_limit(limit):
+        fields = next(csv.reader([text.rstrip("\r\n")], delimiter=settings.delimiter, quotechar='"',
+                                 doublequote=True, strict=False), [])
     if len(fields) > MAX_COLUMNS:
         raise FatalError(f"{path}: line 1 (the header) has {len(fields):,} columns (at most {MAX_COLUMNS:,}): is this "
                          f"an orders export?", connector=settings.name)
@@ -247,6 +248,16 @@ def _header(path: Path, readable: Path, settings: "CsvSettings") -> list[str]:
             name = f"{base}_{n}"
         names.append(name)
     return names
+
+
+@contextlib.contextmanager
+def _field_limit(limit: int) -> Iterator[None]:
+    """The csv module's field size limit (process-wide) set to ``limit`` for a while."""
+    before = csv.field_size_limit(limit)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(before)
 
 
 def _first_record_end(data: bytes, delimiter: str) -> int | None:
@@ -518,12 +529,11 @@ class _Lines:
 def _csv_module_drift(csv_file: CsvFile, settings: "CsvSettings") -> list[tuple[int, int]]:
     """The drift changes as Python's csv module splits the records (irregular quoting, or a file
     whose lines end with a bare carriage return). A record it cannot split (a field longer than
-    ``max_line_bytes``: an unclosed quote) ends the count, with a warning: numbers after it are
-    record numbers."""
-    csv.field_size_limit(max(settings.max_line_bytes, csv.field_size_limit()))
+    ``max_line_bytes``: an unclosed quote) ends the count, with a warning: numbers after it keep
+    the drift found so far and may be off."""
     changes: list[tuple[int, int]] = []
     records, drift = 0, 0
-    with csv_file.file.open("r", encoding="utf-8-sig", newline="") as fh:
+    with csv_file.file.open("r", encoding="utf-8-sig", newline="") as fh, _field_limit(settings.max_line_bytes):
         reader = csv.reader(fh, delimiter=settings.delimiter, quotechar='"', doublequote=True, strict=False)
         try:
             next(reader, None)  # the header
@@ -536,7 +546,7 @@ def _csv_module_drift(csv_file: CsvFile, settings: "CsvSettings") -> list[tuple[
                         changes.append((records, drift))
                 start = reader.line_num + 1
         except csv.Error as exc:
-            log.warning("%s: line numbers after line %s are record numbers (%s)", csv_file.path, start, exc)
+            log.warning("%s: line numbers after line %s may be off (%s)", csv_file.path, start, exc)
     return changes
 
 
