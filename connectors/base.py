@@ -2,7 +2,9 @@
 
 A source yields normalised :class:`Order` records; a destination receives batches of
 :class:`ProfileUpdate` and returns a :class:`PushResult` saying which it accepted. Neither knows
-about the store, the scheduler or the RFM engine.
+about the store, the scheduler or the RFM engine. Both answer ``check(online)`` for ``rfm-sync
+doctor``: the (problem, fix) pairs that would stop them — offline from their settings, files and
+credentials alone, online with one cheap authenticated read as well.
 
 Errors are classified by what the caller should do next:
 
@@ -133,10 +135,15 @@ class ProfileUpdate:
 
 @dataclass(slots=True)
 class PushResult:
-    """Which outbox ids a destination accepted, and why the others failed."""
+    """Which outbox ids a destination accepted, and why the others failed.
+
+    ``skipped``: accepted ids for which nothing needed sending (a Meta audience rule the change does
+    not touch, a customer without an email or phone to match): done with, but not counted as pushed,
+    so "pushed N" is what reached the far side."""
 
     accepted: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +179,18 @@ class ConnectorContext:
         except LookupError as exc:
             raise FatalError(str(exc), connector=connector) from None
 
+    def missing_secrets(self, connector: str, *names: str | None) -> list[tuple[str, str]]:
+        """For ``check()``: a (problem, fix) for each named secret that is not set (None: not configured)."""
+        problems = []
+        for name in names:
+            if not name:
+                continue
+            try:
+                self.reveal_secret(name, connector)
+            except FatalError as exc:
+                problems.append((Exception.__str__(exc), "set that secret, then check again"))
+        return problems
+
     def resolve_path(self, value: str | Path) -> Path:
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.base_dir / p
@@ -187,6 +206,9 @@ class ConnectorSettings(BaseModel):
     name: str
 
 
+Problem = tuple[str, str]  # (what is wrong, what to do about it), as ``check()`` reports it
+
+
 @runtime_checkable
 class Source(Protocol):
     Settings: ClassVar[type[ConnectorSettings]]
@@ -194,6 +216,13 @@ class Source(Protocol):
 
     def pull(self, context: PullContext) -> Iterator[Page]:
         """Yield pages oldest first. The core commits each page, then its cursor."""
+        ...
+
+    def check(self, online: bool = True) -> list[Problem]:
+        """For ``rfm-sync doctor``: every (problem, fix) that would stop a pull; [] when none.
+        Always: the settings, local files and that the credentials are present. ``online``: also
+        one cheap authenticated read (``False`` sends nothing). A fault the service reports (a
+        rejected token, a missing scope) may be raised as the pull would raise it."""
         ...
 
 
@@ -205,6 +234,10 @@ class Destination(Protocol):
 
     def push(self, updates: list[ProfileUpdate]) -> PushResult:
         """Send one batch; return which outbox ids the far side accepted."""
+        ...
+
+    def check(self, online: bool = True) -> list[Problem]:
+        """For ``rfm-sync doctor``: every (problem, fix) that would stop a push; as :meth:`Source.check`."""
         ...
 
 

@@ -61,6 +61,7 @@ from pydantic import Field
 from .base import (ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError,
                    RetryableError, webhook_json)
 from .bigcommerce_parse import format_rfc2822, order_from_json
+from . import validate
 from .http import HttpClient, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,16 @@ class BigCommerceSource:
                                  connector=self.name, status=exc.status) from None
             raise
 
+    def check(self, online: bool = True) -> list[tuple[str, str]]:
+        """For ``rfm-sync doctor``: the token (and webhook secret, when named) are set; ``online``:
+        one order listed (``GET /v2/orders?limit=1``) proves the token, the store hash and the
+        Orders read scope (a refusal raises :class:`FatalError` naming the scope)."""
+        problems = self._context.missing_secrets(self.name, self.settings.token_secret, self.settings.webhook_secret)
+        if problems or not online:
+            return problems
+        self._rows(self._get("/orders", lambda: {"params": {"limit": 1, "page": 1}}))
+        return []
+
     # ------------------------------------------------------------------ pull
     def pull(self, context: PullContext) -> Iterator[Page]:
         since, archived_since = load_state(context.cursor)
@@ -271,14 +282,17 @@ class BigCommerceSource:
                          extra={"connector": self.name})
                 self.list_includes_archived = True
                 return
-            content = [(r.get("id"), r.get("date_modified")) for r in rows]
+            content = [(r.get("id"), r.get("date_modified")) if isinstance(r, dict) else r for r in rows]
             if page_no > 1 and content == previous_page:
                 raise FatalError("BigCommerce returned the same page twice; refusing to loop", connector=self.name)
             previous_page = content
             records: list[Order | Quarantined] = []
             page_max: datetime | None = None
-            for row in rows:
-                record = order_from_json(self.name, row, self.extra_purchase)
+            for n, row in enumerate(rows):
+                record = (order_from_json(self.name, row, self.extra_purchase) if isinstance(row, dict) else
+                          Quarantined(source=self.name, location=f"page {page_no}, item {n + 1}",
+                                      reason=f"not an order object but {validate.json_type(row)}",
+                                      raw=validate.printable(json.dumps(row)[:200])))
                 if isinstance(record, Order) and record.updated_at is not None:
                     page_max = max(page_max, record.updated_at) if page_max else record.updated_at
                     seen = newest.get(record.order_id)
@@ -294,7 +308,7 @@ class BigCommerceSource:
             else:
                 page_no += 1
 
-    def _rows(self, response: requests.Response) -> list[dict[str, Any]]:
+    def _rows(self, response: requests.Response) -> list[Any]:
         if response.status_code == 204 or not response.content.strip():
             return []
         try:
@@ -303,7 +317,7 @@ class BigCommerceSource:
             raise RetryableError("BigCommerce returned a body that is not JSON", connector=self.name) from None
         if not isinstance(rows, list):
             raise FatalError("BigCommerce returned something other than a list of orders", connector=self.name)
-        return [r for r in rows if isinstance(r, dict)]
+        return rows  # an item that is not an object is quarantined by the caller, never dropped
 
     # ------------------------------------------------------------------ webhooks
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:
@@ -329,8 +343,10 @@ class BigCommerceSource:
         if not isinstance(data, dict):
             raise RecordError(f"webhook {scope}: data is not an object", location="webhook", connector=self.name)
         order_id = data.get("id")
-        if data.get("type", "order") != "order" or not order_id:
+        if data.get("type", "order") != "order":
             return []
+        if order_id is None or order_id == "":  # an order callback that names no order: failed, never "done"
+            raise RecordError(f"webhook {scope}: no data.id (which order?)", location="webhook", connector=self.name)
         if isinstance(order_id, bool) or not isinstance(order_id, (int, str)) or not str(order_id).isdigit():
             raise RecordError(f"webhook {scope}: order id is not a number", location="webhook", connector=self.name)
         record = self.fetch_order(str(order_id))

@@ -106,7 +106,11 @@ def counts(status_id: int, extra: frozenset[int]) -> bool:
 
 @_shape_checked
 def order_from_json(source: str, data: dict[str, Any], extra_purchase: frozenset[int] = frozenset()) -> Order | Quarantined:
-    order_id = str(data.get("id", "?"))
+    raw_id = data.get("id")
+    if problem := validate.payload_id_problem("id", raw_id):
+        return Quarantined(source=source, location=f"order with date_created {str(data.get('date_created'))[:40]}",
+                           reason=problem)
+    order_id = str(raw_id)
     location = f"order {order_id}"
     try:
         placed_at = parse_rfc2822(data.get("date_created"))
@@ -118,7 +122,13 @@ def order_from_json(source: str, data: dict[str, Any], extra_purchase: frozenset
         status_id = int(data.get("status_id", -1))
     except (ValueError, TypeError) as exc:
         return Quarantined(source=source, location=location, reason=str(exc))
-    email, dropped = validate.clean_email((data.get("billing_address") or {}).get("email"))
+    billing = data.get("billing_address") or {}
+    if not isinstance(billing, dict):
+        return Quarantined(source=source, location=location,
+                           reason=f"billing_address is not an object but {validate.json_type(billing)}")
+    email, dropped = validate.clean_email(billing.get("email"))
+    if data.get("customer_id") is not None and (problem := validate.payload_id_problem("customer_id", data["customer_id"])):
+        return Quarantined(source=source, location=location, reason=problem)
     customer = validate.trim(data.get("customer_id")) or "0"
     problem = (validate.id_problem("order_id", order_id) or validate.id_problem("customer_id", customer)
                or validate.placed_at_problem(placed_at))

@@ -10,6 +10,12 @@ from its content, so re-reading the same export never duplicates orders.
 The same scan serves ``rfm-sync score`` (aggregated in DuckDB, no store) and the pipeline
 (records pulled into the store). As a source, the cursor is the file's SHA-256: an unchanged
 export is not read again.
+
+A shop's own order export (``preset = "shopify-export"``, ``"bigcommerce-export"``,
+``"woocommerce-export"``) goes through the same scan: a subquery in front of it
+(:func:`connectors.csv_presets.fold`) maps the export's columns, reads its times and folds its
+line-item rows into their orders; the scan adds only the preset's marks (test, cancelled, a
+reason to quarantine the order) to its own checks.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ import duckdb
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .base import ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined
-from . import csv_file, validate
+from . import csv_file, csv_presets, validate
 from .csv_file import CsvFile
 from .validate import PLACED_RANGE_SQL, control_sql, email_ok_sql, nul_sql, trim_sql
 
@@ -68,6 +74,9 @@ class CsvSettings(ConnectorSettings):
     cancelled_statuses: list[str] = ["cancelled", "canceled", "voided", "declined", "failed", "refunded"]
     test_statuses: list[str] = ["test"]
     page_size: int = Field(5000, gt=0)
+    # a shop's own export (connectors/csv_presets.py): its columns, times and line-item rows;
+    # `columns` entries and the status lists set here override the preset's
+    preset: csv_presets.PresetName | None = None
 
     @field_validator("encoding")
     @classmethod
@@ -111,20 +120,87 @@ def _reader(source: CsvFile, settings: CsvSettings, options: str, types: dict[st
             f"{options})")
 
 
-def _open(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings,
-          zone: ZoneInfo) -> tuple[CsvFile, list[str], set[str], dict[str, str]]:
+def _open(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, zone: ZoneInfo,
+          folded: str | None = None) -> tuple[CsvFile, list[str], set[str], dict[str, str]]:
     """Set the shop's time zone; prepare the file (csv_file.prepare: encoding, header, memory);
-    return it, its column names, which of ours (REQUIRED + OPTIONAL) it has, and our name → its
-    column name. A missing required column is fatal (with a hint when the delimiter looks wrong)."""
+    return it, its column names (``folded``: a preset's subquery over it, whose columns count), which
+    of ours (REQUIRED + OPTIONAL) it has, and our name → its column name. A missing required column
+    is fatal (with a hint when the delimiter looks wrong)."""
     conn.execute(f"SET TimeZone = {_lit(zone.key)}")
     source = csv_file.prepare(conn, path, settings)
-    header = source.header
+    header = source.header if folded is None else _header(conn, path, settings, folded)
     names = settings.columns.model_dump()
-    missing = [f"{k} (column {names[k]!r})" for k in REQUIRED if names[k] not in header]
+    missing = _missing(header, names)
     if missing:
         raise FatalError(f"{path}: missing required column(s): {', '.join(missing)}; found {header}"
                          f"{csv_file.missing_columns_hint(header, settings)}", connector=settings.name)
     return source, header, {k for k in REQUIRED + OPTIONAL if names[k] in header}, names
+
+
+def _header(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, reader: str) -> list[str]:
+    """The file's column names; a :class:`FatalError` when it is not a file or not readable as CSV."""
+    if not path.is_file():
+        raise FatalError(f"{path}: no such file" if not path.exists() else f"{path}: not a file",
+                         connector=settings.name)
+    try:
+        conn.execute(f"SELECT * FROM {reader} LIMIT 0").fetchall()
+    except duckdb.Error as exc:
+        raise FatalError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})", connector=settings.name) from None
+    return [d[0] for d in conn.description]
+
+
+def _missing(header: list[str], names: dict[str, str]) -> list[str]:
+    return [f"{k} (column {names[k]!r})" for k in REQUIRED if names[k] not in header]
+
+
+def check_file(path: Path, settings: CsvSettings) -> list[tuple[str, str]]:
+    """For ``rfm-sync doctor``: (problem, fix) pairs saying why this export could not be read —
+    missing, not a file, unreadable, not CSV, a required column the header lacks, or a column
+    mapped in ``[sources.columns]`` that is not there. Reads the header only."""
+    table = "this source's `path` (relative to the config file's folder)"
+    if not path.exists():
+        return [(f"{path}: no such file", f"check {table}, or put the export there")]
+    if not path.is_file():
+        return [(f"{path}: not a file", f"point {table} at the CSV file itself")]
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        return [(f"{path}: cannot be read ({exc.strerror or exc})", "give this user read permission on the file")]
+    unreadable = (f"check that it is a CSV export with a header row, and its delimiter ({settings.delimiter!r}: "
+                  "`delimiter` in the table)")
+    conn = duckdb.connect()
+    try:
+        source = csv_file.prepare(conn, path, settings)  # encoding, the header's length and width
+        reader = _reader(source, settings, TOLERANT)
+        if settings.preset:  # the preset finds the shop's own columns (or says which it missed)
+            try:
+                reader, folded = csv_presets.fold(conn, path, settings, reader)
+                _header(conn, path, folded, reader)
+            except FatalError as exc:
+                return [(Exception.__str__(exc), f"check that the file is the export preset {settings.preset!r} "
+                                                 "reads (or remove the preset), or name its columns under "
+                                                 f"[sources.columns]; else {unreadable}")]
+            return []
+        header = source.header
+    except FatalError as exc:
+        return [(Exception.__str__(exc), unreadable)]
+    finally:
+        conn.close()
+    names = settings.columns.model_dump()
+    problems = []
+    missing = _missing(header, names)
+    if missing:
+        problems.append((f"{path}: missing required column(s): {', '.join(missing)}; the header has "
+                         f"{', '.join(map(repr, header))}{csv_file.missing_columns_hint(header, settings)}",
+                         'name the file\'s columns under [sources.columns], e.g. customer_id = "Customer ID"'))
+    # an optional column mapped by hand but absent is read as missing in every row: surely a typo
+    absent = [f"{k} = {names[k]!r}" for k in OPTIONAL if k in settings.columns.model_fields_set
+              and names[k] not in header]
+    if absent:
+        problems.append((f"{path}: [sources.columns] maps {', '.join(absent)}, but the header has no such column",
+                         "correct the column name, or remove the mapping"))
+    return problems
 
 
 def _trimmed(names: dict[str, str], present: set[str], key: str) -> str:
@@ -184,11 +260,20 @@ def serial_on_error(run: Callable[[bool], T], path: Path | None = None, settings
 def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBPyConnection | None = None,
          parallel: bool = True) -> CsvScan:
     conn = conn or duckdb.connect()
-    prepared, header, present, names = _open(conn, path, settings, zone)
+    prepared = csv_file.prepare(conn, path, settings)  # encoding, header, memory (see _open)
     reader = _reader(prepared, settings, TOLERANT + ("" if parallel else SERIAL))
     csv_file.clear_rejects(conn)
+    folded = None
+    if settings.preset:
+        # a shop's own export, as a subquery in our layout: lines numbered (physical lines, see
+        # csv_file.numbered_sql), line items folded into their orders, plus the preset's marks
+        # (preset_test, preset_cancelled, fold_problem)
+        numbered_lines = f"({csv_file.numbered_sql(conn, prepared, settings, reader)})"
+        folded, settings = csv_presets.fold(conn, path, settings, numbered_lines, numbered=True)
+    _, header, present, names = _open(conn, path, settings, zone, folded)
     mapped = set(names[k] for k in present)
-    extra_cols = [c for c in header + [prepared.extra] if c not in mapped and c.startswith("column")]
+    # the one column past the header (a row with more fields fills it); a preset's subquery flags those itself
+    extra_cols = [c for c in header + ([] if folded else [prepared.extra]) if c not in mapped and c.startswith("column")]
     col = partial(_trimmed, names, present)
     cancelled, tests = _sql_list(settings.cancelled_statuses), _sql_list(settings.test_statuses)
     too_many = " OR ".join(f"{_q(c)} IS NOT NULL" for c in extra_cols) or "false"
@@ -201,9 +286,12 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
         # no order ids at all: content plus occurrence, so re-reading the same export is idempotent
         order_key = (f"{content_id} || '-' || CAST(row_number() OVER (PARTITION BY customer_id, email_text, "
                      "placed_at_text, amount_text ORDER BY line) AS VARCHAR)")
+    numbered = settings.preset is not None  # the preset's subquery numbers the lines before folding them
+    marks = ("preset_test, preset_cancelled, fold_problem" if numbered
+             else "false AS preset_test, false AS preset_cancelled, NULL::VARCHAR AS fold_problem")
     conn.execute(f"""
         CREATE OR REPLACE TEMP VIEW raw AS
-        {csv_file.numbered_sql(conn, prepared, settings, reader)}""")
+        {f"SELECT * FROM {folded}" if folded else csv_file.numbered_sql(conn, prepared, settings, reader)}""")
     conn.execute(f"""
         CREATE OR REPLACE TEMP VIEW parsed AS
         SELECT line,
@@ -220,7 +308,8 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
                {col('refunded')} IS NOT NULL AND TRY_CAST({col('refunded')} AS DECIMAL(18,4)) IS NULL AS bad_refund,
                LOWER({col('status')}) AS status,
                UPPER({col('currency')}) AS currency,
-               ({too_many}) AS too_many
+               ({too_many}) AS too_many,
+               {marks}
         FROM raw""")
     # the checks of connectors/validate.py, in its words
     placed_min, placed_end = PLACED_RANGE_SQL
@@ -230,6 +319,7 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
         CREATE OR REPLACE TEMP VIEW keyed AS
         SELECT *,
                CASE
+                 WHEN fold_problem IS NOT NULL THEN fold_problem
                  WHEN too_many THEN 'more fields than the header'
                  WHEN {control_sql('customer_id')} THEN 'customer_id contains a control character'
                  WHEN {nul_sql('order_id')} THEN 'order_id contains a NUL character'
@@ -246,8 +336,8 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
                COALESCE(customer_id, 'email:' || email) AS customer_key,
                {order_key} AS order_key,
                amount_gross - refunded AS amount,
-               COALESCE(status IN ({tests}), false) AS is_test,
-               COALESCE(status IN ({cancelled}), false) AS is_cancelled
+               COALESCE(status IN ({tests}), false) OR preset_test AS is_test,
+               COALESCE(status IN ({cancelled}), false) OR preset_cancelled AS is_cancelled
         FROM (SELECT *, CASE WHEN {email_ok_sql('email_text')} THEN email_text END AS email FROM parsed)""")
     conflict = "NULL"
     if "order_id" in present:
@@ -305,6 +395,8 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
     ``currency``: the one currency a row may name (or none); a row in any other is ``bad`` too,
     so a file with another currency goes to the validating scan, which converts or quarantines.
     """
+    if settings.preset:  # a shop's export needs its line items folded: only the validating scan does that
+        raise ValueError("typed_rows_sql reads no preset file; use scan()")
     source, header, present, names = _open(conn, path, settings, zone)  # the same columns
     # DECIMAL(12,4) keeps the money arithmetic in 64 bits (twice as fast as 128); an amount of
     # 100,000,000 or more does not fit, the reader raises, and the validating scan takes the file
@@ -445,6 +537,11 @@ class CsvSource:
 
     def __repr__(self) -> str:
         return f"CsvSource(name={self.name!r}, path={str(self.path)!r})"
+
+    def check(self, online: bool = True) -> list[tuple[str, str]]:
+        """For ``rfm-sync doctor`` (no network either way): the file exists and reads as CSV, and
+        its header has every required column under the names ``[sources.columns]`` gives."""
+        return check_file(self.path, self.settings)
 
     def pull(self, context: PullContext) -> Iterator[Page]:
         fingerprint = file_fingerprint(self.path) if self.path.is_file() else None

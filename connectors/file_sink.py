@@ -4,11 +4,15 @@ The embedded default sink, and a way to feed any platform. A batch is appended w
 ``write`` and ``fsync``; if a crash tore the last write, the partial tail line is cut off the
 next time the sink opens, and the outbox re-sends that whole batch. Readers fold the lines by
 ``customer_key`` (last line wins) to get each profile's current properties.
+
+``check()`` (for ``rfm-sync doctor``) proves the folder writable the only sure way — creating and
+removing a file of its own there — and opens an existing sink file for appending, writing nothing.
 """
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Any
 
 import orjson
@@ -36,6 +40,28 @@ class FileSink:
 
     def __repr__(self) -> str:
         return f"FileSink(name={self.name!r}, path={str(self.path)!r})"
+
+    def check(self, online: bool = True) -> list[tuple[str, str]]:
+        """For ``rfm-sync doctor`` (no network either way): the sink file can be appended to."""
+        folder, table = self.path.parent, "this destination's `path` (relative to the config file's folder)"
+        if self.path.is_dir():
+            return [(f"{self.path}: is a folder, not a file", f"point {table} at a file")]
+        if not folder.is_dir():
+            return [(f"{folder}: the sink's folder does not exist", f"create it, or change {table}")]
+        try:  # permissions, a read-only mount, a full disk, ACLs: only a real file says for sure
+            fd, probe = tempfile.mkstemp(prefix=".rfm-sync-check-", suffix=".tmp", dir=folder)
+        except OSError as exc:
+            return [(f"{folder}: cannot write in the sink's folder ({exc.strerror or exc})",
+                     f"give this user write permission on {folder}, or change {table}")]
+        os.close(fd)
+        os.unlink(probe)
+        if self.path.exists():
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))  # opened, nothing written
+            except OSError as exc:
+                return [(f"{self.path}: cannot append to the sink file ({exc.strerror or exc})",
+                         f"give this user write permission on {self.path}")]
+        return []
 
     def _repair_tail(self) -> None:
         """Drop a torn last line (no trailing newline) left by a crash mid-write."""

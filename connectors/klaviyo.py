@@ -146,10 +146,11 @@ class KlaviyoDestination:
         return self._client
 
     def send(self, method: str, path: str, *, limiter: str, body: Any = None, data: bytes | None = None,
-             params: dict[str, Any] | None = None) -> requests.Response:
+             params: dict[str, Any] | None = None, idempotent: bool = True) -> requests.Response:
         """One API call with retries and the endpoint's rate limiter; ``body`` is JSON-encoded
-        (or ``data`` is sent as already-encoded JSON) as ``application/vnd.api+json``."""
-        kwargs: dict[str, Any] = {"limiter": self.limiters[limiter]}
+        (or ``data`` is sent as already-encoded JSON) as ``application/vnd.api+json``.
+        ``idempotent=False``: a call that may have reached Klaviyo is not retried (see connectors/http.py)."""
+        kwargs: dict[str, Any] = {"limiter": self.limiters[limiter], "idempotent": idempotent}
         if params:
             kwargs["params"] = params
         if body is not None:
@@ -249,9 +250,13 @@ class KlaviyoDestination:
                 break
         return accepted
 
-    def check(self) -> list[tuple[str, str]]:
-        """For ``rfm-sync doctor``: one read call proves the key and its profile/list read scopes.
-        401/403 raise :class:`FatalError` (the doctor reports them); problems come back as (problem, fix)."""
+    def check(self, online: bool = True) -> list[tuple[str, str]]:
+        """For ``rfm-sync doctor``: the API key is set; ``online``: one read call proves the key and
+        its scopes. 401/403 raise :class:`FatalError` (the doctor reports them); problems come back
+        as (problem, fix)."""
+        problems = self._context.missing_secrets(self.name, self.settings.api_key_secret)
+        if problems or not online:
+            return problems
         try:
             self.send("GET", "/api/profile-bulk-import-jobs", limiter="bulk_jobs", params={"page[size]": 1})
         except RecordError as exc:

@@ -54,7 +54,7 @@ class BulkJobs:
         if data is None:
             data = json.dumps(bulk_job_body([resource for _, resource in items]), ensure_ascii=False).encode("utf-8")
         response = self.send("POST", JOBS_PATH, data=data)
-        job = response.json()["data"]
+        job = self._job(response, "the new bulk import job")
         outcome = JobOutcome(job_id=str(job["id"]), status=job["attributes"]["status"])
         attributes = self._wait(outcome)
         ids = [oid for oid, _ in items]
@@ -76,13 +76,26 @@ class BulkJobs:
             self._sleep(self.poll_interval_s)
             response = self.send("GET", f"{JOBS_PATH}/{outcome.job_id}")
             outcome.polls += 1
-            attributes = response.json()["data"]["attributes"]
+            attributes = self._job(response, f"bulk import job {outcome.job_id}")["attributes"]
             outcome.status = attributes["status"]
         if not attributes and outcome.status == "complete":  # completed at once: read the counts
             response = self.send("GET", f"{JOBS_PATH}/{outcome.job_id}")
             outcome.polls += 1
-            attributes = response.json()["data"]["attributes"]
+            attributes = self._job(response, f"bulk import job {outcome.job_id}")["attributes"]
         return attributes
+
+    def _job(self, response: Any, what: str) -> Mapping[str, Any]:
+        """``data`` of a job answer, checked to hold an ``id`` and ``attributes.status`` (text). An answer
+        of another shape is retryable: the batch stays unacknowledged and is sent again (a profile
+        import is idempotent), never half-read."""
+        try:
+            job = response.json()["data"]
+            if isinstance(job["id"], (str, int)) and isinstance(job["attributes"]["status"], str):
+                return job
+        except (ValueError, KeyError, TypeError):
+            pass
+        raise RetryableError(f"klaviyo answered {what} without data.id and data.attributes.status",
+                             connector=self.connector)
 
     def _errors(self, job_id: str, items: list[tuple[int, dict[str, Any]]]) -> dict[int, str]:
         by_key: dict[tuple[str, str], int] = {}
@@ -97,15 +110,24 @@ class BulkJobs:
         params: dict[str, Any] | None = {"page[size]": 100}
         while path:
             response = self.send("GET", path, params=params)
-            page = response.json()
+            try:
+                page = response.json()
+            except ValueError:
+                page = None
+            if not isinstance(page, dict) or not isinstance(page.get("data", []), list):
+                raise RetryableError(f"klaviyo answered the import errors of job {job_id} in a shape it does not "
+                                     "document (data must be a list)", connector=self.connector)
             for error in page.get("data", []):
-                attrs = error.get("attributes", {})
+                attrs = error.get("attributes") if isinstance(error, dict) else None
+                attrs = attrs if isinstance(attrs, dict) else {}
                 oid = _match(attrs, by_key, items)
                 if oid is None:
                     unmatched += 1
                     continue
                 failed[oid] = _reason(attrs)
-            path, params = (page.get("links") or {}).get("next"), None
+            links = page.get("links")
+            path, params = (links.get("next") if isinstance(links, dict) else None), None
+            path = path if isinstance(path, str) and path else None
         if unmatched:
             # an error we cannot place: keep the whole job pending rather than acknowledge a failed profile
             reason = f"klaviyo bulk import job {job_id}: {unmatched} import error(s) could not be matched to a customer"
@@ -124,7 +146,9 @@ def _match(attrs: Mapping[str, Any], by_key: Mapping[tuple[str, str], int],
     fields = payload.get("attributes", payload) if isinstance(payload, Mapping) else {}
     given = {name: _norm(name, v) for name in ("external_id", "email", "phone_number")
              if isinstance(v := fields.get(name), str) and v.strip()}
-    pointer = (attrs.get("source") or {}).get("pointer") or ""
+    source = attrs.get("source")
+    pointer = source.get("pointer") if isinstance(source, dict) else None
+    pointer = pointer if isinstance(pointer, str) else ""
     found = _INDEX.search(pointer)
     if found and int(found.group(1)) < len(items):
         oid, resource = items[int(found.group(1))]

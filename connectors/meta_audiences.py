@@ -14,7 +14,9 @@ SHA-256 hashed: nothing is sent raw. Phone numbers are parsed with ``phonenumber
 libphonenumber metadata), which knows each country's trunk prefix and the countries, like Italy,
 whose national numbers keep their leading zero; a hand-written "strip the 0" rule gets those wrong
 and cannot tell a US ``1 415 ...`` from a national number. Each response's ``num_received`` must
-match the rows sent (else the request is retried) and ``num_invalid_entries`` is reported.
+match the rows sent (else the request is retried) and ``num_invalid_entries`` is reported. An
+update that needs no call (no membership change, no identifier) is accepted as ``skipped``: the
+cycle's "pushed" counts only what Meta acknowledged.
 
 Graph API errors are classified before the generic status handling: codes 4, 17, 32, 613 and
 80000–80014 (throttling) and 1, 2 (transient) back off and retry, waiting as long as Meta says in
@@ -191,6 +193,20 @@ def appsecret_proof(app_secret: str, access_token: str) -> str:
     return hmac.new(app_secret.encode("utf-8"), access_token.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+def _count(value: Any, default: int | None = 0) -> int | None:
+    """A count Meta reports (``num_received``, ``num_invalid_entries``): a whole number >= 0, as a
+    JSON number or its text; anything else is ``default``."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    return default
+
+
 def _json_header(value: str | None) -> Any:
     try:
         return json.loads(value) if value else None
@@ -324,7 +340,11 @@ class MetaAudiencesDestination:
                 except RecordError as exc:
                     for op in chunk:
                         failed.setdefault(op.outbox_id, f"{action} audience {audience_id}: {exc}")
-        return PushResult(accepted=[u.outbox_id for u in updates if u.outbox_id not in failed], failed=failed)
+        # an update with no membership change (or no identifier) is done, but Meta never saw it:
+        # only updates whose every row Meta acknowledged (num_received, see _check_counts) count
+        involved = {op.outbox_id for op in ops}
+        return PushResult(accepted=[u.outbox_id for u in updates if u.outbox_id not in failed], failed=failed,
+                          skipped=[u.outbox_id for u in updates if u.outbox_id not in involved])
 
     def send(self, action: str, audience_id: str, rows: list[tuple[str, str]]) -> dict[str, Any]:
         with_phone = any(phone for _, phone in rows)
@@ -338,7 +358,7 @@ class MetaAudiencesDestination:
         response = client.request(method, f"/{self.version}/{audience_id}/users", limiter=self.limiter, data=form,
                                   classify=lambda r: self._check_counts(r, len(rows), audience_id))
         body = response.json()
-        invalid = int(body.get("num_invalid_entries") or 0)
+        invalid = _count(body.get("num_invalid_entries"))
         if invalid:
             message = f"audience {audience_id}: Meta reported {invalid} invalid entr{'y' if invalid == 1 else 'ies'} " \
                       f"of {len(rows)} ({action})"
@@ -349,9 +369,12 @@ class MetaAudiencesDestination:
 
     def _check_counts(self, response: requests.Response, sent: int, audience_id: str) -> None:
         try:
-            received = int(response.json().get("num_received"))
-        except (ValueError, TypeError, AttributeError):
-            raise RetryableError(f"audience {audience_id}: response without num_received", connector=self.name) from None
+            body = response.json()
+        except ValueError:
+            body = None
+        received = _count(body.get("num_received"), None) if isinstance(body, dict) else None
+        if received is None:
+            raise RetryableError(f"audience {audience_id}: response without num_received", connector=self.name)
         if received != sent:
             raise RetryableError(f"audience {audience_id}: Meta received {received} of {sent} rows",
                                  connector=self.name)
@@ -363,6 +386,8 @@ class MetaAudiencesDestination:
             error = response.json().get("error") or {}
         except (ValueError, AttributeError):
             return response  # not a Graph error body: the generic status handling decides
+        if not isinstance(error, dict):  # "error": "text" is not Graph's shape; keep the text as the message
+            error = {"message": str(error)}
         code = error.get("code")
         where = f"{response.request.method} {response.url.split('?', 1)[0].split('/', 3)[-1]}"
         message = str(error.get("message", ""))
@@ -400,14 +425,20 @@ class MetaAudiencesDestination:
         raise RecordError(f"{label}: {error.get('message', 'request rejected')}"[:300], connector=self.name,
                           status=response.status_code)
 
-    def check(self) -> list[tuple[str, str]]:
-        """For ``rfm-sync doctor``: every mapped audience exists, is reachable with this token and is
-        not flagged, and the API version is not about to retire. Token, permission and retired-version
-        errors raise :class:`FatalError`."""
-        problems = []
-        soon = version_problem(self.version, date.today())
-        if soon is not None and not soon[0]:
-            problems.append((soon[1], "move to the newer version before that day"))
+    def check(self, online: bool = True) -> list[tuple[str, str]]:
+        """For ``rfm-sync doctor``: the token (and app secret, when named) are set and the API version
+        is not retired or about to retire; ``online``: every mapped audience exists, is reachable with
+        this token and is not flagged. Token and permission errors raise :class:`FatalError`."""
+        missing = self._context.missing_secrets(self.name, self.settings.access_token_secret,
+                                                self.settings.app_secret_secret)
+        problems = list(missing)
+        version = version_problem(self.version, date.today())
+        if version is not None:
+            retired, message = version
+            problems.append((message, "Meta refuses every call in a retired version" if retired
+                             else "move to the newer version before that day"))
+        if missing or (version is not None and version[0]) or not online:
+            return problems  # without a token, or in a retired version, no call can succeed
         for rule in self.settings.audiences:
             try:
                 client = self.client

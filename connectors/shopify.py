@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping
 
 from pydantic import Field, field_validator
 
+from . import validate
 from .base import ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError, webhook_json
 from .http import HttpClient, RetryPolicy
 from .shopify_bulk import BulkExport, BulkGone
@@ -153,8 +154,12 @@ class ShopifySource:
         self.warnings.append(message)
         log.warning(message, extra={"connector": self.name})
 
-    def check(self) -> list[tuple[str, str]]:
-        """For ``rfm-sync doctor``: the token works and can see the whole order history."""
+    def check(self, online: bool = True) -> list[tuple[str, str]]:
+        """For ``rfm-sync doctor``: the token (and webhook secret, when named) are set; ``online``:
+        one scopes query proves the token works and can see the whole order history."""
+        problems = self._context.missing_secrets(self.name, self.settings.token_secret, self.settings.webhook_secret)
+        if problems or not online:
+            return problems
         self.warnings.clear()
         self.check_access()
         return [(w, "grant the read_all_orders scope to the app") for w in self.warnings]
@@ -170,10 +175,12 @@ class ShopifySource:
             raise
         since = min(result.created_at, context.started_at)
         batch: list[Order | Quarantined] = []
-        for node in self.bulk.lines(result.url) if result.url else ():
-            if "__parentId" in node:
-                continue
-            batch.append(order_from_node(self.name, node, self.settings.non_purchase_financial_statuses))
+        for n, node in enumerate(self.bulk.lines(result.url) if result.url else ()):
+            if not isinstance(node, dict):  # a JSONL line that is not an object: quarantined, never dropped
+                batch.append(Quarantined(source=self.name, location=f"bulk export line {n + 1}",
+                                         reason=f"not an order object but {validate.json_type(node)}"))
+            elif "__parentId" not in node:
+                batch.append(order_from_node(self.name, node, self.settings.non_purchase_financial_statuses))
             if len(batch) >= BULK_BATCH:
                 yield Page(records=batch, cursor=None)
                 batch = []
@@ -194,8 +201,18 @@ class ShopifySource:
             connection = data.get("orders")
             if connection is None:
                 raise FatalError("the orders query returned no data", connector=self.name)
+            nodes = connection.get("nodes") if isinstance(connection, dict) else None
+            info = connection.get("pageInfo") if isinstance(connection, dict) else None
+            if (not isinstance(connection, dict) or not isinstance(nodes, (list, type(None)))
+                    or not isinstance(info, (dict, type(None)))):
+                raise FatalError("the orders query answered in a shape Shopify does not document (orders.nodes "
+                                 "must be a list, orders.pageInfo an object)", connector=self.name)
             records: list[Order | Quarantined] = []
-            for node in connection.get("nodes") or []:
+            for n, node in enumerate(nodes or []):
+                if not isinstance(node, dict):  # quarantined with what it was, never dropped
+                    records.append(Quarantined(source=self.name, location=f"orders page item {n + 1}",
+                                               reason=f"not an order object but {validate.json_type(node)}"))
+                    continue
                 record = order_from_node(self.name, node, self.settings.non_purchase_financial_statuses)
                 if isinstance(record, Order):
                     if record.order_id in newest:
@@ -208,7 +225,7 @@ class ShopifySource:
                 records.append(record)
             self.page.grow()
             yield Page(records=records, cursor=dump_cursor(min(high, context.started_at)) if high else None)
-            info = connection.get("pageInfo") or {}
+            info = info or {}
             if not info.get("hasNextPage"):
                 return
             nxt = info.get("endCursor")
@@ -235,6 +252,9 @@ class ShopifySource:
         refunded order that is gone). An unreadable body or order raises :class:`RecordError` with
         the reason, which the daemon keeps with the event; a failed fetch raises as the client does."""
         topic = (topic or _header(headers, "X-Shopify-Topic") or "").strip().lower()
+        if not topic:  # which change it is cannot be told: failed with its reason, never silently "done"
+            raise RecordError("webhook without a topic (no X-Shopify-Topic header)", location="webhook",
+                              connector=self.name)
         payload = webhook_json(body, f"webhook {topic}", self.name)
         try:
             if topic in ORDER_TOPICS:

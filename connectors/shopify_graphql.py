@@ -15,12 +15,14 @@ error code and message (GraphQL messages describe the query, not customer data).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Any, Callable
 
 import requests
 
+from . import validate
 from .base import FatalError, RetryableError
 from .http import HttpClient
 
@@ -126,7 +128,11 @@ class ShopifyGraphQL:
                 raise FatalError(f"Shopify refused the request (HTTP {exc.status}): {why}{SCOPE_HINT}",
                                  connector=self.client.connector, status=exc.status) from None
             raise
-        return response.json().get("data") or {}
+        data = response.json().get("data")  # _classify made sure the body is an object
+        if data is not None and not isinstance(data, dict):
+            raise FatalError(f"Shopify's {operation} answer has {validate.json_type(data)} as its data",
+                             connector=self.client.connector)
+        return data or {}
 
     # ------------------------------------------------------------------ internals
     def _cost_hint(self, operation: str, values: dict[str, Any]) -> float:
@@ -140,11 +146,14 @@ class ShopifyGraphQL:
     def _learn(self, payload: Any) -> dict[str, Any]:
         """Update the bucket and the operation's known cost from ``extensions.cost``."""
         extensions = payload.get("extensions") if isinstance(payload, dict) else None
-        cost = (extensions or {}).get("cost") or {}
-        if cost.get("throttleStatus"):
+        cost = extensions.get("cost") if isinstance(extensions, dict) else None
+        if not isinstance(cost, dict):  # absent, or of a shape Shopify does not document: learn nothing
+            return {}
+        if isinstance(cost.get("throttleStatus"), dict):
             self.bucket.update(cost["throttleStatus"], self._sent_at)
-        if cost.get("requestedQueryCost") is not None:
-            self._costs[self._operation] = (float(cost["requestedQueryCost"]), self._first)
+        requested = _number(cost.get("requestedQueryCost"))
+        if requested is not None:
+            self._costs[self._operation] = (requested, self._first)
         return cost
 
     def _observe(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -163,15 +172,20 @@ class ShopifyGraphQL:
         except ValueError:
             raise RetryableError("Shopify returned a body that is not JSON", connector=connector,
                                  status=response.status_code) from None
+        if not isinstance(payload, dict):
+            raise RetryableError(f"Shopify returned {validate.json_type(payload)} where a GraphQL response "
+                                 "object belongs", connector=connector, status=response.status_code)
         cost = self._learn(payload)
-        errors = payload.get("errors") if isinstance(payload, dict) else None
+        errors = payload.get("errors")
         if not errors:
             return
-        if isinstance(errors, str):
-            errors = [{"message": errors}]
-        codes = [((e.get("extensions") or {}).get("code") or "") for e in errors if isinstance(e, dict)]
+        # the documented shape is a list of {"message", "extensions": {"code"}}; anything else is read as text
+        errors = [e if isinstance(e, dict) else {"message": str(e)}
+                  for e in (errors if isinstance(errors, list) else [errors])]
+        codes = [str((e.get("extensions") if isinstance(e.get("extensions"), dict) else {}).get("code") or "")
+                 for e in errors]
         if "THROTTLED" in codes or any("throttled" in str(e.get("message", "")).lower() for e in errors):
-            wait = self.bucket.wait_time(float(cost.get("requestedQueryCost") or 0))
+            wait = self.bucket.wait_time(_number(cost.get("requestedQueryCost")) or 0.0)
             raise RetryableError("Shopify throttled the query (cost bucket empty)", retry_after=wait,
                                  connector=connector, status=response.status_code)
         if "ACCESS_DENIED" in codes:
@@ -183,6 +197,16 @@ class ShopifyGraphQL:
         if "INTERNAL_SERVER_ERROR" in codes:
             self._on_server_error()
             raise RetryableError("Shopify reported an internal error", connector=connector)
-        first = errors[0] if isinstance(errors[0], dict) else {"message": str(errors[0])}
-        code = codes[0] if codes else "ERROR"
-        raise FatalError(f"GraphQL error {code}: {str(first.get('message', ''))[:200]}", connector=connector)
+        code = codes[0] or "ERROR"
+        raise FatalError(f"GraphQL error {code}: {str(errors[0].get('message', ''))[:200]}", connector=connector)
+
+
+def _number(value: Any) -> float | None:
+    """A finite number from a JSON value, or None (``extensions.cost`` values of another type are ignored)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None

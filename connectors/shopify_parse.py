@@ -47,7 +47,10 @@ def parse_time(value: Any) -> datetime | None:
     """ISO-8601 with offset (``Z`` allowed) → UTC-aware datetime."""
     if not value:
         return None
-    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"time is not ISO-8601: {str(value)[:40]!r}") from None
     if parsed.tzinfo is None:
         raise ValueError("time without an offset")
     return parsed.astimezone(timezone.utc)
@@ -112,10 +115,30 @@ def _build(source: str, order_id: str, customer: str | None, email: str | None, 
                  notices=tuple(Quarantined(source=source, location=location, reason=n) for n in notices))
 
 
+def _location(order_id: Any, created: Any) -> str:
+    """``order N``, or when the id cannot be used, the order's creation time."""
+    if validate.payload_id_problem("id", order_id) is None:
+        return f"order {numeric_id(order_id)}"
+    return f"order created {str(created)[:40]}"
+
+
+def _ids_problem(order_id: Any, customer: Any) -> str | None:
+    """The order's id must be there; a customer, when there is one, must be an object with an id."""
+    if problem := validate.payload_id_problem("id", order_id):
+        return problem
+    if customer is None:
+        return None
+    if not isinstance(customer, dict):
+        return f"customer is not an object but {validate.json_type(customer)}"
+    return validate.payload_id_problem("customer.id", customer.get("id")) if "id" in customer else None
+
+
 @_shape_checked
 def order_from_node(source: str, node: dict[str, Any], non_purchase: Iterable[str] = ()) -> Order | Quarantined:
     """A GraphQL ``Order`` node (see :data:`shopify_queries.ORDER_FIELDS`)."""
-    order_id = numeric_id(node.get("id", "?"))
+    if problem := _ids_problem(node.get("id"), node.get("customer")):
+        return Quarantined(source=source, location=_location(node.get("id"), node.get("createdAt")), reason=problem)
+    order_id = numeric_id(node["id"])
     customer = node.get("customer") or {}
     email = normalise_email(node.get("email")) or normalise_email(
         (customer.get("defaultEmailAddress") or {}).get("emailAddress"))
@@ -136,7 +159,9 @@ def order_from_rest(source: str, body: dict[str, Any], non_purchase: Iterable[st
     without those fall back to ``total_price`` (before refunds) — the next pull corrects it.
     """
     order = body.get("order", body)
-    order_id = numeric_id(order.get("id", "?"))
+    if problem := _ids_problem(order.get("id"), order.get("customer")):
+        return Quarantined(source=source, location=_location(order.get("id"), order.get("created_at")), reason=problem)
+    order_id = numeric_id(order["id"])
     customer = order.get("customer") or {}
     email = normalise_email(order.get("email")) or normalise_email(customer.get("email"))
     shop_money = ((order.get("current_total_price_set") or {}).get("shop_money") or {})

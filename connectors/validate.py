@@ -93,6 +93,17 @@ def id_problem(column: str, value: str | None) -> str | None:
     return f"{column} contains a control character" if _CONTROL_RE.search(value) else None
 
 
+def payload_id_problem(field: str, value: object) -> str | None:
+    """Why an id read from a JSON payload cannot be an id (absent, empty, or not a number or
+    text), or ``None``. Without its id an order could never be updated, refunded or archived
+    later; it is quarantined, never stored under a made-up key."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return f"{field} is missing"
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return f"{field} is not a number or text but {json_type(value)}"
+    return None
+
+
 def printable(text: str) -> str:
     """``text`` with each control character shown as ``?`` (for the raw excerpt of a quarantined row)."""
     return _CONTROL_RE.sub("?", text)
@@ -160,3 +171,13 @@ def email_ok_sql(column: str) -> str:
 
 
 PLACED_RANGE_SQL = (f"TIMESTAMPTZ '{PLACED_MIN.isoformat()}'", f"TIMESTAMPTZ '{PLACED_END.isoformat()}'")
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a parsed value's type, for messages about payloads of the wrong shape."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    return {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__)

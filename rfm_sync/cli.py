@@ -130,7 +130,9 @@ def demo(folder: str, customers: int) -> None:
 @main.command()
 @click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Path to the TOML configuration.")
-@click.option("--once", is_flag=True, help="Run one cycle and exit (use `rfm-sync daemon` for a schedule).")
+# `run` is always exactly one cycle; --once spells that out and is kept (hidden) for the scripts and
+# docs that pass it. A schedule is `rfm-sync daemon`, never a flag of `run`.
+@click.option("--once", is_flag=True, hidden=True, help="Accepted for compatibility: `run` always runs one cycle.")
 @click.option("--as-of", "as_of", default=None, help="Score as of this date (YYYY-MM-DD); default today.")
 @click.option("--no-push", is_flag=True, help="Pull, score and fill the outbox, but send nothing.")
 @click.option("--dry-run", is_flag=True, help="Like --no-push, then show what would be sent to each destination "
@@ -138,7 +140,7 @@ def demo(folder: str, customers: int) -> None:
 @click.option("--wait", "wait", default=0.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
               help=WAIT_HELP)
 def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run: bool, wait: float) -> None:
-    """Run one cycle: pull, score, diff, push."""
+    """Run exactly one cycle (pull, score, diff, push), then exit; for a schedule use `rfm-sync daemon`."""
     from .pipeline import Pipeline, build_destinations
     from .store.lock import FencedDestination, StoreLocked
 
@@ -185,8 +187,11 @@ def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run:
               help="Score as of this date (YYYY-MM-DD); default today in [shop] timezone (UTC without a config).")
 @click.option("-c", "--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="Optional config for [shop], [rfm] and the CSV column names of its first csv source.")
+@click.option("--preset", default=None, type=click.Choice(["shopify-export", "bigcommerce-export", "woocommerce-export"]),
+              help="The file is a shop's own order export (docs/shops.md); overrides the config's preset.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def score(orders_path: str, out_path: str, as_of: str | None, config_path: str | None, quiet: bool) -> None:
+def score(orders_path: str, out_path: str, as_of: str | None, config_path: str | None, preset: str | None,
+          quiet: bool) -> None:
     """Score an orders CSV offline (no store, no network) into a CSV of per-customer scores."""
     from connectors.csv_source import CsvSettings
 
@@ -201,6 +206,9 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
     settings = next((s for s in config.sources if isinstance(s, CsvSettings)), None)
     if settings is not None:
         settings = settings.model_copy(update={"path": orders_path})
+    if preset is not None:
+        settings = CsvSettings.model_validate({**(settings.model_dump() if settings else {"name": "csv"}),
+                                               "path": orders_path, "preset": preset})
     day = _as_of(as_of) or config.today()  # today in [shop] timezone (UTC without a config), as `run` takes it
     try:
         if quiet:
@@ -215,8 +223,7 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     except OSError as exc:  # the output folder is read-only, the disk full, ...: older outputs are kept
-        click.echo(f"error: writing {out_path}: {exc} (any older output is unchanged)", err=True)
-        sys.exit(EXIT_FAILED)
+        exit_codes.fail(exit_codes.output_problem(exc, out_path), exit_codes.OUTPUT)
     if not quiet:
         console = report.console(stderr=True)
         counts = result.result.frame["rfm_group"].value_counts().to_dict()
@@ -229,6 +236,8 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
         if result.skipped:
             console.print(f"[yellow]{result.skipped:,} rows skipped (negative amount, not counted)[/yellow] → "
                           f"{result.quarantine_file}")
+        if result.quarantine_file and not result.quarantined and not result.skipped:
+            console.print(f"no bad rows: {result.quarantine_file} (from an earlier run) now lists none")
         console.print(f"{result.customers:,} customers → {result.out}")
 
 
@@ -292,7 +301,7 @@ def recalibrate(config_path: str, as_of: str | None, wait: float) -> None:
         count, least = result["population"], config.rfm.min_calibration_customers
         window = f"with an order in the {config.rfm.window_days}-day window as of {day}"
         click.echo(f"error: recalibrate: no customers {window}: nothing to calibrate, cut points not frozen "
-                   "(pull the orders first: `rfm-sync run --once -c CONFIG`)" if not count else
+                   "(pull the orders first: `rfm-sync run -c CONFIG`)" if not count else
                    f"error: recalibrate: only {count:,} customer{'s' if count != 1 else ''} {window}, fewer than "
                    f"[rfm] min_calibration_customers = {least}: cut points not frozen (every run computes its own "
                    "until the shop has more)", err=True)

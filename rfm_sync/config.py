@@ -21,6 +21,7 @@ from connectors.base import ConnectorSettings
 from connectors.registry import UnknownConnector, connector_class
 
 from . import currency
+from . import secrets as secret_names
 from .daemon_config import DaemonConfig, LoggingConfig, ScheduleConfig, WebhooksConfig
 
 
@@ -39,6 +40,13 @@ class Section(BaseModel):
 class StoreConfig(Section):
     # SQLAlchemy URL; a relative sqlite path is taken relative to the config file
     url: str = "sqlite:///rfm-sync.sqlite"
+
+    @field_validator("url")
+    @classmethod
+    def _known_database(cls, v: str) -> str:
+        """A URL SQLAlchemy can parse, of a database whose driver is installed: checked here, once,
+        so ``check-config`` finds it (not the first run, with a traceback). Never echoes a password."""
+        return store_url_problem(v)
 
 
 class ShopConfig(Section):
@@ -108,6 +116,42 @@ class PropertyNames(Section):
     # also write the raw metrics (days since last order, orders, spend in the window)
     include_metrics: bool = False
 
+    @model_validator(mode="after")
+    def _distinct(self) -> "PropertyNames":
+        """Two values written under one name would overwrite each other in every destination."""
+        seen: dict[str, str] = {}
+        for key, name in self.model_dump().items():
+            if isinstance(name, str):
+                if not name.strip():
+                    raise ValueError(f"{key}: a property name cannot be empty")
+                if name in seen:
+                    raise ValueError(f"{key} and {seen[name]} are both {name!r}: each property needs its own name")
+                seen[name] = key
+        return self
+
+
+def store_url_problem(url: str) -> str:
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ValueError("not a database URL (e.g. 'sqlite:///rfm-sync.sqlite' or "
+                         "'postgresql+psycopg://user@host/rfm')") from None
+    try:
+        parsed.get_dialect().import_dbapi()  # the driver module itself, as create_engine imports it
+    except sa.exc.NoSuchModuleError:
+        raise ValueError(f"unknown database {parsed.drivername!r} (use 'sqlite:///FILE' or "
+                         "'postgresql+psycopg://user@host/db')") from None
+    except ImportError as exc:
+        raise ValueError(f"the driver for {parsed.drivername!r} is not installed ({exc.name or exc}): "
+                         f"pip install {_DRIVER_PACKAGES.get(exc.name or '', exc.name or 'it')}") from None
+    return url
+
+
+# what to install for a driver module SQLAlchemy could not import
+_DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "pymysql"}
+
 
 class PushConfig(Section):
     # an outbox row that failed this many times is parked ("dead") and reported by `status`
@@ -148,6 +192,16 @@ class Config(Section):
     def base_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
 
+    @model_validator(mode="after")
+    def _labels_have_their_own_names(self) -> "Config":
+        taken = {name: f"properties.{key}" for key, name in self.properties.model_dump().items() if isinstance(name, str)}
+        for key, name in self.rfm.label_properties.model_dump().items():
+            if name in taken:
+                raise ValueError(f"rfm.label_properties.{key} and {taken[name]} are both {name!r}: "
+                                 "each property needs its own name")
+            taken[name] = f"rfm.label_properties.{key}"
+        return self
+
     def today(self, now: datetime | None = None) -> date:
         """Today in the shop's time zone (``[shop] timezone``), the one rule for "today" everywhere
         (``run``, ``score``, ``recalibrate``, the daemon): ``now`` (aware) or the clock, never the
@@ -185,6 +239,12 @@ def _connector_settings(kind: str, tables: Any, key: str, problems: list[str], w
             for err in exc.errors():
                 problems.append(f"{where}: {at}.{_loc(err['loc'])}: {err['msg']}")
             continue
+        for field_name, value in settings.model_dump().items():
+            if field_name.endswith("_secret") and isinstance(value, str) and secret_names.looks_like_a_value(value):
+                # the credential itself pasted where its name belongs: never echoed, never looked up
+                problems.append(f"{where}: {at}.{field_name}: this looks like the key itself, not the name of a secret; "
+                                f"remove it from the file (and rotate it), store it with `rfm-sync secrets set NAME`, "
+                                f"and put NAME here")
         if settings.name in names:
             problems.append(f"{where}: {at}.name: {settings.name!r} is used twice; names must be unique")
         names.add(settings.name)
@@ -247,6 +307,10 @@ def load_config(path: str | Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}: line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02X}); "
+                           "TOML files are UTF-8: save it as UTF-8"]) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

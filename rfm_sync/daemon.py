@@ -363,6 +363,7 @@ class Daemon:
             self._deferred = None
             old_http = self.config.daemon.model_dump(include={"http_enabled", "http_host", "http_port"})
             self.config, self.pipeline, self.raw_connectors = config, pipeline, raw
+            self.metrics.destinations = [d.name for d in config.destinations]
             self.health.max_age = max_age(config)
             logs.configure(config.logging.level, config.logging.format)
             self._update_routes(hooks)
@@ -416,6 +417,7 @@ class Daemon:
         logs.configure(self.config.logging.level, self.config.logging.format)
         self.store = Store.open(self.config.store.url, self.config.base_dir)
         self.metrics.store = self.store
+        self.metrics.destinations = [d.name for d in self.config.destinations]
         self.pipeline, self.raw_connectors, hooks = self._build(self.config)
         last = self.pipeline.last_scored_run()
         if last is not None:

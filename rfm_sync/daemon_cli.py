@@ -45,8 +45,12 @@ def daemon(config_path: str) -> None:
 @click.command()
 @click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Path to the TOML configuration.")
-def doctor(config_path: str) -> None:
-    """Check the store, every source and destination, their secrets and the schedule; print each fix."""
+@click.option("--offline", is_flag=True,
+              help="Send nothing over the network: check settings, files and that credentials are set, "
+                   "not that Shopify, BigCommerce, Klaviyo or Meta accept them.")
+def doctor(config_path: str, offline: bool) -> None:
+    """Check the store (and its integrity), every source and destination, their secrets and the
+    schedule; print each problem with its fix and exit 1 if there is one."""
     from .config import load_config
     from .doctor import run_doctor
 
@@ -56,7 +60,7 @@ def doctor(config_path: str) -> None:
         from .cli import exit_with_config_errors
 
         exit_with_config_errors(exc)
-    report = run_doctor(config)
+    report = run_doctor(config, online=not offline)
     for finding in report.findings:
         mark = click.style("ok ", fg="green") if finding.ok else click.style("ERR", fg="red")
         click.echo(f"{mark} {finding.what}: {finding.message}")
@@ -79,6 +83,12 @@ def secrets() -> None:
 @click.argument("name")
 def secrets_set(name: str) -> None:
     """Prompt (without echo) for the value of secret NAME and store it in the OS keyring."""
+    problem = secret_store.keyring_problem(name)
+    if problem is not None:  # say so before anyone types (or pastes) the value
+        click.echo(f"error: {problem}", err=True)
+        if not secret_store.looks_like_a_value(name):
+            click.echo(f"  e.g. in a container or systemd unit: {secret_store.env_var_name(name)}=<value>", err=True)
+        sys.exit(EXIT_FAILED)
     value = click.prompt(f"value of secret {name!r}", hide_input=True, default="", show_default=False)
     if not value:
         click.echo("error: empty value; nothing stored", err=True)
@@ -99,7 +109,7 @@ def secrets_check(name: str) -> None:
     """Say whether secret NAME resolves, and from where (never prints the value)."""
     var = secret_store.env_var_name(name)
     try:
-        secret_store.resolve(name)
+        secret_store.resolve(name)  # a NAME that looks like a pasted key is refused, without echoing it
     except secret_store.SecretError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -38,13 +39,26 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def output_problem(exc: OSError) -> str:
-    where = exc.filename or "output"
+def output_problem(exc: OSError, where: object = None) -> str:
+    """One line for an output that cannot be written. It names the error's own file, unless that
+    is a temporary file beside the target (``rfm_sync/atomic.py``): then ``where``, the path the
+    user named."""
+    own = None
+    for name in (exc.filename2, exc.filename):  # a failed rename names its target second
+        if name and not (Path(str(name)).name.startswith(".") and ".tmp" in Path(str(name)).name):
+            own = str(name)
+            break
+    where = own or where or "output"
     if exc.errno == errno.ENOSPC:
-        return f"{where}: the disk is full; free space and run again (the previous output is unchanged)"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{where}: cannot write here ({exc.strerror}); choose a writable path"
-    return f"{where}: {exc.strerror or exc}"
+        problem = "the disk is full; free space and run again"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        problem = f"cannot write here ({exc.strerror}); choose a writable path"
+    elif exc.errno == errno.ENOENT:
+        problem = "its folder does not exist; create it or choose another path"
+    else:
+        problem = str(exc.strerror or exc)
+    # outputs are written to a temporary file and renamed into place (rfm_sync/atomic.py)
+    return f"{where}: {problem} (the previous output, if any, is unchanged)"
 
 
 class FaultGroup(click.Group):

@@ -1,7 +1,10 @@
 """Prometheus metrics of the daemon, in a registry of its own (no global state).
 
 Counters move as cycles and webhooks happen; gauges that describe the store (outbox backlog, webhook
-events waiting) are read from it at scrape time, so they are never stale.
+events waiting) are read from it at scrape time, so they are never stale. Those gauges carry every
+status, 0 included, for every configured destination: an alert on ``rfm_sync_outbox_rows{status=
+"dead"} > 0`` or on its increase needs a series that exists before the first dead row, and a series
+that vanishes when its count drops to 0 reads as "no data", not as "none".
 """
 from __future__ import annotations
 
@@ -35,11 +38,14 @@ class _StoreCollector:
                                     "(pending = backlog, dead = gave up)", labels=["destination", "status"])
         events = GaugeMetricFamily("rfm_sync_webhook_events", "Stored webhook events by status", labels=["status"])
         try:
-            for dest, by_status in outbox_queries.backlog(store).items():
-                for status, n in by_status.items():
-                    backlog.add_metric([dest, status], n)
-            for status, n in webhook_queries.counts(store).items():
-                events.add_metric([status], n)
+            rows = outbox_queries.backlog(store)
+            for dest in sorted(set(self.metrics.destinations) | set(rows)):
+                by_status = rows.get(dest, {})
+                for status in (*outbox_queries.STATUSES, *sorted(set(by_status) - set(outbox_queries.STATUSES))):
+                    backlog.add_metric([dest, status], by_status.get(status, 0))
+            counts = webhook_queries.counts(store)
+            for status in (*webhook_queries.STATUSES, *sorted(set(counts) - set(webhook_queries.STATUSES))):
+                events.add_metric([status], counts.get(status, 0))
         except Exception as exc:  # a scrape must not fail because the store is busy
             log.warning("metrics: cannot read the store", extra={"error": type(exc).__name__})
             return
@@ -51,6 +57,7 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.store: Any = None
+        self.destinations: list[str] = []  # configured destinations: their outbox series exist from the start
         self.cycles = Counter("rfm_sync_cycles", "Cycles run, by job and outcome", ["job", "status"], registry=r)
         self.cycle_seconds = Histogram("rfm_sync_cycle_duration_seconds", "Wall time of a cycle", ["job"],
                                        buckets=SECONDS, registry=r)

@@ -137,7 +137,12 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
     lists of order-id hashes (grouped by the hash's top two bits: 256 lists took DuckDB twice the
     time to build), which come back in the same result and are checked for repeats by sorting them
     in numpy. That costs a fraction of a DISTINCT hash table over ten million ids in the pass, or
-    of reading the file a second time."""
+    of reading the file a second time.
+
+    A shop's own export (``settings.preset``) always takes the validating scan, which folds its
+    line-item rows into their orders (connectors/csv_presets.py); the typed read knows no preset."""
+    if settings.preset:
+        return None
     # one currency per sum: the shop's, or without one the first row's; a row in another sends the
     # file to the validating scan (which converts, quarantines or stops on mixed currencies)
     expected = config.shop.currency or first_currency_sql(path, settings, config.shop.zone, conn)
@@ -349,7 +354,9 @@ def score_csv(path: Path, out: Path, config: Config, as_of: date, settings: CsvS
                        "WHERE problem IS NOT NULL OR skip_reason IS NOT NULL "
                        "UNION ALL SELECT line, problem FROM rejected_rows ORDER BY line").df() \
         if aggregates.bad or aggregates.skipped else pd.DataFrame(columns=["line", "problem"])
-    qfile = quarantine_path(out) if len(bad) else None
+    # the quarantine file belongs with its scores: one left by an earlier run of this --out is replaced
+    # by this run's (header only when no row is bad), so it never lists rows of another file
+    qfile = quarantine_path(out) if len(bad) or quarantine_path(out).exists() else None
     temps: list[Path] = []
     try:
         temps.append(atomic.temp_beside(out))

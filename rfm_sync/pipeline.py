@@ -47,15 +47,17 @@ log = logging.getLogger(__name__)
 class CycleReport:
     run_id: int
     as_of: date
-    pulled: dict[str, int] = field(default_factory=dict)
+    pulled: dict[str, int] = field(default_factory=dict)  # orders inserted or changed in the store
+    read: dict[str, int] = field(default_factory=dict)  # orders the source gave (re-read ones too)
     quarantined: list[dict[str, Any]] = field(default_factory=list)
     scored: int = 0
     changed: int = 0
     cleared: int = 0
     group_counts: dict[str, int] = field(default_factory=dict)
     transitions: dict[tuple[str | None, str | None], int] = field(default_factory=dict)
-    pushed: dict[str, int] = field(default_factory=dict)
+    pushed: dict[str, int] = field(default_factory=dict)  # acknowledged by the destination
     failed: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # done with, nothing to send (PushResult.skipped)
     errors: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     cut_points: dict[str, Any] = field(default_factory=dict)
@@ -108,7 +110,7 @@ class Unavailable:
     def push(self, updates: list[ProfileUpdate]):
         raise self.error
 
-    def check(self) -> list[tuple[str, str]]:
+    def check(self, online: bool = True) -> list[tuple[str, str]]:
         return [(f"{self.name}: cannot be set up: {connector_fault(self.name, self.error)}",
                  "fix the setting, secret or file it names")]
 
@@ -162,7 +164,7 @@ class Pipeline:
         rates, zone = shop_rates(self.config), self.config.shop.zone
         for source in self.sources:
             context = PullContext(cursor=self.store.get_cursor(source.name), started_at=self.clock())
-            count = 0
+            count = given = 0
             seen = currency.store_currencies(self.store) if rates.currency is None else set()
             try:
                 for page in source.pull(context):
@@ -189,12 +191,13 @@ class Pipeline:
                     if rates.currency is None:
                         currency.check_page(source.name, seen, orders.values())
                     with self.store.begin() as conn:
-                        self.store.upsert_orders(conn, list(orders.values()))
+                        stored = self.store.upsert_orders(conn, list(orders.values()))
                         self.store.upsert_customers(conn, list(customers.values()))
                         self.store.add_quarantine(conn, run_id, bad)
                         if page.cursor is not None:
                             self.store.set_cursor(conn, source.name, page.cursor)
-                    count += len(orders)
+                    count += stored
+                    given += len(orders)
                     report.quarantined.extend(bad)
             except ConnectorError as exc:
                 report.errors[source.name] = connector_fault(source.name, exc)
@@ -205,12 +208,12 @@ class Pipeline:
                 report.errors[source.name] = connector_fault(source.name, exc)
                 log.error("pull failed: %s", report.errors[source.name], exc_info=True,
                           extra={"source": source.name, "error": report.errors[source.name]})
-            report.pulled[source.name] = count
+            report.pulled[source.name], report.read[source.name] = count, given
         self._check_quarantine_share(report)
 
     def _check_quarantine_share(self, report: CycleReport) -> None:
         """Too many rows quarantined makes the run partial: a broken export must not look like a quiet day."""
-        bad, read = len(report.quarantined), sum(report.pulled.values()) + len(report.quarantined)
+        bad, read = len(report.quarantined), sum(report.read.values()) + len(report.quarantined)
         limit = self.config.pull.max_quarantine_share
         if read and bad / read > limit:
             report.errors["quarantine"] = (f"{bad:,} of {read:,} rows read ({bad / read:.0%}) were quarantined, "
@@ -296,7 +299,7 @@ class Pipeline:
         if dry_run:
             return {dest.name: self._preview(dest) for dest in self.destinations}
         for dest in self.destinations:
-            sent = failed = 0
+            sent = failed = skipped = 0
             try:
                 # first what a destination may already have (handed over, never acknowledged: a crash),
                 # exactly as it was, so its events keep their ids; then the newest pending snapshots
@@ -327,7 +330,9 @@ class Pipeline:
                             ob.mark_sent(self.store, result.accepted, memory)
                         if result.failed:
                             ob.mark_failed(self.store, result.failed, self.config.push.max_attempts)
-                        sent += len(result.accepted)
+                        nothing = accepted & set(result.skipped)
+                        sent += len(accepted) - len(nothing)
+                        skipped += len(nothing)
                         failed += len(result.failed)
                         if not whole and len(accepted) + len(result.failed) < len(batch):
                             break  # rows the destination said nothing about stay "sending": resent first next time
@@ -345,6 +350,8 @@ class Pipeline:
                 log.error("push stopped: %s", report.errors[dest.name], exc_info=True,
                           extra={"destination": dest.name, "error": report.errors[dest.name]})
             report.pushed[dest.name], report.failed[dest.name] = sent, failed
+            if skipped:
+                report.skipped[dest.name] = skipped
         return None
 
     def _as_destination_knows(self, destination: str, batch: list[dict[str, Any]]) -> None:
@@ -415,7 +422,7 @@ class Pipeline:
     def _stats(report: CycleReport) -> dict[str, Any]:
         return {"pulled": report.pulled, "quarantined": len(report.quarantined), "scored": report.scored,
                 "changed": report.changed, "cleared": report.cleared, "pushed": report.pushed,
-                "failed": report.failed, "durations": report.durations,
+                "failed": report.failed, "skipped": report.skipped, "durations": report.durations,
                 "calibrated_on": report.calibrated_on.isoformat() if report.calibrated_on else None,
                 "calibration_population": report.calibration_population}
 
@@ -453,7 +460,7 @@ class Pipeline:
         if rates.currency is None:
             currency.check_page("webhooks", currency.store_currencies(self.store), rows.values())
         with self.store.begin() as conn:
-            self.store.upsert_orders(conn, list(rows.values()))
+            stored = self.store.upsert_orders(conn, list(rows.values()))
             self.store.upsert_customers(conn, list(contacts.values()))
             self.store.add_quarantine(conn, None, bad)
         base = self.last_scored_run()
@@ -462,7 +469,7 @@ class Pipeline:
         as_of = as_of or self.config.today(now)
         keys = set(contacts)
         run_id = self.store.start_run(as_of, self.config.rfm.scheme)
-        report = CycleReport(run_id=run_id, as_of=as_of, pulled={"webhooks": len(rows)})
+        report = CycleReport(run_id=run_id, as_of=as_of, pulled={"webhooks": stored}, read={"webhooks": len(rows)})
         try:
             started = time.perf_counter()
             result = self.score(as_of, keys=keys, cut_points=base["cut_points"])

@@ -1,6 +1,7 @@
 """Tables people look at: group sizes, transitions, runs, outbox backlog, quarantined rows."""
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Iterable
 
 from rich.console import Console
@@ -50,15 +51,16 @@ def cycle_summary(report: CycleReport) -> Table:
     table.add_column("what")
     table.add_column("value", justify="right")
     for name, n in report.pulled.items():
-        table.add_row(f"orders pulled from {name}", f"{n:,}")
+        table.add_row(f"orders pulled from {name} (new or changed)", f"{n:,}")
     table.add_row("rows quarantined", f"{len(report.quarantined):,}")
     table.add_row("customers scored", f"{report.scored:,}")
     table.add_row("profiles changed", f"{report.changed:,}")
     if report.cleared:
         table.add_row("profiles cleared (no qualifying order left)", f"{report.cleared:,}")
     for name, n in report.pushed.items():
-        table.add_row(f"pushed to {name}", f"{n:,}" + (f" ({report.failed.get(name, 0):,} failed)"
-                                                       if report.failed.get(name) else ""))
+        notes = [f"{report.failed[name]:,} failed"] if report.failed.get(name) else []
+        notes += [f"{report.skipped[name]:,} with nothing to send"] if report.skipped.get(name) else []
+        table.add_row(f"pushed to {name}", f"{n:,}" + (f" ({'; '.join(notes)})" if notes else ""))
     for step, seconds in report.durations.items():
         table.add_row(f"{step} time", f"{seconds:.2f} s")
     return table
@@ -96,5 +98,16 @@ def backlog_table(backlog: dict[str, dict[str, int]], destinations: list[str]) -
     return table
 
 
+# Piped or redirected output (`rfm-sync status | less`, a cron mail, a log file) has no width; rich
+# would assume 80 columns and wrap or cut ("…") every wider table. Tables are as wide as their content
+# anyway, so off a terminal the bound is just far away.
+PIPED_WIDTH = 10_000
+
+
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr)
+    """The console tables print to: a terminal's width, or (piped, redirected) no practical bound, so
+    no value is cut. An explicit ``COLUMNS`` environment variable still sets the width."""
+    out = Console(stderr=stderr)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out = Console(stderr=stderr, width=PIPED_WIDTH)
+    return out

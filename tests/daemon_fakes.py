@@ -78,5 +78,5 @@ class CheckedFileSink(FileSink):
 
     Settings = CheckedSinkSettings
 
-    def check(self):
+    def check(self, online: bool = True):
         return [(p, f"fix for {p}") for p in self.settings.problems]

@@ -43,3 +43,40 @@ def test_status_shows_runs_and_backlog(tmp_path):
     assert result.exit_code == 0, result.output
     assert "last runs" in result.output and "profiles-file" in result.output
     assert datetime.now(timezone.utc).date().isoformat() in result.output  # the demo shop's today (UTC)
+
+
+def test_run_is_exactly_one_cycle_with_or_without_once(write_config, write_csv):
+    """One meaning: `run` runs one cycle and exits; `--once` (kept for scripts) changes nothing; the
+    schedule is the daemon's. Help and hints say `run`, not `run --once`."""
+    from rfm_sync.store import Store
+
+    runner = CliRunner()
+    shown = runner.invoke(main, ["run", "--help"]).output
+    assert "exactly one cycle" in shown and "rfm-sync daemon" in shown and "--once" not in shown
+    write_csv("customer_id,placed_at,amount\nc1,2026-01-01,10\n")
+    config = write_config('[store]\nurl = "sqlite:///s.sqlite"\n[[sources]]\ntype = "csv"\npath = "orders.csv"\n')
+    hint = runner.invoke(main, ["doctor", "-c", str(config)]).output
+    assert "run `rfm-sync run -c CONFIG` to pull them" in hint
+    for args in (["run"], ["run", "--once"]):
+        assert runner.invoke(main, [*args, "-c", str(config)]).exit_code == 0
+    store = Store.open("sqlite:///" + str(config.parent / "s.sqlite"))
+    try:
+        assert [r["status"] for r in store.recent_runs(10)] == ["ok", "ok"]  # one cycle each
+    finally:
+        store.close()
+
+
+def test_status_piped_cuts_no_table_at_80_columns(write_config, write_csv, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    name = "profiles-for-the-marketing-team-north-east-weekly-export"
+    write_csv("customer_id,placed_at,amount\nc1,2026-01-01,10\nc2,2026-01-02,20\n")
+    config = write_config('[store]\nurl = "sqlite:///s.sqlite"\n[[sources]]\ntype = "csv"\npath = "orders.csv"\n'
+                          f'[[destinations]]\ntype = "file"\nname = "{name}"\n')
+    runner = CliRunner()  # its output is not a terminal, like a pipe
+    assert runner.invoke(main, ["run", "-c", str(config), "--no-push"]).exit_code == 0
+    result = runner.invoke(main, ["status", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if name in line)  # whole, on one line
+    assert "…" not in result.output and len(row.rstrip()) > 80
+    cells = [cell.strip() for cell in row.strip().strip("│").split("│")]
+    assert cells == [name, "2", "0", "0", "0", "0"]  # pending, sending, sent, superseded, dead

@@ -117,7 +117,9 @@ def test_cycles_end_exactly_right_and_an_unchanged_cycle_writes_nothing(tmp_path
     rows = base_rows()
     config, store, pipeline = make(tmp_path, rows)
     first = pipeline.run_cycle(AS_OF)
-    assert not first.errors and first.pushed == {"sink": 30, "klaviyo": 30, "meta": 30}
+    entered = len(meta.audience("111"))  # Meta hears only of customers entering a mapped audience
+    assert 0 < entered < 30 and first.skipped == {"meta": 30 - entered}
+    assert not first.errors and first.pushed == {"sink": 30, "klaviyo": 30, "meta": entered}
     assert klaviyo.calls["POST /api/profile-bulk-import-jobs"] == 1 and klaviyo.events == {}
 
     # c00 loses every order (cleared); c01 and c02 buy again today (group changes -> events)
@@ -204,3 +206,18 @@ def test_bootstrap_creates_one_segment_per_group_and_is_idempotent(tmp_path, fak
     second = runner.invoke(main, ["klaviyo", "bootstrap", "-c", str(tmp_path / "config.toml")])
     assert second.exit_code == 0 and "0 segment(s) created, 6 already existed" in second.output
     assert len(klaviyo.segments) == 18 and klaviyo.calls["POST /api/segments"] == 6
+
+
+def test_bootstrap_never_makes_a_segment_twice_when_an_answer_is_lost(tmp_path, fakes, monkeypatch):
+    """Klaviyo makes the segment, then the answer is cut off: the segments are listed again instead
+    of a blind retry, which would make a second segment of the same name."""
+    klaviyo, _ = fakes
+    monkeypatch.setenv("RFM_SYNC_SECRET_KLAVIYO_KEY", API_KEY)
+    monkeypatch.setitem(LIMITS, "segments_write", [(50, 1.0)])
+    (tmp_path / "config.toml").write_text(CONFIG)
+    klaviyo.cut_next, klaviyo.cut_only = 1, "POST /api/segments"  # made, then the answer is cut half way
+    result = CliRunner().invoke(main, ["klaviyo", "bootstrap", "-c", str(tmp_path / "config.toml")])
+    assert result.exit_code == 0, result.output
+    names = [s["attributes"]["name"] for s in klaviyo.segments]
+    assert len(names) == len(set(names)) == 6, names
+    assert klaviyo.calls["POST /api/segments"] == 6

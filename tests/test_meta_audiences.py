@@ -311,3 +311,33 @@ def test_check_reports_missing_or_flagged_audiences_and_fatal_token(fake, clock)
     fake.token = "other"
     with pytest.raises(FatalError, match="access token"):
         destination(clock).check()
+
+
+# ---------------------------------------------------------------------------------------- what "pushed" counts
+def test_updates_meta_never_saw_are_accepted_as_skipped_not_pushed(fake, clock):
+    result = destination(clock).push([move(1, None, "Champions"), move(2, None, "Recent"),  # no rule maps Recent
+                                      move(3, None, "Loyal", email=None), move(4, "Loyal", "Loyal")])
+    assert sorted(result.accepted) == [1, 2, 3, 4]  # done with: none stays in the outbox
+    assert sorted(result.skipped) == [2, 3, 4]  # no mapped change, no identifier, no move
+    assert fake.calls == [("POST", "111", 1)]
+
+
+def test_a_cycle_counts_as_pushed_only_what_meta_acknowledged(fake, clock, tmp_path):
+    from rfm_sync.pipeline import Pipeline
+    from rfm_sync.store import Store
+
+    rows = "".join(f"o{i}-{k},c{i},c{i}@example.com,2026-{1 + (i * 5) % 6:02d}-{1 + k:02d},{10 + 7 * i}.50\n"
+                   for i in range(40) for k in range(1 + i % 3))
+    (tmp_path / "orders.csv").write_text("order_id,customer_id,email,placed_at,amount\n" + rows)
+    config = parse_config({"store": {"url": "sqlite:///s.sqlite"}, "sources": [{"type": "csv", "path": "orders.csv"}],
+                           "destinations": [{"type": "meta_audiences", "name": "meta", "access_token_secret": "t",
+                                             "base_url": BASE_URL, "audiences": RULES}]}, path=tmp_path / "config.toml")
+    store = Store.open(config.store.url, tmp_path)
+    try:
+        report = Pipeline(config, store, destinations=[destination(clock)]).run_cycle(date(2026, 7, 1))
+    finally:
+        store.close()
+    mapped = report.group_counts.get("Champions", 0) + report.group_counts.get("Loyal", 0)
+    assert 0 < mapped < report.scored  # some customers entered audience 111, the others no audience
+    assert report.pushed == {"meta": mapped} == {"meta": len(fake.audience("111"))}
+    assert report.skipped == {"meta": report.scored - mapped} and report.failed == {"meta": 0}

@@ -86,3 +86,24 @@ def test_outbox_backlog_is_read_at_scrape_time(tmp_path):
     assert got[("rfm_sync_outbox_rows", (("destination", "sink"), ("status", "pending")))] == 2
     assert got[("rfm_sync_outbox_rows", (("destination", "sink"), ("status", "sent")))] == 1
     store.close()
+
+
+def test_every_outbox_and_webhook_status_is_exported_with_zero_for_a_baseline(tmp_path):
+    store = Store.open(f"sqlite:///{tmp_path / 's.sqlite'}")
+    m = Metrics()
+    m.store, m.destinations = store, ["sink", "klaviyo"]
+    statuses = ("pending", "sending", "sent", "superseded", "dead")
+    got = samples(m)
+    for dest in ("sink", "klaviyo"):  # an empty outbox: every series is there, at 0
+        for status in statuses:
+            assert got[("rfm_sync_outbox_rows", (("destination", dest), ("status", status)))] == 0
+    for status in ("pending", "done", "failed", "dropped"):
+        assert got[("rfm_sync_webhook_events", (("status", status),))] == 0
+    with store.begin() as conn:
+        outbox_queries.enqueue(conn, [{"destination": "sink", "customer_key": "c1", "run_id": 1, "payload": "{}"}])
+    outbox_queries.mark_sent(store, [1])
+    got = samples(m)
+    assert got[("rfm_sync_outbox_rows", (("destination", "sink"), ("status", "sent")))] == 1
+    assert got[("rfm_sync_outbox_rows", (("destination", "sink"), ("status", "pending")))] == 0  # back to 0, not gone
+    assert got[("rfm_sync_outbox_rows", (("destination", "klaviyo"), ("status", "dead")))] == 0
+    store.close()

@@ -70,7 +70,7 @@ def test_a_failed_write_leaves_the_previous_output_intact(tmp_path, orders, monk
     monkeypatch.setattr(offline, "write_scores", disk_full)
     orders.write_text(GOOD + "d,2026-03-01T00:00:00Z,30.00\n")
     result = score("--orders", str(orders), "--out", str(out))
-    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert result.exit_code == exit_codes.OUTPUT and "the disk is full" in result.output and str(out) in result.output
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["orders.csv", "scores.csv"]  # no temporary file left
 
@@ -82,7 +82,7 @@ def test_a_failed_quarantine_file_leaves_both_outputs_as_they_were(tmp_path, ord
     (tmp_path / "scores.csv.quarantine.csv").mkdir()  # cannot become a file
     orders.write_text(WITH_BAD_ROW + "d,2026-03-01T00:00:00Z,30.00\n")
     result = score("--orders", str(orders), "--out", str(out))
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == exit_codes.OUTPUT and "scores.csv.quarantine.csv" in result.output, result.output
     assert out.read_bytes() == before
 
 
@@ -96,3 +96,16 @@ def test_outputs_replace_older_ones_keep_permissions_and_follow_a_symlinked_out(
     assert result.customers == 2
     assert link.is_symlink() and real.read_text().startswith("customer_id,")
     assert real.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_quarantine_file_of_an_earlier_run_never_outlives_its_scores(tmp_path, orders):
+    out = tmp_path / "scores.csv"
+    orders.write_text(WITH_BAD_ROW)
+    assert score("--orders", str(orders), "--out", str(out)).exit_code == 0
+    quarantine = tmp_path / "scores.csv.quarantine.csv"
+    assert len(quarantine.read_text().splitlines()) == 2  # header + the bad row
+    orders.write_text(GOOD)  # the bad row fixed
+    result = score("--orders", str(orders), "--out", str(out))
+    assert result.exit_code == 0
+    assert quarantine.read_text().splitlines() == ["file,line,reason"]  # it no longer lists the fixed row
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["orders.csv", "scores.csv", "scores.csv.quarantine.csv"]

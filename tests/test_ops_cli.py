@@ -34,7 +34,9 @@ def test_doctor_passes_on_a_sound_config(write_config, write_csv):
     path = write_config(BASE + '[[destinations]]\ntype = "file"\nname = "sink"\n')
     result = CliRunner().invoke(main, ["doctor", "-c", str(path)])
     assert result.exit_code == 0, result.output
-    assert "source shop: built; no self-check" in result.output
+    assert "ok  source shop: self-check passed" in result.output  # the CSV exists and its header maps
+    assert "ok  destination sink: self-check passed" in result.output  # its folder takes a file
+    assert "ok  store: integrity check passed (PRAGMA quick_check)" in result.output
     assert "schedule: next runs: incremental at" in result.output and "full at" in result.output
     assert "no problems found" in result.output
     assert "RFM eligibility: no orders stored yet" in result.output
@@ -82,6 +84,40 @@ def test_secrets_set_on_a_headless_machine_points_to_the_env_var(no_keyring):
     assert result.exit_code == 1
     assert "no OS keyring is available" in result.output and "RFM_SYNC_SECRET_KLAVIYO_KEY" in result.output
     assert "pk_live_123" not in result.output
+
+
+@pytest.mark.parametrize("backend", ["fail", "null"])
+def test_secrets_set_says_there_is_no_keyring_before_asking_for_the_value(backend):
+    from keyring.backends import fail, null
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring() if backend == "fail" else null.Keyring())  # null keeps nothing
+    try:
+        result = CliRunner().invoke(main, ["secrets", "set", "klaviyo-key"], input="pk_live_123\n")
+    finally:
+        keyring.set_keyring(previous)
+    assert result.exit_code == 1
+    assert "value of secret" not in result.stdout  # never prompted: nothing typed in vain
+    assert "no OS keyring is available" in result.stderr and "RFM_SYNC_SECRET_KLAVIYO_KEY=<value>" in result.stderr
+
+
+PASTED = "pk_0a1b2c3d4e5f60718293a4b5c6d7e8f9ab"  # a Klaviyo private key's shape
+
+
+def test_a_key_pasted_as_a_secret_name_is_not_echoed_by_doctor_or_secrets(write_config, write_csv, no_keyring):
+    write_csv("customer_id,placed_at,amount\nc1,2026-01-01,10\n")
+    path = write_config(BASE + f'[[destinations]]\ntype = "klaviyo"\nname = "k"\napi_key_secret = "{PASTED}"\n')
+    result = CliRunner().invoke(main, ["doctor", "-c", str(path), "--offline"])
+    assert result.exit_code == 1
+    assert "ERR destination k: api_key_secret: it looks like a key or token was pasted where the secret's name " \
+           "belongs" in result.output
+    everything = result.output
+    for args in (["secrets", "check", PASTED], ["secrets", "set", PASTED]):
+        said = CliRunner().invoke(main, args, input="x\n")
+        assert said.exit_code == 1 and "pasted where the secret's name belongs" in said.output
+        assert "value of secret" not in said.output  # `set` asks for nothing
+        everything += said.output
+    assert PASTED not in everything and PASTED.upper() not in everything
 
 
 class MemoryKeyring(KeyringBackend):

@@ -82,7 +82,8 @@ def test_a_changed_order_changes_exactly_that_customer(tmp_path):
     rows[target][4] = "999.99"
     write_orders(tmp_path / "orders.csv", rows)
     report = Pipeline(config, store).run_cycle(AS_OF)
-    assert report.pulled == {"shop": len(rows)}  # the export changed, so it was re-read
+    assert report.read == {"shop": len(rows)}  # the export changed, so it was re-read
+    assert report.pulled == {"shop": 1}  # ... and one order in it changed in the store
     assert report.changed == 1
     after = read_state(tmp_path / "profiles.jsonl")
     changed = [k for k in after if after[k] != before[k]]
@@ -181,3 +182,45 @@ def test_a_newline_inside_quotes_and_a_short_row_are_both_read(tmp_path):
     with store.engine.connect() as conn:
         status = conn.execute(sa.select(orders.c.status).where(orders.c.order_id == rows[0][0])).scalar_one()
     assert status == "paid\n(by phone)"
+
+
+def test_orders_pulled_counts_what_the_store_took_not_what_was_read(tmp_path):
+    """An order counts when it is new or its stored row changed; the same row again, or an older
+    version of it (a smaller ``updated_at``), is not rewritten and not counted."""
+    from rfm_sync.pipeline import order_row
+    from connectors.base import Order
+    from decimal import Decimal
+
+    store = Store.open(f"sqlite:///{tmp_path / 's.sqlite'}")
+    now = datetime(2026, 7, 1, tzinfo=timezone.utc)
+
+    def row(oid, amount, updated):
+        order = Order(source="shop", order_id=oid, customer_id="c1", placed_at=datetime(2026, 6, 1, tzinfo=timezone.utc),
+                      amount=Decimal(amount), updated_at=datetime(2026, 6, updated, tzinfo=timezone.utc))
+        return order_row(order, "c1", now)
+
+    try:
+        with store.begin() as conn:
+            assert store.upsert_orders(conn, [row("o1", "10", 2), row("o2", "20", 2)]) == 2
+        with store.begin() as conn:  # o1 again as it is, o2 edited, o3 new
+            assert store.upsert_orders(conn, [row("o1", "10", 2), row("o2", "25", 3), row("o3", "5", 3)]) == 2
+        with store.begin() as conn:  # an older version of o2 is refused, and not counted
+            assert store.upsert_orders(conn, [row("o2", "20", 2)]) == 0
+        with store.engine.connect() as conn:
+            amounts = dict(conn.execute(sa.select(orders.c.order_id, orders.c.amount_e4)).all())
+        assert amounts == {"o1": 100_000, "o2": 250_000, "o3": 50_000}
+    finally:
+        store.close()
+
+
+def test_a_reread_export_with_one_edit_and_many_bad_rows_is_not_mostly_quarantined(tmp_path):
+    """The quarantine share compares bad rows with the rows read, not with the few that changed."""
+    rows = base_rows()
+    config, store, pipeline = make(tmp_path, rows)
+    pipeline.run_cycle(AS_OF)
+    rows[0][4] = "11.50"
+    rows += [[f"bad{i}", f"c{i:02d}", "", "not a date", "1", "paid"] for i in range(5)]
+    write_orders(tmp_path / "orders.csv", rows)
+    report = Pipeline(config, store).run_cycle(AS_OF)
+    assert report.pulled == {"shop": 1} and len(report.quarantined) == 5
+    assert "quarantine" not in report.errors  # 5 of 65 rows read, not 5 of 6

@@ -126,6 +126,19 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    def quick_check(self, limit: int = 100) -> list[str] | None:
+        """SQLite's ``PRAGMA quick_check``: [] for a sound file, else up to ``limit`` lines naming the
+        damage (a store can open and answer queries with damaged pages elsewhere). None for other
+        databases (they have no such check). Reads every page, so it takes a moment on a big store;
+        a file too damaged for the check to finish raises as the driver does."""
+        if self.engine.dialect.name != "sqlite":
+            return None
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(f"PRAGMA quick_check({int(limit)})").scalars().all()
+        lines = [line for row in rows for line in str(row).splitlines()
+                 if line.strip() and not line.startswith("*** in database")]
+        return [] if lines == ["ok"] else lines[:limit]
+
     # ------------------------------------------------------------------ orders and customers
     def _insert(self, table: sa.Table):
         if self.engine.dialect.name == "postgresql":
@@ -134,15 +147,25 @@ class Store:
             from sqlalchemy.dialects.sqlite import insert
         return insert(table)
 
-    def upsert_orders(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        """Insert or update by (source, order_id); an older ``updated_at`` never overwrites a newer one."""
+    def upsert_orders(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
+        """Insert or update by (source, order_id); an older ``updated_at`` never overwrites a newer one,
+        and a row equal to the stored one (``ingested_at`` aside) is left as it is. Returns how many
+        orders were inserted or changed: a re-read export with one edited order counts 1, not the file."""
         if not rows:
-            return
+            return 0
         stmt = self._insert(orders)
         cols = {c.name: stmt.excluded[c.name] for c in orders.columns if c.name not in ("source", "order_id")}
         newer = sa.or_(orders.c.updated_at.is_(None), stmt.excluded.updated_at.is_(None),
                        stmt.excluded.updated_at >= orders.c.updated_at)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["source", "order_id"], set_=cols, where=newer), rows)
+        differs = sa.or_(*(orders.c[name].is_distinct_from(value) for name, value in cols.items()
+                           if name != "ingested_at"))
+        result = conn.execute(stmt.on_conflict_do_update(index_elements=["source", "order_id"], set_=cols,
+                                                         where=sa.and_(newer, differs)), rows)
+        # the driver's count of rows written (sqlite3 sums it over executemany); a driver that cannot
+        # tell (-1) gets the rows offered, as before
+        count = result.rowcount
+        return count if count is not None and count >= 0 and self.engine.dialect.supports_sane_multi_rowcount \
+            else len(rows)
 
     def upsert_customers(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         if not rows:

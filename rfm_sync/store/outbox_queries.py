@@ -19,6 +19,8 @@ import sqlalchemy as sa
 
 from . import Store, destination_state, outbox, utcnow
 
+STATUSES = ("pending", "sending", "sent", "superseded", "dead")  # every status a row can have
+
 
 def enqueue(conn: sa.Connection, rows: Any) -> None:
     """Add pending rows: a list of dicts, or a DataFrame (the diff's bulk path, one executemany per chunk)."""

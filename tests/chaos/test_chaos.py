@@ -50,10 +50,6 @@ def test_every_profile_and_audience_matches_the_oracle(chaos):
     assert not wrong, [m for m in chaos.mismatches if m.startswith(tuple(wrong))][:20]
 
 
-@pytest.mark.xfail(strict=False, reason="NEW defect found by this harness (not one of the known ones): an event "
-                   "delivered but not acknowledged before a kill is sent again under a new unique_id when a newer "
-                   "outbox row folds it (e.g. two 'None -> Inactive' events, or 'None -> Champions' after "
-                   "'None -> Inactive'); see docs/reliability.md")
 def test_event_log_is_complete_and_never_doubled(chaos):
     kinds = chaos.figures.mismatch_kinds
     wrong = {k: v for k, v in kinds.items() if k.startswith("event_") or k == "previous_group"}

@@ -66,6 +66,7 @@ class FakeKlaviyo:
         self.job_max_profiles = 10_000  # Klaviyo's documented maximum per bulk import job
         self.fail_next: list[int] = []  # statuses to answer the next calls with (429 carries Retry-After)
         self.cut_next = 0  # do the work of this many calls, then cut their answer half way
+        self.cut_only: str | None = None  # ... only calls of this route ("POST /api/segments"), if set
         self.malformed_next = 0  # ... or answer with truncated JSON whose length matches
         self.cuts = 0
         # chaos (tests/chaos): the next jobs end ``cancelled`` having imported nothing; the next job
@@ -130,7 +131,8 @@ class FakeKlaviyo:
                     handler(request, *_groups(request.url))
                 return 503, {}, "upstream unavailable"
             self.calls[route] += 1
-            return self._maybe_cut(handler(request, *_groups(request.url)))
+            reply = handler(request, *_groups(request.url))
+            return reply if self.cut_only not in (None, route) else self._maybe_cut(reply)
         return callback
 
     def _maybe_cut(self, reply: tuple[int, dict[str, str], Any]) -> tuple[int, dict[str, str], Any]:

@@ -195,6 +195,7 @@ class ShopifyFake:
     seed: int = 7
     serve: bool = True  # False: no server of its own (tests/chaos serves ``handle`` in another process)
     fail_next_bulk: int = 0  # the next bulk operations end FAILED part way (partialDataUrl: half the lines)
+    bulk_extra_lines: list[str] = field(default_factory=list)  # JSONL lines appended to every bulk export
 
     def __post_init__(self) -> None:
         self.orders: dict[int, FakeOrder] = {}
@@ -421,7 +422,7 @@ class ShopifyFake:
         op = self.bulk_ops.get(f"gid://shopify/BulkOperation/{path.rsplit('/', 1)[-1].split('.')[0]}")
         if op is None or op["lines"] is None:
             return 404, {}, b""
-        body = ("\n".join(op["lines"]) + "\n").encode()
+        body = ("\n".join(op["lines"] + self.bulk_extra_lines) + "\n").encode()
         if self.reset_download_once:
             self.reset_download_once = False
             return 200, {"Content-Type": "application/jsonl"}, body, len(body) // 2
