@@ -342,3 +342,15 @@ def test_no_room_for_the_utf8_copy_is_one_line(tmp_path, monkeypatch):
     line = one_error_line(score(tmp_path, path, encoding="cp1252"))
     assert "cannot read it" in line and "No space left on device" in line, line
     assert "No space left on device" in pull_fails(path, encoding="cp1252")
+
+
+def test_a_preset_export_names_the_physical_line_too(tmp_path):
+    from tests.test_csv_presets import SHOPIFY_HEADER, shopify_order, write_export
+
+    rows = (shopify_order("#1", "ann@example.com", "2026-06-01 10:00:00 -0400", "10.00", [("1", "Mug", "10.00")])
+            + shopify_order("#2", "bob@example.com", "not a date", "20.00", [("1", "Cap", "20.00")]))
+    rows[0]["Notes"] = "leave at\nthe back door"  # the first order spans lines 2-3
+    path = write_export(tmp_path / "orders.csv", SHOPIFY_HEADER, rows)
+    assert score(tmp_path, path, preset="shopify-export").exit_code == 0
+    assert [(q["line"], q["reason"].split(":")[0]) for q in quarantine(tmp_path)] == [("4", "placed_at is not a date/time")]
+    assert [q.location for q in pull(path, preset="shopify-export")[1]] == ["orders.csv:4"]
