@@ -145,18 +145,21 @@ def _lit(value: str) -> str:
 
 
 def fold(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings,
-         reader: str) -> tuple[str, CsvSettings]:
+         reader: str, numbered: bool = False) -> tuple[str, CsvSettings]:
     """The file read by ``reader`` (every field as text) as a subquery in the CSV source's own
     layout, its line items folded into their orders, and the settings to scan it with (our column
     names, the preset's statuses unless set). Its columns: ``line``, our fields, ``preset_test``,
     ``preset_cancelled`` and ``fold_problem`` (a reason to quarantine the order, or NULL).
+
+    ``numbered``: the reader already has the column ``line`` (the physical line each record starts
+    on, connectors/csv_file.py); otherwise records are numbered here.
 
     A file that cannot be read is handed back unchanged: the scan's own open says why."""
     from .csv_source import OPTIONAL, REQUIRED, ColumnNames, cheap_trim_sql
 
     preset = PRESETS[settings.preset]
     try:
-        header = [d[0] for d in conn.execute(f"SELECT * FROM {reader} LIMIT 0").description]
+        header = [d[0] for d in conn.execute(f"SELECT * FROM {reader} LIMIT 0").description][1 if numbered else 0:]
     except duckdb.Error:
         return reader, settings
     chosen = _columns(preset, settings, header, path, REQUIRED + OPTIONAL)
@@ -204,7 +207,8 @@ def fold(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings,
                      min(LOWER(email)) OVER one_order AS email_low, max(LOWER(email)) OVER one_order AS email_high,
                      arg_min(line, LOWER(email)) OVER one_order AS email_low_line,
                      arg_max(line, LOWER(email)) OVER one_order AS email_high_line
-              FROM (SELECT row_number() OVER () + 1 AS line, {rows}, ({overflow}) AS overflow FROM {reader})
+              FROM (SELECT {'line' if numbered else 'row_number() OVER () + 1 AS line'}, {rows}, ({overflow}) AS overflow
+                    FROM {reader})
               WINDOW one_order AS (PARTITION BY CASE WHEN order_id IS NULL THEN 'line ' || line
                                                       ELSE 'order ' || order_id END))
         WHERE amount IS NOT NULL OR (amounts = 0 AND nth = 1))"""

@@ -30,10 +30,11 @@ from typing import Any, Callable, Iterator, TypeVar
 from zoneinfo import ZoneInfo
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .base import ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined
-from . import csv_presets, validate
+from . import csv_file, csv_presets, validate
+from .csv_file import CsvFile
 from .validate import PLACED_RANGE_SQL, control_sql, email_ok_sql, nul_sql, trim_sql
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,13 @@ class CsvSettings(ConnectorSettings):
     type: str = "csv"
     path: str
     delimiter: str = Field(",", min_length=1, max_length=1)
+    # the file's encoding (any Python codec name: "utf-8", "cp1252" for Excel's CSV, "latin-1", "utf-16");
+    # anything but UTF-8 is transcoded to a temporary UTF-8 file first (see connectors/csv_file.py)
+    encoding: str = "utf-8"
+    # a line longer than this is quarantined (the header: fatal); DuckDB's own default
+    max_line_bytes: int = Field(2_000_000, ge=1024, le=1 << 30)
+    # DuckDB's memory for reading the file (its default is 80% of the machine's)
+    memory_limit: str = Field("2GB", pattern=r"(?i)^\s*\d+(\.\d+)?\s*[KMGT]i?B\s*$")
     columns: ColumnNames = ColumnNames()
     # statuses (case-insensitive) that are not purchases
     cancelled_statuses: list[str] = ["cancelled", "canceled", "voided", "declined", "failed", "refunded"]
@@ -69,6 +77,11 @@ class CsvSettings(ConnectorSettings):
     # a shop's own export (connectors/csv_presets.py): its columns, times and line-item rows;
     # `columns` entries and the status lists set here override the preset's
     preset: csv_presets.PresetName | None = None
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        return csv_file.normalize_encoding(value)
 
 
 def _q(name: str) -> str:
@@ -86,32 +99,42 @@ class CsvScan:
     conn: duckdb.DuckDBPyConnection
     path: Path
     present: set[str]
+    source: CsvFile | None = None  # the prepared file (csv_file.collect_rejects: the lines it skipped)
 
 
-# the validating scan's reader: every field as text, short rows padded, long rows kept (and flagged)
-TOLERANT = "all_varchar=true, null_padding=true, strict_mode=false"
+# the validating scan's reader: every field as text, short rows padded, long rows kept (and flagged);
+# a line DuckDB cannot read (longer than max_line_bytes) is skipped and recorded (csv_file.collect_rejects)
+TOLERANT = "null_padding=true, strict_mode=false" + csv_file.rejects_options()
 # DuckDB's parallel reader cannot pad short rows in a file with a newline inside quotes (it raises);
 # such a file is read again with one thread (see ``serial_on_error``)
 SERIAL = ", parallel=false"
 
 
-def _reader(path: Path, settings: CsvSettings, options: str) -> str:
-    return (f"read_csv({_lit(str(path))}, header=true, delim={_lit(settings.delimiter)}, quote='\"', escape='\"', "
+def _reader(source: CsvFile, settings: CsvSettings, options: str, types: dict[str, str] | None = None) -> str:
+    """``read_csv`` of the prepared file with its header's columns (DuckDB's sniffer off: see
+    connectors/csv_file.py): all text, or ``types`` for the named ones. The tolerant reader (no
+    ``types``) declares one column more, which a row with more fields than the header fills."""
+    columns = csv_file.columns_sql(source, types, extra=types is None)
+    return (f"read_csv({_lit(str(source.file))}, header=true, auto_detect=false, columns={columns}, "
+            f"delim={_lit(settings.delimiter)}, quote='\"', escape='\"', max_line_size={settings.max_line_bytes}, "
             f"{options})")
 
 
 def _open(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, zone: ZoneInfo,
-          reader: str) -> tuple[list[str], set[str], dict[str, str]]:
-    """Set the shop's time zone; return the file's column names, which of ours (REQUIRED +
-    OPTIONAL) it has, and our name → its column name. A missing required column is fatal."""
+          folded: str | None = None) -> tuple[CsvFile, list[str], set[str], dict[str, str]]:
+    """Set the shop's time zone; prepare the file (csv_file.prepare: encoding, header, memory);
+    return it, its column names (``folded``: a preset's subquery over it, whose columns count), which
+    of ours (REQUIRED + OPTIONAL) it has, and our name → its column name. A missing required column
+    is fatal (with a hint when the delimiter looks wrong)."""
     conn.execute(f"SET TimeZone = {_lit(zone.key)}")
-    header = _header(conn, path, settings, reader)
+    source = csv_file.prepare(conn, path, settings)
+    header = source.header if folded is None else _header(conn, path, settings, folded)
     names = settings.columns.model_dump()
     missing = _missing(header, names)
     if missing:
-        raise FatalError(f"{path}: missing required column(s): {', '.join(missing)}; found {header}",
-                         connector=settings.name)
-    return header, {k for k in REQUIRED + OPTIONAL if names[k] in header}, names
+        raise FatalError(f"{path}: missing required column(s): {', '.join(missing)}; found {header}"
+                         f"{csv_file.missing_columns_hint(header, settings)}", connector=settings.name)
+    return source, header, {k for k in REQUIRED + OPTIONAL if names[k] in header}, names
 
 
 def _header(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, reader: str) -> list[str]:
@@ -148,7 +171,8 @@ def check_file(path: Path, settings: CsvSettings) -> list[tuple[str, str]]:
                   "`delimiter` in the table)")
     conn = duckdb.connect()
     try:
-        reader = _reader(path, settings, TOLERANT)
+        source = csv_file.prepare(conn, path, settings)  # encoding, the header's length and width
+        reader = _reader(source, settings, TOLERANT)
         if settings.preset:  # the preset finds the shop's own columns (or says which it missed)
             try:
                 reader, folded = csv_presets.fold(conn, path, settings, reader)
@@ -158,7 +182,7 @@ def check_file(path: Path, settings: CsvSettings) -> list[tuple[str, str]]:
                                                  "reads (or remove the preset), or name its columns under "
                                                  f"[sources.columns]; else {unreadable}")]
             return []
-        header = _header(conn, path, settings, reader)
+        header = source.header
     except FatalError as exc:
         return [(Exception.__str__(exc), unreadable)]
     finally:
@@ -168,7 +192,7 @@ def check_file(path: Path, settings: CsvSettings) -> list[tuple[str, str]]:
     missing = _missing(header, names)
     if missing:
         problems.append((f"{path}: missing required column(s): {', '.join(missing)}; the header has "
-                         f"{', '.join(map(repr, header))}",
+                         f"{', '.join(map(repr, header))}{csv_file.missing_columns_hint(header, settings)}",
                          'name the file\'s columns under [sources.columns], e.g. customer_id = "Customer ID"'))
     # an optional column mapped by hand but absent is read as missing in every row: surely a typo
     absent = [f"{k} = {names[k]!r}" for k in OPTIONAL if k in settings.columns.model_fields_set
@@ -217,27 +241,39 @@ def order_hash_sql(order_id: str) -> str:
     return f"CASE WHEN {order_id} IS NULL THEN NULL ELSE hash({order_id}) END"
 
 
-def serial_on_error(run: Callable[[bool], T]) -> T:
-    """``run(parallel=True)``; if DuckDB raises, ``run(parallel=False)`` (which raises in turn
-    when the file is really unreadable). See :data:`SERIAL`."""
+def serial_on_error(run: Callable[[bool], T], path: Path | None = None, settings: CsvSettings | None = None) -> T:
+    """``run(parallel=True)``; if DuckDB raises, ``run(parallel=False)``. See :data:`SERIAL`. When
+    that raises too, the file is really unreadable: with ``path`` and ``settings`` the error
+    becomes one FatalError line (csv_file.read_error: memory, line size), else it propagates."""
     try:
         return run(True)
     except duckdb.Error as exc:
         log.debug("parallel CSV read failed (%s); reading with one thread", str(exc).splitlines()[0])
+    try:
         return run(False)
+    except duckdb.Error as exc:
+        if path is None or settings is None:
+            raise
+        raise csv_file.read_error(path, settings, exc) from None
 
 
 def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBPyConnection | None = None,
          parallel: bool = True) -> CsvScan:
     conn = conn or duckdb.connect()
-    reader = _reader(path, settings, TOLERANT + ("" if parallel else SERIAL))
+    prepared = csv_file.prepare(conn, path, settings)  # encoding, header, memory (see _open)
+    reader = _reader(prepared, settings, TOLERANT + ("" if parallel else SERIAL))
+    csv_file.clear_rejects(conn)
+    folded = None
     if settings.preset:
-        # a shop's own export, as a subquery in our layout: numbered lines, line items folded into
-        # their orders, plus the preset's marks (preset_test, preset_cancelled, fold_problem)
-        reader, settings = csv_presets.fold(conn, path, settings, reader)
-    header, present, names = _open(conn, path, settings, zone, reader)
+        # a shop's own export, as a subquery in our layout: lines numbered (physical lines, see
+        # csv_file.numbered_sql), line items folded into their orders, plus the preset's marks
+        # (preset_test, preset_cancelled, fold_problem)
+        numbered_lines = f"({csv_file.numbered_sql(conn, prepared, settings, reader)})"
+        folded, settings = csv_presets.fold(conn, path, settings, numbered_lines, numbered=True)
+    _, header, present, names = _open(conn, path, settings, zone, folded)
     mapped = set(names[k] for k in present)
-    extra_cols = [c for c in header if c not in mapped and c.startswith("column")]
+    # the one column past the header (a row with more fields fills it); a preset's subquery flags those itself
+    extra_cols = [c for c in header + ([] if folded else [prepared.extra]) if c not in mapped and c.startswith("column")]
     col = partial(_trimmed, names, present)
     cancelled, tests = _sql_list(settings.cancelled_statuses), _sql_list(settings.test_statuses)
     too_many = " OR ".join(f"{_q(c)} IS NOT NULL" for c in extra_cols) or "false"
@@ -255,7 +291,7 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
              else "false AS preset_test, false AS preset_cancelled, NULL::VARCHAR AS fold_problem")
     conn.execute(f"""
         CREATE OR REPLACE TEMP VIEW raw AS
-        SELECT {'' if numbered else 'row_number() OVER () + 1 AS line, '}* FROM {reader}""")
+        {f"SELECT * FROM {folded}" if folded else csv_file.numbered_sql(conn, prepared, settings, reader)}""")
     conn.execute(f"""
         CREATE OR REPLACE TEMP VIEW parsed AS
         SELECT line,
@@ -327,7 +363,7 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
                CASE WHEN problem IS NULL AND email_text IS NOT NULL AND email IS NULL
                  THEN '{validate.EMAIL_REASON}: the order counts, the email is not used' END AS email_problem
         FROM (SELECT *, COALESCE(first_problem, {conflict}) AS problem FROM {source})""")
-    return CsvScan(conn=conn, path=path, present=present)
+    return CsvScan(conn=conn, path=path, present=present, source=prepared)
 
 
 def qualifying_sql(scan_: CsvScan, view: str = "checked") -> str:
@@ -361,14 +397,13 @@ def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
     """
     if settings.preset:  # a shop's export needs its line items folded: only the validating scan does that
         raise ValueError("typed_rows_sql reads no preset file; use scan()")
-    header, present, names = _open(conn, path, settings, zone, _reader(path, settings, TOLERANT))  # the same columns
+    source, header, present, names = _open(conn, path, settings, zone)  # the same columns
     # DECIMAL(12,4) keeps the money arithmetic in 64 bits (twice as fast as 128); an amount of
     # 100,000,000 or more does not fit, the reader raises, and the validating scan takes the file
     typed = {names["placed_at"]: "TIMESTAMPTZ", names["amount"]: "DECIMAL(12,4)"}
     if "refunded" in present:
         typed[names["refunded"]] = "DECIMAL(12,4)"
-    columns = ", ".join(f"{_lit(c)}: {_lit(typed.get(c, 'VARCHAR'))}" for c in header)
-    reader = _reader(path, settings, f"columns={{{columns}}}, strict_mode=true")
+    reader = _reader(source, settings, "strict_mode=true", typed)
     col = partial(_trimmed, names, present)
     excluded = _sql_list(settings.test_statuses + settings.cancelled_statuses)
     refunded = f"COALESCE({_q(names['refunded'])}, 0)" if "refunded" in present else "0"
@@ -422,8 +457,8 @@ def other_currency_sql(names: dict[str, str], present: set[str], currency: str |
 
 def first_currency_sql(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBPyConnection) -> str | None:
     """The currency (trimmed, upper case) of the file's first data row, or None (none, or no column)."""
-    reader = _reader(path, settings, TOLERANT + SERIAL)  # one thread: it reads only the first row
-    _, present, names = _open(conn, path, settings, zone, reader)
+    source, _, present, names = _open(conn, path, settings, zone)
+    reader = _reader(source, settings, TOLERANT + SERIAL)  # one thread: it reads only the first row
     if "currency" not in present:
         return None
     row = conn.execute(f"SELECT UPPER({_trimmed(names, present, 'currency')}) FROM {reader} LIMIT 1").fetchone()
@@ -512,23 +547,34 @@ class CsvSource:
         fingerprint = file_fingerprint(self.path) if self.path.is_file() else None
         if fingerprint is not None and fingerprint == context.cursor:
             return
+        scans: list[CsvScan] = []
+
         def read(parallel: bool) -> duckdb.DuckDBPyConnection:  # ORDER BY: the whole file is read here
-            return scan(self.path, self.settings, self.zone, parallel=parallel).conn.execute(
+            scans[:] = [scan(self.path, self.settings, self.zone, parallel=parallel)]
+            return scans[0].conn.execute(
                 """SELECT line, problem, customer_key, customer_id, order_key, email, phone, placed_at, updated_at,
                           amount, currency, status, is_test, is_cancelled, placed_at_text, amount_text,
                           skip_reason, email_problem
                    FROM checked ORDER BY line""")
 
-        cur = serial_on_error(read)
+        cur = serial_on_error(read, self.path, self.settings)
         page: list[Order | Quarantined] = []
         while True:
-            rows = cur.fetchmany(self.settings.page_size)
+            try:
+                rows = cur.fetchmany(self.settings.page_size)
+            except duckdb.Error as exc:
+                raise csv_file.read_error(self.path, self.settings, exc) from None
             if not rows:
                 break
             for row in rows:
                 page.append(self._record(row))
             yield Page(records=page, cursor=None)
             page = []
+        # the lines DuckDB could not read (longer than max_line_bytes), once the result is read: quarantined
+        rejected = csv_file.collect_rejects(cur, scans[0].source, self.settings)
+        if rejected:
+            yield Page(records=[Quarantined(source=self.name, location=f"{self.path.name}:{r.line}", reason=r.reason,
+                                            raw=validate.printable(r.raw)) for r in rejected], cursor=None)
         yield Page(records=[], cursor=fingerprint)
 
     def _record(self, row: tuple) -> Order | Quarantined:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import duckdb
 import pandas as pd
 
+from connectors.csv_file import collect_rejects
 from connectors.csv_source import (CsvSettings, first_currency_sql, needs_trim_sql, order_hash_sql, qualifying_sql,
                                    scan, serial_on_error, trim_customer_keys, typed_rows_sql)
 from connectors.validate import control_sql
@@ -169,7 +170,7 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
     sql = f"WITH checked_rows AS MATERIALIZED ({checked}) {aggregate} {hash_lists}"
     try:
         table = conn.sql(sql, params=params).to_arrow_table()
-    except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
+    except (duckdb.ConversionException, duckdb.InvalidInputException, duckdb.OutOfMemoryException) as exc:
         log.debug("%s: typed read stopped (%s); using the validating scan", path, str(exc).splitlines()[0])
         return None
     customers, lists = _split(table)
@@ -207,8 +208,10 @@ def _validated_aggregates(path: Path, settings: CsvSettings, config: Config, win
                           end: object, conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, int, int]:
     """The validating scan: every row checked, bad ones counted (and later listed with their line),
     repeated order ids resolved (the newest line wins). Returns the aggregates, the bad-row count
-    and the count of rows skipped with a reason (``skip_reason``)."""
-    return serial_on_error(lambda parallel: _validate(path, settings, config, windows, end, conn, parallel))
+    and the count of rows skipped with a reason (``skip_reason``). A line DuckDB could not read (longer
+    than ``max_line_bytes``) counts as bad, listed from the table ``rejected_rows``."""
+    return serial_on_error(lambda parallel: _validate(path, settings, config, windows, end, conn, parallel),
+                           path, settings)
 
 
 def _validate(path: Path, settings: CsvSettings, config: Config, windows: dict[str, object], end: object,
@@ -228,7 +231,8 @@ def _validate(path: Path, settings: CsvSettings, config: Config, windows: dict[s
     source = qualifying_sql(checked, "priced") if dupes else \
         "SELECT customer_key, placed_at, amount_e4 FROM parsed_orders WHERE qualifies AND NOT bad"
     sql, params = _aggregate_sql(source, windows)
-    return _fetch(conn, sql, {**params, "end": end}), bad, skipped
+    frame = _fetch(conn, sql, {**params, "end": end})
+    return frame, bad + len(collect_rejects(conn, checked.source, settings)), skipped
 
 
 def _price(conn: duckdb.DuckDBPyConnection, path: Path, rates: currency.Rates) -> None:
@@ -347,7 +351,8 @@ def score_csv(path: Path, out: Path, config: Config, as_of: date, settings: CsvS
             table[column] = frame[column]
     out.parent.mkdir(parents=True, exist_ok=True)
     bad = conn.execute("SELECT line, COALESCE(problem, skip_reason) AS problem FROM priced "
-                       "WHERE problem IS NOT NULL OR skip_reason IS NOT NULL ORDER BY line").df() \
+                       "WHERE problem IS NOT NULL OR skip_reason IS NOT NULL "
+                       "UNION ALL SELECT line, problem FROM rejected_rows ORDER BY line").df() \
         if aggregates.bad or aggregates.skipped else pd.DataFrame(columns=["line", "problem"])
     # the quarantine file belongs with its scores: one left by an earlier run of this --out is replaced
     # by this run's (header only when no row is bad), so it never lists rows of another file
