@@ -92,6 +92,9 @@ class CsvFile:
     header: list[str]  # DuckDB's column names, in order
     extra: str  # the name of one more column: a row with more fields than the header fills it
     settings_key: tuple
+    # names the header holds more than once (the later ones renamed ``name_1``, ...): which is meant
+    # cannot be told, so a mapped column among them is refused (csv_source._open)
+    repeated: frozenset = frozenset()
     line_sql: str | None = None  # the line numbers (see numbered_sql), once the file is surveyed
 
     @property
@@ -120,7 +123,7 @@ def prepare(conn: duckdb.DuckDBPyConnection, path: Path, settings: "CsvSettings"
         if settings.encoding not in _UTF8:
             readable = _transcode(path, settings)
             weakref.finalize(conn, _remove, readable)
-        header = _header(path, readable, settings)
+        header, repeated = _header(path, readable, settings)
     except OSError as exc:  # unreadable, or no room for the UTF-8 copy: the source's fault, one line
         where = f"{exc.filename}: " if exc.filename and str(exc.filename) != str(path) else ""
         raise FatalError(f"{path}: cannot read it ({where}{exc.strerror or exc})", connector=settings.name) from None
@@ -128,7 +131,8 @@ def prepare(conn: duckdb.DuckDBPyConnection, path: Path, settings: "CsvSettings"
     while extra in header:
         n += 1
         extra = f"column{n}"
-    files[path] = CsvFile(path=path, file=readable, header=header, extra=extra, settings_key=key)
+    files[path] = CsvFile(path=path, file=readable, header=header, repeated=repeated, extra=extra,
+                          settings_key=key)
     return files[path]
 
 
@@ -215,11 +219,15 @@ def _encoding_hint(path: Path, encoding: str, offset: int) -> str:
 
 
 # ------------------------------------------------------------------ header
-def _header(path: Path, readable: Path, settings: "CsvSettings") -> list[str]:
-    """The first record's fields as DuckDB column names, read from at most ``max_line_bytes``."""
+def _header(path: Path, readable: Path, settings: "CsvSettings") -> tuple[list[str], frozenset]:
+    """The first record's fields as DuckDB column names, read from at most ``max_line_bytes``, and
+    the names that appear more than once."""
     limit = settings.max_line_bytes
     with readable.open("rb") as fh:
         head = fh.read(limit + 1)
+    if not head.strip():
+        raise FatalError(f"{path}: the file is empty (not even a header line): is the export complete?",
+                         connector=settings.name)
     end = _first_record_end(head, settings.delimiter)
     if end is None and len(head) > limit:
         raise FatalError(f"{path}: line 1 (the header) is longer than max_line_bytes = {limit:,} bytes: is this an "
@@ -240,14 +248,16 @@ def _header(path: Path, readable: Path, settings: "CsvSettings") -> list[str]:
         raise FatalError(f"{path}: line 1 (the header) has {len(fields):,} columns (at most {MAX_COLUMNS:,}): is this "
                          f"an orders export?", connector=settings.name)
     names: list[str] = []
+    repeated: set[str] = set()
     for i, name in enumerate(fields):
         name = name or f"column{i}"
         base, n = name, 0
         while name in names:
+            repeated.add(base)
             n += 1
             name = f"{base}_{n}"
         names.append(name)
-    return names
+    return names, frozenset(repeated)
 
 
 @contextlib.contextmanager

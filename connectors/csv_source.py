@@ -134,6 +134,10 @@ def _open(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, zo
     if missing:
         raise FatalError(f"{path}: missing required column(s): {', '.join(missing)}; found {header}"
                          f"{csv_file.missing_columns_hint(header, settings)}", connector=settings.name)
+    twice = sorted(c for c in source.repeated if c in names.values() and folded is None)
+    if twice:
+        raise FatalError(f"{path}: the header names column(s) {', '.join(map(repr, twice))} more than once; which "
+                         "one holds the values cannot be told: rename or remove the other", connector=settings.name)
     return source, header, {k for k in REQUIRED + OPTIONAL if names[k] in header}, names
 
 
@@ -321,6 +325,8 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
                CASE
                  WHEN fold_problem IS NOT NULL THEN fold_problem
                  WHEN too_many THEN 'more fields than the header'
+                 WHEN contains(customer_id, chr(10)) THEN 'customer_id holds a line break: a quote opened here and '
+                   || 'never closed? (the lines after it were read into this one field)'
                  WHEN {control_sql('customer_id')} THEN 'customer_id contains a control character'
                  WHEN {nul_sql('order_id')} THEN 'order_id contains a NUL character'
                  WHEN customer_id IS NULL AND email_text IS NULL THEN 'customer_id is empty (and no email to identify a guest)'

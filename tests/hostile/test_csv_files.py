@@ -354,3 +354,34 @@ def test_a_preset_export_names_the_physical_line_too(tmp_path):
     assert score(tmp_path, path, preset="shopify-export").exit_code == 0
     assert [(q["line"], q["reason"].split(":")[0]) for q in quarantine(tmp_path)] == [("4", "placed_at is not a date/time")]
     assert [q.location for q in pull(path, preset="shopify-export")[1]] == ["orders.csv:4"]
+
+
+# ----------------------------------------------------------------- shapes of the file itself
+def test_an_empty_file_says_so(tmp_path):
+    path = write_bytes(tmp_path, b"")
+    assert "the file is empty" in one_error_line(score(tmp_path, path))
+    assert "the file is empty" in pull_fails(path)
+
+
+def test_a_required_column_named_twice_is_refused_not_guessed(tmp_path):
+    path = write_bytes(tmp_path, b"customer_id,customer_id,placed_at,amount\nc1,c2,2026-01-01,5\n")
+    line = one_error_line(score(tmp_path, path))
+    assert "'customer_id' more than once" in line
+    assert "'customer_id' more than once" in pull_fails(path)
+    assert not (tmp_path / "scores.csv").exists()
+
+
+def test_a_column_nobody_maps_may_repeat(tmp_path):
+    path = write_bytes(tmp_path, b"customer_id,note,placed_at,note,amount\nc1,a,2026-01-01,b,5\n")
+    assert score(tmp_path, path).exit_code == 0
+    assert scored_customers(tmp_path) == {"c1"}
+
+
+def test_a_quote_never_closed_is_named_as_such(tmp_path):
+    path = write_bytes(tmp_path, b'customer_id,placed_at,amount\n"c1,2026-01-01,5\nc2,2026-01-02,6\nc3,2026-01-03,7\n')
+    result = score(tmp_path, path)
+    assert result.exit_code == 0
+    [row] = quarantine(tmp_path)
+    assert row["line"] == "2" and "a quote opened here and never closed?" in row["reason"]
+    _, bad = pull(path)
+    assert [q.location for q in bad] == ["orders.csv:2"] and "never closed" in bad[0].reason
