@@ -2,24 +2,32 @@
 
 One :class:`ChaosRun` (everything it starts, it stops, by PID):
 
-1. starts the Shopify, Klaviyo and Meta fakes (:mod:`tests.chaos.servers`), each a process serving
-   127.0.0.1 with its own seeded fault plan;
-2. writes a config pointing rfm-sync at them (short timeouts, webhooks on, scheme ``klaviyo``);
+1. starts the Shopify, BigCommerce, Klaviyo and Meta fakes (:mod:`tests.chaos.servers`), each a
+   process serving 127.0.0.1 with its own seeded fault plan;
+2. writes a config pointing rfm-sync at them (two sources merged by email, short timeouts, webhooks
+   on, scheme ``klaviyo``);
 3. loops: start ``rfm-sync daemon``; once it holds the store lock, wait a seeded random time while
-   the shop's orders are created, edited, refunded and cancelled (and the changes are sent to the
-   daemon as signed webhooks, some twice); then ``SIGKILL`` it. The phase it was in (pull, score+diff,
-   push, webhooks, idle) is read from its log. Until both the kill and the fault targets are met;
-4. turns every fault off, recalibrates (``rfm-sync recalibrate``: the cut points of the final data,
-   so the oracle's comparison is well defined) and runs one clean ``rfm-sync run --once``;
+   both shops' orders are created, edited, refunded and cancelled (BigCommerce: also archived) and
+   the changes are sent to the daemon as webhooks (Shopify's signed bodies; BigCommerce's
+   ``store/order/*`` callbacks, which make the daemon fetch the order), some twice; then
+   ``SIGKILL`` it. A share of the rounds (``webhook_share``) aims at webhook handling instead: it waits
+   for the first cycle to end, then sends the changes and kills soon after. The phase the daemon was
+   in (pull, score+diff, push, webhooks, idle) is read from its log and, for a daemon whose log says
+   it is between cycles, from the store and the fakes (see :meth:`ChaosRun.phase`). Until both the
+   kill and the fault targets are met;
+4. turns every fault off, lets one more daemon process the webhook events still pending (then stops
+   it with SIGTERM), runs a clean ``rfm-sync run --once``, recalibrates (``rfm-sync recalibrate``: the
+   cut points of the final data, so the oracle's comparison is well defined) and runs one more;
 5. asks the oracle (:mod:`tests.chaos.oracle`) and checks the store with ``PRAGMA integrity_check``.
 
-``python -m tests.chaos.harness --scale ci|full --seed N`` runs it from the command line and prints
+``python -m tests.chaos.harness --scale smoke|ci|full --seed N`` runs it from the command line and prints
 the figures; ``tests/chaos/test_chaos.py`` runs it under pytest.
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -39,16 +47,20 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos import oracle
-from tests.chaos.servers import AUDIENCES, KLAVIYO_KEY, META_TOKEN, SHOPIFY_TOKEN
+from tests.chaos.servers import (AUDIENCES, BIGCOMMERCE_STORE, BIGCOMMERCE_TOKEN, KLAVIYO_KEY, META_TOKEN,
+                                 SHOPIFY_TOKEN)
 
 REPO = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "chaos-webhook-secret"
-KINDS = ("shopify", "klaviyo", "meta")
+BIGCOMMERCE_HOOK_SECRET = "chaos-bigcommerce-hook-header-value"
+KINDS = ("shopify", "klaviyo", "meta", "bigcommerce")  # the order sets each fake's seed
+SHOPS = ("shopify", "bigcommerce")
 
 
 @dataclass(frozen=True)
 class Scale:
-    customers: int
+    customers: int  # Shopify's; BigCommerce has bc_customers, a quarter of them Shopify's too
+    bc_customers: int
     kills: int  # at least this many SIGKILLs ...
     faults: int  # ... and at least this many injected faults
     rate: float  # share of vendor requests that get a fault
@@ -57,15 +69,17 @@ class Scale:
     klaviyo_batch: int
     slow_codes: bool  # Meta's 60-second throttling codes too
     max_delay: float  # a daemon lives at most this long (or 1.3 cycles) after taking the lock
+    webhook_wait: float  # a webhook round waits at most this long for the daemon to finish a cycle
+    webhook_share: float = 0.3  # share of rounds (from the third on) that aim the kill at webhook handling
 
 
 SCALES = {
-    "smoke": Scale(customers=100, kills=3, faults=20, rate=0.2, max_rounds=6, mutations=4, klaviyo_batch=50,
-                   slow_codes=False, max_delay=3.0),
-    "ci": Scale(customers=300, kills=12, faults=220, rate=0.3, max_rounds=24, mutations=8, klaviyo_batch=100,
-                slow_codes=False, max_delay=6.0),
-    "full": Scale(customers=5000, kills=60, faults=1200, rate=0.12, max_rounds=150, mutations=25,
-                  klaviyo_batch=500, slow_codes=True, max_delay=15.0),
+    "smoke": Scale(customers=100, bc_customers=50, kills=3, faults=20, rate=0.2, max_rounds=6, mutations=4,
+                   klaviyo_batch=50, slow_codes=False, max_delay=3.0, webhook_wait=60.0, webhook_share=0.5),
+    "ci": Scale(customers=250, bc_customers=100, kills=12, faults=220, rate=0.3, max_rounds=24, mutations=8,
+                klaviyo_batch=100, slow_codes=False, max_delay=6.0, webhook_wait=150.0),
+    "full": Scale(customers=5000, bc_customers=1000, kills=60, faults=1200, rate=0.12, max_rounds=150,
+                  mutations=25, klaviyo_batch=500, slow_codes=True, max_delay=15.0, webhook_wait=300.0),
 }
 
 CONFIG = """
@@ -73,6 +87,8 @@ CONFIG = """
 url = "sqlite:///{store}"
 [shop]
 timezone = "UTC"
+[identity]
+merge_by = "email"
 [rfm]
 scheme = "klaviyo"
 recalibrate_days = 3650
@@ -88,6 +104,16 @@ base_url = "{shopify}"
 page_size = 100
 overlap_minutes = 1
 bulk_poll_seconds = 0.2
+timeout_seconds = 1.0
+[[sources]]
+type = "bigcommerce"
+name = "bc"
+store_hash = "{bc_store}"
+token_secret = "chaos-bigcommerce"
+webhook_secret = "chaos-bc-webhooks"
+base_url = "{bigcommerce}"
+page_size = 50
+overlap_minutes = 1
 timeout_seconds = 1.0
 [[destinations]]
 type = "klaviyo"
@@ -148,11 +174,15 @@ class Figures:
     kills: int = 0
     kills_by_phase: Counter = field(default_factory=Counter)
     faults: Counter = field(default_factory=Counter)
-    mutations: Counter = field(default_factory=Counter)
+    faults_by_vendor: Counter = field(default_factory=Counter)
+    mutations: Counter = field(default_factory=Counter)  # "shopify create": n, ...
     requests: Counter = field(default_factory=Counter)
+    webhooks_by_shop: Counter = field(default_factory=Counter)
     webhooks_sent: int = 0
     webhooks_replayed: int = 0
     webhooks_refused: int = 0
+    webhook_events_left: int = 0  # pending when the chaos ended (then processed by ChaosRun.drain)
+    webhook_events: Counter = field(default_factory=Counter)  # in the store at the end, by status
     customers: int = 0
     events: int = 0
     mismatches: int = 0
@@ -172,11 +202,17 @@ class Figures:
             f"kills (SIGKILL): {self.kills}  by phase: " + ", ".join(f"{k} {v}" for k, v in
                                                                sorted(self.kills_by_phase.items())),
             "vendor requests: " + ", ".join(f"{k} {v}" for k, v in sorted(self.requests.items())),
-            f"faults injected: {faults}  by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())),
+            f"faults injected: {faults}  by vendor: " + ", ".join(f"{k} {v}" for k, v in
+                                                                  sorted(self.faults_by_vendor.items())),
+            "  by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())),
             f"orders mutated: {sum(self.mutations.values())}  (" +
             ", ".join(f"{k} {v}" for k, v in sorted(self.mutations.items())) + ")",
-            f"webhooks sent: {self.webhooks_sent} (+{self.webhooks_replayed} replays, "
-            f"{self.webhooks_refused} not delivered: daemon down)",
+            f"webhooks sent: {self.webhooks_sent} (" + ", ".join(f"{k} {v}" for k, v in
+                                                                sorted(self.webhooks_by_shop.items())) +
+            f"; +{self.webhooks_replayed} replays, {self.webhooks_refused} not delivered: daemon down)",
+            f"webhook events in the store at the end: " + ", ".join(f"{k} {v}" for k, v in
+                                                                   sorted(self.webhook_events.items())) +
+            f" ({self.webhook_events_left} were still pending when the chaos ended)",
             f"cycles failed or partial during the chaos: " +
             (", ".join(f"{k} {v}" for k, v in self.cycle_failures.most_common(8)) or "none"),
             f"customers checked: {self.customers}  events checked: {self.events}",
@@ -200,7 +236,9 @@ class ChaosRun:
         self.mismatches: list[str] = []
         self.env = {**os.environ, "PYTHONPATH": str(REPO),
                     "RFM_SYNC_SECRET_CHAOS_SHOPIFY": SHOPIFY_TOKEN, "RFM_SYNC_SECRET_CHAOS_KLAVIYO": KLAVIYO_KEY,
-                    "RFM_SYNC_SECRET_CHAOS_META": META_TOKEN, "RFM_SYNC_SECRET_CHAOS_WEBHOOKS": WEBHOOK_SECRET}
+                    "RFM_SYNC_SECRET_CHAOS_META": META_TOKEN, "RFM_SYNC_SECRET_CHAOS_WEBHOOKS": WEBHOOK_SECRET,
+                    "RFM_SYNC_SECRET_CHAOS_BIGCOMMERCE": BIGCOMMERCE_TOKEN,
+                    "RFM_SYNC_SECRET_CHAOS_BC_WEBHOOKS": BIGCOMMERCE_HOOK_SECRET}
         self.cycle_seconds = 3.0  # running estimate of a cycle's length, from the daemon's logs
 
     # ------------------------------------------------------------------ processes
@@ -208,9 +246,10 @@ class ChaosRun:
         for n, kind in enumerate(KINDS):
             port_file = self.folder / f"{kind}.port"
             port_file.unlink(missing_ok=True)
+            customers = self.scale.bc_customers if kind == "bigcommerce" else self.scale.customers
             args = [sys.executable, "-m", "tests.chaos.servers", "--kind", kind, "--seed", str(self.seed * 10 + n),
-                    "--rate", str(self.scale.rate), "--customers", str(self.scale.customers),
-                    "--port-file", str(port_file)]
+                    "--rate", str(self.scale.rate), "--customers", str(customers),
+                    "--shopify-customers", str(self.scale.customers), "--port-file", str(port_file)]
             if self.scale.slow_codes:
                 args.append("--slow-codes")
             log = (self.folder / f"{kind}.log").open("w")
@@ -257,7 +296,7 @@ class ChaosRun:
                               for a, g in AUDIENCES.items())
         path = self.folder / "config.toml"
         path.write_text(CONFIG.format(store=self.folder / "state.sqlite", port=port, audiences=audiences,
-                                      klaviyo_batch=self.scale.klaviyo_batch,
+                                      klaviyo_batch=self.scale.klaviyo_batch, bc_store=BIGCOMMERCE_STORE,
                                       **{k: f"http://127.0.0.1:{p}" for k, p in self.ports.items()}))
         return path
 
@@ -273,10 +312,10 @@ class ChaosRun:
                 return -9
 
     # ------------------------------------------------------------------ the kill loop
-    def start_daemon(self, round_no: int) -> tuple[int, Path]:
+    def start_daemon(self, round_no: int | str) -> tuple[int, Path]:
         port = free_port()
         config = self.write_config(port)
-        log_path = self.folder / f"daemon-{round_no:03d}.log"
+        log_path = self.folder / (f"daemon-{round_no:03d}.log" if isinstance(round_no, int) else f"daemon-{round_no}.log")
         with log_path.open("w") as log:  # a file, not a pipe: a full pipe would block the daemon
             self.daemon = subprocess.Popen([sys.executable, "-m", "rfm_sync.cli", "daemon", "-c", str(config)],
                                            env=self.env, stdout=log, stderr=log, cwd=self.folder)
@@ -302,43 +341,92 @@ class ChaosRun:
             time.sleep(0.05)
         return False
 
-    def phase(self, log_path: Path) -> str:
-        """Where the daemon was when it died, from its last log lines."""
-        records = self.log_records(log_path)
-        state = "startup"
-        for r in records:
+    def phase(self, log_path: Path, killed_at: float | None = None) -> str:
+        """Where the daemon was when it died (``killed_at``: ``time.time()`` just before the kill).
+
+        Its log says when a cycle's steps end (pull, then score+diff, then push) and when a cycle or a
+        batch of webhook events is done. The webhooks job logs nothing when it *starts*, so a daemon
+        whose log says it is between cycles is looked at more closely (:meth:`between_cycles`); one
+        whose first cycle was skipped because the webhooks job held the cycle lock is in webhooks."""
+        state, since, last_run = "startup", None, 0
+        for r in self.log_records(log_path):
             message = r.get("msg") or r.get("message", "")
+            if isinstance(r.get("run"), int):
+                last_run = max(last_run, r["run"])
             if message == "store lock acquired; running cycles":
                 state = "pull"
+            elif message == "job skipped: another cycle is running" and r.get("job") in ("incremental", "full"):
+                state = "webhooks" if state == "pull" else state  # the webhooks job took the lock first
             elif message == "cycle step done":
                 state = {"pull": "score+diff", "score+diff": "push"}.get(r.get("step"), "idle")
             elif message == "cycle done":
-                state = "idle"
+                state, since = "idle", r.get("ts")
                 if isinstance(r.get("seconds"), (int, float)):
                     self.cycle_seconds = 0.7 * self.cycle_seconds + 0.3 * float(r["seconds"])
                 if r.get("status") != "ok":
                     for error in (r.get("errors") or {"?": "partial"}).values() if isinstance(r.get("errors"), dict) \
                             else [r.get("errors")]:
                         self.figures.cycle_failures[f"partial: {str(error)[:60]}"] += 1
+            elif message.startswith(("pull failed", "push stopped")):  # a step of a cycle (the cycle goes on)
+                self.figures.cycle_failures[f"{message.split(':')[0]}: {str(r.get('error'))[:60]}"] += 1
             elif message == "job failed":
                 self.figures.cycle_failures[f"failed: {str(r.get('error'))[:70]}"] += 1
-                state = "idle"
-            elif message in ("customers rescored", "webhook events processed"):
-                state = "idle" if message == "webhook events processed" else "webhooks"
-            elif message == "webhook event kept for later" or message.startswith("webhook"):
+                state, since = "idle", r.get("ts")
+            elif message == "webhook events processed":
+                state, since = "idle", r.get("ts")
+            elif message == "customers rescored" or (message.startswith("webhook") and not message.startswith(
+                    ("webhook rejected", "webhook not stored", "webhook verification"))):  # the listener's
                 state = "webhooks" if state == "idle" else state
+        if state == "idle" and killed_at is not None:
+            state = self.between_cycles(since, killed_at, last_run)
         return state
 
-    def send_webhooks(self, port: int, bodies: list[dict[str, Any]]) -> None:
-        for body in bodies:
-            data = json.dumps(body).encode()
-            event = f"chaos-{self.rng.getrandbits(64):016x}"
-            for attempt in range(2 if self.rng.random() < 0.15 else 1):  # some are delivered twice
+    def between_cycles(self, since: str | None, killed_at: float, last_run: int) -> str:
+        """A daemon between cycles by its log: ``pull`` if a shop was asked for orders since (the next
+        cycle began), ``webhooks`` if an order was fetched by id since (a BigCommerce callback) or the
+        store holds webhook events due for processing or a run newer than any in the log (a webhook
+        rescore: its score, diff or push), else ``idle``."""
+        try:
+            after = datetime.fromisoformat(since).timestamp() if since else 0.0
+        except ValueError:
+            after = 0.0
+        activity = [self.control(shop, "activity") for shop in SHOPS]
+        if any(a["last_pull_at"] > after for a in activity):
+            return "pull"
+        if any(a["last_fetch_at"] > after for a in activity):
+            return "webhooks"
+        moment = datetime.fromtimestamp(killed_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")  # as stored
+        try:
+            with contextlib.closing(sqlite3.connect(self.folder / "state.sqlite", timeout=10)) as db:
+                due = db.execute("SELECT COUNT(*) FROM webhook_events WHERE status = 'pending' AND received_at <= ? "
+                                 "AND (next_attempt_at IS NULL OR next_attempt_at <= ?)", (moment, moment)).fetchone()[0]
+                rescoring = db.execute("SELECT COUNT(*) FROM runs WHERE status = 'running' AND id > ?",
+                                       (last_run,)).fetchone()[0]
+        except sqlite3.Error:
+            return "idle"
+        return "webhooks" if due or rescoring else "idle"
+
+    def send_webhooks(self, port: int, shop: str, changed: list[dict[str, Any]]) -> None:
+        """Each change as the shop sends it: Shopify a signed ``orders/updated`` body (its own event id);
+        BigCommerce a ``store/order/*`` callback naming the order, with the secret header set when the
+        hook was created (its retries repeat the body: the daemon dedupes them by the body's hash)."""
+        for item in changed:
+            if shop == "shopify":
+                data = json.dumps(item).encode()
                 headers = {"Content-Type": "application/json", "X-Shopify-Topic": "orders/updated",
-                           "X-Shopify-Event-Id": event, "X-Shopify-Hmac-Sha256": sign(data)}
+                           "X-Shopify-Event-Id": f"chaos-{self.rng.getrandbits(64):016x}",
+                           "X-Shopify-Hmac-Sha256": sign(data)}
+                path = "/webhooks/shop"
+            else:
+                data = json.dumps({"created_at": int(time.time()), "store_id": "1001",
+                                   "producer": f"stores/{BIGCOMMERCE_STORE}", "scope": item["scope"],
+                                   "hash": f"{self.rng.getrandbits(160):040x}", "data": item["data"]}).encode()
+                headers = {"Content-Type": "application/json", "X-Rfm-Sync-Secret": BIGCOMMERCE_HOOK_SECRET}
+                path = "/webhooks/bc"
+            for attempt in range(2 if self.rng.random() < 0.15 else 1):  # some are delivered twice
                 try:
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
-                    conn.request("POST", "/webhooks/shop", body=data, headers=headers)
+                    conn.request("POST", path, body=data, headers=headers)
                     status = conn.getresponse().status
                     conn.close()
                 except OSError:
@@ -348,33 +436,69 @@ class ChaosRun:
                         self.figures.webhooks_replayed += 1
                     else:
                         self.figures.webhooks_sent += 1
+                        self.figures.webhooks_by_shop[shop] += 1
                 elif not attempt:
                     self.figures.webhooks_refused += 1
 
-    def one_round(self, round_no: int) -> None:
-        port, log_path = self.start_daemon(round_no)
-        if not self.wait_for_lock(log_path):
-            self.figures.cycle_failures["daemon never took the lock"] += 1
-        # a seeded instant: anywhere from the start of the first cycle to a little after its end
+    def mutate_and_send(self, port: int) -> None:
+        for shop in SHOPS:
+            count = self.scale.mutations if shop == "shopify" else max(1, self.scale.mutations // 2)
+            self.send_webhooks(port, shop, self.control(shop, "mutate", {"count": count})["changed"])
+
+    def live_a_while(self, port: int) -> None:
+        """A seeded instant: anywhere from the start of the first cycle to a little after its end; the
+        shops change at a seeded moment within it."""
         delay = self.rng.uniform(0.05, max(self.scale.max_delay, 1.3 * self.cycle_seconds))
         mutate_at = self.rng.uniform(0, delay)
         started = time.monotonic()
         mutated = False
         while time.monotonic() - started < delay and self.daemon.poll() is None:
             if not mutated and time.monotonic() - started >= mutate_at:
-                changed = self.control("shopify", "mutate", {"count": self.scale.mutations})["changed"]
-                self.send_webhooks(port, changed)
+                self.mutate_and_send(port)
                 mutated = True
             time.sleep(0.02)
+
+    def aim_at_webhooks(self, port: int, log_path: Path) -> None:
+        """Wait (at most ``webhook_wait``) until the daemon is between cycles, send the shops' changes,
+        and let it live a seeded 0.05-1.5 s more: the kill lands while the webhooks job fetches, rescores
+        or pushes (or just after it finished). The first such round is the one that lets the first full
+        push (an event per customer, under faults) finish: the regular lives are too short for it."""
+        limit = time.monotonic() + self.scale.webhook_wait
+        while time.monotonic() < limit and self.daemon.poll() is None:
+            text = log_path.read_text(errors="replace")
+            if '"cycle done"' in text or '"webhook events processed"' in text:
+                break
+            time.sleep(0.05)
+        if self.daemon.poll() is None:
+            self.mutate_and_send(port)
+        end = time.monotonic() + self.rng.uniform(0.05, 1.5)
+        while time.monotonic() < end and self.daemon.poll() is None:
+            time.sleep(0.02)
+
+    def one_round(self, round_no: int) -> None:
+        port, log_path = self.start_daemon(round_no)
+        if not self.wait_for_lock(log_path):
+            self.figures.cycle_failures["daemon never took the lock"] += 1
+        started = time.monotonic()
+        aimed = self.rng.random() < self.scale.webhook_share and round_no >= 2  # the first kills: in the backfill
+        if aimed:
+            self.aim_at_webhooks(port, log_path)
+        else:
+            self.live_a_while(port)
         if self.daemon.poll() is None:
             if "cycle done" not in log_path.read_text(errors="replace"):
                 # no cycle finished in this life: let the next ones live longer, so that kills reach
                 # every phase (score, diff, push, webhooks) and not only the pull
                 self.cycle_seconds = min(60.0, self.cycle_seconds * 1.3)
+            killed_at = time.time()
             os.kill(self.daemon.pid, signal.SIGKILL)
             self.daemon.wait()
             self.figures.kills += 1
-            self.figures.kills_by_phase[self.phase(log_path)] += 1
+            phase = self.phase(log_path, killed_at)
+            self.figures.kills_by_phase[phase] += 1
+            with (self.folder / "kills.log").open("a") as kills:  # one line a kill, to read beside the logs
+                kills.write(f"{log_path.name} {'webhook round' if aimed else 'timed round'} "
+                            f"{time.monotonic() - started:.1f}s {phase}\n")
         else:
             self.figures.cycle_failures[f"daemon exited by itself ({self.daemon.returncode})"] += 1
             self.phase(log_path)
@@ -391,12 +515,38 @@ class ChaosRun:
                     break
 
     # ------------------------------------------------------------------ the end
+    def webhook_events(self) -> Counter:
+        with contextlib.closing(sqlite3.connect(self.folder / "state.sqlite", timeout=10)) as db:
+            return Counter(dict(db.execute("SELECT status, COUNT(*) FROM webhook_events GROUP BY status").fetchall()))
+
+    def drain(self, timeout: float = 120) -> None:
+        """Faults off: one more daemon, left to run until its first cycle is done and every webhook event
+        received during the chaos is processed (late events: an order's older body must not win over
+        the pulled order), then stopped with SIGTERM (its graceful shutdown)."""
+        port, log_path = self.start_daemon("drain")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.daemon.poll() is None:
+            if '"cycle done"' in log_path.read_text(errors="replace") and not self.webhook_events().get("pending"):
+                break
+            time.sleep(0.5)
+        if self.daemon.poll() is None:
+            os.kill(self.daemon.pid, signal.SIGTERM)
+            try:
+                self.daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.kill(self.daemon.pid, signal.SIGKILL)
+                self.daemon.wait()
+        self.daemon = None
+
     def settle(self) -> None:
-        """Faults off; a clean cycle pulls the final orders; the cut points are recalibrated on them
-        (so the oracle's comparison is well defined); a second clean cycle scores and pushes with them."""
+        """Faults off; the pending webhook events are processed (:meth:`drain`); a clean cycle pulls the
+        final orders; the cut points are recalibrated on them (so the oracle's comparison is well
+        defined); a second clean cycle scores and pushes with them."""
         for kind in KINDS:
             self.control(kind, "faults", {"rate": 0.0})
         time.sleep(2.5)  # the last killed daemon's lock expires (lock_expire_seconds = 2)
+        self.figures.webhook_events_left = self.webhook_events().get("pending", 0)
+        self.drain()
         config = self.folder / "config.toml"
         first = self.rfm_sync("run", "--once", "-c", str(config), log_name="final.log")
         self.rfm_sync("recalibrate", "-c", str(config), log_name="final.log")
@@ -404,17 +554,18 @@ class ChaosRun:
         self.figures.final_exit = first or second
 
     def verify(self) -> oracle.Verdict:
-        shop = self.control("shopify", "state")
-        klaviyo = self.control("klaviyo", "state")
-        meta = self.control("meta", "state")
-        for kind, state in (("shopify", shop), ("klaviyo", klaviyo), ("meta", meta)):
+        states = {kind: self.control(kind, "state") for kind in KINDS}
+        for kind, state in states.items():
             (self.folder / f"final-{kind}.json").write_text(json.dumps(state, indent=1, default=str))
+        shop, bc, klaviyo, meta = (states[k] for k in ("shopify", "bigcommerce", "klaviyo", "meta"))
         as_of = datetime.now(timezone.utc).date()
-        verdict = oracle.compare(oracle.expected_state(shop["orders"], as_of), klaviyo, meta, AUDIENCES)
+        orders = shop["orders"] + oracle.bigcommerce_orders(bc["orders"])
+        verdict = oracle.compare(oracle.expected_state(orders, as_of, merge_by_email=True), klaviyo, meta, AUDIENCES)
         f = self.figures
-        f.mutations = Counter(shop["mutations"])
-        for state in (shop, klaviyo, meta):
+        f.mutations = Counter({f"{kind} {k}": v for kind in SHOPS for k, v in states[kind]["mutations"].items()})
+        for state in states.values():
             f.faults.update(state["faults"])
+            f.faults_by_vendor[state["kind"]] = sum(state["faults"].values())
             f.requests[state["kind"]] = state["requests"]
             f.fake_problems.extend(f"{state['kind']}: {p}" for p in state["problems"])
         f.customers, f.events = verdict.customers, verdict.events
@@ -422,8 +573,9 @@ class ChaosRun:
         f.mismatch_kinds = dict(verdict.kinds)
         f.duplicate_events = verdict.duplicate_events
         f.changes_seen_without_event = verdict.changes_seen_without_event
-        with sqlite3.connect(self.folder / "state.sqlite") as db:
+        with contextlib.closing(sqlite3.connect(self.folder / "state.sqlite")) as db:
             f.integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+        f.webhook_events = self.webhook_events()
         self.mismatches = verdict.mismatches
         return verdict
 

@@ -3,7 +3,9 @@
 This is deliberately *not* rfm-sync's code: a small, plain implementation of the ``klaviyo`` scheme
 as the README states it (qualifying orders; R by recency bounds 180/365; F and M by the 1/3 and 2/3
 quantiles with linear interpolation over customers with frequency >= 1, computed exactly as
-fractions; the group table), over the order list the fake shop holds at the end.
+fractions; the group table), over the order lists the fake shops hold at the end. BigCommerce
+orders are first read by docs/shops.md's rules (:func:`bigcommerce_orders`); with ``merge_by_email``
+(``[identity] merge_by = "email"``) a customer is their trimmed, lower-case email, across shops.
 
 :func:`compare` then checks what the fakes hold against it:
 
@@ -20,6 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from email.utils import parsedate_to_datetime
 from fractions import Fraction
 from typing import Any
 
@@ -33,6 +36,8 @@ GROUPS = {
 }
 GROUP_OF = {score: name for name, scores in GROUPS.items() for score in scores}
 NON_PURCHASE = {"VOIDED", "EXPIRED"}
+# BigCommerce status ids that are purchases (docs/shops.md); 12 and 13 count only when switched on (never here)
+BIGCOMMERCE_PURCHASE = {2, 3, 8, 9, 10, 11, 14}
 PROPS = {"group": "Current RFM group", "previous": "Previous RFM group", "score": "RFM score",
          "r": "RFM recency score", "f": "RFM frequency score", "m": "RFM monetary score"}
 
@@ -56,8 +61,22 @@ def quantile(sorted_values: list[Fraction], p: Fraction) -> Fraction:
     return sorted_values[low] + (h - low) * (sorted_values[low + 1] - sorted_values[low])
 
 
+def bigcommerce_orders(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """BigCommerce orders (as the fake holds them) in the shape :func:`expected_state` reads: the amount
+    is ``total_inc_tax - refunded_amount``; an order counts if its status is a purchase and it is not
+    archived; a guest (customer id 0) is their billing email; dates are RFC-2822."""
+    out = []
+    for o in raw:
+        out.append({"customer_id": None if o["customer_id"] in (0, "0") else f"bigcommerce:{o['customer_id']}",
+                    "email": o["email"], "total": str(Decimal(o["total_inc_tax"]) - Decimal(o["refunded_amount"])),
+                    "created_at": parsedate_to_datetime(o["date_created"]).isoformat(), "test": False,
+                    "cancelled": o["status_id"] not in BIGCOMMERCE_PURCHASE or bool(o["is_deleted"]),
+                    "financial_status": ""})
+    return out
+
+
 def expected_state(orders: list[dict[str, Any]], as_of: date, *, window_days: int = 730,
-                   bounds: tuple[int, int] = (180, 365)) -> dict[str, Expected]:
+                   bounds: tuple[int, int] = (180, 365), merge_by_email: bool = False) -> dict[str, Expected]:
     """customer id -> what its profile must say, as of ``as_of`` (shop time zone UTC)."""
     window_start = as_of - timedelta(days=window_days - 1)
     email: dict[str, str] = {}
@@ -65,7 +84,10 @@ def expected_state(orders: list[dict[str, Any]], as_of: date, *, window_days: in
     freq: dict[str, int] = defaultdict(int)
     spend: dict[str, Fraction] = defaultdict(Fraction)
     for o in orders:
-        cid = str(o["customer_id"]) if o["customer_id"] is not None else "email:" + o["email"].strip().lower()
+        if (merge_by_email and o.get("email")) or o["customer_id"] is None:
+            cid = "email:" + o["email"].strip().lower()
+        else:
+            cid = str(o["customer_id"])
         if o.get("email"):
             email.setdefault(cid, o["email"].strip().lower())
         total = Decimal(o["total"])

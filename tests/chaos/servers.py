@@ -1,13 +1,17 @@
-"""The project's fakes of Shopify, Klaviyo and Meta served on real loopback sockets, with a seeded fault plan.
+"""The project's fakes of Shopify, BigCommerce, Klaviyo and Meta served on real loopback sockets, with a seeded fault plan.
 
 Run one per process (the harness does): ``python -m tests.chaos.servers --kind klaviyo --seed 3
 --port-file PATH [--rate 0.1] [--customers 500]``. The server binds 127.0.0.1 on a free port, writes
-the port to ``--port-file`` and serves until it is killed.
+the port to ``--port-file`` and serves until it is killed. The two shops are seeded: Shopify with
+``--customers`` customers, BigCommerce with ``--customers`` of its own, a quarter of whom also buy in
+the Shopify shop (``--shopify-customers`` of them) under the same email in other letter case (one
+customer under ``[identity] merge_by = "email"``).
 
 Each request to the vendor API first meets the **fault plan**: with probability ``rate`` (a seeded
 ``random.Random``, one per server) it gets one fault, chosen among those that fit the request:
 
-* ``429_retry_after`` / ``429_bare`` — 429 with and without ``Retry-After`` (nothing done);
+* ``429_retry_after`` / ``429_bare`` — 429 with and without ``Retry-After`` (nothing done; not for
+  BigCommerce, whose 429s are its own, below);
 * ``500`` / ``502`` / ``503`` — a server error (nothing done);
 * ``reset_before`` — the socket is closed without an answer before the fake saw the request;
 * ``reset_after`` — the fake did the work, then the socket is closed without an answer;
@@ -18,15 +22,26 @@ Each request to the vendor API first meets the **fault plan**: with probability 
 * vendor faults: ``klaviyo_job_partial`` (a bulk job fails some of its profiles),
   ``klaviyo_job_cancelled`` (a bulk job ends ``cancelled``, nothing imported), ``shopify_bulk_failed``
   (a bulk operation ends ``FAILED`` with a partial export), ``shopify_throttled`` (the cost bucket is
-  emptied: ``THROTTLED``), ``meta_throttled`` (a Graph API throttling error: codes 4, 17, 613, 80003, 80004).
+  emptied: ``THROTTLED``), ``meta_throttled`` (a Graph API throttling error: codes 4, 17, 613, 80003, 80004),
+  ``bigcommerce_quota_spent`` (the store's request quota is used up: 429 with ``X-Rate-Limit-Requests-Left: 0``
+  and ``X-Rate-Limit-Time-Reset-Ms``), ``bigcommerce_quota_last`` (this request is answered, as the last of the
+  window: ``X-Rate-Limit-Requests-Left: 0``, so the next one must wait for the reset).
+
+Some vendor faults are **forced**: given to the first request they fit, whatever the rate (while the
+rate is above 0). Shopify's first ``BulkRun`` (the backfill) gets ``shopify_bulk_failed``, so every
+run sees the first export end ``FAILED`` part way and the daemon must start it again.
 
 Control endpoints (never faulted), JSON in and out:
 
 * ``GET /__chaos/state`` — the fake's state (orders / profiles, events / audience members) and the
   faults injected so far, by kind;
+* ``GET /__chaos/activity`` — the wall-clock times (``time.time()``) of the last pull request (Shopify:
+  orders pages, bulk operations; BigCommerce: order lists) and of the last single-order fetch (what
+  a webhook makes the daemon do), so the harness can tell a new cycle from webhook handling;
 * ``POST /__chaos/faults`` ``{"rate": 0.0}`` — change the fault rate (0 for the final clean cycle);
-* ``POST /__chaos/mutate`` ``{"count": 5}`` (shopify) — create, edit, refund and cancel orders as a
-  shop would; answers the changed orders as REST webhook bodies (the harness sends them to the daemon).
+* ``POST /__chaos/mutate`` ``{"count": 5}`` — create, edit, refund and cancel (BigCommerce: also
+  archive) orders as a shop would; answers what the harness sends to the daemon as webhooks: Shopify's
+  changed orders as REST ``orders/updated`` bodies, BigCommerce's ``store/order/*`` scopes and order ids.
 """
 from __future__ import annotations
 
@@ -49,6 +64,9 @@ from requests.structures import CaseInsensitiveDict
 GENERIC = ["429_retry_after", "429_bare", "500", "502", "503", "reset_before", "reset_after", "cut_body",
            "slow", "malformed_json"]
 SHOPIFY_TOKEN = "shpat_chaos_token"
+BIGCOMMERCE_TOKEN = "bc-chaos-token"
+BIGCOMMERCE_STORE = "chaos1"
+BIGCOMMERCE_SPEC = Path(__file__).resolve().parents[3] / "shared" / "specs" / "bigcommerce" / "orders.v2.oas2.yml"
 KLAVIYO_KEY = "pk_chaos_0123456789abcdef"
 META_TOKEN = "EAAB-chaos-token-not-real"
 AUDIENCES = {"111": ["Champions", "Loyal"], "222": ["At Risk", "Needs Attention"]}
@@ -74,20 +92,26 @@ class RealClock:
 class FaultPlan:
     """Seeded choice of a fault (or none) per request; counts what it injected."""
 
-    def __init__(self, seed: int, rate: float):
+    def __init__(self, seed: int, rate: float, forced: tuple[str, ...] = ()):
         self.rng = random.Random(seed)
         self.rate = rate
+        self.forced = list(forced)  # vendor faults for the first request each fits, whatever the rate
         self.injected: Counter[str] = Counter()
         self.requests = 0
         self.lock = threading.Lock()
 
-    def choose(self, vendor_kinds: list[str]) -> str | None:
+    def choose(self, vendor_kinds: list[str], generic: list[str] = GENERIC) -> str | None:
         with self.lock:
             self.requests += 1
+            forced = next((k for k in self.forced if k in vendor_kinds), None) if self.rate > 0 else None
+            if forced is not None:
+                self.forced.remove(forced)
+                self.injected[forced] += 1
+                return forced
             if self.rate <= 0 or self.rng.random() >= self.rate:
                 return None
             # vendor faults that fit this request are as likely as all the generic ones together
-            kinds = GENERIC if not vendor_kinds or self.rng.random() < 0.5 else vendor_kinds
+            kinds = generic if not vendor_kinds or self.rng.random() < 0.5 else vendor_kinds
             kind = self.rng.choice(kinds)
             self.injected[kind] += 1
             return kind
@@ -168,16 +192,135 @@ def mutate_shop(fake: Any, rng: random.Random, count: int) -> tuple[list[dict[st
     return changed, kinds
 
 
+# ---------------------------------------------------------------------- the BigCommerce store
+# mostly purchases; some Partially Refunded (14, counted net), some that never count (0, 1, 4-7) and
+# Manual Verification Required / Disputed (12, 13: not counted unless switched on, and they are not)
+BIGCOMMERCE_STATUSES = [10] * 6 + [11] * 4 + [2, 2, 3, 8, 9, 14, 14, 0, 1, 4, 5, 6, 7, 12, 13]
+BIGCOMMERCE_SCOPES = {"create": "store/order/created", "edit": "store/order/updated",
+                      "refund": "store/order/refund/created", "cancel": "store/order/statusUpdated",
+                      "archive": "store/order/archived"}
+
+
+def bigcommerce_template() -> dict[str, Any]:
+    """An order of the published spec's ``orderCollection_Resp`` example (as tests/test_bigcommerce.py
+    takes it); without the spec, the fields rfm-sync reads, in the spec's shapes."""
+    if BIGCOMMERCE_SPEC.is_file():
+        import yaml
+
+        spec = yaml.load(BIGCOMMERCE_SPEC.read_text(encoding="utf-8"),
+                         Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return spec["components"]["responses"]["orderCollection_Resp"]["content"]["application/json"][
+            "examples"]["response"]["value"][0]
+    return {"id": 100, "customer_id": 20, "date_created": "Wed, 10 Jan 2018 21:05:30 +0000",
+            "date_modified": "Wed, 05 Dec 2018 20:16:55 +0000", "status_id": 11, "status": "Awaiting Fulfillment",
+            "total_inc_tax": "361.9500", "refunded_amount": "0.0000", "currency_code": "USD",
+            "default_currency_code": "USD", "store_default_currency_code": "",
+            "store_default_to_transactional_exchange_rate": "1.0000000000", "is_deleted": False,
+            "billing_address": {"first_name": "Jane", "email": "janedoe@example.com"}}
+
+
+def build_bigcommerce(customers: int, seed: int, url: str, shopify_customers: int):
+    """A seeded BigCommerce store in EUR (the Shopify shop's currency): ``customers`` customers, a quarter
+    of them also Shopify customers (same email, other letter case and a stray space), 1-6 orders each,
+    a few as guests (customer id 0) and a few archived."""
+    from tests.fakes.bigcommerce_fake import BigCommerceFake
+
+    # a quota no honest client reaches (1000 requests a second): 429s come from the fault plan only
+    fake = BigCommerceFake(clock=RealClock(), template=bigcommerce_template(), store_hash=BIGCOMMERCE_STORE,
+                           token=BIGCOMMERCE_TOKEN, quota=1000, window_ms=1000, seed=seed, serve=False)
+    fake.url = url
+    rng = random.Random(seed * 7919 + 2)
+    now = datetime.now(timezone.utc)
+    oid = 50_000
+    for c in range(customers):
+        cid = 5_000_000 + c  # never a Shopify customer id
+        email = f"bc{c}@chaos.example"
+        if shopify_customers and rng.random() < 0.25:
+            email = f" C{rng.randrange(shopify_customers)}@Chaos.Example"  # c<n>@chaos.example in the Shopify shop
+        days_back = rng.choice([rng.uniform(1, 170), rng.uniform(190, 350), rng.uniform(380, 700),
+                                rng.uniform(760, 900) if rng.random() < 0.1 else rng.uniform(1, 700)])
+        for _ in range(rng.choice([1, 1, 2, 2, 3, 4, 6])):
+            placed = now - timedelta(days=days_back, seconds=rng.randrange(3600))
+            status = rng.choice(BIGCOMMERCE_STATUSES)
+            total = Decimal(rng.randrange(500, 40000)) / 100
+            refunded = (total * rng.choice([Decimal("0.25"), Decimal("0.5")])).quantize(Decimal("0.01")) \
+                if status == 14 else total if status == 4 else Decimal(0)
+            fake.orders[oid] = fake.make(oid, customer_id=0 if rng.random() < 0.08 else cid, email=email,
+                                         created=placed, modified=placed + timedelta(minutes=5), status_id=status,
+                                         total=total, refunded=refunded, deleted=rng.random() < 0.02,
+                                         currency="EUR")
+            oid += 1
+            days_back = max(0.5, days_back - rng.uniform(5, 200))
+    return fake
+
+
+def mutate_bigcommerce(fake: Any, rng: random.Random, count: int) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """Create, edit, refund, cancel and archive ``count`` orders; each change's ``store/order/*`` scope
+    and callback ``data`` (what BigCommerce's webhook says: only which order)."""
+    from tests.fakes.bigcommerce_fake import STATUS_NAMES, money
+
+    kinds: Counter[str] = Counter()
+    changed = []
+    ids = sorted(fake.orders)
+    for _ in range(count):
+        kind = rng.choice(["create", "create", "edit", "refund", "refund", "cancel", "archive"])
+        kinds[kind] += 1
+        data: dict[str, Any] = {"type": "order"}
+        if kind == "create":
+            source = fake.orders[rng.choice(ids)]  # a returning customer (or, rarely, a new one)
+            oid = max(fake.orders) + 1
+            cid, email = source["customer_id"], source["billing_address"]["email"]
+            if rng.random() < 0.1:
+                cid, email = 6_000_000 + oid, f"bcnew{oid}@chaos.example"
+            now = fake.clock.now()
+            fake.orders[oid] = fake.make(oid, customer_id=cid, email=email, created=now, modified=now,
+                                         status_id=rng.choice([11, 11, 10, 9]),
+                                         total=Decimal(rng.randrange(500, 60000)) / 100, currency="EUR")
+        else:
+            oid = rng.choice(ids)
+            order = fake.orders[oid]
+            total, refunded = Decimal(order["total_inc_tax"]), Decimal(order["refunded_amount"])
+            if kind == "edit":  # items added or removed; never below what was refunded
+                total = max(refunded, total + Decimal(rng.randrange(-3000, 6000)) / 100)
+                for key in ("total_inc_tax", "total_ex_tax", "subtotal_inc_tax", "subtotal_ex_tax"):
+                    order[key] = money(total)
+            elif kind == "refund":
+                share = Decimal(rng.choice([25, 50, 100])) / 100
+                refunded = min(total, refunded + ((total - refunded) * share).quantize(Decimal("0.01")))
+                order["refunded_amount"] = money(refunded)
+                order["status_id"] = 4 if refunded >= total else 14
+                data["refund"] = {"refund_id": len(fake.orders) * 10 + kinds[kind]}
+            elif kind == "cancel":
+                data["status"] = {"previous_status_id": order["status_id"], "new_status_id": 5}
+                order["status_id"] = 5
+            order["status"] = order["custom_status"] = STATUS_NAMES[order["status_id"]]
+            if kind == "archive":
+                fake.archive(oid)
+            else:
+                fake.touch(oid)
+        data["id"] = oid
+        changed.append({"scope": BIGCOMMERCE_SCOPES[kind], "data": data})
+    return changed, kinds
+
+
 # ---------------------------------------------------------------------- per vendor
 class Vendor:
     """Adapts one fake: its dispatch, the vendor faults that fit a request, its state and controls."""
 
     kind = ""
+    generic = GENERIC  # the generic faults that fit this vendor
+    forced: tuple[str, ...] = ()  # vendor faults the plan gives the first request they fit
 
     def __init__(self, args: argparse.Namespace, url: str):
         self.args, self.url = args, url
         self.lock = threading.Lock()  # the fakes are not all thread-safe: one request at a time
         self.mutations: Counter[str] = Counter()
+        self.last_pull_at = 0.0  # time.time() of the last pull request (see activity())
+        self.last_fetch_at = 0.0  # ... and of the last single-order fetch
+
+    def activity(self, method: str, path: str, body: bytes) -> str | None:
+        """``"pull"``, ``"fetch"`` or None: what this request is part of (before any fault)."""
+        return None
 
     def vendor_faults(self, method: str, path: str, body: bytes) -> list[str]:
         return []
@@ -203,6 +346,14 @@ class ShopifyVendor(Vendor):
         self.fake = build_shop(args.customers, args.seed)
         self.fake.url = url  # bulk download links point here
         self.rng = random.Random(args.seed * 31 + 5)
+
+    forced = ("shopify_bulk_failed",)  # the backfill's first export fails part way
+
+    def activity(self, method: str, path: str, body: bytes) -> str | None:
+        head = body[:300]
+        if b"OrderById" in head:
+            return "fetch"
+        return "pull" if path.startswith("/bulk/") or b"OrdersPage" in head or b"Bulk" in head else None
 
     def vendor_faults(self, method: str, path: str, body: bytes) -> list[str]:
         if b"BulkRun" in body[:200]:
@@ -326,7 +477,60 @@ class MetaVendor(Vendor):
                     "calls": len(self.fake.calls)}
 
 
-VENDORS: dict[str, Callable[..., Vendor]] = {"shopify": ShopifyVendor, "klaviyo": KlaviyoVendor, "meta": MetaVendor}
+class BigCommerceVendor(Vendor):
+    kind = "bigcommerce"
+    generic = [f for f in GENERIC if not f.startswith("429")]  # its 429s carry the quota headers (below)
+
+    def __init__(self, args: argparse.Namespace, url: str):
+        super().__init__(args, url)
+        self.fake = build_bigcommerce(args.customers, args.seed, url, args.shopify_customers)
+        self.rng = random.Random(args.seed * 17 + 3)
+        self.prefix = f"/stores/{BIGCOMMERCE_STORE}/v2/orders"
+
+    def activity(self, method: str, path: str, body: bytes) -> str | None:
+        if not path.startswith(self.prefix):
+            return None
+        return "fetch" if path[len(self.prefix):].strip("/") else "pull"
+
+    def vendor_faults(self, method: str, path: str, body: bytes) -> list[str]:
+        return ["bigcommerce_quota_spent", "bigcommerce_quota_last"] if method == "GET" and \
+            path.startswith(self.prefix) else []
+
+    def apply(self, fault: str) -> None:
+        fake = self.fake
+        with fake._lock:
+            now = fake.clock.monotonic()
+            if now - fake.window_start >= fake.window_ms / 1000:  # the window would reset on this request
+                fake.window_start = now
+            # spent: this request is refused (429, Requests-Left 0, Time-Reset-Ms); last: it is the window's last
+            fake.used = fake.quota if fault == "bigcommerce_quota_spent" else fake.quota - 1
+
+    def dispatch(self, method: str, url: str, headers: CaseInsensitiveDict, body: bytes):
+        from tests.fakes.shopify_fake import RESET
+
+        parts = urlsplit(url)
+        result = self.fake.handle(method, parts.path, parse_qs(parts.query), dict(headers), body)
+        return "reset" if result is RESET else result
+
+    def state(self) -> dict[str, Any]:
+        with self.fake._lock:
+            orders = [{"id": o["id"], "customer_id": o["customer_id"], "email": o["billing_address"].get("email"),
+                       "date_created": o["date_created"], "status_id": o["status_id"],
+                       "total_inc_tax": o["total_inc_tax"], "refunded_amount": o["refunded_amount"],
+                       "is_deleted": o["is_deleted"]} for o in self.fake.orders.values()]
+            return {"orders": orders, "mutations": dict(self.mutations), "over_quota": self.fake.over_quota}
+
+    def control(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if name != "mutate":
+            return super().control(name, payload)
+        with self.fake._lock:
+            changed, kinds = mutate_bigcommerce(self.fake, self.rng, int(payload.get("count", 1)))
+        self.mutations.update(kinds)
+        return {"changed": changed, "kinds": dict(kinds)}
+
+
+VENDORS: dict[str, Callable[..., Vendor]] = {"shopify": ShopifyVendor, "klaviyo": KlaviyoVendor, "meta": MetaVendor,
+                                             "bigcommerce": BigCommerceVendor}
 
 
 # ---------------------------------------------------------------------- the socket layer
@@ -366,7 +570,12 @@ def make_handler(vendor_box: list[Vendor], plan: FaultPlan, args: argparse.Names
                 return
             headers = CaseInsensitiveDict(dict(self.headers.items()))
             url = vendor.url + self.path
-            fault = plan.choose(vendor.vendor_faults(self.command, path, body))
+            doing = vendor.activity(self.command, path, body)
+            if doing == "pull":
+                vendor.last_pull_at = time.time()
+            elif doing == "fetch":
+                vendor.last_fetch_at = time.time()
+            fault = plan.choose(vendor.vendor_faults(self.command, path, body), vendor.generic)
             if fault == "reset_before":
                 self._drop()
                 return
@@ -409,6 +618,8 @@ def make_handler(vendor_box: list[Vendor], plan: FaultPlan, args: argparse.Names
             if name == "state":
                 answer = {"kind": vendor.kind, "faults": dict(plan.injected), "rate": plan.rate, "requests": plan.requests,
                           "problems": problems, **vendor.state()}
+            elif name == "activity":
+                answer = {"last_pull_at": vendor.last_pull_at, "last_fetch_at": vendor.last_fetch_at}
             elif name == "faults":
                 plan.rate = float(payload.get("rate", plan.rate))
                 answer = {"rate": plan.rate}
@@ -429,6 +640,7 @@ def serve(args: argparse.Namespace) -> None:
     httpd.daemon_threads = True
     url = f"http://127.0.0.1:{httpd.server_address[1]}"
     box.append(VENDORS[args.kind](args, url))
+    plan.forced = list(box[0].forced)
     tmp = Path(args.port_file + ".tmp")
     tmp.write_text(str(httpd.server_address[1]))
     tmp.rename(args.port_file)  # the harness sees the whole port or nothing
@@ -441,6 +653,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rate", type=float, default=0.1)
     parser.add_argument("--customers", type=int, default=500)
+    parser.add_argument("--shopify-customers", type=int, default=0,
+                        help="bigcommerce: the Shopify shop's customer count (a quarter of ours share their emails)")
     parser.add_argument("--slow-seconds", type=float, default=2.5)
     parser.add_argument("--slow-codes", action="store_true", help="also Meta's 60-second throttling codes")
     parser.add_argument("--port-file", required=True)

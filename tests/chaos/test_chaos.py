@@ -39,6 +39,22 @@ def test_the_run_was_chaotic_enough(chaos):
     assert not f.fake_problems, f.fake_problems  # nothing rfm-sync sent was refused by a fake's checks
 
 
+def test_both_shops_and_every_phase_were_in_it(chaos):
+    f = chaos.figures
+    assert f.requests["bigcommerce"] > 0 and f.faults_by_vendor["bigcommerce"] > 0, f.lines()
+    assert f.webhooks_by_shop["bigcommerce"] > 0 and f.webhooks_by_shop["shopify"] > 0, f.lines()
+    assert any(k.startswith("bigcommerce ") for k in f.mutations), f.lines()
+    assert f.faults["shopify_bulk_failed"] >= 1, f.lines()  # the backfill's first export failed part way
+    for phase in ("pull", "push", "webhooks"):
+        assert f.kills_by_phase[phase] >= 1, f.lines()
+
+
+def test_every_webhook_event_was_processed(chaos):
+    events = chaos.figures.webhook_events
+    assert sum(events.values()) >= chaos.figures.webhooks_sent > 0
+    assert set(events) == {"done"}, events  # none failed, none left pending
+
+
 def test_store_intact_and_final_clean_cycle_succeeds(chaos):
     assert chaos.figures.integrity == "ok"
     assert chaos.figures.final_exit == 0

@@ -65,6 +65,7 @@ class BigCommerceFake:
     # then carries store_default_currency_code and store_default_to_transactional_exchange_rate, and
     # every fourth order of add_orders is paid in one of these currencies (its amounts in it)
     multi_currency: dict[str, Decimal] = field(default_factory=dict)
+    serve: bool = True  # False: no server of its own (tests/chaos serves ``handle`` in another process)
 
     def __post_init__(self) -> None:
         self.orders: dict[int, dict[str, Any]] = {}
@@ -82,11 +83,12 @@ class BigCommerceFake:
         self._lock = threading.Lock()
         self._dates: dict[int, datetime] = {}  # parsed date_modified, kept beside the JSON
         self._cache: list[tuple[datetime, int]] | None = None
-        self.server = LocalServer(self.handle)
-        self.url = self.server.url
+        self.server = LocalServer(self.handle) if self.serve else None
+        self.url = self.server.url if self.server else ""
 
     def close(self) -> None:
-        self.server.close()
+        if self.server is not None:
+            self.server.close()
 
     # ------------------------------------------------------------------ data
     def make(self, oid: int, *, customer_id: int, email: str, created: datetime, modified: datetime,
@@ -159,6 +161,13 @@ class BigCommerceFake:
             order["date_modified"] = rfc2822(now)
             self._dates[order["id"]] = now.replace(microsecond=0)
             self._cache = None
+
+    def touch(self, oid: int) -> None:
+        """After editing an order in ``orders`` directly: its ``date_modified`` becomes now."""
+        now = self.clock.now()
+        self.orders[oid]["date_modified"] = rfc2822(now)
+        self._dates[oid] = now.replace(microsecond=0)
+        self._cache = None
 
     def archive(self, oid: int) -> None:
         """``DELETE /v2/orders/{id}``: the order is archived (``is_deleted``) and its ``date_modified`` moves."""
