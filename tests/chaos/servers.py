@@ -564,6 +564,9 @@ def make_handler(vendor_box: list[Vendor], plan: FaultPlan, args: argparse.Names
             vendor = vendor_box[0]
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
+            if len(body) < length:  # the client went away mid-upload (a SIGKILLed daemon): no request at all
+                self._drop()
+                return
             path = urlsplit(self.path).path
             if path.startswith("/__chaos/"):
                 self._control(vendor, path.rsplit("/", 1)[-1], body)
