@@ -48,14 +48,19 @@ def page(nodes, info=None):
     return {"data": {"orders": {"nodes": nodes, "pageInfo": info or {"hasNextPage": False, "endCursor": None}}}}
 
 
-def node(**changes):
-    out = copy.deepcopy(SHOPIFY_NODE)
+def changed(base: dict, **changes) -> dict:
+    """A copy of ``base`` with fields replaced (``...``: removed)."""
+    out = copy.deepcopy(base)
     for key, value in changes.items():
         if value is ...:
             out.pop(key)
         else:
             out[key] = value
     return out
+
+
+def node(**changes):
+    return changed(SHOPIFY_NODE, **changes)
 
 
 # (case, the answer to the orders query, expected: ("quarantined", reason) | (error class, words) | ("orders", n))
@@ -134,13 +139,7 @@ def fake_shop():
 
 # ------------------------------------------------------------------------------------------ BigCommerce
 def bc_order(**changes):
-    out = copy.deepcopy(BC_ORDER)
-    for key, value in changes.items():
-        if value is ...:
-            out.pop(key)
-        else:
-            out[key] = value
-    return out
+    return changed(BC_ORDER, **changes)
 
 
 BIGCOMMERCE = [

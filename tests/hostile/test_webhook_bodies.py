@@ -37,17 +37,6 @@ SHOPIFY = [
 ]
 
 
-@pytest.mark.parametrize("topic,body,says", [c[1:] for c in SHOPIFY], ids=[c[0] for c in SHOPIFY])
-def test_shopify_webhook_bodies(topic, body, says):
-    src = shop.source("https://shop-x.test", FakeClock())
-    if says == []:
-        assert src.orders_from_webhook(topic, {}, body) == []
-        return
-    with pytest.raises(RecordError) as err:
-        src.orders_from_webhook(topic, {}, body)
-    assert says in str(err.value) and "a@example.com" not in str(err.value)
-
-
 def test_a_readable_shopify_order_webhook_is_an_order():
     [order] = shop.source("https://shop-x.test", FakeClock()).orders_from_webhook("orders/create", {}, ORDER)
     assert (order.order_id, order.customer_id, str(order.amount)) == ("4501", "9", "5.00")
@@ -69,12 +58,18 @@ BIGCOMMERCE = [
 ]
 
 
-@pytest.mark.parametrize("topic,body,says", [c[1:] for c in BIGCOMMERCE], ids=[c[0] for c in BIGCOMMERCE])
-def test_bigcommerce_webhook_bodies(topic, body, says):
-    src = bc.source("https://bc.test", FakeClock())
+SOURCES = {"shopify": lambda: shop.source("https://shop-x.test", FakeClock()),
+           "bigcommerce": lambda: bc.source("https://bc.test", FakeClock())}
+CASES = [("shopify", *c) for c in SHOPIFY] + [("bigcommerce", *c) for c in BIGCOMMERCE]
+
+
+@pytest.mark.parametrize("shop_kind,topic,body,says", [(c[0], *c[2:]) for c in CASES],
+                         ids=[f"{c[0]}: {c[1]}" for c in CASES])
+def test_hostile_webhook_bodies(shop_kind, topic, body, says):
+    src = SOURCES[shop_kind]()
     if says == []:
         assert src.orders_from_webhook(topic, {}, body) == []
         return
     with pytest.raises(RecordError) as err:
         src.orders_from_webhook(topic, {}, body)
-    assert says in str(err.value)
+    assert says in str(err.value) and "a@example.com" not in str(err.value)
