@@ -83,9 +83,12 @@ def report(config_path: str, html_path: str | None, since: str | None) -> None:
               help="table (the first --limit rows), or every row as CSV or JSON lines on stdout.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
               help="Rows shown in table format.")
+@click.option("--show-emails", is_flag=True,
+              help="Full email addresses (in the email column and in email: keys); masked (j***@example.com) without it.")
 def customers(config_path: str, group: str | None, moved_from: str | None, since: str | None, cleared: bool,
-              fmt: str, limit: int) -> None:
-    """Who is where: recency, frequency, monetary, scores, group, previous group and when it changed."""
+              fmt: str, limit: int, show_emails: bool) -> None:
+    """Who is where: recency, frequency, monetary, scores, group, previous group and when it changed.
+    Emails are masked unless --show-emails: a listing is easily pasted or mailed on."""
     from rich.table import Table
 
     from . import engine, lookup
@@ -104,6 +107,12 @@ def customers(config_path: str, group: str | None, moved_from: str | None, since
     frame, basis = lookup.list_customers(config, store, group=group, moved_from=moved_from, since=day,
                                          cleared=True if cleared else None)
     rows = lookup.records(frame)
+    if not show_emails:
+        from .insight import mask_email, mask_text
+
+        for row in rows:
+            row["email"] = mask_email(row["email"]) or None
+            row["customer_key"] = mask_text(row["customer_key"])
     if fmt in ("json", "csv"):
         buffer = io.StringIO()
         if fmt == "json":

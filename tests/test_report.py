@@ -219,3 +219,16 @@ def test_explain_names_the_segment_rule_that_matched(tmp_path):
     assert "group: Everyone else" in rest and "segment rule 2 'Everyone else' matched (when no conditions)" in rest
     assert "1 qualifying order in the last 180 days" in rest  # the scheme's own frequency window
     assert "R 1 → 2: a last order at most 90 days before" in rest
+
+
+def test_customers_masks_emails_unless_asked(shop):
+    masked = [json.loads(line) for line in shop.cli("customers", "--format", "json").output.splitlines()]
+    shown = [json.loads(line) for line in shop.cli("customers", "--format", "json", "--show-emails").output.splitlines()]
+    assert any(r["email"] for r in shown), "the fixture shop has emails"
+    for hidden, full in zip(masked, shown):
+        assert hidden["customer_key"] == full["customer_key"] or "***@" in hidden["customer_key"]
+        if full["email"]:
+            local, domain = full["email"].split("@")
+            assert hidden["email"] == f"{local[0]}***@{domain}" != full["email"]
+    table = shop.cli("customers").output
+    assert "@" not in table.replace("***@", "")
