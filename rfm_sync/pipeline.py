@@ -57,6 +57,7 @@ class CycleReport:
     transitions: dict[tuple[str | None, str | None], int] = field(default_factory=dict)
     pushed: dict[str, int] = field(default_factory=dict)  # acknowledged by the destination
     failed: dict[str, int] = field(default_factory=dict)
+    failure_reason: dict[str, str] = field(default_factory=dict)  # the first row failure's reason, per destination
     skipped: dict[str, int] = field(default_factory=dict)  # done with, nothing to send (PushResult.skipped)
     errors: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -337,6 +338,8 @@ class Pipeline:
                         sent += len(accepted) - len(nothing)
                         skipped += len(nothing)
                         failed += len(result.failed)
+                        if result.failed and dest.name not in report.failure_reason:
+                            report.failure_reason[dest.name] = next(iter(result.failed.values()))
                         if not whole and len(accepted) + len(result.failed) < len(batch):
                             break  # rows the destination said nothing about stay "sending": resent first next time
                     else:

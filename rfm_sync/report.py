@@ -56,6 +56,7 @@ def run_transitions(report: CycleReport, order: list[str]) -> Table | str:
 
 
 def cycle_summary(report: CycleReport) -> Table:
+    from .insight import mask_text
     table = Table(title=f"run {report.run_id} · as of {report.as_of.isoformat()}", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -67,7 +68,9 @@ def cycle_summary(report: CycleReport) -> Table:
     if report.cleared:
         table.add_row("profiles cleared (no qualifying order left)", f"{report.cleared:,}")
     for name, n in report.pushed.items():
-        notes = [f"{report.failed[name]:,} failed"] if report.failed.get(name) else []
+        why = report.failure_reason.get(name)
+        notes = [f"{report.failed[name]:,} failed" + (f", e.g. {mask_text(why)[:120]}" if why else "")] \
+            if report.failed.get(name) else []
         notes += [f"{report.skipped[name]:,} with nothing to send"] if report.skipped.get(name) else []
         table.add_row(f"pushed to {name}", f"{n:,}" + (f" ({'; '.join(notes)})" if notes else ""))
     for step, seconds in report.durations.items():

@@ -80,3 +80,21 @@ def test_status_piped_cuts_no_table_at_80_columns(write_config, write_csv, monke
     assert "…" not in result.output and len(row.rstrip()) > 80
     cells = [cell.strip() for cell in row.strip().strip("│").split("│")]
     assert cells == [name, "2", "0", "0", "0", "0"]  # pending, sending, sent, superseded, dead
+
+
+def test_the_run_table_says_why_rows_failed(tmp_path, write_config, write_csv, monkeypatch):
+    """A destination that refuses some rows: the run's table gives a reason, not only a count."""
+    monkeypatch.setenv("RFM_SYNC_SECRET_KLAVIYO_KEY", "pk_test")
+    write_csv("customer_id,placed_at,amount\nc1,2026-01-01,10\n")  # no email: Klaviyo cannot identify c1
+    config = write_config("""
+        [store]
+        url = "sqlite:///s.sqlite"
+        [[sources]]
+        type = "csv"
+        path = "orders.csv"
+        [[destinations]]
+        type = "klaviyo"
+        api_key_secret = "klaviyo_key"
+    """)
+    result = CliRunner().invoke(main, ["run", "-c", str(config)])
+    assert "1 failed, e.g." in result.output and "identif" in result.output.lower(), result.output
