@@ -4,11 +4,16 @@
     RFM_CHAOS_SCALE=full RFM_CHAOS_SEED=7 python -m pytest -m chaos tests/chaos -q -s
 
 One run (module fixture) feeds every test here; its figures are printed (``-s``) and its folder
-(logs of every daemon start, the fakes' final state, the store) is kept under pytest's tmp path.
+(logs of every daemon start, the fakes' final state, the store) is kept under pytest's tmp path —
+which pytest rotates away after a few sessions, so a run that did not end clean is also copied to a
+folder of its own (``RFM_CHAOS_KEEP``, default a new ``/tmp/rfm-chaos-kept-*``), named in the output.
 """
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +33,11 @@ def chaos(tmp_path_factory):
     for line in run.mismatches[:40]:
         print("  " + line)
     print(f"(logs and store in {run.folder})")
+    f = run.figures
+    if f.mismatches or f.duplicate_events or f.integrity != "ok" or f.final_exit != 0:
+        keep = Path(os.environ.get("RFM_CHAOS_KEEP") or tempfile.mkdtemp(prefix="rfm-chaos-kept-")) / "chaos"
+        shutil.copytree(run.folder, keep, dirs_exist_ok=True)
+        print(f"(not clean: a copy that outlives pytest's tmp rotation is in {keep})")
     return run
 
 
