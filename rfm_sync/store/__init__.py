@@ -159,10 +159,13 @@ class Store:
                        stmt.excluded.updated_at >= orders.c.updated_at)
         differs = sa.or_(*(orders.c[name].is_distinct_from(value) for name, value in cols.items()
                            if name != "ingested_at"))
+        # preserve_rowcount: SQLAlchemy reads the count before it closes the cursor — psycopg's count of
+        # an INSERT ... ON CONFLICT is otherwise gone (-1) by the time it is asked
         result = conn.execute(stmt.on_conflict_do_update(index_elements=["source", "order_id"], set_=cols,
-                                                         where=sa.and_(newer, differs)), rows)
-        # the driver's count of rows written (sqlite3 sums it over executemany); a driver that cannot
-        # tell (-1) gets the rows offered, as before
+                                                         where=sa.and_(newer, differs))
+                              .execution_options(preserve_rowcount=True), rows)
+        # the driver's count of rows written (sqlite3 and psycopg sum it over executemany); a driver
+        # that cannot tell (-1) gets the rows offered, as before
         count = result.rowcount
         return count if count is not None and count >= 0 and self.engine.dialect.supports_sane_multi_rowcount \
             else len(rows)
