@@ -23,6 +23,8 @@ __all__ = ["Store", "MONEY_SCALE", "metadata", "orders", "customers", "customer_
            "calibrations", "source_cursors", "outbox", "destination_state", "quarantine", "locks", "utcnow"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# PostgreSQL advisory lock key held while migrating (any fixed bigint; these bytes spell "rfm-sync")
+MIGRATE_LOCK_KEY = int.from_bytes(b"rfm-sync", "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def utcnow() -> datetime:
@@ -117,6 +119,11 @@ class Store:
                 # processes opening a new store at once migrate one after the other (the rest wait
                 # on busy_timeout, then find the schema at head) instead of racing to create tables.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif self.engine.dialect.name == "postgresql":
+                # the same on PostgreSQL: a transaction-scoped advisory lock (released at commit), so
+                # the second process waits, then finds alembic_version at head instead of failing to
+                # create it a second time
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK_KEY})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
