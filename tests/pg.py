@@ -31,20 +31,26 @@ PG_ENV = "RFM_SYNC_PG_BIN"
 
 
 def find_pg_bin() -> Path | None:
-    """The folder holding ``initdb``, ``pg_ctl`` and ``postgres``, or None."""
-    candidates: list[Path] = []
+    """The folder holding ``initdb``, ``pg_ctl`` and ``postgres``, or None. When ``RFM_SYNC_PG_BIN`` is
+    set, only that folder counts (``RFM_SYNC_PG_BIN=none`` skips the PostgreSQL tests)."""
     if os.environ.get(PG_ENV):
-        candidates.append(Path(os.environ[PG_ENV]))
+        candidates = [Path(os.environ[PG_ENV])]
+    else:
+        candidates = _default_candidates()
+    for folder in candidates:
+        if all((folder / name).is_file() for name in ("initdb", "pg_ctl", "postgres")):
+            return folder
+    return None
+
+
+def _default_candidates() -> list[Path]:
+    candidates: list[Path] = []
     on_path = shutil.which("initdb")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
     debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
                     key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, reverse=True)
-    candidates += debian
-    for folder in candidates:
-        if all((folder / name).is_file() for name in ("initdb", "pg_ctl", "postgres")):
-            return folder
-    return None
+    return candidates + debian
 
 
 def free_port() -> int:
@@ -91,7 +97,8 @@ def start_server() -> tuple[PgServer | None, str, object]:
         return None, "psycopg is not installed (pip install '.[postgres]')", None
     bin_dir = find_pg_bin()
     if bin_dir is None:
-        return None, (f"PostgreSQL binaries not found (install Debian's `postgresql` package or set {PG_ENV})"), None
+        return None, (f"PostgreSQL binaries not found (install Debian's `postgresql` package, or set {PG_ENV} "
+                      f"to the folder holding initdb; it is {os.environ.get(PG_ENV)!r})"), None
     run_as = None
     if os.geteuid() == 0:  # postgres refuses root
         if shutil.which("runuser") is None:
