@@ -2,7 +2,7 @@
 
 ``pg_server`` (session-scoped) runs ``initdb`` into a fresh temporary folder, starts the server
 with ``pg_ctl start -w`` listening on 127.0.0.1 only (no Unix socket), on a port that was free a
-moment before, with ``trust`` authentication, and stops it (``pg_ctl stop -m fast``, by its own
+moment before, with ``trust`` authentication and a session time zone of UTC+14, and stops it (``pg_ctl stop -m fast``, by its own
 data folder) and deletes the folder at the end. PostgreSQL refuses to run as root, so as root the
 server runs as the ``postgres`` user (``runuser``), which owns the folder.
 
@@ -134,8 +134,10 @@ def start_server() -> tuple[PgServer | None, str, object]:
         if init.returncode:
             shutil.rmtree(folder, ignore_errors=True)
             return None, f"initdb failed: {(init.stderr or init.stdout).strip()[-300:]}", None
-        # fsync off: a test server's data need not survive a power cut, and it makes DDL fast
-        options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='' -c fsync=off"
+        # fsync off: a test server's data need not survive a power cut, and it makes DDL fast. A
+        # session time zone far from UTC (+14): a time that depends on the server's zone shows up
+        options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='' -c fsync=off "
+                   f"-c timezone=Pacific/Kiritimati")
         started = run([str(bin_dir / "pg_ctl"), "start", "-D", str(data), "-w", "-t", "60", "-l", str(log),
                        "-o", options], timeout=90)
         if started.returncode:
