@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.pg import pg_server, store_url  # noqa: F401  (fixtures: a throwaway PostgreSQL, a URL for either store)
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 

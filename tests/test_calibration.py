@@ -25,7 +25,7 @@ from rfm_sync.store import state_queries as sq
 D = date(2026, 6, 30)
 CONFIG = """
 [store]
-url = "sqlite:///state.sqlite"
+url = "{url}"
 [shop]
 timezone = "{zone}"
 [rfm]
@@ -60,15 +60,16 @@ def write_orders(path, rows):
         out.writerows(rows)
 
 
-def write_config(tmp_path, scheme="klaviyo", zone="UTC", **rfm):
+def write_config(tmp_path, scheme="klaviyo", zone="UTC", url="sqlite:///state.sqlite", **rfm):
     lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in rfm.items())
     path = tmp_path / "config.toml"
-    path.write_text(CONFIG.format(scheme=scheme, zone=zone, rfm=lines))
+    path.write_text(CONFIG.format(scheme=scheme, zone=zone, rfm=lines, url=url))
     return path
 
 
 def stored_groups(tmp_path) -> dict[str, str]:
-    store = Store.open(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    config = load_config(tmp_path / "config.toml")  # the store the config names
+    store = Store.open(config.store.url, config.base_dir)
     try:
         with store.engine.connect() as conn:
             return dict(conn.execute(sa.select(customer_state.c.customer_key, customer_state.c.current_group)).all())
@@ -86,7 +87,8 @@ def offline_groups(tmp_path, config_path, day: date) -> dict[str, str]:
 
 
 def calibration_count(tmp_path) -> int:
-    store = Store.open(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    config = load_config(tmp_path / "config.toml")  # the store the config names
+    store = Store.open(config.store.url, config.base_dir)
     try:
         with store.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(calibrations)).scalar_one()
@@ -96,8 +98,8 @@ def calibration_count(tmp_path) -> int:
 
 # ---------------------------------------------------------------------- item 1: the reported scenario
 @pytest.mark.parametrize("scheme", ["klaviyo", "classic11"])
-def test_a_first_run_with_a_missing_csv_does_not_freeze_empty_cut_points(tmp_path, scheme):
-    config_path = write_config(tmp_path, scheme)
+def test_a_first_run_with_a_missing_csv_does_not_freeze_empty_cut_points(tmp_path, scheme, store_url):
+    config_path = write_config(tmp_path, scheme, url=store_url)
     runner = CliRunner()
     first = runner.invoke(main, ["run", "--once", "-c", str(config_path), "--as-of", D.isoformat()])
     assert first.exit_code == 1 and "shop" in first.output  # the pull failed: no orders.csv yet
@@ -112,8 +114,8 @@ def test_a_first_run_with_a_missing_csv_does_not_freeze_empty_cut_points(tmp_pat
     assert calibration_count(tmp_path) == 1  # the first run's calibration over no customers was never stored
 
 
-def test_a_first_run_whose_every_row_was_quarantined_does_not_freeze_its_cut_points(tmp_path):
-    config_path = write_config(tmp_path)
+def test_a_first_run_whose_every_row_was_quarantined_does_not_freeze_its_cut_points(tmp_path, store_url):
+    config_path = write_config(tmp_path, url=store_url)
     bad = [[r[0], r[1], r[2], "not a date", r[4], r[5]] for r in shop_rows()]
     write_orders(tmp_path / "orders.csv", bad)
     runner = CliRunner()
@@ -127,12 +129,12 @@ def test_a_first_run_whose_every_row_was_quarantined_does_not_freeze_its_cut_poi
     assert calibration_count(tmp_path) == 1  # 150 customers: frozen now
 
 
-def test_webhook_orders_after_a_run_over_no_customers_are_not_scored_with_its_empty_cut_points(tmp_path):
+def test_webhook_orders_after_a_run_over_no_customers_are_not_scored_with_its_empty_cut_points(tmp_path, store_url):
     from decimal import Decimal
 
     from connectors.base import Order
 
-    config = load_config(write_config(tmp_path))
+    config = load_config(write_config(tmp_path, url=store_url))
     store = Store.open(config.store.url, config.base_dir)
     pipeline = Pipeline(config, store)
     first = pipeline.run_cycle(D)  # orders.csv missing: the pull fails, no customers
@@ -147,15 +149,15 @@ def test_webhook_orders_after_a_run_over_no_customers_are_not_scored_with_its_em
     assert report.group_counts.get("Champions")
 
 
-def make_pipeline(tmp_path, rows, **rfm):
+def make_pipeline(tmp_path, rows, url="sqlite:///state.sqlite", **rfm):
     write_orders(tmp_path / "orders.csv", rows)
-    config = load_config(write_config(tmp_path, **rfm))
+    config = load_config(write_config(tmp_path, url=url, **rfm))
     store = Store.open(config.store.url, config.base_dir)
     return config, store, Pipeline(config, store)
 
 
-def test_a_population_that_doubled_since_the_calibration_makes_it_due(tmp_path):
-    config, store, pipeline = make_pipeline(tmp_path, shop_rows(150))
+def test_a_population_that_doubled_since_the_calibration_makes_it_due(tmp_path, store_url):
+    config, store, pipeline = make_pipeline(tmp_path, shop_rows(150), url=store_url)
     first = pipeline.run_cycle(D)
     assert first.calibrated_on == D
     write_orders(tmp_path / "orders.csv", shop_rows(150) + shop_rows(150, prefix="n", shift=3))
@@ -173,8 +175,8 @@ def _offline_counts(tmp_path, day):
     return counts
 
 
-def test_a_small_change_in_population_keeps_the_cut_points_frozen(tmp_path):
-    config, store, pipeline = make_pipeline(tmp_path, shop_rows(150))
+def test_a_small_change_in_population_keeps_the_cut_points_frozen(tmp_path, store_url):
+    config, store, pipeline = make_pipeline(tmp_path, shop_rows(150), url=store_url)
     first = pipeline.run_cycle(D)
     write_orders(tmp_path / "orders.csv", shop_rows(160))  # +6.7 %, under the default 20 %
     second = pipeline.run_cycle(D + timedelta(days=1))
@@ -196,8 +198,8 @@ def test_is_due_when_the_population_grew_or_shrank_past_the_threshold():
     assert sq.is_due(empty, D, 30, population=10, population_change=0.2)
 
 
-def test_an_empty_calibration_left_by_an_older_version_is_recomputed(tmp_path):
-    config, store, pipeline = make_pipeline(tmp_path, shop_rows(150))
+def test_an_empty_calibration_left_by_an_older_version_is_recomputed(tmp_path, store_url):
+    config, store, pipeline = make_pipeline(tmp_path, shop_rows(150), url=store_url)
     with store.begin() as conn:  # what the old code froze after a pull that found nothing
         conn.execute(calibrations.insert().values(
             scheme="klaviyo", as_of=D, computed_at=datetime.now(timezone.utc), run_id=None,
@@ -207,8 +209,8 @@ def test_an_empty_calibration_left_by_an_older_version_is_recomputed(tmp_path):
     assert report.group_counts.get("Champions")
 
 
-def test_a_small_population_is_scored_with_its_own_cut_points_but_not_frozen(tmp_path):
-    config, store, pipeline = make_pipeline(tmp_path, shop_rows(30))
+def test_a_small_population_is_scored_with_its_own_cut_points_but_not_frozen(tmp_path, store_url):
+    config, store, pipeline = make_pipeline(tmp_path, shop_rows(30), url=store_url)
     first = pipeline.run_cycle(D)
     assert first.cut_points["frequency"] and first.calibrated_on == D and first.group_counts.get("Champions")
     assert sq.current_calibration(store, "klaviyo", 730) is None
@@ -227,14 +229,14 @@ def test_a_small_population_is_scored_with_its_own_cut_points_but_not_frozen(tmp
     assert doctor.exit_code == 0  # a warning, not a problem
 
 
-def test_min_calibration_customers_is_configurable(tmp_path):
-    config, store, pipeline = make_pipeline(tmp_path, shop_rows(30), min_calibration_customers=20)
+def test_min_calibration_customers_is_configurable(tmp_path, store_url):
+    config, store, pipeline = make_pipeline(tmp_path, shop_rows(30), url=store_url, min_calibration_customers=20)
     pipeline.run_cycle(D)
     assert sq.current_calibration(store, "klaviyo", 730)["population"] == 30
 
 
-def test_recalibrate_over_no_customers_refuses_to_freeze(tmp_path):
-    config_path = write_config(tmp_path)
+def test_recalibrate_over_no_customers_refuses_to_freeze(tmp_path, store_url):
+    config_path = write_config(tmp_path, url=store_url)
     write_orders(tmp_path / "orders.csv", [])
     result = CliRunner().invoke(main, ["recalibrate", "-c", str(config_path), "--as-of", D.isoformat()])
     assert result.exit_code == 1
@@ -242,8 +244,8 @@ def test_recalibrate_over_no_customers_refuses_to_freeze(tmp_path):
     assert calibration_count(tmp_path) == 0
 
 
-def test_recalibrate_over_a_small_population_does_not_freeze(tmp_path):
-    config, store, pipeline = make_pipeline(tmp_path, shop_rows(30))
+def test_recalibrate_over_a_small_population_does_not_freeze(tmp_path, store_url):
+    config, store, pipeline = make_pipeline(tmp_path, shop_rows(30), url=store_url)
     pipeline.run_cycle(D)
     store.close()
     result = CliRunner().invoke(main, ["recalibrate", "-c", str(tmp_path / "config.toml"), "--as-of", D.isoformat()])
@@ -252,10 +254,10 @@ def test_recalibrate_over_a_small_population_does_not_freeze(tmp_path):
     assert calibration_count(tmp_path) == 0
 
 
-def test_recalibrate_stores_the_population(tmp_path):
+def test_recalibrate_stores_the_population(tmp_path, store_url):
     from rfm_sync.calibration import recalibrate
 
-    config, store, pipeline = make_pipeline(tmp_path, shop_rows(150))
+    config, store, pipeline = make_pipeline(tmp_path, shop_rows(150), url=store_url)
     pipeline.run_cycle(D)
     result = recalibrate(config, store, D + timedelta(days=1))
     assert result["frozen"] and result["population"] == 150

@@ -19,7 +19,7 @@ TODAY = date(2026, 6, 30)
 
 CONFIG = """
 [store]
-url = "sqlite:///state.sqlite"
+url = "{url}"
 [properties]
 include_metrics = true
 [[sources]]
@@ -36,15 +36,16 @@ crash_on_batch = {batch}
 """
 
 
-def run_once(folder, as_of, mode="after_write", batch=0):
-    (folder / "config.toml").write_text(CONFIG.format(mode=mode, batch=batch))
+def run_once(folder, url, as_of, mode="after_write", batch=0):
+    """One ``rfm-sync run`` in a subprocess, its store at ``url`` (the ``store_url`` fixture)."""
+    (folder / "config.toml").write_text(CONFIG.format(url=url, mode=mode, batch=batch))
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run([sys.executable, "-m", "rfm_sync.cli", "run", "--once", "-c", str(folder / "config.toml"),
                            "--as-of", as_of.isoformat()], env=env, capture_output=True, text=True, timeout=120)
 
 
-def store_state(folder):
-    store = Store.open("sqlite:///" + str(folder / "state.sqlite"))
+def store_state(url):
+    store = Store.open(url)
     with store.engine.connect() as conn:
         state = {k: json.loads(p) for k, p in conn.execute(sa.select(customer_state.c.customer_key,
                                                                        customer_state.c.properties))}
@@ -54,32 +55,32 @@ def store_state(folder):
 
 
 @pytest.mark.parametrize("mode,batch", [("before_write", 1), ("after_write", 3), ("torn_write", 2)])
-def test_killed_push_then_restart_ends_exactly_right(tmp_path, mode, batch):
+def test_killed_push_then_restart_ends_exactly_right(tmp_path, store_url, mode, batch):
     write_sample(tmp_path / "orders.csv", end=TODAY, customers=400, seed=11)
-    first = run_once(tmp_path, TODAY - timedelta(days=60), mode, batch)
+    first = run_once(tmp_path, store_url, TODAY - timedelta(days=60), mode, batch)
     assert first.returncode == 137, first.stderr
-    state, pending = store_state(tmp_path)
+    state, pending = store_state(store_url)
     assert state and pending > 0  # the diff was committed with its outbox; the push was cut short
-    second = run_once(tmp_path, TODAY - timedelta(days=60))
+    second = run_once(tmp_path, store_url, TODAY - timedelta(days=60))
     assert second.returncode == 0, second.stderr
-    state, pending = store_state(tmp_path)
+    state, pending = store_state(store_url)
     assert pending == 0
     assert read_state(tmp_path / "profiles.jsonl") == state
     # a later cycle with changes still converges, and each profile line is complete JSON
-    third = run_once(tmp_path, TODAY, "after_write", 1)
+    third = run_once(tmp_path, store_url, TODAY, "after_write", 1)
     assert third.returncode == 137
-    assert run_once(tmp_path, TODAY).returncode == 0
-    state, pending = store_state(tmp_path)
+    assert run_once(tmp_path, store_url, TODAY).returncode == 0
+    state, pending = store_state(store_url)
     assert pending == 0 and read_state(tmp_path / "profiles.jsonl") == state
 
 
-def test_crash_inside_diff_transaction_leaves_old_state(tmp_path, monkeypatch):
+def test_crash_inside_diff_transaction_leaves_old_state(tmp_path, store_url, monkeypatch):
     from rfm_sync.config import load_config
     from rfm_sync.pipeline import Pipeline
     from rfm_sync.store import outbox_queries
 
     write_sample(tmp_path / "orders.csv", end=TODAY, customers=200, seed=5)
-    (tmp_path / "config.toml").write_text(CONFIG.format(mode="after_write", batch=0))
+    (tmp_path / "config.toml").write_text(CONFIG.format(url=store_url, mode="after_write", batch=0))
     config = load_config(tmp_path / "config.toml")
     store = Store.open(config.store.url, config.base_dir)
 
@@ -96,4 +97,4 @@ def test_crash_inside_diff_transaction_leaves_old_state(tmp_path, monkeypatch):
     monkeypatch.undo()
     report = Pipeline(config, store).run_cycle(TODAY)
     assert report.changed == report.scored > 0
-    assert read_state(tmp_path / "profiles.jsonl") == store_state(tmp_path)[0]
+    assert read_state(tmp_path / "profiles.jsonl") == store_state(store_url)[0]

@@ -7,8 +7,8 @@ from rfm_sync.store import Store
 from rfm_sync.store.lock import StoreLock
 
 
-def test_one_holder_and_expiry(tmp_path):
-    store = Store.open(f"sqlite:///{tmp_path / 's.sqlite'}")
+def test_one_holder_and_expiry(store_url):
+    store = Store.open(store_url)
     now = [datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)]
     clock = lambda: now[0]  # noqa: E731
     a = StoreLock(store, "host-a:1", expire_seconds=60, clock=clock)

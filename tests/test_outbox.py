@@ -61,9 +61,9 @@ class DownSink(FileSink):
         return super().push(updates)
 
 
-def test_a_change_made_while_the_destination_was_down_still_reaches_it(tmp_path):
+def test_a_change_made_while_the_destination_was_down_still_reaches_it(tmp_path, store_url):
     write_sample(tmp_path / "orders.csv", end=TODAY, customers=300, seed=3)
-    config = parse_config({"store": {"url": "sqlite:///s.sqlite"}, "properties": {"include_metrics": True},
+    config = parse_config({"store": {"url": store_url}, "properties": {"include_metrics": True},
                            "sources": [{"type": "csv", "name": "shop", "path": "orders.csv"}]},
                           path=tmp_path / "config.toml")
     store = Store.open(config.store.url, config.base_dir)
@@ -173,14 +173,14 @@ def test_a_folded_change_reaches_the_destination_consistent_with_what_it_had(tmp
                                                 had, names)["event_id"]  # deterministic: a resend is one event
 
 
-def test_acknowledging_a_whole_batch_marks_exactly_that_batch(tmp_path):
+def test_acknowledging_a_whole_batch_marks_exactly_that_batch(tmp_path, store_url):
     """The range acknowledgement (every row of a batch accepted) touches only that batch's pending
     rows of that destination: not another destination's, not a superseded one, not rows queued
     after the batch was read."""
     from rfm_sync.store import outbox
     from rfm_sync.store.outbox_queries import enqueue, mark_batch_sent, mark_sending, next_batch
 
-    store = Store.open(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    store = Store.open(store_url)
     with store.begin() as conn:
         enqueue(conn, [{"destination": d, "customer_key": f"c{i}", "run_id": 1, "payload": json.dumps(payload("A"))}
                        for i in range(6) for d in ("file", "meta")])
@@ -203,7 +203,7 @@ def test_acknowledging_a_whole_batch_marks_exactly_that_batch(tmp_path):
     store.close()
 
 
-def test_upgrading_a_store_remembers_what_each_destination_was_sent(tmp_path):
+def test_upgrading_a_store_remembers_what_each_destination_was_sent(tmp_path, store_url):
     """Migration 0004 back-fills destination_state: where a destination's newest row for a customer
     was sent, it holds the customer's current state; a customer with a pending row gets no memory."""
     from alembic import command
@@ -212,7 +212,7 @@ def test_upgrading_a_store_remembers_what_each_destination_was_sent(tmp_path):
     from rfm_sync.store import MIGRATIONS, destination_state, outbox
 
     write_sample(tmp_path / "orders.csv", end=TODAY, customers=60, seed=5)
-    config = parse_config({"store": {"url": "sqlite:///s.sqlite"},
+    config = parse_config({"store": {"url": store_url},
                            "sources": [{"type": "csv", "name": "shop", "path": "orders.csv"}]},
                           path=tmp_path / "config.toml")
     store = Store.open(config.store.url, config.base_dir)
@@ -254,13 +254,13 @@ class LostAnswerSink(FileSink):
         return result
 
 
-def test_a_change_delivered_but_never_acknowledged_is_resent_as_it_was_not_folded(tmp_path):
+def test_a_change_delivered_but_never_acknowledged_is_resent_as_it_was_not_folded(tmp_path, store_url):
     """Found by the chaos harness: an event the destination got, whose acknowledgement was lost, was
     folded into a newer snapshot and sent again under a new id (two 'None -> Recent' events, or
     'None -> Champions' after 'None -> Recent'). Now such rows are resent first, unchanged, and the
     newer snapshot is reconciled with what the destination then has."""
     write_sample(tmp_path / "orders.csv", end=TODAY, customers=200, seed=11)
-    config = parse_config({"store": {"url": "sqlite:///s.sqlite"},
+    config = parse_config({"store": {"url": store_url},
                            "sources": [{"type": "csv", "name": "shop", "path": "orders.csv"}]},
                           path=tmp_path / "config.toml")
     store = Store.open(config.store.url, config.base_dir)
@@ -304,11 +304,11 @@ class HalfDoneSink(FileSink):
         return result
 
 
-def test_a_record_failure_whose_event_arrived_is_resent_as_it_was_not_folded(tmp_path):
+def test_a_record_failure_whose_event_arrived_is_resent_as_it_was_not_folded(tmp_path, store_url):
     """Found by the chaos harness: rows a destination reported failed had already delivered their
     event; folded into a newer snapshot they were sent again as 'None -> At Risk' after 'None -> Loyal'."""
     write_sample(tmp_path / "orders.csv", end=TODAY, customers=200, seed=11)
-    config = parse_config({"store": {"url": "sqlite:///s.sqlite"},
+    config = parse_config({"store": {"url": store_url},
                            "sources": [{"type": "csv", "name": "shop", "path": "orders.csv"}]},
                           path=tmp_path / "config.toml")
     store = Store.open(config.store.url, config.base_dir)

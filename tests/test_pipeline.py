@@ -15,7 +15,7 @@ from rfm_sync.store import Store, orders, quarantine
 AS_OF = date(2026, 6, 30)
 CONFIG = """
 [store]
-url = "sqlite:///state.sqlite"
+url = "{url}"
 [properties]
 include_metrics = {metrics}
 [[sources]]
@@ -49,9 +49,10 @@ def write_orders(path, rows):
         w.writerows(rows)
 
 
-def make(tmp_path, rows, metrics="false", clock=None):
+def make(tmp_path, url, rows, metrics="false", clock=None):
+    """A pipeline on the CSV and file sink, with its store at ``url`` (the ``store_url`` fixture)."""
     write_orders(tmp_path / "orders.csv", rows)
-    (tmp_path / "config.toml").write_text(CONFIG.format(metrics=metrics))
+    (tmp_path / "config.toml").write_text(CONFIG.format(metrics=metrics, url=url))
     config = load_config(tmp_path / "config.toml")
     store = Store.open(config.store.url, config.base_dir)
     kwargs = {"clock": clock} if clock else {}
@@ -62,8 +63,8 @@ def sink_lines(tmp_path):
     return [json.loads(line) for line in (tmp_path / "profiles.jsonl").read_text().splitlines()]
 
 
-def test_second_run_with_no_new_orders_pushes_nothing(tmp_path):
-    config, store, pipeline = make(tmp_path, base_rows(), metrics="true")
+def test_second_run_with_no_new_orders_pushes_nothing(tmp_path, store_url):
+    config, store, pipeline = make(tmp_path, store_url, base_rows(), metrics="true")
     first = pipeline.run_cycle(AS_OF)
     assert first.scored == 30 and first.changed == 30 and first.pushed == {"sink": 30}
     lines_before = len(sink_lines(tmp_path))
@@ -72,9 +73,9 @@ def test_second_run_with_no_new_orders_pushes_nothing(tmp_path):
     assert len(sink_lines(tmp_path)) == lines_before
 
 
-def test_a_changed_order_changes_exactly_that_customer(tmp_path):
+def test_a_changed_order_changes_exactly_that_customer(tmp_path, store_url):
     rows = base_rows()
-    config, store, pipeline = make(tmp_path, rows, metrics="true")
+    config, store, pipeline = make(tmp_path, store_url, rows, metrics="true")
     pipeline.run_cycle(AS_OF)
     before = read_state(tmp_path / "profiles.jsonl")
     # the biggest spender's order grows: cut points (interpolated lower down) do not move
@@ -91,15 +92,15 @@ def test_a_changed_order_changes_exactly_that_customer(tmp_path):
     assert after[rows[target][1]]["RFM spend"] > before[rows[target][1]]["RFM spend"]
 
 
-def test_unchanged_export_is_not_read_again(tmp_path):
-    config, store, pipeline = make(tmp_path, base_rows())
+def test_unchanged_export_is_not_read_again(tmp_path, store_url):
+    config, store, pipeline = make(tmp_path, store_url, base_rows())
     assert pipeline.run_cycle(AS_OF).pulled == {"shop": len(base_rows())}
     assert Pipeline(config, store).run_cycle(AS_OF).pulled == {"shop": 0}
 
 
-def test_previous_group_is_the_last_different_group(tmp_path):
+def test_previous_group_is_the_last_different_group(tmp_path, store_url):
     now = [datetime(2026, 7, 1, 3, tzinfo=timezone.utc)]
-    config, store, pipeline = make(tmp_path, base_rows(), clock=lambda: now[0])
+    config, store, pipeline = make(tmp_path, store_url, base_rows(), clock=lambda: now[0])
     pipeline.run_cycle(AS_OF - timedelta(days=200))
     first = read_state(tmp_path / "profiles.jsonl")
     assert all("Previous RFM group" not in p for p in first.values())  # unset until it first changes
@@ -121,9 +122,9 @@ def test_previous_group_is_the_last_different_group(tmp_path):
     assert read_state(tmp_path / "profiles.jsonl") == second
 
 
-def test_customer_with_no_qualifying_order_left_is_cleared(tmp_path):
+def test_customer_with_no_qualifying_order_left_is_cleared(tmp_path, store_url):
     rows = base_rows()
-    config, store, pipeline = make(tmp_path, rows)
+    config, store, pipeline = make(tmp_path, store_url, rows)
     pipeline.run_cycle(AS_OF)
     for row in rows:
         if row[1] == "c00":
@@ -137,9 +138,9 @@ def test_customer_with_no_qualifying_order_left_is_cleared(tmp_path):
     assert last["transition"]["to"] is None
 
 
-def test_orders_are_upserted_not_duplicated_and_amounts_exact(tmp_path):
+def test_orders_are_upserted_not_duplicated_and_amounts_exact(tmp_path, store_url):
     rows = base_rows() + [["dup", "c01", "", day(3), "0.10", "paid"], ["dup", "c01", "", day(3), "0.20", "paid"]]
-    config, store, pipeline = make(tmp_path, rows)
+    config, store, pipeline = make(tmp_path, store_url, rows)
     pipeline.run_cycle(AS_OF)
     with store.engine.connect() as conn:
         got = conn.execute(sa.select(orders.c.amount_e4).where(orders.c.order_id == "dup")).scalars().all()
@@ -148,11 +149,11 @@ def test_orders_are_upserted_not_duplicated_and_amounts_exact(tmp_path):
     assert total == len(base_rows()) + 1
 
 
-def test_bad_rows_are_quarantined_with_place_and_the_rest_proceeds(tmp_path):
+def test_bad_rows_are_quarantined_with_place_and_the_rest_proceeds(tmp_path, store_url):
     rows = base_rows()
     rows.insert(3, ["bad1", "c99", "", "not a date", "5.00", "paid"])
     rows.insert(7, ["bad2", "c98", "", day(2), "five", "paid"])
-    config, store, pipeline = make(tmp_path, rows)
+    config, store, pipeline = make(tmp_path, store_url, rows)
     report = pipeline.run_cycle(AS_OF)
     assert report.scored == 30
     assert [(q["location"], q["reason"].split(":")[0]) for q in report.quarantined] == [
@@ -161,21 +162,21 @@ def test_bad_rows_are_quarantined_with_place_and_the_rest_proceeds(tmp_path):
         assert conn.execute(sa.select(sa.func.count()).select_from(quarantine)).scalar() == 2
 
 
-def test_guest_orders_are_keyed_by_email(tmp_path):
+def test_guest_orders_are_keyed_by_email(tmp_path, store_url):
     rows = base_rows() + [["g1", "", "Guest@Example.com ", day(1), "12.00", "paid"]]
-    config, store, pipeline = make(tmp_path, rows)
+    config, store, pipeline = make(tmp_path, store_url, rows)
     pipeline.run_cycle(AS_OF)
     state = read_state(tmp_path / "profiles.jsonl")
     assert "email:guest@example.com" in state
 
 
-def test_a_newline_inside_quotes_and_a_short_row_are_both_read(tmp_path):
+def test_a_newline_inside_quotes_and_a_short_row_are_both_read(tmp_path, store_url):
     """DuckDB's parallel reader cannot pad a short row in a file that also has a newline inside
     quotes; the CSV source then reads the file with one thread instead of failing the pull."""
     rows = base_rows()
     rows[0][5] = "paid\n(by phone)"  # written quoted by the csv module
     rows.insert(5, ["short1", "c97", "", day(3)])  # no amount, no status
-    config, store, pipeline = make(tmp_path, rows)
+    config, store, pipeline = make(tmp_path, store_url, rows)
     report = pipeline.run_cycle(AS_OF)
     assert report.scored == 30 and not report.errors
     assert [q["reason"] for q in report.quarantined] == ["amount is empty"]
@@ -184,14 +185,14 @@ def test_a_newline_inside_quotes_and_a_short_row_are_both_read(tmp_path):
     assert status == "paid\n(by phone)"
 
 
-def test_orders_pulled_counts_what_the_store_took_not_what_was_read(tmp_path):
+def test_orders_pulled_counts_what_the_store_took_not_what_was_read(tmp_path, store_url):
     """An order counts when it is new or its stored row changed; the same row again, or an older
     version of it (a smaller ``updated_at``), is not rewritten and not counted."""
     from rfm_sync.pipeline import order_row
     from connectors.base import Order
     from decimal import Decimal
 
-    store = Store.open(f"sqlite:///{tmp_path / 's.sqlite'}")
+    store = Store.open(store_url)
     now = datetime(2026, 7, 1, tzinfo=timezone.utc)
 
     def row(oid, amount, updated):
@@ -213,10 +214,10 @@ def test_orders_pulled_counts_what_the_store_took_not_what_was_read(tmp_path):
         store.close()
 
 
-def test_a_reread_export_with_one_edit_and_many_bad_rows_is_not_mostly_quarantined(tmp_path):
+def test_a_reread_export_with_one_edit_and_many_bad_rows_is_not_mostly_quarantined(tmp_path, store_url):
     """The quarantine share compares bad rows with the rows read, not with the few that changed."""
     rows = base_rows()
-    config, store, pipeline = make(tmp_path, rows)
+    config, store, pipeline = make(tmp_path, store_url, rows)
     pipeline.run_cycle(AS_OF)
     rows[0][4] = "11.50"
     rows += [[f"bad{i}", f"c{i:02d}", "", "not a date", "1", "paid"] for i in range(5)]

@@ -28,7 +28,7 @@ class Shop:
     def __init__(self, folder, rows, extra=EXTRA):
         self.folder, self.rows = folder, rows
         write_orders(folder / "orders.csv", rows)
-        (folder / "config.toml").write_text(extra + CONFIG.format(metrics="false"))
+        (folder / "config.toml").write_text(extra + CONFIG.format(metrics="false", url="sqlite:///state.sqlite"))
         self.config_path = folder / "config.toml"
         self.config = load_config(self.config_path)
         self.store = Store.open(self.config.store.url, self.config.base_dir)

@@ -17,7 +17,7 @@ AS_OF = date(2026, 6, 30)
 
 CONFIG = """
 [store]
-url = "sqlite:///s.sqlite"
+url = "{url}"
 [[sources]]
 type = "csv"
 name = "shop"
@@ -37,9 +37,9 @@ def orders_csv() -> str:
     return "\n".join(rows) + "\n"
 
 
-def setup(tmp_path, write_config, write_csv):
+def setup(tmp_path, write_config, write_csv, url):
     write_csv(orders_csv())
-    config = load_config(write_config(CONFIG))
+    config = load_config(write_config(CONFIG.format(url=url)))
     store = Store.open(config.store.url, config.base_dir)
     pipeline = Pipeline(config, store)
     return pipeline, store
@@ -51,8 +51,8 @@ def webhook_order(order_id: str, customer: str, amount: str) -> Order:
                  amount=Decimal(amount), email=f"{customer}@example.com")
 
 
-def test_only_the_affected_customer_is_rescored_and_pushed(tmp_path, write_config, write_csv):
-    pipeline, store = setup(tmp_path, write_config, write_csv)
+def test_only_the_affected_customer_is_rescored_and_pushed(tmp_path, write_config, write_csv, store_url):
+    pipeline, store = setup(tmp_path, write_config, write_csv, store_url)
     full = pipeline.run_cycle(AS_OF)
     assert full.group_counts and read_state(tmp_path / "profiles.jsonl")["c0"]["Current RFM group"] == "Inactive"
     rows_before = (tmp_path / "profiles.jsonl").read_text().count("\n")
@@ -77,8 +77,8 @@ def test_only_the_affected_customer_is_rescored_and_pushed(tmp_path, write_confi
     store.close()
 
 
-def test_a_cancelled_order_clears_only_that_customer(tmp_path, write_config, write_csv):
-    pipeline, store = setup(tmp_path, write_config, write_csv)
+def test_a_cancelled_order_clears_only_that_customer(tmp_path, write_config, write_csv, store_url):
+    pipeline, store = setup(tmp_path, write_config, write_csv, store_url)
     pipeline.run_cycle(AS_OF)
     cancelled = Order(source="shop", order_id="o-old", customer_id="c0",
                       placed_at=datetime(2025, 3, 1, 10, tzinfo=timezone.utc),
@@ -91,8 +91,8 @@ def test_a_cancelled_order_clears_only_that_customer(tmp_path, write_config, wri
     store.close()
 
 
-def test_without_a_previous_run_it_falls_back_to_a_full_score(tmp_path, write_config, write_csv):
-    pipeline, store = setup(tmp_path, write_config, write_csv)
+def test_without_a_previous_run_it_falls_back_to_a_full_score(tmp_path, write_config, write_csv, store_url):
+    pipeline, store = setup(tmp_path, write_config, write_csv, store_url)
     report = pipeline.rescore_orders([webhook_order("w1", "new", "20.00")], AS_OF)
     assert report.scored == 1  # only the webhook order is stored: nothing was pulled yet
     assert report.cut_points  # calibrated on the whole store, like any full cycle

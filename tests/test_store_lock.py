@@ -16,7 +16,7 @@ TODAY = date(2026, 6, 30)
 
 CONFIG = """
 [store]
-url = "sqlite:///state.sqlite"
+url = "{url}"
 [[sources]]
 type = "csv"
 name = "shop"
@@ -57,14 +57,15 @@ def sink_lines(folder):
     return [json.loads(line) for line in (folder / "profiles.jsonl").read_text().splitlines()]
 
 
-def setup(folder):
+def setup(folder, url):
+    """Orders, a config with its store at ``url`` (the ``store_url`` fixture), the barrier folder."""
     write_sample(folder / "orders.csv", end=TODAY, customers=300, seed=5)
-    (folder / "config.toml").write_text(CONFIG)
+    (folder / "config.toml").write_text(CONFIG.format(url=url))
     (folder / "barrier").mkdir()
 
 
-def test_two_runs_at_once_push_each_profile_once(tmp_path):
-    setup(tmp_path)
+def test_two_runs_at_once_push_each_profile_once(tmp_path, store_url):
+    setup(tmp_path, store_url)
     results = release_when_settled(tmp_path, {"a": start_run(tmp_path, "a", "--wait", "120"),
                                               "b": start_run(tmp_path, "b", "--wait", "120")})
     assert [code for code, _ in results.values()] == [0, 0], results
@@ -75,8 +76,8 @@ def test_two_runs_at_once_push_each_profile_once(tmp_path):
     assert events and set(events.values()) == {1}
 
 
-def test_a_run_next_to_a_running_one_fails_naming_the_holder(tmp_path):
-    setup(tmp_path)
+def test_a_run_next_to_a_running_one_fails_naming_the_holder(tmp_path, store_url):
+    setup(tmp_path, store_url)
     results = release_when_settled(tmp_path, {"a": start_run(tmp_path, "a"), "b": start_run(tmp_path, "b")})
     codes = sorted(code for code, _ in results.values())
     assert codes == [0, 4], results
@@ -100,7 +101,7 @@ from rfm_sync.store.lock import FencedDestination, LockLost, StoreLock, StoreLoc
 
 PLAIN = """
 [store]
-url = "sqlite:///state.sqlite"
+url = "{url}"
 [rfm]
 scheme = "klaviyo"
 [[sources]]
@@ -114,10 +115,10 @@ path = "profiles.jsonl"
 """
 
 
-def plain_setup(folder):
+def plain_setup(folder, url):
     write_sample(folder / "orders.csv", end=TODAY, customers=200, seed=3)
-    (folder / "config.toml").write_text(PLAIN)
-    return Store.open("sqlite:///" + str(folder / "state.sqlite"))
+    (folder / "config.toml").write_text(PLAIN.format(url=url))
+    return Store.open(url)
 
 
 class Recorder:
@@ -131,8 +132,8 @@ class Recorder:
         return PushResult(accepted=[])
 
 
-def test_a_pusher_whose_lock_was_taken_over_stops_before_the_next_batch(tmp_path):
-    store = Store.open("sqlite:///" + str(tmp_path / "s.sqlite"))
+def test_a_pusher_whose_lock_was_taken_over_stops_before_the_next_batch(tmp_path, store_url):
+    store = Store.open(store_url)
     with hold(store, "a:1", expire_seconds=60) as held:
         dest = FencedDestination(Recorder(), held.confirm)
         dest.push(["first"])
@@ -145,8 +146,8 @@ def test_a_pusher_whose_lock_was_taken_over_stops_before_the_next_batch(tmp_path
     store.close()
 
 
-def test_hold_waits_then_names_the_holder_and_releases_when_done(tmp_path):
-    store = Store.open("sqlite:///" + str(tmp_path / "s.sqlite"))
+def test_hold_waits_then_names_the_holder_and_releases_when_done(tmp_path, store_url):
+    store = Store.open(store_url)
     assert StoreLock(store, "other:7").acquire() is None
     told = []
     with pytest.raises(StoreLocked, match="locked by other:7 since") as caught:
@@ -160,8 +161,8 @@ def test_hold_waits_then_names_the_holder_and_releases_when_done(tmp_path):
     store.close()
 
 
-def test_hold_heartbeats_while_the_command_works(tmp_path):
-    store = Store.open("sqlite:///" + str(tmp_path / "s.sqlite"))
+def test_hold_heartbeats_while_the_command_works(tmp_path, store_url):
+    store = Store.open(store_url)
     with hold(store, "me:1", heartbeat_seconds=0.05):
         first = StoreLock(store, "x").current().heartbeat_at
         deadline = time.monotonic() + 30
@@ -172,8 +173,8 @@ def test_hold_heartbeats_while_the_command_works(tmp_path):
 
 
 @pytest.mark.parametrize("command", [["run", "--once"], ["recalibrate"]])
-def test_run_and_recalibrate_refuse_a_locked_store_with_exit_4(tmp_path, command):
-    store = plain_setup(tmp_path)
+def test_run_and_recalibrate_refuse_a_locked_store_with_exit_4(tmp_path, command, store_url):
+    store = plain_setup(tmp_path, store_url)
     assert StoreLock(store, "shop-host:4242").acquire() is None
     result = CliRunner().invoke(main, [*command, "-c", str(tmp_path / "config.toml"), "--as-of", TODAY.isoformat()])
     assert result.exit_code == 4, result.output
@@ -187,12 +188,12 @@ def test_run_and_recalibrate_refuse_a_locked_store_with_exit_4(tmp_path, command
     store.close()
 
 
-def test_the_lock_of_a_process_that_is_gone_is_taken_over_at_once(tmp_path):
+def test_the_lock_of_a_process_that_is_gone_is_taken_over_at_once(tmp_path, store_url):
     import socket
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    store = Store.open("sqlite:///" + str(tmp_path / "s.sqlite"))
+    store = Store.open(store_url)
     host = socket.gethostname()
     assert StoreLock(store, f"{host}:{dead.pid}").acquire() is None
     assert StoreLock(store, f"{host}:{os.getpid()}").acquire() is None

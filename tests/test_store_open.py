@@ -9,17 +9,23 @@ import sqlalchemy as sa
 from rfm_sync.store import Store
 from tests.conftest import REPO
 
-OPEN = "import sys; from rfm_sync.store import Store; Store.open('sqlite:///' + sys.argv[1]).close()"
+OPEN = "import sys; from rfm_sync.store import Store; Store.open(sys.argv[1]).close()"
 
 
-def test_concurrent_first_opens_all_succeed(tmp_path):
+def test_concurrent_first_opens_all_succeed(tmp_path, store_url, request):
     for attempt in range(3):
-        path = tmp_path / f"store-{attempt}.sqlite"
-        procs = [subprocess.Popen([sys.executable, "-c", OPEN, str(path)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+        if store_url.startswith("sqlite:///"):
+            url = f"sqlite:///{tmp_path / f'store-{attempt}.sqlite'}"
+        else:  # a fresh database each attempt
+            server = request.getfixturevalue("pg_server")
+            name = server.create_database()
+            request.addfinalizer(lambda name=name: server.drop_database(name))
+            url = server.url(name)
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN, url], cwd=REPO, stderr=subprocess.PIPE, text=True)
                  for _ in range(4)]
         errors = [p.communicate(timeout=120)[1] for p in procs]
         assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n".join(errors)
-        store = Store.open("sqlite:///" + str(path))
+        store = Store.open(url)
         with store.engine.connect() as conn:
             versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
         store.close()

@@ -23,6 +23,8 @@ __all__ = ["Store", "MONEY_SCALE", "metadata", "orders", "customers", "customer_
            "calibrations", "source_cursors", "outbox", "destination_state", "quarantine", "locks", "utcnow"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# PostgreSQL advisory lock key held while migrating (any fixed bigint; these bytes spell "rfm-sync")
+MIGRATE_LOCK_KEY = int.from_bytes(b"rfm-sync", "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def utcnow() -> datetime:
@@ -117,6 +119,11 @@ class Store:
                 # processes opening a new store at once migrate one after the other (the rest wait
                 # on busy_timeout, then find the schema at head) instead of racing to create tables.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif self.engine.dialect.name == "postgresql":
+                # the same on PostgreSQL: a transaction-scoped advisory lock (released at commit), so
+                # the second process waits, then finds alembic_version at head instead of failing to
+                # create it a second time
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK_KEY})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
@@ -159,10 +166,13 @@ class Store:
                        stmt.excluded.updated_at >= orders.c.updated_at)
         differs = sa.or_(*(orders.c[name].is_distinct_from(value) for name, value in cols.items()
                            if name != "ingested_at"))
+        # preserve_rowcount: SQLAlchemy reads the count before it closes the cursor — psycopg's count of
+        # an INSERT ... ON CONFLICT is otherwise gone (-1) by the time it is asked
         result = conn.execute(stmt.on_conflict_do_update(index_elements=["source", "order_id"], set_=cols,
-                                                         where=sa.and_(newer, differs)), rows)
-        # the driver's count of rows written (sqlite3 sums it over executemany); a driver that cannot
-        # tell (-1) gets the rows offered, as before
+                                                         where=sa.and_(newer, differs))
+                              .execution_options(preserve_rowcount=True), rows)
+        # the driver's count of rows written (sqlite3 and psycopg sum it over executemany); a driver
+        # that cannot tell (-1) gets the rows offered, as before
         count = result.rowcount
         return count if count is not None and count >= 0 and self.engine.dialect.supports_sane_multi_rowcount \
             else len(rows)
