@@ -150,7 +150,7 @@ def store_url_problem(url: str) -> str:
 
 
 # what to install for a driver module SQLAlchemy could not import
-_DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "pymysql"}
+_DRIVER_PACKAGES = {"psycopg": "'rfm-sync[postgres]' (psycopg 3)", "psycopg2": "psycopg2-binary", "pymysql": "pymysql"}
 
 
 class PushConfig(Section):
