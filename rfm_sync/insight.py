@@ -21,7 +21,6 @@ pass through :func:`mask_text`.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from fractions import Fraction
@@ -34,12 +33,12 @@ import sqlalchemy as sa
 
 from . import engine
 from .engine import thresholds
+from .logs import mask
 from .store import Store, customer_state, customers, runs, utcnow
 
 BINS = 40
 SCORED = ("ok", "partial", "scored")  # runs whose state was committed ("scored": stopped after its diff)
 DIMENSIONS = ("recency", "frequency", "monetary")
-EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
 # ---------------------------------------------------------------------- masking
@@ -50,8 +49,9 @@ def mask_email(email: str | None) -> str:
 
 
 def mask_text(text: Any) -> str:
-    """Any text with every email address in it masked (customer keys such as ``email:…``, errors)."""
-    return EMAIL.sub(lambda m: mask_email(m.group(0)), "" if text is None else str(text))
+    """Any text with every email address in it masked (customer keys such as ``email:…``, errors),
+    as the logs mask it (:func:`rfm_sync.logs.mask`)."""
+    return mask("" if text is None else str(text))
 
 
 # ---------------------------------------------------------------------- recorded by the pipeline

@@ -14,7 +14,9 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+# an address: the first character of its local part (an apostrophe is allowed there: o'neil@...) and
+# its domain are kept; every message, log field, table and report page masks with it
+EMAIL = re.compile(r"([A-Za-z0-9._%+'-])[A-Za-z0-9._%+'-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
 SECRET_FIELD = re.compile(r"(secret|token|password|passwd|authorization|api_?key|hmac|signature)", re.I)
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 

@@ -389,8 +389,7 @@ class Pipeline:
         changes = [u for u in updates if u.transition is not None]
 
         def masked(email: str | None) -> str:
-            local, at, domain = (email or "").partition("@")
-            return f"{local[:1]}***@{domain}" if at else "(no email)"
+            return insight.mask_email(email) or "(no email)"
 
         return {"profiles": len(updates), "batches": -(-len(updates) // dest.batch_size),
                 "group_changes": len(changes), "cleared": sum(u.transition.to_group is None for u in changes),

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
-from .insight import (DIMENSIONS, EMAIL, UNITS, Summary, buckets, dimension_rows, group_rows, mask_email, mask_text,
+from .logs import EMAIL
+from .insight import (DIMENSIONS, UNITS, Summary, buckets, dimension_rows, group_rows, mask_text,
                       readable)
 
 PALETTE = ["#1b9e77", "#66a61e", "#7570b3", "#e6ab02", "#d95f02", "#e7298a", "#a6761d", "#1f78b4", "#b2df8a",
@@ -303,7 +304,7 @@ it.</p>
 where they are: <code>rfm-sync explain -c CONFIG CUSTOMER</code>.</p>{samples or "<p>no customers yet.</p>"}</section>
 """
     body = mask_text(body)  # the last guard: no address in what this page says
-    figure_json = EMAIL.sub(lambda m: mask_email(m.group(0)), figure_json)
+    figure_json = mask_text(figure_json)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>

@@ -173,6 +173,10 @@ def test_json_log_lines_mask_emails_and_hide_credentials():
     assert "pk_live_1" not in line and "jane.doe" not in line
 
 
+def test_an_address_with_an_apostrophe_is_masked_whole():
+    assert logs.mask("to o'neil@example.com") == "to o***@example.com"  # not "o'n***@": the local part is hidden
+
+
 def test_format_auto_is_json_off_a_terminal_and_text_on_one():
     class Tty(io.StringIO):
         def isatty(self):
