@@ -109,14 +109,7 @@ def check_connectors(report: DoctorReport, config: Config, online: bool = True) 
                 try:
                     secrets.resolve(name)
                 except secrets.SecretError as exc:
-                    missing = True
-                    if secrets.looks_like_a_value(name):  # the "name" is the credential: never echoed
-                        key = next(k for k, v in settings.model_dump().items() if v == name)
-                        report.add(what, False, f"{key}: {secrets.PASTED}",
-                                   f"set {key} to the secret's name and store the key under that name "
-                                   "(`rfm-sync secrets set NAME` or RFM_SYNC_SECRET_<NAME>), so the key "
-                                   "no longer sits in the config file")
-                        continue
+                    missing = True  # (a key pasted as the name never gets here: the config is refused)
                     report.add(what, False, f"secret {name!r} is not available",
                                f"export {secrets.env_var_name(name)}=... or run `rfm-sync secrets set {name}`"
                                f" ({exc.__class__.__name__})")

@@ -63,11 +63,6 @@ def looks_like_a_value(name: str) -> bool:
     return False
 
 
-def shown(name: str) -> str:
-    """The secret's name for a message: quoted, or a stand-in when it looks like a pasted value."""
-    return "(a value that looks like a key, not shown)" if looks_like_a_value(name) else repr(name)
-
-
 def resolve(name: str) -> Secret:
     if looks_like_a_value(name):  # never looked up, so no environment variable or keyring entry is named
         raise SecretError(f"not a secret's name: {PASTED}; {RENAME}")
