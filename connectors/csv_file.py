@@ -301,11 +301,18 @@ def columns_sql(csv_file: CsvFile, types: dict[str, str] | None = None, extra: b
     """DuckDB's ``columns={...}``: every header column as text unless ``types`` names it, and the
     one column more for a row with too many fields when ``extra``."""
     names = csv_file.header + ([csv_file.extra] if extra else [])
-    return "{" + ", ".join(f"{_lit(c)}: {_lit((types or {}).get(c, 'VARCHAR'))}" for c in names) + "}"
+    return "{" + ", ".join(f"{sql_text(c)}: {sql_text((types or {}).get(c, 'VARCHAR'))}" for c in names) + "}"
 
 
-def _lit(value: str) -> str:
+def sql_name(name: str) -> str:
+    """A column name quoted for DuckDB SQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sql_text(value: str) -> str:
+    """A text literal for DuckDB SQL."""
     return "'" + value.replace("'", "''") + "'"
+
 
 
 def rejects_options() -> str:
@@ -381,7 +388,7 @@ def numbered_sql(conn: duckdb.DuckDBPyConnection, csv_file: CsvFile, settings: "
     if csv_file.line_sql is None:
         drift = survey(csv_file, settings)
         if len(drift) <= MAX_CASE_STEPS:
-            csv_file.line_sql = f"SELECT row_number() OVER () + 1 AS line, * FROM {{reader}}" if not drift else (
+            csv_file.line_sql = "SELECT row_number() OVER () + 1 AS line, * FROM {reader}" if not drift else (
                 "SELECT rfm_record + 1 + " + _steps_sql(drift, 0, len(drift), 0) + " AS line, * EXCLUDE (rfm_record) "
                 "FROM (SELECT row_number() OVER () AS rfm_record, * FROM {reader})")
         else:

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import duckdb
 
 from .base import FatalError
+from .csv_file import sql_name as _q, sql_text as _lit
 
 if TYPE_CHECKING:
     from .csv_source import CsvSettings
@@ -136,12 +137,6 @@ PRESETS: dict[str, Preset] = {
 assert set(PRESETS) == set(get_args(PresetName)), "PresetName and PRESETS must name the same presets"
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def fold(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings,

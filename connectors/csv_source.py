@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .base import ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined
 from . import csv_file, csv_presets, validate
-from .csv_file import CsvFile
+from .csv_file import CsvFile, sql_name as _q, sql_text as _lit
 from .validate import PLACED_RANGE_SQL, control_sql, email_ok_sql, nul_sql, trim_sql
 
 log = logging.getLogger(__name__)
@@ -84,12 +84,6 @@ class CsvSettings(ConnectorSettings):
         return csv_file.normalize_encoding(value)
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 @dataclass
