@@ -127,8 +127,9 @@ def order_from_json(source: str, data: dict[str, Any], extra_purchase: frozenset
         return Quarantined(source=source, location=location,
                            reason=f"billing_address is not an object but {validate.json_type(billing)}")
     email, dropped = validate.clean_email(billing.get("email"))
-    if data.get("customer_id") is not None and (problem := validate.payload_id_problem("customer_id", data["customer_id"])):
-        return Quarantined(source=source, location=location, reason=problem)
+    if data.get("customer_id") not in (None, "") and (problem := validate.payload_id_problem("customer_id",
+                                                                                             data["customer_id"])):
+        return Quarantined(source=source, location=location, reason=problem)  # absent or empty: a guest
     customer = validate.trim(data.get("customer_id")) or "0"
     problem = (validate.id_problem("order_id", order_id) or validate.id_problem("customer_id", customer)
                or validate.placed_at_problem(placed_at))

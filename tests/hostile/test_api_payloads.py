@@ -249,3 +249,12 @@ def test_klaviyo_import_errors_that_are_not_objects_fail_the_whole_job_never_ack
         result = dest.push([kl.update(i) for i in range(1, 4)])
     assert result.accepted == [] and sorted(result.failed) == [1, 2, 3]
     assert all("could not be matched" in reason for reason in result.failed.values())
+
+
+def test_a_bigcommerce_order_with_an_empty_customer_id_is_a_guest_not_quarantined():
+    clock = FakeClock()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(BC_URL, json=[bc_order(customer_id="")])
+        rsps.get(BC_URL, status=204)
+        [order] = bc.records(bc.source("https://bc.test", clock, attempts=2))
+    assert isinstance(order, Order) and order.customer_id == "email:a@example.com"
