@@ -221,8 +221,7 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
                 result = score_csv(Path(orders_path), Path(out_path), config, day, settings,
                                    progress=lambda pct: bar.update(task, completed=pct))
     except ConnectorError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        exit_codes.fail(str(exc), EXIT_FAILED)
     except OSError as exc:  # the output folder is read-only, the disk full, ...: older outputs are kept
         exit_codes.fail(exit_codes.output_problem(exc, out_path), exit_codes.OUTPUT)
     if not quiet:
