@@ -22,7 +22,7 @@ from connectors.registry import UnknownConnector, connector_class
 
 from . import currency
 from . import secrets as secret_names
-from .daemon_config import DaemonConfig, LoggingConfig, ScheduleConfig, WebhooksConfig
+from .daemon.config import DaemonConfig, LoggingConfig, ScheduleConfig, WebhooksConfig
 
 
 class ConfigError(ValueError):

@@ -21,7 +21,7 @@ def daemon(config_path: str) -> None:
 
     One daemon per store runs cycles; a second one stands by. SIGHUP reloads the configuration.
     """
-    from .daemon import Daemon
+    from .daemon.runner import Daemon
 
     try:
         runner = Daemon(config_path)

@@ -25,7 +25,7 @@ from . import engine, secrets
 from .calibration import run_population, small_population
 from .config import Config
 from .pipeline import Pipeline, connector_context
-from .scheduler import next_runs
+from .daemon.scheduler import next_runs
 from .store import Store, make_url, utcnow
 from .store.errors import describe, driver_message, where_of
 

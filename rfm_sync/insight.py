@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from . import engine
 from .engine import thresholds
-from .logs import mask
+from .masking import mask
 from .store import Store, customer_state, customers, runs, utcnow
 
 BINS = 40
@@ -50,7 +50,7 @@ def mask_email(email: str | None) -> str:
 
 def mask_text(text: Any) -> str:
     """Any text with every email address in it masked (customer keys such as ``email:…``, errors),
-    as the logs mask it (:func:`rfm_sync.logs.mask`)."""
+    as the logs mask it (:func:`rfm_sync.masking.mask`)."""
     return mask("" if text is None else str(text))
 
 

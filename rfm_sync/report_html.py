@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
-from .logs import EMAIL
 from .insight import (DIMENSIONS, UNITS, Summary, buckets, dimension_rows, group_rows, mask_text,
                       readable)
+from .masking import EMAIL
 
 PALETTE = ["#1b9e77", "#66a61e", "#7570b3", "#e6ab02", "#d95f02", "#e7298a", "#a6761d", "#1f78b4", "#b2df8a",
            "#fb9a99", "#cab2d6", "#ffff99", "#666666"]

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from connectors.base import RetryableError
 from rfm_sync.config import parse_config
-from rfm_sync.daemon import Daemon
+from rfm_sync.daemon.runner import Daemon
 from rfm_sync.store import calibrations, orders
 from rfm_sync.store import webhook_queries
 from rfm_sync.store.schema import webhook_events

@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 from keyring.backend import KeyringBackend
 
-from rfm_sync import logs, secrets
+from rfm_sync import masking, secrets
 from rfm_sync.cli import main
+from rfm_sync.daemon import logs
 
 BASE = """
 [store]
@@ -174,7 +175,7 @@ def test_json_log_lines_mask_emails_and_hide_credentials():
 
 
 def test_an_address_with_an_apostrophe_is_masked_whole():
-    assert logs.mask("to o'neil@example.com") == "to o***@example.com"  # not "o'n***@": the local part is hidden
+    assert masking.mask("to o'neil@example.com") == "to o***@example.com"  # not "o'n***@": the local part is hidden
 
 
 def test_format_auto_is_json_off_a_terminal_and_text_on_one():

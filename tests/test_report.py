@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from connectors.file_sink import read_state
-from rfm_sync import insight, logs, lookup
+from rfm_sync import insight, lookup, masking
 from rfm_sync.cli import main
 from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline
@@ -175,7 +175,7 @@ def test_report_html_has_no_email_address(shop, tmp_path):
     assert result.exit_code == 0, result.output
     text = out.read_text(encoding="utf-8")
     assert "c1@example.com" in (shop.folder / "profiles.jsonl").read_text()  # the store has addresses ...
-    assert logs.EMAIL.findall(text) == []  # ... the page none (the one address pattern, rfm_sync/logs.py)
+    assert masking.EMAIL.findall(text) == []  # ... the page none (the one address pattern, rfm_sync/masking.py)
     assert "c***@example.com" in text  # masked samples
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]  # no temporary file left
 

@@ -16,7 +16,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.base import BaseScheduler
 
 from rfm_sync.config import parse_config
-from rfm_sync.scheduler import Jobs, add_jobs, next_runs
+from rfm_sync.daemon.scheduler import Jobs, add_jobs, next_runs
 
 UTC = timezone.utc
 

@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from rfm_sync.health import Health
-from rfm_sync.metrics import Metrics
+from rfm_sync.daemon.health import Health
+from rfm_sync.daemon.metrics import Metrics
+from rfm_sync.daemon.webhooks import Listener, Routes, event_id, kept_headers, topic_of
 from rfm_sync.store import Store
 from rfm_sync.store import webhook_queries
-from rfm_sync.webhooks import Listener, Routes, event_id, kept_headers, topic_of
 from tests.daemon_fakes import FakeWebhookSource, FakeWebhookSettings, shopify_order, sign
 
 SECRET = "k3y"

@@ -5,7 +5,7 @@ The holder (``host:pid``) refreshes ``heartbeat_at`` regularly. A lock whose hea
 statement, so two processes racing for the lock cannot both win.
 
 The daemon, ``rfm-sync run`` and ``rfm-sync recalibrate`` all take the same lock (:data:`WRITER`):
-the daemon with its own stand-by loop (:mod:`rfm_sync.daemon`), the one-shot commands with
+the daemon with its own stand-by loop (:mod:`rfm_sync.daemon.runner`), the one-shot commands with
 :func:`hold`, which waits a bounded time, heartbeats from a background thread while the command
 works, and releases at the end.
 

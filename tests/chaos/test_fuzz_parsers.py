@@ -26,7 +26,7 @@ from connectors.bigcommerce_parse import order_from_json
 from connectors.csv_source import CsvSettings, CsvSource
 from connectors.shopify import ShopifySettings, ShopifySource
 from connectors.shopify_parse import order_from_node, order_from_rest
-from rfm_sync.webhooks import event_id, kept_headers, topic_of
+from rfm_sync.daemon.webhooks import event_id, kept_headers, topic_of
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                 derandomize=True)

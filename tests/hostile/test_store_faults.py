@@ -206,7 +206,7 @@ def test_a_failed_pull_is_logged_with_its_reason(write_config, caplog):
 
 
 def test_health_says_failing_not_starting_after_a_failed_first_cycle():
-    from rfm_sync.health import Health
+    from rfm_sync.daemon.health import Health
 
     health = Health(max_age=timedelta(hours=1))
     assert health.check()[1]["status"] == "starting"

@@ -32,7 +32,7 @@ class _StoreCollector:
         store = self.metrics.store
         if store is None:
             return
-        from .store import outbox_queries, webhook_queries
+        from ..store import outbox_queries, webhook_queries
 
         backlog = GaugeMetricFamily("rfm_sync_outbox_rows", "Outbox rows by destination and status "
                                     "(pending = backlog, dead = gave up)", labels=["destination", "status"])

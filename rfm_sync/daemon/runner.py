@@ -29,14 +29,14 @@ from apscheduler.jobstores.base import JobLookupError
 
 from connectors.base import MAX_AMOUNT, ConnectorError, NotSentError, Order, RetryableError, WebhookSource
 
+from ..config import Config, ConfigError, load_config
+from ..pipeline import Pipeline, build_destinations, build_sources, customer_key, order_row
+from ..store import Store, utcnow
+from ..store import webhook_queries
+from ..store.lock import WRITER, FencedDestination, LockInfo, LockLost, StoreLock, this_process
 from . import logs, scheduler
-from .config import Config, ConfigError, load_config
 from .health import Health
 from .metrics import Metrics
-from .pipeline import Pipeline, build_destinations, build_sources, customer_key, order_row
-from .store import Store, utcnow
-from .store import webhook_queries
-from .store.lock import WRITER, FencedDestination, LockInfo, LockLost, StoreLock, this_process
 from .webhooks import Listener, Routes
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class StoppableDestination(_Stoppable):
 def find_recalibrate() -> Callable[[Config, Store, Any], Any] | None:
     """``rfm_sync.calibration.recalibrate(config, store, as_of)`` when this version has it."""
     try:
-        from .calibration import recalibrate
+        from ..calibration import recalibrate
     except ImportError:
         return None
     return recalibrate

@@ -1,9 +1,10 @@
-"""Log output: JSON lines when stderr is not a terminal (containers, journald), readable text otherwise.
+"""The daemon's log output: JSON lines when stderr is not a terminal (containers, journald), readable
+text otherwise. (One-shot commands log through :func:`logging.basicConfig`, see :mod:`rfm_sync.cli`.)
 
 Extra fields given as ``log.info("msg", extra={...})`` become JSON keys (or ``key=value`` in text).
-Email addresses in messages and fields are masked (``j***@example.com``); fields whose name says
-they hold a credential are replaced by ``***``. Secrets are :class:`~rfm_sync.secrets.Secret`
-objects, whose ``repr`` never shows the value.
+Email addresses in messages and fields are masked (``j***@example.com``, :mod:`rfm_sync.masking`);
+fields whose name says they hold a credential are replaced by ``***``. Secrets are
+:class:`~rfm_sync.secrets.Secret` objects, whose ``repr`` never shows the value.
 """
 from __future__ import annotations
 
@@ -14,15 +15,10 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-# an address: the first character of its local part (an apostrophe is allowed there: o'neil@...) and
-# its domain are kept; every message, log field, table and report page masks with it
-EMAIL = re.compile(r"([A-Za-z0-9._%+'-])[A-Za-z0-9._%+'-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+from ..masking import mask
+
 SECRET_FIELD = re.compile(r"(secret|token|password|passwd|authorization|api_?key|hmac|signature)", re.I)
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-
-
-def mask(text: str) -> str:
-    return EMAIL.sub(r"\1***@\2", text)
 
 
 def _clean(key: str, value: Any) -> Any:

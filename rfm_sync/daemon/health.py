@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from .store import utcnow
+from ..store import utcnow
 
 
 @dataclass

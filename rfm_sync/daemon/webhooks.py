@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .store import webhook_queries
+from ..store import webhook_queries
 
 log = logging.getLogger(__name__)
 
