@@ -134,7 +134,7 @@ def run_demo(folder: Path, *, customers: int = 3000, today: date | None = None,
         progress("cycle 2: as of today")
         second = pipeline.run_cycle(today)
         progress("writing the report")
-        from .report_cli import write_report
+        from .report_html import write_report
 
         report = write_report(config, store, folder / "report.html")
     finally:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -33,7 +33,7 @@ STORE = 5
 OUTPUT = 6
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code``."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
@@ -65,22 +65,34 @@ class FaultGroup(click.Group):
     """A click group whose commands end ordinary faults with one line and a distinct exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        import sqlalchemy as sa
-
-        from connectors.base import ConnectorError
-
-        from .store.errors import StoreError, describe
-
         try:
             return super().invoke(ctx)
-        except StoreError as exc:
-            fail(str(exc), STORE)
-        except (sa.exc.DBAPIError, sa.exc.OperationalError) as exc:
-            error = describe(exc)
-            if error is None:
+        except Exception as exc:
+            fault = ordinary_fault(exc)
+            if fault is None:
                 raise
-            fail(str(error), STORE)
-        except ConnectorError as exc:
-            fail(str(exc), FAILED)
-        except OSError as exc:
-            fail(output_problem(exc), OUTPUT)
+            fail(*fault)
+
+
+def ordinary_fault(exc: Exception) -> tuple[str, int] | None:
+    """The line and exit code for a fault an operator can act on; None for anything else (a bug,
+    which keeps its traceback). What it checks against is imported only now, on the way out: a
+    command that ends well never loads the store's modules for it."""
+    if isinstance(exc, (click.exceptions.Exit, click.exceptions.Abort, click.ClickException)):
+        return None  # click's own way out (--help, a usage error), not a fault
+    from connectors.base import ConnectorError
+
+    from .store.errors import StoreError, describe
+
+    if isinstance(exc, StoreError):
+        return str(exc), STORE
+    import sqlalchemy as sa
+
+    if isinstance(exc, (sa.exc.DBAPIError, sa.exc.OperationalError)):
+        error = describe(exc)
+        return None if error is None else (str(error), STORE)
+    if isinstance(exc, ConnectorError):
+        return str(exc), FAILED
+    if isinstance(exc, OSError):
+        return output_problem(exc), OUTPUT
+    return None

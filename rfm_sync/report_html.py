@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import html
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from . import atomic
-from .insight import (DIMENSIONS, UNITS, Summary, buckets, dimension_rows, group_rows, mask_text,
+from .insight import (DIMENSIONS, UNITS, Summary, buckets, dimension_rows, gather, group_rows, mask_text,
                       readable)
 from .masking import EMAIL
 
@@ -388,4 +389,9 @@ def write(summary: Summary, path: Path, *, currency: str = "") -> Path:
     text = page(summary, currency=currency)
     atomic.write_text(Path(path), text)
     return Path(path)
+
+
+def write_report(config: Any, store: Any, path: Path, since: date | None = None) -> Path:
+    """The HTML report of this store at ``path`` (``rfm-sync report --html`` and the demo)."""
+    return write(gather(config, store, since=since), path, currency=config.shop.currency or "")
 

@@ -112,3 +112,10 @@ def test_ids_or_all_failed_is_required(setup, args):
     path, _, _ = setup
     result = run(args[0], "-c", path, *args[1:])
     assert result.exit_code == 2 and "--all-failed" in result.output
+
+
+def test_the_status_choices_are_the_stores():
+    """`--status` offers the store's statuses, copied so that `--help` need not load the store."""
+    from rfm_sync.cli import webhooks as webhooks_cli
+
+    assert webhooks_cli.STATUSES == webhook_queries.STATUSES

@@ -1,4 +1,4 @@
-"""Commands for running in production: ``daemon``, ``doctor``, ``secrets``. Registered by cli.py."""
+"""Commands for running in production: ``daemon``, ``doctor``, ``secrets``. Registered in :mod:`rfm_sync.cli`."""
 from __future__ import annotations
 
 import logging
@@ -7,34 +7,31 @@ import sys
 
 import click
 
-from . import secrets as secret_store
-from .config import ConfigError
-
-EXIT_FAILED = 1
+from .. import exit_codes
+from .. import secrets as secret_store
+from ._common import config_option, exit_with_config_errors, heavy_imports, load
 
 
 @click.command()
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="Path to the TOML configuration.")
+@config_option
 def daemon(config_path: str) -> None:
     """Run the schedule (and the optional webhook listener) in the foreground until SIGTERM/SIGINT.
 
     One daemon per store runs cycles; a second one stands by. SIGHUP reloads the configuration.
     """
-    from .daemon.runner import Daemon
+    with heavy_imports():
+        from ..config import ConfigError
+        from ..daemon.runner import Daemon
 
-    try:
-        runner = Daemon(config_path)
-    except ConfigError as exc:
-        from .cli import exit_with_config_errors
-
-        exit_with_config_errors(exc)
+        try:
+            runner = Daemon(config_path)
+        except ConfigError as exc:
+            exit_with_config_errors(exc)
     runner.install_signals()
     try:
         code = runner.run()
     except Exception as exc:  # start-up failures: store unreachable, port in use, secrets missing
-        click.echo(f"error: the daemon could not start: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        exit_codes.fail(f"the daemon could not start: {type(exc).__name__}: {exc}", exit_codes.FAILED)
     if runner.abandoned:  # a cycle thread is still busy: do not wait for it at interpreter exit
         logging.shutdown()
         sys.stderr.flush()
@@ -43,23 +40,17 @@ def daemon(config_path: str) -> None:
 
 
 @click.command()
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="Path to the TOML configuration.")
+@config_option
 @click.option("--offline", is_flag=True,
               help="Send nothing over the network: check settings, files and that credentials are set, "
                    "not that Shopify, BigCommerce, Klaviyo or Meta accept them.")
 def doctor(config_path: str, offline: bool) -> None:
     """Check the store (and its integrity), every source and destination, their secrets and the
     schedule; print each problem with its fix and exit 1 if there is one."""
-    from .config import load_config
-    from .doctor import run_doctor
+    config = load(config_path)
+    with heavy_imports():
+        from ..doctor import run_doctor
 
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        from .cli import exit_with_config_errors
-
-        exit_with_config_errors(exc)
     report = run_doctor(config, online=not offline)
     for finding in report.findings:
         mark = click.style("ok ", fg="green") if finding.ok else click.style("ERR", fg="red")
@@ -71,7 +62,7 @@ def doctor(config_path: str, offline: bool) -> None:
     problems = len(report.problems)
     click.echo(f"{problems} problem(s) found" if problems else "no problems found")
     if problems:
-        sys.exit(EXIT_FAILED)
+        sys.exit(exit_codes.FAILED)
 
 
 @click.group()
@@ -88,17 +79,16 @@ def secrets_set(name: str) -> None:
         click.echo(f"error: {problem}", err=True)
         if not secret_store.looks_like_a_value(name):
             click.echo(f"  e.g. in a container or systemd unit: {secret_store.env_var_name(name)}=<value>", err=True)
-        sys.exit(EXIT_FAILED)
+        sys.exit(exit_codes.FAILED)
     value = click.prompt(f"value of secret {name!r}", hide_input=True, default="", show_default=False)
     if not value:
-        click.echo("error: empty value; nothing stored", err=True)
-        sys.exit(EXIT_FAILED)
+        exit_codes.fail("empty value; nothing stored", exit_codes.FAILED)
     try:
         secret_store.store(name, value)
     except secret_store.SecretError as exc:
         click.echo(f"error: {exc}", err=True)
         click.echo(f"  e.g. in a container or systemd unit: {secret_store.env_var_name(name)}=<value>", err=True)
-        sys.exit(EXIT_FAILED)
+        sys.exit(exit_codes.FAILED)
     click.echo(f"stored secret {name!r} in the OS keyring "
                f"(the environment variable {secret_store.env_var_name(name)} overrides it when set)")
 
@@ -111,7 +101,6 @@ def secrets_check(name: str) -> None:
     try:
         secret_store.resolve(name)  # a NAME that looks like a pasted key is refused, without echoing it
     except secret_store.SecretError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        exit_codes.fail(str(exc), exit_codes.FAILED)
     where = f"environment variable {var}" if os.environ.get(var) else "OS keyring"
     click.echo(f"secret {name!r} is set (from the {where})")

@@ -11,14 +11,20 @@ Neither bodies nor headers are ever printed: they carry customer data. Registere
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich import box
-from rich.table import Table
 
-from .store import webhook_queries
+from .. import exit_codes
+from ._common import config_option, load, open_store
 
-EXIT_FAILED = 1
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ..store.webhook_queries import EventSummary
+
+# the store's statuses (rfm_sync.store.webhook_queries.STATUSES), here so that `--help` need not load the store
+STATUSES = ("pending", "done", "failed", "dropped")
 
 
 @click.group("webhooks")
@@ -26,18 +32,19 @@ def webhooks() -> None:
     """Stored webhook events: list them, retry failed ones, drop stuck ones."""
 
 
-def _store(config_path: str):
-    from .cli import _load, _open_store
-
-    return _open_store(_load(config_path))
+def _store(config_path: str) -> Any:
+    return open_store(load(config_path))
 
 
 def _when(moment) -> str:
     return moment.strftime("%Y-%m-%d %H:%MZ") if moment else ""
 
 
-def events_table(events: list[webhook_queries.EventSummary], title: str) -> Table:
+def events_table(events: list[EventSummary], title: str) -> Table:
     """Narrow columns, and the error wrapped (never cut) in what width is left."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1))
     for col in ("id", "source", "topic", "status", "received", "tries"):
         fixed = col in ("id", "status", "received", "tries")
@@ -50,14 +57,14 @@ def events_table(events: list[webhook_queries.EventSummary], title: str) -> Tabl
 
 
 @webhooks.command("list")
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="Path to the TOML configuration.")
-@click.option("--status", type=click.Choice(webhook_queries.STATUSES), default=None,
+@config_option
+@click.option("--status", type=click.Choice(STATUSES), default=None,
               help="Only events with this status (default: all).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="At most this many, newest first.")
 def list_events(config_path: str, status: str | None, limit: int) -> None:
     """Show stored webhook events (newest first) with their status, tries and error; never their bodies."""
-    from . import report
+    from .. import report
+    from ..store import webhook_queries
 
     store = _store(config_path)
     events = webhook_queries.listing(store, status, limit)
@@ -84,28 +91,30 @@ def _report(outcomes: dict[int, str], ids: tuple[int, ...], done: str) -> None:
     acted = sum(outcome == done for outcome in outcomes.values())
     click.echo(f"{acted} event(s) {done}")
     if acted < len(outcomes):
-        sys.exit(EXIT_FAILED)
+        sys.exit(exit_codes.FAILED)
 
 
 @webhooks.command("retry")
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="Path to the TOML configuration.")
+@config_option
 @click.option("--all-failed", is_flag=True, help="Every failed event.")
 @click.argument("ids", nargs=-1, type=int)
 def retry(config_path: str, all_failed: bool, ids: tuple[int, ...]) -> None:
     """Put failed events (IDS, or --all-failed) back to pending; the daemon processes them again."""
+    from ..store import webhook_queries
+
     _chosen(ids, all_failed)
     outcomes = webhook_queries.retry(_store(config_path), ids, all_failed=all_failed)
     _report(outcomes, ids, "retried")
 
 
 @webhooks.command("drop")
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="Path to the TOML configuration.")
+@config_option
 @click.option("--all-failed", is_flag=True, help="Every failed event.")
 @click.argument("ids", nargs=-1, type=int)
 def drop(config_path: str, all_failed: bool, ids: tuple[int, ...]) -> None:
     """Set pending or failed events (IDS, or --all-failed) aside for good; their ids still stop replays."""
+    from ..store import webhook_queries
+
     _chosen(ids, all_failed)
     outcomes = webhook_queries.drop(_store(config_path), ids, all_failed=all_failed)
     _report(outcomes, ids, "dropped")

@@ -1,4 +1,4 @@
-"""Commands for looking at the groups: ``report``, ``customers``, ``explain``. Registered by cli.py.
+"""Commands for looking at the groups: ``report``, ``customers``, ``explain``. Registered in :mod:`rfm_sync.cli`.
 
 They only read the store (no lock: a running daemon is not disturbed) and run inside
 :class:`rfm_sync.exit_codes.FaultGroup`, so a store that cannot be opened or an output that
@@ -11,67 +11,44 @@ import io
 import json
 import os
 import sys
-from datetime import date
 from pathlib import Path
 
 import click
 
-from . import exit_codes
-
-CONFIG_HELP = "Path to the TOML configuration."
-
-
-def _day(value: str | None, option: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=option) from None
-
-
-def _setup(config_path: str):
-    from .cli import _load, _open_store
-
-    config = _load(config_path)
-    return config, _open_store(config)
-
-
-def write_report(config, store, path: Path, since: date | None = None) -> Path:
-    """The HTML report of this store at ``path`` (used by ``report --html`` and the demo)."""
-    from . import insight, report_html
-
-    summary = insight.gather(config, store, since=since)
-    return report_html.write(summary, path, currency=config.shop.currency or "")
+from .. import exit_codes
+from ._common import config_option, day, heavy_imports, load_with_store
 
 
 @click.command()
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False),
               help="Write the report as one self-contained HTML page (charts inside; opens with no network) here.")
 @click.option("--since", default=None, metavar="YYYY-MM-DD",
               help="Show the moves since this day (by the runs' as-of days) first; default the last 30 days.")
 def report(config_path: str, html_path: str | None, since: str | None) -> None:
     """Group sizes now and over time, who moved where, cut points, revenue per group, warnings, last runs."""
-    from . import insight
-    from . import report as tables
+    with heavy_imports():
+        from .. import insight
+        from .. import report as tables
+        from ..report_html import write_report
 
-    day = _day(since, "--since")
-    config, store = _setup(config_path)
+    since_day = day(since, "--since")
+    config, store = load_with_store(config_path)
     if html_path is not None:
         try:
-            written = write_report(config, store, Path(html_path), day)
+            written = write_report(config, store, Path(html_path), since_day)
         except OSError as exc:
             exit_codes.fail(exit_codes.output_problem(exc, html_path), exit_codes.OUTPUT)
         click.echo(f"report written to {written} ({written.stat().st_size / 1e6:.1f} MB)")
         return
     console = tables.console()
-    for table in tables.summary_tables(insight.gather(config, store, since=day), currency=config.shop.currency or ""):
+    for table in tables.summary_tables(insight.gather(config, store, since=since_day),
+                                       currency=config.shop.currency or ""):
         console.print(table)
 
 
 @click.command()
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @click.option("--group", default=None, help="Only customers now in this group.")
 @click.option("--moved-from", "moved_from", default=None,
               help="Only customers whose previous group (the last different one) is this.")
@@ -89,13 +66,14 @@ def customers(config_path: str, group: str | None, moved_from: str | None, since
               fmt: str, limit: int, show_emails: bool) -> None:
     """Who is where: recency, frequency, monetary, scores, group, previous group and when it changed.
     Emails are masked unless --show-emails: a listing is easily pasted or mailed on."""
-    from rich.table import Table
+    with heavy_imports():
+        from rich.table import Table
 
-    from . import engine, lookup
-    from . import report as tables
+        from .. import engine, lookup
+        from .. import report as tables
 
-    day = _day(since, "--since")
-    config, store = _setup(config_path)
+    since_day = day(since, "--since")
+    config, store = load_with_store(config_path)
     known = engine.group_names(config.rfm.scheme, config.rfm)
     for option, name in (("--group", group), ("--moved-from", moved_from)):
         if name is not None and name not in known:
@@ -104,11 +82,11 @@ def customers(config_path: str, group: str | None, moved_from: str | None, since
     if cleared and group is not None:
         exit_codes.fail("--cleared lists customers without a group; it cannot be combined with --group",
                         exit_codes.CONFIG)
-    frame, basis = lookup.list_customers(config, store, group=group, moved_from=moved_from, since=day,
+    frame, basis = lookup.list_customers(config, store, group=group, moved_from=moved_from, since=since_day,
                                          cleared=True if cleared else None)
     rows = lookup.records(frame)
     if not show_emails:
-        from .insight import mask_email, mask_text
+        from ..insight import mask_email, mask_text
 
         for row in rows:
             row["email"] = mask_email(row["email"]) or None
@@ -146,13 +124,14 @@ def _cell(value) -> str:
 
 
 @click.command()
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@config_option
 @click.argument("customer")
 def explain(config_path: str, customer: str) -> None:
     """Why CUSTOMER (a key, email or shop customer id) is in their group, and what would move them."""
-    from . import lookup
+    with heavy_imports():
+        from .. import lookup
 
-    config, store = _setup(config_path)
+    config, store = load_with_store(config_path)
     try:
         e = lookup.explain(config, store, customer)
     except lookup.LookupError_ as exc:
