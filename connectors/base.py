@@ -49,8 +49,8 @@ class RetryableError(ConnectorError):
 
 
 class NotSentError(RetryableError):
-    """Nothing of the batch was handed to the outside system (refused before sending, e.g. while
-    shutting down): its rows may be treated as never sent."""
+    """Nothing of the batch was handed to the outside system (refused before sending): its rows may
+    be treated as never sent. (A daemon's graceful stop is not an error: ``rfm_sync.stop``.)"""
 
 
 class FatalError(ConnectorError):

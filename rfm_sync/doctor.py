@@ -211,7 +211,8 @@ def check_store(report: DoctorReport, config: Config) -> Store | None:
 def eligibility(report: DoctorReport, config: Config, store: Store) -> None:
     """RFM eligibility warnings, and a warning when the cut points in force came from too few customers."""
     quantiles = engine.SCHEMES[config.rfm.scheme].USES_QUANTILES
-    runs = [r for r in store.recent_runs(20) if r["status"] in ("ok", "partial") and r.get("warnings") is not None]
+    runs = [r for r in store.recent_runs(20)
+            if r["status"] in ("ok", "partial", "stopped") and r.get("warnings") is not None]
     full = [r for r in runs if "webhooks" not in ((r.get("stats") or {}).get("pulled") or {})]  # not rescores
     if full:
         report.warnings.extend(full[0]["warnings"])

@@ -37,7 +37,9 @@ from .masking import mask
 from .store import Store, customer_state, customers, runs, utcnow
 
 BINS = 40
-SCORED = ("ok", "partial", "scored")  # runs whose state was committed ("scored": stopped after its diff)
+# runs whose state was committed ("scored": ended after its diff by a crash; "stopped": a graceful stop,
+# after its diff when it has group counts)
+SCORED = ("ok", "partial", "scored", "stopped")
 DIMENSIONS = ("recency", "frequency", "monetary")
 
 

@@ -36,6 +36,7 @@ from connectors.validate import is_email, with_notices
 from . import currency, delivery, diffing, engine, insight, secrets
 from .calibration import freezable, population_of, run_population
 from .config import Config, shop_rates
+from .stop import StopRequested
 from .store import MONEY_SCALE, Store, utcnow
 from .store import outbox_queries as ob
 from .store import state_queries as sq
@@ -66,6 +67,12 @@ class CycleReport:
     calibration_population: int | None = None  # over how many customers (None: unknown)
     durations: dict[str, float] = field(default_factory=dict)
     insight: dict[str, Any] | None = None  # what the report draws, from a full run's scores (rfm_sync/insight.py)
+    stopped: bool = False  # a graceful stop ended it early (rfm_sync/stop.py)
+
+    @property
+    def status(self) -> str:
+        """The run's outcome: ``partial`` if a source or destination failed, else ``stopped`` or ``ok``."""
+        return "partial" if self.errors else "stopped" if self.stopped else "ok"
 
 
 def connector_context(config: Config, dry_run: bool = False) -> ConnectorContext:
@@ -167,6 +174,7 @@ class Pipeline:
         for source in self.sources:
             context = PullContext(cursor=self.store.get_cursor(source.name), started_at=self.clock())
             count = given = 0
+            stop: StopRequested | None = None
             seen = currency.store_currencies(self.store) if rates.currency is None else set()
             try:
                 for page in source.pull(context):
@@ -201,6 +209,8 @@ class Pipeline:
                     count += stored
                     given += len(orders)
                     report.quarantined.extend(bad)
+            except StopRequested as exc:  # not a failure: counted below, then the cycle ends
+                stop = exc
             except ConnectorError as exc:
                 report.errors[source.name] = connector_fault(source.name, exc)
                 log.error("pull failed: %s", exc, extra={"source": source.name, "error": str(exc)})
@@ -211,6 +221,8 @@ class Pipeline:
                 log.error("pull failed: %s", report.errors[source.name], exc_info=True,
                           extra={"source": source.name, "error": report.errors[source.name]})
             report.pulled[source.name], report.read[source.name] = count, given
+            if stop is not None:
+                raise stop
         self._check_quarantine_share(report)
 
     def _check_quarantine_share(self, report: CycleReport) -> None:
@@ -304,6 +316,7 @@ class Pipeline:
             return {dest.name: self._preview(dest) for dest in self.destinations}
         for dest in self.destinations:
             sent = failed = skipped = 0
+            stop: StopRequested | None = None
             try:
                 # first what a destination may already have (handed over, never acknowledged: a crash),
                 # exactly as it was, so its events keep their ids; then the newest pending snapshots
@@ -321,7 +334,7 @@ class Pipeline:
                         # first, as they are, and never folded into a newer snapshot
                         try:
                             result = dest.push([update_from_row(r) for r in batch])
-                        except NotSentError:
+                        except (NotSentError, StopRequested):
                             if status == "pending":  # refused before anything left: pending again
                                 ob.mark_unsent(self.store, dest.name, first_after, after)
                             raise
@@ -345,6 +358,8 @@ class Pipeline:
                     else:
                         continue
                     break
+            except StopRequested as exc:  # not a failure: counted below, then the cycle ends
+                stop = exc
             except ConnectorError as exc:
                 report.errors[dest.name] = connector_fault(dest.name, exc)
                 level = logging.ERROR if isinstance(exc, FatalError) else logging.WARNING
@@ -358,6 +373,8 @@ class Pipeline:
             report.pushed[dest.name], report.failed[dest.name] = sent, failed
             if skipped:
                 report.skipped[dest.name] = skipped
+            if stop is not None:
+                raise stop
         return None
 
     def _as_destination_knows(self, destination: str, batch: list[dict[str, Any]]) -> None:
@@ -412,12 +429,16 @@ class Pipeline:
                 report.durations[step] = round(time.perf_counter() - started, 3)
                 log.info("cycle step done", extra={"step": step, "seconds": report.durations[step], "run": run_id,
                                                    **step_counts(step, report)})
+        except StopRequested:
+            report.stopped = True
+            log.info("cycle stopped: a stop was requested; what is not sent stays pending for the next cycle",
+                     extra={"step": step, "run": run_id})
         except Exception as exc:
             with self.store.begin() as conn:
                 self.store.finish_run(conn, run_id, status="failed", stats=self._stats(report),
                                       error=f"{type(exc).__name__}: {exc}"[:1000])
             raise
-        status = "ok" if not report.errors else "partial"
+        status = report.status
         with self.store.begin() as conn:
             self.store.finish_run(conn, run_id, status=status, stats=self._stats(report),
                                   error="; ".join(f"{k}: {v}" for k, v in report.errors.items()) or None)
@@ -434,10 +455,12 @@ class Pipeline:
                 **({"insight": report.insight} if report.insight is not None else {})}
 
     # ------------------------------------------------------------------ near real time (webhooks)
-    def last_scored_run(self) -> dict[str, Any] | None:
-        """The newest ok/partial run of this scheme that recorded cut points and group counts."""
+    def last_scored_run(self, *, stopped: bool = True) -> dict[str, Any] | None:
+        """The newest ok/partial (or, with ``stopped``, stopped after its diff) run of this scheme that
+        recorded cut points and group counts."""
+        statuses = ("ok", "partial", "stopped") if stopped else ("ok", "partial")
         for run in self.store.recent_runs(100):
-            if (run["status"] in ("ok", "partial") and run["scheme"] == self.config.rfm.scheme
+            if (run["status"] in statuses and run["scheme"] == self.config.rfm.scheme
                     and run.get("cut_points") and run.get("group_counts") is not None):
                 return run
         return None
@@ -489,6 +512,10 @@ class Pipeline:
             started = time.perf_counter()
             self.push(report)
             report.durations["push"] = round(time.perf_counter() - started, 3)
+        except StopRequested:  # during the push: the customers' state is committed, the rest stays pending
+            report.stopped = True
+            log.info("rescore stopped: a stop was requested; what is not sent stays pending for the next cycle",
+                     extra={"run": run_id})
         except Exception as exc:
             with self.store.begin() as conn:
                 self.store.finish_run(conn, run_id, status="failed", stats=self._stats(report),
@@ -502,7 +529,7 @@ class Pipeline:
                 counts[after] = counts.get(after, 0) + n
         report.group_counts = {g: n for g, n in counts.items() if n > 0}
         with self.store.begin() as conn:
-            self.store.finish_run(conn, run_id, status="ok" if not report.errors else "partial",
+            self.store.finish_run(conn, run_id, status=report.status,
                                   stats=self._stats(report), group_counts=report.group_counts,
                                   error="; ".join(f"{k}: {v}" for k, v in report.errors.items()) or None)
         log.info("customers rescored", extra={"run": run_id, "customers": len(keys), "changed": report.changed,

@@ -9,9 +9,12 @@
 * **One cycle at a time.** Scheduled cycles, recalibration and webhook rescoring share one mutex; a
   job that finds it busy is skipped (the next run catches up).
 * **Graceful stop.** SIGTERM/SIGINT stop the scheduler and ask the running cycle to stop at the next
-  page or batch boundary (sources and destinations are wrapped to refuse further work). Unpushed
-  rows stay in the outbox and are sent by the next cycle. After ``shutdown_timeout_seconds`` a cycle
-  still running is abandoned — safe for the same reason — and :meth:`Daemon.run` returns anyway.
+  page or batch boundary (sources and destinations are wrapped to raise
+  :class:`~rfm_sync.stop.StopRequested` instead of doing further work). Unpushed rows stay in the
+  outbox and are sent by the next cycle; the run is recorded ``stopped``, which is no failure: not
+  logged as a warning, not ``partial``, and ``/healthz`` stays as it was. After
+  ``shutdown_timeout_seconds`` a cycle still running is abandoned — safe for the same reason — and
+  :meth:`Daemon.run` returns anyway.
 * **Reload.** SIGHUP, or a change of the config file, loads the config again; an invalid one is
   logged with its problems and the running config is kept.
 """
@@ -27,13 +30,14 @@ from typing import Any, Callable, Iterator
 
 from apscheduler.jobstores.base import JobLookupError
 
-from connectors.base import MAX_AMOUNT, ConnectorError, NotSentError, Order, RetryableError, WebhookSource
+from connectors.base import MAX_AMOUNT, ConnectorError, Order, RetryableError, WebhookSource
 
 from ..config import Config, ConfigError, load_config
 from ..pipeline import Pipeline, build_destinations, build_sources, customer_key, order_row
 from ..store import Store, utcnow
 from ..store import webhook_queries
 from ..store.lock import WRITER, FencedDestination, LockInfo, LockLost, StoreLock, this_process
+from ..stop import StopRequested
 from . import logs, scheduler
 from .health import Health
 from .metrics import Metrics
@@ -55,7 +59,7 @@ def loggable(exc: BaseException) -> str:
 
 
 class _Stoppable:
-    """Delegates to a connector, but refuses new work once ``stop`` is set."""
+    """Delegates to a connector, but refuses new work once ``stop`` is set (:mod:`rfm_sync.stop`)."""
 
     def __init__(self, inner: Any, stop: threading.Event):
         self._inner, self._stop = inner, stop
@@ -68,7 +72,7 @@ class _Stoppable:
 
     def _check(self) -> None:
         if self._stop.is_set():
-            raise NotSentError("shutting down; the rest is left for the next cycle", connector=self._inner.name)
+            raise StopRequested(f"{self._inner.name}: stopping; the rest is left for the next cycle")
 
 
 class StoppableSource(_Stoppable):
@@ -178,13 +182,14 @@ class Daemon:
         finally:
             self.metrics.observe_retries(self.raw_connectors)
         seconds = time.perf_counter() - started
-        status = "ok" if not report.errors else "partial"
+        status = report.status
         self.metrics.observe_cycle(job, report, seconds, status)
-        self.metrics.set_groups(report.group_counts)
+        if status != "stopped" or report.group_counts:  # a cycle stopped before its diff counted no groups
+            self.metrics.set_groups(report.group_counts)
         if status == "ok":
             self.health.succeeded()
             self.metrics.last_success.set(time.time())
-        else:
+        elif status == "partial":
             self.health.failed("; ".join(report.errors))
         log.info("cycle done", extra={"job": job, "run": report.run_id, "status": status,
                                       "seconds": round(seconds, 3), "pulled": report.pulled,
@@ -244,8 +249,7 @@ class Daemon:
                       extra={"events": given_up, "max_attempts": self.config.webhooks.max_attempts})
         seconds = time.perf_counter() - started
         for report in reports:
-            self.metrics.observe_cycle("webhooks", report, seconds / len(reports),
-                                       "ok" if not report.errors else "partial")
+            self.metrics.observe_cycle("webhooks", report, seconds / len(reports), report.status)
         webhook_queries.prune(self.store, utcnow() - timedelta(days=self.config.webhooks.keep_events_days))
         log.info("webhook events processed", extra={"events": len(done), "failed": len(failed) + len(given_up),
                                                     "later": len(later) - len(given_up),
@@ -422,9 +426,10 @@ class Daemon:
         last = self.pipeline.last_scored_run()
         if last is not None:
             self.metrics.set_groups(last["group_counts"] or {})
-            if last["status"] == "ok" and last.get("finished_at"):
-                self.health.succeeded(last["finished_at"])
-                self.metrics.last_success.set(last["finished_at"].timestamp())
+        last = self.pipeline.last_scored_run(stopped=False)  # a stopped run says nothing of health
+        if last is not None and last["status"] == "ok" and last.get("finished_at"):
+            self.health.succeeded(last["finished_at"])
+            self.metrics.last_success.set(last["finished_at"].timestamp())
         self.routes = Routes(store=self.store, metrics=self.metrics, health=self.health,
                              on_event=self._webhook_arrived)
         self._update_routes(hooks)

@@ -363,7 +363,7 @@ class ChaosRun:
                 state, since = "idle", r.get("ts")
                 if isinstance(r.get("seconds"), (int, float)):
                     self.cycle_seconds = 0.7 * self.cycle_seconds + 0.3 * float(r["seconds"])
-                if r.get("status") != "ok":
+                if r.get("status") not in ("ok", "stopped"):  # a graceful stop is no failure
                     for error in (r.get("errors") or {"?": "partial"}).values() if isinstance(r.get("errors"), dict) \
                             else [r.get("errors")]:
                         self.figures.cycle_failures[f"partial: {str(error)[:60]}"] += 1
