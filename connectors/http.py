@@ -25,7 +25,7 @@ every write rfm-sync makes is idempotent: Klaviyo's profile import and bulk impo
 the full snapshot, its events are de-duplicated by ``unique_id``, Meta's audience ``POST``/``DELETE``
 set membership, and Shopify's and BigCommerce's calls are reads, apart from Shopify's bulk-run
 mutation (if it is repeated, a second export may start; the source resumes the one it recorded) and
-Klaviyo's segment creation (``idempotent=False``: connectors/klaviyo_segments.py lists the segments
+Klaviyo's segment creation (``idempotent=False``: connectors/klaviyo/segments.py lists the segments
 again before it repeats a POST). A call that creates something that has no natural key
 passes ``idempotent=False``: then only failures where the request certainly did not reach the
 server (connect timeout, connection refused, no DNS) and 429s are retried here; a 5xx, a reset,
