@@ -194,7 +194,7 @@ def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run:
 def score(orders_path: str, out_path: str, as_of: str | None, config_path: str | None, preset: str | None,
           quiet: bool) -> None:
     """Score an orders CSV offline (no store, no network) into a CSV of per-customer scores."""
-    from connectors.csv_source import CsvSettings
+    from connectors.csv.source import CsvSettings
 
     from .offline import OutputRefused, check_outputs, score_csv
 

@@ -24,8 +24,8 @@ def klaviyo() -> None:
 @click.option("--dry-run", is_flag=True, help="List what would be created; create nothing.")
 def bootstrap(config_path: str, dest_name: str | None, dry_run: bool) -> None:
     """Create one segment per RFM group ("Current RFM group equals X"); existing ones are left alone."""
-    from connectors.klaviyo import KlaviyoSettings
-    from connectors.klaviyo_segments import bootstrap_segments
+    from connectors.klaviyo.destination import KlaviyoSettings
+    from connectors.klaviyo.segments import bootstrap_segments
 
     from . import engine
     from .cli import _load

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Callable
 import duckdb
 import pandas as pd
 
-from connectors.csv_file import collect_rejects
-from connectors.csv_source import (CsvSettings, first_currency_sql, needs_trim_sql, order_hash_sql, qualifying_sql,
-                                   scan, serial_on_error, trim_customer_keys, typed_rows_sql)
+from connectors.csv.file import collect_rejects
+from connectors.csv.scan import (first_currency_sql, needs_trim_sql, order_hash_sql, qualifying_sql, scan,
+                                  serial_on_error, trim_customer_keys, typed_rows_sql)
+from connectors.csv.source import CsvSettings
 from connectors.validate import control_sql
 
 from . import atomic, currency, engine

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pytest
 import sqlalchemy as sa
 
-from connectors.file_sink import read_state
+from connectors.file.destination import read_state
 from rfm_sync.sample import write_sample
 from rfm_sync.store import Store, customer_state, outbox
 

@@ -12,9 +12,9 @@ import responses
 from click.testing import CliRunner
 
 from connectors.base import ConnectorContext
-from connectors.file_sink import read_state
-from connectors.klaviyo import LIMITS, KlaviyoDestination
-from connectors.meta_audiences import MetaAudiencesDestination
+from connectors.file.destination import read_state
+from connectors.klaviyo.destination import LIMITS, KlaviyoDestination
+from connectors.meta.destination import MetaAudiencesDestination
 from rfm_sync.cli import main
 from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline, build_destinations, update_from_row

@@ -17,7 +17,7 @@ from rfm_sync.store import outbox_queries as ob
 from tests.fakes.klaviyo_fake import FakeClock, FakeKlaviyo, klaviyo_spec, validate_all  # noqa: F401
 from tests.test_klaviyo import context
 
-from connectors.klaviyo import KlaviyoDestination, KlaviyoSettings
+from connectors.klaviyo.destination import KlaviyoDestination, KlaviyoSettings
 
 GROUPS = ["Champions", "Loyal", "Recent", "Needs Attention", "At Risk", "Inactive"]
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)

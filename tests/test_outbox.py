@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.base import PushResult, RetryableError
-from connectors.file_sink import FileSink, FileSinkSettings, read_state
+from connectors.file.destination import FileSink, FileSinkSettings, read_state
 from rfm_sync.config import parse_config
 from rfm_sync.pipeline import Pipeline, build_sources, connector_context
 from rfm_sync.sample import write_sample

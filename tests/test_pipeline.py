@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from connectors.file_sink import read_state
+from connectors.file.destination import read_state
 from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline
 from rfm_sync.store import Store, orders, quarantine

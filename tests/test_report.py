@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from connectors.file_sink import read_state
+from connectors.file.destination import read_state
 from rfm_sync import insight, logs, lookup
 from rfm_sync.cli import main
 from rfm_sync.config import load_config

@@ -8,7 +8,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from connectors.base import Order
-from connectors.file_sink import read_state
+from connectors.file.destination import read_state
 from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline
 from rfm_sync.store import Store, outbox
