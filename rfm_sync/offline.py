@@ -141,7 +141,7 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
     of reading the file a second time.
 
     A shop's own export (``settings.preset``) always takes the validating scan, which folds its
-    line-item rows into their orders (connectors/csv_presets.py); the typed read knows no preset."""
+    line-item rows into their orders (connectors/csv/presets.py); the typed read knows no preset."""
     if settings.preset:
         return None
     # one currency per sum: the shop's, or without one the first row's; a row in another sends the
