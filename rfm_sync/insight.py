@@ -252,7 +252,7 @@ def gather(config: Any, store: Store, *, since: date | None = None, sample_size:
     from .store.state_queries import current_calibration
 
     rfm = config.rfm
-    order = engine.group_names(rfm.scheme, rfm)
+    order = engine.group_names(rfm)
     records = read_runs(store)
     scored = [r for r in records if r.status in SCORED and r.group_counts is not None]
     latest = max(scored, key=lambda r: (r.as_of, r.id), default=None)

@@ -150,7 +150,7 @@ def list_customers(config: Any, store: Store, *, group: str | None = None, moved
     day (shop time zone); ``cleared``: only customers without a group because no order of theirs qualifies
     (True: cleared, or never had a group), or only customers with a group (False)."""
     b = basis(config, store)
-    names = engine.group_names(config.rfm.scheme, config.rfm)
+    names = engine.group_names(config.rfm)
     where = []
     if group is not None:
         where.append(customer_state.c.current_group == group)
@@ -302,8 +302,7 @@ def _scorer(config: Any, b: Basis, previous: str | None) -> Callable[[pd.DataFra
 
     def score(frame: pd.DataFrame, *, margin: bool = True) -> pd.Series:
         frame = frame.assign(customer_key="?")
-        result = engine.score_customers(frame, b.as_of, scheme=rfm.scheme, recency_bounds=rfm.recency_bounds,
-                                        zone=zone, cut_points=b.cut_points, options=rfm,
+        result = engine.score_customers(frame, b.as_of, rfm, zone=zone, cut_points=b.cut_points,
                                         previous=prev if margin else None)
         return result.frame.iloc[0]
 

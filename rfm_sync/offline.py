@@ -334,9 +334,7 @@ def score_csv(path: Path, out: Path, config: Config, as_of: date, settings: CsvS
     settings = settings or CsvSettings(name="csv", path=str(path))
     aggregates = aggregate_csv(path, settings, config, as_of, progress)
     conn = aggregates.conn
-    result = engine.score_customers(aggregates.frame, as_of, scheme=config.rfm.scheme,
-                                    recency_bounds=config.rfm.recency_bounds, zone=config.shop.zone,
-                                    options=config.rfm)
+    result = engine.score_customers(aggregates.frame, as_of, config.rfm, zone=config.shop.zone)
     frame = result.frame
     table = pd.DataFrame({
         "customer_id": frame["customer_key"],

@@ -246,8 +246,7 @@ class Pipeline:
                 frozen, calibrated_on, population = (calibration["cut_points"], calibration["as_of"],
                                                      calibration["population"])
         previous = sq.previous_scores(self.store) if rfm.hysteresis else None
-        result = engine.score_customers(aggregates, as_of, scheme=rfm.scheme, recency_bounds=rfm.recency_bounds,
-                                        zone=zone, cut_points=frozen, options=rfm, previous=previous)
+        result = engine.score_customers(aggregates, as_of, rfm, zone=zone, cut_points=frozen, previous=previous)
         computed = frozen is None and quantiles and keys is None  # fresh cut points over the whole shop
         result.new_calibration = computed and freezable(count, rfm)
         result.calibrated_on = as_of if computed else calibrated_on

@@ -84,8 +84,7 @@ def test_frozen_cut_points_keep_untouched_customers_through_a_promo_spike_and_re
     # had the quantiles been recomputed, the spike would have moved many of them
     rfm = config.rfm
     start, end = engine.window_bounds(D + timedelta(days=1), rfm.window_days, config.shop.zone)
-    fresh = engine.score_customers(store.aggregate(end, start), D + timedelta(days=1), scheme="classic11",
-                                   recency_bounds=rfm.recency_bounds, zone=config.shop.zone, options=rfm)
+    fresh = engine.score_customers(store.aggregate(end, start), D + timedelta(days=1), rfm, zone=config.shop.zone)
     moved = [k for k, g in zip(fresh.frame["customer_key"], fresh.frame["rfm_group"]) if k in before and before[k] != g]
     assert len(moved) >= 20
     # 30 days later the calibration is due: new cut points, and customers move to where they belong
@@ -93,8 +92,7 @@ def test_frozen_cut_points_keep_untouched_customers_through_a_promo_spike_and_re
     third = pipeline.run_cycle(due, pull=False)
     assert third.cut_points != first.cut_points and third.calibrated_on == due
     start, end = engine.window_bounds(due, rfm.window_days, config.shop.zone)
-    expected = engine.score_customers(store.aggregate(end, start), due, scheme="classic11",
-                                      recency_bounds=rfm.recency_bounds, zone=config.shop.zone, options=rfm)
+    expected = engine.score_customers(store.aggregate(end, start), due, rfm, zone=config.shop.zone)
     assert groups(store) == dict(zip(expected.frame["customer_key"], expected.frame["rfm_group"].astype(str)))
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(calibrations)).scalar_one() == 2

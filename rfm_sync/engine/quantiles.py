@@ -8,13 +8,16 @@ exactly on a cut point is never pushed over it by a rounding error, so ties shar
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def cut_points(values: np.ndarray, probs: Sequence[Fraction]) -> list[Fraction]:
     """Quantiles of integer ``values`` at each probability, numpy ``linear`` method, exactly."""
+    import numpy as np
+
     if len(values) == 0:
         return []
     ordered = np.sort(np.asarray(values, dtype=np.int64))
@@ -32,6 +35,8 @@ def cut_points(values: np.ndarray, probs: Sequence[Fraction]) -> list[Fraction]:
 
 def count_above(values: np.ndarray, cuts: Sequence[Fraction]) -> np.ndarray:
     """For each value, how many cut points lie strictly below it (``v > c``), exactly."""
+    import numpy as np
+
     values = np.asarray(values, dtype=np.int64)
     total = np.zeros(len(values), dtype=np.int8)
     for c in cuts:
@@ -42,6 +47,8 @@ def count_above(values: np.ndarray, cuts: Sequence[Fraction]) -> np.ndarray:
 
 def count_below(values: np.ndarray, cuts: Sequence[Fraction]) -> np.ndarray:
     """For each value, how many cut points lie strictly above it (``v < c``), exactly."""
+    import numpy as np
+
     values = np.asarray(values, dtype=np.int64)
     total = np.zeros(len(values), dtype=np.int8)
     for c in cuts:
