@@ -247,12 +247,13 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
 @click.option("--runs", "limit", default=10, show_default=True, help="How many recent runs to show.")
 def status(config_path: str, limit: int) -> None:
     """Show the last runs, group counts, thresholds and the outbox backlog per destination."""
-    from .store.outbox_queries import backlog
+    from .store.outbox import backlog
+    from .store.runs import recent_runs
 
     config = _load(config_path)
     store = _open_store(config)
     console = report.console()
-    runs = store.recent_runs(limit)
+    runs = recent_runs(store, limit)
     console.print(report.runs_table(runs))
     last = next((r for r in runs if r.get("group_counts")), None)
     if last:

@@ -19,14 +19,14 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .store.state_queries import parse_time, sqlite_time
+from .store.state import map_unique, parse_time, sqlite_time
 
 _MINOR = ["" if m == 0 else "." + f"{m:04d}".rstrip("0") for m in range(10_000)]
 
@@ -41,13 +41,6 @@ class Changes:
     gone: list[str]
     changed: int = 0
     transitions: dict[tuple[str | None, str | None], int] = field(default_factory=dict)
-
-
-def map_unique(values: pd.Series, fn: Callable[[Any], Any]) -> np.ndarray:
-    """``fn`` applied once per distinct value (None/NaN → ``fn(None)``), as an object array."""
-    codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=True)
-    table = np.array([fn(v) for v in uniques] + [fn(None)], dtype=object)
-    return table[codes]
 
 
 def _json_or_null(v: Any) -> str | None:
@@ -222,6 +215,14 @@ def event_id(key: str, before: str | None, after: str | None, run_id: int,
     if labels_before is not None or labels_after is not None:
         text += f"|{labels_before}|{labels_after}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def outbox_rows(changes: pd.DataFrame, destinations: list[str], run_id: int) -> pd.DataFrame:
+    """One outbox row per destination and change (destination, customer_key, run_id, payload), from
+    ``changes`` with its ``payload`` column (:func:`payloads`)."""
+    return pd.concat([pd.DataFrame({"destination": name, "customer_key": changes["customer_key"].to_numpy(),
+                                    "run_id": run_id, "payload": changes["payload"].to_numpy()})
+                      for name in destinations] or [pd.DataFrame(columns=["destination"])], ignore_index=True)
 
 
 def payloads(changes: pd.DataFrame, contacts: pd.DataFrame, run_id: int) -> np.ndarray:

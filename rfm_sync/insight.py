@@ -34,7 +34,8 @@ import sqlalchemy as sa
 from . import engine
 from .engine import thresholds
 from .logs import mask
-from .store import Store, customer_state, customers, runs, utcnow
+from .store import Store, utcnow
+from .store.schema import customer_state, customers, runs
 
 BINS = 40
 SCORED = ("ok", "partial", "scored")  # runs whose state was committed ("scored": stopped after its diff)
@@ -248,8 +249,8 @@ def samples(store: Store, order: list[str], per_group: int = 5) -> dict[str, lis
 
 
 def gather(config: Any, store: Store, *, since: date | None = None, sample_size: int = 5) -> Summary:
-    from .store.outbox_queries import backlog
-    from .store.state_queries import current_calibration
+    from .store.outbox import backlog
+    from .store.state import current_calibration
 
     rfm = config.rfm
     order = engine.group_names(rfm)
