@@ -1,10 +1,10 @@
 """The diff step, vectorised: scored customers vs. stored state → new state rows and outbox payloads.
 
 Pure functions over DataFrames (no I/O); :meth:`rfm_sync.pipeline.Pipeline.diff` reads the
-store, calls them and writes the result in one transaction. At a million customers a per-row
-Python loop (a dict and a ``json.dumps`` per customer) dominated the whole cycle; here every
-property is one column, JSON text is assembled with Arrow string kernels, and values that
-repeat (groups, scores, labels, change times) are converted once per distinct value.
+store, calls them and writes the result in one transaction. A per-row Python loop (a dict and a
+``json.dumps`` per customer) would dominate the cycle at a million customers, so every property
+is one column, JSON text is assembled with Arrow string kernels, and values that repeat (groups,
+scores, labels, change times) are converted once per distinct value.
 
 The JSON text is byte-identical to ``json.dumps(build_properties(...), sort_keys=True)``
 (see :mod:`rfm_sync.properties`), so snapshots stay comparable with state written before.
@@ -133,7 +133,7 @@ def paused_gc():
 
 def _text(values: Any) -> pd.Series:
     """An object column, kept as such: pandas 3 would otherwise convert every text column to its
-    Arrow string type and back again on each ``to_numpy`` (seconds at a million rows)."""
+    Arrow string type and back again on each ``to_numpy``."""
     return pd.Series(np.asarray(values, dtype=object), dtype=object, copy=False)
 
 
@@ -193,8 +193,8 @@ def _compute(scored: pd.DataFrame, state: pd.DataFrame, *, names: Any, labels: d
             ignore_index=True)
     transitions: dict[tuple[str | None, str | None], int] = {}
     grp = out[out["before"].astype(object).to_numpy() != out["after"].astype(object).to_numpy()]
-    # missing groups (new customers, cleared ones) stay keys: dropna=False, then NaN → None (a "\0"
-    # stand-in came back from pandas 3's string grouping as "", so new customers were filed under "")
+    # missing groups (new customers, cleared ones) stay keys: dropna=False, then NaN → None (not a
+    # stand-in such as "\0": pandas 3's string grouping gives it back as "", filing new customers under "")
     for (b, a), count in grp.groupby([grp["before"], grp["after"]], dropna=False).size().items():
         transitions[(None if pd.isna(b) else b, None if pd.isna(a) else a)] = int(count)
     return Changes(state=state_rows, outbox=out, gone=gone, changed=int(changed.sum()), transitions=transitions)

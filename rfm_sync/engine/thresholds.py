@@ -41,7 +41,7 @@ def window_name(days: int) -> str:
 
 
 def windows(options: Any) -> dict[str, int]:
-    """The extra aggregation windows this scheme needs, by name (see ``Store.aggregate``)."""
+    """The extra aggregation windows this scheme needs, by name (see :func:`rfm_sync.store.orders.aggregate`)."""
     out = {}
     for dim in ("frequency", "monetary"):
         days = _dims(options)[dim].window_days
