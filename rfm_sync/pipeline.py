@@ -256,7 +256,7 @@ class Pipeline:
         if frozen is None and quantiles:
             calibration = state.current_calibration(self.store, rfm.scheme, rfm.window_days)
             if not state.is_due(calibration, as_of, rfm.recalibrate_days, population=count,
-                             population_change=rfm.recalibrate_population_change):
+                                population_change=rfm.recalibrate_population_change):
                 frozen, calibrated_on, population = (calibration["cut_points"], calibration["as_of"],
                                                      calibration["population"])
         previous = state.previous_scores(self.store) if rfm.hysteresis else None
