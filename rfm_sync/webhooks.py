@@ -146,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
             return "unauthorized"
         try:
             fresh = webhook_store.record(routes.store, name, event_id(headers, body), topic_of(headers, body),
-                                           kept_headers(headers), body)
+                                         kept_headers(headers), body)
         except Exception as exc:
             log.error("webhook not stored", extra={"source": name, "error": type(exc).__name__})
             self._send(503, {"error": "try again"})  # the shop retries

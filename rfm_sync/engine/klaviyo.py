@@ -73,7 +73,8 @@ def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any,
     out["r_score"], out["f_score"], out["m_score"] = r, f.astype(np.int8), m.astype(np.int8)
     codes = r.astype(np.int16) * 100 + f.astype(np.int16) * 10 + m
     out["rfm_score"] = code_strings(codes, out.index)
-    out["rfm_group"] = pd.Series(pd.Categorical.from_codes(group_index()[codes], categories=GROUP_NAMES), index=out.index)
+    out["rfm_group"] = pd.Series(pd.Categorical.from_codes(group_index()[codes], categories=GROUP_NAMES),
+                                 index=out.index)
     return out
 
 
