@@ -41,7 +41,7 @@ def bootstrap(config_path: str, dest_name: str | None, dry_run: bool) -> None:
         sys.exit(EXIT_CONFIG)
     dest = next(d for d in build_destinations(config) if d.name == candidates[0].name)
     try:
-        results = bootstrap_segments(dest, engine.group_names(config.rfm.scheme, config.rfm), config.properties.current_group,
+        results = bootstrap_segments(dest, engine.group_names(config.rfm), config.properties.current_group,
                                      dry_run=dry_run)
     except ConnectorError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -16,7 +16,7 @@ import click
 from rich import box
 from rich.table import Table
 
-from .store import webhook_queries
+from .store import webhooks as webhook_store
 
 EXIT_FAILED = 1
 
@@ -36,7 +36,7 @@ def _when(moment) -> str:
     return moment.strftime("%Y-%m-%d %H:%MZ") if moment else ""
 
 
-def events_table(events: list[webhook_queries.EventSummary], title: str) -> Table:
+def events_table(events: list[webhook_store.EventSummary], title: str) -> Table:
     """Narrow columns, and the error wrapped (never cut) in what width is left."""
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1))
     for col in ("id", "source", "topic", "status", "received", "tries"):
@@ -52,7 +52,7 @@ def events_table(events: list[webhook_queries.EventSummary], title: str) -> Tabl
 @webhooks.command("list")
 @click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Path to the TOML configuration.")
-@click.option("--status", type=click.Choice(webhook_queries.STATUSES), default=None,
+@click.option("--status", type=click.Choice(webhook_store.STATUSES), default=None,
               help="Only events with this status (default: all).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="At most this many, newest first.")
 def list_events(config_path: str, status: str | None, limit: int) -> None:
@@ -60,14 +60,14 @@ def list_events(config_path: str, status: str | None, limit: int) -> None:
     from . import report
 
     store = _store(config_path)
-    events = webhook_queries.listing(store, status, limit)
-    counts = webhook_queries.counts(store)
+    events = webhook_store.listing(store, status, limit)
+    counts = webhook_store.counts(store)
     console = report.console()
     if not events:
         console.print(f"no {status + ' ' if status else ''}webhook events")
     else:
         console.print(events_table(events, f"webhook events{' (' + status + ')' if status else ''}"))
-    console.print(", ".join(f"{counts.get(s, 0)} {s}" for s in webhook_queries.STATUSES))
+    console.print(", ".join(f"{counts.get(s, 0)} {s}" for s in webhook_store.STATUSES))
 
 
 def _chosen(ids: tuple[int, ...], all_failed: bool) -> None:
@@ -95,7 +95,7 @@ def _report(outcomes: dict[int, str], ids: tuple[int, ...], done: str) -> None:
 def retry(config_path: str, all_failed: bool, ids: tuple[int, ...]) -> None:
     """Put failed events (IDS, or --all-failed) back to pending; the daemon processes them again."""
     _chosen(ids, all_failed)
-    outcomes = webhook_queries.retry(_store(config_path), ids, all_failed=all_failed)
+    outcomes = webhook_store.retry(_store(config_path), ids, all_failed=all_failed)
     _report(outcomes, ids, "retried")
 
 
@@ -107,5 +107,5 @@ def retry(config_path: str, all_failed: bool, ids: tuple[int, ...]) -> None:
 def drop(config_path: str, all_failed: bool, ids: tuple[int, ...]) -> None:
     """Set pending or failed events (IDS, or --all-failed) aside for good; their ids still stop replays."""
     _chosen(ids, all_failed)
-    outcomes = webhook_queries.drop(_store(config_path), ids, all_failed=all_failed)
+    outcomes = webhook_store.drop(_store(config_path), ids, all_failed=all_failed)
     _report(outcomes, ids, "dropped")

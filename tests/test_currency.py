@@ -18,7 +18,8 @@ from rfm_sync.config import ConfigError, load_config, parse_config
 from rfm_sync.currency import MixedCurrencies
 from rfm_sync.offline import aggregate_csv, score_csv
 from rfm_sync.pipeline import CycleReport, Pipeline
-from rfm_sync.store import Store, orders, quarantine
+from rfm_sync.store import Store
+from rfm_sync.store.schema import orders, quarantine
 
 AS_OF = date(2026, 6, 30)
 # customer a: 100 EUR and 1,000 JPY; b: 12,345.6789 JPY; c: 50 with no currency (= the shop's)

@@ -19,7 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.file.destination import read_state
 from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline
-from rfm_sync.store import Store, customer_state, outbox
+from rfm_sync.store import Store
+from rfm_sync.store.schema import customer_state, outbox
 from tests.daemon_fakes import shopify_order, sign
 
 REPO = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline, build_destinations, update_from_row
 from rfm_sync.secrets import Secret
 from rfm_sync.store import Store
-from rfm_sync.store import outbox_queries as ob
+from rfm_sync.store import outbox as ob
 from tests.fakes import meta_fake
 from tests.fakes.klaviyo_fake import API_KEY, BASE_URL, SPEC, FakeClock, FakeKlaviyo, klaviyo_spec, validate_all  # noqa: F401
 from tests.fakes.meta_fake import FakeMeta

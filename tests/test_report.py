@@ -17,7 +17,8 @@ from rfm_sync import insight, logs, lookup
 from rfm_sync.cli import main
 from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline
-from rfm_sync.store import Store, orders
+from rfm_sync.store import Store
+from rfm_sync.store.schema import orders
 from tests.test_pipeline import AS_OF, CONFIG, base_rows, day, write_orders
 
 # 30 customers are few: let their cut points be frozen, so runs after the first use the same ones

@@ -35,7 +35,8 @@ from rfm_sync.cli import main
 from rfm_sync.config import parse_config
 from rfm_sync.pipeline import CycleReport, Pipeline
 from rfm_sync.secrets import Secret, env_var_name
-from rfm_sync.store import Store, customers, orders
+from rfm_sync.store import Store
+from rfm_sync.store.schema import customers, orders
 from tests.conftest import REPO
 from tests.fakes.bigcommerce_fake import BigCommerceFake
 from tests.fakes.shopify_fake import FakeClock, FakeOrder, ShopifyFake
