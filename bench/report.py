@@ -61,11 +61,10 @@ def build(path: Path, customers: int, days: int, log=print) -> None:
     frame = pd.DataFrame({"customer_key": keys, "first_order_at": last, "last_order_at": last, "orders": frequency,
                           "frequency": frequency, "monetary_e4": monetary})
     config = parse_config({"rfm": {"scheme": "klaviyo"}})
-    result = engine.score_customers(frame, END, scheme="klaviyo", recency_bounds=(180, 365),
-                                    zone=timezone.utc, options=config.rfm)
+    result = engine.score_customers(frame, END, config.rfm, zone=timezone.utc)
     scored = result.frame
     snap = insight.snapshot(scored, config.rfm, result.cut_points)
-    order = engine.group_names("klaviyo", config.rfm)
+    order = engine.group_names(config.rfm)
     groups = scored["rfm_group"].astype(object).to_numpy()
     log(f"  scored {n:,} customers ({time.perf_counter() - started:.1f} s)")
 

@@ -6,7 +6,9 @@
 1. ``rfm-sync score`` (the product: DuckDB scan with quarantine and de-duplication, exact engine);
 2. ``bench/ref_pandas.py`` — a naive pandas groupby + qcut script;
 3. ``bench/ref_duckdb.py`` — one DuckDB SQL statement with NTILE;
-4. ``bench/cycle.py`` — ``Pipeline.run_cycle(pull=False)`` from a SQLite store of the same orders.
+4. ``bench/cycle.py`` — ``Pipeline.run_cycle(pull=False)`` from a SQLite store of the same orders;
+5. with ``--webhooks``: ``bench/webhooks.py`` — webhook received → profile pushed through a real
+   ``rfm-sync daemon`` on loopback, at its defaults (20/s for 20 s), then 5 pairs of orders 30 ms apart.
 
 Each runs in its own process; wall time and that process's peak RSS (``os.wait4``) are printed
 with the ratios to the DuckDB reference. Targets: ``rfm-sync score`` ≤ 1.5× DuckDB's wall time,
@@ -51,6 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="large")
     parser.add_argument("--skip-cycle", action="store_true", help="Only the three scoring runs.")
+    parser.add_argument("--webhooks", action="store_true",
+                        help="Also the webhook load test (bench/webhooks.py at its defaults, then --pairs 5; ~2 min).")
     parser.add_argument("--repeat", type=int, default=3,
                         help="Score this many times each, interleaved (timings here vary ±25%%); "
                              "the table shows medians and the ratio of medians, the range below it.")
@@ -92,6 +96,9 @@ def main() -> None:
             steps = ", ".join(f"{k} {v:.1f}s" for k, v in r["steps"].items())
             lines.append(f"  {label:16} {r['seconds']:6.1f}s  ({steps}; {r['customers']:,} customers, "
                          f"{r['changed']:,} changed, {r['pushed']:,} pushed)")
+    if args.webhooks:
+        for extra in ([], ["--pairs", "5"]):
+            lines += timed([py, str(BENCH / "webhooks.py"), *extra])["stdout"].rstrip().splitlines()
     print("\n".join(lines))
 
 

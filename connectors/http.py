@@ -18,14 +18,15 @@ Every connector talks HTTP through :class:`HttpClient`. It
   than ``RetryPolicy.max_server_wait_s`` is not waited for: the error is raised at once and the
   next cycle tries again. After the last attempt the :class:`RetryableError` is raised, saying how
   many attempts were made;
-* waits on a client-side :class:`RateLimiter` (token buckets) before each request.
+* waits on a client-side :class:`Limiter` before each attempt: a :class:`RateLimiter` (token
+  buckets), or a connector's own (BigCommerce's quota, read from its response headers).
 
 What is retried. Every call is retried by default (``idempotent=True``), POSTs included, because
 every write rfm-sync makes is idempotent: Klaviyo's profile import and bulk import are upserts of
 the full snapshot, its events are de-duplicated by ``unique_id``, Meta's audience ``POST``/``DELETE``
 set membership, and Shopify's and BigCommerce's calls are reads, apart from Shopify's bulk-run
 mutation (if it is repeated, a second export may start; the source resumes the one it recorded) and
-Klaviyo's segment creation (``idempotent=False``: connectors/klaviyo_segments.py lists the segments
+Klaviyo's segment creation (``idempotent=False``: connectors/klaviyo/segments.py lists the segments
 again before it repeats a POST). A call that creates something that has no natural key
 passes ``idempotent=False``: then only failures where the request certainly did not reach the
 server (connect timeout, connection refused, no DNS) and 429s are retried here; a 5xx, a reset,
@@ -49,7 +50,7 @@ import threading
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import requests
 import urllib3.exceptions
@@ -81,6 +82,14 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     urllib3.exceptions.HTTPError,
     http.client.HTTPException,
 )
+
+
+class Limiter(Protocol):
+    """What :class:`HttpClient` waits on before each attempt: ``acquire()`` returns once the
+    request may be sent (it may sleep). Implemented by :class:`RateLimiter` (Klaviyo, Meta) and
+    BigCommerce's ``QuotaLimiter``."""
+
+    def acquire(self) -> None: ...
 
 
 class RateLimiter:
@@ -185,7 +194,7 @@ def _path(url: str) -> str:
 class HttpClient:
     def __init__(self, *, connector: str, base_url: str, headers: dict[str, str] | None = None,
                  timeout: tuple[float, float] = (10.0, 60.0), policy: RetryPolicy | None = None,
-                 limiter: RateLimiter | None = None, sleep: Callable[[float], None] = time.sleep):
+                 limiter: Limiter | None = None, sleep: Callable[[float], None] = time.sleep):
         self.connector = connector
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -203,7 +212,7 @@ class HttpClient:
         return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
 
     def request(self, method: str, path: str, *, classify: Classifier | None = None,
-                limiter: RateLimiter | None = None, prepare: Callable[[], dict[str, Any]] | None = None,
+                limiter: Limiter | None = None, prepare: Callable[[], dict[str, Any]] | None = None,
                 idempotent: bool = True, expect_json: bool | None = None, **kwargs: Any) -> requests.Response:
         """Send with retries; return a 2xx response or raise RetryableError/FatalError (never
         anything else from the transport).

@@ -10,15 +10,15 @@ import importlib
 from typing import Any
 
 SOURCES: dict[str, str] = {
-    "csv": "connectors.csv_source:CsvSource",
+    "csv": "connectors.csv:CsvSource",
     "shopify": "connectors.shopify:ShopifySource",
     "bigcommerce": "connectors.bigcommerce:BigCommerceSource",
 }
 
 DESTINATIONS: dict[str, str] = {
-    "file": "connectors.file_sink:FileSink",
+    "file": "connectors.file:FileSink",
     "klaviyo": "connectors.klaviyo:KlaviyoDestination",
-    "meta_audiences": "connectors.meta_audiences:MetaAudiencesDestination",
+    "meta_audiences": "connectors.meta:MetaAudiencesDestination",
 }
 
 

@@ -25,8 +25,7 @@ from rich.table import Table
 
 from . import engine
 from .config import Config
-from .store import Store
-from .store import state_queries as sq
+from .store import Store, orders, state
 
 
 def population_of(frame: Any) -> int:
@@ -56,7 +55,7 @@ def run_population(run: dict[str, Any]) -> int | None:
     stats = run.get("stats") or {}
     if stats.get("calibration_population") is not None:
         return int(stats["calibration_population"])
-    return sq.stored_population({"points": run.get("cut_points")})
+    return state.stored_population({"points": run.get("cut_points")})
 
 
 def recalibrate(config: Config, store: Store, as_of: date) -> dict[str, Any]:
@@ -68,18 +67,18 @@ def recalibrate(config: Config, store: Store, as_of: date) -> dict[str, Any]:
     """
     rfm, zone = config.rfm, config.shop.zone
     module = engine.SCHEMES[rfm.scheme]
-    previous = sq.current_calibration(store, rfm.scheme, rfm.window_days)
+    previous = state.current_calibration(store, rfm.scheme, rfm.window_days)
     if not module.USES_QUANTILES:
         return {"cut_points": {}, "previous": previous, "population": None, "frozen": False}
     window_start, end = engine.window_bounds(as_of, rfm.window_days, zone)
-    frame = store.aggregate(end, window_start)
+    frame = orders.aggregate(store, end, window_start)
     frame["recency_days"] = engine.recency_days(frame["last_order_at"], as_of, zone)
     cuts = module.calibrate(frame, rfm)
     count = population_of(frame)
     frozen = freezable(count, rfm)
     if frozen:
         with store.begin() as conn:
-            sq.add_calibration(conn, rfm.scheme, rfm.window_days, as_of, cuts, None, count)
+            state.add_calibration(conn, rfm.scheme, rfm.window_days, as_of, cuts, None, count)
     return {"cut_points": cuts, "previous": previous, "population": count, "frozen": frozen}
 
 

@@ -157,7 +157,7 @@ def store_currencies(store: Any) -> set[str]:
     index look-ups (``min`` and ``max`` of the indexed ``orders.currency``), not a scan."""
     import sqlalchemy as sa
 
-    from .store import orders
+    from .store.schema import orders
 
     with store.engine.connect() as conn:
         low = conn.execute(sa.select(sa.func.min(orders.c.currency))).scalar()

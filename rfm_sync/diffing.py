@@ -1,10 +1,10 @@
 """The diff step, vectorised: scored customers vs. stored state → new state rows and outbox payloads.
 
 Pure functions over DataFrames (no I/O); :meth:`rfm_sync.pipeline.Pipeline.diff` reads the
-store, calls them and writes the result in one transaction. At a million customers a per-row
-Python loop (a dict and a ``json.dumps`` per customer) dominated the whole cycle; here every
-property is one column, JSON text is assembled with Arrow string kernels, and values that
-repeat (groups, scores, labels, change times) are converted once per distinct value.
+store, calls them and writes the result in one transaction. A per-row Python loop (a dict and a
+``json.dumps`` per customer) would dominate the cycle at a million customers, so every property
+is one column, JSON text is assembled with Arrow string kernels, and values that repeat (groups,
+scores, labels, change times) are converted once per distinct value.
 
 The JSON text is byte-identical to ``json.dumps(build_properties(...), sort_keys=True)``
 (see :mod:`rfm_sync.properties`), so snapshots stay comparable with state written before.
@@ -19,14 +19,14 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .store.state_queries import parse_time, sqlite_time
+from .store.state import map_unique, parse_time, sqlite_time
 
 _MINOR = ["" if m == 0 else "." + f"{m:04d}".rstrip("0") for m in range(10_000)]
 
@@ -41,13 +41,6 @@ class Changes:
     gone: list[str]
     changed: int = 0
     transitions: dict[tuple[str | None, str | None], int] = field(default_factory=dict)
-
-
-def map_unique(values: pd.Series, fn: Callable[[Any], Any]) -> np.ndarray:
-    """``fn`` applied once per distinct value (None/NaN → ``fn(None)``), as an object array."""
-    codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=True)
-    table = np.array([fn(v) for v in uniques] + [fn(None)], dtype=object)
-    return table[codes]
 
 
 def _json_or_null(v: Any) -> str | None:
@@ -140,7 +133,7 @@ def paused_gc():
 
 def _text(values: Any) -> pd.Series:
     """An object column, kept as such: pandas 3 would otherwise convert every text column to its
-    Arrow string type and back again on each ``to_numpy`` (seconds at a million rows)."""
+    Arrow string type and back again on each ``to_numpy``."""
     return pd.Series(np.asarray(values, dtype=object), dtype=object, copy=False)
 
 
@@ -200,8 +193,8 @@ def _compute(scored: pd.DataFrame, state: pd.DataFrame, *, names: Any, labels: d
             ignore_index=True)
     transitions: dict[tuple[str | None, str | None], int] = {}
     grp = out[out["before"].astype(object).to_numpy() != out["after"].astype(object).to_numpy()]
-    # missing groups (new customers, cleared ones) stay keys: dropna=False, then NaN → None (a "\0"
-    # stand-in came back from pandas 3's string grouping as "", so new customers were filed under "")
+    # missing groups (new customers, cleared ones) stay keys: dropna=False, then NaN → None (not a
+    # stand-in such as "\0": pandas 3's string grouping gives it back as "", filing new customers under "")
     for (b, a), count in grp.groupby([grp["before"], grp["after"]], dropna=False).size().items():
         transitions[(None if pd.isna(b) else b, None if pd.isna(a) else a)] = int(count)
     return Changes(state=state_rows, outbox=out, gone=gone, changed=int(changed.sum()), transitions=transitions)
@@ -222,6 +215,14 @@ def event_id(key: str, before: str | None, after: str | None, run_id: int,
     if labels_before is not None or labels_after is not None:
         text += f"|{labels_before}|{labels_after}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def outbox_rows(changes: pd.DataFrame, destinations: list[str], run_id: int) -> pd.DataFrame:
+    """One outbox row per destination and change (destination, customer_key, run_id, payload), from
+    ``changes`` with its ``payload`` column (:func:`payloads`)."""
+    return pd.concat([pd.DataFrame({"destination": name, "customer_key": changes["customer_key"].to_numpy(),
+                                    "run_id": run_id, "payload": changes["payload"].to_numpy()})
+                      for name in destinations] or [pd.DataFrame(columns=["destination"])], ignore_index=True)
 
 
 def payloads(changes: pd.DataFrame, contacts: pd.DataFrame, run_id: int) -> np.ndarray:

@@ -28,6 +28,8 @@ from .pipeline import Pipeline, connector_context
 from .daemon.scheduler import next_runs
 from .store import Store, make_url, utcnow
 from .store.errors import describe, driver_message, where_of
+from .store.orders import order_count
+from .store.runs import recent_runs
 
 
 @dataclass
@@ -211,7 +213,7 @@ def check_store(report: DoctorReport, config: Config) -> Store | None:
 def eligibility(report: DoctorReport, config: Config, store: Store) -> None:
     """RFM eligibility warnings, and a warning when the cut points in force came from too few customers."""
     quantiles = engine.SCHEMES[config.rfm.scheme].USES_QUANTILES
-    runs = [r for r in store.recent_runs(20)
+    runs = [r for r in recent_runs(store, 20)
             if r["status"] in ("ok", "partial", "stopped") and r.get("warnings") is not None]
     full = [r for r in runs if "webhooks" not in ((r.get("stats") or {}).get("pulled") or {})]  # not rescores
     if full:
@@ -219,7 +221,7 @@ def eligibility(report: DoctorReport, config: Config, store: Store) -> None:
         small = small_population(run_population(full[0]), config.rfm) if quantiles else None
         report.warnings.extend([small] if small else [])
         return
-    if store.order_count() == 0:
+    if order_count(store) == 0:
         report.warnings.append("no orders stored yet: run `rfm-sync run -c CONFIG` to pull them")
         return
     result = Pipeline(config, store, sources=[], destinations=[]).score(config.today())

@@ -34,7 +34,8 @@ import sqlalchemy as sa
 from . import engine
 from .engine import thresholds
 from .masking import mask
-from .store import Store, customer_state, customers, runs, utcnow
+from .store import Store, utcnow
+from .store.schema import customer_state, customers, runs
 
 BINS = 40
 # runs whose state was committed ("scored": ended after its diff by a crash; "stopped": a graceful stop,
@@ -250,11 +251,11 @@ def samples(store: Store, order: list[str], per_group: int = 5) -> dict[str, lis
 
 
 def gather(config: Any, store: Store, *, since: date | None = None, sample_size: int = 5) -> Summary:
-    from .store.outbox_queries import backlog
-    from .store.state_queries import current_calibration
+    from .store.outbox import backlog
+    from .store.state import current_calibration
 
     rfm = config.rfm
-    order = engine.group_names(rfm.scheme, rfm)
+    order = engine.group_names(rfm)
     records = read_runs(store)
     scored = [r for r in records if r.status in SCORED and r.group_counts is not None]
     latest = max(scored, key=lambda r: (r.as_of, r.id), default=None)

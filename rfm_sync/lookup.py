@@ -4,7 +4,7 @@ Both start from the *basis*: the newest scored run of the configured scheme — 
 the cut points it used (the ones in force for every group in ``customer_state``). Groups,
 previous groups, change times and scores are what the store holds; the values (days since the
 last order, orders and spend in the window) are aggregated from the stored orders as of the
-basis day, by the same query the pipeline scores from (:meth:`Store.aggregate`).
+basis day, by the same query the pipeline scores from (:func:`rfm_sync.store.orders.aggregate`).
 
 ``explain`` never re-implements a rule. It scores the customer's values with
 :func:`rfm_sync.engine.score_customers` and those cut points (and the stored score, for the
@@ -33,8 +33,10 @@ from . import engine
 from .engine import classic11, klaviyo, segments
 from .engine import thresholds as thresholds_scheme
 from .insight import SCORED, cut_values, readable, value_columns
-from .store import MONEY_SCALE, Store, customer_state, customers, orders, outbox, runs
-from .store.state_queries import parse_time
+from .store import Store
+from .store.orders import aggregate
+from .store.schema import MONEY_SCALE, customer_state, customers, orders, outbox, runs
+from .store.state import parse_time
 
 KEY_CHUNK = 10_000
 CLEARED = "cleared"  # had a group; a destination was sent the clearing
@@ -76,10 +78,10 @@ def aggregates(config: Any, store: Store, as_of: date, keys: list[str] | None) -
     window_start, end = engine.window_bounds(as_of, rfm.window_days, zone)
     extra = {name: engine.window_bounds(as_of, days, zone)[0] for name, days in engine.windows(rfm).items()}
     if keys is None or len(keys) > 5 * KEY_CHUNK:
-        frame = store.aggregate(end, window_start, windows=extra)
+        frame = aggregate(store, end, window_start, windows=extra)
         return frame if keys is None else frame[frame["customer_key"].isin(keys)].reset_index(drop=True)
-    parts = [store.aggregate(end, window_start, keys[i:i + KEY_CHUNK], windows=extra)
-             for i in range(0, len(keys), KEY_CHUNK)] or [store.aggregate(end, window_start, [], windows=extra)]
+    parts = [aggregate(store, end, window_start, keys[i:i + KEY_CHUNK], windows=extra)
+             for i in range(0, len(keys), KEY_CHUNK)] or [aggregate(store, end, window_start, [], windows=extra)]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -150,7 +152,7 @@ def list_customers(config: Any, store: Store, *, group: str | None = None, moved
     day (shop time zone); ``cleared``: only customers without a group because no order of theirs qualifies
     (True: cleared, or never had a group), or only customers with a group (False)."""
     b = basis(config, store)
-    names = engine.group_names(config.rfm.scheme, config.rfm)
+    names = engine.group_names(config.rfm)
     where = []
     if group is not None:
         where.append(customer_state.c.current_group == group)
@@ -302,8 +304,7 @@ def _scorer(config: Any, b: Basis, previous: str | None) -> Callable[[pd.DataFra
 
     def score(frame: pd.DataFrame, *, margin: bool = True) -> pd.Series:
         frame = frame.assign(customer_key="?")
-        result = engine.score_customers(frame, b.as_of, scheme=rfm.scheme, recency_bounds=rfm.recency_bounds,
-                                        zone=zone, cut_points=b.cut_points, options=rfm,
+        result = engine.score_customers(frame, b.as_of, rfm, zone=zone, cut_points=b.cut_points,
                                         previous=prev if margin else None)
         return result.frame.iloc[0]
 

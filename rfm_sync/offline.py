@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Callable
 import duckdb
 import pandas as pd
 
-from connectors.csv_file import collect_rejects
-from connectors.csv_source import (CsvSettings, first_currency_sql, needs_trim_sql, order_hash_sql, qualifying_sql,
-                                   scan, serial_on_error, trim_customer_keys, typed_rows_sql)
+from connectors.csv.file import collect_rejects
+from connectors.csv.scan import (first_currency_sql, needs_trim_sql, order_hash_sql, qualifying_sql, scan,
+                                  serial_on_error, trim_customer_keys, typed_rows_sql)
+from connectors.csv.source import CsvSettings
 from connectors.validate import control_sql
 
 from . import atomic, currency, engine
@@ -75,8 +76,8 @@ def _with_progress(conn: duckdb.DuckDBPyConnection, fn: Callable[[], pd.DataFram
 
 
 def _fetch(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object]) -> pd.DataFrame:
-    """A query's result as a frame, by way of Arrow: five times faster than ``.df()`` for a
-    million customer ids (text stays Arrow-backed instead of becoming Python objects first)."""
+    """A query's result as a frame, by way of Arrow rather than ``.df()``: text stays Arrow-backed
+    instead of becoming Python objects first (docs/engine.md, "What the measurements decided")."""
     return conn.sql(sql, params=params).to_arrow_table().to_pandas()
 
 
@@ -107,7 +108,7 @@ def _repeats(lists) -> int:
     per value of the hash's top two bits, so equal hashes share a list): 0 when no order id
     repeats. Equal ids always hash equal, so no repeat is missed; a rare collision only sends the
     file to the validating scan, which compares the ids themselves. The lists are sorted on every
-    core (numpy releases the GIL while it sorts): ten million hashes in about 0.1 s on two."""
+    core (numpy releases the GIL while it sorts)."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
@@ -134,13 +135,13 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
     found), or a repeated order id (the later line must win).
 
     The checked rows fan out (a streaming CTE: nothing is stored) to the aggregation and to four
-    lists of order-id hashes (grouped by the hash's top two bits: 256 lists took DuckDB twice the
-    time to build), which come back in the same result and are checked for repeats by sorting them
-    in numpy. That costs a fraction of a DISTINCT hash table over ten million ids in the pass, or
-    of reading the file a second time.
+    lists of order-id hashes (grouped by the hash's top two bits: DuckDB's ``list()`` costs per
+    group it keeps), which come back in the same result and are checked for repeats by sorting them
+    in numpy — cheaper than a DISTINCT hash table over every id in the pass, or than reading the
+    file a second time.
 
     A shop's own export (``settings.preset``) always takes the validating scan, which folds its
-    line-item rows into their orders (connectors/csv_presets.py); the typed read knows no preset."""
+    line-item rows into their orders (connectors/csv/presets.py); the typed read knows no preset."""
     if settings.preset:
         return None
     # one currency per sum: the shop's, or without one the first row's; a row in another sends the
@@ -163,7 +164,7 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
         GROUP BY customer_key
         HAVING CASE WHEN count(q_time) > 0 THEN true
                     ELSE {needs_trim_sql("customer_key")} OR {control_sql("customer_key")} END"""  # see trim_customer_keys
-    # one plan with or without order ids: in interleaved runs the CTE alone was no slower than a subquery
+    # one plan with or without order ids (the CTE alone is no slower than a subquery)
     hash_lists = """UNION ALL BY NAME
               SELECT true AS hash_list, list(order_hash) FILTER (WHERE order_hash IS NOT NULL) AS order_hashes
               FROM checked_rows GROUP BY order_hash >> 62""" if has_ids else ""
@@ -182,8 +183,8 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
 
 def _split(table: pa.Table) -> tuple[pa.Table, pa.ChunkedArray | None]:
     """The result's customer rows (a table) and its hash lists (an array of lists). The union's two
-    parts come in separate batches, which are taken as they are (filtering the whole table or
-    taking the list rows out of it copied ten million hashes, 0.1-0.5 s)."""
+    parts come in separate batches, which are taken as they are: filtering the whole table, or
+    taking the list rows out of it, would copy every hash."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -266,7 +267,7 @@ def _price(conn: duckdb.DuckDBPyConnection, path: Path, rates: currency.Rates) -
 
 @dataclass
 class Aggregates:
-    frame: pd.DataFrame  # one row per customer with a qualifying order (see ``Store.aggregate``)
+    frame: pd.DataFrame  # one row per customer with a qualifying order (see ``store.orders.aggregate``)
     conn: duckdb.DuckDBPyConnection  # the scan's connection (``checked``, ``priced`` exist when ``bad``)
     bad: int  # rows the validating scan quarantines
     fast: bool  # True when the typed fast read sufficed
@@ -275,7 +276,7 @@ class Aggregates:
 
 def aggregate_csv(path: Path, settings: CsvSettings, config: Config, as_of: date,
                   progress: Callable[[float], None] | None = None, validate_all: bool = False) -> Aggregates:
-    """Per-customer aggregates (see ``Store.aggregate``) of the CSV's qualifying orders.
+    """Per-customer aggregates (see ``store.orders.aggregate``) of the CSV's qualifying orders.
 
     First the fast typed read; a file it cannot vouch for (bad rows, repeated order ids) goes
     through the validating scan instead, which gives the same aggregates for the good rows and
@@ -334,9 +335,7 @@ def score_csv(path: Path, out: Path, config: Config, as_of: date, settings: CsvS
     settings = settings or CsvSettings(name="csv", path=str(path))
     aggregates = aggregate_csv(path, settings, config, as_of, progress)
     conn = aggregates.conn
-    result = engine.score_customers(aggregates.frame, as_of, scheme=config.rfm.scheme,
-                                    recency_bounds=config.rfm.recency_bounds, zone=config.shop.zone,
-                                    options=config.rfm)
+    result = engine.score_customers(aggregates.frame, as_of, config.rfm, zone=config.shop.zone)
     frame = result.frame
     table = pd.DataFrame({
         "customer_id": frame["customer_key"],
@@ -383,8 +382,8 @@ def write_scores(conn: duckdb.DuckDBPyConnection, table: pd.DataFrame, out: Path
     # (groups, labels, scores) become dictionary columns, written as their text
     conn.register("scores_frame", pa.Table.from_pandas(table, preserve_index=False))
     rest = [c for c in table.columns if c not in ("customer_id", "recency_days", "frequency", "monetary_e4")]
-    # exact decimal products (DECIMAL(18,0) × 0.01 is a DECIMAL(18,2)), printed by DuckDB: half the
-    # time of assembling the text from quotient and remainder. A sum of 10^14 or more (in the
+    # exact decimal products (DECIMAL(18,0) × 0.01 is a DECIMAL(18,2)), printed by DuckDB: cheaper
+    # than assembling the text from quotient and remainder. A sum of 10^14 or more (in the
     # currency) does not fit DECIMAL(18,0), and the cast raises rather than print a wrong figure
     money = """CASE WHEN monetary_e4 % 100 = 0 THEN CAST(CAST(monetary_e4 // 100 AS DECIMAL(18,0)) * 0.01 AS VARCHAR)
                     ELSE CAST(CAST(monetary_e4 AS DECIMAL(18,0)) * 0.0001 AS VARCHAR) END"""

@@ -16,16 +16,15 @@ Where each transaction ends, and why a crash at any instant loses nothing:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
-import pandas as pd
 import sqlalchemy as sa
 
 from connectors.base import (ConnectorContext, ConnectorError, Destination, FatalError, NotSentError, Order,
@@ -37,9 +36,8 @@ from . import currency, delivery, diffing, engine, insight, secrets
 from .calibration import freezable, population_of, run_population
 from .config import Config, shop_rates
 from .stop import StopRequested
-from .store import MONEY_SCALE, Store, utcnow
-from .store import outbox_queries as ob
-from .store import state_queries as sq
+from .store import Store, orders, outbox, runs, state, utcnow
+from .store.schema import MONEY_SCALE
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +152,37 @@ def order_row(order: Order, key: str, now: datetime, rates: currency.Rates | Non
     }
 
 
-def event_id(key: str, before: str | None, after: str | None, run_id: int) -> str:
-    return hashlib.sha256(f"{key}|{before}|{after}|{run_id}".encode()).hexdigest()[:32]
+@dataclass
+class Rows:
+    """The store rows of a batch of pulled records: the newest row of each order, each customer's
+    contact, and the records quarantined (bad ones, and orders in a currency without a rate)."""
+
+    orders: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bad: list[dict[str, Any]] = field(default_factory=list)
+
+
+def rows_of(records: Iterable[Order | Quarantined], merge_by: str, now: datetime, rates: currency.Rates,
+            zone: Any) -> Rows:
+    """The store rows of these records (a later record of the same order wins unless it is older)."""
+    out = Rows()
+    for rec in records:
+        if isinstance(rec, Quarantined):
+            out.bad.append({"source": rec.source, "location": rec.location, "reason": rec.reason, "raw": rec.raw})
+            continue
+        key = customer_key(rec, merge_by)
+        try:
+            row = order_row(rec, key, now, rates, zone)
+        except currency.NoRate as exc:  # never summed raw: kept with its reason
+            out.bad.append({"source": rec.source, "location": f"order {rec.order_id}", "reason": str(exc),
+                            "raw": f"{rec.amount} {rec.currency}"})
+            continue
+        previous = out.orders.get((rec.source, rec.order_id))
+        if previous is None or (rec.updated_at or now) >= (previous["updated_at"] or now):
+            out.orders[(rec.source, rec.order_id)] = row
+        if rec.email or rec.phone or key not in out.customers:
+            out.customers[key] = {"customer_key": key, "email": rec.email, "phone": rec.phone, "updated_at": now}
+    return out
 
 
 class Pipeline:
@@ -172,43 +199,19 @@ class Pipeline:
         merge_by = self.config.identity.merge_by
         rates, zone = shop_rates(self.config), self.config.shop.zone
         for source in self.sources:
-            context = PullContext(cursor=self.store.get_cursor(source.name), started_at=self.clock())
+            context = PullContext(cursor=orders.get_cursor(self.store, source.name), started_at=self.clock())
             count = given = 0
             stop: StopRequested | None = None
             seen = currency.store_currencies(self.store) if rates.currency is None else set()
             try:
                 for page in source.pull(context):
-                    now = self.clock()
-                    orders, customers, bad = {}, {}, []
-                    for rec in with_notices(page.records):  # an order's notices are listed as quarantined
-                        if isinstance(rec, Quarantined):
-                            bad.append({"source": rec.source, "location": rec.location, "reason": rec.reason,
-                                        "raw": rec.raw})
-                            continue
-                        key = customer_key(rec, merge_by)
-                        try:
-                            row = order_row(rec, key, now, rates, zone)
-                        except currency.NoRate as exc:  # never summed raw: kept with its reason
-                            bad.append({"source": rec.source, "location": f"order {rec.order_id}",
-                                        "reason": str(exc), "raw": f"{rec.amount} {rec.currency}"})
-                            continue
-                        previous = orders.get(rec.order_id)
-                        if previous is None or (rec.updated_at or now) >= (previous["updated_at"] or now):
-                            orders[rec.order_id] = row
-                        if rec.email or rec.phone or key not in customers:
-                            customers[key] = {"customer_key": key, "email": rec.email, "phone": rec.phone,
-                                              "updated_at": now}
+                    # an order's notices are listed as quarantined
+                    rows = rows_of(with_notices(page.records), merge_by, self.clock(), rates, zone)
                     if rates.currency is None:
-                        currency.check_page(source.name, seen, orders.values())
-                    with self.store.begin() as conn:
-                        stored = self.store.upsert_orders(conn, list(orders.values()))
-                        self.store.upsert_customers(conn, list(customers.values()))
-                        self.store.add_quarantine(conn, run_id, bad)
-                        if page.cursor is not None:
-                            self.store.set_cursor(conn, source.name, page.cursor)
-                    count += stored
-                    given += len(orders)
-                    report.quarantined.extend(bad)
+                        currency.check_page(source.name, seen, rows.orders.values())
+                    count += self._write_rows(rows, run_id, None if page.cursor is None else (source.name, page.cursor))
+                    given += len(rows.orders)
+                    report.quarantined.extend(rows.bad)
             except StopRequested as exc:  # not a failure: counted below, then the cycle ends
                 stop = exc
             except ConnectorError as exc:
@@ -225,6 +228,17 @@ class Pipeline:
                 raise stop
         self._check_quarantine_share(report)
 
+    def _write_rows(self, rows: Rows, run_id: int | None, cursor: tuple[str, str] | None = None) -> int:
+        """Store ``rows`` and, with them, a source's new ``cursor`` (source, cursor) in one transaction.
+        Returns how many orders were inserted or changed."""
+        with self.store.begin() as conn:
+            stored = orders.upsert_orders(conn, list(rows.orders.values()))
+            orders.upsert_customers(conn, list(rows.customers.values()))
+            orders.add_quarantine(conn, run_id, rows.bad)
+            if cursor is not None:
+                orders.set_cursor(conn, *cursor)
+        return stored
+
     def _check_quarantine_share(self, report: CycleReport) -> None:
         """Too many rows quarantined makes the run partial: a broken export must not look like a quiet day."""
         bad, read = len(report.quarantined), sum(report.read.values()) + len(report.quarantined)
@@ -237,7 +251,7 @@ class Pipeline:
     def score(self, as_of: date, *, keys: set[str] | None = None,
               cut_points: dict[str, Any] | None = None) -> engine.ScoreResult:
         """Score as of ``as_of`` with the frozen cut points (recalibrated when due, see
-        :mod:`rfm_sync.store.state_queries`). ``keys``: only these customers; ``cut_points``: use
+        :mod:`rfm_sync.store.state`). ``keys``: only these customers; ``cut_points``: use
         these instead of the frozen ones (e.g. the last run's). Reads the store, writes nothing.
 
         Fresh cut points are marked for freezing (``new_calibration``) only when computed over the
@@ -247,19 +261,18 @@ class Pipeline:
         window_start, end = engine.window_bounds(as_of, rfm.window_days, zone)
         extra = {name: engine.window_bounds(as_of, days, zone)[0] for name, days in engine.windows(rfm).items()}
         currency.check_store(self.store, shop_rates(self.config))  # one currency per sum, or stop
-        aggregates = self.store.aggregate(end, window_start, keys, windows=extra)
+        aggregates = orders.aggregate(self.store, end, window_start, keys, windows=extra)
         frozen, calibrated_on, population = cut_points, None, None
         quantiles = engine.SCHEMES[rfm.scheme].USES_QUANTILES
         count = population_of(aggregates) if keys is None else None  # the population a calibration would have
         if frozen is None and quantiles:
-            calibration = sq.current_calibration(self.store, rfm.scheme, rfm.window_days)
-            if not sq.is_due(calibration, as_of, rfm.recalibrate_days, population=count,
-                             population_change=rfm.recalibrate_population_change):
+            calibration = state.current_calibration(self.store, rfm.scheme, rfm.window_days)
+            if not state.is_due(calibration, as_of, rfm.recalibrate_days, population=count,
+                                population_change=rfm.recalibrate_population_change):
                 frozen, calibrated_on, population = (calibration["cut_points"], calibration["as_of"],
                                                      calibration["population"])
-        previous = sq.previous_scores(self.store) if rfm.hysteresis else None
-        result = engine.score_customers(aggregates, as_of, scheme=rfm.scheme, recency_bounds=rfm.recency_bounds,
-                                        zone=zone, cut_points=frozen, options=rfm, previous=previous)
+        previous = state.previous_scores(self.store) if rfm.hysteresis else None
+        result = engine.score_customers(aggregates, as_of, rfm, zone=zone, cut_points=frozen, previous=previous)
         computed = frozen is None and quantiles and keys is None  # fresh cut points over the whole shop
         result.new_calibration = computed and freezable(count, rfm)
         result.calibrated_on = as_of if computed else calibrated_on
@@ -277,16 +290,14 @@ class Pipeline:
         rfm = self.config.rfm
         frame = result.frame
         state_keys = None if only is None else set(only) | set(frame["customer_key"])
-        state = sq.load_state_frame(self.store, state_keys)
+        stored = state.load_state_frame(self.store, state_keys)
         label_names = {dim: getattr(rfm.label_properties, dim) for dim in result.labels}
-        changes = diffing.compute(frame, state, names=self.config.properties, labels=result.labels,
+        changes = diffing.compute(frame, stored, names=self.config.properties, labels=result.labels,
                                   label_names=label_names, now=now, run_id=run_id, only=only)
         out = changes.outbox
-        contacts = sq.contacts_frame(self.store, out["customer_key"].tolist())
+        contacts = orders.contacts_frame(self.store, out["customer_key"].tolist())
         out["payload"] = diffing.payloads(out, contacts, run_id)
-        rows = pd.concat([pd.DataFrame({"destination": d.name, "customer_key": out["customer_key"].to_numpy(),
-                                        "run_id": run_id, "payload": out["payload"].to_numpy()})
-                          for d in self.destinations] or [pd.DataFrame(columns=["destination"])], ignore_index=True)
+        rows = diffing.outbox_rows(out, [d.name for d in self.destinations], run_id)
         for transition, n in changes.transitions.items():
             report.transitions[transition] = report.transitions.get(transition, 0) + n
         report.scored, report.changed, report.cleared = len(frame), changes.changed, len(changes.gone)
@@ -299,14 +310,14 @@ class Pipeline:
             report.insight = insight.snapshot(frame, rfm, result.cut_points)
         stats = self._stats(report)
         with self.store.begin() as conn:
-            sq.write_state(conn, changes.state)
-            sq.delete_state(conn, changes.gone)
-            ob.enqueue(conn, rows)
+            state.write_state(conn, changes.state)
+            state.delete_state(conn, changes.gone)
+            outbox.enqueue(conn, rows)
             if result.new_calibration:
-                sq.add_calibration(conn, rfm.scheme, rfm.window_days, result.calibrated_on, result.cut_points, run_id,
-                                   result.calibration_population)
-            self.store.finish_run(conn, run_id, status="scored", stats=stats, group_counts=report.group_counts,
-                                  cut_points=result.cut_points, warnings=result.warnings)
+                state.add_calibration(conn, rfm.scheme, rfm.window_days, result.calibrated_on, result.cut_points,
+                                      run_id, result.calibration_population)
+            runs.finish_run(conn, run_id, status="scored", stats=stats, group_counts=report.group_counts,
+                            cut_points=result.cut_points, warnings=result.warnings)
 
     # ------------------------------------------------------------------ 4. push
     def push(self, report: CycleReport, *, dry_run: bool = False) -> dict[str, dict[str, Any]] | None:
@@ -322,13 +333,13 @@ class Pipeline:
                 # exactly as it was, so its events keep their ids; then the newest pending snapshots
                 for status in ("sending", "pending"):
                     if status == "pending":
-                        ob.supersede(self.store, dest.name)
+                        outbox.supersede(self.store, dest.name)
                     after = 0
-                    while batch := ob.next_batch(self.store, dest.name, after, dest.batch_size, status=status):
+                    while batch := outbox.next_batch(self.store, dest.name, after, dest.batch_size, status=status):
                         first_after, after = after, batch[-1]["id"]
                         self._as_destination_knows(dest.name, batch)
                         if status == "pending":
-                            ob.mark_sending(self.store, dest.name, first_after, after)
+                            outbox.mark_sending(self.store, dest.name, first_after, after)
                         # a push that raises leaves its rows "sending" like a crash does: a lost answer
                         # (reset after the work, retries used up) may hide a delivery, so they are resent
                         # first, as they are, and never folded into a newer snapshot
@@ -336,17 +347,17 @@ class Pipeline:
                             result = dest.push([update_from_row(r) for r in batch])
                         except (NotSentError, StopRequested):
                             if status == "pending":  # refused before anything left: pending again
-                                ob.mark_unsent(self.store, dest.name, first_after, after)
+                                outbox.mark_unsent(self.store, dest.name, first_after, after)
                             raise
                         accepted = set(result.accepted)
                         memory = [self._memory_row(dest.name, r) for r in batch if r["id"] in accepted]
                         whole = not result.failed and accepted == {r["id"] for r in batch}
                         if whole and status == "pending":
-                            ob.mark_batch_sent(self.store, dest.name, first_after, after, memory)
+                            outbox.mark_batch_sent(self.store, dest.name, first_after, after, memory)
                         else:
-                            ob.mark_sent(self.store, result.accepted, memory)
+                            outbox.mark_sent(self.store, result.accepted, memory)
                         if result.failed:
-                            ob.mark_failed(self.store, result.failed, self.config.push.max_attempts)
+                            outbox.mark_failed(self.store, result.failed, self.config.push.max_attempts)
                         nothing = accepted & set(result.skipped)
                         sent += len(accepted) - len(nothing)
                         skipped += len(nothing)
@@ -379,7 +390,7 @@ class Pipeline:
 
     def _as_destination_knows(self, destination: str, batch: list[dict[str, Any]]) -> None:
         """Reconcile each row's payload with what this destination was last sent (:mod:`rfm_sync.delivery`)."""
-        stored = ob.memory(self.store, destination, [r["customer_key"] for r in batch])
+        stored = outbox.memory(self.store, destination, [r["customer_key"] for r in batch])
         known = {key: delivery.memory_from_row(row) for key, row in stored.items()}
         names = self.config.properties
         for r in batch:  # in order: a later row of the same customer follows what the earlier one sends
@@ -398,7 +409,7 @@ class Pipeline:
         """Read-only: the newest pending snapshot per customer, as the next push would send it."""
         newest: dict[str, dict[str, Any]] = {}
         after = 0
-        while batch := ob.next_batch(self.store, dest.name, after, 10_000):
+        while batch := outbox.next_batch(self.store, dest.name, after, 10_000):
             after = batch[-1]["id"]
             self._as_destination_knows(dest.name, batch)
             newest.update((r["customer_key"], r) for r in batch)
@@ -418,9 +429,9 @@ class Pipeline:
     # ------------------------------------------------------------------ the cycle
     def run_cycle(self, as_of: date | None = None, *, pull: bool = True, push: bool = True) -> CycleReport:
         as_of = as_of or self.config.today(self.clock())
-        run_id = self.store.start_run(as_of, self.config.rfm.scheme)
+        run_id = runs.start_run(self.store, as_of, self.config.rfm.scheme)
         report = CycleReport(run_id=run_id, as_of=as_of)
-        try:
+        with self._failed_run(report):
             for step, fn in (("pull", lambda: self.pull(run_id, report) if pull else None),
                              ("score+diff", lambda: self.diff(run_id, self.score(as_of), report)),
                              ("push", lambda: self.push(report) if push else None)):
@@ -429,20 +440,32 @@ class Pipeline:
                 report.durations[step] = round(time.perf_counter() - started, 3)
                 log.info("cycle step done", extra={"step": step, "seconds": report.durations[step], "run": run_id,
                                                    **step_counts(step, report)})
+        self._finish_run(report)
+        return report
+
+    @contextmanager
+    def _failed_run(self, report: CycleReport) -> Iterator[None]:
+        """A run whose work raises is recorded ``failed`` with the error, and the error goes on. A
+        graceful stop is no failure: the work ends there and the report is marked ``stopped``
+        (:mod:`rfm_sync.stop`), what is not sent yet stays pending for the next cycle."""
+        try:
+            yield
         except StopRequested:
             report.stopped = True
             log.info("cycle stopped: a stop was requested; what is not sent stays pending for the next cycle",
-                     extra={"step": step, "run": run_id})
+                     extra={"run": report.run_id})
         except Exception as exc:
             with self.store.begin() as conn:
-                self.store.finish_run(conn, run_id, status="failed", stats=self._stats(report),
-                                      error=f"{type(exc).__name__}: {exc}"[:1000])
+                runs.finish_run(conn, report.run_id, status="failed", stats=self._stats(report),
+                                error=f"{type(exc).__name__}: {exc}"[:1000])
             raise
-        status = report.status
+
+    def _finish_run(self, report: CycleReport, **recorded: Any) -> None:
+        """Record the run ``ok``, ``stopped``, or ``partial`` with its errors (``recorded``: more columns to set)."""
         with self.store.begin() as conn:
-            self.store.finish_run(conn, run_id, status=status, stats=self._stats(report),
-                                  error="; ".join(f"{k}: {v}" for k, v in report.errors.items()) or None)
-        return report
+            runs.finish_run(conn, report.run_id, status=report.status,
+                            stats=self._stats(report),
+                            error="; ".join(f"{k}: {v}" for k, v in report.errors.items()) or None, **recorded)
 
     @staticmethod
     def _stats(report: CycleReport) -> dict[str, Any]:
@@ -459,48 +482,30 @@ class Pipeline:
         """The newest ok/partial (or, with ``stopped``, stopped after its diff) run of this scheme that
         recorded cut points and group counts."""
         statuses = ("ok", "partial", "stopped") if stopped else ("ok", "partial")
-        for run in self.store.recent_runs(100):
+        for run in runs.recent_runs(self.store, 100):
             if (run["status"] in statuses and run["scheme"] == self.config.rfm.scheme
                     and run.get("cut_points") and run.get("group_counts") is not None):
                 return run
         return None
 
-    def rescore_orders(self, orders: list[Order], as_of: date | None = None) -> CycleReport:
+    def rescore_orders(self, received: list[Order], as_of: date | None = None) -> CycleReport:
         """Store these orders (from webhooks), then score, diff and push only their customers with the
         cut points of the last scored run. Without such a run, or when its cut points were computed
         over no customers (they are empty), a full cycle without pull."""
-        merge_by, now = self.config.identity.merge_by, self.clock()
-        rates, zone = shop_rates(self.config), self.config.shop.zone
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
-        contacts: dict[str, dict[str, Any]] = {}
-        bad: list[dict[str, Any]] = []
-        for order in orders:
-            key = customer_key(order, merge_by)
-            try:
-                row = order_row(order, key, now, rates, zone)
-            except currency.NoRate as exc:
-                bad.append({"source": order.source, "location": f"order {order.order_id}", "reason": str(exc),
-                            "raw": f"{order.amount} {order.currency}"})
-                continue
-            old = rows.get((order.source, order.order_id))
-            if old is None or (order.updated_at or now) >= (old["updated_at"] or now):
-                rows[(order.source, order.order_id)] = row
-            if order.email or order.phone or key not in contacts:
-                contacts[key] = {"customer_key": key, "email": order.email, "phone": order.phone, "updated_at": now}
+        now, rates = self.clock(), shop_rates(self.config)
+        rows = rows_of(received, self.config.identity.merge_by, now, rates, self.config.shop.zone)
         if rates.currency is None:
-            currency.check_page("webhooks", currency.store_currencies(self.store), rows.values())
-        with self.store.begin() as conn:
-            stored = self.store.upsert_orders(conn, list(rows.values()))
-            self.store.upsert_customers(conn, list(contacts.values()))
-            self.store.add_quarantine(conn, None, bad)
+            currency.check_page("webhooks", currency.store_currencies(self.store), rows.orders.values())
+        stored = self._write_rows(rows, None)
         base = self.last_scored_run()
         if base is None or run_population(base) == 0:
             return self.run_cycle(as_of, pull=False)
         as_of = as_of or self.config.today(now)
-        keys = set(contacts)
-        run_id = self.store.start_run(as_of, self.config.rfm.scheme)
-        report = CycleReport(run_id=run_id, as_of=as_of, pulled={"webhooks": stored}, read={"webhooks": len(rows)})
-        try:
+        keys = set(rows.customers)
+        run_id = runs.start_run(self.store, as_of, self.config.rfm.scheme)
+        report = CycleReport(run_id=run_id, as_of=as_of, pulled={"webhooks": stored},
+                             read={"webhooks": len(rows.orders)})
+        with self._failed_run(report):
             started = time.perf_counter()
             result = self.score(as_of, keys=keys, cut_points=base["cut_points"])
             calibrated_on = (base.get("stats") or {}).get("calibrated_on")
@@ -512,15 +517,6 @@ class Pipeline:
             started = time.perf_counter()
             self.push(report)
             report.durations["push"] = round(time.perf_counter() - started, 3)
-        except StopRequested:  # during the push: the customers' state is committed, the rest stays pending
-            report.stopped = True
-            log.info("rescore stopped: a stop was requested; what is not sent stays pending for the next cycle",
-                     extra={"run": run_id})
-        except Exception as exc:
-            with self.store.begin() as conn:
-                self.store.finish_run(conn, run_id, status="failed", stats=self._stats(report),
-                                      error=f"{type(exc).__name__}: {exc}"[:1000])
-            raise
         counts = dict(base["group_counts"])
         for (before, after), n in report.transitions.items():
             if before is not None:
@@ -528,10 +524,7 @@ class Pipeline:
             if after is not None:
                 counts[after] = counts.get(after, 0) + n
         report.group_counts = {g: n for g, n in counts.items() if n > 0}
-        with self.store.begin() as conn:
-            self.store.finish_run(conn, run_id, status=report.status,
-                                  stats=self._stats(report), group_counts=report.group_counts,
-                                  error="; ".join(f"{k}: {v}" for k, v in report.errors.items()) or None)
+        self._finish_run(report, group_counts=report.group_counts)
         log.info("customers rescored", extra={"run": run_id, "customers": len(keys), "changed": report.changed,
                                               "pushed": sum(report.pushed.values())})
         return report

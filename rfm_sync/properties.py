@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from .config import PropertyNames
-from .store import MONEY_SCALE
+from .store.schema import MONEY_SCALE
 
 
 def money(amount_e4: int) -> float | int:

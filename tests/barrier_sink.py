@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from connectors.base import ProfileUpdate, PushResult
-from connectors.file_sink import FileSink, FileSinkSettings
+from connectors.file.destination import FileSink, FileSinkSettings
 
 
 class BarrierSinkSettings(FileSinkSettings):

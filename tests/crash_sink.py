@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from connectors.base import ProfileUpdate, PushResult
-from connectors.file_sink import FileSink, FileSinkSettings
+from connectors.file.destination import FileSink, FileSinkSettings
 
 
 class CrashingSinkSettings(FileSinkSettings):

@@ -16,8 +16,8 @@ from decimal import Decimal
 from typing import Mapping
 
 from connectors.base import Order
-from connectors.csv_source import CsvSettings, CsvSource
-from connectors.file_sink import FileSink, FileSinkSettings
+from connectors.csv.source import CsvSettings, CsvSource
+from connectors.file.destination import FileSink, FileSinkSettings
 
 
 def sign(secret: str, body: bytes) -> str:

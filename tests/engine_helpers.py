@@ -32,8 +32,7 @@ def customers(rows: Iterable[tuple], as_of: date = AS_OF, **extra_columns: list[
 
 def score(frame: pd.DataFrame, as_of: date = AS_OF, cut_points=None, previous=None, **options: Any):
     rfm = RfmConfig(**options)
-    return engine.score_customers(frame, as_of, scheme=rfm.scheme, recency_bounds=rfm.recency_bounds, zone=UTC,
-                                  cut_points=cut_points, options=rfm, previous=previous)
+    return engine.score_customers(frame, as_of, rfm, zone=UTC, cut_points=cut_points, previous=previous)
 
 
 def by_key(result, column: str) -> dict[str, Any]:

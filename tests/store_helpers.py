@@ -5,7 +5,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from rfm_sync.store import MONEY_SCALE, Store, orders
+from rfm_sync.store import Store
+from rfm_sync.store.schema import MONEY_SCALE, orders
 
 
 def stored(store: Store, source_name: str) -> dict[str, tuple[Decimal, bool]]:

@@ -13,8 +13,8 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 
 from connectors.base import ConnectorContext, FatalError, Order, PullContext, Quarantined, RecordError
-from connectors.bigcommerce import BigCommerceSettings, BigCommerceSource, load_cursor
-from connectors.bigcommerce_parse import order_from_json
+from connectors.bigcommerce.parse import order_from_json
+from connectors.bigcommerce.source import BigCommerceSettings, BigCommerceSource, load_cursor
 from connectors.http import RetryPolicy
 from rfm_sync.config import parse_config
 from rfm_sync.pipeline import CycleReport, Pipeline

@@ -19,8 +19,9 @@ from click.testing import CliRunner
 from rfm_sync.cli import main
 from rfm_sync.config import load_config, parse_config
 from rfm_sync.pipeline import Pipeline
-from rfm_sync.store import Store, calibrations, customer_state
-from rfm_sync.store import state_queries as sq
+from rfm_sync.store import Store
+from rfm_sync.store import state as sq
+from rfm_sync.store.schema import calibrations, customer_state
 
 D = date(2026, 6, 30)
 CONFIG = """

@@ -49,6 +49,7 @@ def test_run_is_exactly_one_cycle_with_or_without_once(write_config, write_csv):
     """One meaning: `run` runs one cycle and exits; `--once` (kept for scripts) changes nothing; the
     schedule is the daemon's. Help and hints say `run`, not `run --once`."""
     from rfm_sync.store import Store
+    from rfm_sync.store.runs import recent_runs
 
     runner = CliRunner()
     shown = runner.invoke(main, ["run", "--help"]).output
@@ -61,7 +62,7 @@ def test_run_is_exactly_one_cycle_with_or_without_once(write_config, write_csv):
         assert runner.invoke(main, [*args, "-c", str(config)]).exit_code == 0
     store = Store.open("sqlite:///" + str(config.parent / "s.sqlite"))
     try:
-        assert [r["status"] for r in store.recent_runs(10)] == ["ok", "ok"]  # one cycle each
+        assert [r["status"] for r in recent_runs(store, 10)] == ["ok", "ok"]  # one cycle each
     finally:
         store.close()
 

@@ -10,9 +10,11 @@ from datetime import date, timedelta
 import pytest
 import sqlalchemy as sa
 
-from connectors.file_sink import read_state
+from connectors.file.destination import read_state
 from rfm_sync.sample import write_sample
-from rfm_sync.store import Store, customer_state, outbox
+from rfm_sync.store import Store
+from rfm_sync.store.runs import recent_runs
+from rfm_sync.store.schema import customer_state, outbox
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TODAY = date(2026, 6, 30)
@@ -77,7 +79,7 @@ def test_killed_push_then_restart_ends_exactly_right(tmp_path, store_url, mode, 
 def test_crash_inside_diff_transaction_leaves_old_state(tmp_path, store_url, monkeypatch):
     from rfm_sync.config import load_config
     from rfm_sync.pipeline import Pipeline
-    from rfm_sync.store import outbox_queries
+    from rfm_sync.store import outbox as outbox_store
 
     write_sample(tmp_path / "orders.csv", end=TODAY, customers=200, seed=5)
     (tmp_path / "config.toml").write_text(CONFIG.format(url=store_url, mode="after_write", batch=0))
@@ -87,13 +89,13 @@ def test_crash_inside_diff_transaction_leaves_old_state(tmp_path, store_url, mon
     def boom(conn, rows):
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(outbox_queries, "enqueue", boom)
+    monkeypatch.setattr(outbox_store, "enqueue", boom)
     with pytest.raises(RuntimeError):
         Pipeline(config, store).run_cycle(TODAY)
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(customer_state)).scalar() == 0
         assert conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar() == 0
-    assert store.recent_runs(1)[0]["status"] == "failed"
+    assert recent_runs(store, 1)[0]["status"] == "failed"
     monkeypatch.undo()
     report = Pipeline(config, store).run_cycle(TODAY)
     assert report.changed == report.scored > 0

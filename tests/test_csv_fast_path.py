@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.csv_source import CsvSettings, _trimmed
+from connectors.csv.scan import _trimmed
+from connectors.csv.source import CsvSettings
 from rfm_sync.config import parse_config
 from rfm_sync.offline import aggregate_csv
 

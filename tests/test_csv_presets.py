@@ -1,4 +1,4 @@
-"""Shops' own order exports score correctly through their presets (connectors/csv_presets.py).
+"""Shops' own order exports score correctly through their presets (connectors/csv/presets.py).
 
 The fixtures are written in each export's real layout: the column headers as public descriptions
 of the exports give them (Shopify's "Export orders" CSV, BigCommerce's default order export, the
@@ -22,7 +22,8 @@ import pytest
 from click.testing import CliRunner
 
 from connectors.base import ConnectorContext, FatalError, Order, PullContext, Quarantined
-from connectors.csv_source import CsvSettings, CsvSource, scan
+from connectors.csv.scan import scan
+from connectors.csv.source import CsvSettings, CsvSource
 from rfm_sync import exit_codes
 from rfm_sync.cli import main
 from rfm_sync.config import ConfigError, parse_config

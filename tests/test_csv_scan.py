@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from connectors.csv_source import CsvSettings, scan
+from connectors.csv.scan import scan
+from connectors.csv.source import CsvSettings
 
 
 def test_every_kind_of_bad_row_is_named_and_good_rows_read_exactly(write_csv):

@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from connectors.base import ConnectorContext, Order, PullContext, Quarantined
-from connectors.bigcommerce_parse import order_from_json
-from connectors.csv_source import CsvSettings, CsvSource
-from connectors.shopify_parse import order_from_node, order_from_rest
+from connectors.bigcommerce.parse import order_from_json
+from connectors.csv.source import CsvSettings, CsvSource
+from connectors.shopify.parse import order_from_node, order_from_rest
 from rfm_sync.config import load_config, parse_config
 from rfm_sync.offline import aggregate_csv, score_csv
 from rfm_sync.pipeline import Pipeline, customer_key, update_from_row

@@ -12,13 +12,14 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from connectors.csv_source import CsvSettings
+from connectors.csv.source import CsvSettings
 from rfm_sync.cli import main
 from rfm_sync.config import ConfigError, load_config, parse_config
 from rfm_sync.currency import MixedCurrencies
 from rfm_sync.offline import aggregate_csv, score_csv
 from rfm_sync.pipeline import CycleReport, Pipeline
-from rfm_sync.store import Store, orders, quarantine
+from rfm_sync.store import Store
+from rfm_sync.store.schema import orders, quarantine
 
 AS_OF = date(2026, 6, 30)
 # customer a: 100 EUR and 1,000 JPY; b: 12,345.6789 JPY; c: 50 with no currency (= the shop's)
@@ -215,7 +216,7 @@ def test_shopify_orders_paid_in_another_currency_are_stored_in_shop_money(tmp_pa
 def test_bigcommerce_order_in_a_transactional_currency_is_stored_in_the_store_default(tmp_path):
     """The spec: total_inc_tax is in the transactional currency (default_currency_code); with
     Multi-Currency the order says the store's default currency and the rate from it."""
-    from connectors.bigcommerce_parse import order_from_json
+    from connectors.bigcommerce.parse import order_from_json
 
     base = {"id": 7, "customer_id": 3, "date_created": "Wed, 05 Dec 2018 20:16:55 +0000", "status_id": 10,
             "total_inc_tax": "1639.0000", "refunded_amount": "0.0000", "currency_code": "JPY",

@@ -20,13 +20,13 @@ import responses
 import yaml
 
 from connectors.base import ConnectorContext
-from connectors.bigcommerce import BigCommerceSettings, BigCommerceSource
-from connectors.csv_source import CsvSettings, CsvSource
-from connectors.file_sink import read_state
+from connectors.bigcommerce.source import BigCommerceSettings, BigCommerceSource
+from connectors.csv.source import CsvSettings, CsvSource
+from connectors.file.destination import read_state
 from connectors.http import RetryPolicy
-from connectors.klaviyo import KlaviyoDestination
-from connectors.meta_audiences import MetaAudiencesDestination
-from connectors.shopify import ShopifySettings, ShopifySource
+from connectors.klaviyo.destination import KlaviyoDestination
+from connectors.meta.destination import MetaAudiencesDestination
+from connectors.shopify.source import ShopifySettings, ShopifySource
 from rfm_sync.config import load_config, parse_config
 from rfm_sync.engine.klaviyo import GROUP_NAMES  # the default scheme
 from rfm_sync.pipeline import Pipeline, build_destinations

@@ -16,10 +16,11 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.file_sink import read_state
+from connectors.file.destination import read_state
 from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline
-from rfm_sync.store import Store, customer_state, outbox
+from rfm_sync.store import Store
+from rfm_sync.store.schema import customer_state, outbox
 from tests.daemon_fakes import shopify_order, sign
 
 REPO = Path(__file__).resolve().parent.parent

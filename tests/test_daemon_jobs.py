@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from connectors.base import RetryableError
 from rfm_sync.config import parse_config
 from rfm_sync.daemon.runner import Daemon
-from rfm_sync.store import calibrations, orders
-from rfm_sync.store import webhook_queries
-from rfm_sync.store.schema import webhook_events
+from rfm_sync.store import webhooks as webhook_store
 from rfm_sync.store.lock import StoreLock
+from rfm_sync.store.runs import recent_runs
+from rfm_sync.store.schema import calibrations, orders, webhook_events
 from tests.conftest import REPO
 from tests.daemon_fakes import shopify_order
 
@@ -64,7 +64,7 @@ def test_jobs_do_nothing_without_the_lock(tmp_path, write_config, write_csv, mon
         daemon._hold_lock()
         assert not daemon.has_lock and daemon.health.standby.startswith("lock held by other:2 since")
         daemon._jobs().incremental()
-        assert daemon.store.recent_runs(1) == []
+        assert recent_runs(daemon.store, 1) == []
         assert daemon.scheduler.get_jobs() == []
     finally:
         daemon.shutdown()
@@ -109,12 +109,12 @@ def test_unparseable_webhook_events_are_set_aside_and_the_rest_processed(tmp_pat
         daemon._hold_lock()
         daemon._jobs().incremental()
         good = shopify_order(77, 5, "x@example.com", datetime.now(timezone.utc).isoformat(), "80.00")
-        webhook_queries.record(daemon.store, "shop", "e1", "orders/create", {}, b"{not json")
-        webhook_queries.record(daemon.store, "shop", "e2", "orders/create", {}, good)
-        webhook_queries.record(daemon.store, "gone", "e3", "orders/create", {}, good)
+        webhook_store.record(daemon.store, "shop", "e1", "orders/create", {}, b"{not json")
+        webhook_store.record(daemon.store, "shop", "e2", "orders/create", {}, good)
+        webhook_store.record(daemon.store, "gone", "e3", "orders/create", {}, good)
         daemon._jobs().webhooks()
-        assert webhook_queries.counts(daemon.store) == {"done": 1, "failed": 2}
-        assert daemon.store.recent_runs(1)[0]["stats"]["pulled"] == {"webhooks": 1}
+        assert webhook_store.counts(daemon.store) == {"done": 1, "failed": 2}
+        assert recent_runs(daemon.store, 1)[0]["stats"]["pulled"] == {"webhooks": 1}
     finally:
         daemon.shutdown()
 
@@ -156,8 +156,8 @@ def test_a_poison_webhook_is_failed_with_its_reason_and_the_valid_ones_behind_it
     try:
         daemon._hold_lock()
         daemon._jobs().incremental()
-        webhook_queries.record(daemon.store, "shop", "poison", "orders/create", {}, poison)
-        webhook_queries.record(daemon.store, "shop", "good", "orders/create", {},
+        webhook_store.record(daemon.store, "shop", "poison", "orders/create", {}, poison)
+        webhook_store.record(daemon.store, "shop", "good", "orders/create", {},
                                shopify_order(77, 5, "x@example.com", now_iso(), "80.00"))
         daemon._jobs().webhooks()
         rows = event_rows(daemon.store)
@@ -186,9 +186,9 @@ def test_a_retryable_error_keeps_the_event_pending_then_fails_it_after_max_attem
             return parse(topic, headers, body)
 
         monkeypatch.setattr(source, "orders_from_webhook", flaky)
-        webhook_queries.record(daemon.store, "shop", "later", "orders/create", {},
+        webhook_store.record(daemon.store, "shop", "later", "orders/create", {},
                                shopify_order(88, 8, "y@example.com", now_iso(), "20.00"))
-        webhook_queries.record(daemon.store, "shop", "good", "orders/create", {},
+        webhook_store.record(daemon.store, "shop", "good", "orders/create", {},
                                shopify_order(77, 5, "x@example.com", now_iso(), "80.00"))
         daemon._jobs().webhooks()
         rows = event_rows(daemon.store)
@@ -224,9 +224,9 @@ def test_a_failed_rescore_keeps_the_events_and_a_batch_is_retried_event_by_event
             return rescore(batch, *args, **kwargs)
 
         monkeypatch.setattr(daemon.pipeline, "rescore_orders", fragile)
-        webhook_queries.record(daemon.store, "shop", "bad", "orders/create", {},
+        webhook_store.record(daemon.store, "shop", "bad", "orders/create", {},
                                shopify_order(99, 9, "z@example.com", now_iso(), "30.00"))
-        webhook_queries.record(daemon.store, "shop", "good", "orders/create", {},
+        webhook_store.record(daemon.store, "shop", "good", "orders/create", {},
                                shopify_order(77, 5, "x@example.com", now_iso(), "80.00"))
         daemon._jobs().webhooks()
         rows = event_rows(daemon.store)

@@ -13,12 +13,12 @@ import responses
 from click.testing import CliRunner
 
 from connectors.base import ConnectorContext, FatalError
-from connectors.bigcommerce import BigCommerceSettings, BigCommerceSource
-from connectors.csv_source import CsvSettings, CsvSource
-from connectors.file_sink import FileSink, FileSinkSettings
-from connectors.klaviyo import KlaviyoDestination, KlaviyoSettings
-from connectors.meta_audiences import MetaAudiencesDestination, MetaAudiencesSettings
-from connectors.shopify import ShopifySettings, ShopifySource
+from connectors.bigcommerce.source import BigCommerceSettings, BigCommerceSource
+from connectors.csv.source import CsvSettings, CsvSource
+from connectors.file.destination import FileSink, FileSinkSettings
+from connectors.klaviyo.destination import KlaviyoDestination, KlaviyoSettings
+from connectors.meta.destination import MetaAudiencesDestination, MetaAudiencesSettings
+from connectors.shopify.source import ShopifySettings, ShopifySource
 from rfm_sync.cli import main
 from rfm_sync.secrets import Secret, SecretError
 from rfm_sync.store import Store

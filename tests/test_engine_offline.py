@@ -23,7 +23,7 @@ order_id,customer_id,placed_at,amount,status
 
 
 def test_aggregates_carry_the_extra_windows_first_order_and_order_count(write_csv):
-    from connectors.csv_source import CsvSettings
+    from connectors.csv.source import CsvSettings
 
     path = write_csv(ORDERS)
     config = parse_config({"rfm": {"scheme": "thresholds"}})

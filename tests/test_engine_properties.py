@@ -35,7 +35,7 @@ def test_scores_in_range_and_every_customer_in_exactly_one_known_group(data, sch
     for col in ("r_score", "f_score", "m_score"):
         assert f[col].between(1, TOP[scheme]).all()
     assert f["rfm_group"].notna().all()
-    assert set(f["rfm_group"].astype(str)) <= set(engine.group_names(scheme, RfmConfig(scheme=scheme)))
+    assert set(f["rfm_group"].astype(str)) <= set(engine.group_names(RfmConfig(scheme=scheme)))
     assert f["customer_key"].is_unique and len(f) == len(data)
 
 

@@ -19,7 +19,7 @@ SIX = [("a", 10, 1, 10), ("b", 20, 2, 20), ("c", 30, 3, 30), ("d", 40, 4, 40), (
 # ---------------------------------------------------------------- classic11
 def test_classic11_quintile_cut_points_are_exact_linear_interpolation():
     five = [(k, d, f, m) for k, d, f, m in SIX[:5]]  # n = 5: h = 4p → 0.8, 1.6, 2.4, 3.2
-    cuts = classic11.calibrate(score(customers(five), scheme="classic11").frame)
+    cuts = classic11.calibrate(score(customers(five), scheme="classic11").frame, RfmConfig(scheme="classic11"))
     assert from_json(cuts["frequency"]) == [Fraction(9, 5), Fraction(13, 5), Fraction(17, 5), Fraction(21, 5)]
     assert from_json(cuts["recency_days"]) == [18, 26, 34, 42]
     assert from_json(cuts["monetary_e4"]) == [180_000, 260_000, 340_000, 420_000]
@@ -157,8 +157,7 @@ def test_rules_over_scores_rename_and_merge_classic11_groups():
         expected = "VIP" if original[key] in ("Champions", "Loyal") else (
             "Recent" if by_key(result, "r_score")[key] >= 4 else "Rest")
         assert groups[key] == expected
-    assert engine.group_names("classic11", RfmConfig(scheme="classic11", segments=rules,
-                                                                          fallback_segment="Rest")) == \
+    assert engine.group_names(RfmConfig(scheme="classic11", segments=rules, fallback_segment="Rest")) == \
         ["VIP", "Recent", "Rest"]
 
 

@@ -12,8 +12,11 @@ from connectors.base import Order
 from rfm_sync import engine
 from rfm_sync.config import parse_config
 from rfm_sync.pipeline import Pipeline, order_row, update_from_row
-from rfm_sync.store import Store, calibrations, customer_state, outbox, utcnow
-from rfm_sync.store import outbox_queries as ob
+from rfm_sync.store import Store, utcnow
+from rfm_sync.store import outbox as ob
+from rfm_sync.store.orders import aggregate, upsert_customers, upsert_orders
+from rfm_sync.store.runs import recent_runs
+from rfm_sync.store.schema import calibrations, customer_state, outbox
 
 D = date(2026, 3, 1)
 
@@ -42,12 +45,12 @@ def add_orders(store, rows):
     """rows: (customer, order id, day, amount)"""
     now = utcnow()
     with store.begin() as conn:
-        store.upsert_orders(conn, [order_row(Order(source="t", order_id=oid, customer_id=key,
-                                                   placed_at=datetime.combine(day, time(12), timezone.utc),
-                                                   amount=Decimal(str(amount))), key, now)
-                                   for key, oid, day, amount in rows])
-        store.upsert_customers(conn, [{"customer_key": key, "email": f"{key}@x.test", "phone": None, "updated_at": now}
-                                      for key in {r[0] for r in rows}])
+        upsert_orders(conn, [order_row(Order(source="t", order_id=oid, customer_id=key,
+                                             placed_at=datetime.combine(day, time(12), timezone.utc),
+                                             amount=Decimal(str(amount))), key, now)
+                             for key, oid, day, amount in rows])
+        upsert_customers(conn, [{"customer_key": key, "email": f"{key}@x.test", "phone": None, "updated_at": now}
+                                for key in {r[0] for r in rows}])
 
 
 def groups(store):
@@ -84,8 +87,7 @@ def test_frozen_cut_points_keep_untouched_customers_through_a_promo_spike_and_re
     # had the quantiles been recomputed, the spike would have moved many of them
     rfm = config.rfm
     start, end = engine.window_bounds(D + timedelta(days=1), rfm.window_days, config.shop.zone)
-    fresh = engine.score_customers(store.aggregate(end, start), D + timedelta(days=1), scheme="classic11",
-                                   recency_bounds=rfm.recency_bounds, zone=config.shop.zone, options=rfm)
+    fresh = engine.score_customers(aggregate(store, end, start), D + timedelta(days=1), rfm, zone=config.shop.zone)
     moved = [k for k, g in zip(fresh.frame["customer_key"], fresh.frame["rfm_group"]) if k in before and before[k] != g]
     assert len(moved) >= 20
     # 30 days later the calibration is due: new cut points, and customers move to where they belong
@@ -93,12 +95,11 @@ def test_frozen_cut_points_keep_untouched_customers_through_a_promo_spike_and_re
     third = pipeline.run_cycle(due, pull=False)
     assert third.cut_points != first.cut_points and third.calibrated_on == due
     start, end = engine.window_bounds(due, rfm.window_days, config.shop.zone)
-    expected = engine.score_customers(store.aggregate(end, start), due, scheme="classic11",
-                                      recency_bounds=rfm.recency_bounds, zone=config.shop.zone, options=rfm)
+    expected = engine.score_customers(aggregate(store, end, start), due, rfm, zone=config.shop.zone)
     assert groups(store) == dict(zip(expected.frame["customer_key"], expected.frame["rfm_group"].astype(str)))
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(calibrations)).scalar_one() == 2
-    assert store.recent_runs(1)[0]["stats"]["calibrated_on"] == due.isoformat()
+    assert recent_runs(store, 1)[0]["stats"]["calibrated_on"] == due.isoformat()
 
 
 def test_recalibrate_command_freezes_new_cut_points_for_the_next_run(tmp_path):

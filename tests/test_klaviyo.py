@@ -12,10 +12,10 @@ import responses
 
 from connectors.base import ConnectorContext, FatalError, ProfileUpdate, Transition
 from connectors.http import RateLimiter, RetryPolicy
-from connectors.klaviyo import (DOCUMENTED, HEADROOM, LIMITS, KlaviyoDestination, KlaviyoSettings,
-                               error_summary)
-from connectors.klaviyo_bodies import (REVISION, bulk_job_body, e164, event_body, mask_email, profile_import_body,
+from connectors.klaviyo.bodies import (REVISION, bulk_job_body, e164, event_body, mask_email, profile_import_body,
                                        profile_resource, segment_body, split_jobs)
+from connectors.klaviyo.destination import (DOCUMENTED, HEADROOM, LIMITS, KlaviyoDestination, KlaviyoSettings,
+                                            error_summary)
 from rfm_sync.secrets import Secret
 from tests.fakes.klaviyo_fake import SPEC, API_KEY, BASE_URL, FakeClock, FakeKlaviyo, klaviyo_spec, validate_all  # noqa: F401
 

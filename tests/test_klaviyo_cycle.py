@@ -12,15 +12,15 @@ import responses
 from click.testing import CliRunner
 
 from connectors.base import ConnectorContext
-from connectors.file_sink import read_state
-from connectors.klaviyo import LIMITS, KlaviyoDestination
-from connectors.meta_audiences import MetaAudiencesDestination
+from connectors.file.destination import read_state
+from connectors.klaviyo.destination import LIMITS, KlaviyoDestination
+from connectors.meta.destination import MetaAudiencesDestination
 from rfm_sync.cli import main
 from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline, build_destinations, update_from_row
 from rfm_sync.secrets import Secret
 from rfm_sync.store import Store
-from rfm_sync.store import outbox_queries as ob
+from rfm_sync.store import outbox as ob
 from tests.fakes import meta_fake
 from tests.fakes.klaviyo_fake import API_KEY, BASE_URL, SPEC, FakeClock, FakeKlaviyo, klaviyo_spec, validate_all  # noqa: F401
 from tests.fakes.meta_fake import FakeMeta

@@ -13,11 +13,12 @@ from connectors.http import RetryPolicy
 from rfm_sync.config import parse_config
 from rfm_sync.pipeline import CycleReport, Pipeline
 from rfm_sync.store import Store
-from rfm_sync.store import outbox_queries as ob
+from rfm_sync.store import outbox as ob
+from rfm_sync.store.runs import start_run
 from tests.fakes.klaviyo_fake import FakeClock, FakeKlaviyo, klaviyo_spec, validate_all  # noqa: F401
 from tests.test_klaviyo import context
 
-from connectors.klaviyo import KlaviyoDestination, KlaviyoSettings
+from connectors.klaviyo.destination import KlaviyoDestination, KlaviyoSettings
 
 GROUPS = ["Champions", "Loyal", "Recent", "Needs Attention", "At Risk", "Inactive"]
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -95,7 +96,7 @@ def test_100k_changed_profiles_take_10_bulk_jobs_and_a_rerun_writes_nothing(tmp_
                               context(), sleep=clock.sleep, clock=clock)
     assert dest.batch_size == 10_000
     store, pipeline = setup(tmp_path, dest)
-    run_id = store.start_run(date(2026, 11, 25), "klaviyo")
+    run_id = start_run(store, date(2026, 11, 25), "klaviyo")
     rows, expected = bulk_rows("klaviyo", n, run_id)
     with store.begin() as conn:
         ob.enqueue(conn, rows)
@@ -133,8 +134,8 @@ def test_30_percent_429_and_5xx_still_ends_exactly_right_without_duplicate_event
     dest = KlaviyoDestination(settings, context(), sleep=clock.sleep, clock=clock,
                               policy=RetryPolicy(attempts=5, max_elapsed_s=100_000))
     store, pipeline = setup(tmp_path, dest)
-    run1 = store.start_run(date(2026, 11, 1), "klaviyo")
-    run2 = store.start_run(date(2026, 11, 2), "klaviyo")
+    run1 = start_run(store, date(2026, 11, 1), "klaviyo")
+    run2 = start_run(store, date(2026, 11, 2), "klaviyo")
     t1 = T0 + timedelta(days=1)
     first = [(i, GROUPS[i % 6], None, T0, None) for i in range(n)]
     second = []
@@ -160,7 +161,7 @@ def test_30_percent_429_and_5xx_still_ends_exactly_right_without_duplicate_event
         final = {c[0]: c for c in first}
         final.update({c[0]: c for c in second})
         assert fake.profiles == expected_after(list(final.values()))
-        # a pending row superseded by a newer one hands its group change on (outbox_queries.supersede):
+        # a pending row superseded by a newer one hands its group change on (rfm_sync.store.outbox.supersede):
         # every customer's one event goes from what Klaviyo last saw (nothing: never sent) to the
         # current group, as a backfilled first assignment; never seen and now cleared sends none
         changed = {c[0]: c[1] for c in second}

@@ -14,9 +14,10 @@ from pydantic import ValidationError
 
 from connectors.base import ConnectorContext, FatalError, ProfileUpdate, RetryableError, Transition
 from connectors.http import RetryPolicy
-from connectors.meta_audiences import (EXPIRY_WARNING, GRAPH_VERSION, MARKETING_API_VERSIONS, MetaAudiencesDestination,
-                                       MetaAudiencesSettings, appsecret_proof, normalise_email, normalise_phone,
-                                       reported_wait, version_expiry, version_problem)
+from connectors.meta.destination import (EXPIRY_WARNING, GRAPH_VERSION, MARKETING_API_VERSIONS,
+                                         MetaAudiencesDestination, MetaAudiencesSettings, appsecret_proof,
+                                         normalise_email, normalise_phone, reported_wait, version_expiry,
+                                         version_problem)
 from rfm_sync.config import ConfigError, parse_config
 from rfm_sync.secrets import Secret
 from tests.fakes.klaviyo_fake import FakeClock
@@ -231,7 +232,7 @@ def test_error_2635_is_fatal_with_the_fix_not_a_failure_of_every_record(fake, cl
 
 
 def test_a_version_close_to_retiring_is_a_warning_and_a_doctor_problem(fake, clock, monkeypatch):
-    import connectors.meta_audiences as meta
+    import connectors.meta.destination as meta
     monkeypatch.setattr(meta, "date", type("FrozenDate", (date,), {"today": classmethod(lambda c: date(2027, 1, 10))}))
     dest = destination(clock, graph_version="v25.0")
     assert dest.push([move(1, None, "Champions")]).accepted == [1]

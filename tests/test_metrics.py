@@ -9,7 +9,7 @@ from connectors.http import HttpClient
 from rfm_sync.daemon.metrics import Metrics
 from rfm_sync.pipeline import CycleReport
 from rfm_sync.store import Store
-from rfm_sync.store import outbox_queries
+from rfm_sync.store import outbox
 
 
 def samples(metrics: Metrics) -> dict:
@@ -78,10 +78,10 @@ def test_outbox_backlog_is_read_at_scrape_time(tmp_path):
     m.store = store
     assert not any(k[0] == "rfm_sync_outbox_rows" for k in samples(m))
     with store.begin() as conn:
-        outbox_queries.enqueue(conn, [{"destination": "sink", "customer_key": str(i), "run_id": 1, "payload": "{}"}
+        outbox.enqueue(conn, [{"destination": "sink", "customer_key": str(i), "run_id": 1, "payload": "{}"}
                                       for i in range(3)])
     assert samples(m)[("rfm_sync_outbox_rows", (("destination", "sink"), ("status", "pending")))] == 3
-    outbox_queries.mark_sent(store, [1])
+    outbox.mark_sent(store, [1])
     got = samples(m)
     assert got[("rfm_sync_outbox_rows", (("destination", "sink"), ("status", "pending")))] == 2
     assert got[("rfm_sync_outbox_rows", (("destination", "sink"), ("status", "sent")))] == 1
@@ -100,8 +100,8 @@ def test_every_outbox_and_webhook_status_is_exported_with_zero_for_a_baseline(tm
     for status in ("pending", "done", "failed", "dropped"):
         assert got[("rfm_sync_webhook_events", (("status", status),))] == 0
     with store.begin() as conn:
-        outbox_queries.enqueue(conn, [{"destination": "sink", "customer_key": "c1", "run_id": 1, "payload": "{}"}])
-    outbox_queries.mark_sent(store, [1])
+        outbox.enqueue(conn, [{"destination": "sink", "customer_key": "c1", "run_id": 1, "payload": "{}"}])
+    outbox.mark_sent(store, [1])
     got = samples(m)
     assert got[("rfm_sync_outbox_rows", (("destination", "sink"), ("status", "sent")))] == 1
     assert got[("rfm_sync_outbox_rows", (("destination", "sink"), ("status", "pending")))] == 0  # back to 0, not gone

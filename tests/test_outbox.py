@@ -8,12 +8,13 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.base import PushResult, RetryableError
-from connectors.file_sink import FileSink, FileSinkSettings, read_state
+from connectors.file.destination import FileSink, FileSinkSettings, read_state
 from rfm_sync.config import parse_config
 from rfm_sync.pipeline import Pipeline, build_sources, connector_context
 from rfm_sync.sample import write_sample
-from rfm_sync.store import Store, customer_state
-from rfm_sync.store.outbox_queries import fold_transitions
+from rfm_sync.store import Store
+from rfm_sync.store.outbox import fold_transitions
+from rfm_sync.store.schema import customer_state
 
 TODAY = date(2026, 6, 30)
 
@@ -177,8 +178,8 @@ def test_acknowledging_a_whole_batch_marks_exactly_that_batch(tmp_path, store_ur
     """The range acknowledgement (every row of a batch accepted) touches only that batch's pending
     rows of that destination: not another destination's, not a superseded one, not rows queued
     after the batch was read."""
-    from rfm_sync.store import outbox
-    from rfm_sync.store.outbox_queries import enqueue, mark_batch_sent, mark_sending, next_batch
+    from rfm_sync.store.outbox import enqueue, mark_batch_sent, mark_sending, next_batch
+    from rfm_sync.store.schema import outbox
 
     store = Store.open(store_url)
     with store.begin() as conn:
@@ -209,7 +210,8 @@ def test_upgrading_a_store_remembers_what_each_destination_was_sent(tmp_path, st
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
-    from rfm_sync.store import MIGRATIONS, destination_state, outbox
+    from rfm_sync.store import MIGRATIONS
+    from rfm_sync.store.schema import destination_state, outbox
 
     write_sample(tmp_path / "orders.csv", end=TODAY, customers=60, seed=5)
     config = parse_config({"store": {"url": store_url},

@@ -7,10 +7,12 @@ from datetime import date, datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from connectors.file_sink import read_state
+from connectors.file.destination import read_state
 from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline
-from rfm_sync.store import Store, orders, quarantine
+from rfm_sync.store import Store
+from rfm_sync.store.orders import upsert_orders
+from rfm_sync.store.schema import orders, quarantine
 
 AS_OF = date(2026, 6, 30)
 CONFIG = """
@@ -202,11 +204,11 @@ def test_orders_pulled_counts_what_the_store_took_not_what_was_read(tmp_path, st
 
     try:
         with store.begin() as conn:
-            assert store.upsert_orders(conn, [row("o1", "10", 2), row("o2", "20", 2)]) == 2
+            assert upsert_orders(conn, [row("o1", "10", 2), row("o2", "20", 2)]) == 2
         with store.begin() as conn:  # o1 again as it is, o2 edited, o3 new
-            assert store.upsert_orders(conn, [row("o1", "10", 2), row("o2", "25", 3), row("o3", "5", 3)]) == 2
+            assert upsert_orders(conn, [row("o1", "10", 2), row("o2", "25", 3), row("o3", "5", 3)]) == 2
         with store.begin() as conn:  # an older version of o2 is refused, and not counted
-            assert store.upsert_orders(conn, [row("o2", "20", 2)]) == 0
+            assert upsert_orders(conn, [row("o2", "20", 2)]) == 0
         with store.engine.connect() as conn:
             amounts = dict(conn.execute(sa.select(orders.c.order_id, orders.c.amount_e4)).all())
         assert amounts == {"o1": 100_000, "o2": 250_000, "o3": 50_000}

@@ -12,12 +12,13 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from connectors.file_sink import read_state
+from connectors.file.destination import read_state
 from rfm_sync import insight, lookup, masking
 from rfm_sync.cli import main
 from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline
-from rfm_sync.store import Store, orders
+from rfm_sync.store import Store
+from rfm_sync.store.schema import orders
 from tests.test_pipeline import AS_OF, CONFIG, base_rows, day, write_orders
 
 # 30 customers are few: let their cut points be frozen, so runs after the first use the same ones

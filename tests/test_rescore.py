@@ -8,10 +8,12 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from connectors.base import Order
-from connectors.file_sink import read_state
+from connectors.file.destination import read_state
 from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline
-from rfm_sync.store import Store, outbox
+from rfm_sync.store import Store
+from rfm_sync.store.runs import recent_runs
+from rfm_sync.store.schema import outbox
 
 AS_OF = date(2026, 6, 30)
 
@@ -67,7 +69,7 @@ def test_only_the_affected_customer_is_rescored_and_pushed(tmp_path, write_confi
     new_group = last["transition"]["to"]
     assert new_group != "Inactive"
     # the cut points are the full run's, and the recorded group counts follow the move
-    runs = store.recent_runs(2)
+    runs = recent_runs(store, 2)
     assert runs[0]["cut_points"] == runs[1]["cut_points"] == full.cut_points
     assert runs[0]["stats"]["calibrated_on"] == runs[1]["stats"]["calibrated_on"] == AS_OF.isoformat()
     expected = dict(full.group_counts)

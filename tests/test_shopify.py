@@ -15,8 +15,8 @@ import responses
 
 from connectors.base import ConnectorContext, FatalError, Order, PullContext, RecordError, RetryableError
 from connectors.http import RetryPolicy
-from connectors.shopify import ShopifySettings, ShopifySource, load_cursor
-from connectors.shopify_queries import API_VERSION
+from connectors.shopify.queries import API_VERSION
+from connectors.shopify.source import ShopifySettings, ShopifySource, load_cursor
 from rfm_sync.config import parse_config
 from rfm_sync.pipeline import CycleReport, Pipeline
 from rfm_sync.secrets import Secret

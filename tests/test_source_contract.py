@@ -27,15 +27,16 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from connectors.base import ConnectorContext, Order, Page, PullContext, Quarantined, WebhookSource
-from connectors.bigcommerce import BigCommerceSettings, BigCommerceSource
-from connectors.csv_source import CsvSettings, CsvSource
+from connectors.bigcommerce.source import BigCommerceSettings, BigCommerceSource
+from connectors.csv.source import CsvSettings, CsvSource
 from connectors.registry import connector_class
-from connectors.shopify import ShopifySettings, ShopifySource
+from connectors.shopify.source import ShopifySettings, ShopifySource
 from rfm_sync.cli import main
 from rfm_sync.config import parse_config
 from rfm_sync.pipeline import CycleReport, Pipeline
 from rfm_sync.secrets import Secret, env_var_name
-from rfm_sync.store import Store, customers, orders
+from rfm_sync.store import Store
+from rfm_sync.store.schema import customers, orders
 from tests.conftest import REPO
 from tests.fakes.bigcommerce_fake import BigCommerceFake
 from tests.fakes.shopify_fake import FakeClock, FakeOrder, ShopifyFake

@@ -98,6 +98,7 @@ from connectors.base import PushResult  # noqa: E402
 from rfm_sync.cli import main  # noqa: E402
 from rfm_sync.store import Store  # noqa: E402
 from rfm_sync.store.lock import FencedDestination, LockLost, StoreLock, StoreLocked, hold  # noqa: E402
+from rfm_sync.store.runs import recent_runs  # noqa: E402
 
 PLAIN = """
 [store]
@@ -179,7 +180,7 @@ def test_run_and_recalibrate_refuse_a_locked_store_with_exit_4(tmp_path, command
     result = CliRunner().invoke(main, [*command, "-c", str(tmp_path / "config.toml"), "--as-of", TODAY.isoformat()])
     assert result.exit_code == 4, result.output
     assert "locked by shop-host:4242 since" in result.output
-    assert store.recent_runs(5) == [] and not (tmp_path / "profiles.jsonl").exists()
+    assert recent_runs(store, 5) == [] and not (tmp_path / "profiles.jsonl").exists()
     StoreLock(store, "shop-host:4242").release()
     result = CliRunner().invoke(main, [*command, "-c", str(tmp_path / "config.toml"), "--as-of", TODAY.isoformat()])
     # recalibrate over a store with no orders yet refuses to freeze (exit 1); either way the lock was had

@@ -13,7 +13,7 @@ from rfm_sync.daemon.health import Health
 from rfm_sync.daemon.metrics import Metrics
 from rfm_sync.daemon.webhooks import Listener, Routes, event_id, kept_headers, topic_of
 from rfm_sync.store import Store
-from rfm_sync.store import webhook_queries
+from rfm_sync.store import webhooks as webhook_store
 from tests.daemon_fakes import FakeWebhookSource, FakeWebhookSettings, shopify_order, sign
 
 SECRET = "k3y"
@@ -54,21 +54,21 @@ def test_signed_event_is_queued_once_and_kept_without_its_signature(listener):
     headers = signed(BODY, **{"X-Shopify-Event-Id": "ev-1"})
     assert call(listener.port, "POST", "/webhooks/shop", BODY, headers) == (200, b'{"status": "queued"}')
     assert call(listener.port, "POST", "/webhooks/shop", BODY, headers) == (200, b'{"status": "duplicate"}')
-    [event] = webhook_queries.pending(listener.store)
+    [event] = webhook_store.pending(listener.store)
     assert (event.source, event.topic, event.body) == ("shop", "orders/updated", BODY)
     assert event.headers["x-shopify-event-id"] == "ev-1" and "x-shopify-hmac-sha256" not in event.headers
-    webhook_queries.finish(listener.store, [event.id])
+    webhook_store.finish(listener.store, [event.id])
     # still a duplicate after processing, and after reopening the store: de-duplication is durable
     reopened = Store.open(str(listener.store.engine.url))
-    assert not webhook_queries.record(reopened, "shop", "ev-1", "orders/updated", {}, BODY)
-    assert webhook_queries.pending(reopened) == []
+    assert not webhook_store.record(reopened, "shop", "ev-1", "orders/updated", {}, BODY)
+    assert webhook_store.pending(reopened) == []
     reopened.close()
 
 
 @pytest.mark.parametrize("headers", [{}, {"X-Shopify-Hmac-Sha256": ""}, {"X-Shopify-Hmac-Sha256": "AAAA"}])
 def test_unsigned_or_badly_signed_is_401_and_not_stored(listener, headers):
     assert call(listener.port, "POST", "/webhooks/shop", BODY, headers)[0] == 401
-    assert webhook_queries.counts(listener.store) == {}
+    assert webhook_store.counts(listener.store) == {}
 
 
 def test_a_verifier_that_raises_counts_as_unverified(listener, monkeypatch):
@@ -129,7 +129,7 @@ def test_a_deeply_nested_or_huge_number_body_is_still_queued(listener):
                               b'{"total_price": 1e400, "id": 1}']):
         headers = {"X-Shopify-Hmac-Sha256": sign(SECRET, body), "X-Shopify-Event-Id": f"deep-{n}"}  # no topic header
         assert call(listener.port, "POST", "/webhooks/shop", body, headers) == (200, b'{"status": "queued"}')
-    assert webhook_queries.counts(listener.store) == {"pending": 3}
+    assert webhook_store.counts(listener.store) == {"pending": 3}
 
 
 def test_topic_of_a_body_too_deep_to_parse_is_empty():

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from rfm_sync.cli import main
 from rfm_sync.config import load_config
 from rfm_sync.store import Store, utcnow
-from rfm_sync.store import webhook_queries
+from rfm_sync.store import webhooks as webhook_store
 from rfm_sync.store.schema import webhook_events
 
 CONFIG = """
@@ -31,10 +31,10 @@ def setup(write_config):
     store = Store.open(config.store.url, config.base_dir)
     ids = {}
     for name in ("done", "failed", "failed2", "pending"):
-        assert webhook_queries.record(store, "shop", f"ev-{name}", "orders/create",
+        assert webhook_store.record(store, "shop", f"ev-{name}", "orders/create",
                                       {"x-shopify-shop-domain": "s.myshopify.com"}, SECRET_BODY)
-        ids[name] = max(e.id for e in webhook_queries.pending(store))
-    webhook_queries.finish(store, [ids["done"]], {ids["failed"]: "RecursionError: maximum recursion depth exceeded",
+        ids[name] = max(e.id for e in webhook_store.pending(store))
+    webhook_store.finish(store, [ids["done"]], {ids["failed"]: "RecursionError: maximum recursion depth exceeded",
                                                   ids["failed2"]: "RecordError: shop: order 5: no total price"})
     yield str(path), store, ids
     store.close()
@@ -66,13 +66,13 @@ def test_list_shows_status_attempts_and_error_but_no_body_or_email(setup):
 
 def test_retry_puts_failed_events_back_to_pending_with_no_attempts(setup):
     path, store, ids = setup
-    webhook_queries.postpone(store, {ids["pending"]: "RetryableError: HTTP 503"}, max_attempts=1)  # failed, 1 try
+    webhook_store.postpone(store, {ids["pending"]: "RetryableError: HTTP 503"}, max_attempts=1)  # failed, 1 try
     result = run("retry", "-c", path, str(ids["failed"]), str(ids["pending"]))
     assert result.exit_code == 0, result.output
     assert "2 event(s) retried" in result.output
     for event in (ids["failed"], ids["pending"]):
         assert row(store, event) == {"status": "pending", "attempts": 0, "error": None, "body": SECRET_BODY}
-    assert {e.id for e in webhook_queries.pending(store)} == {ids["failed"], ids["pending"]}
+    assert {e.id for e in webhook_store.pending(store)} == {ids["failed"], ids["pending"]}
 
 
 def test_retry_and_drop_say_which_events_they_left_alone_and_exit_1(setup):
@@ -83,7 +83,7 @@ def test_retry_and_drop_say_which_events_they_left_alone_and_exit_1(setup):
     assert row(store, ids["done"])["status"] == "done"
     result = run("drop", "-c", path, str(ids["done"]))
     assert result.exit_code == 1 and "is done, not pending or failed" in result.output
-    webhook_queries.drop(store, [ids["failed"]])
+    webhook_store.drop(store, [ids["failed"]])
     result = run("retry", "-c", path, str(ids["failed"]))
     assert result.exit_code == 1 and "is dropped, not failed" in result.output
 
@@ -96,15 +96,15 @@ def test_drop_all_failed_keeps_the_rows_for_replay_detection_and_forgets_the_bod
     for event in (ids["failed"], ids["failed2"]):
         assert row(store, event)["status"] == "dropped" and row(store, event)["body"] is None
     assert row(store, ids["pending"])["status"] == "pending"
-    assert not webhook_queries.record(store, "shop", "ev-failed", "orders/create", {}, SECRET_BODY)  # a replay
+    assert not webhook_store.record(store, "shop", "ev-failed", "orders/create", {}, SECRET_BODY)  # a replay
     assert run("retry", "-c", path, "--all-failed").output.strip().endswith("0 event(s) retried")
 
 
 def test_prune_forgets_done_and_dropped_events_but_keeps_failed_ones(setup):
     path, store, ids = setup
-    webhook_queries.drop(store, [ids["failed2"]])
-    assert webhook_queries.prune(store, utcnow() + timedelta(seconds=1)) == 2
-    assert webhook_queries.counts(store) == {"failed": 1, "pending": 1}
+    webhook_store.drop(store, [ids["failed2"]])
+    assert webhook_store.prune(store, utcnow() + timedelta(seconds=1)) == 2
+    assert webhook_store.counts(store) == {"failed": 1, "pending": 1}
 
 
 @pytest.mark.parametrize("args", [["retry"], ["drop"], ["retry", "--all-failed", "1"]])

@@ -32,7 +32,7 @@ def demo(folder: str, customers: int) -> None:
         result = run_demo(Path(folder), customers=customers, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     except DemoFolderRefused as exc:
         exit_codes.fail(str(exc), exit_codes.REFUSED)
-    order = engine.group_names(result.config.rfm.scheme, result.config.rfm)
+    order = engine.group_names(result.config.rfm)
     console.print(report.cycle_summary(result.first))
     console.print(report.group_table(result.first.group_counts, order,
                                      title=f"RFM groups as of {result.first.as_of} (90 days ago)"))
@@ -88,8 +88,8 @@ def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run:
             click.echo(f"  {item['email']}: {item['change']} ({item['properties']} properties)")
     console = report.console()
     console.print(report.cycle_summary(result))
-    console.print(report.group_table(result.group_counts, engine.group_names(config.rfm.scheme, config.rfm)))
-    console.print(report.run_transitions(result, engine.group_names(config.rfm.scheme, config.rfm)))
+    console.print(report.group_table(result.group_counts, engine.group_names(config.rfm)))
+    console.print(report.run_transitions(result, engine.group_names(config.rfm)))
     if result.quarantined:
         console.print(report.quarantine_table(result.quarantined))
     for where, error in result.errors.items():
@@ -118,7 +118,7 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         from connectors.base import ConnectorError
-        from connectors.csv_source import CsvSettings
+        from connectors.csv.source import CsvSettings
 
         from .. import engine, report
         from ..config import parse_config
@@ -152,7 +152,7 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
     if not quiet:
         console = report.console(stderr=True)
         counts = result.result.frame["rfm_group"].value_counts().to_dict()
-        console.print(report.group_table(counts, engine.group_names(config.rfm.scheme, config.rfm),
+        console.print(report.group_table(counts, engine.group_names(config.rfm),
                                          title=f"RFM groups as of {as_of_day}"))
         for warning in result.result.warnings:
             console.print(f"[yellow]warning:[/yellow] {warning}")
@@ -173,16 +173,17 @@ def status(config_path: str, limit: int) -> None:
     """Show the last runs, group counts, thresholds and the outbox backlog per destination."""
     with heavy_imports():
         from .. import engine, report
-        from ..store.outbox_queries import backlog
+        from ..store.outbox import backlog
+        from ..store.runs import recent_runs
 
     config = load(config_path)
     store = open_store(config)
     console = report.console()
-    runs = store.recent_runs(limit)
+    runs = recent_runs(store, limit)
     console.print(report.runs_table(runs))
     last = next((r for r in runs if r.get("group_counts")), None)
     if last:
-        console.print(report.group_table(last["group_counts"], engine.group_names(config.rfm.scheme, config.rfm),
+        console.print(report.group_table(last["group_counts"], engine.group_names(config.rfm),
                                          title=f"groups after run {last['id']} (as of {last['as_of']})"))
         if last.get("cut_points"):
             from ..calibration import cut_points_table, run_population, small_population

@@ -21,8 +21,8 @@ def bootstrap(config_path: str, dest_name: str | None, dry_run: bool) -> None:
     """Create one segment per RFM group ("Current RFM group equals X"); existing ones are left alone."""
     with heavy_imports():
         from connectors.base import ConnectorError
-        from connectors.klaviyo import KlaviyoSettings
-        from connectors.klaviyo_segments import bootstrap_segments
+        from connectors.klaviyo.destination import KlaviyoSettings
+        from connectors.klaviyo.segments import bootstrap_segments
 
         from .. import engine
         from ..pipeline import build_destinations
@@ -36,7 +36,7 @@ def bootstrap(config_path: str, dest_name: str | None, dry_run: bool) -> None:
                         exit_codes.CONFIG)
     dest = next(d for d in build_destinations(config) if d.name == candidates[0].name)
     try:
-        results = bootstrap_segments(dest, engine.group_names(config.rfm.scheme, config.rfm), config.properties.current_group,
+        results = bootstrap_segments(dest, engine.group_names(config.rfm), config.properties.current_group,
                                      dry_run=dry_run)
     except ConnectorError as exc:
         exit_codes.fail(str(exc), exit_codes.FAILED)

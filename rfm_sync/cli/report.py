@@ -74,7 +74,7 @@ def customers(config_path: str, group: str | None, moved_from: str | None, since
 
     since_day = day(since, "--since")
     config, store = load_with_store(config_path)
-    known = engine.group_names(config.rfm.scheme, config.rfm)
+    known = engine.group_names(config.rfm)
     for option, name in (("--group", group), ("--moved-from", moved_from)):
         if name is not None and name not in known:
             exit_codes.fail(f"{option}: no group {name!r} in scheme {config.rfm.scheme} (groups: "

@@ -21,9 +21,9 @@ from ._common import config_option, load, open_store
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from ..store.webhook_queries import EventSummary
+    from ..store.webhooks import EventSummary
 
-# the store's statuses (rfm_sync.store.webhook_queries.STATUSES), here so that `--help` need not load the store
+# the store's statuses (rfm_sync.store.webhooks.STATUSES), here so that `--help` need not load the store
 STATUSES = ("pending", "done", "failed", "dropped")
 
 
@@ -64,17 +64,17 @@ def events_table(events: list[EventSummary], title: str) -> Table:
 def list_events(config_path: str, status: str | None, limit: int) -> None:
     """Show stored webhook events (newest first) with their status, tries and error; never their bodies."""
     from .. import report
-    from ..store import webhook_queries
+    from ..store import webhooks as webhook_store
 
     store = _store(config_path)
-    events = webhook_queries.listing(store, status, limit)
-    counts = webhook_queries.counts(store)
+    events = webhook_store.listing(store, status, limit)
+    counts = webhook_store.counts(store)
     console = report.console()
     if not events:
         console.print(f"no {status + ' ' if status else ''}webhook events")
     else:
         console.print(events_table(events, f"webhook events{' (' + status + ')' if status else ''}"))
-    console.print(", ".join(f"{counts.get(s, 0)} {s}" for s in webhook_queries.STATUSES))
+    console.print(", ".join(f"{counts.get(s, 0)} {s}" for s in webhook_store.STATUSES))
 
 
 def _chosen(ids: tuple[int, ...], all_failed: bool) -> None:
@@ -100,10 +100,10 @@ def _report(outcomes: dict[int, str], ids: tuple[int, ...], done: str) -> None:
 @click.argument("ids", nargs=-1, type=int)
 def retry(config_path: str, all_failed: bool, ids: tuple[int, ...]) -> None:
     """Put failed events (IDS, or --all-failed) back to pending; the daemon processes them again."""
-    from ..store import webhook_queries
+    from ..store import webhooks as webhook_store
 
     _chosen(ids, all_failed)
-    outcomes = webhook_queries.retry(_store(config_path), ids, all_failed=all_failed)
+    outcomes = webhook_store.retry(_store(config_path), ids, all_failed=all_failed)
     _report(outcomes, ids, "retried")
 
 
@@ -113,8 +113,8 @@ def retry(config_path: str, all_failed: bool, ids: tuple[int, ...]) -> None:
 @click.argument("ids", nargs=-1, type=int)
 def drop(config_path: str, all_failed: bool, ids: tuple[int, ...]) -> None:
     """Set pending or failed events (IDS, or --all-failed) aside for good; their ids still stop replays."""
-    from ..store import webhook_queries
+    from ..store import webhooks as webhook_store
 
     _chosen(ids, all_failed)
-    outcomes = webhook_queries.drop(_store(config_path), ids, all_failed=all_failed)
+    outcomes = webhook_store.drop(_store(config_path), ids, all_failed=all_failed)
     _report(outcomes, ids, "dropped")

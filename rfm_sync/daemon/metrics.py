@@ -32,19 +32,20 @@ class _StoreCollector:
         store = self.metrics.store
         if store is None:
             return
-        from ..store import outbox_queries, webhook_queries
+        from ..store import outbox
+        from ..store import webhooks as webhook_store
 
         backlog = GaugeMetricFamily("rfm_sync_outbox_rows", "Outbox rows by destination and status "
                                     "(pending = backlog, dead = gave up)", labels=["destination", "status"])
         events = GaugeMetricFamily("rfm_sync_webhook_events", "Stored webhook events by status", labels=["status"])
         try:
-            rows = outbox_queries.backlog(store)
+            rows = outbox.backlog(store)
             for dest in sorted(set(self.metrics.destinations) | set(rows)):
                 by_status = rows.get(dest, {})
-                for status in (*outbox_queries.STATUSES, *sorted(set(by_status) - set(outbox_queries.STATUSES))):
+                for status in (*outbox.STATUSES, *sorted(set(by_status) - set(outbox.STATUSES))):
                     backlog.add_metric([dest, status], by_status.get(status, 0))
-            counts = webhook_queries.counts(store)
-            for status in (*webhook_queries.STATUSES, *sorted(set(counts) - set(webhook_queries.STATUSES))):
+            counts = webhook_store.counts(store)
+            for status in (*webhook_store.STATUSES, *sorted(set(counts) - set(webhook_store.STATUSES))):
                 events.add_metric([status], counts.get(status, 0))
         except Exception as exc:  # a scrape must not fail because the store is busy
             log.warning("metrics: cannot read the store", extra={"error": type(exc).__name__})

@@ -35,7 +35,7 @@ from connectors.base import MAX_AMOUNT, ConnectorError, Order, RetryableError, W
 from ..config import Config, ConfigError, load_config
 from ..pipeline import Pipeline, build_destinations, build_sources, customer_key, order_row
 from ..store import Store, utcnow
-from ..store import webhook_queries
+from ..store import webhooks as webhook_store
 from ..store.lock import WRITER, FencedDestination, LockInfo, LockLost, StoreLock, this_process
 from ..stop import StopRequested
 from . import logs, scheduler
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 def reason(exc: BaseException) -> str:
     """A failed event's reason, kept with it: the exception's type and message, on one short line."""
     text = " ".join(str(exc).split())
-    return webhook_queries.short_reason(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    return webhook_store.short_reason(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
 def loggable(exc: BaseException) -> str:
@@ -86,15 +86,6 @@ class StoppableDestination(_Stoppable):
     def push(self, updates: list[Any]) -> Any:
         self._check()
         return self._inner.push(updates)
-
-
-def find_recalibrate() -> Callable[[Config, Store, Any], Any] | None:
-    """``rfm_sync.calibration.recalibrate(config, store, as_of)`` when this version has it."""
-    try:
-        from ..calibration import recalibrate
-    except ImportError:
-        return None
-    return recalibrate
 
 
 def max_age(config: Config) -> timedelta:
@@ -199,12 +190,10 @@ class Daemon:
                                       "errors": report.errors, "durations": report.durations})
 
     def _recalibrate(self) -> None:
-        hook = find_recalibrate()
-        if hook is None:
-            log.info("recalibration skipped: this version has no recalibrate step (no-op hook)")
-            return
+        from ..calibration import recalibrate
+
         as_of = self.config.today()
-        result = hook(self.config, self.store, as_of)
+        result = recalibrate(self.config, self.store, as_of)
         if result.get("frozen") is False and result.get("population") is not None:  # too few customers
             log.warning("cut points not frozen: too few customers with an order in the window; every cycle "
                         "computes its own until the shop has more",
@@ -223,7 +212,7 @@ class Daemon:
         again event by event, so that one order that breaks it does not hold back the others).
         """
         assert self.store is not None and self.pipeline is not None and self.routes is not None
-        events = webhook_queries.pending(self.store)
+        events = webhook_store.pending(self.store)
         if not events:
             return
         parsed: dict[int, list[Order]] = {}
@@ -242,21 +231,21 @@ class Daemon:
                                                            "error": loggable(exc)})
         started = time.perf_counter()
         done, reports = self._rescore(parsed, later)
-        webhook_queries.finish(self.store, done, failed)
-        given_up = webhook_queries.postpone(self.store, later, max_attempts=self.config.webhooks.max_attempts)
+        webhook_store.finish(self.store, done, failed)
+        given_up = webhook_store.postpone(self.store, later, max_attempts=self.config.webhooks.max_attempts)
         if given_up:
             log.error("webhook events failed after max_attempts tries; see `rfm-sync webhooks list --status failed`",
                       extra={"events": given_up, "max_attempts": self.config.webhooks.max_attempts})
         seconds = time.perf_counter() - started
         for report in reports:
             self.metrics.observe_cycle("webhooks", report, seconds / len(reports), report.status)
-        webhook_queries.prune(self.store, utcnow() - timedelta(days=self.config.webhooks.keep_events_days))
+        webhook_store.prune(self.store, utcnow() - timedelta(days=self.config.webhooks.keep_events_days))
         log.info("webhook events processed", extra={"events": len(done), "failed": len(failed) + len(given_up),
                                                     "later": len(later) - len(given_up),
                                                     "orders": sum(len(parsed[e]) for e in done),
                                                     "changed": sum(r.changed for r in reports)})
 
-    def _orders_of(self, event: webhook_queries.WebhookEvent) -> list[Order]:
+    def _orders_of(self, event: webhook_store.WebhookEvent) -> list[Order]:
         """The orders of one event, each checked to fit the store; raises when it cannot be read."""
         assert self.routes is not None
         source = self.routes.sources.get(event.source)

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..store import webhook_queries
+from ..store import webhooks as webhook_store
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, {"error": "invalid signature"})
             return "unauthorized"
         try:
-            fresh = webhook_queries.record(routes.store, name, event_id(headers, body), topic_of(headers, body),
-                                           kept_headers(headers), body)
+            fresh = webhook_store.record(routes.store, name, event_id(headers, body), topic_of(headers, body),
+                                         kept_headers(headers), body)
         except Exception as exc:
             log.error("webhook not stored", extra={"source": name, "error": type(exc).__name__})
             self._send(503, {"error": "try again"})  # the shop retries

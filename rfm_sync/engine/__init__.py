@@ -11,19 +11,25 @@ A scheme is a module with ``NAME``, ``USES_QUANTILES``, ``calibrate(frame, optio
 (JSON-able; ``{}`` when nothing is calibrated), ``score(frame, cuts, options, previous) → frame``,
 ``windows(options)``, ``group_names(options)`` and ``rule_space(options)`` (for segment rules).
 ``options`` is the ``[rfm]`` config; ``previous`` the last scores (n × 3, 0 = none) for hysteresis.
+
+The engine knows nothing of configuration files: every function is given the ``[rfm]`` object
+(:class:`rfm_sync.rfm_config.RfmConfig`, or anything with its attributes). numpy and pandas are
+imported inside the functions that compute, so naming a scheme's groups and checking its rules
+(config validation, ``rfm-sync status``) does not load them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
-import pandas as pd
-
 from . import classic11, klaviyo, segments, thresholds
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 SCHEMES: dict[str, ModuleType] = {m.NAME: m for m in (klaviyo, classic11, thresholds)}
 
@@ -50,23 +56,19 @@ def window_bounds(as_of: date, window_days: int, zone: ZoneInfo) -> tuple[dateti
 
 def recency_days(last_order_at: pd.Series, as_of: date, zone: ZoneInfo) -> pd.Series:
     """Calendar days between the local date of each last order and ``as_of``."""
+    import pandas as pd
+
     local_day = last_order_at.dt.tz_convert(zone).dt.tz_localize(None).dt.normalize()
     return (pd.Timestamp(as_of) - local_day).dt.days.astype("int64")
 
 
-def score_customers(aggregates: pd.DataFrame, as_of: date, *, scheme: str, recency_bounds: tuple[int, int],
-                    zone: ZoneInfo, cut_points: dict[str, Any] | None = None, options: Any = None,
-                    previous: pd.Series | None = None) -> ScoreResult:
-    """Score every customer. ``cut_points`` (frozen ones) are used as given, else calibrated here.
-
-    ``options`` is the ``[rfm]`` config (default: ``recency_bounds`` alone); ``previous`` maps
-    customer_key → last ``rfm_score`` and is only used with a hysteresis margin.
+def score_customers(aggregates: pd.DataFrame, as_of: date, options: Any, *, zone: ZoneInfo,
+                    cut_points: dict[str, Any] | None = None, previous: pd.Series | None = None) -> ScoreResult:
+    """Score every customer with the scheme of ``options`` (the ``[rfm]`` config). ``cut_points``
+    (frozen ones) are used as given, else calibrated here. ``previous`` maps customer_key → last
+    ``rfm_score`` and is only used with a hysteresis margin.
     """
-    module = SCHEMES[scheme]
-    if options is None:
-        from ..rfm_config import RfmConfig
-
-        options = RfmConfig(scheme=scheme, recency_bounds=recency_bounds)
+    module = SCHEMES[options.scheme]
     frame = aggregates.copy(deep=False)  # columns are added, never changed in place
     frame["recency_days"] = recency_days(frame["last_order_at"], as_of, zone)
     cuts = cut_points if cut_points is not None else module.calibrate(frame, options)
@@ -74,7 +76,7 @@ def score_customers(aggregates: pd.DataFrame, as_of: date, *, scheme: str, recen
     labels = dict(module.label_columns(options)) if hasattr(module, "label_columns") else {}
     if "macro_group" in frame.columns:
         labels["macro_group"] = "macro_group"
-    rules = getattr(options, "segments", None)
+    rules = options.segments
     if rules:
         frame["scheme_group"] = frame["rfm_group"]
         frame["rfm_group"] = segments.apply(frame, rules, options.fallback_segment)
@@ -83,6 +85,9 @@ def score_customers(aggregates: pd.DataFrame, as_of: date, *, scheme: str, recen
 
 def previous_scores(previous: pd.Series | None, keys: pd.Series) -> np.ndarray | None:
     """Last R, F, M scores per row of ``keys`` from ``rfm_score`` strings (n × 3 int8, 0 = none)."""
+    import numpy as np
+    import pandas as pd
+
     if previous is None or len(previous) == 0:
         return None
     codes = pd.to_numeric(previous.reindex(keys.to_numpy()), errors="coerce").fillna(0).to_numpy().astype(np.int64)
@@ -98,6 +103,8 @@ def windows(options: Any) -> dict[str, int]:
 def eligibility_warnings(frame: pd.DataFrame, as_of: date | None = None, zone: ZoneInfo | None = None) -> list[str]:
     """Klaviyo's gates for its RFM report, as warnings (never fatal): at least 500 customers with
     orders, at least 180 days of order history, an order in the last 30 days, a customer with 3+ orders."""
+    import pandas as pd
+
     out = []
     n = len(frame)
     if n < 500:
@@ -120,13 +127,8 @@ def eligibility_warnings(frame: pd.DataFrame, as_of: date | None = None, zone: Z
     return out
 
 
-def group_names(scheme: str, options: Any = None) -> list[str]:
+def group_names(options: Any) -> list[str]:
     """Group names in display order: the segment names when rules are set, else the scheme's groups."""
-    rules = getattr(options, "segments", None)
-    if rules:
-        return segments.segment_names(rules, options.fallback_segment)
-    if options is None:  # the scheme's defaults (pass the [rfm] config to get its labels and segments)
-        from ..rfm_config import RfmConfig
-
-        options = RfmConfig(scheme=scheme)
-    return SCHEMES[scheme].group_names(options)
+    if options.segments:
+        return segments.segment_names(options.segments, options.fallback_segment)
+    return SCHEMES[options.scheme].group_names(options)

@@ -13,12 +13,13 @@ to the nearer end — so a customer who moves lands where the margin puts them, 
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Sequence
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Sequence
 
 from .quantiles import count_above, count_below
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 
 def _scaled(cuts: Sequence[Fraction], factor: Fraction) -> list[Fraction]:
@@ -27,6 +28,8 @@ def _scaled(cuts: Sequence[Fraction], factor: Fraction) -> list[Fraction]:
 
 def _with_previous(raw: np.ndarray, strict: np.ndarray, loose: np.ndarray,
                    previous: np.ndarray | None) -> np.ndarray:
+    import numpy as np
+
     if previous is None:
         return raw
     prev = np.asarray(previous, dtype=np.int8)
@@ -36,6 +39,8 @@ def _with_previous(raw: np.ndarray, strict: np.ndarray, loose: np.ndarray,
 
 def band_up(values: np.ndarray, cuts: Sequence[Fraction], previous: np.ndarray | None = None,
             margin: Fraction = Fraction(0)) -> np.ndarray:
+    import numpy as np
+
     raw = (1 + count_above(values, cuts)).astype(np.int8)
     if previous is None or margin == 0:
         return raw
@@ -46,6 +51,8 @@ def band_up(values: np.ndarray, cuts: Sequence[Fraction], previous: np.ndarray |
 
 def band_down(values: np.ndarray, cuts: Sequence[Fraction], previous: np.ndarray | None = None,
               margin: Fraction = Fraction(0)) -> np.ndarray:
+    import numpy as np
+
     raw = (1 + count_below(values, cuts)).astype(np.int8)
     if previous is None or margin == 0:
         return raw
@@ -62,6 +69,9 @@ def margin_of(options: object) -> Fraction:
 
 def code_strings(codes: np.ndarray, index: pd.Index) -> pd.Series:
     """Three-digit score codes as strings, via a lookup of the few distinct codes (fast at millions)."""
+    import numpy as np
+    import pandas as pd
+
     uniq, inverse = np.unique(codes, return_inverse=True)
     return pd.Series(pd.Categorical.from_codes(inverse.astype(np.int32), categories=[str(int(c)) for c in uniq]),
                      index=index)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from fractions import Fraction
 from itertools import product
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .bands import band_down, band_up, code_strings, margin_of
 from .quantiles import cut_points, from_json, to_json
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 NAME = "classic11"
 USES_QUANTILES = True
@@ -47,11 +48,6 @@ MACRO_GROUPS: dict[str, list[str]] = {
 }
 MACRO_OF = {group: macro for macro, groups in MACRO_GROUPS.items() for group in groups}
 
-# (R, FM) → group, as a 6×6 table indexed by score (row/column 0 unused)
-_TABLE = np.full((6, 6), "", dtype=object)
-for _code, _group in GROUP_OF.items():
-    _TABLE[int(_code[0]), int(_code[1])] = _group
-
 
 def probs(options: Any) -> list[Fraction]:
     given = getattr(options, "quintiles", None)
@@ -66,7 +62,7 @@ def group_names(options: Any) -> list[str]:
     return list(GROUP_NAMES)
 
 
-def calibrate(metrics: pd.DataFrame, options: Any = None) -> dict[str, list[str]]:
+def calibrate(metrics: pd.DataFrame, options: Any) -> dict[str, list[str]]:
     """Quintile cut points of recency_days, frequency and monetary_e4 over active customers."""
     active = metrics[metrics["frequency"].to_numpy() >= 1]
     p = probs(options)
@@ -77,9 +73,12 @@ def calibrate(metrics: pd.DataFrame, options: Any = None) -> dict[str, list[str]
     }
 
 
-def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any = None,
+def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any,
           previous: np.ndarray | None = None) -> pd.DataFrame:
     """Add r/f/m/fm scores, rfm_score ("RFM" digits), rfm_group and, if enabled, macro_group."""
+    import numpy as np
+    import pandas as pd
+
     out = metrics
     margin = margin_of(options)
     prev = (None, None, None) if previous is None else (previous[:, 0], previous[:, 1], previous[:, 2])
@@ -100,8 +99,12 @@ def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any = None,
 
 
 def _group_codes(r: np.ndarray, fm: np.ndarray) -> np.ndarray:
-    index = {g: i for i, g in enumerate(GROUP_NAMES)}
-    table = np.vectorize(lambda g: index.get(g, -1))(_TABLE).astype(np.int8)
+    """The position in GROUP_NAMES of each (R, FM) pair, by a 6×6 table indexed by score (row/column 0 unused)."""
+    import numpy as np
+
+    table = np.full((6, 6), -1, dtype=np.int8)
+    for code, group in GROUP_OF.items():
+        table[int(code[0]), int(code[1])] = GROUP_NAMES.index(group)
     return table[r, fm]
 
 

@@ -8,13 +8,14 @@
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .bands import band_up, code_strings, margin_of
 from .quantiles import cut_points, from_json, to_json
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 NAME = "klaviyo"
 USES_QUANTILES = True
@@ -30,13 +31,19 @@ GROUPS: dict[str, list[str]] = {
 }
 GROUP_OF = {code: group for group, codes in GROUPS.items() for code in codes}
 GROUP_NAMES = list(GROUPS)
-# score code (RFM as a three-digit number) -> position of its group in GROUP_NAMES (-1: not a code)
-GROUP_INDEX = np.full(1000, -1, dtype=np.int8)
-for _code, _group in GROUP_OF.items():
-    GROUP_INDEX[int(_code)] = GROUP_NAMES.index(_group)
 
 
-def calibrate(metrics: pd.DataFrame, options: Any = None) -> dict[str, list[str]]:
+def group_index() -> np.ndarray:
+    """Score code (RFM as a three-digit number) → position of its group in GROUP_NAMES (-1: not a code)."""
+    import numpy as np
+
+    index = np.full(1000, -1, dtype=np.int8)
+    for code, group in GROUP_OF.items():
+        index[int(code)] = GROUP_NAMES.index(group)
+    return index
+
+
+def calibrate(metrics: pd.DataFrame, options: Any) -> dict[str, list[str]]:
     """Cut points for F and M from the customers with at least one order in the window."""
     active = metrics[metrics["frequency"] >= 1]
     return {
@@ -45,14 +52,15 @@ def calibrate(metrics: pd.DataFrame, options: Any = None) -> dict[str, list[str]
     }
 
 
-def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any = (180, 365),
+def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any,
           previous: np.ndarray | None = None) -> pd.DataFrame:
-    """Add r/f/m scores, rfm_score and rfm_group to a frame of recency_days/frequency/monetary_e4.
+    """Add r/f/m scores, rfm_score and rfm_group to a frame of recency_days/frequency/monetary_e4
+    (``options``: ``recency_bounds``, ``hysteresis``)."""
+    import numpy as np
+    import pandas as pd
 
-    ``options`` is the ``RfmConfig`` (``recency_bounds``, ``hysteresis``) or just the recency bounds.
-    """
     out = metrics
-    bounds = getattr(options, "recency_bounds", options)
+    bounds = options.recency_bounds
     margin = margin_of(options)
     prev = (None, None, None) if previous is None else (previous[:, 0], previous[:, 1], previous[:, 2])
     # R = 3 if days <= bounds[0], 2 if <= bounds[1], else 1: position = bounds strictly below the days
@@ -65,7 +73,8 @@ def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any = (180, 365)
     out["r_score"], out["f_score"], out["m_score"] = r, f.astype(np.int8), m.astype(np.int8)
     codes = r.astype(np.int16) * 100 + f.astype(np.int16) * 10 + m
     out["rfm_score"] = code_strings(codes, out.index)
-    out["rfm_group"] = pd.Series(pd.Categorical.from_codes(GROUP_INDEX[codes], categories=GROUP_NAMES), index=out.index)
+    out["rfm_group"] = pd.Series(pd.Categorical.from_codes(group_index()[codes], categories=GROUP_NAMES),
+                                 index=out.index)
     return out
 
 

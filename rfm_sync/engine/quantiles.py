@@ -7,14 +7,18 @@ exactly on a cut point is never pushed over it by a rounding error, so ties shar
 """
 from __future__ import annotations
 
+import operator
 from fractions import Fraction
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def cut_points(values: np.ndarray, probs: Sequence[Fraction]) -> list[Fraction]:
     """Quantiles of integer ``values`` at each probability, numpy ``linear`` method, exactly."""
+    import numpy as np
+
     if len(values) == 0:
         return []
     ordered = np.sort(np.asarray(values, dtype=np.int64))
@@ -32,21 +36,24 @@ def cut_points(values: np.ndarray, probs: Sequence[Fraction]) -> list[Fraction]:
 
 def count_above(values: np.ndarray, cuts: Sequence[Fraction]) -> np.ndarray:
     """For each value, how many cut points lie strictly below it (``v > c``), exactly."""
-    values = np.asarray(values, dtype=np.int64)
-    total = np.zeros(len(values), dtype=np.int8)
-    for c in cuts:
-        c = Fraction(c)
-        total += (values * c.denominator > c.numerator).astype(np.int8)
-    return total
+    return _count(values, cuts, operator.gt)
 
 
 def count_below(values: np.ndarray, cuts: Sequence[Fraction]) -> np.ndarray:
     """For each value, how many cut points lie strictly above it (``v < c``), exactly."""
+    return _count(values, cuts, operator.lt)
+
+
+def _count(values: np.ndarray, cuts: Sequence[Fraction], beyond: Callable[[Any, Any], Any]) -> np.ndarray:
+    """How many cut points ``c`` have ``beyond(v, c)``, per value: ``v·denominator`` against the
+    numerator, so no rounding decides a tie."""
+    import numpy as np
+
     values = np.asarray(values, dtype=np.int64)
     total = np.zeros(len(values), dtype=np.int8)
     for c in cuts:
         c = Fraction(c)
-        total += (values * c.denominator < c.numerator).astype(np.int8)
+        total += beyond(values * c.denominator, c.numerator).astype(np.int8)
     return total
 
 

@@ -17,10 +17,11 @@ finite case space (at most 9³ combinations), so this is decided exactly by enum
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 COLUMNS = {"r": "r_score", "f": "f_score", "m": "m_score", "fm": "fm_score", "group": "scheme_group",
            "recency": "recency_label", "frequency": "frequency_label", "monetary": "monetary_label"}
@@ -93,6 +94,9 @@ def check(rules: Iterable[Any], allowed: dict[str, set], cases: list[dict[str, A
 
 def apply(frame: pd.DataFrame, rules: Iterable[Any], fallback: str) -> pd.Series:
     """The segment of every row: the first rule whose conditions all hold, else ``fallback``."""
+    import numpy as np
+    import pandas as pd
+
     rules = normalise(rules)
     n = len(frame)
     names = list(dict.fromkeys([r.name for r in rules] + [fallback]))
@@ -107,6 +111,8 @@ def apply(frame: pd.DataFrame, rules: Iterable[Any], fallback: str) -> pd.Series
 def first_match(frame: pd.DataFrame, rules: Iterable[Any]) -> np.ndarray:
     """Per row, the 1-based position of the first rule whose conditions all hold (0: none matched).
     :func:`apply` names groups from it; ``rfm-sync explain`` says which rule matched."""
+    import numpy as np
+
     rules = normalise(rules)
     out = np.zeros(len(frame), dtype=np.int32)
     for i, rule in enumerate(rules, start=1):

@@ -16,12 +16,13 @@ from __future__ import annotations
 from decimal import Decimal
 from fractions import Fraction
 from itertools import product
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .bands import band_up, code_strings, margin_of
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 NAME = "thresholds"
 USES_QUANTILES = False
@@ -40,7 +41,7 @@ def window_name(days: int) -> str:
 
 
 def windows(options: Any) -> dict[str, int]:
-    """The extra aggregation windows this scheme needs, by name (see ``Store.aggregate``)."""
+    """The extra aggregation windows this scheme needs, by name (see :func:`rfm_sync.store.orders.aggregate`)."""
     out = {}
     for dim in ("frequency", "monetary"):
         days = _dims(options)[dim].window_days
@@ -75,12 +76,15 @@ def group_names(options: Any) -> list[str]:
     return [" / ".join(c) for c in product(d["recency"].labels, d["frequency"].labels, d["monetary"].labels)]
 
 
-def calibrate(metrics: pd.DataFrame, options: Any = None) -> dict[str, list[str]]:
+def calibrate(metrics: pd.DataFrame, options: Any) -> dict[str, list[str]]:
     return {}
 
 
 def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any, previous: np.ndarray | None = None) -> pd.DataFrame:
     """Add r/f/m scores, one ``<dimension>_label`` column per dimension, rfm_score and rfm_group."""
+    import numpy as np
+    import pandas as pd
+
     out = metrics
     d = _dims(options)
     c = cuts_of(options)
@@ -105,6 +109,9 @@ def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any, previous: n
 
 
 def _labels(position: np.ndarray, labels: list[str], index: pd.Index) -> pd.Series:
+    import numpy as np
+    import pandas as pd
+
     return pd.Series(pd.Categorical.from_codes(position.astype(np.int32), categories=list(labels)), index=index)
 
 

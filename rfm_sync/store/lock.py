@@ -33,7 +33,8 @@ import sqlalchemy as sa
 
 from connectors.base import RetryableError
 
-from . import Store, locks, utcnow
+from . import Store, utcnow
+from .schema import locks
 
 log = logging.getLogger(__name__)
 

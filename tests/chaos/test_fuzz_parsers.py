@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from connectors.base import ConnectorContext, ConnectorError, Order, PullContext, Quarantined
-from connectors.bigcommerce_parse import order_from_json
-from connectors.csv_source import CsvSettings, CsvSource
-from connectors.shopify import ShopifySettings, ShopifySource
-from connectors.shopify_parse import order_from_node, order_from_rest
+from connectors.bigcommerce.parse import order_from_json
+from connectors.csv.source import CsvSettings, CsvSource
+from connectors.shopify.parse import order_from_node, order_from_rest
+from connectors.shopify.source import ShopifySettings, ShopifySource
 from rfm_sync.daemon.webhooks import event_id, kept_headers, topic_of
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow],

@@ -17,9 +17,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
-from connectors import csv_file
 from connectors.base import ConnectorContext, FatalError, Order, PullContext, Quarantined
-from connectors.csv_source import CsvSettings, CsvSource, scan
+from connectors.csv import file as csv_file
+from connectors.csv.scan import scan
+from connectors.csv.source import CsvSettings, CsvSource
 from rfm_sync import exit_codes
 from rfm_sync.cli import main
 

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from rfm_sync import exit_codes
 from rfm_sync.cli import main
-from rfm_sync.store import Store, orders, runs
+from rfm_sync.store import Store
+from rfm_sync.store.schema import orders, runs
 
 CSV = "customer_id,placed_at,amount\nc1,2026-01-01,10\nc2,2026-02-01,20\n"
 

@@ -54,11 +54,11 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import duckdb
 
-from .base import FatalError
-from .csv_file import sql_name as _q, sql_text as _lit
+from ..base import FatalError
+from .file import sql_name as _q, sql_text as _lit
 
 if TYPE_CHECKING:
-    from .csv_source import CsvSettings
+    from .source import CsvSettings
 
 PresetName = Literal["shopify-export", "bigcommerce-export", "woocommerce-export"]
 
@@ -107,7 +107,7 @@ PRESETS: dict[str, Preset] = {
         test_if_contains=(("Payment Method", "bogus"),),
     ),
     # one row per order (the products packed into "Product Details"); the statuses that are not
-    # purchases are those of the BigCommerce source (connectors/bigcommerce_parse.py), by name
+    # purchases are those of the BigCommerce source (connectors/bigcommerce/parse.py), by name
     "bigcommerce-export": Preset(
         label="BigCommerce's order export",
         columns={"order_id": ("Order ID",), "placed_at": ("Order Date",), "amount": ("Order Total (inc tax)",),
@@ -147,10 +147,11 @@ def fold(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings,
     ``preset_cancelled`` and ``fold_problem`` (a reason to quarantine the order, or NULL).
 
     ``numbered``: the reader already has the column ``line`` (the physical line each record starts
-    on, connectors/csv_file.py); otherwise records are numbered here.
+    on, connectors/csv/file.py); otherwise records are numbered here.
 
     A file that cannot be read is handed back unchanged: the scan's own open says why."""
-    from .csv_source import OPTIONAL, REQUIRED, ColumnNames, cheap_trim_sql
+    from .scan import OPTIONAL, REQUIRED, cheap_trim_sql
+    from .source import ColumnNames
 
     preset = PRESETS[settings.preset]
     try:

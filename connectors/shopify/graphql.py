@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 import requests
 
-from . import validate
-from .base import FatalError, RetryableError
-from .http import HttpClient
+from .. import validate
+from ..base import FatalError, RetryableError
+from ..http import HttpClient
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class ShopifyGraphQL:
     def _cost_hint(self, operation: str, values: dict[str, Any]) -> float:
         first = int(values.get("first") or 1)
         known = self._costs.get(operation)
-        if known is None:  # until Shopify told us: ~5 points per order node (see shopify_queries)
+        if known is None:  # until Shopify told us: ~5 points per order node (see queries.py)
             return float(2 + NODE_COST * first) if "first" in values else 10.0
         cost, then_first = known
         return max(1.0, cost * first / max(1, then_first)) if "first" in values else cost

@@ -27,11 +27,11 @@ from typing import Any, Callable, Iterator
 
 import requests
 
-from .base import FatalError, RetryableError
-from .http import HttpClient
-from .shopify_graphql import ShopifyGraphQL
-from .shopify_parse import parse_time
-from .shopify_queries import BULK_ORDERS, BULK_RUN, BULK_STATUS
+from ..base import FatalError, RetryableError
+from ..http import HttpClient
+from .graphql import ShopifyGraphQL
+from .parse import parse_time
+from .queries import BULK_ORDERS, BULK_RUN, BULK_STATUS
 
 log = logging.getLogger(__name__)
 

@@ -17,21 +17,31 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from . import Store, destination_state, outbox, utcnow
+from . import Store, utcnow
+from ._sql import CHUNK, executemany, insert, is_sqlite, sqlite_time
+from .schema import destination_state, outbox
 
 STATUSES = ("pending", "sending", "sent", "superseded", "dead")  # every status a row can have
+COLUMNS = ["destination", "customer_key", "run_id", "payload"]  # what a new row is given (payload: JSON text)
 
 
 def enqueue(conn: sa.Connection, rows: Any) -> None:
-    """Add pending rows: a list of dicts, or a DataFrame (the diff's bulk path, one executemany per chunk)."""
+    """Add pending rows: a list of dicts, or a DataFrame of :data:`COLUMNS` (the diff's bulk path:
+    on SQLite one executemany per chunk of plain tuples)."""
+    now = utcnow()
     if not isinstance(rows, list):
-        from .state_queries import enqueue as enqueue_frame
-
-        enqueue_frame(conn, rows)
-        return
-    if rows:
-        now = utcnow()
-        conn.execute(outbox.insert(), [{**r, "status": "pending", "attempts": 0, "created_at": now} for r in rows])
+        if rows.empty:
+            return
+        if is_sqlite(conn):
+            frame = rows[COLUMNS].copy()
+            frame["status"], frame["attempts"], frame["created_at"] = "pending", 0, sqlite_time(now)
+            executemany(conn, f"INSERT INTO outbox ({', '.join(frame.columns)}) VALUES "
+                              f"({', '.join('?' * len(frame.columns))})", frame)
+            return
+        rows = rows[COLUMNS].to_dict("records")
+    records = [{**r, "status": "pending", "attempts": 0, "created_at": now} for r in rows]
+    for i in range(0, len(records), CHUNK):
+        conn.execute(outbox.insert(), records[i:i + CHUNK])
 
 
 def supersede(store: Store, destination: str) -> int:
@@ -157,9 +167,7 @@ def remember(conn: sa.Connection, rows: list[dict[str, Any]], now: Any) -> None:
     group_changed_at, labels, outbox_id)."""
     if not rows:
         return
-    from .state_queries import store_insert
-
-    stmt = store_insert(conn, destination_state)
+    stmt = insert(conn, destination_state)
     stmt = stmt.on_conflict_do_update(
         index_elements=["destination", "customer_key"],
         set_={c: stmt.excluded[c] for c in ("rfm_group", "previous_group", "group_changed_at", "labels",

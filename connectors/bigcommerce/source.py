@@ -58,11 +58,11 @@ from typing import Any, Callable, Iterator, Mapping
 import requests
 from pydantic import Field
 
-from .base import (ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError,
-                   RetryableError, webhook_json)
-from .bigcommerce_parse import format_rfc2822, order_from_json
-from . import validate
-from .http import HttpClient, RetryPolicy
+from .. import validate
+from ..base import (ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError,
+                    RetryableError, webhook_json)
+from ..http import HttpClient, RetryPolicy
+from .parse import format_rfc2822, order_from_json
 
 log = logging.getLogger(__name__)
 

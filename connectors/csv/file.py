@@ -1,7 +1,7 @@
 """The CSV file as DuckDB is given it: encoding, header, line numbers, over-long lines, memory.
 
 One bad line must not sink a file, and no file may sink the machine. What this module does, and
-why, before :mod:`connectors.csv_source` builds its SQL over the file:
+why, before :mod:`connectors.csv.scan` builds its SQL over the file:
 
 * **Encoding.** DuckDB reads UTF-8 itself (a UTF-8 byte-order mark is skipped). Its built-in
   ``latin-1`` refuses the bytes 0x80–0x9F, which Windows-1252 (what Excel writes: €, smart
@@ -50,10 +50,10 @@ from typing import TYPE_CHECKING, Iterator
 
 import duckdb
 
-from .base import FatalError
+from ..base import FatalError
 
 if TYPE_CHECKING:
-    from .csv_source import CsvSettings
+    from .source import CsvSettings
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class CsvFile:
     extra: str  # the name of one more column: a row with more fields than the header fills it
     settings_key: tuple
     # names the header holds more than once (the later ones renamed ``name_1``, ...): which is meant
-    # cannot be told, so a mapped column among them is refused (csv_source._open)
+    # cannot be told, so a mapped column among them is refused (scan._open)
     repeated: frozenset = frozenset()
     line_sql: str | None = None  # the line numbers (see numbered_sql), once the file is surveyed
 

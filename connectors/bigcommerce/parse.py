@@ -34,8 +34,8 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from . import validate
-from .base import MAX_AMOUNT, Order, Quarantined
+from .. import validate
+from ..base import MAX_AMOUNT, Order, Quarantined
 
 PURCHASE = frozenset({2, 3, 8, 9, 10, 11, 14})
 NOT_PURCHASE = frozenset({0, 1, 4, 5, 6, 7})

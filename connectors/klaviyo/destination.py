@@ -4,7 +4,7 @@ One :meth:`KlaviyoDestination.push` call receives one outbox batch (``batch_size
 large batch is exactly one Bulk Import Profiles job unless it would exceed 5 MB):
 
 1. **Profiles.** A batch of at least ``bulk_min_profiles`` goes through a bulk import job
-   (:mod:`connectors.klaviyo_jobs`: submit, poll to completion, map import errors back to outbox ids).
+   (:mod:`connectors.klaviyo.jobs`: submit, poll to completion, map import errors back to outbox ids).
    Smaller batches, and every profile whose snapshot clears a property (a customer who lost all
    qualifying orders: bulk import ignores nulls), go one by one through ``POST /api/profile-import``
    with ``meta.patch_properties.unset``.
@@ -34,12 +34,12 @@ from typing import Any, Callable, Literal
 import requests
 from pydantic import Field
 
-from .base import (ConnectorContext, ConnectorSettings, FatalError, ProfileUpdate, PushResult, RecordError,
-                   RetryableError)
-from .http import HttpClient, RateLimiter, RetryPolicy
-from .klaviyo_bodies import (REVISION, NoIdentifier, event_body, event_due, mask_email, profile_import_body,
-                             profile_resource, split_jobs)
-from .klaviyo_jobs import BulkJobs
+from ..base import (ConnectorContext, ConnectorSettings, FatalError, ProfileUpdate, PushResult, RecordError,
+                    RetryableError)
+from ..http import HttpClient, RateLimiter, RetryPolicy
+from .bodies import (REVISION, NoIdentifier, event_body, event_due, mask_email, profile_import_body,
+                     profile_resource, split_jobs)
+from .jobs import BulkJobs
 
 log = logging.getLogger(__name__)
 

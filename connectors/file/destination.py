@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from .base import ConnectorContext, ConnectorSettings, ProfileUpdate, PushResult
+from ..base import ConnectorContext, ConnectorSettings, ProfileUpdate, PushResult
 
 
 class FileSinkSettings(ConnectorSettings):

@@ -1,6 +1,6 @@
 """Klaviyo segments for the RFM groups: one "Current RFM group equals X" segment per group.
 
-The pinned revision (:data:`connectors.klaviyo_bodies.REVISION`) has ``POST /api/segments`` with a
+The pinned revision (:data:`connectors.klaviyo.bodies.REVISION`) has ``POST /api/segments`` with a
 ``profile-property`` condition, so segments can be created through the API (scope
 ``segments:write``; Klaviyo allows 1/s, 15/min and 100/day). Creation is idempotent: existing
 segments are listed first (``GET /api/segments``, 10 per page) and a segment whose name already
@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .base import FatalError, RetryableError
-from .klaviyo import KlaviyoDestination
-from .klaviyo_bodies import segment_body, segment_name
+from ..base import FatalError, RetryableError
+from .bodies import segment_body, segment_name
+from .destination import KlaviyoDestination
 
 SEGMENTS_PATH = "/api/segments"
 

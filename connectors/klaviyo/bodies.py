@@ -20,7 +20,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping
 
-from .base import ProfileUpdate
+from ..base import ProfileUpdate
 
 # The one place the API revision is pinned. Change it only together with the spec in
 # ../shared/specs/klaviyo/ and a test run (the tests validate every body against that spec).

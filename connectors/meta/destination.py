@@ -53,9 +53,9 @@ import phonenumbers
 import requests
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .base import (ConnectorContext, ConnectorSettings, FatalError, ProfileUpdate, PushResult, RecordError,
-                   RetryableError, chunked)
-from .http import HttpClient, RateLimiter, RetryPolicy
+from ..base import (ConnectorContext, ConnectorSettings, FatalError, ProfileUpdate, PushResult, RecordError,
+                    RetryableError, chunked)
+from ..http import HttpClient, RateLimiter, RetryPolicy
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any, Callable, Mapping
 
 import requests
 
-from .base import RetryableError
-from .klaviyo_bodies import bulk_job_body, mask_email
+from ..base import RetryableError
+from .bodies import bulk_job_body, mask_email
 
 JOBS_PATH = "/api/profile-bulk-import-jobs"
 _INDEX = re.compile(r"/data/attributes/profiles/data/(\d+)")

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
 
-from . import validate
-from .base import MAX_AMOUNT, Order, Quarantined
+from .. import validate
+from ..base import MAX_AMOUNT, Order, Quarantined
 
 
 def _shape_checked(parse: Any) -> Any:
@@ -135,7 +135,7 @@ def _ids_problem(order_id: Any, customer: Any) -> str | None:
 
 @_shape_checked
 def order_from_node(source: str, node: dict[str, Any], non_purchase: Iterable[str] = ()) -> Order | Quarantined:
-    """A GraphQL ``Order`` node (see :data:`shopify_queries.ORDER_FIELDS`)."""
+    """A GraphQL ``Order`` node (see :data:`connectors.shopify.queries.ORDER_FIELDS`)."""
     if problem := _ids_problem(node.get("id"), node.get("customer")):
         return Quarantined(source=source, location=_location(node.get("id"), node.get("createdAt")), reason=problem)
     order_id = numeric_id(node["id"])

@@ -1,5 +1,5 @@
-"""CSV orders export: ``customer_id,placed_at,amount`` required; ``order_id,email,phone,status,
-currency,refunded,updated_at`` optional; column names mappable.
+"""The DuckDB scan of a CSV orders export. The same scan serves ``rfm-sync score`` (aggregated in
+DuckDB, no store) and the CSV source (:mod:`connectors.csv.source`: records pulled into the store).
 
 The file is read by DuckDB (fast, streaming, multi-core) with every column as text, then each
 row is checked in SQL: a row whose date, amount or identity cannot be read is *quarantined* with
@@ -7,83 +7,38 @@ row is checked in SQL: a row whose date, amount or identity cannot be read is *q
 zone. Amounts are exact decimals (4 places). A row without ``order_id`` gets a stable id made
 from its content, so re-reading the same export never duplicates orders.
 
-The same scan serves ``rfm-sync score`` (aggregated in DuckDB, no store) and the pipeline
-(records pulled into the store). As a source, the cursor is the file's SHA-256: an unchanged
-export is not read again.
-
 A shop's own order export (``preset = "shopify-export"``, ``"bigcommerce-export"``,
 ``"woocommerce-export"``) goes through the same scan: a subquery in front of it
-(:func:`connectors.csv_presets.fold`) maps the export's columns, reads its times and folds its
+(:func:`connectors.csv.presets.fold`) maps the export's columns, reads its times and folds its
 line-item rows into their orders; the scan adds only the preset's marks (test, cancelled, a
 reason to quarantine the order) to its own checks.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from functools import partial
-from datetime import timezone
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from zoneinfo import ZoneInfo
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .base import ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined
-from . import csv_file, csv_presets, validate
-from .csv_file import CsvFile, sql_name as _q, sql_text as _lit
-from .validate import PLACED_RANGE_SQL, control_sql, email_ok_sql, nul_sql, trim_sql
+from .. import validate
+from ..base import FatalError
+from ..validate import PLACED_RANGE_SQL, control_sql, email_ok_sql, nul_sql, trim_sql
+from . import file, presets
+from .file import CsvFile, sql_name as _q, sql_text as _lit
+
+if TYPE_CHECKING:
+    from .source import CsvSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# the columns the scan reads (their names in the file: CsvSettings.columns)
 REQUIRED = ("customer_id", "placed_at", "amount")
 OPTIONAL = ("order_id", "email", "phone", "status", "currency", "refunded", "updated_at")
-
-
-class ColumnNames(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    customer_id: str = "customer_id"
-    placed_at: str = "placed_at"
-    amount: str = "amount"
-    order_id: str = "order_id"
-    email: str = "email"
-    phone: str = "phone"
-    status: str = "status"
-    currency: str = "currency"
-    refunded: str = "refunded"
-    updated_at: str = "updated_at"
-
-
-class CsvSettings(ConnectorSettings):
-    type: str = "csv"
-    path: str
-    delimiter: str = Field(",", min_length=1, max_length=1)
-    # the file's encoding (any Python codec name: "utf-8", "cp1252" for Excel's CSV, "latin-1", "utf-16");
-    # anything but UTF-8 is transcoded to a temporary UTF-8 file first (see connectors/csv_file.py)
-    encoding: str = "utf-8"
-    # a line longer than this is quarantined (the header: fatal); DuckDB's own default
-    max_line_bytes: int = Field(2_000_000, ge=1024, le=1 << 30)
-    # DuckDB's memory for reading the file (its default is 80% of the machine's)
-    memory_limit: str = Field("2GB", pattern=r"(?i)^\s*\d+(\.\d+)?\s*[KMGT]i?B\s*$")
-    columns: ColumnNames = ColumnNames()
-    # statuses (case-insensitive) that are not purchases
-    cancelled_statuses: list[str] = ["cancelled", "canceled", "voided", "declined", "failed", "refunded"]
-    test_statuses: list[str] = ["test"]
-    page_size: int = Field(5000, gt=0)
-    # a shop's own export (connectors/csv_presets.py): its columns, times and line-item rows;
-    # `columns` entries and the status lists set here override the preset's
-    preset: csv_presets.PresetName | None = None
-
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        return csv_file.normalize_encoding(value)
-
-
 
 
 @dataclass
@@ -93,12 +48,12 @@ class CsvScan:
     conn: duckdb.DuckDBPyConnection
     path: Path
     present: set[str]
-    source: CsvFile | None = None  # the prepared file (csv_file.collect_rejects: the lines it skipped)
+    source: CsvFile | None = None  # the prepared file (file.collect_rejects: the lines it skipped)
 
 
 # the validating scan's reader: every field as text, short rows padded, long rows kept (and flagged);
-# a line DuckDB cannot read (longer than max_line_bytes) is skipped and recorded (csv_file.collect_rejects)
-TOLERANT = "null_padding=true, strict_mode=false" + csv_file.rejects_options()
+# a line DuckDB cannot read (longer than max_line_bytes) is skipped and recorded (file.collect_rejects)
+TOLERANT = "null_padding=true, strict_mode=false" + file.rejects_options()
 # DuckDB's parallel reader cannot pad short rows in a file with a newline inside quotes (it raises);
 # such a file is read again with one thread (see ``serial_on_error``)
 SERIAL = ", parallel=false"
@@ -106,9 +61,9 @@ SERIAL = ", parallel=false"
 
 def _reader(source: CsvFile, settings: CsvSettings, options: str, types: dict[str, str] | None = None) -> str:
     """``read_csv`` of the prepared file with its header's columns (DuckDB's sniffer off: see
-    connectors/csv_file.py): all text, or ``types`` for the named ones. The tolerant reader (no
+    connectors/csv/file.py): all text, or ``types`` for the named ones. The tolerant reader (no
     ``types``) declares one column more, which a row with more fields than the header fills."""
-    columns = csv_file.columns_sql(source, types, extra=types is None)
+    columns = file.columns_sql(source, types, extra=types is None)
     return (f"read_csv({_lit(str(source.file))}, header=true, auto_detect=false, columns={columns}, "
             f"delim={_lit(settings.delimiter)}, quote='\"', escape='\"', max_line_size={settings.max_line_bytes}, "
             f"{options})")
@@ -116,18 +71,18 @@ def _reader(source: CsvFile, settings: CsvSettings, options: str, types: dict[st
 
 def _open(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, zone: ZoneInfo,
           folded: str | None = None) -> tuple[CsvFile, list[str], set[str], dict[str, str]]:
-    """Set the shop's time zone; prepare the file (csv_file.prepare: encoding, header, memory);
+    """Set the shop's time zone; prepare the file (file.prepare: encoding, header, memory);
     return it, its column names (``folded``: a preset's subquery over it, whose columns count), which
     of ours (REQUIRED + OPTIONAL) it has, and our name → its column name. A missing required column
     is fatal (with a hint when the delimiter looks wrong)."""
     conn.execute(f"SET TimeZone = {_lit(zone.key)}")
-    source = csv_file.prepare(conn, path, settings)
+    source = file.prepare(conn, path, settings)
     header = source.header if folded is None else _header(conn, path, settings, folded)
     names = settings.columns.model_dump()
     missing = _missing(header, names)
     if missing:
         raise FatalError(f"{path}: missing required column(s): {', '.join(missing)}; found {header}"
-                         f"{csv_file.missing_columns_hint(header, settings)}", connector=settings.name)
+                         f"{file.missing_columns_hint(header, settings)}", connector=settings.name)
     twice = sorted(c for c in source.repeated if c in names.values() and folded is None)
     if twice:
         raise FatalError(f"{path}: the header names column(s) {', '.join(map(repr, twice))} more than once; which "
@@ -169,11 +124,11 @@ def check_file(path: Path, settings: CsvSettings) -> list[tuple[str, str]]:
                   "`delimiter` in the table)")
     conn = duckdb.connect()
     try:
-        source = csv_file.prepare(conn, path, settings)  # encoding, the header's length and width
+        source = file.prepare(conn, path, settings)  # encoding, the header's length and width
         reader = _reader(source, settings, TOLERANT)
         if settings.preset:  # the preset finds the shop's own columns (or says which it missed)
             try:
-                reader, folded = csv_presets.fold(conn, path, settings, reader)
+                reader, folded = presets.fold(conn, path, settings, reader)
                 _header(conn, path, folded, reader)
             except FatalError as exc:
                 return [(Exception.__str__(exc), f"check that the file is the export preset {settings.preset!r} "
@@ -190,7 +145,7 @@ def check_file(path: Path, settings: CsvSettings) -> list[tuple[str, str]]:
     missing = _missing(header, names)
     if missing:
         problems.append((f"{path}: missing required column(s): {', '.join(missing)}; the header has "
-                         f"{', '.join(map(repr, header))}{csv_file.missing_columns_hint(header, settings)}",
+                         f"{', '.join(map(repr, header))}{file.missing_columns_hint(header, settings)}",
                          'name the file\'s columns under [sources.columns], e.g. customer_id = "Customer ID"'))
     # an optional column mapped by hand but absent is read as missing in every row: surely a typo
     absent = [f"{k} = {names[k]!r}" for k in OPTIONAL if k in settings.columns.model_fields_set
@@ -242,7 +197,7 @@ def order_hash_sql(order_id: str) -> str:
 def serial_on_error(run: Callable[[bool], T], path: Path | None = None, settings: CsvSettings | None = None) -> T:
     """``run(parallel=True)``; if DuckDB raises, ``run(parallel=False)``. See :data:`SERIAL`. When
     that raises too, the file is really unreadable: with ``path`` and ``settings`` the error
-    becomes one FatalError line (csv_file.read_error: memory, line size), else it propagates."""
+    becomes one FatalError line (file.read_error: memory, line size), else it propagates."""
     try:
         return run(True)
     except duckdb.Error as exc:
@@ -252,22 +207,22 @@ def serial_on_error(run: Callable[[bool], T], path: Path | None = None, settings
     except duckdb.Error as exc:
         if path is None or settings is None:
             raise
-        raise csv_file.read_error(path, settings, exc) from None
+        raise file.read_error(path, settings, exc) from None
 
 
 def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBPyConnection | None = None,
          parallel: bool = True) -> CsvScan:
     conn = conn or duckdb.connect()
-    prepared = csv_file.prepare(conn, path, settings)  # encoding, header, memory (see _open)
+    prepared = file.prepare(conn, path, settings)  # encoding, header, memory (see _open)
     reader = _reader(prepared, settings, TOLERANT + ("" if parallel else SERIAL))
-    csv_file.clear_rejects(conn)
+    file.clear_rejects(conn)
     folded = None
     if settings.preset:
         # a shop's own export, as a subquery in our layout: lines numbered (physical lines, see
-        # csv_file.numbered_sql), line items folded into their orders, plus the preset's marks
+        # file.numbered_sql), line items folded into their orders, plus the preset's marks
         # (preset_test, preset_cancelled, fold_problem)
-        numbered_lines = f"({csv_file.numbered_sql(conn, prepared, settings, reader)})"
-        folded, settings = csv_presets.fold(conn, path, settings, numbered_lines, numbered=True)
+        numbered_lines = f"({file.numbered_sql(conn, prepared, settings, reader)})"
+        folded, settings = presets.fold(conn, path, settings, numbered_lines, numbered=True)
     _, header, present, names = _open(conn, path, settings, zone, folded)
     mapped = set(names[k] for k in present)
     # the one column past the header (a row with more fields fills it); a preset's subquery flags those itself
@@ -289,7 +244,7 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
              else "false AS preset_test, false AS preset_cancelled, NULL::VARCHAR AS fold_problem")
     conn.execute(f"""
         CREATE OR REPLACE TEMP VIEW raw AS
-        {f"SELECT * FROM {folded}" if folded else csv_file.numbered_sql(conn, prepared, settings, reader)}""")
+        {f"SELECT * FROM {folded}" if folded else file.numbered_sql(conn, prepared, settings, reader)}""")
     conn.execute(f"""
         CREATE OR REPLACE TEMP VIEW parsed AS
         SELECT line,
@@ -516,78 +471,3 @@ def _has_control_bytes(keys: Any) -> bool:
             if np.count_nonzero((values < 0x20) | (values == 0x7F)):
                 return True
     return False
-
-
-def file_fingerprint(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
-
-
-class CsvSource:
-    Settings = CsvSettings
-
-    def __init__(self, settings: CsvSettings, context: Any):
-        self.settings = settings
-        self.name = settings.name
-        self.zone: ZoneInfo = context.zone
-        self.path = context.resolve_path(settings.path)
-
-    def __repr__(self) -> str:
-        return f"CsvSource(name={self.name!r}, path={str(self.path)!r})"
-
-    def check(self, online: bool = True) -> list[tuple[str, str]]:
-        """For ``rfm-sync doctor`` (no network either way): the file exists and reads as CSV, and
-        its header has every required column under the names ``[sources.columns]`` gives."""
-        return check_file(self.path, self.settings)
-
-    def pull(self, context: PullContext) -> Iterator[Page]:
-        fingerprint = file_fingerprint(self.path) if self.path.is_file() else None
-        if fingerprint is not None and fingerprint == context.cursor:
-            return
-        scans: list[CsvScan] = []
-
-        def read(parallel: bool) -> duckdb.DuckDBPyConnection:  # ORDER BY: the whole file is read here
-            scans[:] = [scan(self.path, self.settings, self.zone, parallel=parallel)]
-            return scans[0].conn.execute(
-                """SELECT line, problem, customer_key, customer_id, order_key, email, phone, placed_at, updated_at,
-                          amount, currency, status, is_test, is_cancelled, placed_at_text, amount_text,
-                          skip_reason, email_problem
-                   FROM checked ORDER BY line""")
-
-        cur = serial_on_error(read, self.path, self.settings)
-        page: list[Order | Quarantined] = []
-        while True:
-            try:
-                rows = cur.fetchmany(self.settings.page_size)
-            except duckdb.Error as exc:
-                raise csv_file.read_error(self.path, self.settings, exc) from None
-            if not rows:
-                break
-            for row in rows:
-                page.append(self._record(row))
-            yield Page(records=page, cursor=None)
-            page = []
-        # the lines DuckDB could not read (longer than max_line_bytes), once the result is read: quarantined
-        rejected = csv_file.collect_rejects(cur, scans[0].source, self.settings)
-        if rejected:
-            yield Page(records=[Quarantined(source=self.name, location=f"{self.path.name}:{r.line}", reason=r.reason,
-                                            raw=validate.printable(r.raw)) for r in rejected], cursor=None)
-        yield Page(records=[], cursor=fingerprint)
-
-    def _record(self, row: tuple) -> Order | Quarantined:
-        (line, problem, key, customer_id, order_key, email, phone, placed_at, updated_at, amount, currency,
-         status, is_test, is_cancelled, placed_text, amount_text, skip_reason, email_problem) = row
-        location = f"{self.path.name}:{line}"
-        if problem:
-            raw = ",".join(str(v) for v in (customer_id, placed_text, amount_text) if v is not None)
-            return Quarantined(source=self.name, location=location, reason=validate.printable(problem),
-                               raw=validate.printable(raw[:200]))
-        notices = tuple(Quarantined(source=self.name, location=location, reason=reason)
-                        for reason in (email_problem, skip_reason) if reason)
-        return Order(source=self.name, order_id=order_key, customer_id=key, placed_at=placed_at.astimezone(timezone.utc),
-                     updated_at=updated_at.astimezone(timezone.utc) if updated_at else None,
-                     amount=Decimal(amount), email=email, phone=phone, currency=currency, status=status,
-                     is_test=bool(is_test), is_cancelled=bool(is_cancelled), notices=notices)

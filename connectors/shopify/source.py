@@ -1,4 +1,4 @@
-"""Shopify orders through the GraphQL Admin API (version pinned in :mod:`shopify_queries`).
+"""Shopify orders through the GraphQL Admin API (version pinned in :mod:`connectors.shopify.queries`).
 
 **Cursor.** The stored cursor is a small JSON text, e.g.
 ``{"since": "2026-11-25T12:00:00+00:00"}`` or, while a backfill runs,
@@ -16,7 +16,7 @@
   in the same pull (or in the next one); keyset cursors never skip the others.
 
 **Backfill.** The first pull (no ``since``) exports the whole history with a bulk operation
-(:mod:`shopify_bulk`); its id is committed at once, so a restart resumes it. When the export is
+(:mod:`connectors.shopify.bulk`); its id is committed at once, so a restart resumes it. When the export is
 read, ``since`` becomes the operation's ``createdAt`` and the incremental pull runs at once,
 picking up whatever changed during the export. ``backfill = "paged"`` paginates instead.
 
@@ -43,13 +43,13 @@ from typing import Any, Callable, Iterator, Literal, Mapping
 
 from pydantic import Field, field_validator
 
-from . import validate
-from .base import ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError, webhook_json
-from .http import HttpClient, RetryPolicy
-from .shopify_bulk import BulkExport, BulkGone
-from .shopify_graphql import CostBucket, PageSize, ShopifyGraphQL
-from .shopify_parse import numeric_id, order_from_node, order_from_rest, order_gid, parse_time
-from .shopify_queries import ACCESS_SCOPES, API_VERSION, MAX_PAGE_SIZE, ORDER_BY_ID, ORDERS_PAGE, updated_since
+from .. import validate
+from ..base import ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError, webhook_json
+from ..http import HttpClient, RetryPolicy
+from .bulk import BulkExport, BulkGone
+from .graphql import CostBucket, PageSize, ShopifyGraphQL
+from .parse import numeric_id, order_from_node, order_from_rest, order_gid, parse_time
+from .queries import ACCESS_SCOPES, API_VERSION, MAX_PAGE_SIZE, ORDER_BY_ID, ORDERS_PAGE, updated_since
 
 log = logging.getLogger(__name__)
 
