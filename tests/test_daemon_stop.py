@@ -16,11 +16,14 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.base import Order, Page
-from connectors.file_sink import FileSink, FileSinkSettings, read_state
+from connectors.file.destination import FileSink, FileSinkSettings, read_state
 from rfm_sync.config import load_config
 from rfm_sync.daemon.runner import Daemon, StoppableSource
 from rfm_sync.pipeline import Pipeline
-from rfm_sync.store import Store, customer_state, outbox, runs
+from rfm_sync.store import Store
+from rfm_sync.store import orders as order_store
+from rfm_sync.store.runs import recent_runs
+from rfm_sync.store.schema import customer_state, outbox, runs
 
 CONFIG = """
 [store]
@@ -146,7 +149,7 @@ def test_sigterm_mid_push_is_a_stop_not_a_failure_and_the_next_cycle_sends_the_r
         capsys.readouterr()
         daemon._jobs().incremental()
         assert [r for r in logged(capsys) if r["level"] in ("WARNING", "ERROR", "CRITICAL")] == []
-        assert daemon.store.recent_runs(1)[0]["status"] == "ok"
+        assert recent_runs(daemon.store, 1)[0]["status"] == "ok"
         with daemon.store.engine.connect() as conn:
             by_status = dict(conn.execute(sa.select(outbox.c.status, sa.func.count()).group_by(outbox.c.status)).all())
             state = {k: json.loads(p) for k, p in conn.execute(sa.select(customer_state.c.customer_key,
@@ -186,9 +189,9 @@ def test_a_stop_during_the_pull_keeps_the_stored_pages_and_ends_the_cycle_before
             report = pipeline.run_cycle()
         assert report.status == "stopped" and report.errors == {} and report.pulled == {"pages": 5}
         assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
-        run = store.recent_runs(1)[0]
+        run = recent_runs(store, 1)[0]
         assert run["status"] == "stopped" and run["error"] is None and run["group_counts"] is None
-        assert store.get_cursor("pages") == "1"  # the first page and its cursor are committed
+        assert order_store.get_cursor(store, "pages") == "1"  # the first page and its cursor are committed
         with store.engine.connect() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar() == 0  # no diff ran
         stop.clear()

@@ -118,4 +118,4 @@ def test_the_status_choices_are_the_stores():
     """`--status` offers the store's statuses, copied so that `--help` need not load the store."""
     from rfm_sync.cli import webhooks as webhooks_cli
 
-    assert webhooks_cli.STATUSES == webhook_queries.STATUSES
+    assert webhooks_cli.STATUSES == webhook_store.STATUSES
