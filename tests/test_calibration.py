@@ -21,25 +21,9 @@ from rfm_sync.config import load_config, parse_config
 from rfm_sync.pipeline import Pipeline
 from rfm_sync.store import Store, calibrations, customer_state
 from rfm_sync.store import state_queries as sq
+from tests.configs import config_toml, table
 
 D = date(2026, 6, 30)
-CONFIG = """
-[store]
-url = "{url}"
-[shop]
-timezone = "{zone}"
-[rfm]
-scheme = "{scheme}"
-{rfm}
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "file"
-name = "sink"
-path = "profiles.jsonl"
-"""
 
 
 def shop_rows(customers: int = 150, prefix: str = "c", shift: int = 0, end: date = D):
@@ -63,7 +47,7 @@ def write_orders(path, rows):
 def write_config(tmp_path, scheme="klaviyo", zone="UTC", url="sqlite:///state.sqlite", **rfm):
     lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in rfm.items())
     path = tmp_path / "config.toml"
-    path.write_text(CONFIG.format(scheme=scheme, zone=zone, rfm=lines, url=url))
+    path.write_text(config_toml(url, table("[shop]", timezone=zone), table("[rfm]", scheme=scheme) + lines))
     return path
 
 

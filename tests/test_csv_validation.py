@@ -22,6 +22,7 @@ from rfm_sync.config import load_config, parse_config
 from rfm_sync.offline import aggregate_csv, score_csv
 from rfm_sync.pipeline import Pipeline, customer_key, update_from_row
 from rfm_sync.store import Store
+from tests.configs import config_toml
 
 AS_OF = date(2026, 6, 30)
 HEADER = ["order_id", "customer_id", "email", "placed_at", "amount", "status"]
@@ -100,9 +101,7 @@ def test_an_email_that_is_not_an_address_is_dropped_with_a_notice_and_the_order_
 def test_the_pipeline_neither_stores_nor_sends_an_email_that_is_not_an_address(tmp_path):
     write(tmp_path, [["1", "c1", "not-an-email", "2026-06-01", "10", "paid"],
                      ["2", "c2", "b@example.com", "2026-06-01", "10", "paid"]])
-    (tmp_path / "config.toml").write_text('[store]\nurl = "sqlite:///s.sqlite"\n[[sources]]\ntype = "csv"\n'
-                                          'name = "shop"\npath = "orders.csv"\n[[destinations]]\ntype = "file"\n'
-                                          'name = "sink"\npath = "profiles.jsonl"\n')
+    (tmp_path / "config.toml").write_text(config_toml("sqlite:///s.sqlite"))
     config = load_config(tmp_path / "config.toml")
     report = Pipeline(config, Store.open(config.store.url, config.base_dir)).run_cycle(AS_OF)
     assert report.scored == 2

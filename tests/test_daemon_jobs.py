@@ -15,26 +15,13 @@ from rfm_sync.store import calibrations, orders
 from rfm_sync.store import webhook_queries
 from rfm_sync.store.schema import webhook_events
 from rfm_sync.store.lock import StoreLock
+from tests.configs import config_toml, csv_source, table
 from tests.conftest import REPO
 from tests.daemon_fakes import shopify_order
 
-CONFIG = """
-[store]
-url = "sqlite:///s.sqlite"
-[daemon]
-http_enabled = false
-[webhooks]
-enabled = true
-max_attempts = 3
-[[sources]]
-type = "tests.daemon_fakes:FakeWebhookSource"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "file"
-name = "sink"
-path = "profiles.jsonl"
-"""
+CONFIG = config_toml("sqlite:///s.sqlite", table("[daemon]", http_enabled=False),
+                     table("[webhooks]", enabled=True, max_attempts=3),
+                     sources=[csv_source(type="tests.daemon_fakes:FakeWebhookSource")])
 
 
 @pytest.fixture(autouse=True)

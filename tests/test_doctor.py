@@ -22,19 +22,9 @@ from connectors.shopify import ShopifySettings, ShopifySource
 from rfm_sync.cli import main
 from rfm_sync.secrets import Secret, SecretError
 from rfm_sync.store import Store
+from tests.configs import config_toml, file_sink
 
-CONFIG = """
-[store]
-url = "sqlite:///data/s.sqlite"
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "file"
-name = "sink"
-path = "out/profiles.jsonl"
-"""
+CONFIG = config_toml("sqlite:///data/s.sqlite", destinations=[file_sink(path="out/profiles.jsonl")])
 
 
 def doctor(config: Path, *extra: str):

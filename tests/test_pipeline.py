@@ -11,22 +11,13 @@ from connectors.file_sink import read_state
 from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline
 from rfm_sync.store import Store, orders, quarantine
+from tests.configs import config_toml
 
 AS_OF = date(2026, 6, 30)
-CONFIG = """
-[store]
-url = "{url}"
-[properties]
-include_metrics = {metrics}
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "file"
-name = "sink"
-path = "profiles.jsonl"
-"""
+
+
+def config_text(url: str, metrics: str) -> str:
+    return config_toml(url, f"[properties]\ninclude_metrics = {metrics}")
 
 
 def day(days_ago: int) -> str:
@@ -52,7 +43,7 @@ def write_orders(path, rows):
 def make(tmp_path, url, rows, metrics="false", clock=None):
     """A pipeline on the CSV and file sink, with its store at ``url`` (the ``store_url`` fixture)."""
     write_orders(tmp_path / "orders.csv", rows)
-    (tmp_path / "config.toml").write_text(CONFIG.format(metrics=metrics, url=url))
+    (tmp_path / "config.toml").write_text(config_text(metrics=metrics, url=url))
     config = load_config(tmp_path / "config.toml")
     store = Store.open(config.store.url, config.base_dir)
     kwargs = {"clock": clock} if clock else {}

@@ -12,21 +12,9 @@ from connectors.file_sink import read_state
 from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline
 from rfm_sync.store import Store, outbox
+from tests.configs import config_toml
 
 AS_OF = date(2026, 6, 30)
-
-CONFIG = """
-[store]
-url = "{url}"
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "file"
-name = "sink"
-path = "profiles.jsonl"
-"""
 
 
 def orders_csv() -> str:
@@ -39,7 +27,7 @@ def orders_csv() -> str:
 
 def setup(tmp_path, write_config, write_csv, url):
     write_csv(orders_csv())
-    config = load_config(write_config(CONFIG.format(url=url)))
+    config = load_config(write_config(config_toml(url)))
     store = Store.open(config.store.url, config.base_dir)
     pipeline = Pipeline(config, store)
     return pipeline, store
