@@ -15,6 +15,8 @@ from rfm_sync.sample import write_sample
 from rfm_sync.store import Store, customer_state, outbox
 from tests.configs import config_toml, file_sink, table
 
+pytestmark = pytest.mark.slow  # crash: `rfm-sync run` killed mid-push, then restarted
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TODAY = date(2026, 6, 30)
 

@@ -77,6 +77,7 @@ def test_the_fast_read_hands_a_file_with_another_currency_to_the_validating_scan
     assert aggregate_csv(one_currency, CsvSettings(name="csv", path=str(one_currency)), config, AS_OF).fast
 
 
+@pytest.mark.slow
 def test_half_even_rounding_of_a_converted_amount(tmp_path):
     """0.0001 × 0.5 = 0.00005: half-way, to the even 0.0000 (so the order does not qualify);
     0.0003 × 0.5 = 0.00015 → 0.0002."""

@@ -39,6 +39,8 @@ from tests.fakes.meta_fake import FakeMeta
 from tests.fakes.shopify_fake import FakeClock, ShopifyFake
 from tests.store_helpers import stored
 
+pytestmark = pytest.mark.slow  # fault injection: real cycles against fakes that cut their answers
+
 SECRETS = {"shop-token": ShopifyFake.token, "bc-token": BigCommerceFake.token, "klaviyo-key": klaviyo_fake.API_KEY,
            "meta-token": meta_fake.TOKEN}
 FAULTS = [("cut_next", 2), ("malformed_next", 1), ("cut_rate", 0.1)]  # cut_rate: the 10 % seen in the field

@@ -23,6 +23,8 @@ from rfm_sync.store import Store, customer_state, outbox
 from tests.configs import config_toml, csv_source, file_sink, table
 from tests.daemon_fakes import shopify_order, sign
 
+pytestmark = pytest.mark.slow  # the daemon in subprocesses: HTTP, SIGTERM, two at once
+
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cret-hook-key"
 NOW = datetime.now(timezone.utc)

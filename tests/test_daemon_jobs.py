@@ -245,6 +245,7 @@ def test_example_config_documents_every_daemon_key():
             assert lines[at - 1].startswith("#"), f"{section}.{key} has no comment"
 
 
+@pytest.mark.slow  # concurrency
 def test_a_reload_waits_for_the_running_cycle(tmp_path, write_config, write_csv, monkeypatch):
     daemon = make(tmp_path, write_config, write_csv, monkeypatch)
     try:

@@ -41,6 +41,7 @@ def orders(n: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------- the store
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["cells", "whole pages"])
 def test_a_store_that_opens_but_has_damaged_pages_is_a_problem(write_config, write_csv, damage):
     write_csv(orders(3000))

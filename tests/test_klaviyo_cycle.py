@@ -26,6 +26,8 @@ from tests.fakes import meta_fake
 from tests.fakes.klaviyo_fake import API_KEY, BASE_URL, SPEC, FakeClock, FakeKlaviyo, klaviyo_spec, validate_all  # noqa: F401
 from tests.fakes.meta_fake import FakeMeta
 
+pytestmark = pytest.mark.slow  # real cycles into fake Klaviyo and Meta
+
 AS_OF = date(2026, 6, 30)
 CONFIG = config_toml("sqlite:///state.sqlite", destinations=[
     file_sink(),

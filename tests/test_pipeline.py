@@ -5,6 +5,7 @@ import csv
 import json
 from datetime import date, datetime, timedelta, timezone
 
+import pytest
 import sqlalchemy as sa
 
 from connectors.file_sink import read_state
@@ -89,6 +90,7 @@ def test_unchanged_export_is_not_read_again(tmp_path, store_url):
     assert Pipeline(config, store).run_cycle(AS_OF).pulled == {"shop": 0}
 
 
+@pytest.mark.slow
 def test_previous_group_is_the_last_different_group(tmp_path, store_url):
     now = [datetime(2026, 7, 1, 3, tzinfo=timezone.utc)]
     config, store, pipeline = make(tmp_path, store_url, base_rows(), clock=lambda: now[0])
@@ -113,6 +115,7 @@ def test_previous_group_is_the_last_different_group(tmp_path, store_url):
     assert read_state(tmp_path / "profiles.jsonl") == second
 
 
+@pytest.mark.slow
 def test_customer_with_no_qualifying_order_left_is_cleared(tmp_path, store_url):
     rows = base_rows()
     config, store, pipeline = make(tmp_path, store_url, rows)
@@ -153,6 +156,7 @@ def test_bad_rows_are_quarantined_with_place_and_the_rest_proceeds(tmp_path, sto
         assert conn.execute(sa.select(sa.func.count()).select_from(quarantine)).scalar() == 2
 
 
+@pytest.mark.slow
 def test_guest_orders_are_keyed_by_email(tmp_path, store_url):
     rows = base_rows() + [["g1", "", "Guest@Example.com ", day(1), "12.00", "paid"]]
     config, store, pipeline = make(tmp_path, store_url, rows)
@@ -161,6 +165,7 @@ def test_guest_orders_are_keyed_by_email(tmp_path, store_url):
     assert "email:guest@example.com" in state
 
 
+@pytest.mark.slow
 def test_a_newline_inside_quotes_and_a_short_row_are_both_read(tmp_path, store_url):
     """DuckDB's parallel reader cannot pad a short row in a file that also has a newline inside
     quotes; the CSV source then reads the file with one thread instead of failing the pull."""
@@ -205,6 +210,7 @@ def test_orders_pulled_counts_what_the_store_took_not_what_was_read(tmp_path, st
         store.close()
 
 
+@pytest.mark.slow
 def test_a_reread_export_with_one_edit_and_many_bad_rows_is_not_mostly_quarantined(tmp_path, store_url):
     """The quarantine share compares bad rows with the rows read, not with the few that changed."""
     rows = base_rows()

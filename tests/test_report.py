@@ -20,6 +20,8 @@ from rfm_sync.pipeline import Pipeline
 from rfm_sync.store import Store, orders
 from tests.test_pipeline import AS_OF, base_rows, config_text, day, write_orders
 
+pytestmark = pytest.mark.slow  # every test here runs whole cycles and CLI commands over one shop
+
 # 30 customers are few: let their cut points be frozen, so runs after the first use the same ones
 EXTRA = "[rfm]\nmin_calibration_customers = 10\n"
 

@@ -5,6 +5,7 @@ import json
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
 
 from connectors.base import Order
@@ -39,6 +40,7 @@ def webhook_order(order_id: str, customer: str, amount: str) -> Order:
                  amount=Decimal(amount), email=f"{customer}@example.com")
 
 
+@pytest.mark.slow
 def test_only_the_affected_customer_is_rescored_and_pushed(tmp_path, write_config, write_csv, store_url):
     pipeline, store = setup(tmp_path, write_config, write_csv, store_url)
     full = pipeline.run_cycle(AS_OF)
@@ -65,6 +67,7 @@ def test_only_the_affected_customer_is_rescored_and_pushed(tmp_path, write_confi
     store.close()
 
 
+@pytest.mark.slow
 def test_a_cancelled_order_clears_only_that_customer(tmp_path, write_config, write_csv, store_url):
     pipeline, store = setup(tmp_path, write_config, write_csv, store_url)
     pipeline.run_cycle(AS_OF)

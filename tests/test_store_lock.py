@@ -90,6 +90,8 @@ from rfm_sync.cli import main  # noqa: E402
 from rfm_sync.store import Store  # noqa: E402
 from rfm_sync.store.lock import FencedDestination, LockLost, StoreLock, StoreLocked, hold  # noqa: E402
 
+pytestmark = pytest.mark.slow  # concurrency: runs at once on one store, in subprocesses
+
 
 def plain_setup(folder, url):
     write_sample(folder / "orders.csv", end=TODAY, customers=200, seed=3)
