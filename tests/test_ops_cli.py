@@ -12,15 +12,9 @@ from keyring.backend import KeyringBackend
 
 from rfm_sync import logs, secrets
 from rfm_sync.cli import main
+from tests.configs import config_toml
 
-BASE = """
-[store]
-url = "sqlite:///s.sqlite"
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-"""
+BASE = config_toml("sqlite:///s.sqlite", destinations=())
 
 
 @pytest.fixture
