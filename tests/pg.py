@@ -162,9 +162,10 @@ def pg_server():
         stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def store_url(request, tmp_path) -> str:
-    """A store URL on a new, empty database: SQLite file, or a fresh PostgreSQL database."""
+    """A store URL on a new, empty database: SQLite file, or a fresh PostgreSQL database (``slow``: a
+    server per session, a database per test; ``-m "not slow"`` runs the SQLite variant only)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.sqlite'}"
         return

@@ -140,6 +140,7 @@ def test_guests_deleted_and_unreadable_orders(template):
 
 
 # ---------------------------------------------------------------------------------------- done-when
+@pytest.mark.slow  # scale
 def test_twenty_thousand_orders_changed_and_refunded_during_the_pull_end_up_exact(tmp_path, clock, template,
                                                                                    order_schema):
     shop = BigCommerceFake(clock=clock, template=template, mutate_per_page=3, mutation_budget=150, quota=30)
@@ -158,6 +159,7 @@ def test_twenty_thousand_orders_changed_and_refunded_during_the_pull_end_up_exac
         shop.close()
 
 
+@pytest.mark.slow  # chaos
 def test_a_fake_failing_thirty_percent_of_requests_still_yields_the_complete_set(tmp_path, clock, template):
     shop = BigCommerceFake(clock=clock, template=template, fail_rate=0.3, mutate_per_page=2, mutation_budget=40,
                            empty_reply="[]", seed=3)

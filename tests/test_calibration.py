@@ -22,25 +22,9 @@ from rfm_sync.pipeline import Pipeline
 from rfm_sync.store import Store
 from rfm_sync.store import state as sq
 from rfm_sync.store.schema import calibrations, customer_state
+from tests.configs import config_toml, table
 
 D = date(2026, 6, 30)
-CONFIG = """
-[store]
-url = "{url}"
-[shop]
-timezone = "{zone}"
-[rfm]
-scheme = "{scheme}"
-{rfm}
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "file"
-name = "sink"
-path = "profiles.jsonl"
-"""
 
 
 def shop_rows(customers: int = 150, prefix: str = "c", shift: int = 0, end: date = D):
@@ -64,7 +48,7 @@ def write_orders(path, rows):
 def write_config(tmp_path, scheme="klaviyo", zone="UTC", url="sqlite:///state.sqlite", **rfm):
     lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in rfm.items())
     path = tmp_path / "config.toml"
-    path.write_text(CONFIG.format(scheme=scheme, zone=zone, rfm=lines, url=url))
+    path.write_text(config_toml(url, table("[shop]", timezone=zone), table("[rfm]", scheme=scheme) + lines))
     return path
 
 
@@ -98,6 +82,7 @@ def calibration_count(tmp_path) -> int:
 
 
 # ---------------------------------------------------------------------- item 1: the reported scenario
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["klaviyo", "classic11"])
 def test_a_first_run_with_a_missing_csv_does_not_freeze_empty_cut_points(tmp_path, scheme, store_url):
     config_path = write_config(tmp_path, scheme, url=store_url)
@@ -115,6 +100,7 @@ def test_a_first_run_with_a_missing_csv_does_not_freeze_empty_cut_points(tmp_pat
     assert calibration_count(tmp_path) == 1  # the first run's calibration over no customers was never stored
 
 
+@pytest.mark.slow
 def test_a_first_run_whose_every_row_was_quarantined_does_not_freeze_its_cut_points(tmp_path, store_url):
     config_path = write_config(tmp_path, url=store_url)
     bad = [[r[0], r[1], r[2], "not a date", r[4], r[5]] for r in shop_rows()]
@@ -157,6 +143,7 @@ def make_pipeline(tmp_path, rows, url="sqlite:///state.sqlite", **rfm):
     return config, store, Pipeline(config, store)
 
 
+@pytest.mark.slow
 def test_a_population_that_doubled_since_the_calibration_makes_it_due(tmp_path, store_url):
     config, store, pipeline = make_pipeline(tmp_path, shop_rows(150), url=store_url)
     first = pipeline.run_cycle(D)
@@ -176,6 +163,7 @@ def _offline_counts(tmp_path, day):
     return counts
 
 
+@pytest.mark.slow
 def test_a_small_change_in_population_keeps_the_cut_points_frozen(tmp_path, store_url):
     config, store, pipeline = make_pipeline(tmp_path, shop_rows(150), url=store_url)
     first = pipeline.run_cycle(D)
@@ -210,6 +198,7 @@ def test_an_empty_calibration_left_by_an_older_version_is_recomputed(tmp_path, s
     assert report.group_counts.get("Champions")
 
 
+@pytest.mark.slow
 def test_a_small_population_is_scored_with_its_own_cut_points_but_not_frozen(tmp_path, store_url):
     config, store, pipeline = make_pipeline(tmp_path, shop_rows(30), url=store_url)
     first = pipeline.run_cycle(D)
@@ -331,6 +320,7 @@ def test_config_today_is_the_date_in_the_shop_zone():
     assert parse_config({"shop": {"timezone": "America/Los_Angeles"}}).today(moment) == date(2026, 3, 1)
 
 
+@pytest.mark.slow  # a whole demo run
 def test_demo_takes_today_in_its_shop_zone(tmp_path, monkeypatch):
     from rfm_sync.demo import run_demo
 

@@ -5,6 +5,7 @@ import json
 from datetime import datetime, timezone
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from rfm_sync.cli import main
@@ -28,6 +29,7 @@ def test_every_command_has_help_and_readme_mention():
                 assert param.help, f"option {param.opts} of {name!r} has no help text"
 
 
+@pytest.mark.slow  # a whole demo run
 def test_demo_runs_two_cycles_and_writes_profiles(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path / "demo"), "--customers", "400"])
     assert result.exit_code == 0, result.output
@@ -36,6 +38,7 @@ def test_demo_runs_two_cycles_and_writes_profiles(tmp_path):
     assert lines and all("Current RFM group" in json.loads(line)["properties"] for line in lines)
 
 
+@pytest.mark.slow
 def test_status_shows_runs_and_backlog(tmp_path):
     runner = CliRunner()
     assert runner.invoke(main, ["demo", "--dir", str(tmp_path), "--customers", "300"]).exit_code == 0

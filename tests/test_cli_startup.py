@@ -9,7 +9,10 @@ import sys
 
 import pytest
 
+from tests.configs import config_toml
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # each test starts a Python process
 
 HEAVY = ("pandas", "numpy", "pyarrow", "duckdb", "plotly", "sqlalchemy", "alembic", "apscheduler",
          "prometheus_client")
@@ -24,18 +27,7 @@ except SystemExit:
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {heavy} or m.startswith("rfm_sync."))))
 """
 
-CONFIG = """
-[store]
-url = "sqlite:///s.sqlite"
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "file"
-name = "sink"
-path = "profiles.jsonl"
-"""
+CONFIG = config_toml("sqlite:///s.sqlite")
 
 
 def loaded(*args: str, cwd=None) -> set[str]:

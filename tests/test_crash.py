@@ -15,32 +15,22 @@ from rfm_sync.sample import write_sample
 from rfm_sync.store import Store
 from rfm_sync.store.runs import recent_runs
 from rfm_sync.store.schema import customer_state, outbox
+from tests.configs import config_toml, file_sink, table
+
+pytestmark = pytest.mark.slow  # crash: `rfm-sync run` killed mid-push, then restarted
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TODAY = date(2026, 6, 30)
 
-CONFIG = """
-[store]
-url = "{url}"
-[properties]
-include_metrics = true
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "tests.crash_sink:CrashingFileSink"
-name = "sink"
-path = "profiles.jsonl"
-batch_size = 100
-crash_mode = "{mode}"
-crash_on_batch = {batch}
-"""
+
+def config_text(url: str, mode: str, batch: int) -> str:
+    sink = file_sink(type="tests.crash_sink:CrashingFileSink", batch_size=100, crash_mode=mode, crash_on_batch=batch)
+    return config_toml(url, table("[properties]", include_metrics=True), destinations=[sink])
 
 
 def run_once(folder, url, as_of, mode="after_write", batch=0):
     """One ``rfm-sync run`` in a subprocess, its store at ``url`` (the ``store_url`` fixture)."""
-    (folder / "config.toml").write_text(CONFIG.format(url=url, mode=mode, batch=batch))
+    (folder / "config.toml").write_text(config_text(url=url, mode=mode, batch=batch))
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run([sys.executable, "-m", "rfm_sync.cli", "run", "--once", "-c", str(folder / "config.toml"),
                            "--as-of", as_of.isoformat()], env=env, capture_output=True, text=True, timeout=120)
@@ -82,7 +72,7 @@ def test_crash_inside_diff_transaction_leaves_old_state(tmp_path, store_url, mon
     from rfm_sync.store import outbox as outbox_store
 
     write_sample(tmp_path / "orders.csv", end=TODAY, customers=200, seed=5)
-    (tmp_path / "config.toml").write_text(CONFIG.format(url=store_url, mode="after_write", batch=0))
+    (tmp_path / "config.toml").write_text(config_text(url=store_url, mode="after_write", batch=0))
     config = load_config(tmp_path / "config.toml")
     store = Store.open(config.store.url, config.base_dir)
 

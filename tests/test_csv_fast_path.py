@@ -74,6 +74,7 @@ def test_a_hostile_but_clean_file_takes_the_fast_read_and_agrees(tmp_path):
     assert "c10" not in keys  # its only order is after the as-of day
 
 
+@pytest.mark.slow  # 26 files, two reads each
 @pytest.mark.parametrize("row, why", [
     ("9,c1,,not a date,5,,paid,", "a date the reader cannot parse"),
     ("9,c1,,2026-01-01,five,,paid,", "an amount that is not a number"),
@@ -111,6 +112,7 @@ def test_files_the_fast_read_cannot_vouch_for_go_through_the_validating_scan(tmp
     same(fast.frame, slow.frame)
 
 
+@pytest.mark.slow
 def test_customer_ids_that_differ_only_by_spaces_merge_on_the_fast_read(tmp_path):
     """The typed read groups by the id as written and trims the keys afterwards: the customers
     " 00042 ", "00042" and "00042\u00a0" are one, on both reads."""
@@ -122,6 +124,7 @@ def test_customer_ids_that_differ_only_by_spaces_merge_on_the_fast_read(tmp_path
     assert row["orders"] == 3 and row["monetary_e4"] == 123_457 + 100_000  # 12.3457 + 4 + 6
 
 
+@pytest.mark.slow
 def test_rows_without_an_order_id_keep_the_fast_read_and_a_repeat_among_the_others_does_not(tmp_path):
     """Rows with no order id are not repeats of each other (the validating scan keys them by line);
     the repeat check sees only the ids that are there."""
@@ -157,6 +160,7 @@ def test_the_cheap_trim_gives_trims_result_for_every_value():
     assert conn.execute(f"SELECT {cheap} FROM t WHERE v = '\u00a0a'").fetchone()[0] == "a"  # not a no-op
 
 
+@pytest.mark.slow
 def test_mapped_columns_another_delimiter_and_no_optional_columns(tmp_path):
     path = write(tmp_path, "Kunde;Datum;Betrag\nk1;2026-06-01;10,5\nk1;2026-06-02;3\nk2;2026-05-01;7\n")
     mapped = CsvSettings(name="csv", path=str(path), delimiter=";",
@@ -189,6 +193,7 @@ CELLS = {
 }
 
 
+@pytest.mark.slow  # 60 generated files
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.fixed_dictionaries(CELLS), min_size=1, max_size=12))
 def test_any_file_scores_the_same_through_either_read(tmp_path, rows):

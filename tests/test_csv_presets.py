@@ -280,6 +280,7 @@ def by_hand(orders: list[Order]) -> dict[str, tuple[int, str, int]]:
     return {k: (n, f"{total:.2f}", (as_of - last).days) for k, (n, total, last) in out.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", list(EXPORTS))
 def test_an_export_scores_through_its_preset_as_computed_by_hand(tmp_path, preset):
     header, rows, expected = EXPORTS[preset]
@@ -290,6 +291,7 @@ def test_an_export_scores_through_its_preset_as_computed_by_hand(tmp_path, prese
     assert not (tmp_path / "scores.csv.quarantine.csv").exists()  # no row of a real export is bad
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", list(EXPORTS))
 def test_the_pipeline_source_reads_an_export_through_its_preset(tmp_path, preset):
     header, rows, expected = EXPORTS[preset]
@@ -303,6 +305,7 @@ def test_the_pipeline_source_reads_an_export_through_its_preset(tmp_path, preset
     assert by_hand(pulled) == expected
 
 
+@pytest.mark.slow
 def test_shopify_orders_read_exactly(tmp_path):
     """Each Shopify order: its name as order id, net amount, UTC time, flags and status."""
     orders = write_export(tmp_path / "orders_export.csv", SHOPIFY_HEADER, SHOPIFY_ROWS)
@@ -346,6 +349,7 @@ def test_order_time_and_other_date_forms_are_read(tmp_path):
     assert (bad.location, bad.reason) == ("orders.csv:6", "placed_at is not a date/time: the 3rd of March")
 
 
+@pytest.mark.slow
 def test_folding_never_loses_an_order_silently(tmp_path):
     """An order with no total on any line is one quarantined record (its first line); lines of one
     order naming two emails quarantine it; an email written only on a later line is the order's."""
@@ -366,6 +370,7 @@ def test_folding_never_loses_an_order_silently(tmp_path):
     assert (order.order_id, order.customer_id, order.amount) == ("#3", "email:d@example.com", Decimal("7.00"))
 
 
+@pytest.mark.slow
 def test_explicit_settings_override_the_preset(tmp_path):
     """columns.customer_id keys BigCommerce customers by their id (a guest's 0 falls back to the
     email); cancelled_statuses set in the source replace the preset's list."""
@@ -407,6 +412,7 @@ def test_an_unknown_preset_is_a_config_error_naming_the_key_and_the_choices(tmp_
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", list(EXPORTS))
 def test_score_takes_the_preset_on_the_command_line_without_a_config(tmp_path, preset, monkeypatch):
     header, rows, expected = EXPORTS[preset]

@@ -22,6 +22,7 @@ from rfm_sync.config import load_config, parse_config
 from rfm_sync.offline import aggregate_csv, score_csv
 from rfm_sync.pipeline import Pipeline, customer_key, update_from_row
 from rfm_sync.store import Store
+from tests.configs import config_toml
 
 AS_OF = date(2026, 6, 30)
 HEADER = ["order_id", "customer_id", "email", "placed_at", "amount", "status"]
@@ -63,6 +64,7 @@ def frame(aggregates) -> dict[str, tuple[int, int]]:
 
 
 # ----------------------------------------------------------------- item 3: trimming, emails
+@pytest.mark.slow
 def test_a_trailing_tab_or_control_character_does_not_make_a_second_customer(tmp_path):
     path = write(tmp_path, [["1", "c1", "", "2026-06-01", "10", "paid"],
                             ["2", "c1\t", "", "2026-06-02", "5", "paid"],
@@ -79,6 +81,7 @@ def test_a_trailing_tab_or_control_character_does_not_make_a_second_customer(tmp
                                           "email:guest@example.com": (2, 50_000)}
 
 
+@pytest.mark.slow
 def test_an_email_that_is_not_an_address_is_dropped_with_a_notice_and_the_order_still_counts(tmp_path):
     path = write(tmp_path, [["1", "c1", "not-an-email", "2026-06-01", "10", "paid"],
                             ["2", "c2", "ann@exam\nple.com", "2026-06-01", "10", "paid"],
@@ -100,9 +103,7 @@ def test_an_email_that_is_not_an_address_is_dropped_with_a_notice_and_the_order_
 def test_the_pipeline_neither_stores_nor_sends_an_email_that_is_not_an_address(tmp_path):
     write(tmp_path, [["1", "c1", "not-an-email", "2026-06-01", "10", "paid"],
                      ["2", "c2", "b@example.com", "2026-06-01", "10", "paid"]])
-    (tmp_path / "config.toml").write_text('[store]\nurl = "sqlite:///s.sqlite"\n[[sources]]\ntype = "csv"\n'
-                                          'name = "shop"\npath = "orders.csv"\n[[destinations]]\ntype = "file"\n'
-                                          'name = "sink"\npath = "profiles.jsonl"\n')
+    (tmp_path / "config.toml").write_text(config_toml("sqlite:///s.sqlite"))
     config = load_config(tmp_path / "config.toml")
     report = Pipeline(config, Store.open(config.store.url, config.base_dir)).run_cycle(AS_OF)
     assert report.scored == 2
@@ -143,6 +144,7 @@ def test_an_id_with_a_control_character_inside_is_quarantined_naming_the_column(
     assert frame(fast) == frame(slow) == {"c9": (1, 100_000)}
 
 
+@pytest.mark.slow
 def test_an_order_id_keeps_other_control_characters_inside_on_both_reads(tmp_path):
     """Order ids never leave the store: only a NUL (which breaks it) quarantines one."""
     path = write(tmp_path, [["1\t2", "c1", "", "2026-06-01", "10", "paid"], ["1\x1b3", "c1", "", "2026-06-01", "5", "paid"]])
@@ -153,6 +155,7 @@ def test_an_order_id_keeps_other_control_characters_inside_on_both_reads(tmp_pat
 
 
 # ----------------------------------------------------------------- item 5: one order id, two customers
+@pytest.mark.slow
 def test_an_order_id_with_two_customers_is_quarantined_with_both_lines(tmp_path):
     path = write(tmp_path, [["1", "c1", "", "2026-06-01", "10", "paid"],
                             ["2", "c2", "", "2026-06-01", "7", "paid"],
@@ -170,6 +173,7 @@ def test_an_order_id_with_two_customers_is_quarantined_with_both_lines(tmp_path)
 
 
 # ----------------------------------------------------------------- item 6: negative amounts, absurd dates
+@pytest.mark.slow
 def test_placeholder_dates_are_quarantined_and_negative_amounts_reported_as_skipped(tmp_path):
     path = write(tmp_path, [["1", "c1", "", "0001-01-01", "10", "paid"],
                             ["2", "c2", "", "9999-12-31", "10", "paid"],

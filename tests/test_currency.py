@@ -20,6 +20,7 @@ from rfm_sync.offline import aggregate_csv, score_csv
 from rfm_sync.pipeline import CycleReport, Pipeline
 from rfm_sync.store import Store
 from rfm_sync.store.schema import orders, quarantine
+from tests.configs import config_toml
 
 AS_OF = date(2026, 6, 30)
 # customer a: 100 EUR and 1,000 JPY; b: 12,345.6789 JPY; c: 50 with no currency (= the shop's)
@@ -77,6 +78,7 @@ def test_the_fast_read_hands_a_file_with_another_currency_to_the_validating_scan
     assert aggregate_csv(one_currency, CsvSettings(name="csv", path=str(one_currency)), config, AS_OF).fast
 
 
+@pytest.mark.slow
 def test_half_even_rounding_of_a_converted_amount(tmp_path):
     """0.0001 × 0.5 = 0.00005: half-way, to the even 0.0000 (so the order does not qualify);
     0.0003 × 0.5 = 0.00015 → 0.0002."""
@@ -130,21 +132,13 @@ def test_currency_settings_are_validated(shop, match):
 
 
 # ---------------------------------------------------------------------------------------- the store
-CONFIG = """
-[store]
-url = "sqlite:///state.sqlite"
-[shop]
-{shop}
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-"""
+def config_text(shop: str) -> str:
+    return config_toml("sqlite:///state.sqlite", f"[shop]\n{shop}", destinations=())
 
 
 def run_pull(tmp_path: Path, shop: str, text: str = MIXED):
     write(tmp_path, text)
-    (tmp_path / "config.toml").write_text(CONFIG.format(shop=shop))
+    (tmp_path / "config.toml").write_text(config_text(shop=shop))
     config = load_config(tmp_path / "config.toml")
     store = Store.open(config.store.url, config.base_dir)
     pipeline = Pipeline(config, store, destinations=[])
@@ -186,7 +180,7 @@ def test_orders_stored_in_another_currency_before_shop_currency_was_set_stop_sco
     one = MIXED.replace("JPY", "USD").replace("jpy", "usd").replace("EUR", "USD")
     pipeline, report, rows, _ = run_pull(tmp_path, "", one)
     assert report.errors == {} and {v[1] for v in rows.values()} == {"USD", None}  # order 4 has none
-    (tmp_path / "config.toml").write_text(CONFIG.format(shop='currency = "EUR"\n[shop.rates]\nUSD = "0.9"'))
+    (tmp_path / "config.toml").write_text(config_text(shop='currency = "EUR"\n[shop.rates]\nUSD = "0.9"'))
     later = Pipeline(load_config(tmp_path / "config.toml"), pipeline.store, destinations=[])
     with pytest.raises(MixedCurrencies, match="orders stored in USD .* while \\[shop\\] currency is EUR"):
         later.score(AS_OF)

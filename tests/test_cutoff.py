@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 from datetime import date, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -32,12 +31,15 @@ from rfm_sync.engine.klaviyo import GROUP_NAMES  # the default scheme
 from rfm_sync.pipeline import Pipeline, build_destinations
 from rfm_sync.secrets import Secret
 from rfm_sync.store import Store
+from tests.configs import config_toml, destination, file_sink, table
 from tests.fakes import klaviyo_fake, meta_fake
 from tests.fakes.bigcommerce_fake import BigCommerceFake
 from tests.fakes.klaviyo_fake import FakeKlaviyo
 from tests.fakes.meta_fake import FakeMeta
 from tests.fakes.shopify_fake import FakeClock, ShopifyFake
 from tests.store_helpers import stored
+
+pytestmark = pytest.mark.slow  # fault injection: real cycles against fakes that cut their answers
 
 SECRETS = {"shop-token": ShopifyFake.token, "bc-token": BigCommerceFake.token, "klaviyo-key": klaviyo_fake.API_KEY,
            "meta-token": meta_fake.TOKEN}
@@ -153,33 +155,12 @@ def test_bigcommerce_cut_off_every_time_fails_that_source_only(tmp_path, clock, 
 
 # ---------------------------------------------------------------------------------------- destinations
 AS_OF = date(2026, 6, 30)
-CONFIG = f"""
-[store]
-url = "sqlite:///state.sqlite"
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "klaviyo"
-name = "klaviyo"
-api_key_secret = "klaviyo-key"
-base_url = "{klaviyo_fake.BASE_URL}"
-bulk_min_profiles = 10
-first_assignment_events = "skip"
-[[destinations]]
-type = "meta_audiences"
-name = "meta"
-access_token_secret = "meta-token"
-base_url = "{meta_fake.BASE_URL}"
-[[destinations.audiences]]
-audience_id = "111"
-groups = {json.dumps(GROUP_NAMES)}
-[[destinations]]
-type = "file"
-name = "sink"
-path = "profiles.jsonl"
-"""
+CONFIG = config_toml("sqlite:///state.sqlite", destinations=[
+    destination(type="klaviyo", name="klaviyo", api_key_secret="klaviyo-key", base_url=klaviyo_fake.BASE_URL,
+                bulk_min_profiles=10, first_assignment_events="skip"),
+    destination(type="meta_audiences", name="meta", access_token_secret="meta-token", base_url=meta_fake.BASE_URL)
+    + table("[[destinations.audiences]]", audience_id="111", groups=GROUP_NAMES),
+    file_sink()])
 
 
 def write_orders(path: Path, customers: int) -> None:

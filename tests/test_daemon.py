@@ -21,43 +21,26 @@ from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline
 from rfm_sync.store import Store
 from rfm_sync.store.schema import customer_state, outbox
+from tests.configs import config_toml, csv_source, file_sink, table
 from tests.daemon_fakes import shopify_order, sign
+
+pytestmark = pytest.mark.slow  # the daemon in subprocesses: HTTP, SIGTERM, two at once
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cret-hook-key"
 NOW = datetime.now(timezone.utc)
 
-CONFIG = """
-[store]
-url = "sqlite:///state.sqlite"
-[schedule]
-incremental_every_minutes = 60
-full_at = ""
-recalibrate_cron = ""
-[daemon]
-http_host = "127.0.0.1"
-http_port = {port}
-heartbeat_seconds = 1
-lock_expire_seconds = 4
-shutdown_timeout_seconds = {shutdown}
-[webhooks]
-enabled = true
-process_every_seconds = 1
-max_body_bytes = 4096
-[logging]
-format = "json"
-[[sources]]
-type = "tests.daemon_fakes:FakeWebhookSource"
-name = "shop"
-path = "orders.csv"
-webhook_secret = "test-hook"
-[[destinations]]
-type = "tests.daemon_fakes:SlowFileSink"
-name = "sink"
-path = "profiles.jsonl"
-batch_size = {batch}
-delay_seconds = {delay}
-"""
+
+def config_text(port: int, batch: int, delay: float, shutdown: float) -> str:
+    return config_toml(
+        "sqlite:///state.sqlite",
+        table("[schedule]", incremental_every_minutes=60, full_at="", recalibrate_cron=""),
+        table("[daemon]", http_host="127.0.0.1", http_port=port, heartbeat_seconds=1, lock_expire_seconds=4,
+              shutdown_timeout_seconds=shutdown),
+        table("[webhooks]", enabled=True, process_every_seconds=1, max_body_bytes=4096),
+        table("[logging]", format="json"),
+        sources=[csv_source(type="tests.daemon_fakes:FakeWebhookSource", webhook_secret="test-hook")],
+        destinations=[file_sink(type="tests.daemon_fakes:SlowFileSink", batch_size=batch, delay_seconds=delay)])
 
 
 def free_port() -> int:
@@ -80,7 +63,7 @@ def write_orders(folder: Path, customers: int) -> None:
 
 def start(folder: Path, port: int, *, batch: int = 1000, delay: float = 0.0, shutdown: float = 5.0,
           config_name: str = "config.toml") -> subprocess.Popen:
-    (folder / config_name).write_text(CONFIG.format(port=port, batch=batch, delay=delay, shutdown=shutdown))
+    (folder / config_name).write_text(config_text(port=port, batch=batch, delay=delay, shutdown=shutdown))
     env = {**os.environ, "PYTHONPATH": str(REPO), "RFM_SYNC_SECRET_TEST_HOOK": SECRET}
     log_path = folder / (config_name + ".log")  # a file, not a pipe: a full pipe would block the daemon
     with log_path.open("w") as log:
@@ -238,7 +221,7 @@ def test_sigterm_mid_push_exits_0_and_the_outbox_finishes_the_job(tmp_path, spaw
     assert by_status.get("pending", 0) > 0  # abandoned at a batch boundary, still queued
     assert by_status["sent"] == sink.read_text().count("\n")  # everything written was acknowledged
     # the next cycle sends the rest: the sink ends with exactly the store's state
-    (tmp_path / "config.toml").write_text(CONFIG.format(port=port, batch=1000, delay=0, shutdown=5))
+    (tmp_path / "config.toml").write_text(config_text(port=port, batch=1000, delay=0, shutdown=5))
     monkeypatch.setenv("RFM_SYNC_SECRET_TEST_HOOK", SECRET)
     config = load_config(tmp_path / "config.toml")
     store = Store.open(config.store.url, config.base_dir)

@@ -15,26 +15,13 @@ from rfm_sync.store import webhooks as webhook_store
 from rfm_sync.store.lock import StoreLock
 from rfm_sync.store.runs import recent_runs
 from rfm_sync.store.schema import calibrations, orders, webhook_events
+from tests.configs import config_toml, csv_source, table
 from tests.conftest import REPO
 from tests.daemon_fakes import shopify_order
 
-CONFIG = """
-[store]
-url = "sqlite:///s.sqlite"
-[daemon]
-http_enabled = false
-[webhooks]
-enabled = true
-max_attempts = 3
-[[sources]]
-type = "tests.daemon_fakes:FakeWebhookSource"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "file"
-name = "sink"
-path = "profiles.jsonl"
-"""
+CONFIG = config_toml("sqlite:///s.sqlite", table("[daemon]", http_enabled=False),
+                     table("[webhooks]", enabled=True, max_attempts=3),
+                     sources=[csv_source(type="tests.daemon_fakes:FakeWebhookSource")])
 
 
 @pytest.fixture(autouse=True)
@@ -258,6 +245,7 @@ def test_example_config_documents_every_daemon_key():
             assert lines[at - 1].startswith("#"), f"{section}.{key} has no comment"
 
 
+@pytest.mark.slow  # concurrency
 def test_a_reload_waits_for_the_running_cycle(tmp_path, write_config, write_csv, monkeypatch):
     daemon = make(tmp_path, write_config, write_csv, monkeypatch)
     try:

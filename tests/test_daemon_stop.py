@@ -24,26 +24,12 @@ from rfm_sync.store import Store
 from rfm_sync.store import orders as order_store
 from rfm_sync.store.runs import recent_runs
 from rfm_sync.store.schema import customer_state, outbox, runs
+from tests.configs import config_toml, file_sink, table
 
-CONFIG = """
-[store]
-url = "sqlite:///s.sqlite"
-[daemon]
-http_enabled = false
-[logging]
-format = "json"
-[properties]
-include_metrics = true  # a new order changes every customer's "RFM orders"
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "tests.test_daemon_stop:SigtermSink"
-name = "sink"
-path = "profiles.jsonl"
-batch_size = 10
-"""
+SECTIONS = (table("[daemon]", http_enabled=False), table("[logging]", format="json"),
+            table("[properties]", include_metrics=True))  # a new order changes every customer's "RFM orders"
+CONFIG = config_toml("sqlite:///s.sqlite", *SECTIONS,
+                     destinations=[file_sink(type="tests.test_daemon_stop:SigtermSink", batch_size=10)])
 
 
 class SigtermSinkSettings(FileSinkSettings):
@@ -104,6 +90,7 @@ def logged(capsys) -> list[dict]:
     return [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow  # three cycles and two daemon starts
 def test_sigterm_mid_push_is_a_stop_not_a_failure_and_the_next_cycle_sends_the_rest_once(
         tmp_path, write_config, capsys):
     config_path = write_config(CONFIG)
@@ -180,7 +167,7 @@ class TwoPages:
 
 def test_a_stop_during_the_pull_keeps_the_stored_pages_and_ends_the_cycle_before_its_diff(
         tmp_path, write_config, caplog):
-    config = load_config(write_config(CONFIG.replace("tests.test_daemon_stop:SigtermSink", "file")))
+    config = load_config(write_config(config_toml("sqlite:///s.sqlite", *SECTIONS)))
     store = Store.open(config.store.url, config.base_dir)
     stop = threading.Event()
     try:

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from rfm_sync import exit_codes
 from rfm_sync.cli import main
+
+pytestmark = pytest.mark.slow  # whole demo runs
 
 USER_CONFIG = b'[store]\nurl = "sqlite:///rfm-sync.sqlite"\n# my real shop\n'
 USER_ORDERS = b"customer_id,placed_at,amount\nreal-1,2026-01-01T00:00:00Z,99.00\n"

@@ -22,19 +22,9 @@ from connectors.shopify.source import ShopifySettings, ShopifySource
 from rfm_sync.cli import main
 from rfm_sync.secrets import Secret, SecretError
 from rfm_sync.store import Store
+from tests.configs import config_toml, file_sink
 
-CONFIG = """
-[store]
-url = "sqlite:///data/s.sqlite"
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "file"
-name = "sink"
-path = "out/profiles.jsonl"
-"""
+CONFIG = config_toml("sqlite:///data/s.sqlite", destinations=[file_sink(path="out/profiles.jsonl")])
 
 
 def doctor(config: Path, *extra: str):
@@ -51,6 +41,7 @@ def orders(n: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------- the store
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["cells", "whole pages"])
 def test_a_store_that_opens_but_has_damaged_pages_is_a_problem(write_config, write_csv, damage):
     write_csv(orders(3000))

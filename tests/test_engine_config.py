@@ -96,6 +96,7 @@ def test_valid_rules_over_labels_and_scores_pass():
         {"name": "VIP", "when": {"group": ["Champions", "Loyal"]}}, {"name": "Top FM", "when": {"fm": "5"}}]}})
 
 
+@pytest.mark.slow
 def test_config_example_passes_check_config():
     done = subprocess.run([sys.executable, "-m", "rfm_sync.cli", "check-config", str(REPO / "config.example.toml")],
                           capture_output=True, text=True, cwd=REPO)

@@ -5,6 +5,7 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from rfm_sync.config import load_config, parse_config
 from rfm_sync.offline import OUTPUT_COLUMNS, aggregate_csv, score_csv
@@ -56,6 +57,7 @@ def test_classic11_scores_write_fm_and_macro_group(write_csv, write_config, tmp_
     assert list(table["customer_id"]) == ["a", "b", "c"]
 
 
+@pytest.mark.slow
 def test_a_repeated_order_id_counts_once_with_the_later_line(write_csv, tmp_path):
     path = write_csv(ORDERS + "3,b,2026-06-01T10:00:00Z,99.00,paid\n")
     out = tmp_path / "scores.csv"
@@ -64,6 +66,7 @@ def test_a_repeated_order_id_counts_once_with_the_later_line(write_csv, tmp_path
     assert table.loc["b", "frequency"] == "2" and table.loc["b", "monetary"] == "119.25"
 
 
+@pytest.mark.slow
 def test_bad_rows_are_quarantined_and_the_rest_scored(write_csv, tmp_path):
     path = write_csv(ORDERS + "7,d,not a date,5.00,paid\n")
     out = tmp_path / "scores.csv"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -52,6 +53,7 @@ def test_segments_put_every_customer_in_exactly_one_segment(data, scheme, segmen
         assert (groups.to_numpy() == expected).all()
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None)
 @given(data=rows, scheme=st.sampled_from(SCHEMES), who=st.integers(0, 39), extra=st.integers(1, 3_000_000),
        recalibrate=st.booleans())
@@ -69,6 +71,7 @@ def test_more_spend_never_lowers_m(data, scheme, who, extra, recalibrate):
     assert by_key(after, "m_score")[key] >= by_key(before, "m_score")[key]
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None)
 @given(data=rows, scheme=st.sampled_from(SCHEMES), seed=st.integers(0, 10_000))
 def test_row_order_changes_nothing(data, scheme, seed):
@@ -80,6 +83,7 @@ def test_row_order_changes_nothing(data, scheme, seed):
         assert by_key(a, col) == by_key(b, col)
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None)
 @given(data=rows, scheme=st.sampled_from(SCHEMES), margin=st.sampled_from(["0.05", "0.2", "0.5"]),
        prev=st.lists(st.integers(0, 5), min_size=40, max_size=40))

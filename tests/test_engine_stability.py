@@ -69,6 +69,7 @@ def old_shop():
     return rows
 
 
+@pytest.mark.slow
 def test_frozen_cut_points_keep_untouched_customers_through_a_promo_spike_and_recalibration_moves_them(tmp_path):
     # the spike quadruples this small shop, which would make the calibration due by its population
     # (tests/test_calibration.py); here only its age may, to show what freezing protects
@@ -102,6 +103,7 @@ def test_frozen_cut_points_keep_untouched_customers_through_a_promo_spike_and_re
     assert recent_runs(store, 1)[0]["stats"]["calibrated_on"] == due.isoformat()
 
 
+@pytest.mark.slow
 def test_recalibrate_command_freezes_new_cut_points_for_the_next_run(tmp_path):
     from rfm_sync.calibration import recalibrate
 
@@ -122,6 +124,7 @@ def test_scheme_without_quantiles_stores_no_calibration(tmp_path):
     assert report.cut_points == {} and report.calibrated_on is None
 
 
+@pytest.mark.slow
 def test_hysteresis_keeps_a_customer_until_the_value_clears_the_boundary_by_the_margin(tmp_path):
     # klaviyo recency bounds 30/60: R = 3 up to 30 days, 2 up to 60, else 1; margin 10% of the bound
     config, store, pipeline, _ = make(tmp_path, scheme="klaviyo", recency_bounds=[30, 60], hysteresis=0.1)

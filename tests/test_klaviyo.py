@@ -71,6 +71,7 @@ def clock():
 
 
 # ---------------------------------------------------------------------- bodies vs the spec
+@pytest.mark.slow  # every body against the OpenAPI spec
 def test_every_body_kind_validates_against_the_spec(klaviyo_spec, fake, clock):
     dest = destination(clock, bulk_min_profiles=3, external_id=True)
     batch = [update(1, before="Loyal", group="At Risk"), update(2), update(3), update(4, group=None, before="Recent")]

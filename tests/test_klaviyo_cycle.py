@@ -21,38 +21,20 @@ from rfm_sync.pipeline import Pipeline, build_destinations, update_from_row
 from rfm_sync.secrets import Secret
 from rfm_sync.store import Store
 from rfm_sync.store import outbox as ob
+from tests.configs import config_toml, destination, file_sink, table
 from tests.fakes import meta_fake
 from tests.fakes.klaviyo_fake import API_KEY, BASE_URL, SPEC, FakeClock, FakeKlaviyo, klaviyo_spec, validate_all  # noqa: F401
 from tests.fakes.meta_fake import FakeMeta
 
+pytestmark = pytest.mark.slow  # real cycles into fake Klaviyo and Meta
+
 AS_OF = date(2026, 6, 30)
-CONFIG = f"""
-[store]
-url = "sqlite:///state.sqlite"
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "file"
-name = "sink"
-path = "profiles.jsonl"
-[[destinations]]
-type = "klaviyo"
-name = "klaviyo"
-api_key_secret = "klaviyo-key"
-base_url = "{BASE_URL}"
-bulk_min_profiles = 10
-first_assignment_events = "skip"
-[[destinations]]
-type = "meta_audiences"
-name = "meta"
-access_token_secret = "meta-token"
-base_url = "{meta_fake.BASE_URL}"
-[[destinations.audiences]]
-audience_id = "111"
-groups = ["Champions", "Loyal"]
-"""
+CONFIG = config_toml("sqlite:///state.sqlite", destinations=[
+    file_sink(),
+    destination(type="klaviyo", name="klaviyo", api_key_secret="klaviyo-key", base_url=BASE_URL,
+                bulk_min_profiles=10, first_assignment_events="skip"),
+    destination(type="meta_audiences", name="meta", access_token_secret="meta-token", base_url=meta_fake.BASE_URL)
+    + table("[[destinations.audiences]]", audience_id="111", groups=["Champions", "Loyal"])])
 
 
 def day(days_ago: int) -> str:

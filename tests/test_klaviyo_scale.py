@@ -20,6 +20,8 @@ from tests.test_klaviyo import context
 
 from connectors.klaviyo.destination import KlaviyoDestination, KlaviyoSettings
 
+pytestmark = pytest.mark.slow  # scale: 100k profiles
+
 GROUPS = ["Champions", "Loyal", "Recent", "Needs Attention", "At Risk", "Inactive"]
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 NAMES = ["Current RFM group", "Previous RFM group", "RFM group last changed", "RFM score", "RFM recency score",

@@ -140,6 +140,7 @@ def test_values_are_normalised_and_hashed_never_raw(fake, clock):
     assert normalise_phone("030 1234567") is None and normalise_phone("030 1234567", "49") == "49301234567"
 
 
+@pytest.mark.slow
 def test_at_most_10000_rows_per_request(fake, clock):
     dest = destination(clock, batch_size=25_000)
     dest.push([move(i, None, "Loyal") for i in range(25_000)])
@@ -323,6 +324,7 @@ def test_updates_meta_never_saw_are_accepted_as_skipped_not_pushed(fake, clock):
     assert fake.calls == [("POST", "111", 1)]
 
 
+@pytest.mark.slow
 def test_a_cycle_counts_as_pushed_only_what_meta_acknowledged(fake, clock, tmp_path):
     from rfm_sync.pipeline import Pipeline
     from rfm_sync.store import Store

@@ -13,15 +13,9 @@ from keyring.backend import KeyringBackend
 from rfm_sync import masking, secrets
 from rfm_sync.cli import main
 from rfm_sync.daemon import logs
+from tests.configs import config_toml
 
-BASE = """
-[store]
-url = "sqlite:///s.sqlite"
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-"""
+BASE = config_toml("sqlite:///s.sqlite", destinations=())
 
 
 @pytest.fixture

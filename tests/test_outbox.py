@@ -62,6 +62,7 @@ class DownSink(FileSink):
         return super().push(updates)
 
 
+@pytest.mark.slow
 def test_a_change_made_while_the_destination_was_down_still_reaches_it(tmp_path, store_url):
     write_sample(tmp_path / "orders.csv", end=TODAY, customers=300, seed=3)
     config = parse_config({"store": {"url": store_url}, "properties": {"include_metrics": True},
@@ -256,6 +257,7 @@ class LostAnswerSink(FileSink):
         return result
 
 
+@pytest.mark.slow
 def test_a_change_delivered_but_never_acknowledged_is_resent_as_it_was_not_folded(tmp_path, store_url):
     """Found by the chaos harness: an event the destination got, whose acknowledgement was lost, was
     folded into a newer snapshot and sent again under a new id (two 'None -> Recent' events, or
@@ -306,6 +308,7 @@ class HalfDoneSink(FileSink):
         return result
 
 
+@pytest.mark.slow
 def test_a_record_failure_whose_event_arrived_is_resent_as_it_was_not_folded(tmp_path, store_url):
     """Found by the chaos harness: rows a destination reported failed had already delivered their
     event; folded into a newer snapshot they were sent again as 'None -> At Risk' after 'None -> Loyal'."""

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 from tests.pg import find_pg_bin, start_server
 
@@ -17,6 +19,7 @@ def test_an_explicit_folder_without_the_binaries_finds_none(tmp_path, monkeypatc
     assert "PostgreSQL binaries not found" in reason and str(tmp_path) in reason
 
 
+@pytest.mark.slow  # runs pytest in a subprocess
 def test_without_a_server_the_postgresql_variants_skip_and_the_sqlite_ones_run(tmp_path):
     env_run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_lock.py"],

@@ -5,6 +5,7 @@ import csv
 import json
 from datetime import date, datetime, timedelta, timezone
 
+import pytest
 import sqlalchemy as sa
 
 from connectors.file.destination import read_state
@@ -13,22 +14,13 @@ from rfm_sync.pipeline import Pipeline
 from rfm_sync.store import Store
 from rfm_sync.store.orders import upsert_orders
 from rfm_sync.store.schema import orders, quarantine
+from tests.configs import config_toml
 
 AS_OF = date(2026, 6, 30)
-CONFIG = """
-[store]
-url = "{url}"
-[properties]
-include_metrics = {metrics}
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "file"
-name = "sink"
-path = "profiles.jsonl"
-"""
+
+
+def config_text(url: str, metrics: str) -> str:
+    return config_toml(url, f"[properties]\ninclude_metrics = {metrics}")
 
 
 def day(days_ago: int) -> str:
@@ -54,7 +46,7 @@ def write_orders(path, rows):
 def make(tmp_path, url, rows, metrics="false", clock=None):
     """A pipeline on the CSV and file sink, with its store at ``url`` (the ``store_url`` fixture)."""
     write_orders(tmp_path / "orders.csv", rows)
-    (tmp_path / "config.toml").write_text(CONFIG.format(metrics=metrics, url=url))
+    (tmp_path / "config.toml").write_text(config_text(metrics=metrics, url=url))
     config = load_config(tmp_path / "config.toml")
     store = Store.open(config.store.url, config.base_dir)
     kwargs = {"clock": clock} if clock else {}
@@ -100,6 +92,7 @@ def test_unchanged_export_is_not_read_again(tmp_path, store_url):
     assert Pipeline(config, store).run_cycle(AS_OF).pulled == {"shop": 0}
 
 
+@pytest.mark.slow
 def test_previous_group_is_the_last_different_group(tmp_path, store_url):
     now = [datetime(2026, 7, 1, 3, tzinfo=timezone.utc)]
     config, store, pipeline = make(tmp_path, store_url, base_rows(), clock=lambda: now[0])
@@ -124,6 +117,7 @@ def test_previous_group_is_the_last_different_group(tmp_path, store_url):
     assert read_state(tmp_path / "profiles.jsonl") == second
 
 
+@pytest.mark.slow
 def test_customer_with_no_qualifying_order_left_is_cleared(tmp_path, store_url):
     rows = base_rows()
     config, store, pipeline = make(tmp_path, store_url, rows)
@@ -164,6 +158,7 @@ def test_bad_rows_are_quarantined_with_place_and_the_rest_proceeds(tmp_path, sto
         assert conn.execute(sa.select(sa.func.count()).select_from(quarantine)).scalar() == 2
 
 
+@pytest.mark.slow
 def test_guest_orders_are_keyed_by_email(tmp_path, store_url):
     rows = base_rows() + [["g1", "", "Guest@Example.com ", day(1), "12.00", "paid"]]
     config, store, pipeline = make(tmp_path, store_url, rows)
@@ -172,6 +167,7 @@ def test_guest_orders_are_keyed_by_email(tmp_path, store_url):
     assert "email:guest@example.com" in state
 
 
+@pytest.mark.slow
 def test_a_newline_inside_quotes_and_a_short_row_are_both_read(tmp_path, store_url):
     """DuckDB's parallel reader cannot pad a short row in a file that also has a newline inside
     quotes; the CSV source then reads the file with one thread instead of failing the pull."""
@@ -216,6 +212,7 @@ def test_orders_pulled_counts_what_the_store_took_not_what_was_read(tmp_path, st
         store.close()
 
 
+@pytest.mark.slow
 def test_a_reread_export_with_one_edit_and_many_bad_rows_is_not_mostly_quarantined(tmp_path, store_url):
     """The quarantine share compares bad rows with the rows read, not with the few that changed."""
     rows = base_rows()

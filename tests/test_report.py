@@ -19,7 +19,9 @@ from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline
 from rfm_sync.store import Store
 from rfm_sync.store.schema import orders
-from tests.test_pipeline import AS_OF, CONFIG, base_rows, day, write_orders
+from tests.test_pipeline import AS_OF, base_rows, config_text, day, write_orders
+
+pytestmark = pytest.mark.slow  # every test here runs whole cycles and CLI commands over one shop
 
 # 30 customers are few: let their cut points be frozen, so runs after the first use the same ones
 EXTRA = "[rfm]\nmin_calibration_customers = 10\n"
@@ -29,7 +31,7 @@ class Shop:
     def __init__(self, folder, rows, extra=EXTRA):
         self.folder, self.rows = folder, rows
         write_orders(folder / "orders.csv", rows)
-        (folder / "config.toml").write_text(extra + CONFIG.format(metrics="false", url="sqlite:///state.sqlite"))
+        (folder / "config.toml").write_text(extra + config_text(metrics="false", url="sqlite:///state.sqlite"))
         self.config_path = folder / "config.toml"
         self.config = load_config(self.config_path)
         self.store = Store.open(self.config.store.url, self.config.base_dir)

@@ -10,6 +10,8 @@ import pytest
 from rfm_sync.demo import run_demo
 from tests.browser import dump_dom, find_chromium, not_blank, png_pixels, screenshot, tags
 
+pytestmark = pytest.mark.slow  # headless Chromium
+
 CHARTS = {"chart-groups", "chart-revenue-share", "chart-aov", "chart-growth-customers", "chart-growth-revenue",
           "chart-growth-flow", "chart-sankey", "chart-matrix", "chart-recency", "chart-frequency", "chart-monetary"}
 REMOTE = re.compile(r"^\s*(https?:)?//", re.I)

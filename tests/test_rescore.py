@@ -5,6 +5,7 @@ import json
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
 
 from connectors.base import Order
@@ -14,21 +15,9 @@ from rfm_sync.pipeline import Pipeline
 from rfm_sync.store import Store
 from rfm_sync.store.runs import recent_runs
 from rfm_sync.store.schema import outbox
+from tests.configs import config_toml
 
 AS_OF = date(2026, 6, 30)
-
-CONFIG = """
-[store]
-url = "{url}"
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "file"
-name = "sink"
-path = "profiles.jsonl"
-"""
 
 
 def orders_csv() -> str:
@@ -41,7 +30,7 @@ def orders_csv() -> str:
 
 def setup(tmp_path, write_config, write_csv, url):
     write_csv(orders_csv())
-    config = load_config(write_config(CONFIG.format(url=url)))
+    config = load_config(write_config(config_toml(url)))
     store = Store.open(config.store.url, config.base_dir)
     pipeline = Pipeline(config, store)
     return pipeline, store
@@ -53,6 +42,7 @@ def webhook_order(order_id: str, customer: str, amount: str) -> Order:
                  amount=Decimal(amount), email=f"{customer}@example.com")
 
 
+@pytest.mark.slow
 def test_only_the_affected_customer_is_rescored_and_pushed(tmp_path, write_config, write_csv, store_url):
     pipeline, store = setup(tmp_path, write_config, write_csv, store_url)
     full = pipeline.run_cycle(AS_OF)
@@ -79,6 +69,7 @@ def test_only_the_affected_customer_is_rescored_and_pushed(tmp_path, write_confi
     store.close()
 
 
+@pytest.mark.slow
 def test_a_cancelled_order_clears_only_that_customer(tmp_path, write_config, write_csv, store_url):
     pipeline, store = setup(tmp_path, write_config, write_csv, store_url)
     pipeline.run_cycle(AS_OF)

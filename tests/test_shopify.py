@@ -61,6 +61,7 @@ def pull_into_store(tmp_path, src, clock, store=None):
 
 
 # ---------------------------------------------------------------------------------------- done-when
+@pytest.mark.slow  # scale
 @pytest.mark.parametrize("backfill,count", [("bulk", 20_000), ("paged", 6_000)])
 def test_twenty_thousand_orders_changed_and_refunded_during_the_pull_end_up_exact(tmp_path, clock, backfill, count):
     # a Plus-sized shop: pages of 250 fit its query cost limit, so the test needs fewer round trips
@@ -80,6 +81,7 @@ def test_twenty_thousand_orders_changed_and_refunded_during_the_pull_end_up_exac
         shop.close()
 
 
+@pytest.mark.slow  # scale
 def test_the_client_never_exceeds_the_cost_bucket_and_finishes(tmp_path, clock):
     shop = ShopifyFake(clock=clock, bucket_max=1000, restore_rate=50)
     try:
@@ -94,6 +96,7 @@ def test_the_client_never_exceeds_the_cost_bucket_and_finishes(tmp_path, clock):
         shop.close()
 
 
+@pytest.mark.slow  # chaos
 def test_a_fake_failing_thirty_percent_of_requests_still_yields_the_complete_set(tmp_path, clock):
     shop = ShopifyFake(clock=clock, fail_rate=0.3, seed=11)
     try:

@@ -148,6 +148,7 @@ def test_pulling_again_from_the_committed_cursor_changes_nothing(built, tmp_path
 
 
 # ---------------------------------------------------------------------------------------- several shops
+@pytest.mark.slow
 def test_two_shopify_stores_and_one_bigcommerce_merge_customers_by_email(tmp_path, shared_dir):
     clock = FakeClock()
     shop_a, shop_b = ShopifyFake(clock=clock), ShopifyFake(clock=clock)
@@ -193,6 +194,7 @@ def test_two_shopify_stores_and_one_bigcommerce_merge_customers_by_email(tmp_pat
             fake.close()
 
 
+@pytest.mark.slow
 def test_rfm_sync_run_once_with_shop_sources_against_the_fakes(tmp_path, shared_dir, monkeypatch):
     clock = FakeClock()
     shop = ShopifyFake(clock=clock, bucket_max=100_000, restore_rate=10_000)

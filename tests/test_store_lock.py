@@ -10,24 +10,15 @@ import time
 from datetime import date
 
 from rfm_sync.sample import write_sample
+from tests.configs import config_toml, file_sink, table
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TODAY = date(2026, 6, 30)
 
-CONFIG = """
-[store]
-url = "{url}"
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "tests.barrier_sink:BarrierFileSink"
-name = "sink"
-path = "profiles.jsonl"
-batch_size = 50
-barrier_dir = "barrier"
-"""
+
+def config_text(url: str) -> str:
+    return config_toml(url, destinations=[file_sink(type="tests.barrier_sink:BarrierFileSink", batch_size=50,
+                                                    barrier_dir="barrier")])
 
 
 def start_run(folder, name, *extra):
@@ -60,7 +51,7 @@ def sink_lines(folder):
 def setup(folder, url):
     """Orders, a config with its store at ``url`` (the ``store_url`` fixture), the barrier folder."""
     write_sample(folder / "orders.csv", end=TODAY, customers=300, seed=5)
-    (folder / "config.toml").write_text(CONFIG.format(url=url))
+    (folder / "config.toml").write_text(config_text(url=url))
     (folder / "barrier").mkdir()
 
 
@@ -100,25 +91,12 @@ from rfm_sync.store import Store  # noqa: E402
 from rfm_sync.store.lock import FencedDestination, LockLost, StoreLock, StoreLocked, hold  # noqa: E402
 from rfm_sync.store.runs import recent_runs  # noqa: E402
 
-PLAIN = """
-[store]
-url = "{url}"
-[rfm]
-scheme = "klaviyo"
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-[[destinations]]
-type = "file"
-name = "sink"
-path = "profiles.jsonl"
-"""
+pytestmark = pytest.mark.slow  # concurrency: runs at once on one store, in subprocesses
 
 
 def plain_setup(folder, url):
     write_sample(folder / "orders.csv", end=TODAY, customers=200, seed=3)
-    (folder / "config.toml").write_text(PLAIN.format(url=url))
+    (folder / "config.toml").write_text(config_toml(url, table("[rfm]", scheme="klaviyo")))
     return Store.open(url)
 
 

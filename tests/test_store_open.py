@@ -4,10 +4,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import sqlalchemy as sa
 
 from rfm_sync.store import Store
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # concurrency: processes migrating one new store at once
 
 OPEN = "import sys; from rfm_sync.store import Store; Store.open(sys.argv[1]).close()"
 

@@ -50,6 +50,7 @@ def signed(body, **extra):
 BODY = shopify_order(1, 7, "a@example.com", "2026-01-01T10:00:00+00:00", "10.00")
 
 
+@pytest.mark.slow
 def test_signed_event_is_queued_once_and_kept_without_its_signature(listener):
     headers = signed(BODY, **{"X-Shopify-Event-Id": "ev-1"})
     assert call(listener.port, "POST", "/webhooks/shop", BODY, headers) == (200, b'{"status": "queued"}')
@@ -65,17 +66,20 @@ def test_signed_event_is_queued_once_and_kept_without_its_signature(listener):
     reopened.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("headers", [{}, {"X-Shopify-Hmac-Sha256": ""}, {"X-Shopify-Hmac-Sha256": "AAAA"}])
 def test_unsigned_or_badly_signed_is_401_and_not_stored(listener, headers):
     assert call(listener.port, "POST", "/webhooks/shop", BODY, headers)[0] == 401
     assert webhook_store.counts(listener.store) == {}
 
 
+@pytest.mark.slow
 def test_a_verifier_that_raises_counts_as_unverified(listener, monkeypatch):
     monkeypatch.setattr(listener.source, "verify_webhook", lambda h, b: 1 / 0)
     assert call(listener.port, "POST", "/webhooks/shop", BODY, signed(BODY))[0] == 401
 
 
+@pytest.mark.slow
 def test_limits_and_unknown_routes(listener):
     port = listener.port
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -97,6 +101,7 @@ def test_limits_and_unknown_routes(listener):
     assert call(port, "POST", "/webhooks/shop", BODY, signed(BODY))[0] == 404
 
 
+@pytest.mark.slow
 def test_healthz_and_metrics(listener):
     status, body = call(listener.port, "GET", "/healthz")
     assert status == 503 and json.loads(body)["status"] == "starting"
@@ -118,11 +123,13 @@ def test_event_id_topic_and_headers():
     assert kept == {"x-shopify-shop-domain": "d", "content-type": "application/json"}
 
 
+@pytest.mark.slow
 def test_listener_binds_loopback_only(listener):
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.2", listener.port), timeout=1).close()
 
 
+@pytest.mark.slow
 def test_a_deeply_nested_or_huge_number_body_is_still_queued(listener):
     # the listener only records; the webhooks job sets the event aside later (see test_daemon_jobs)
     for n, body in enumerate([b"[" * 2000, b'{"scope": ' + b"[" * 1015 + b"]" * 1015 + b"}",

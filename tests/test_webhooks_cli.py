@@ -12,15 +12,9 @@ from rfm_sync.config import load_config
 from rfm_sync.store import Store, utcnow
 from rfm_sync.store import webhooks as webhook_store
 from rfm_sync.store.schema import webhook_events
+from tests.configs import config_toml
 
-CONFIG = """
-[store]
-url = "sqlite:///s.sqlite"
-[[sources]]
-type = "csv"
-name = "shop"
-path = "orders.csv"
-"""
+CONFIG = config_toml("sqlite:///s.sqlite", destinations=())
 SECRET_BODY = b'{"id": 5, "email": "private@example.com"}'
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from tests.chaos.harness import SCALES, ChaosRun
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 SCALE = os.environ.get("RFM_CHAOS_SCALE", "ci")
 SEED = int(os.environ.get("RFM_CHAOS_SEED", "1"))

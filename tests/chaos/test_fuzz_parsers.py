@@ -28,6 +28,8 @@ from connectors.shopify.parse import order_from_node, order_from_rest
 from connectors.shopify.source import ShopifySettings, ShopifySource
 from rfm_sync.daemon.webhooks import event_id, kept_headers, topic_of
 
+pytestmark = pytest.mark.slow  # fuzzing: hundreds of examples per parser
+
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                 derandomize=True)
 

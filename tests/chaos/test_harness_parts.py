@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 
+import pytest
 from requests.structures import CaseInsensitiveDict
 
 from tests.chaos import oracle
@@ -57,6 +58,7 @@ def test_quota_faults_answer_as_bigcommerce_does():
     assert not any(f.startswith("429") for f in vendor.generic)  # its 429s carry the quota headers
 
 
+@pytest.mark.slow
 def test_mutations_change_the_order_bump_date_modified_and_name_the_scope():
     vendor = bc_vendor()
     fake = vendor.fake

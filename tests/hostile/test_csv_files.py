@@ -187,6 +187,7 @@ def test_another_delimiter_is_named_in_the_error_and_read_when_set(tmp_path, del
 
 
 # ----------------------------------------------------------------- monster lines
+@pytest.mark.slow  # scale
 def test_a_10_mb_field_is_one_quarantined_line_and_the_rest_is_read(tmp_path):
     body = rows(1000)
     body[0] = '0,c0,c0@example.com,2026-01-01,1.00,paid'  # the same 7 customers either way
@@ -227,6 +228,7 @@ def test_a_header_of_700_000_columns_is_one_clear_fatal_line(tmp_path):
     assert expected in pull_fails(path)
 
 
+@pytest.mark.slow
 def test_a_memory_limit_too_small_names_the_setting(tmp_path):
     path = write_bytes(tmp_path, ("\n".join([HEADER] + rows(200_000)) + "\n").encode())
     message = pull_fails(path, memory_limit="4MB")
@@ -245,6 +247,7 @@ LINES = (
     "5,d,d@example.com,2026-06-01,ten,paid,")  # 11, no newline at the end
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("irregular", [False, True], ids=["quoting", "stray-quote"])
 def test_a_bad_row_is_named_by_the_physical_line_it_starts_on(tmp_path, irregular):
     text = LINES.replace("1,a,", '1,a 5" tv,') if irregular else LINES  # a quote inside an unquoted field
@@ -277,6 +280,7 @@ def expected_file(rng: random.Random) -> tuple[bytes, list[int]]:
     return "".join(out).encode(), starts
 
 
+@pytest.mark.slow  # scale
 @pytest.mark.parametrize("steps", [csv_file.MAX_CASE_STEPS, 0], ids=["case", "asof-join"])
 def test_line_numbers_match_the_lines_records_start_on_across_block_boundaries(tmp_path, monkeypatch, steps):
     monkeypatch.setattr(csv_file, "MAX_CASE_STEPS", steps)
@@ -345,6 +349,7 @@ def test_no_room_for_the_utf8_copy_is_one_line(tmp_path, monkeypatch):
     assert "No space left on device" in pull_fails(path, encoding="cp1252")
 
 
+@pytest.mark.slow  # scale
 def test_a_preset_export_names_the_physical_line_too(tmp_path):
     from tests.test_csv_presets import SHOPIFY_HEADER, shopify_order, write_export
 

@@ -103,6 +103,7 @@ def test_a_read_only_store(setup, monkeypatch):
     assert "read-only" in result.output
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_run_leaves_nothing_half_written(setup, monkeypatch):
     path = make_store(setup)
     rows = "".join(f"n{i},2026-03-01,{i + 1}\n" for i in range(3000))
