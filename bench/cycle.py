@@ -7,6 +7,7 @@ Prints one JSON line with the timings.
 
     python -m bench.cycle --size small
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,19 +35,28 @@ def main() -> None:
         (DATA / (scratch.name + suffix)).unlink(missing_ok=True)
     (DATA / f"cycle-{args.size}.jsonl").unlink(missing_ok=True)
     shutil.copyfile(source, scratch)
-    config = parse_config({
-        "store": {"url": f"sqlite:///{scratch}"}, "rfm": {"scheme": args.scheme},
-        "destinations": [{"type": "file", "name": "sink", "path": str(DATA / f"cycle-{args.size}.jsonl"),
-                          "batch_size": 10_000}]})
+    config = parse_config(
+        {
+            "store": {"url": f"sqlite:///{scratch}"},
+            "rfm": {"scheme": args.scheme},
+            "destinations": [
+                {"type": "file", "name": "sink", "path": str(DATA / f"cycle-{args.size}.jsonl"), "batch_size": 10_000}
+            ],
+        }
+    )
     store = Store.open(config.store.url)
     pipeline = Pipeline(config, store, sources=[])
     out = {}
     for label, day in (("first", END), ("next_day", END + timedelta(days=1))):
         started = time.perf_counter()
         report = pipeline.run_cycle(day, pull=False)
-        out[label] = {"seconds": round(time.perf_counter() - started, 2), "steps": report.durations,
-                      "customers": report.scored, "changed": report.changed,
-                      "pushed": sum(report.pushed.values())}
+        out[label] = {
+            "seconds": round(time.perf_counter() - started, 2),
+            "steps": report.durations,
+            "customers": report.scored,
+            "changed": report.changed,
+            "pushed": sum(report.pushed.values()),
+        }
     store.close()
     print(json.dumps(out))
 

@@ -7,6 +7,7 @@ written once and reused; the file name holds the size so a cached file never sta
 
     python -m bench.generate --size small
 """
+
 from __future__ import annotations
 
 import argparse

@@ -4,6 +4,7 @@
 
 The yardstick for speed: DuckDB on all cores, no quarantine, no de-duplication, no exact money.
 """
+
 from __future__ import annotations
 
 import sys

@@ -5,6 +5,7 @@
 Not exact like rfm-sync (floats for money, rank-based quintiles, no quarantine, no de-duplication):
 it is the yardstick "what a data scientist would write first".
 """
+
 from __future__ import annotations
 
 import sys

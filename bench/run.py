@@ -14,6 +14,7 @@ Each runs in its own process; wall time and that process's peak RSS (``os.wait4`
 with the ratios to the DuckDB reference. Targets: ``rfm-sync score`` ≤ 1.5× DuckDB's wall time,
 peak RSS ≤ 1.5 GB; the full cycle under 30 s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,11 +54,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="large")
     parser.add_argument("--skip-cycle", action="store_true", help="Only the three scoring runs.")
-    parser.add_argument("--webhooks", action="store_true",
-                        help="Also the webhook load test (bench/webhooks.py at its defaults, then --pairs 5; ~2 min).")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="Score this many times each, interleaved (timings here vary ±25%%); "
-                             "the table shows medians and the ratio of medians, the range below it.")
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="Also the webhook load test (bench/webhooks.py at its defaults, then --pairs 5; ~2 min).",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="Score this many times each, interleaved (timings here vary ±25%%); "
+        "the table shows medians and the ratio of medians, the range below it.",
+    )
     args = parser.parse_args()
     csv = ensure_csv(args.size)
     if not args.skip_cycle:
@@ -67,8 +75,19 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     day = END.isoformat()
     runs = {
-        "rfm-sync score": [py, "-m", "rfm_sync.cli", "score", "--orders", str(csv), "--out", str(out / "rfm-sync.csv"),
-                           "--as-of", day, "--quiet"],
+        "rfm-sync score": [
+            py,
+            "-m",
+            "rfm_sync.cli",
+            "score",
+            "--orders",
+            str(csv),
+            "--out",
+            str(out / "rfm-sync.csv"),
+            "--as-of",
+            day,
+            "--quiet",
+        ],
         "pandas reference": [py, str(BENCH / "ref_pandas.py"), str(csv), str(out / "pandas.csv"), day],
         "duckdb reference": [py, str(BENCH / "ref_duckdb.py"), str(csv), str(out / "duckdb.csv"), day],
     }
@@ -77,16 +96,26 @@ def main() -> None:
         for name, cmd in runs.items():
             samples[name].append(timed(cmd))
             print(f"  run {i + 1}/{args.repeat} {name}: {samples[name][-1]['wall']:.1f} s", file=sys.stderr)
-    results = {name: {"wall": statistics.median(r["wall"] for r in rs), "rss_mb": max(r["rss_mb"] for r in rs),
-                      "low": min(r["wall"] for r in rs), "high": max(r["wall"] for r in rs)}
-               for name, rs in samples.items()}
+    results = {
+        name: {
+            "wall": statistics.median(r["wall"] for r in rs),
+            "rss_mb": max(r["rss_mb"] for r in rs),
+            "low": min(r["wall"] for r in rs),
+            "high": max(r["wall"] for r in rs),
+        }
+        for name, rs in samples.items()
+    }
     base = results["duckdb reference"]
-    lines = [f"scoring {csv.name} ({os.path.getsize(csv) / 1e6:,.0f} MB) as of {day}, {os.cpu_count()} cores, "
-             f"median of {args.repeat} runs each (peak RSS: the highest)",
-             f"{'':20} {'wall':>9} {'peak RSS':>10} {'× duckdb':>9} {'range':>14}"]
+    lines = [
+        f"scoring {csv.name} ({os.path.getsize(csv) / 1e6:,.0f} MB) as of {day}, {os.cpu_count()} cores, "
+        f"median of {args.repeat} runs each (peak RSS: the highest)",
+        f"{'':20} {'wall':>9} {'peak RSS':>10} {'× duckdb':>9} {'range':>14}",
+    ]
     for name, r in results.items():
-        lines.append(f"{name:20} {r['wall']:8.1f}s {r['rss_mb']:8.0f}MB {r['wall'] / base['wall']:8.2f}× "
-                     f"{r['low']:6.1f}–{r['high']:.1f}s")
+        lines.append(
+            f"{name:20} {r['wall']:8.1f}s {r['rss_mb']:8.0f}MB {r['wall'] / base['wall']:8.2f}× "
+            f"{r['low']:6.1f}–{r['high']:.1f}s"
+        )
     if not args.skip_cycle:
         cycle = timed([py, "-m", "bench.cycle", "--size", args.size])
         report = json.loads(cycle["stdout"].strip().splitlines()[-1])
@@ -94,8 +123,10 @@ def main() -> None:
         lines.append(f"full cycle from the store (run_cycle, pull=False), peak RSS {cycle['rss_mb']:.0f}MB:")
         for label, r in (("first (all new)", first), ("next day", nxt)):
             steps = ", ".join(f"{k} {v:.1f}s" for k, v in r["steps"].items())
-            lines.append(f"  {label:16} {r['seconds']:6.1f}s  ({steps}; {r['customers']:,} customers, "
-                         f"{r['changed']:,} changed, {r['pushed']:,} pushed)")
+            lines.append(
+                f"  {label:16} {r['seconds']:6.1f}s  ({steps}; {r['customers']:,} customers, "
+                f"{r['changed']:,} changed, {r['pushed']:,} pushed)"
+            )
     if args.webhooks:
         for extra in ([], ["--pairs", "5"]):
             lines += timed([py, str(BENCH / "webhooks.py"), *extra])["stdout"].rstrip().splitlines()

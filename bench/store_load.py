@@ -7,6 +7,7 @@ same amounts ×10⁴, same UTC text format as the store's ``UtcDateTime``) strai
 
     python -m bench.store_load --size small
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,23 @@ SOURCE = "bench"
 CHUNK = 200_000
 
 
-COLUMNS = ("source", "order_id", "customer_key", "source_customer_id", "email", "phone", "placed_at", "updated_at",
-           "amount_e4", "currency", "status", "is_test", "is_cancelled", "is_deleted", "qualifies")  # as _rows_sql
+COLUMNS = (
+    "source",
+    "order_id",
+    "customer_key",
+    "source_customer_id",
+    "email",
+    "phone",
+    "placed_at",
+    "updated_at",
+    "amount_e4",
+    "currency",
+    "status",
+    "is_test",
+    "is_cancelled",
+    "is_deleted",
+    "qualifies",
+)  # as _rows_sql
 
 
 def store_path(size: str) -> Path:
@@ -72,8 +88,11 @@ def ensure_store(size: str, log=print) -> Path:
         if not batch:
             break
         db.executemany(insert, [(*row, now) for row in batch])
-    db.execute("""INSERT INTO customers (customer_key, email, phone, updated_at)
-                  SELECT customer_key, max(email), NULL, ? FROM orders GROUP BY customer_key""", (now,))
+    db.execute(
+        """INSERT INTO customers (customer_key, email, phone, updated_at)
+                  SELECT customer_key, max(email), NULL, ? FROM orders GROUP BY customer_key""",
+        (now,),
+    )
     db.commit()
     db.close()
     con.close()

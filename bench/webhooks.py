@@ -44,6 +44,7 @@ Only the CLI and HTTP are used to drive rfm-sync (nothing of ``rfm_sync`` is imp
 this keeps working as modules move. Bounds: ``--rate`` ≤ 200, ``--seconds`` ≤ 600, ``--pairs`` ≤ 20,
 every wait has a timeout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -126,11 +127,21 @@ def sign(body: bytes) -> str:
 def order_body(n: int) -> bytes:
     """A new order ``n`` of a new customer ``n``, in the REST shape of Shopify's ``orders/create``."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return json.dumps({"id": 900_000_000 + n, "created_at": now, "processed_at": now, "updated_at": now,
-                       "cancelled_at": None, "test": False, "email": f"wh{n}@bench.example",
-                       "financial_status": "paid", "currency": "USD",  # the bench shop's currency
-                       "current_total_price_set": {"shop_money": {"amount": "42.00", "currency_code": "USD"}},
-                       "customer": {"id": 800_000_000 + n, "email": f"wh{n}@bench.example"}}).encode()
+    return json.dumps(
+        {
+            "id": 900_000_000 + n,
+            "created_at": now,
+            "processed_at": now,
+            "updated_at": now,
+            "cancelled_at": None,
+            "test": False,
+            "email": f"wh{n}@bench.example",
+            "financial_status": "paid",
+            "currency": "USD",  # the bench shop's currency
+            "current_total_price_set": {"shop_money": {"amount": "42.00", "currency_code": "USD"}},
+            "customer": {"id": 800_000_000 + n, "email": f"wh{n}@bench.example"},
+        }
+    ).encode()
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -207,8 +218,9 @@ class DaemonLog:
             self.records.append(record if isinstance(record, dict) else {"msg": line, "level": "?"})
         return self.records
 
-    def wait_for(self, test: Callable[[dict[str, Any]], bool], timeout: float, alive: Callable[[], bool],
-                 what: str) -> dict[str, Any]:
+    def wait_for(
+        self, test: Callable[[dict[str, Any]], bool], timeout: float, alive: Callable[[], bool], what: str
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for record in self.read():
@@ -279,8 +291,12 @@ class Bench:
         self.cycle_every = cycle_every  # minutes between the daemon's cycles
         self.procs = Processes()
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        self.env = {**os.environ, "PYTHONPATH": path,
-                    "RFM_SYNC_SECRET_BENCH_SHOPIFY": SHOPIFY_TOKEN, "RFM_SYNC_SECRET_BENCH_WEBHOOKS": WEBHOOK_SECRET}
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": path,
+            "RFM_SYNC_SECRET_BENCH_SHOPIFY": SHOPIFY_TOKEN,
+            "RFM_SYNC_SECRET_BENCH_WEBHOOKS": WEBHOOK_SECRET,
+        }
         self.config = folder / "config.toml"
         self.sink = folder / "profiles.jsonl"
         self.log = DaemonLog(folder / "daemon.log")
@@ -295,41 +311,75 @@ class Bench:
         py = sys.executable
         say(f"bench store ({self.shop_size}): python -m bench.store_load --size {self.shop_size}")
         out = self.folder / "store_load.log"
-        self.procs.run([py, "-m", "bench.store_load", "--size", self.shop_size], out, timeout=1800, cwd=ROOT,
-                       env=self.env)
+        self.procs.run(
+            [py, "-m", "bench.store_load", "--size", self.shop_size], out, timeout=1800, cwd=ROOT, env=self.env
+        )
         source = Path(out.read_text().strip().splitlines()[-1])
         shutil.copyfile(source, self.folder / "state.sqlite")
         port_file = self.folder / "shopify.port"
-        fake = self.procs.popen([py, "-m", "tests.chaos.servers", "--kind", "shopify", "--rate", "0",
-                                 "--customers", "0", "--port-file", str(port_file)],
-                                self.folder / "shopify.log", cwd=ROOT, env=self.env)
+        fake = self.procs.popen(
+            [
+                py,
+                "-m",
+                "tests.chaos.servers",
+                "--kind",
+                "shopify",
+                "--rate",
+                "0",
+                "--customers",
+                "0",
+                "--port-file",
+                str(port_file),
+            ],
+            self.folder / "shopify.log",
+            cwd=ROOT,
+            env=self.env,
+        )
         deadline = time.monotonic() + 60
         while not port_file.exists():
             if fake.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the Shopify fake did not start:\n" +
-                                 (self.folder / "shopify.log").read_text(errors="replace")[-2000:])
+                raise SystemExit(
+                    "the Shopify fake did not start:\n"
+                    + (self.folder / "shopify.log").read_text(errors="replace")[-2000:]
+                )
             time.sleep(0.05)
-        self.config.write_text(CONFIG.format(store=self.folder / "state.sqlite", sink=self.sink,
-                                             shopify=f"http://127.0.0.1:{int(port_file.read_text())}",
-                                             process_every=self.process_every, every=self.cycle_every))
+        self.config.write_text(
+            CONFIG.format(
+                store=self.folder / "state.sqlite",
+                sink=self.sink,
+                shopify=f"http://127.0.0.1:{int(port_file.read_text())}",
+                process_every=self.process_every,
+                every=self.cycle_every,
+            )
+        )
         yesterday = (datetime.now(timezone.utc).date() - timedelta(days=1)).isoformat()
         say(f"yesterday's cycle (not timed): rfm-sync run --as-of {yesterday}")
         started = time.monotonic()
-        self.procs.run([py, "-m", "rfm_sync.cli", "run", "-c", str(self.config), "--as-of", yesterday],
-                       self.folder / "run.log", timeout=1800, cwd=self.folder, env=self.env)
+        self.procs.run(
+            [py, "-m", "rfm_sync.cli", "run", "-c", str(self.config), "--as-of", yesterday],
+            self.folder / "run.log",
+            timeout=1800,
+            cwd=self.folder,
+            env=self.env,
+        )
         say(f"  done in {time.monotonic() - started:.1f} s")
 
     def start_daemon(self, *, wait_for_cycle: bool) -> None:
-        daemon = self.procs.popen([sys.executable, "-m", "rfm_sync.cli", "daemon", "-c", str(self.config)],
-                                  self.log.path, cwd=self.folder, env=self.env)
+        daemon = self.procs.popen(
+            [sys.executable, "-m", "rfm_sync.cli", "daemon", "-c", str(self.config)],
+            self.log.path,
+            cwd=self.folder,
+            env=self.env,
+        )
 
         def running() -> bool:
             return daemon.poll() is None
 
         listening = self.log.wait_for(lambda r: r.get("msg") == "listening", 120, running, "'listening'")
         self.port = int(listening["port"])
-        self.log.wait_for(lambda r: r.get("msg") == "store lock acquired; running cycles", 120, running,
-                          "'store lock acquired'")
+        self.log.wait_for(
+            lambda r: r.get("msg") == "store lock acquired; running cycles", 120, running, "'store lock acquired'"
+        )
         if wait_for_cycle:
             say("waiting for the daemon's start-up (daily) cycle to end")
             self.log.wait_for(lambda r: r.get("msg") == "cycle done", 1800, running, "'cycle done'")
@@ -340,9 +390,13 @@ class Bench:
             n = self._next
             self._next += 1
         body = order_body(n)
-        headers = {"Content-Type": "application/json", "X-Shopify-Topic": "orders/create",
-                   "X-Shopify-Hmac-Sha256": sign(body), "X-Shopify-Event-Id": f"bench-{os.getpid()}-{n}",
-                   "X-Shopify-Shop-Domain": "bench-shop.myshopify.com"}
+        headers = {
+            "Content-Type": "application/json",
+            "X-Shopify-Topic": "orders/create",
+            "X-Shopify-Hmac-Sha256": sign(body),
+            "X-Shopify-Event-Id": f"bench-{os.getpid()}-{n}",
+            "X-Shopify-Shop-Domain": "bench-shop.myshopify.com",
+        }
         item = Sent(n=n, at=time.monotonic(), wall=time.time())
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
@@ -393,8 +447,9 @@ class Bench:
             out.write("n,sent_at,status,latency\n")
             for s in self.sent:
                 seen = watcher.seen.get(s.n)
-                out.write(f"{s.n},{s.at - origin:.4f},{s.status or s.answer},"
-                          f"{'' if seen is None else f'{seen - s.at:.4f}'}\n")
+                out.write(
+                    f"{s.n},{s.at - origin:.4f},{s.status or s.answer},{'' if seen is None else f'{seen - s.at:.4f}'}\n"
+                )
 
     def warnings(self, since: int) -> Counter:
         """The daemon's WARNING and ERROR lines after record ``since``, by level and message (digits as #)."""
@@ -448,21 +503,28 @@ def load_test(bench: Bench, args: argparse.Namespace) -> list[str]:
     accepted, latencies = bench.accepted(), bench.latencies(watcher)
     ok = {s.n for s in accepted}
     refused = [s for s in bench.sent if s.n not in ok]
-    lines = [f"webhooks → profile pushed: {args.rate:g}/s for {args.seconds:g} s ({len(bench.sent):,} sent in "
-             f"{send_seconds:.1f} s, at most {behind:.2f} s behind schedule), {bench.shop_size} shop, "
-             f"process_every_seconds = {bench.process_every}, "
-             + ("while daily cycles run (one due a minute)" if args.during_full_cycle else "idle daemon"),
-             HEADER, table_row("all", len(accepted), latencies)]
+    lines = [
+        f"webhooks → profile pushed: {args.rate:g}/s for {args.seconds:g} s ({len(bench.sent):,} sent in "
+        f"{send_seconds:.1f} s, at most {behind:.2f} s behind schedule), {bench.shop_size} shop, "
+        f"process_every_seconds = {bench.process_every}, "
+        + ("while daily cycles run (one due a minute)" if args.during_full_cycle else "idle daemon"),
+        HEADER,
+        table_row("all", len(accepted), latencies),
+    ]
     if args.during_full_cycle:
         lines += cycle_lines(bench, watcher, accepted, sending_wall)
     slowest = sorted((watcher.seen[s.n] - s.at, s.at - sending) for s in accepted if s.n in watcher.seen)[-3:]
     if slowest:
-        lines.append("  slowest: " + ", ".join(f"{late:.2f} s (sent at {when:+.2f} s)"
-                                               for late, when in reversed(slowest)))
+        lines.append(
+            "  slowest: " + ", ".join(f"{late:.2f} s (sent at {when:+.2f} s)" for late, when in reversed(slowest))
+        )
     bench.write_sent(watcher, sending)
-    lines.append(f"  (lost: answered 200, not pushed {args.drain_seconds:g} s after the last send; not answered 200: "
-                 f"{len(refused):,}" + (f", {Counter(s.status or s.answer for s in refused).most_common(3)}"
-                                        if refused else "") + ")")
+    lines.append(
+        f"  (lost: answered 200, not pushed {args.drain_seconds:g} s after the last send; not answered 200: "
+        f"{len(refused):,}"
+        + (f", {Counter(s.status or s.answer for s in refused).most_common(3)}" if refused else "")
+        + ")"
+    )
     return lines + warning_lines(bench.warnings(since))
 
 
@@ -477,13 +539,17 @@ def cycle_lines(bench: Bench, watcher: SinkWatcher, accepted: list[Sent], sendin
     during = [s for s in accepted if any(a <= s.wall <= b for a, b, _ in windows)]
     inside = {s.n for s in during}
     outside = [s for s in accepted if s.n not in inside]
-    lines = [table_row("sent during a cycle", len(during), bench.latencies(watcher, during)),
-             table_row("sent outside a cycle", len(outside), bench.latencies(watcher, outside))]
+    lines = [
+        table_row("sent during a cycle", len(during), bench.latencies(watcher, during)),
+        table_row("sent outside a cycle", len(outside), bench.latencies(watcher, outside)),
+    ]
     for a, b, r in windows:
         if b >= sending_wall:
-            lines.append(f"  the {r.get('job')} cycle ({r.get('scored', 0):,} customers scored, "
-                         f"{r.get('changed', 0):,} changed): {b - a:.1f} s, from {a - sending_wall:+.1f} s to "
-                         f"{b - sending_wall:+.1f} s of the sending")
+            lines.append(
+                f"  the {r.get('job')} cycle ({r.get('scored', 0):,} customers scored, "
+                f"{r.get('changed', 0):,} changed): {b - a:.1f} s, from {a - sending_wall:+.1f} s to "
+                f"{b - sending_wall:+.1f} s of the sending"
+            )
     if not any(b >= sending_wall for _, b, _ in windows):
         lines.append("  (no cycle ended after the first send: the daily cycle was over before the webhooks began)")
     return lines
@@ -494,8 +560,10 @@ def pairs_test(bench: Bench, args: argparse.Namespace) -> list[str]:
     watcher = SinkWatcher(bench.sink).start()
     since = len(bench.log.read())
     wait = bench.process_every + 10.0
-    say(f"{args.pairs} pair(s) of webhooks {PAIR_GAP * 1000:.0f} ms apart, each then quiet until pushed "
-        f"(at most {wait:g} s) and 2 s more")
+    say(
+        f"{args.pairs} pair(s) of webhooks {PAIR_GAP * 1000:.0f} ms apart, each then quiet until pushed "
+        f"(at most {wait:g} s) and 2 s more"
+    )
     time.sleep(2.0)  # quiet before the first pair too
     rows = []
     for _ in range(args.pairs):
@@ -510,9 +578,13 @@ def pairs_test(bench: Bench, args: argparse.Namespace) -> list[str]:
         rows.append((first, second, watcher.seen.get(first.n), watcher.seen.get(second.n)))
         time.sleep(2.0)
     watcher.stop()
-    lines = [(f"pairs: two new orders {PAIR_GAP * 1000:.0f} ms apart on a quiet shop ({bench.shop_size} shop, "
-              f"process_every_seconds = {bench.process_every}), {args.pairs} time(s)"),
-             f"  {'pair':>4} {'apart':>7} {'first':>8} {'second':>8}"]
+    lines = [
+        (
+            f"pairs: two new orders {PAIR_GAP * 1000:.0f} ms apart on a quiet shop ({bench.shop_size} shop, "
+            f"process_every_seconds = {bench.process_every}), {args.pairs} time(s)"
+        ),
+        f"  {'pair':>4} {'apart':>7} {'first':>8} {'second':>8}",
+    ]
     seconds = []
 
     def shown(item: Sent, at: float | None) -> str:  # its latency, "lost", or the answer it got instead of 200
@@ -525,8 +597,10 @@ def pairs_test(bench: Bench, args: argparse.Namespace) -> list[str]:
         if b is not None:
             seconds.append(b - second.at)
     if seconds:
-        lines.append(f"  second of a pair: median {percentile(seconds, 0.5):.2f} s, max {max(seconds):.2f} s; "
-                     f"{sum(s > 2.0 for s in seconds)} of {len(rows)} over 2 s")
+        lines.append(
+            f"  second of a pair: median {percentile(seconds, 0.5):.2f} s, max {max(seconds):.2f} s; "
+            f"{sum(s > 2.0 for s in seconds)} of {len(rows)} over 2 s"
+        )
     return lines + warning_lines(bench.warnings(since))
 
 
@@ -534,33 +608,57 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=20.0, help=f"webhooks per second (at most {MAX_RATE:g})")
     parser.add_argument("--seconds", type=float, default=20.0, help=f"how long to send (at most {MAX_SECONDS:g})")
-    parser.add_argument("--drain-seconds", type=float, default=60.0,
-                        help="after the last send, wait at most this long for the last pushes (at most 600)")
-    parser.add_argument("--during-full-cycle", action="store_true",
-                        help="a 100,000-customer shop; the webhooks start with the daemon's daily cycle")
-    parser.add_argument("--pairs", type=int, default=0, metavar="K",
-                        help=f"instead: K pairs of webhooks {PAIR_GAP * 1000:.0f} ms apart, quiet in between "
-                             f"(at most {MAX_PAIRS})")
-    parser.add_argument("--shop", choices=["small", "medium", "large"], default=None,
-                        help="the bench store: small (10,000 customers; the default), medium (100,000; the "
-                             "default with --during-full-cycle) or large (1,000,000: minutes to build, and "
-                             "yesterday's cycle alone takes about 100 s and 3.5 GB)")
-    parser.add_argument("--process-every", type=int, default=10,
-                        help="[webhooks] process_every_seconds (the daemon's default: 10)")
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=60.0,
+        help="after the last send, wait at most this long for the last pushes (at most 600)",
+    )
+    parser.add_argument(
+        "--during-full-cycle",
+        action="store_true",
+        help="a 100,000-customer shop; the webhooks start with the daemon's daily cycle",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        metavar="K",
+        help=f"instead: K pairs of webhooks {PAIR_GAP * 1000:.0f} ms apart, quiet in between (at most {MAX_PAIRS})",
+    )
+    parser.add_argument(
+        "--shop",
+        choices=["small", "medium", "large"],
+        default=None,
+        help="the bench store: small (10,000 customers; the default), medium (100,000; the "
+        "default with --during-full-cycle) or large (1,000,000: minutes to build, and "
+        "yesterday's cycle alone takes about 100 s and 3.5 GB)",
+    )
+    parser.add_argument(
+        "--process-every", type=int, default=10, help="[webhooks] process_every_seconds (the daemon's default: 10)"
+    )
     parser.add_argument("--dir", default=None, help="work folder, kept (default: a temporary one, removed)")
     args = parser.parse_args()
-    if not (0 < args.rate <= MAX_RATE and 0 < args.seconds <= MAX_SECONDS and 0 <= args.pairs <= MAX_PAIRS
-            and 0 <= args.drain_seconds <= 600 and 0 < args.process_every <= 600):
-        parser.error(f"bounds: 0 < --rate ≤ {MAX_RATE:g}, 0 < --seconds ≤ {MAX_SECONDS:g}, --pairs ≤ {MAX_PAIRS}, "
-                     "--drain-seconds ≤ 600, 0 < --process-every ≤ 600")
+    if not (
+        0 < args.rate <= MAX_RATE
+        and 0 < args.seconds <= MAX_SECONDS
+        and 0 <= args.pairs <= MAX_PAIRS
+        and 0 <= args.drain_seconds <= 600
+        and 0 < args.process_every <= 600
+    ):
+        parser.error(
+            f"bounds: 0 < --rate ≤ {MAX_RATE:g}, 0 < --seconds ≤ {MAX_SECONDS:g}, --pairs ≤ {MAX_PAIRS}, "
+            "--drain-seconds ≤ 600, 0 < --process-every ≤ 600"
+        )
     if args.pairs and args.during_full_cycle:
         parser.error("--pairs measures a quiet shop: not with --during-full-cycle")
     shop_size = args.shop or ("medium" if args.during_full_cycle else "small")
     folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="rfm-whbench-"))
     folder.mkdir(parents=True, exist_ok=True)
     # with --during-full-cycle a cycle due every minute (the shortest interval), so a long run may meet several
-    bench = Bench(folder, shop_size=shop_size, process_every=args.process_every,
-                  cycle_every=1 if args.during_full_cycle else 15)
+    bench = Bench(
+        folder, shop_size=shop_size, process_every=args.process_every, cycle_every=1 if args.during_full_cycle else 15
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # like Ctrl-C: the finally below stops what we started
     try:
         bench.prepare()

@@ -6,6 +6,7 @@ output as it was and removes its temporary file. A symlinked target is written w
 points (the link stays a link). The new file gets the old file's permissions, or the usual ones
 for a new file (0666 less the umask), not the private 0600 of a temporary file.
 """
+
 from __future__ import annotations
 
 import os

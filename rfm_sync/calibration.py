@@ -15,6 +15,7 @@ are due again once the population has grown or shrunk by more than
 ``recalibrate_population_change`` (a first pull that found a few weeks of history, a source
 added). ``status`` and ``doctor`` say when the cut points in force came from a small population.
 """
+
 from __future__ import annotations
 
 from datetime import date
@@ -44,9 +45,11 @@ def small_population(count: int | None, rfm: Any) -> str | None:
     if count is None or count >= rfm.min_calibration_customers:
         return None
     size = "no customers" if count == 0 else f"only {count:,} customer{'s' if count != 1 else ''}"
-    return (f"the cut points in force were computed over {size} with an order in the window (fewer than "
-            f"[rfm] min_calibration_customers = {rfm.min_calibration_customers}): they are not frozen and every "
-            f"run computes them again, so groups can move without anyone buying")
+    return (
+        f"the cut points in force were computed over {size} with an order in the window (fewer than "
+        f"[rfm] min_calibration_customers = {rfm.min_calibration_customers}): they are not frozen and every "
+        f"run computes them again, so groups can move without anyone buying"
+    )
 
 
 def run_population(run: dict[str, Any]) -> int | None:
@@ -82,8 +85,11 @@ def recalibrate(config: Config, store: Store, as_of: date) -> dict[str, Any]:
     return {"cut_points": cuts, "previous": previous, "population": count, "frozen": frozen}
 
 
-UNITS = {"recency_days": "days since last order", "frequency": "orders in the window",
-         "monetary_e4": "spend in the window"}
+UNITS = {
+    "recency_days": "days since last order",
+    "frequency": "orders in the window",
+    "monetary_e4": "spend in the window",
+}
 
 
 def readable(dimension: str, value: str) -> str:
@@ -95,8 +101,12 @@ def readable(dimension: str, value: str) -> str:
     return text[:-3] if text.endswith(".00") else text
 
 
-def cut_points_table(cut_points: dict[str, Any], calibrated_on: Any = None, title: str = "cut points in force",
-                     population: int | None = None) -> Table:
+def cut_points_table(
+    cut_points: dict[str, Any],
+    calibrated_on: Any = None,
+    title: str = "cut points in force",
+    population: int | None = None,
+) -> Table:
     caption = f"calibrated as of {calibrated_on}" if calibrated_on else ""
     if population is not None:
         caption += f"{' ' if caption else ''}over {population:,} customers"

@@ -6,6 +6,7 @@ Every error names the file, the key path and what was expected, e.g.
 so adding a connector never touches this module. Secrets never live here: connectors hold the
 *names* of secrets and resolve them through :mod:`rfm_sync.secrets`.
 """
+
 from __future__ import annotations
 
 import tomllib
@@ -67,7 +68,7 @@ class ShopConfig(Section):
     @classmethod
     def _rates(cls, v: Any) -> dict[str, Decimal]:
         if not isinstance(v, dict):
-            raise ValueError("expected a table of currency = rate, e.g. JPY = \"0.0061\"")
+            raise ValueError('expected a table of currency = rate, e.g. JPY = "0.0061"')
         out = {}
         for code, rate in v.items():
             try:
@@ -136,16 +137,20 @@ def store_url_problem(url: str) -> str:
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
-        raise ValueError("not a database URL (e.g. 'sqlite:///rfm-sync.sqlite' or "
-                         "'postgresql+psycopg://user@host/rfm')") from None
+        raise ValueError(
+            "not a database URL (e.g. 'sqlite:///rfm-sync.sqlite' or 'postgresql+psycopg://user@host/rfm')"
+        ) from None
     try:
         parsed.get_dialect().import_dbapi()  # the driver module itself, as create_engine imports it
     except sa.exc.NoSuchModuleError:
-        raise ValueError(f"unknown database {parsed.drivername!r} (use 'sqlite:///FILE' or "
-                         "'postgresql+psycopg://user@host/db')") from None
+        raise ValueError(
+            f"unknown database {parsed.drivername!r} (use 'sqlite:///FILE' or 'postgresql+psycopg://user@host/db')"
+        ) from None
     except ImportError as exc:
-        raise ValueError(f"the driver for {parsed.drivername!r} is not installed ({exc.name or exc}): "
-                         f"pip install {_DRIVER_PACKAGES.get(exc.name or '', exc.name or 'it')}") from None
+        raise ValueError(
+            f"the driver for {parsed.drivername!r} is not installed ({exc.name or exc}): "
+            f"pip install {_DRIVER_PACKAGES.get(exc.name or '', exc.name or 'it')}"
+        ) from None
     return url
 
 
@@ -194,11 +199,14 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _labels_have_their_own_names(self) -> "Config":
-        taken = {name: f"properties.{key}" for key, name in self.properties.model_dump().items() if isinstance(name, str)}
+        taken = {
+            name: f"properties.{key}" for key, name in self.properties.model_dump().items() if isinstance(name, str)
+        }
         for key, name in self.rfm.label_properties.model_dump().items():
             if name in taken:
-                raise ValueError(f"rfm.label_properties.{key} and {taken[name]} are both {name!r}: "
-                                 "each property needs its own name")
+                raise ValueError(
+                    f"rfm.label_properties.{key} and {taken[name]} are both {name!r}: each property needs its own name"
+                )
             taken[name] = f"rfm.label_properties.{key}"
         return self
 
@@ -242,8 +250,10 @@ def _connector_settings(kind: str, tables: Any, key: str, problems: list[str], w
         for field_name, value in settings.model_dump().items():
             if field_name.endswith("_secret") and isinstance(value, str) and secret_names.looks_like_a_value(value):
                 # the credential itself pasted where its name belongs: never echoed, never looked up
-                problems.append(f"{where}: {at}.{field_name}: {secret_names.PASTED}; {secret_names.RENAME} "
-                                "(and rotate the key: it was written in this file)")
+                problems.append(
+                    f"{where}: {at}.{field_name}: {secret_names.PASTED}; {secret_names.RENAME} "
+                    "(and rotate the key: it was written in this file)"
+                )
         if settings.name in names:
             problems.append(f"{where}: {at}.name: {settings.name!r} is used twice; names must be unique")
         names.add(settings.name)
@@ -263,8 +273,11 @@ def parse_config(data: dict[str, Any], *, where: str = "config", path: Path | No
     except ValidationError as exc:
         for err in exc.errors():
             loc = _loc(err["loc"])
-            msg = ("unknown key (check its spelling)" if err["type"] == "extra_forbidden"
-                   else err["msg"].removeprefix("Value error, "))
+            msg = (
+                "unknown key (check its spelling)"
+                if err["type"] == "extra_forbidden"
+                else err["msg"].removeprefix("Value error, ")
+            )
             problems.append(f"{where}: {loc}: {msg}")
     rates = None
     if config is not None:
@@ -275,8 +288,9 @@ def parse_config(data: dict[str, Any], *, where: str = "config", path: Path | No
     if problems:
         raise ConfigError(problems)
     assert config is not None
-    return config.model_copy(update={"sources": sources, "destinations": destinations, "extra": extra,
-                                     "currency_rates": rates})
+    return config.model_copy(
+        update={"sources": sources, "destinations": destinations, "extra": extra, "currency_rates": rates}
+    )
 
 
 def _shop_rates(shop: ShopConfig, path: Path | None) -> currency.Rates:
@@ -307,9 +321,13 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[:exc.start].count(b"\n") + 1
-        raise ConfigError([f"{path}: line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02X}); "
-                           "TOML files are UTF-8: save it as UTF-8"]) from None
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            [
+                f"{path}: line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02X}); "
+                "TOML files are UTF-8: save it as UTF-8"
+            ]
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -27,6 +27,7 @@ Conversion is exact: the amount times the rate in decimal arithmetic, rounded ha
 :data:`RATE_LIMIT`, so the offline path does the same arithmetic in DuckDB with integers
 (:func:`convert_e4_sql`).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -60,7 +61,7 @@ def parse_code(value: Any) -> str:
 def parse_rate(value: Any) -> Decimal:
     """A positive exact decimal (a TOML string or number; a float is read from its shortest text)."""
     if isinstance(value, bool):
-        raise ValueError("a rate must be a positive number such as \"0.0061\"")
+        raise ValueError('a rate must be a positive number such as "0.0061"')
     try:
         rate = Decimal(str(value).strip())
     except InvalidOperation:
@@ -148,8 +149,10 @@ def to_shop(rates: Rates, amount: Decimal, code: str | None, placed_at: datetime
 
 
 def mixed_message(where: str, codes: list[str]) -> str:
-    return (f"{where}: orders in {len(codes)} currencies ({', '.join(sorted(codes))}) and no [shop] currency; "
-            "set [shop] currency and a rate for the others ([shop.rates] or [shop] rates_file)")
+    return (
+        f"{where}: orders in {len(codes)} currencies ({', '.join(sorted(codes))}) and no [shop] currency; "
+        "set [shop] currency and a rate for the others ([shop.rates] or [shop] rates_file)"
+    )
 
 
 def store_currencies(store: Any) -> set[str]:
@@ -185,7 +188,8 @@ def check_store(store: Any, rates: Rates) -> None:
         raise MixedCurrencies(
             f"store: orders stored in {', '.join(other)} (amounts not converted) while [shop] currency is "
             f"{rates.currency}; they were pulled before [shop] currency was set: pull them again into a new "
-            "store, or remove [shop] currency")
+            "store, or remove [shop] currency"
+        )
 
 
 # ----------------------------------------------------------------------------- DuckDB (rfm-sync score)
@@ -196,8 +200,9 @@ def register_rates_sql(conn: Any, rates: Rates) -> None:
     conn.execute("CREATE OR REPLACE TEMP TABLE fixed_rates (currency VARCHAR, rate_e10 HUGEINT)")
     conn.execute("CREATE OR REPLACE TEMP TABLE daily_rates (currency VARCHAR, day DATE, rate_e10 HUGEINT)")
     if rates.fixed:
-        conn.executemany("INSERT INTO fixed_rates VALUES (?, ?)",
-                         [(c, str(int(r * scale))) for c, r in rates.fixed.items()])
+        conn.executemany(
+            "INSERT INTO fixed_rates VALUES (?, ?)", [(c, str(int(r * scale))) for c, r in rates.fixed.items()]
+        )
     daily = [(c, d, str(int(r * scale))) for c, days in rates.daily.items() for d, r in days]
     if daily:
         conn.executemany("INSERT INTO daily_rates VALUES (?, ?, ?)", daily)
@@ -206,7 +211,7 @@ def register_rates_sql(conn: Any, rates: Rates) -> None:
 def convert_e4_sql(amount_e4: str, rate_e10: str) -> str:
     """``amount_e4 × rate_e10 / 10^10`` rounded half-even, in HUGEINT arithmetic: the same value as
     :func:`convert` (amounts below 10^14 and rates below 10^6 keep the product under 10^34)."""
-    d = 10 ** RATE_PLACES
+    d = 10**RATE_PLACES
     p = f"(CAST({amount_e4} AS HUGEINT) * {rate_e10})"
     a = f"abs({p})"
     q, r = f"({a} // {d})", f"({a} % {d})"

@@ -20,6 +20,7 @@ from before the memory existed) the snapshot goes out as the diff wrote it.
 
 Pure functions; :meth:`rfm_sync.pipeline.Pipeline.push` reads and writes the memory.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,19 +46,28 @@ def _labels(value: Any) -> dict[str, Any] | None:
 
 
 def memory_from_row(row: Mapping[str, Any]) -> Memory:
-    return Memory(group=row["rfm_group"], previous_group=row["previous_group"],
-                  group_changed_at=row["group_changed_at"], labels=_labels(row["labels"]))
+    return Memory(
+        group=row["rfm_group"],
+        previous_group=row["previous_group"],
+        group_changed_at=row["group_changed_at"],
+        labels=_labels(row["labels"]),
+    )
 
 
 def sent_memory(payload: Mapping[str, Any], names: Any) -> Memory:
     """The memory a destination has after it accepted ``payload`` (as reconciled)."""
     props = payload["properties"]
-    return Memory(group=props.get(names.current_group), previous_group=props.get(names.previous_group),
-                  group_changed_at=props.get(names.group_changed_at), labels=_labels(payload.get("labels")))
+    return Memory(
+        group=props.get(names.current_group),
+        previous_group=props.get(names.previous_group),
+        group_changed_at=props.get(names.group_changed_at),
+        labels=_labels(payload.get("labels")),
+    )
 
 
-def for_destination(key: str, row_id: int, payload: dict[str, Any], memory: Memory | None,
-                    names: Any) -> dict[str, Any]:
+def for_destination(
+    key: str, row_id: int, payload: dict[str, Any], memory: Memory | None, names: Any
+) -> dict[str, Any]:
     """``payload`` as this destination must receive it, given what it was last sent (``memory``)."""
     if memory is None:
         return payload
@@ -82,12 +92,19 @@ def for_destination(key: str, row_id: int, payload: dict[str, Any], memory: Memo
     if not (group_moved or labels_moved):
         out.update(transition=None, event_id=None, first_assignment=False)
         return out
-    transition = {"from": memory.group, "to": group,
-                  "labels_before": memory.labels if labels_moved else None,
-                  "labels_after": labels if labels_moved else None}
+    transition = {
+        "from": memory.group,
+        "to": group,
+        "labels_before": memory.labels if labels_moved else None,
+        "labels_after": labels if labels_moved else None,
+    }
     own = payload.get("transition") or {}
     same = (own.get("from"), own.get("to"), own.get("labels_before") or None, own.get("labels_after") or None) == (
-        transition["from"], transition["to"], transition["labels_before"], transition["labels_after"])
+        transition["from"],
+        transition["to"],
+        transition["labels_before"],
+        transition["labels_after"],
+    )
     if same and payload.get("event_id"):
         out["transition"] = {**own, **transition}
         return out

@@ -13,6 +13,7 @@ and refuses if one of its file names exists unlisted, or a listed input was edit
 other file in the folder is left alone. A non-empty folder without the marker is refused. Every
 file is written to a temporary file and renamed into place; nothing is removed recursively.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,8 +69,13 @@ class DemoResult:
 
 MARKER = ".rfm-sync-demo"
 INPUTS = ("orders.csv", "config.toml")  # generated: replaced only while unchanged since
-STATE = ("rfm-sync.sqlite", "rfm-sync.sqlite-wal", "rfm-sync.sqlite-shm", "profiles.jsonl",  # made by the cycles
-         "report.html")  # and the report of them (rfm-sync report --html)
+STATE = (
+    "rfm-sync.sqlite",
+    "rfm-sync.sqlite-wal",
+    "rfm-sync.sqlite-shm",
+    "profiles.jsonl",  # made by the cycles
+    "report.html",
+)  # and the report of them (rfm-sync report --html)
 
 
 class DemoFolderRefused(Exception):
@@ -93,9 +99,11 @@ def check_folder(folder: Path) -> None:
     marker = folder / MARKER
     how = "; choose a new or empty folder with --dir"
     if not marker.is_file():
-        raise DemoFolderRefused(f"{folder} is not empty and was not made by `rfm-sync demo` (it has no {MARKER} "
-                                f"file): the demo would replace its {', '.join(INPUTS + STATE[:1] + STATE[3:])}"
-                                f"{how} (a folder from an older rfm-sync demo: delete it)")
+        raise DemoFolderRefused(
+            f"{folder} is not empty and was not made by `rfm-sync demo` (it has no {MARKER} "
+            f"file): the demo would replace its {', '.join(INPUTS + STATE[:1] + STATE[3:])}"
+            f"{how} (a folder from an older rfm-sync demo: delete it)"
+        )
     try:
         recorded = json.loads(marker.read_text(encoding="utf-8"))["files"]
         assert isinstance(recorded, dict)
@@ -111,8 +119,13 @@ def check_folder(folder: Path) -> None:
             raise DemoFolderRefused(f"{path} was changed since the demo wrote it; the demo would replace it{how}")
 
 
-def run_demo(folder: Path, *, customers: int = 3000, today: date | None = None,
-             progress: Callable[[str], None] = lambda _msg: None) -> DemoResult:
+def run_demo(
+    folder: Path,
+    *,
+    customers: int = 3000,
+    today: date | None = None,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> DemoResult:
     # today in the demo shop's [shop] timezone, as `run` takes it
     today = today or parse_config(tomllib.loads(DEMO_CONFIG)).today()
     check_folder(folder)
@@ -139,5 +152,11 @@ def run_demo(folder: Path, *, customers: int = 3000, today: date | None = None,
         report = write_report(config, store, folder / "report.html")
     finally:
         store.close()
-    return DemoResult(config=config, first=first, second=second, store_path=folder / "rfm-sync.sqlite",
-                      sink_path=folder / "profiles.jsonl", report_path=report)
+    return DemoResult(
+        config=config,
+        first=first,
+        second=second,
+        store_path=folder / "rfm-sync.sqlite",
+        sink_path=folder / "profiles.jsonl",
+        report_path=report,
+    )

@@ -11,6 +11,7 @@ The JSON text is byte-identical to ``json.dumps(build_properties(...), sort_keys
 Labels (per-dimension labels, the macro group) are written as their own properties, kept in
 ``customer_state.labels`` and reported in the transition when one changes.
 """
+
 from __future__ import annotations
 
 import gc
@@ -44,7 +45,9 @@ class Changes:
 
 
 def _json_or_null(v: Any) -> str | None:
-    return None if v is None or (isinstance(v, float) and np.isnan(v)) else json.dumps(v if isinstance(v, str) else str(v))
+    return (
+        None if v is None or (isinstance(v, float) and np.isnan(v)) else json.dumps(v if isinstance(v, str) else str(v))
+    )
 
 
 def _arrow(values: Any) -> pa.Array:
@@ -106,16 +109,26 @@ def labels_json(frame: pd.DataFrame, labels: dict[str, str]) -> np.ndarray:
     return np.asarray(json_object(fields, len(frame)).to_pylist(), dtype=object)
 
 
-def compute(scored: pd.DataFrame, state: pd.DataFrame, *, names: Any, labels: dict[str, str],
-            label_names: dict[str, str], now: datetime, run_id: int, only: set[str] | None = None) -> Changes:
+def compute(
+    scored: pd.DataFrame,
+    state: pd.DataFrame,
+    *,
+    names: Any,
+    labels: dict[str, str],
+    label_names: dict[str, str],
+    now: datetime,
+    run_id: int,
+    only: set[str] | None = None,
+) -> Changes:
     """Compare every scored customer with its stored state (``state``: customer_state columns).
 
     ``labels``: label dimension → column of ``scored``; ``label_names``: dimension → property name.
     ``only``: the scores cover just these customers (the others keep their state).
     """
     with paused_gc():
-        return _compute(scored, state, names=names, labels=labels, label_names=label_names, now=now,
-                        run_id=run_id, only=only)
+        return _compute(
+            scored, state, names=names, labels=labels, label_names=label_names, now=now, run_id=run_id, only=only
+        )
 
 
 @contextmanager
@@ -137,8 +150,17 @@ def _text(values: Any) -> pd.Series:
     return pd.Series(np.asarray(values, dtype=object), dtype=object, copy=False)
 
 
-def _compute(scored: pd.DataFrame, state: pd.DataFrame, *, names: Any, labels: dict[str, str],
-             label_names: dict[str, str], now: datetime, run_id: int, only: set[str] | None) -> Changes:
+def _compute(
+    scored: pd.DataFrame,
+    state: pd.DataFrame,
+    *,
+    names: Any,
+    labels: dict[str, str],
+    label_names: dict[str, str],
+    now: datetime,
+    run_id: int,
+    only: set[str] | None,
+) -> Changes:
     st = state.set_index("customer_key")
     keys = scored["customer_key"].astype(object)
     old = st.reindex(keys.to_numpy())
@@ -149,48 +171,82 @@ def _compute(scored: pd.DataFrame, state: pd.DataFrame, *, names: Any, labels: d
     # change times as the store's text (a handful of distinct values: one per run), never per-row datetimes
     old_changed = map_unique(old["group_changed_at"], lambda t: None if t is None else sqlite_time(parse_time(t)))
     changed_at = pd.Categorical(np.where(moved, sqlite_time(now), old_changed))
-    frame = pd.DataFrame({
-        "customer_key": _text(keys), "rfm_group": _text(group), "rfm_score": _text(scored["rfm_score"].astype(object)),
-        "r_score": scored["r_score"].to_numpy(), "f_score": scored["f_score"].to_numpy(),
-        "m_score": scored["m_score"].to_numpy(),
-        "previous_group": _text(np.where(known & moved, before,
-                                         np.where(known, old["previous_group"].to_numpy(dtype=object), None))),
-        "changed_at": changed_at,
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_key": _text(keys),
+            "rfm_group": _text(group),
+            "rfm_score": _text(scored["rfm_score"].astype(object)),
+            "r_score": scored["r_score"].to_numpy(),
+            "f_score": scored["f_score"].to_numpy(),
+            "m_score": scored["m_score"].to_numpy(),
+            "previous_group": _text(
+                np.where(known & moved, before, np.where(known, old["previous_group"].to_numpy(dtype=object), None))
+            ),
+            "changed_at": changed_at,
+        }
+    )
     for col in ("recency_days", "frequency", "monetary_e4"):
         frame[col] = scored[col].to_numpy()
     for col in labels.values():
         frame[col] = scored[col].to_numpy()
-    props = np.asarray(properties_json(frame, names, {labels[d]: label_names[d] for d in labels}).to_pylist(),
-                       dtype=object)
+    props = np.asarray(
+        properties_json(frame, names, {labels[d]: label_names[d] for d in labels}).to_pylist(), dtype=object
+    )
     label_text = labels_json(frame, labels)
     changed = props != old["properties"].to_numpy(dtype=object)
     rows = frame[changed]
-    state_rows = pd.DataFrame({
-        "customer_key": _text(rows["customer_key"]), "current_group": _text(rows["rfm_group"]),
-        "previous_group": _text(rows["previous_group"]),
-        "group_changed_at": _text(rows["changed_at"].to_numpy(dtype=object)),
-        "rfm_score": _text(rows["rfm_score"]), "properties": _text(props[changed]),
-        "labels": _text(label_text[changed]), "run_id": run_id})
+    state_rows = pd.DataFrame(
+        {
+            "customer_key": _text(rows["customer_key"]),
+            "current_group": _text(rows["rfm_group"]),
+            "previous_group": _text(rows["previous_group"]),
+            "group_changed_at": _text(rows["changed_at"].to_numpy(dtype=object)),
+            "rfm_score": _text(rows["rfm_score"]),
+            "properties": _text(props[changed]),
+            "labels": _text(label_text[changed]),
+            "run_id": run_id,
+        }
+    )
     old_labels = old["labels"].to_numpy(dtype=object)[changed]
     label_moved = known[changed] & (label_text[changed] != old_labels) & pd.notna(label_text[changed])
-    out = pd.DataFrame({
-        "customer_key": _text(rows["customer_key"]), "properties": _text(props[changed]),
-        "changed_at": _text(rows["changed_at"].to_numpy(dtype=object)), "before": _text(before[changed]),
-        "after": _text(group[changed]), "labels_before": _text(np.where(label_moved, old_labels, None)),
-        "labels_after": _text(np.where(label_moved, label_text[changed], None)),
-        "transition": moved[changed] | label_moved, "first_assignment": ~known[changed],
-        "labels": _text(label_text[changed])})
+    out = pd.DataFrame(
+        {
+            "customer_key": _text(rows["customer_key"]),
+            "properties": _text(props[changed]),
+            "changed_at": _text(rows["changed_at"].to_numpy(dtype=object)),
+            "before": _text(before[changed]),
+            "after": _text(group[changed]),
+            "labels_before": _text(np.where(label_moved, old_labels, None)),
+            "labels_after": _text(np.where(label_moved, label_text[changed], None)),
+            "transition": moved[changed] | label_moved,
+            "first_assignment": ~known[changed],
+            "labels": _text(label_text[changed]),
+        }
+    )
     in_scores = set(keys)
     gone = [k for k in st.index if k not in in_scores and (only is None or k in only)]
     if gone:
         cleared = cleared_json(names, label_names.values() if labels else ())
-        out = pd.concat([out, pd.DataFrame({
-            "customer_key": gone, "properties": cleared, "changed_at": sqlite_time(now),
-            "before": st.loc[gone, "current_group"].to_numpy(dtype=object), "after": None,
-            "labels_before": None, "labels_after": None, "transition": True, "first_assignment": False,
-            "labels": None})],
-            ignore_index=True)
+        out = pd.concat(
+            [
+                out,
+                pd.DataFrame(
+                    {
+                        "customer_key": gone,
+                        "properties": cleared,
+                        "changed_at": sqlite_time(now),
+                        "before": st.loc[gone, "current_group"].to_numpy(dtype=object),
+                        "after": None,
+                        "labels_before": None,
+                        "labels_after": None,
+                        "transition": True,
+                        "first_assignment": False,
+                        "labels": None,
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
     transitions: dict[tuple[str | None, str | None], int] = {}
     grp = out[out["before"].astype(object).to_numpy() != out["after"].astype(object).to_numpy()]
     # missing groups (new customers, cleared ones) stay keys: dropna=False, then NaN → None (not a
@@ -209,8 +265,14 @@ def cleared_json(names: Any, label_props: Any = ()) -> str:
     return json.dumps(props, sort_keys=True)
 
 
-def event_id(key: str, before: str | None, after: str | None, run_id: int,
-             labels_before: str | None = None, labels_after: str | None = None) -> str:
+def event_id(
+    key: str,
+    before: str | None,
+    after: str | None,
+    run_id: int,
+    labels_before: str | None = None,
+    labels_after: str | None = None,
+) -> str:
     text = f"{key}|{before}|{after}|{run_id}"
     if labels_before is not None or labels_after is not None:
         text += f"|{labels_before}|{labels_after}"
@@ -220,9 +282,21 @@ def event_id(key: str, before: str | None, after: str | None, run_id: int,
 def outbox_rows(changes: pd.DataFrame, destinations: list[str], run_id: int) -> pd.DataFrame:
     """One outbox row per destination and change (destination, customer_key, run_id, payload), from
     ``changes`` with its ``payload`` column (:func:`payloads`)."""
-    return pd.concat([pd.DataFrame({"destination": name, "customer_key": changes["customer_key"].to_numpy(),
-                                    "run_id": run_id, "payload": changes["payload"].to_numpy()})
-                      for name in destinations] or [pd.DataFrame(columns=["destination"])], ignore_index=True)
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "destination": name,
+                    "customer_key": changes["customer_key"].to_numpy(),
+                    "run_id": run_id,
+                    "payload": changes["payload"].to_numpy(),
+                }
+            )
+            for name in destinations
+        ]
+        or [pd.DataFrame(columns=["destination"])],
+        ignore_index=True,
+    )
 
 
 def payloads(changes: pd.DataFrame, contacts: pd.DataFrame, run_id: int) -> np.ndarray:
@@ -241,10 +315,14 @@ def _payloads(changes: pd.DataFrame, contacts: pd.DataFrame, run_id: int) -> np.
     trans = changes["transition"].to_numpy(dtype=bool)
     keys, bef, aft = (changes[k].tolist() for k in ("customer_key", "before", "after"))
     lb, la = changes["labels_before"].tolist(), changes["labels_after"].tolist()
-    ids = np.array([json.dumps(event_id(keys[i], bef[i], aft[i], run_id, lb[i], la[i])) if trans[i] else None
-                    for i in range(n)], dtype=object)
-    tfields = {"from": _arrow(map_unique(changes["before"], _json_or_null)),
-               "to": _arrow(map_unique(changes["after"], _json_or_null))}
+    ids = np.array(
+        [json.dumps(event_id(keys[i], bef[i], aft[i], run_id, lb[i], la[i])) if trans[i] else None for i in range(n)],
+        dtype=object,
+    )
+    tfields = {
+        "from": _arrow(map_unique(changes["before"], _json_or_null)),
+        "to": _arrow(map_unique(changes["after"], _json_or_null)),
+    }
     if changes["labels_after"].notna().any():
         tfields["labels_before"] = _arrow(changes["labels_before"].to_numpy(dtype=object))
         tfields["labels_after"] = _arrow(changes["labels_after"].to_numpy(dtype=object))
@@ -254,16 +332,18 @@ def _payloads(changes: pd.DataFrame, contacts: pd.DataFrame, run_id: int) -> np.
     transition = json_object(tfields, n)
     transition = pc.if_else(pa.array(trans), transition, pa.scalar("null"))
     fields = {
-        "changed_at": _arrow(map_unique(changes["changed_at"], lambda t: None if t is None
-                                        else json.dumps(parse_time(t).isoformat()))),
-        "email": pc.fill_null(_arrow(email), "null"), "phone": pc.fill_null(_arrow(phone), "null"),
+        "changed_at": _arrow(
+            map_unique(changes["changed_at"], lambda t: None if t is None else json.dumps(parse_time(t).isoformat()))
+        ),
+        "email": pc.fill_null(_arrow(email), "null"),
+        "phone": pc.fill_null(_arrow(phone), "null"),
         "event_id": pc.fill_null(_arrow(ids), "null"),
-        "first_assignment": pa.array(np.where(changes["first_assignment"].to_numpy(dtype=bool), "true", "false"),
-                                     type=pa.string()),
+        "first_assignment": pa.array(
+            np.where(changes["first_assignment"].to_numpy(dtype=bool), "true", "false"), type=pa.string()
+        ),
         "properties": _arrow(changes["properties"].to_numpy(dtype=object)),
         "transition": transition,
     }
     if "labels" in changes and changes["labels"].notna().any():  # the labels this snapshot carries (JSON)
         fields["labels"] = _arrow(changes["labels"].to_numpy(dtype=object))
     return np.asarray(json_object(fields, n).to_pylist(), dtype=object)
-

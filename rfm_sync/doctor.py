@@ -9,6 +9,7 @@ lock, and reports RFM eligibility warnings (from the last run, or from a fresh s
 orders). A store fault is reported with the driver's own message, which is often the real cause.
 Returns findings; the CLI prints them.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -112,9 +113,13 @@ def check_connectors(report: DoctorReport, config: Config, online: bool = True) 
                     secrets.resolve(name)
                 except secrets.SecretError as exc:
                     missing = True  # (a key pasted as the name never gets here: the config is refused)
-                    report.add(what, False, f"secret {name!r} is not available",
-                               f"export {secrets.env_var_name(name)}=... or run `rfm-sync secrets set {name}`"
-                               f" ({exc.__class__.__name__})")
+                    report.add(
+                        what,
+                        False,
+                        f"secret {name!r} is not available",
+                        f"export {secrets.env_var_name(name)}=... or run `rfm-sync secrets set {name}`"
+                        f" ({exc.__class__.__name__})",
+                    )
             if missing:
                 continue
             try:
@@ -133,24 +138,39 @@ def check_schedule(report: DoctorReport, config: Config, sources: list[Any], now
     text = ", ".join(f"{job} at {moment.astimezone(zone):%Y-%m-%d %H:%M %Z}" for job, moment in runs.items())
     report.add("schedule", True, f"next runs: {text}")
     if not config.schedule.recalibrate_cron:
-        report.add("schedule", True, "recalibration is off (schedule.recalibrate_cron = \"\")")
+        report.add("schedule", True, 'recalibration is off (schedule.recalibrate_cron = "")')
     hooks = [s.name for s in sources if isinstance(s, WebhookSource)]
     if config.webhooks.enabled:
         if not config.daemon.http_enabled:
-            report.add("webhooks", False, "webhooks are enabled but the HTTP listener is off",
-                       "set [daemon] http_enabled = true (or [webhooks] enabled = false)")
+            report.add(
+                "webhooks",
+                False,
+                "webhooks are enabled but the HTTP listener is off",
+                "set [daemon] http_enabled = true (or [webhooks] enabled = false)",
+            )
         elif not hooks:
-            report.add("webhooks", False, "webhooks are enabled but no source that accepts webhooks could be set up",
-                       "add a shopify or bigcommerce source, or set [webhooks] enabled = false")
+            report.add(
+                "webhooks",
+                False,
+                "webhooks are enabled but no source that accepts webhooks could be set up",
+                "add a shopify or bigcommerce source, or set [webhooks] enabled = false",
+            )
         else:
-            report.add("webhooks", True, "listening at " + ", ".join(f"POST /webhooks/{n}" for n in hooks)
-                       + f" on {config.daemon.http_host}:{config.daemon.http_port}")
+            report.add(
+                "webhooks",
+                True,
+                "listening at "
+                + ", ".join(f"POST /webhooks/{n}" for n in hooks)
+                + f" on {config.daemon.http_host}:{config.daemon.http_port}",
+            )
 
 
 QUICK_CHECK_LIMIT = 100  # problems SQLite lists before it stops looking
 STORE_FIX = "check [store] url, that its folder exists and is writable, and the database is reachable"
-DAMAGE_FIX = ("stop rfm-sync and restore the store from a backup (or salvage what SQLite can still read: "
-              "`sqlite3 FILE .recover | sqlite3 NEW-FILE`, then point [store] url at NEW-FILE)")
+DAMAGE_FIX = (
+    "stop rfm-sync and restore the store from a backup (or salvage what SQLite can still read: "
+    "`sqlite3 FILE .recover | sqlite3 NEW-FILE`, then point [store] url at NEW-FILE)"
+)
 
 
 def store_fault(exc: BaseException, where: str) -> tuple[str, str]:
@@ -178,8 +198,9 @@ def check_integrity(report: DoctorReport, store: Store) -> bool:
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         count = f"{len(problems)} or more" if len(problems) >= QUICK_CHECK_LIMIT else str(len(problems))
-        report.add("store", False, f"{store.where}: damaged: PRAGMA quick_check found {count} problem(s): "
-                                   f"{shown}", DAMAGE_FIX)
+        report.add(
+            "store", False, f"{store.where}: damaged: PRAGMA quick_check found {count} problem(s): {shown}", DAMAGE_FIX
+        )
         return False
     report.add("store", True, "integrity check passed (PRAGMA quick_check)")
     return True
@@ -205,16 +226,23 @@ def check_store(report: DoctorReport, config: Config) -> Store | None:
     if holder is not None:
         age = (utcnow() - holder.heartbeat_at).total_seconds()
         state = "alive" if age <= config.daemon.lock_expire_seconds else "expired (will be taken over)"
-        report.add("store", True, f"daemon lock held by {holder.holder} since {holder.acquired_at:%Y-%m-%d %H:%M} "
-                                  f"UTC, last heartbeat {age:.0f}s ago: {state}")
+        report.add(
+            "store",
+            True,
+            f"daemon lock held by {holder.holder} since {holder.acquired_at:%Y-%m-%d %H:%M} "
+            f"UTC, last heartbeat {age:.0f}s ago: {state}",
+        )
     return store
 
 
 def eligibility(report: DoctorReport, config: Config, store: Store) -> None:
     """RFM eligibility warnings, and a warning when the cut points in force came from too few customers."""
     quantiles = engine.SCHEMES[config.rfm.scheme].USES_QUANTILES
-    runs = [r for r in recent_runs(store, 20)
-            if r["status"] in ("ok", "partial", "stopped") and r.get("warnings") is not None]
+    runs = [
+        r
+        for r in recent_runs(store, 20)
+        if r["status"] in ("ok", "partial", "stopped") and r.get("warnings") is not None
+    ]
     full = [r for r in runs if "webhooks" not in ((r.get("stats") or {}).get("pulled") or {})]  # not rescores
     if full:
         report.warnings.extend(full[0]["warnings"])

@@ -15,6 +15,7 @@ else is a bug and keeps its traceback.
 | 5 | the store cannot be opened or written (permissions, damaged, newer version, disk full) |
 | 6 | an output file or folder cannot be written (permissions, disk full) |
 """
+
 from __future__ import annotations
 
 import errno

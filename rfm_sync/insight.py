@@ -19,6 +19,7 @@ they lack is shown as "not recorded".
 Nothing here returns a full email address: samples, keys and every free text (errors, warnings)
 pass through :func:`mask_text`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -61,8 +62,11 @@ def mask_text(text: Any) -> str:
 def value_columns(options: Any) -> dict[str, str]:
     """The frame column each dimension is scored on (scheme ``thresholds`` may give F and M their own window)."""
     if options.scheme == thresholds.NAME:
-        return {"recency": "recency_days", "frequency": thresholds.value_column(options, "frequency"),
-                "monetary": thresholds.value_column(options, "monetary")}
+        return {
+            "recency": "recency_days",
+            "frequency": thresholds.value_column(options, "frequency"),
+            "monetary": thresholds.value_column(options, "monetary"),
+        }
     return {"recency": "recency_days", "frequency": "frequency", "monetary": "monetary_e4"}
 
 
@@ -88,27 +92,46 @@ def histogram(values: np.ndarray, cuts: list[Fraction], *, low: int, bins: int =
     width = max(1, int(np.ceil((top - low + 1) / bins)))
     index = np.minimum((inside - low) // width, bins)
     counts = np.bincount(index, minlength=bins + 1)
-    return {"low": low, "width": width, "counts": [int(n) for n in counts[:bins]], "over": int(counts[bins]),
-            "below": int(len(values) - len(inside))}
+    return {
+        "low": low,
+        "width": width,
+        "counts": [int(n) for n in counts[:bins]],
+        "over": int(counts[bins]),
+        "below": int(len(values) - len(inside)),
+    }
 
 
 def snapshot(frame: pd.DataFrame, options: Any, cut_points: dict[str, Any] | None) -> dict[str, Any]:
     """The insight of one full run, from its scored frame (one row per customer)."""
     group = frame["rfm_group"].astype(object).to_numpy()
-    per = pd.DataFrame({"group": group, "spend": frame["monetary_e4"].to_numpy(dtype=np.int64),
-                        "orders": frame["frequency"].to_numpy(dtype=np.int64)})
-    sums = per.groupby("group", sort=False).agg(customers=("spend", "size"), spend=("spend", "sum"),
-                                                orders=("orders", "sum"))
+    per = pd.DataFrame(
+        {
+            "group": group,
+            "spend": frame["monetary_e4"].to_numpy(dtype=np.int64),
+            "orders": frame["frequency"].to_numpy(dtype=np.int64),
+        }
+    )
+    sums = per.groupby("group", sort=False).agg(
+        customers=("spend", "size"), spend=("spend", "sum"), orders=("orders", "sum")
+    )
     columns, cuts = value_columns(options), cut_values(options, cut_points)
     dists = {}
     for dim in DIMENSIONS:
         values = frame[columns[dim]].to_numpy(dtype=np.int64)
         dists[dim] = histogram(values, cuts.get(dim, []), low=0 if dim == "recency" else 1)
-    scores = {dim[0]: {str(int(k)): int(n) for k, n in frame[f"{dim[0]}_score"].value_counts().sort_index().items()}
-              for dim in DIMENSIONS}
-    return {"groups": {str(g): {"customers": int(r.customers), "monetary_e4": int(r.spend), "orders": int(r.orders)}
-                       for g, r in sums.iterrows()},
-            "distributions": dists, "scores": scores, "columns": columns}
+    scores = {
+        dim[0]: {str(int(k)): int(n) for k, n in frame[f"{dim[0]}_score"].value_counts().sort_index().items()}
+        for dim in DIMENSIONS
+    }
+    return {
+        "groups": {
+            str(g): {"customers": int(r.customers), "monetary_e4": int(r.spend), "orders": int(r.orders)}
+            for g, r in sums.iterrows()
+        },
+        "distributions": dists,
+        "scores": scores,
+        "columns": columns,
+    }
 
 
 def transitions_json(transitions: dict[tuple[str | None, str | None], int]) -> list[list[Any]]:
@@ -178,15 +201,37 @@ def _loads(text: Any) -> Any:
 
 
 def read_runs(store: Store) -> list[RunRecord]:
-    q = sa.select(runs.c.id, runs.c.as_of, runs.c.status, runs.c.started_at, runs.c.finished_at, runs.c.scheme,
-                  runs.c.stats, runs.c.group_counts, runs.c.cut_points, runs.c.warnings, runs.c.error
-                  ).order_by(runs.c.id)
+    q = sa.select(
+        runs.c.id,
+        runs.c.as_of,
+        runs.c.status,
+        runs.c.started_at,
+        runs.c.finished_at,
+        runs.c.scheme,
+        runs.c.stats,
+        runs.c.group_counts,
+        runs.c.cut_points,
+        runs.c.warnings,
+        runs.c.error,
+    ).order_by(runs.c.id)
     with store.engine.connect() as conn:
         rows = conn.execute(q).all()
-    return [RunRecord(id=r.id, as_of=r.as_of, status=r.status, started_at=r.started_at, finished_at=r.finished_at,
-                      scheme=r.scheme, stats=_loads(r.stats) or {}, group_counts=_loads(r.group_counts),
-                      cut_points=_loads(r.cut_points), warnings=_loads(r.warnings) or [], error=r.error)
-            for r in rows]
+    return [
+        RunRecord(
+            id=r.id,
+            as_of=r.as_of,
+            status=r.status,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            scheme=r.scheme,
+            stats=_loads(r.stats) or {},
+            group_counts=_loads(r.group_counts),
+            cut_points=_loads(r.cut_points),
+            warnings=_loads(r.warnings) or [],
+            error=r.error,
+        )
+        for r in rows
+    ]
 
 
 def moves_between(records: list[RunRecord]) -> tuple[dict[tuple[str | None, str | None], int], int]:
@@ -227,8 +272,9 @@ def period_moves(scored: list[RunRecord], since: date | None = None) -> tuple[di
 
 def state_moves(store: Store) -> tuple[dict[tuple[str | None, str], int], int]:
     """Every customer's last group change as the platforms see it: Previous RFM group → Current RFM group."""
-    q = (sa.select(customer_state.c.previous_group, customer_state.c.current_group, sa.func.count())
-         .group_by(customer_state.c.previous_group, customer_state.c.current_group))
+    q = sa.select(customer_state.c.previous_group, customer_state.c.current_group, sa.func.count()).group_by(
+        customer_state.c.previous_group, customer_state.c.current_group
+    )
     with store.engine.connect() as conn:
         rows = conn.execute(q).all()
     return {(a, b): int(n) for a, b, n in rows}, sum(int(n) for *_, n in rows)
@@ -239,14 +285,30 @@ def samples(store: Store, order: list[str], per_group: int = 5) -> dict[str, lis
     out: dict[str, list[dict[str, Any]]] = {}
     with store.engine.connect() as conn:
         for group in order:
-            q = (sa.select(customer_state.c.customer_key, customers.c.email, customer_state.c.rfm_score,
-                           customer_state.c.previous_group, customer_state.c.group_changed_at)
-                 .select_from(customer_state.outerjoin(customers,
-                                                       customers.c.customer_key == customer_state.c.customer_key))
-                 .where(customer_state.c.current_group == group).limit(per_group))
-            out[group] = [{"customer": mask_text(r.customer_key), "email": mask_email(r.email), "score": r.rfm_score,
-                           "previous": r.previous_group, "changed": r.group_changed_at}
-                          for r in conn.execute(q)]
+            q = (
+                sa.select(
+                    customer_state.c.customer_key,
+                    customers.c.email,
+                    customer_state.c.rfm_score,
+                    customer_state.c.previous_group,
+                    customer_state.c.group_changed_at,
+                )
+                .select_from(
+                    customer_state.outerjoin(customers, customers.c.customer_key == customer_state.c.customer_key)
+                )
+                .where(customer_state.c.current_group == group)
+                .limit(per_group)
+            )
+            out[group] = [
+                {
+                    "customer": mask_text(r.customer_key),
+                    "email": mask_email(r.email),
+                    "score": r.rfm_score,
+                    "previous": r.previous_group,
+                    "changed": r.group_changed_at,
+                }
+                for r in conn.execute(q)
+            ]
     return out
 
 
@@ -276,11 +338,23 @@ def gather(config: Any, store: Store, *, since: date | None = None, sample_size:
             calibrated_on, population = calibration["as_of"], calibration["population"]
     moves, total = state_moves(store)
     summary = Summary(
-        scheme=rfm.scheme, order=order, generated_at=utcnow(), store=store.where, runs=records, latest=latest,
-        latest_insight=latest_insight, calibrated_on=calibrated_on, calibration_population=population,
-        cuts=cut_values(rfm, basis.cut_points if basis else None), frozen=quantiles,
-        state_moves=moves, state_customers=total, backlog=backlog(store),
-        destinations=[d.name for d in config.destinations], samples=samples(store, order, sample_size))
+        scheme=rfm.scheme,
+        order=order,
+        generated_at=utcnow(),
+        store=store.where,
+        runs=records,
+        latest=latest,
+        latest_insight=latest_insight,
+        calibrated_on=calibrated_on,
+        calibration_population=population,
+        cuts=cut_values(rfm, basis.cut_points if basis else None),
+        frozen=quantiles,
+        state_moves=moves,
+        state_customers=total,
+        backlog=backlog(store),
+        destinations=[d.name for d in config.destinations],
+        samples=samples(store, order, sample_size),
+    )
     summary.periods, summary.period_runs = period_moves(scored, since)
     return summary
 
@@ -295,8 +369,11 @@ def group_rows(summary: Summary) -> list[dict[str, Any]]:
     if summary.latest is None:
         return []
     counts = summary.latest.group_counts or {}
-    groups = (summary.latest_insight.insight["groups"]
-              if summary.latest_insight is not None and summary.latest_insight.id == summary.latest.id else None)
+    groups = (
+        summary.latest_insight.insight["groups"]
+        if summary.latest_insight is not None and summary.latest_insight.id == summary.latest.id
+        else None
+    )
     total = sum(counts.values()) or 1
     revenue = sum(g["monetary_e4"] for g in groups.values()) if groups else 0
     out = []
@@ -305,8 +382,12 @@ def group_rows(summary: Summary) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"group": name, "customers": n, "share": n / total}
         if groups is not None:
             g = groups.get(name, {"monetary_e4": 0, "orders": 0})
-            row.update(revenue=money(g["monetary_e4"]), revenue_share=(g["monetary_e4"] / revenue) if revenue else 0.0,
-                       orders=g["orders"], aov=money(g["monetary_e4"] / g["orders"]) if g["orders"] else None)
+            row.update(
+                revenue=money(g["monetary_e4"]),
+                revenue_share=(g["monetary_e4"] / revenue) if revenue else 0.0,
+                orders=g["orders"],
+                aov=money(g["monetary_e4"] / g["orders"]) if g["orders"] else None,
+            )
         out.append(row)
     return out
 
@@ -317,13 +398,13 @@ def buckets(summary: Summary, by: str) -> list[dict[str, Any]]:
     out: dict[date, dict[str, Any]] = {}
     for run in sorted(summary.scored_runs, key=lambda r: (r.as_of, r.id)):
         start = run.as_of - timedelta(days=run.as_of.weekday()) if by == "week" else run.as_of.replace(day=1)
-        b = out.setdefault(start, {"start": start, "customers": {}, "revenue": None, "net": {}, "moves_recorded": 0,
-                                   "runs": 0})
+        b = out.setdefault(
+            start, {"start": start, "customers": {}, "revenue": None, "net": {}, "moves_recorded": 0, "runs": 0}
+        )
         b["runs"] += 1
         b["customers"] = dict(run.group_counts or {})
         b["last_run"] = run.id
-        b["revenue"] = ({g: money(v["monetary_e4"]) for g, v in run.insight["groups"].items()}
-                        if run.insight else None)
+        b["revenue"] = {g: money(v["monetary_e4"]) for g, v in run.insight["groups"].items()} if run.insight else None
         moves = run.transitions
         if moves is not None:
             b["moves_recorded"] += 1
@@ -342,8 +423,15 @@ def dimension_rows(summary: Summary) -> list[dict[str, Any]]:
     for dim in DIMENSIONS:
         hist = run.insight["distributions"][dim] if run else None
         scores = run.insight["scores"][dim[0]] if run else {}
-        rows.append({"dimension": dim, "histogram": hist, "cuts": summary.cuts.get(dim, []), "scores": scores,
-                     "money": dim == "monetary"})
+        rows.append(
+            {
+                "dimension": dim,
+                "histogram": hist,
+                "cuts": summary.cuts.get(dim, []),
+                "scores": scores,
+                "money": dim == "monetary",
+            }
+        )
     return rows
 
 

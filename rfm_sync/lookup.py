@@ -17,6 +17,7 @@ A customer without a group is *cleared*: the store has orders of theirs, but non
 of the basis day (all cancelled, test, refunded). When a destination was sent the clearing, the
 outbox tells from which group and when.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -59,17 +60,25 @@ class Basis:
 
 def basis(config: Any, store: Store) -> Basis | None:
     """The newest scored run of the configured scheme (None: nothing scored yet)."""
-    q = (sa.select(runs.c.id, runs.c.as_of, runs.c.cut_points, runs.c.stats)
-         .where(runs.c.status.in_(SCORED), runs.c.scheme == config.rfm.scheme, runs.c.cut_points.is_not(None))
-         .order_by(runs.c.as_of.desc(), runs.c.id.desc()).limit(1))
+    q = (
+        sa.select(runs.c.id, runs.c.as_of, runs.c.cut_points, runs.c.stats)
+        .where(runs.c.status.in_(SCORED), runs.c.scheme == config.rfm.scheme, runs.c.cut_points.is_not(None))
+        .order_by(runs.c.as_of.desc(), runs.c.id.desc())
+        .limit(1)
+    )
     with store.engine.connect() as conn:
         row = conn.execute(q).first()
     if row is None:
         return None
     stats = orjson.loads(row.stats) if row.stats else {}
     on = stats.get("calibrated_on")
-    return Basis(run_id=row.id, as_of=row.as_of, cut_points=orjson.loads(row.cut_points),
-                 calibrated_on=date.fromisoformat(on) if on else None, population=stats.get("calibration_population"))
+    return Basis(
+        run_id=row.id,
+        as_of=row.as_of,
+        cut_points=orjson.loads(row.cut_points),
+        calibrated_on=date.fromisoformat(on) if on else None,
+        population=stats.get("calibration_population"),
+    )
 
 
 def aggregates(config: Any, store: Store, as_of: date, keys: list[str] | None) -> pd.DataFrame:
@@ -80,23 +89,35 @@ def aggregates(config: Any, store: Store, as_of: date, keys: list[str] | None) -
     if keys is None or len(keys) > 5 * KEY_CHUNK:
         frame = aggregate(store, end, window_start, windows=extra)
         return frame if keys is None else frame[frame["customer_key"].isin(keys)].reset_index(drop=True)
-    parts = [aggregate(store, end, window_start, keys[i:i + KEY_CHUNK], windows=extra)
-             for i in range(0, len(keys), KEY_CHUNK)] or [aggregate(store, end, window_start, [], windows=extra)]
+    parts = [
+        aggregate(store, end, window_start, keys[i : i + KEY_CHUNK], windows=extra)
+        for i in range(0, len(keys), KEY_CHUNK)
+    ] or [aggregate(store, end, window_start, [], windows=extra)]
     return pd.concat(parts, ignore_index=True)
 
 
 def _state(store: Store, where: Any = None) -> pd.DataFrame:
-    cols = [customer_state.c.customer_key, customers.c.email, customer_state.c.current_group,
-            customer_state.c.previous_group, customer_state.c.group_changed_at, customer_state.c.rfm_score,
-            customer_state.c.run_id]
-    q = sa.select(*cols).select_from(customer_state.outerjoin(
-        customers, customers.c.customer_key == customer_state.c.customer_key))
+    cols = [
+        customer_state.c.customer_key,
+        customers.c.email,
+        customer_state.c.current_group,
+        customer_state.c.previous_group,
+        customer_state.c.group_changed_at,
+        customer_state.c.rfm_score,
+        customer_state.c.run_id,
+    ]
+    q = sa.select(*cols).select_from(
+        customer_state.outerjoin(customers, customers.c.customer_key == customer_state.c.customer_key)
+    )
     if where is not None:
         q = q.where(where)
     with store.engine.connect() as conn:
         rows = conn.execute(q).all()
-    return pd.DataFrame(rows, columns=["customer_key", "email", "group", "previous_group", "group_changed_at",
-                                       "rfm_score", "run_id"], dtype=object)
+    return pd.DataFrame(
+        rows,
+        columns=["customer_key", "email", "group", "previous_group", "group_changed_at", "rfm_score", "run_id"],
+        dtype=object,
+    )
 
 
 def clearings(store: Store, keys: list[str]) -> dict[str, tuple[str | None, datetime | None]]:
@@ -104,8 +125,9 @@ def clearings(store: Store, keys: list[str]) -> dict[str, tuple[str | None, date
     out: dict[str, tuple[str | None, datetime | None, int]] = {}
     with store.engine.connect() as conn:
         for i in range(0, len(keys), KEY_CHUNK):
-            q = (sa.select(outbox.c.id, outbox.c.customer_key, outbox.c.payload, outbox.c.created_at)
-                 .where(outbox.c.customer_key.in_(keys[i:i + KEY_CHUNK])))
+            q = sa.select(outbox.c.id, outbox.c.customer_key, outbox.c.payload, outbox.c.created_at).where(
+                outbox.c.customer_key.in_(keys[i : i + KEY_CHUNK])
+            )
             for row in conn.execute(q):
                 t = orjson.loads(row.payload).get("transition") or {}
                 if "to" in t and t["to"] is None and row.id > out.get(row.customer_key, (None, None, -1))[2]:
@@ -123,18 +145,28 @@ def ungrouped(config: Any, store: Store, as_of: date) -> pd.DataFrame:
         keys = sorted(k for (k,) in conn.execute(q))
         emails: dict[str, str | None] = {}
         for i in range(0, len(keys), KEY_CHUNK):
-            emails.update(conn.execute(sa.select(customers.c.customer_key, customers.c.email)
-                                       .where(customers.c.customer_key.in_(keys[i:i + KEY_CHUNK]))).all())
+            emails.update(
+                conn.execute(
+                    sa.select(customers.c.customer_key, customers.c.email).where(
+                        customers.c.customer_key.in_(keys[i : i + KEY_CHUNK])
+                    )
+                ).all()
+            )
     qualified = set(aggregates(config, store, as_of, keys)["customer_key"]) if keys else set()
     gone = clearings(store, [k for k in keys if k not in qualified])
-    return pd.DataFrame({
-        "customer_key": keys, "email": [emails.get(k) for k in keys],
-        "group": [None] * len(keys),
-        "previous_group": [gone.get(k, (None, None))[0] for k in keys],
-        "group_changed_at": [gone.get(k, (None, None))[1] for k in keys],
-        "rfm_score": [None] * len(keys), "run_id": [None] * len(keys),
-        "status": [NOT_SCORED if k in qualified else CLEARED if k in gone else NO_QUALIFYING for k in keys]},
-        dtype=object)
+    return pd.DataFrame(
+        {
+            "customer_key": keys,
+            "email": [emails.get(k) for k in keys],
+            "group": [None] * len(keys),
+            "previous_group": [gone.get(k, (None, None))[0] for k in keys],
+            "group_changed_at": [gone.get(k, (None, None))[1] for k in keys],
+            "rfm_score": [None] * len(keys),
+            "run_id": [None] * len(keys),
+            "status": [NOT_SCORED if k in qualified else CLEARED if k in gone else NO_QUALIFYING for k in keys],
+        },
+        dtype=object,
+    )
 
 
 def _when(value: Any) -> datetime | None:
@@ -145,8 +177,15 @@ def _day_start(day: date, zone: Any) -> datetime:
     return datetime.combine(day, time(), zone)
 
 
-def list_customers(config: Any, store: Store, *, group: str | None = None, moved_from: str | None = None,
-                   since: date | None = None, cleared: bool | None = None) -> tuple[pd.DataFrame, Basis | None]:
+def list_customers(
+    config: Any,
+    store: Store,
+    *,
+    group: str | None = None,
+    moved_from: str | None = None,
+    since: date | None = None,
+    cleared: bool | None = None,
+) -> tuple[pd.DataFrame, Basis | None]:
     """Who is where: one row per customer (see :data:`COLUMNS`), best group first, biggest spend first.
     ``group``/``moved_from``: current / previous group; ``since``: the group changed on or after this
     day (shop time zone); ``cleared``: only customers without a group because no order of theirs qualifies
@@ -190,12 +229,31 @@ def _values(config: Any, frame: pd.DataFrame, as_of: date) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=["customer_key", "recency_days", "frequency", "monetary_e4"])
     days = engine.recency_days(frame["last_order_at"], as_of, config.shop.zone)
-    return pd.DataFrame({"customer_key": frame["customer_key"].to_numpy(dtype=object), "recency_days": days.to_numpy(),
-                         "frequency": frame["frequency"].to_numpy(), "monetary_e4": frame["monetary_e4"].to_numpy()})
+    return pd.DataFrame(
+        {
+            "customer_key": frame["customer_key"].to_numpy(dtype=object),
+            "recency_days": days.to_numpy(),
+            "frequency": frame["frequency"].to_numpy(),
+            "monetary_e4": frame["monetary_e4"].to_numpy(),
+        }
+    )
 
 
-COLUMNS = ["customer_key", "email", "group", "previous_group", "group_changed_at", "recency_days", "frequency",
-           "monetary", "r_score", "f_score", "m_score", "rfm_score", "status"]
+COLUMNS = [
+    "customer_key",
+    "email",
+    "group",
+    "previous_group",
+    "group_changed_at",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "r_score",
+    "f_score",
+    "m_score",
+    "rfm_score",
+    "status",
+]
 
 
 def money_text(e4: Any) -> str | None:
@@ -211,18 +269,26 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as plain values (times as ISO-8601 UTC, money as exact decimal text) in :data:`COLUMNS` order."""
     out = []
     for r in frame.to_dict("records"):
+
         def plain(v: Any) -> Any:
             return None if v is None or (not isinstance(v, (str, dict, list)) and pd.isna(v)) else v
+
         changed = plain(r.get("group_changed_at"))
-        out.append({
-            "customer_key": r["customer_key"], "email": plain(r.get("email")), "group": plain(r.get("group")),
-            "previous_group": plain(r.get("previous_group")),
-            "group_changed_at": changed.isoformat(timespec="seconds") if changed is not None else None,
-            "recency_days": None if plain(r.get("recency_days")) is None else int(r["recency_days"]),
-            "frequency": None if plain(r.get("frequency")) is None else int(r["frequency"]),
-            "monetary": money_text(plain(r.get("monetary_e4"))),
-            **{k: None if plain(r.get(k)) is None else int(r[k]) for k in ("r_score", "f_score", "m_score")},
-            "rfm_score": plain(r.get("rfm_score")), "status": r["status"]})
+        out.append(
+            {
+                "customer_key": r["customer_key"],
+                "email": plain(r.get("email")),
+                "group": plain(r.get("group")),
+                "previous_group": plain(r.get("previous_group")),
+                "group_changed_at": changed.isoformat(timespec="seconds") if changed is not None else None,
+                "recency_days": None if plain(r.get("recency_days")) is None else int(r["recency_days"]),
+                "frequency": None if plain(r.get("frequency")) is None else int(r["frequency"]),
+                "monetary": money_text(plain(r.get("monetary_e4"))),
+                **{k: None if plain(r.get(k)) is None else int(r[k]) for k in ("r_score", "f_score", "m_score")},
+                "rfm_score": plain(r.get("rfm_score")),
+                "status": r["status"],
+            }
+        )
     return out
 
 
@@ -266,18 +332,24 @@ class Explanation:
 def find_customer(store: Store, given: str) -> str:
     """The customer_key for ``given``: a key, else an email address, else a shop's customer id."""
     with store.engine.connect() as conn:
-        for q in (sa.select(customers.c.customer_key).where(customers.c.customer_key == given),
-                  sa.select(orders.c.customer_key).where(orders.c.customer_key == given).limit(1),
-                  sa.select(customers.c.customer_key).where(sa.func.lower(customers.c.email) == given.strip().lower()),
-                  sa.select(orders.c.customer_key).where(orders.c.source_customer_id == given).limit(1)):
+        for q in (
+            sa.select(customers.c.customer_key).where(customers.c.customer_key == given),
+            sa.select(orders.c.customer_key).where(orders.c.customer_key == given).limit(1),
+            sa.select(customers.c.customer_key).where(sa.func.lower(customers.c.email) == given.strip().lower()),
+            sa.select(orders.c.customer_key).where(orders.c.source_customer_id == given).limit(1),
+        ):
             keys = sorted({k for (k,) in conn.execute(q)})
             if len(keys) == 1:
                 return keys[0]
             if len(keys) > 1:
-                raise LookupError_(f"{given!r} matches {len(keys)} customers ({', '.join(keys[:5])}); "
-                                   "give one customer key as `rfm-sync customers` lists it")
-    raise LookupError_(f"no customer {given!r} in the store (give a customer key as `rfm-sync customers` lists it, "
-                       "an email address or the shop's customer id)")
+                raise LookupError_(
+                    f"{given!r} matches {len(keys)} customers ({', '.join(keys[:5])}); "
+                    "give one customer key as `rfm-sync customers` lists it"
+                )
+    raise LookupError_(
+        f"no customer {given!r} in the store (give a customer key as `rfm-sync customers` lists it, "
+        "an email address or the shop's customer id)"
+    )
 
 
 def _frame_for(config: Any, row: pd.Series, as_of: date, **change: Any) -> pd.DataFrame:
@@ -304,8 +376,9 @@ def _scorer(config: Any, b: Basis, previous: str | None) -> Callable[[pd.DataFra
 
     def score(frame: pd.DataFrame, *, margin: bool = True) -> pd.Series:
         frame = frame.assign(customer_key="?")
-        result = engine.score_customers(frame, b.as_of, rfm, zone=zone, cut_points=b.cut_points,
-                                        previous=prev if margin else None)
+        result = engine.score_customers(
+            frame, b.as_of, rfm, zone=zone, cut_points=b.cut_points, previous=prev if margin else None
+        )
         return result.frame.iloc[0]
 
     return score
@@ -336,27 +409,41 @@ def explain(config: Any, store: Store, given: str) -> Explanation:
     if state.empty or b is None:
         return _without_group(config, store, key, email, b, agg)
     s = state.iloc[0]
-    out = Explanation(customer_key=key, email=email, status="scored", group=s["group"],
-                      previous_group=s["previous_group"], changed_at=parse_time(s["group_changed_at"]), basis=b,
-                      rfm_score=s["rfm_score"])
+    out = Explanation(
+        customer_key=key,
+        email=email,
+        status="scored",
+        group=s["group"],
+        previous_group=s["previous_group"],
+        changed_at=parse_time(s["group_changed_at"]),
+        basis=b,
+        rfm_score=s["rfm_score"],
+    )
     if str(s["run_id"]) != str(b.run_id) and int(s["run_id"]) > b.run_id:
         out.notes.append(f"their group was last written by run {s['run_id']} (a re-score of a few customers)")
     if agg.empty:
-        out.notes.append(f"the store has no qualifying order of theirs as of {as_of} any more: the next run clears "
-                         "their RFM properties")
+        out.notes.append(
+            f"the store has no qualifying order of theirs as of {as_of} any more: the next run clears "
+            "their RFM properties"
+        )
         return out
     row = agg.iloc[0]
     score = _scorer(config, b, s["rfm_score"])
     now = score(_frame_for(config, row, as_of))
     plain = score(_frame_for(config, row, as_of), margin=False)
     columns, cuts = value_columns(rfm), cut_values(rfm, b.cut_points)
-    out.values = {"recency": int(now["recency_days"]), "frequency": int(now[columns["frequency"]]),
-                  "monetary": int(now[columns["monetary"]])}
-    out.value_text = {"recency": f"{out.values['recency']:,} days since the last order "
-                                 f"({pd.Timestamp(row['last_order_at']).tz_convert(config.shop.zone).date()})",
-                      "frequency": f"{out.values['frequency']:,} qualifying order"
-                                   f"{'s' if out.values['frequency'] != 1 else ''} in the window",
-                      "monetary": f"{money_text(out.values['monetary'])} spent in the window"}
+    out.values = {
+        "recency": int(now["recency_days"]),
+        "frequency": int(now[columns["frequency"]]),
+        "monetary": int(now[columns["monetary"]]),
+    }
+    out.value_text = {
+        "recency": f"{out.values['recency']:,} days since the last order "
+        f"({pd.Timestamp(row['last_order_at']).tz_convert(config.shop.zone).date()})",
+        "frequency": f"{out.values['frequency']:,} qualifying order"
+        f"{'s' if out.values['frequency'] != 1 else ''} in the window",
+        "monetary": f"{money_text(out.values['monetary'])} spent in the window",
+    }
     out.windows = {dim: "the window" for dim in DIM_SCORE}
     if rfm.scheme == thresholds_scheme.NAME:
         for dim in ("frequency", "monetary"):
@@ -369,21 +456,28 @@ def explain(config: Any, store: Store, given: str) -> Explanation:
     out.cuts = {dim: [readable(dim, c) for c in cuts.get(dim, [])] for dim in DIM_SCORE}
     out.bands = {dim: _band(rfm, dim, out.values[dim], cuts.get(dim, []), out.scores[dim]) for dim in DIM_SCORE}
     if now["rfm_group"] != s["group"] or now["rfm_score"] != s["rfm_score"]:
-        out.notes.append(f"scored again now, their values give {now['rfm_score']} {now['rfm_group']!r}, not the "
-                         f"stored {s['rfm_score']} {s['group']!r}: orders changed since run {b.run_id}; the next "
-                         "run moves them")
+        out.notes.append(
+            f"scored again now, their values give {now['rfm_score']} {now['rfm_group']!r}, not the "
+            f"stored {s['rfm_score']} {s['group']!r}: orders changed since run {b.run_id}; the next "
+            "run moves them"
+        )
     if out.plain_scores != out.scores:
-        out.notes.append(f"the hysteresis margin ({rfm.hysteresis}) keeps a score until a value passes a cut point "
-                         f"by that fraction: without it they would score "
-                         f"{''.join(str(out.plain_scores[d]) for d in DIM_SCORE)}")
+        out.notes.append(
+            f"the hysteresis margin ({rfm.hysteresis}) keeps a score until a value passes a cut point "
+            f"by that fraction: without it they would score "
+            f"{''.join(str(out.plain_scores[d]) for d in DIM_SCORE)}"
+        )
     out.scheme_rule = _scheme_rule(rfm, now)
     if rfm.segments:
         index = segments.first_match(now.to_frame().T, rfm.segments)[0]
         rule = segments.normalise(rfm.segments)[index - 1] if index else None
-        out.segment_rule = (f"segment rule {index} {rule.name!r} matched (when "
-                            f"{', '.join(f'{k} = {sorted(v, key=str)}' for k, v in rule.when.items()) or 'no conditions'}); "
-                            f"rules before it did not" if rule else
-                            f"no [[rfm.segments]] rule matched: the fallback {rfm.fallback_segment!r}")
+        out.segment_rule = (
+            f"segment rule {index} {rule.name!r} matched (when "
+            f"{', '.join(f'{k} = {sorted(v, key=str)}' for k, v in rule.when.items()) or 'no conditions'}); "
+            f"rules before it did not"
+            if rule
+            else f"no [[rfm.segments]] rule matched: the fallback {rfm.fallback_segment!r}"
+        )
     out.moves = _moves(config, row, as_of, score, out, b)
     return out
 
@@ -394,8 +488,9 @@ def _band(rfm: Any, dim: str, value: int, cuts: list, score: int) -> str:
         return "no cut points (no customers had an order in the window when they were computed)"
     text = [readable(dim, c) for c in cuts]
     unit = " days" if dim == "recency" else ""
-    fixed = " (fixed)" if rfm.scheme == thresholds_scheme.NAME or (dim == "recency" and rfm.scheme == klaviyo.NAME) \
-        else ""
+    fixed = (
+        " (fixed)" if rfm.scheme == thresholds_scheme.NAME or (dim == "recency" and rfm.scheme == klaviyo.NAME) else ""
+    )
     top = len(cuts) + 1
     if dim == "recency" and rfm.scheme != classic11.NAME:  # a label or score per "at most N days"
         steps = [f"{top - i} at ≤ {t}{unit}" for i, t in enumerate(text)]
@@ -415,8 +510,10 @@ def _scheme_rule(rfm: Any, row: pd.Series) -> str:
     if rfm.scheme == classic11.NAME:
         fm = int(row["fm_score"])
         group = classic11.GROUP_OF[f"{int(row['r_score'])}{fm}"]
-        return (f"FM = ceil((F + M) / 2) = {fm}; (R, FM) = {int(row['r_score'])}{fm} is one of {group}'s pairs "
-                f"({' '.join(classic11.GROUPS[group])}) in the classic11 scheme")
+        return (
+            f"FM = ceil((F + M) / 2) = {fm}; (R, FM) = {int(row['r_score'])}{fm} is one of {group}'s pairs "
+            f"({' '.join(classic11.GROUPS[group])}) in the classic11 scheme"
+        )
     labels = " / ".join(str(row[f"{d}_label"]) for d in ("recency", "frequency", "monetary"))
     return f"labels {labels} (scores {code}) in the thresholds scheme"
 
@@ -435,8 +532,9 @@ def _moves(config: Any, row: pd.Series, as_of: date, score: Callable, out: Expla
             if days == 0:
                 continue
             # fewer days scores higher: the largest day count that does (search over days ago, descending)
-            best = _search(0, days, lambda d: int(score(_frame_for(config, row, as_of,
-                                                                    recency_days=days - d))[col]) > current)
+            best = _search(
+                0, days, lambda d: int(score(_frame_for(config, row, as_of, recency_days=days - d))[col]) > current
+            )
             if best is None:
                 continue
             need_days = days - best
@@ -453,14 +551,18 @@ def _moves(config: Any, row: pd.Series, as_of: date, score: Callable, out: Expla
         else:
             cuts = cut_values(config.rfm, b.cut_points).get("monetary", [])
             limit = 2 * max([int(c) + 1 for c in cuts] + [1]) + 2
-            best = _search(1, limit, lambda e4: int(score(_frame_for(config, row, as_of, add_spend_e4=e4))[col])
-                           > current)
+            best = _search(
+                1, limit, lambda e4: int(score(_frame_for(config, row, as_of, add_spend_e4=e4))[col]) > current
+            )
             if best is None:
                 continue
             after = score(_frame_for(config, row, as_of, add_spend_e4=best))
             needs = f"{money_text(best)} more spend in {out.windows['monetary']}"
-        moves.append(Move(dimension=dim, score_from=current, score_to=int(after[col]), needs=needs,
-                          group=str(after["rfm_group"])))
+        moves.append(
+            Move(
+                dimension=dim, score_from=current, score_to=int(after[col]), needs=needs, group=str(after["rfm_group"])
+            )
+        )
     return moves
 
 
@@ -472,31 +574,64 @@ def _top_score(rfm: Any, dim: str) -> int:
     return len(getattr(rfm.thresholds, dim).labels)
 
 
-def _without_group(config: Any, store: Store, key: str, email: str | None, b: Basis | None,
-                   agg: pd.DataFrame) -> Explanation:
+def _without_group(
+    config: Any, store: Store, key: str, email: str | None, b: Basis | None, agg: pd.DataFrame
+) -> Explanation:
     with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(orders.c.qualifies, orders.c.is_test, orders.c.is_cancelled, orders.c.is_deleted,
-                                      orders.c.amount_e4, orders.c.placed_at)
-                            .where(orders.c.customer_key == key)).all()
+        rows = conn.execute(
+            sa.select(
+                orders.c.qualifies,
+                orders.c.is_test,
+                orders.c.is_cancelled,
+                orders.c.is_deleted,
+                orders.c.amount_e4,
+                orders.c.placed_at,
+            ).where(orders.c.customer_key == key)
+        ).all()
     kinds: dict[str, int] = {}
     as_of = b.as_of if b else config.today()
     _, end = engine.window_bounds(as_of, config.rfm.window_days, config.shop.zone)
     for r in rows:
-        kind = ("test" if r.is_test else "cancelled" if r.is_cancelled else "deleted" if r.is_deleted
-                else "refunded or zero amount" if r.amount_e4 <= 0 else
-                f"placed after {as_of}" if r.placed_at >= end else "qualifying")
+        kind = (
+            "test"
+            if r.is_test
+            else "cancelled"
+            if r.is_cancelled
+            else "deleted"
+            if r.is_deleted
+            else "refunded or zero amount"
+            if r.amount_e4 <= 0
+            else f"placed after {as_of}"
+            if r.placed_at >= end
+            else "qualifying"
+        )
         kinds[kind] = kinds.get(kind, 0) + 1
     if not agg.empty or b is None:
         out = Explanation(customer_key=key, email=email, status=NOT_SCORED, basis=b, orders=kinds)
-        out.notes.append("no run has scored them yet: the next run gives them a group" if b else
-                         "nothing has been scored yet: run `rfm-sync run --once -c CONFIG`")
+        out.notes.append(
+            "no run has scored them yet: the next run gives them a group"
+            if b
+            else "nothing has been scored yet: run `rfm-sync run --once -c CONFIG`"
+        )
         return out
     gone = clearings(store, [key]).get(key)
-    out = Explanation(customer_key=key, email=email, status=CLEARED if gone else NO_QUALIFYING, basis=b, orders=kinds,
-                      previous_group=gone[0] if gone else None, changed_at=_when(gone[1]) if gone else None)
-    why = (f"no qualifying order as of {as_of} (a qualifying order has an amount after refunds above 0 and is not a "
-           "test, cancelled or deleted order)")
-    out.notes.append(f"{why}: every RFM property was cleared (set to null)" if gone else
-                     f"{why}: they have no group and no RFM properties")
+    out = Explanation(
+        customer_key=key,
+        email=email,
+        status=CLEARED if gone else NO_QUALIFYING,
+        basis=b,
+        orders=kinds,
+        previous_group=gone[0] if gone else None,
+        changed_at=_when(gone[1]) if gone else None,
+    )
+    why = (
+        f"no qualifying order as of {as_of} (a qualifying order has an amount after refunds above 0 and is not a "
+        "test, cancelled or deleted order)"
+    )
+    out.notes.append(
+        f"{why}: every RFM property was cleared (set to null)"
+        if gone
+        else f"{why}: they have no group and no RFM properties"
+    )
     out.moves = [Move(dimension="any", score_from=0, score_to=0, needs="one qualifying order", group=None)]
     return out

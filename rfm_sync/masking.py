@@ -4,6 +4,7 @@ One pattern for every place a customer's address could leak: the daemon's log li
 (:mod:`rfm_sync.daemon.logs`), the terminal tables and the HTML report (:mod:`rfm_sync.insight`,
 :mod:`rfm_sync.report_html`).
 """
+
 from __future__ import annotations
 
 import re

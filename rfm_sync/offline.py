@@ -5,6 +5,7 @@ engine then works on one row per customer. Bad rows are written to ``<out>.quara
 with their line and reason, and so are the rows read but skipped (a negative amount on an order
 that would count, see ``connectors/validate.py``); the rest is scored.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,16 @@ import duckdb
 import pandas as pd
 
 from connectors.csv.file import collect_rejects
-from connectors.csv.scan import (first_currency_sql, needs_trim_sql, order_hash_sql, qualifying_sql, scan,
-                                  serial_on_error, trim_customer_keys, typed_rows_sql)
+from connectors.csv.scan import (
+    first_currency_sql,
+    needs_trim_sql,
+    order_hash_sql,
+    qualifying_sql,
+    scan,
+    serial_on_error,
+    trim_customer_keys,
+    typed_rows_sql,
+)
 from connectors.csv.source import CsvSettings
 from connectors.validate import control_sql
 
@@ -33,8 +42,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # the columns of the scores CSV: these, then fm_score (classic11) and the scheme's label columns
-OUTPUT_COLUMNS = ["customer_id", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score",
-                  "rfm_score", "rfm_group"]
+OUTPUT_COLUMNS = [
+    "customer_id",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "r_score",
+    "f_score",
+    "m_score",
+    "rfm_score",
+    "rfm_group",
+]
 
 
 @dataclass
@@ -47,8 +65,9 @@ class OfflineResult:
     skipped: int = 0  # rows read but not counted, listed in the quarantine file with their reason
 
 
-def _with_progress(conn: duckdb.DuckDBPyConnection, fn: Callable[[], pd.DataFrame],
-                   progress: Callable[[float], None] | None) -> pd.DataFrame:
+def _with_progress(
+    conn: duckdb.DuckDBPyConnection, fn: Callable[[], pd.DataFrame], progress: Callable[[float], None] | None
+) -> pd.DataFrame:
     if progress is None:
         return fn()
     box: dict[str, object] = {}
@@ -96,7 +115,7 @@ def _aggregate_sql(source: str, windows: dict[str, object]) -> tuple[str, dict[s
     cols, params = _window_columns(windows, "amount_e4")  # never NULL in these qualifying rows
     sql = f"""
         SELECT customer_key, min(placed_at) AS first_order_at, max(placed_at) AS last_order_at, count(*) AS orders,
-               {', '.join(cols)}
+               {", ".join(cols)}
         FROM ({source}) q
         WHERE placed_at < $end
         GROUP BY customer_key"""
@@ -127,8 +146,14 @@ def _repeats(lists) -> int:
         return sum(pool.map(repeats, parts))
 
 
-def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows: dict[str, object], end: object,
-                     conn: duckdb.DuckDBPyConnection) -> pd.DataFrame | None:
+def _fast_aggregates(
+    path: Path,
+    settings: CsvSettings,
+    config: Config,
+    windows: dict[str, object],
+    end: object,
+    conn: duckdb.DuckDBPyConnection,
+) -> pd.DataFrame | None:
     """The per-customer aggregates from the typed read (:func:`typed_rows_sql`) and, from the same
     pass, whether an order id repeats. ``None`` when the file needs the validating path: a row the
     reader cannot read, a row without customer/time/amount (either stops the pass where it is
@@ -159,15 +184,19 @@ def _fast_aggregates(path: Path, settings: CsvSettings, config: Config, windows:
                         WHERE CASE WHEN bad THEN error('a row without customer, time or amount') ELSE true END)"""
     aggregate = f"""
         SELECT false AS hash_list, customer_key, min(q_time) AS first_order_at, max(q_time) AS last_order_at,
-               count(q_time) AS orders, {', '.join(cols)}
+               count(q_time) AS orders, {", ".join(cols)}
         FROM checked_rows
         GROUP BY customer_key
         HAVING CASE WHEN count(q_time) > 0 THEN true
                     ELSE {needs_trim_sql("customer_key")} OR {control_sql("customer_key")} END"""  # see trim_customer_keys
     # one plan with or without order ids (the CTE alone is no slower than a subquery)
-    hash_lists = """UNION ALL BY NAME
+    hash_lists = (
+        """UNION ALL BY NAME
               SELECT true AS hash_list, list(order_hash) FILTER (WHERE order_hash IS NOT NULL) AS order_hashes
-              FROM checked_rows GROUP BY order_hash >> 62""" if has_ids else ""
+              FROM checked_rows GROUP BY order_hash >> 62"""
+        if has_ids
+        else ""
+    )
     sql = f"WITH checked_rows AS MATERIALIZED ({checked}) {aggregate} {hash_lists}"
     try:
         table = conn.sql(sql, params=params).to_arrow_table()
@@ -201,22 +230,38 @@ def _split(table: pa.Table) -> tuple[pa.Table, pa.ChunkedArray | None]:
     extra = [c for c in ("hash_list", "order_hashes") if c in table.column_names]
     hashes = None
     if "order_hashes" in extra:
-        hashes = pa.chunked_array([b.column("order_hashes") for b in lists], type=table.schema.field("order_hashes").type)
+        hashes = pa.chunked_array(
+            [b.column("order_hashes") for b in lists], type=table.schema.field("order_hashes").type
+        )
     return pa.Table.from_batches(customers, schema=table.schema).drop_columns(extra), hashes
 
 
-def _validated_aggregates(path: Path, settings: CsvSettings, config: Config, windows: dict[str, object],
-                          end: object, conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, int, int]:
+def _validated_aggregates(
+    path: Path,
+    settings: CsvSettings,
+    config: Config,
+    windows: dict[str, object],
+    end: object,
+    conn: duckdb.DuckDBPyConnection,
+) -> tuple[pd.DataFrame, int, int]:
     """The validating scan: every row checked, bad ones counted (and later listed with their line),
     repeated order ids resolved (the newest line wins). Returns the aggregates, the bad-row count
     and the count of rows skipped with a reason (``skip_reason``). A line DuckDB could not read (longer
     than ``max_line_bytes``) counts as bad, listed from the table ``rejected_rows``."""
-    return serial_on_error(lambda parallel: _validate(path, settings, config, windows, end, conn, parallel),
-                           path, settings)
+    return serial_on_error(
+        lambda parallel: _validate(path, settings, config, windows, end, conn, parallel), path, settings
+    )
 
 
-def _validate(path: Path, settings: CsvSettings, config: Config, windows: dict[str, object], end: object,
-              conn: duckdb.DuckDBPyConnection, parallel: bool) -> tuple[pd.DataFrame, int, int]:
+def _validate(
+    path: Path,
+    settings: CsvSettings,
+    config: Config,
+    windows: dict[str, object],
+    end: object,
+    conn: duckdb.DuckDBPyConnection,
+    parallel: bool,
+) -> tuple[pd.DataFrame, int, int]:
     checked = scan(path, settings, config.shop.zone, conn, parallel=parallel)
     _price(conn, path, shop_rates(config))
     order_hash = order_hash_sql("order_id") if "order_id" in checked.present else "NULL::UBIGINT"
@@ -228,9 +273,13 @@ def _validate(path: Path, settings: CsvSettings, config: Config, windows: dict[s
         FROM priced""")
     dupes, bad, skipped = conn.execute(
         "SELECT count(order_hash) FILTER (WHERE NOT bad) - count(DISTINCT order_hash) FILTER (WHERE NOT bad), "
-        "count(*) FILTER (WHERE bad), count(*) FILTER (WHERE skipped) FROM parsed_orders").fetchall()[0]
-    source = qualifying_sql(checked, "priced") if dupes else \
-        "SELECT customer_key, placed_at, amount_e4 FROM parsed_orders WHERE qualifies AND NOT bad"
+        "count(*) FILTER (WHERE bad), count(*) FILTER (WHERE skipped) FROM parsed_orders"
+    ).fetchall()[0]
+    source = (
+        qualifying_sql(checked, "priced")
+        if dupes
+        else "SELECT customer_key, placed_at, amount_e4 FROM parsed_orders WHERE qualifies AND NOT bad"
+    )
     sql, params = _aggregate_sql(source, windows)
     frame = _fetch(conn, sql, {**params, "end": end})
     return frame, bad + len(collect_rejects(conn, checked.source, settings)), skipped
@@ -243,8 +292,13 @@ def _price(conn: duckdb.DuckDBPyConnection, path: Path, rates: currency.Rates) -
     good rows in more than one currency raise :class:`currency.MixedCurrencies`."""
     if rates.currency is None:
         conn.execute("CREATE OR REPLACE TEMP VIEW priced AS SELECT * FROM checked")
-        codes = [r[0] for r in conn.execute("SELECT DISTINCT currency FROM checked WHERE problem IS NULL "
-                                            "AND currency IS NOT NULL ORDER BY 1 LIMIT 10").fetchall()]
+        codes = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT currency FROM checked WHERE problem IS NULL "
+                "AND currency IS NOT NULL ORDER BY 1 LIMIT 10"
+            ).fetchall()
+        ]
         if len(codes) > 1:
             raise currency.MixedCurrencies(currency.mixed_message(path.name, codes))
         return
@@ -274,8 +328,14 @@ class Aggregates:
     skipped: int = 0  # rows read but skipped with a reason (``skip_reason``; the fast read has none)
 
 
-def aggregate_csv(path: Path, settings: CsvSettings, config: Config, as_of: date,
-                  progress: Callable[[float], None] | None = None, validate_all: bool = False) -> Aggregates:
+def aggregate_csv(
+    path: Path,
+    settings: CsvSettings,
+    config: Config,
+    as_of: date,
+    progress: Callable[[float], None] | None = None,
+    validate_all: bool = False,
+) -> Aggregates:
     """Per-customer aggregates (see ``store.orders.aggregate``) of the CSV's qualifying orders.
 
     First the fast typed read; a file it cannot vouch for (bad rows, repeated order ids) goes
@@ -286,8 +346,10 @@ def aggregate_csv(path: Path, settings: CsvSettings, config: Config, as_of: date
     conn = duckdb.connect()
     conn.execute("SET enable_progress_bar = false")
     window_start, end = engine.window_bounds(as_of, config.rfm.window_days, zone)
-    windows = {"": window_start, **{f"_{name}": engine.window_bounds(as_of, days, zone)[0]
-                                    for name, days in engine.windows(config.rfm).items()}}
+    windows = {
+        "": window_start,
+        **{f"_{name}": engine.window_bounds(as_of, days, zone)[0] for name, days in engine.windows(config.rfm).items()},
+    }
     box: dict[str, object] = {"bad": 0, "skipped": 0}
 
     def work() -> pd.DataFrame:
@@ -316,18 +378,29 @@ def quarantine_path(out: Path) -> Path:
 def check_outputs(orders: Path, out: Path) -> None:
     """Refuse an ``out`` (or its quarantine file) that is the orders file — by name, through a
     symlink or as a hard link of it."""
-    for target, what in ((out, "--out"), (quarantine_path(out), f"the quarantine file of --out ({out.name}.quarantine.csv)")):
+    for target, what in (
+        (out, "--out"),
+        (quarantine_path(out), f"the quarantine file of --out ({out.name}.quarantine.csv)"),
+    ):
         try:
             same = os.path.samefile(target, orders)
         except OSError:  # the target does not exist (yet): it cannot be the orders file
             same = False
         if same or target.resolve() == orders.resolve():
-            raise OutputRefused(f"{target}: {what} is the orders file {orders}; writing it would replace the "
-                                f"export with the scores; choose another --out")
+            raise OutputRefused(
+                f"{target}: {what} is the orders file {orders}; writing it would replace the "
+                f"export with the scores; choose another --out"
+            )
 
 
-def score_csv(path: Path, out: Path, config: Config, as_of: date, settings: CsvSettings | None = None,
-              progress: Callable[[float], None] | None = None) -> OfflineResult:
+def score_csv(
+    path: Path,
+    out: Path,
+    config: Config,
+    as_of: date,
+    settings: CsvSettings | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> OfflineResult:
     """Score ``path`` into ``out`` (and ``out.quarantine.csv`` when rows are bad). Both are written to
     temporary files first and renamed into place only when both are complete: a run that fails
     leaves the previous outputs as they were."""
@@ -337,22 +410,32 @@ def score_csv(path: Path, out: Path, config: Config, as_of: date, settings: CsvS
     conn = aggregates.conn
     result = engine.score_customers(aggregates.frame, as_of, config.rfm, zone=config.shop.zone)
     frame = result.frame
-    table = pd.DataFrame({
-        "customer_id": frame["customer_key"],
-        "recency_days": frame["recency_days"],
-        "frequency": frame["frequency"],
-        "monetary_e4": frame["monetary_e4"],
-        "r_score": frame["r_score"], "f_score": frame["f_score"], "m_score": frame["m_score"],
-        "rfm_score": frame["rfm_score"], "rfm_group": frame["rfm_group"],
-    })
+    table = pd.DataFrame(
+        {
+            "customer_id": frame["customer_key"],
+            "recency_days": frame["recency_days"],
+            "frequency": frame["frequency"],
+            "monetary_e4": frame["monetary_e4"],
+            "r_score": frame["r_score"],
+            "f_score": frame["f_score"],
+            "m_score": frame["m_score"],
+            "rfm_score": frame["rfm_score"],
+            "rfm_group": frame["rfm_group"],
+        }
+    )
     for column in ["fm_score"] + list(result.labels.values()):
         if column in frame.columns:
             table[column] = frame[column]
     out.parent.mkdir(parents=True, exist_ok=True)
-    bad = conn.execute("SELECT line, COALESCE(problem, skip_reason) AS problem FROM priced "
-                       "WHERE problem IS NOT NULL OR skip_reason IS NOT NULL "
-                       "UNION ALL SELECT line, problem FROM rejected_rows ORDER BY line").df() \
-        if aggregates.bad or aggregates.skipped else pd.DataFrame(columns=["line", "problem"])
+    bad = (
+        conn.execute(
+            "SELECT line, COALESCE(problem, skip_reason) AS problem FROM priced "
+            "WHERE problem IS NOT NULL OR skip_reason IS NOT NULL "
+            "UNION ALL SELECT line, problem FROM rejected_rows ORDER BY line"
+        ).df()
+        if aggregates.bad or aggregates.skipped
+        else pd.DataFrame(columns=["line", "problem"])
+    )
     # the quarantine file belongs with its scores: one left by an earlier run of this --out is replaced
     # by this run's (header only when no row is bad), so it never lists rows of another file
     qfile = quarantine_path(out) if len(bad) or quarantine_path(out).exists() else None
@@ -370,8 +453,14 @@ def score_csv(path: Path, out: Path, config: Config, as_of: date, settings: CsvS
         for temp in temps:
             temp.unlink(missing_ok=True)
     conn.close()
-    return OfflineResult(out=out, customers=len(table), quarantined=aggregates.bad, quarantine_file=qfile,
-                         result=result, skipped=aggregates.skipped)
+    return OfflineResult(
+        out=out,
+        customers=len(table),
+        quarantined=aggregates.bad,
+        quarantine_file=qfile,
+        result=result,
+        skipped=aggregates.skipped,
+    )
 
 
 def write_scores(conn: duckdb.DuckDBPyConnection, table: pd.DataFrame, out: Path) -> None:
@@ -389,7 +478,7 @@ def write_scores(conn: duckdb.DuckDBPyConnection, table: pd.DataFrame, out: Path
                     ELSE CAST(CAST(monetary_e4 AS DECIMAL(18,0)) * 0.0001 AS VARCHAR) END"""
     target = str(out).replace("'", "''")
     conn.execute(f"""COPY (SELECT customer_id, recency_days, frequency, {money} AS monetary,
-                                  {', '.join(rest)}
+                                  {", ".join(rest)}
                            FROM scores_frame ORDER BY customer_id)
                      TO '{target}' (HEADER, DELIMITER ',')""")
     conn.unregister("scores_frame")

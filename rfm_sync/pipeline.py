@@ -14,6 +14,7 @@ Where each transaction ends, and why a crash at any instant loses nothing:
    a batch is marked ``sent`` only after the destination accepted it. A crash in between re-sends
    the batch (every send is an idempotent upsert; events carry a deterministic id).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,19 @@ from typing import Any, Callable, Iterable, Iterator
 
 import sqlalchemy as sa
 
-from connectors.base import (ConnectorContext, ConnectorError, Destination, FatalError, NotSentError, Order,
-                             ProfileUpdate, PullContext, Quarantined, Source, Transition)
+from connectors.base import (
+    ConnectorContext,
+    ConnectorError,
+    Destination,
+    FatalError,
+    NotSentError,
+    Order,
+    ProfileUpdate,
+    PullContext,
+    Quarantined,
+    Source,
+    Transition,
+)
 from connectors.registry import connector_class
 from connectors.validate import is_email, with_notices
 
@@ -118,8 +130,12 @@ class Unavailable:
         raise self.error
 
     def check(self, online: bool = True) -> list[tuple[str, str]]:
-        return [(f"{self.name}: cannot be set up: {connector_fault(self.name, self.error)}",
-                 "fix the setting, secret or file it names")]
+        return [
+            (
+                f"{self.name}: cannot be set up: {connector_fault(self.name, self.error)}",
+                "fix the setting, secret or file it names",
+            )
+        ]
 
 
 def customer_key(order: Order, merge_by: str) -> str:
@@ -132,21 +148,32 @@ def _e4(amount: Decimal) -> int:
     return int((amount * MONEY_SCALE).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
-def order_row(order: Order, key: str, now: datetime, rates: currency.Rates | None = None,
-              zone: Any = None) -> dict[str, Any]:
+def order_row(
+    order: Order, key: str, now: datetime, rates: currency.Rates | None = None, zone: Any = None
+) -> dict[str, Any]:
     """The store row of an order, its amount in the shop currency (``rates``: see
     :mod:`rfm_sync.currency`; raises :class:`currency.NoRate` for a currency without a rate)."""
-    money = currency.to_shop(rates or currency.Rates(), order.amount, order.currency, order.placed_at,
-                             zone or timezone.utc)
+    money = currency.to_shop(
+        rates or currency.Rates(), order.amount, order.currency, order.placed_at, zone or timezone.utc
+    )
     amount_e4 = _e4(money.amount)
     return {
-        "source": order.source, "order_id": order.order_id, "customer_key": key,
-        "source_customer_id": order.customer_id, "email": order.email, "phone": order.phone,
-        "placed_at": order.placed_at, "updated_at": order.updated_at, "amount_e4": amount_e4,
-        "currency": money.currency, "original_currency": money.original_currency,
+        "source": order.source,
+        "order_id": order.order_id,
+        "customer_key": key,
+        "source_customer_id": order.customer_id,
+        "email": order.email,
+        "phone": order.phone,
+        "placed_at": order.placed_at,
+        "updated_at": order.updated_at,
+        "amount_e4": amount_e4,
+        "currency": money.currency,
+        "original_currency": money.original_currency,
         "original_amount_e4": None if money.original_amount is None else _e4(money.original_amount),
-        "status": order.status, "is_test": order.is_test,
-        "is_cancelled": order.is_cancelled, "is_deleted": order.is_deleted,
+        "status": order.status,
+        "is_test": order.is_test,
+        "is_cancelled": order.is_cancelled,
+        "is_deleted": order.is_deleted,
         "qualifies": amount_e4 > 0 and not (order.is_test or order.is_cancelled or order.is_deleted),
         "ingested_at": now,
     }
@@ -162,8 +189,9 @@ class Rows:
     bad: list[dict[str, Any]] = field(default_factory=list)
 
 
-def rows_of(records: Iterable[Order | Quarantined], merge_by: str, now: datetime, rates: currency.Rates,
-            zone: Any) -> Rows:
+def rows_of(
+    records: Iterable[Order | Quarantined], merge_by: str, now: datetime, rates: currency.Rates, zone: Any
+) -> Rows:
     """The store rows of these records (a later record of the same order wins unless it is older)."""
     out = Rows()
     for rec in records:
@@ -174,8 +202,14 @@ def rows_of(records: Iterable[Order | Quarantined], merge_by: str, now: datetime
         try:
             row = order_row(rec, key, now, rates, zone)
         except currency.NoRate as exc:  # never summed raw: kept with its reason
-            out.bad.append({"source": rec.source, "location": f"order {rec.order_id}", "reason": str(exc),
-                            "raw": f"{rec.amount} {rec.currency}"})
+            out.bad.append(
+                {
+                    "source": rec.source,
+                    "location": f"order {rec.order_id}",
+                    "reason": str(exc),
+                    "raw": f"{rec.amount} {rec.currency}",
+                }
+            )
             continue
         previous = out.orders.get((rec.source, rec.order_id))
         if previous is None or (rec.updated_at or now) >= (previous["updated_at"] or now):
@@ -186,8 +220,15 @@ def rows_of(records: Iterable[Order | Quarantined], merge_by: str, now: datetime
 
 
 class Pipeline:
-    def __init__(self, config: Config, store: Store, *, sources: list[Source] | None = None,
-                 destinations: list[Destination] | None = None, clock: Callable[[], datetime] = utcnow):
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        sources: list[Source] | None = None,
+        destinations: list[Destination] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ):
         self.config = config
         self.store = store
         self.sources = sources if sources is not None else build_sources(config)
@@ -221,8 +262,12 @@ class Pipeline:
                 raise  # the store, not the source: the cycle stops (nothing half-written)
             except Exception as exc:  # e.g. an OSError reading a file: this source's failure, not the cycle's
                 report.errors[source.name] = connector_fault(source.name, exc)
-                log.error("pull failed: %s", report.errors[source.name], exc_info=True,
-                          extra={"source": source.name, "error": report.errors[source.name]})
+                log.error(
+                    "pull failed: %s",
+                    report.errors[source.name],
+                    exc_info=True,
+                    extra={"source": source.name, "error": report.errors[source.name]},
+                )
             report.pulled[source.name], report.read[source.name] = count, given
             if stop is not None:
                 raise stop
@@ -244,12 +289,15 @@ class Pipeline:
         bad, read = len(report.quarantined), sum(report.read.values()) + len(report.quarantined)
         limit = self.config.pull.max_quarantine_share
         if read and bad / read > limit:
-            report.errors["quarantine"] = (f"{bad:,} of {read:,} rows read ({bad / read:.0%}) were quarantined, "
-                                           f"more than pull.max_quarantine_share ({limit:.0%}); see `rfm-sync status`")
+            report.errors["quarantine"] = (
+                f"{bad:,} of {read:,} rows read ({bad / read:.0%}) were quarantined, "
+                f"more than pull.max_quarantine_share ({limit:.0%}); see `rfm-sync status`"
+            )
 
     # ------------------------------------------------------------------ 2. score
-    def score(self, as_of: date, *, keys: set[str] | None = None,
-              cut_points: dict[str, Any] | None = None) -> engine.ScoreResult:
+    def score(
+        self, as_of: date, *, keys: set[str] | None = None, cut_points: dict[str, Any] | None = None
+    ) -> engine.ScoreResult:
         """Score as of ``as_of`` with the frozen cut points (recalibrated when due, see
         :mod:`rfm_sync.store.state`). ``keys``: only these customers; ``cut_points``: use
         these instead of the frozen ones (e.g. the last run's). Reads the store, writes nothing.
@@ -267,10 +315,18 @@ class Pipeline:
         count = population_of(aggregates) if keys is None else None  # the population a calibration would have
         if frozen is None and quantiles:
             calibration = state.current_calibration(self.store, rfm.scheme, rfm.window_days)
-            if not state.is_due(calibration, as_of, rfm.recalibrate_days, population=count,
-                                population_change=rfm.recalibrate_population_change):
-                frozen, calibrated_on, population = (calibration["cut_points"], calibration["as_of"],
-                                                     calibration["population"])
+            if not state.is_due(
+                calibration,
+                as_of,
+                rfm.recalibrate_days,
+                population=count,
+                population_change=rfm.recalibrate_population_change,
+            ):
+                frozen, calibrated_on, population = (
+                    calibration["cut_points"],
+                    calibration["as_of"],
+                    calibration["population"],
+                )
         previous = state.previous_scores(self.store) if rfm.hysteresis else None
         result = engine.score_customers(aggregates, as_of, rfm, zone=zone, cut_points=frozen, previous=previous)
         computed = frozen is None and quantiles and keys is None  # fresh cut points over the whole shop
@@ -280,8 +336,9 @@ class Pipeline:
         return result
 
     # ------------------------------------------------------------------ 3. diff
-    def diff(self, run_id: int, result: engine.ScoreResult, report: CycleReport, *,
-             only: set[str] | None = None) -> None:
+    def diff(
+        self, run_id: int, result: engine.ScoreResult, report: CycleReport, *, only: set[str] | None = None
+    ) -> None:
         """``only``: the result covers just these customers (the others keep their state).
 
         Vectorised (:mod:`rfm_sync.diffing`); state, outbox rows, the run record and a new
@@ -292,8 +349,16 @@ class Pipeline:
         state_keys = None if only is None else set(only) | set(frame["customer_key"])
         stored = state.load_state_frame(self.store, state_keys)
         label_names = {dim: getattr(rfm.label_properties, dim) for dim in result.labels}
-        changes = diffing.compute(frame, stored, names=self.config.properties, labels=result.labels,
-                                  label_names=label_names, now=now, run_id=run_id, only=only)
+        changes = diffing.compute(
+            frame,
+            stored,
+            names=self.config.properties,
+            labels=result.labels,
+            label_names=label_names,
+            now=now,
+            run_id=run_id,
+            only=only,
+        )
         out = changes.outbox
         contacts = orders.contacts_frame(self.store, out["customer_key"].tolist())
         out["payload"] = diffing.payloads(out, contacts, run_id)
@@ -314,10 +379,24 @@ class Pipeline:
             state.delete_state(conn, changes.gone)
             outbox.enqueue(conn, rows)
             if result.new_calibration:
-                state.add_calibration(conn, rfm.scheme, rfm.window_days, result.calibrated_on, result.cut_points,
-                                      run_id, result.calibration_population)
-            runs.finish_run(conn, run_id, status="scored", stats=stats, group_counts=report.group_counts,
-                            cut_points=result.cut_points, warnings=result.warnings)
+                state.add_calibration(
+                    conn,
+                    rfm.scheme,
+                    rfm.window_days,
+                    result.calibrated_on,
+                    result.cut_points,
+                    run_id,
+                    result.calibration_population,
+                )
+            runs.finish_run(
+                conn,
+                run_id,
+                status="scored",
+                stats=stats,
+                group_counts=report.group_counts,
+                cut_points=result.cut_points,
+                warnings=result.warnings,
+            )
 
     # ------------------------------------------------------------------ 4. push
     def push(self, report: CycleReport, *, dry_run: bool = False) -> dict[str, dict[str, Any]] | None:
@@ -379,8 +458,12 @@ class Pipeline:
                 raise
             except Exception as exc:  # e.g. OSError in the file sink: this destination's failure
                 report.errors[dest.name] = connector_fault(dest.name, exc)
-                log.error("push stopped: %s", report.errors[dest.name], exc_info=True,
-                          extra={"destination": dest.name, "error": report.errors[dest.name]})
+                log.error(
+                    "push stopped: %s",
+                    report.errors[dest.name],
+                    exc_info=True,
+                    extra={"destination": dest.name, "error": report.errors[dest.name]},
+                )
             report.pushed[dest.name], report.failed[dest.name] = sent, failed
             if skipped:
                 report.skipped[dest.name] = skipped
@@ -400,10 +483,15 @@ class Pipeline:
 
     def _memory_row(self, destination: str, row: dict[str, Any]) -> dict[str, Any]:
         m = delivery.sent_memory(row["payload"], self.config.properties)
-        return {"destination": destination, "customer_key": row["customer_key"], "rfm_group": m.group,
-                "previous_group": m.previous_group, "group_changed_at": m.group_changed_at,
-                "labels": json.dumps(m.labels, sort_keys=True) if m.labels is not None else None,
-                "outbox_id": row["id"]}
+        return {
+            "destination": destination,
+            "customer_key": row["customer_key"],
+            "rfm_group": m.group,
+            "previous_group": m.previous_group,
+            "group_changed_at": m.group_changed_at,
+            "labels": json.dumps(m.labels, sort_keys=True) if m.labels is not None else None,
+            "outbox_id": row["id"],
+        }
 
     def _preview(self, dest: Destination, sample: int = 5) -> dict[str, Any]:
         """Read-only: the newest pending snapshot per customer, as the next push would send it."""
@@ -419,12 +507,22 @@ class Pipeline:
         def masked(email: str | None) -> str:
             return insight.mask_email(email) or "(no email)"
 
-        return {"profiles": len(updates), "batches": -(-len(updates) // dest.batch_size),
-                "group_changes": len(changes), "cleared": sum(u.transition.to_group is None for u in changes),
-                "sample": [{"email": masked(u.email),
-                            "change": f"{u.transition.from_group or '(new)'} -> {u.transition.to_group or '(none)'}"
-                            if u.transition else "properties only", "properties": len(u.properties)}
-                           for u in updates[:sample]]}
+        return {
+            "profiles": len(updates),
+            "batches": -(-len(updates) // dest.batch_size),
+            "group_changes": len(changes),
+            "cleared": sum(u.transition.to_group is None for u in changes),
+            "sample": [
+                {
+                    "email": masked(u.email),
+                    "change": f"{u.transition.from_group or '(new)'} -> {u.transition.to_group or '(none)'}"
+                    if u.transition
+                    else "properties only",
+                    "properties": len(u.properties),
+                }
+                for u in updates[:sample]
+            ],
+        }
 
     # ------------------------------------------------------------------ the cycle
     def run_cycle(self, as_of: date | None = None, *, pull: bool = True, push: bool = True) -> CycleReport:
@@ -432,14 +530,18 @@ class Pipeline:
         run_id = runs.start_run(self.store, as_of, self.config.rfm.scheme)
         report = CycleReport(run_id=run_id, as_of=as_of)
         with self._failed_run(report):
-            for step, fn in (("pull", lambda: self.pull(run_id, report) if pull else None),
-                             ("score+diff", lambda: self.diff(run_id, self.score(as_of), report)),
-                             ("push", lambda: self.push(report) if push else None)):
+            for step, fn in (
+                ("pull", lambda: self.pull(run_id, report) if pull else None),
+                ("score+diff", lambda: self.diff(run_id, self.score(as_of), report)),
+                ("push", lambda: self.push(report) if push else None),
+            ):
                 started = time.perf_counter()
                 fn()
                 report.durations[step] = round(time.perf_counter() - started, 3)
-                log.info("cycle step done", extra={"step": step, "seconds": report.durations[step], "run": run_id,
-                                                   **step_counts(step, report)})
+                log.info(
+                    "cycle step done",
+                    extra={"step": step, "seconds": report.durations[step], "run": run_id, **step_counts(step, report)},
+                )
         self._finish_run(report)
         return report
 
@@ -452,30 +554,50 @@ class Pipeline:
             yield
         except StopRequested:
             report.stopped = True
-            log.info("cycle stopped: a stop was requested; what is not sent stays pending for the next cycle",
-                     extra={"run": report.run_id})
+            log.info(
+                "cycle stopped: a stop was requested; what is not sent stays pending for the next cycle",
+                extra={"run": report.run_id},
+            )
         except Exception as exc:
             with self.store.begin() as conn:
-                runs.finish_run(conn, report.run_id, status="failed", stats=self._stats(report),
-                                error=f"{type(exc).__name__}: {exc}"[:1000])
+                runs.finish_run(
+                    conn,
+                    report.run_id,
+                    status="failed",
+                    stats=self._stats(report),
+                    error=f"{type(exc).__name__}: {exc}"[:1000],
+                )
             raise
 
     def _finish_run(self, report: CycleReport, **recorded: Any) -> None:
         """Record the run ``ok``, ``stopped``, or ``partial`` with its errors (``recorded``: more columns to set)."""
         with self.store.begin() as conn:
-            runs.finish_run(conn, report.run_id, status=report.status,
-                            stats=self._stats(report),
-                            error="; ".join(f"{k}: {v}" for k, v in report.errors.items()) or None, **recorded)
+            runs.finish_run(
+                conn,
+                report.run_id,
+                status=report.status,
+                stats=self._stats(report),
+                error="; ".join(f"{k}: {v}" for k, v in report.errors.items()) or None,
+                **recorded,
+            )
 
     @staticmethod
     def _stats(report: CycleReport) -> dict[str, Any]:
-        return {"pulled": report.pulled, "quarantined": len(report.quarantined), "scored": report.scored,
-                "changed": report.changed, "cleared": report.cleared, "pushed": report.pushed,
-                "failed": report.failed, "skipped": report.skipped, "durations": report.durations,
-                "calibrated_on": report.calibrated_on.isoformat() if report.calibrated_on else None,
-                "calibration_population": report.calibration_population,
-                "transitions": insight.transitions_json(report.transitions),
-                **({"insight": report.insight} if report.insight is not None else {})}
+        return {
+            "pulled": report.pulled,
+            "quarantined": len(report.quarantined),
+            "scored": report.scored,
+            "changed": report.changed,
+            "cleared": report.cleared,
+            "pushed": report.pushed,
+            "failed": report.failed,
+            "skipped": report.skipped,
+            "durations": report.durations,
+            "calibrated_on": report.calibrated_on.isoformat() if report.calibrated_on else None,
+            "calibration_population": report.calibration_population,
+            "transitions": insight.transitions_json(report.transitions),
+            **({"insight": report.insight} if report.insight is not None else {}),
+        }
 
     # ------------------------------------------------------------------ near real time (webhooks)
     def last_scored_run(self, *, stopped: bool = True) -> dict[str, Any] | None:
@@ -483,8 +605,12 @@ class Pipeline:
         recorded cut points and group counts."""
         statuses = ("ok", "partial", "stopped") if stopped else ("ok", "partial")
         for run in runs.recent_runs(self.store, 100):
-            if (run["status"] in statuses and run["scheme"] == self.config.rfm.scheme
-                    and run.get("cut_points") and run.get("group_counts") is not None):
+            if (
+                run["status"] in statuses
+                and run["scheme"] == self.config.rfm.scheme
+                and run.get("cut_points")
+                and run.get("group_counts") is not None
+            ):
                 return run
         return None
 
@@ -503,8 +629,9 @@ class Pipeline:
         as_of = as_of or self.config.today(now)
         keys = set(rows.customers)
         run_id = runs.start_run(self.store, as_of, self.config.rfm.scheme)
-        report = CycleReport(run_id=run_id, as_of=as_of, pulled={"webhooks": stored},
-                             read={"webhooks": len(rows.orders)})
+        report = CycleReport(
+            run_id=run_id, as_of=as_of, pulled={"webhooks": stored}, read={"webhooks": len(rows.orders)}
+        )
         with self._failed_run(report):
             started = time.perf_counter()
             result = self.score(as_of, keys=keys, cut_points=base["cut_points"])
@@ -525,8 +652,15 @@ class Pipeline:
                 counts[after] = counts.get(after, 0) + n
         report.group_counts = {g: n for g, n in counts.items() if n > 0}
         self._finish_run(report, group_counts=report.group_counts)
-        log.info("customers rescored", extra={"run": run_id, "customers": len(keys), "changed": report.changed,
-                                              "pushed": sum(report.pushed.values())})
+        log.info(
+            "customers rescored",
+            extra={
+                "run": run_id,
+                "customers": len(keys),
+                "changed": report.changed,
+                "pushed": sum(report.pushed.values()),
+            },
+        )
         return report
 
 
@@ -554,11 +688,20 @@ def update_from_row(row: dict[str, Any]) -> ProfileUpdate:
     p = row["payload"]
     t = p.get("transition")
     return ProfileUpdate(
-        outbox_id=row["id"], customer_key=row["customer_key"], phone=p.get("phone"),
+        outbox_id=row["id"],
+        customer_key=row["customer_key"],
+        phone=p.get("phone"),
         email=p.get("email") if is_email(p.get("email")) else None,  # never send what is not an address
-        properties=p["properties"], event_id=p.get("event_id"),
-        transition=Transition(from_group=t["from"], to_group=t["to"], labels_before=t.get("labels_before") or {},
-                              labels_after=t.get("labels_after") or {}) if t else None,
+        properties=p["properties"],
+        event_id=p.get("event_id"),
+        transition=Transition(
+            from_group=t["from"],
+            to_group=t["to"],
+            labels_before=t.get("labels_before") or {},
+            labels_after=t.get("labels_after") or {},
+        )
+        if t
+        else None,
         changed_at=datetime.fromisoformat(p["changed_at"]) if p.get("changed_at") else None,
         first_assignment=bool(p.get("first_assignment")),
     )

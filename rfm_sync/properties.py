@@ -4,6 +4,7 @@ Names come from ``[properties]`` in the config. Values are plain JSON: the group
 strings, the single-dimension scores as integers, the change time as ISO-8601 UTC, spend as a
 number with at most 4 decimals (converted once from the exact integer sum, never accumulated).
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -43,8 +44,15 @@ def build_properties(names: PropertyNames, row: Any, previous: str | None, chang
 
 def cleared_properties(names: PropertyNames) -> dict[str, Any]:
     """Every RFM property set to null: the customer has no qualifying order any more."""
-    keys = [names.current_group, names.previous_group, names.group_changed_at, names.score, names.recency_score,
-            names.frequency_score, names.monetary_score]
+    keys = [
+        names.current_group,
+        names.previous_group,
+        names.group_changed_at,
+        names.score,
+        names.recency_score,
+        names.frequency_score,
+        names.monetary_score,
+    ]
     if names.include_metrics:
         keys += [names.recency_days, names.orders, names.spend]
     return {k: None for k in keys}

@@ -1,4 +1,5 @@
 """Tables people look at: group sizes, transitions, runs, outbox backlog, quarantined rows."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,9 @@ def group_table(counts: dict[str, int], order: Iterable[str], title: str = "RFM 
     return table
 
 
-def transition_table(transitions: dict[tuple[str | None, str | None], int], order: list[str],
-                     title: str = "previous → current group") -> Table:
+def transition_table(
+    transitions: dict[tuple[str | None, str | None], int], order: list[str], title: str = "previous → current group"
+) -> Table:
     """A matrix: rows are the previous group, columns the current one; cells count customers."""
     table = Table(title=title)
     table.add_column("previous \\ current")
@@ -51,12 +53,14 @@ def run_transitions(report: CycleReport, order: list[str]) -> Table | str:
     moved = {k: n for k, n in report.transitions.items() if n}
     if not moved:
         return f"run {report.run_id}: no customer changed group"
-    return transition_table(moved, order, title=f"previous → current group in run {report.run_id} "
-                                                f"({sum(moved.values()):,} customers)")
+    return transition_table(
+        moved, order, title=f"previous → current group in run {report.run_id} ({sum(moved.values()):,} customers)"
+    )
 
 
 def cycle_summary(report: CycleReport) -> Table:
     from .insight import mask_text
+
     table = Table(title=f"run {report.run_id} · as of {report.as_of.isoformat()}", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -69,8 +73,11 @@ def cycle_summary(report: CycleReport) -> Table:
         table.add_row("profiles cleared (no qualifying order left)", f"{report.cleared:,}")
     for name, n in report.pushed.items():
         why = report.failure_reason.get(name)
-        notes = [f"{report.failed[name]:,} failed" + (f", e.g. {mask_text(why)[:120]}" if why else "")] \
-            if report.failed.get(name) else []
+        notes = (
+            [f"{report.failed[name]:,} failed" + (f", e.g. {mask_text(why)[:120]}" if why else "")]
+            if report.failed.get(name)
+            else []
+        )
         notes += [f"{report.skipped[name]:,} with nothing to send"] if report.skipped.get(name) else []
         table.add_row(f"pushed to {name}", f"{n:,}" + (f" ({'; '.join(notes)})" if notes else ""))
     for step, seconds in report.durations.items():
@@ -94,9 +101,16 @@ def runs_table(runs: list[dict[str, Any]]) -> Table:
     for r in runs:
         stats = r.get("stats") or {}
         pushed = ", ".join(f"{k}: {v:,}" for k, v in (stats.get("pushed") or {}).items())
-        table.add_row(str(r["id"]), str(r["as_of"]), r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), r["status"],
-                      f"{stats.get('scored', 0):,}", f"{stats.get('changed', 0):,}", pushed,
-                      (r.get("error") or "")[:80])
+        table.add_row(
+            str(r["id"]),
+            str(r["as_of"]),
+            r["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            r["status"],
+            f"{stats.get('scored', 0):,}",
+            f"{stats.get('changed', 0):,}",
+            pushed,
+            (r.get("error") or "")[:80],
+        )
     return table
 
 
@@ -135,14 +149,19 @@ def summary_tables(summary: Any, *, currency: str = "", weeks: int = 8) -> list[
     rows = group_rows(summary)
     title = f"groups as of {latest.as_of} (run {latest.id})" if latest else "groups (no scored run yet)"
     table = Table(title=title)
-    for col in ["group", "customers", "share"] + (["revenue", "revenue share", "orders", "avg order value"]
-                                                  if rows and "revenue" in rows[0] else []):
+    for col in ["group", "customers", "share"] + (
+        ["revenue", "revenue share", "orders", "avg order value"] if rows and "revenue" in rows[0] else []
+    ):
         table.add_column(col, justify="left" if col == "group" else "right")
     for r in rows:
         cells = [r["group"], f"{r['customers']:,}", f"{r['share']:.1%}"]
         if "revenue" in r:
-            cells += [f"{r['revenue']:,.2f}", f"{r['revenue_share']:.1%}", f"{r['orders']:,}",
-                      f"{r['aov']:,.2f}" if r["aov"] is not None else "–"]
+            cells += [
+                f"{r['revenue']:,.2f}",
+                f"{r['revenue_share']:.1%}",
+                f"{r['orders']:,}",
+                f"{r['aov']:,.2f}" if r["aov"] is not None else "–",
+            ]
         table.add_row(*cells)
     out.append(table)
 
@@ -153,8 +172,13 @@ def summary_tables(summary: Any, *, currency: str = "", weeks: int = 8) -> list[
         for b in weekly:
             growth.add_column(b["start"].strftime("%m-%d"), justify="right")
         for g in summary.order:
-            growth.add_row(g, *(f"{b['customers'].get(g, 0):,}"
-                                + (f" ({b['net'].get(g, 0):+,})" if b["moves_recorded"] else "") for b in weekly))
+            growth.add_row(
+                g,
+                *(
+                    f"{b['customers'].get(g, 0):,}" + (f" ({b['net'].get(g, 0):+,})" if b["moves_recorded"] else "")
+                    for b in weekly
+                ),
+            )
         out.append(growth)
 
     from .report_html import default_choice
@@ -163,22 +187,37 @@ def summary_tables(summary: Any, *, currency: str = "", weeks: int = 8) -> list[
     if labels:
         label = labels[default_choice(summary)]
         moves = summary.periods[label]
-        out.append(transition_table(moves, summary.order, title=f"moves, {label} "
-                                    f"({summary.period_runs.get(label, 0)} run(s) recorded)")
-                   if moves else f"no moves recorded, {label}")
+        out.append(
+            transition_table(
+                moves, summary.order, title=f"moves, {label} ({summary.period_runs.get(label, 0)} run(s) recorded)"
+            )
+            if moves
+            else f"no moves recorded, {label}"
+        )
 
-    when = (f"frozen on {summary.calibrated_on}" if summary.frozen and summary.calibrated_on else
-            "fixed in the configuration" if not summary.frozen else "computed by the last run")
-    cuts = Table(title="R, F and M: cut points in force and customers per score",
-                 caption=f"cut points {when}" + (f" over {summary.calibration_population:,} customers"
-                                                 if summary.calibration_population is not None else ""))
+    when = (
+        f"frozen on {summary.calibrated_on}"
+        if summary.frozen and summary.calibrated_on
+        else "fixed in the configuration"
+        if not summary.frozen
+        else "computed by the last run"
+    )
+    cuts = Table(
+        title="R, F and M: cut points in force and customers per score",
+        caption=f"cut points {when}"
+        + (f" over {summary.calibration_population:,} customers" if summary.calibration_population is not None else ""),
+    )
     for col in ("dimension", "cut points", "customers per score", "median (approx.)"):
         cuts.add_column(col, justify="left" if col == "dimension" else "right")
     for row in dimension_rows(summary):
         dim = row["dimension"]
         scores = ", ".join(f"{s}: {n:,}" for s, n in row["scores"].items()) or "not recorded"
-        cuts.add_row(dim, "  ·  ".join(readable(dim, c) for c in row["cuts"]) or "–", scores,
-                     _median(row["histogram"], dim, readable))
+        cuts.add_row(
+            dim,
+            "  ·  ".join(readable(dim, c) for c in row["cuts"]) or "–",
+            scores,
+            _median(row["histogram"], dim, readable),
+        )
     out.append(cuts)
 
     warnings = (latest.warnings if latest else []) or []
@@ -191,18 +230,32 @@ def summary_tables(summary: Any, *, currency: str = "", weeks: int = 8) -> list[
 
     dests = sorted({d for r in summary.runs for d in (r.stats.get("pushed") or {})} | set(summary.destinations))
     runs = Table(title="last runs")
-    for col in ["run", "as of", "took", "status", "pulled", "quarantined", "scored", "changed", "cleared"] + \
-            [f"{d}: ok / failed" for d in dests] + ["error"]:
+    for col in (
+        ["run", "as of", "took", "status", "pulled", "quarantined", "scored", "changed", "cleared"]
+        + [f"{d}: ok / failed" for d in dests]
+        + ["error"]
+    ):
         runs.add_column(col, justify="right" if col not in ("status", "error", "pulled") else "left")
     for r in summary.recent(10):
         s = r.stats
-        runs.add_row(str(r.id), str(r.as_of), f"{r.seconds:.1f} s" if r.seconds is not None else "running", r.status,
-                     ", ".join(f"{k}: {v:,}" for k, v in (s.get("pulled") or {}).items()),
-                     f"{s.get('quarantined', 0):,}", f"{s.get('scored', 0):,}", f"{s.get('changed', 0):,}",
-                     f"{s.get('cleared', 0):,}",
-                     *(f"{(s.get('pushed') or {}).get(d, 0):,} / {(s.get('failed') or {}).get(d, 0):,}"
-                       if d in (s.get("pushed") or {}) else "–" for d in dests),
-                     mask_text(r.error or "")[:80])
+        runs.add_row(
+            str(r.id),
+            str(r.as_of),
+            f"{r.seconds:.1f} s" if r.seconds is not None else "running",
+            r.status,
+            ", ".join(f"{k}: {v:,}" for k, v in (s.get("pulled") or {}).items()),
+            f"{s.get('quarantined', 0):,}",
+            f"{s.get('scored', 0):,}",
+            f"{s.get('changed', 0):,}",
+            f"{s.get('cleared', 0):,}",
+            *(
+                f"{(s.get('pushed') or {}).get(d, 0):,} / {(s.get('failed') or {}).get(d, 0):,}"
+                if d in (s.get("pushed") or {})
+                else "–"
+                for d in dests
+            ),
+            mask_text(r.error or "")[:80],
+        )
     out.append(runs)
     out.append(backlog_table(summary.backlog, summary.destinations))
     return out
@@ -220,5 +273,7 @@ def _median(hist: dict[str, Any] | None, dim: str, readable: Any) -> str:
         seen += n
         if seen * 2 >= total:
             lo = hist["low"] + i * hist["width"]
-            return f"{readable(dim, lo)}–{readable(dim, lo + hist['width'])}" if hist["width"] > 1 else readable(dim, lo)
+            return (
+                f"{readable(dim, lo)}–{readable(dim, lo + hist['width'])}" if hist["width"] > 1 else readable(dim, lo)
+            )
     return f"above {readable(dim, hist['low'] + len(hist['counts']) * hist['width'])}"

@@ -15,6 +15,7 @@ No full email address is in the page: samples are masked, free text (errors, war
 masked, and the assembled page (outside the plotly bundle) is masked once more as a last guard.
 The one address in the bundle, in a licence comment, is written with " at " instead of "@".
 """
+
 from __future__ import annotations
 
 import html
@@ -24,12 +25,24 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
-from .insight import (DIMENSIONS, UNITS, Summary, buckets, dimension_rows, gather, group_rows, mask_text,
-                      readable)
+from .insight import DIMENSIONS, UNITS, Summary, buckets, dimension_rows, gather, group_rows, mask_text, readable
 from .masking import EMAIL
 
-PALETTE = ["#1b9e77", "#66a61e", "#7570b3", "#e6ab02", "#d95f02", "#e7298a", "#a6761d", "#1f78b4", "#b2df8a",
-           "#fb9a99", "#cab2d6", "#ffff99", "#666666"]
+PALETTE = [
+    "#1b9e77",
+    "#66a61e",
+    "#7570b3",
+    "#e6ab02",
+    "#d95f02",
+    "#e7298a",
+    "#a6761d",
+    "#1f78b4",
+    "#b2df8a",
+    "#fb9a99",
+    "#cab2d6",
+    "#ffff99",
+    "#666666",
+]
 CHART_CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -38,8 +51,13 @@ def _colors(order: list[str]) -> dict[str, str]:
 
 
 def _layout(title: str, **extra: Any) -> dict[str, Any]:
-    base = {"title": {"text": title, "x": 0, "font": {"size": 15}}, "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
-            "height": 360, "template": "plotly_white", "font": {"family": "system-ui, sans-serif", "size": 12}}
+    base = {
+        "title": {"text": title, "x": 0, "font": {"size": 15}},
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+        "height": 360,
+        "template": "plotly_white",
+        "font": {"family": "system-ui, sans-serif", "size": 12},
+    }
     base.update(extra)
     return base
 
@@ -51,20 +69,39 @@ def groups_figures(summary: Summary, currency: str) -> dict[str, Any]:
     rows = group_rows(summary)
     colors = _colors(summary.order)
     names = [r["group"] for r in rows]
-    figs = {"chart-groups": go.Figure(go.Bar(x=names, y=[r["customers"] for r in rows],
-                                             marker_color=[colors[n] for n in names],
-                                             text=[f"{r['customers']:,} ({r['share']:.0%})" for r in rows],
-                                             textposition="auto"),
-                                      layout=_layout("Customers per group now", yaxis={"title": "customers"}))}
+    figs = {
+        "chart-groups": go.Figure(
+            go.Bar(
+                x=names,
+                y=[r["customers"] for r in rows],
+                marker_color=[colors[n] for n in names],
+                text=[f"{r['customers']:,} ({r['share']:.0%})" for r in rows],
+                textposition="auto",
+            ),
+            layout=_layout("Customers per group now", yaxis={"title": "customers"}),
+        )
+    }
     if rows and "revenue" in rows[0]:
         figs["chart-revenue-share"] = go.Figure(
-            go.Bar(x=names, y=[100 * r["revenue_share"] for r in rows], marker_color=[colors[n] for n in names],
-                   text=[f"{r['revenue_share']:.1%}" for r in rows], textposition="auto"),
-            layout=_layout("Share of revenue in the window", yaxis={"title": "% of revenue"}))
+            go.Bar(
+                x=names,
+                y=[100 * r["revenue_share"] for r in rows],
+                marker_color=[colors[n] for n in names],
+                text=[f"{r['revenue_share']:.1%}" for r in rows],
+                textposition="auto",
+            ),
+            layout=_layout("Share of revenue in the window", yaxis={"title": "% of revenue"}),
+        )
         figs["chart-aov"] = go.Figure(
-            go.Bar(x=names, y=[r["aov"] or 0 for r in rows], marker_color=[colors[n] for n in names],
-                   text=[f"{r['aov']:,.2f}" if r["aov"] is not None else "–" for r in rows], textposition="auto"),
-            layout=_layout("Average order value", yaxis={"title": f"per order {currency}".strip()}))
+            go.Bar(
+                x=names,
+                y=[r["aov"] or 0 for r in rows],
+                marker_color=[colors[n] for n in names],
+                text=[f"{r['aov']:,.2f}" if r["aov"] is not None else "–" for r in rows],
+                textposition="auto",
+            ),
+            layout=_layout("Average order value", yaxis={"title": f"per order {currency}".strip()}),
+        )
     return figs
 
 
@@ -75,13 +112,12 @@ def growth_figures(summary: Summary, currency: str) -> dict[str, Any]:
     colors = _colors(summary.order)
     series = {by: buckets(summary, by) for by in ("week", "month")}
     figs = {}
-    for fig_id, title, what, kind in (("chart-growth-customers", "Customers per group", "customers", "line"),
-                                      ("chart-growth-revenue", f"Revenue per group in the window {currency}".strip(),
-                                       "revenue", "line"),
-                                      ("chart-growth-flow", "Net flow into each group (moves in − moves out)", "net",
-                                       "bar")):
-        fig = go.Figure(layout=_layout(title, barmode="relative", legend={"orientation": "h", "y": -0.2},
-                                       height=400))
+    for fig_id, title, what, kind in (
+        ("chart-growth-customers", "Customers per group", "customers", "line"),
+        ("chart-growth-revenue", f"Revenue per group in the window {currency}".strip(), "revenue", "line"),
+        ("chart-growth-flow", "Net flow into each group (moves in − moves out)", "net", "bar"),
+    ):
+        fig = go.Figure(layout=_layout(title, barmode="relative", legend={"orientation": "h", "y": -0.2}, height=400))
         visible = []
         for by in ("week", "month"):
             points = series[by]
@@ -95,24 +131,50 @@ def growth_figures(summary: Summary, currency: str) -> dict[str, Any]:
                     ys.append(values.get(group, 0))
                 name = group
                 if kind == "line":
-                    fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines+markers", legendgroup=group,
-                                             line={"color": colors[group]}, visible=by == "week"))
+                    fig.add_trace(
+                        go.Scatter(
+                            x=xs,
+                            y=ys,
+                            name=name,
+                            mode="lines+markers",
+                            legendgroup=group,
+                            line={"color": colors[group]},
+                            visible=by == "week",
+                        )
+                    )
                 else:
-                    fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker_color=colors[group], legendgroup=group,
-                                         visible=by == "week"))
+                    fig.add_trace(
+                        go.Bar(
+                            x=xs, y=ys, name=name, marker_color=colors[group], legendgroup=group, visible=by == "week"
+                        )
+                    )
                 visible.append(by)
-        fig.update_layout(updatemenus=[{
-            "type": "buttons", "direction": "right", "x": 1, "xanchor": "right", "y": 1.15, "showactive": True,
-            "buttons": [{"label": f"per {by}", "method": "update",
-                         "args": [{"visible": [v == by for v in visible]}]} for by in ("week", "month")]}],
-            xaxis={"title": "week (Monday) / month of the run's as-of day", "type": "date"})
+        fig.update_layout(
+            updatemenus=[
+                {
+                    "type": "buttons",
+                    "direction": "right",
+                    "x": 1,
+                    "xanchor": "right",
+                    "y": 1.15,
+                    "showactive": True,
+                    "buttons": [
+                        {"label": f"per {by}", "method": "update", "args": [{"visible": [v == by for v in visible]}]}
+                        for by in ("week", "month")
+                    ],
+                }
+            ],
+            xaxis={"title": "week (Monday) / month of the run's as-of day", "type": "date"},
+        )
         figs[fig_id] = fig
     return figs
 
 
 def _moves_choices(summary: Summary) -> list[tuple[str, dict]]:
-    choices = [(f"{label} ({summary.period_runs.get(label, 0)} run(s) recorded)", moves)
-               for label, moves in summary.periods.items()]
+    choices = [
+        (f"{label} ({summary.period_runs.get(label, 0)} run(s) recorded)", moves)
+        for label, moves in summary.periods.items()
+    ]
     last_change = {k: n for k, n in summary.state_moves.items() if k[0] is not None}
     choices.append(("every customer's last change (Previous → Current RFM group)", last_change))
     return choices
@@ -134,38 +196,88 @@ def movement_figures(summary: Summary) -> dict[str, Any]:
     left = ["(new)"] + summary.order
     right = summary.order + ["(cleared)"]
     sankey = go.Figure(layout=_layout("Who moved where", height=520))
-    matrix = go.Figure(layout=_layout("Moves as a matrix (rows: previous group, columns: current group)", height=480,
-                                      yaxis={"autorange": "reversed", "title": "previous"},
-                                      xaxis={"title": "current", "side": "top"}, margin={"l": 130, "t": 110}))
+    matrix = go.Figure(
+        layout=_layout(
+            "Moves as a matrix (rows: previous group, columns: current group)",
+            height=480,
+            yaxis={"autorange": "reversed", "title": "previous"},
+            xaxis={"title": "current", "side": "top"},
+            margin={"l": 130, "t": 110},
+        )
+    )
     for i, (label, moves) in enumerate(choices):
-        links = [(left.index(a if a is not None else "(new)"), right.index(b if b is not None else "(cleared)"), n)
-                 for (a, b), n in sorted(moves.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))
-                 if n and a != b and (a is None or a in left) and (b is None or b in right)]
-        node_colors = ["#999999"] + [colors[g] for g in summary.order] + [colors[g] for g in summary.order] + ["#999999"]
-        sankey.add_trace(go.Sankey(
-            visible=i == chosen, arrangement="snap",
-            node={"label": [f"{g} (before)" for g in left] + [f"{g} (after)" for g in right], "color": node_colors,
-                  "pad": 12, "thickness": 14},
-            link={"source": [a for a, _, _ in links], "target": [len(left) + b for _, b, _ in links],
-                  "value": [n for _, _, n in links],
-                  "color": [_fade(node_colors[a]) for a, _, _ in links]}))
-        z = [[moves.get((None if a == "(new)" else a, None if b == "(cleared)" else b), 0) if a != b else 0
-              for b in right] for a in left]
-        matrix.add_trace(go.Heatmap(z=z, x=right, y=left, visible=i == chosen, colorscale="Blues",
-                                    texttemplate="%{z:,}", hovertemplate="%{y} → %{x}: %{z:,}<extra></extra>",
-                                    showscale=False))
+        links = [
+            (left.index(a if a is not None else "(new)"), right.index(b if b is not None else "(cleared)"), n)
+            for (a, b), n in sorted(moves.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))
+            if n and a != b and (a is None or a in left) and (b is None or b in right)
+        ]
+        node_colors = (
+            ["#999999"] + [colors[g] for g in summary.order] + [colors[g] for g in summary.order] + ["#999999"]
+        )
+        sankey.add_trace(
+            go.Sankey(
+                visible=i == chosen,
+                arrangement="snap",
+                node={
+                    "label": [f"{g} (before)" for g in left] + [f"{g} (after)" for g in right],
+                    "color": node_colors,
+                    "pad": 12,
+                    "thickness": 14,
+                },
+                link={
+                    "source": [a for a, _, _ in links],
+                    "target": [len(left) + b for _, b, _ in links],
+                    "value": [n for _, _, n in links],
+                    "color": [_fade(node_colors[a]) for a, _, _ in links],
+                },
+            )
+        )
+        z = [
+            [
+                moves.get((None if a == "(new)" else a, None if b == "(cleared)" else b), 0) if a != b else 0
+                for b in right
+            ]
+            for a in left
+        ]
+        matrix.add_trace(
+            go.Heatmap(
+                z=z,
+                x=right,
+                y=left,
+                visible=i == chosen,
+                colorscale="Blues",
+                texttemplate="%{z:,}",
+                hovertemplate="%{y} → %{x}: %{z:,}<extra></extra>",
+                showscale=False,
+            )
+        )
     for fig in (sankey, matrix):  # the title to the right of the menu (top left), so neither hides the other
         fig.update_layout(title={"x": 0.98, "xanchor": "right"})
-        fig.update_layout(updatemenus=[{
-            "type": "dropdown", "x": 0, "xanchor": "left", "y": 1.12 if fig is sankey else 1.28, "active": chosen,
-            "buttons": [{"label": label, "method": "update", "args": [{"visible": [j == i for j in range(len(choices))]}]}
-                        for i, (label, _) in enumerate(choices)]}])
+        fig.update_layout(
+            updatemenus=[
+                {
+                    "type": "dropdown",
+                    "x": 0,
+                    "xanchor": "left",
+                    "y": 1.12 if fig is sankey else 1.28,
+                    "active": chosen,
+                    "buttons": [
+                        {
+                            "label": label,
+                            "method": "update",
+                            "args": [{"visible": [j == i for j in range(len(choices))]}],
+                        }
+                        for i, (label, _) in enumerate(choices)
+                    ],
+                }
+            ]
+        )
     return {"chart-sankey": sankey, "chart-matrix": matrix}
 
 
 def _fade(hex_color: str) -> str:
     h = hex_color.lstrip("#")
-    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
     return f"rgba({r},{g},{b},0.45)"
 
 
@@ -174,44 +286,92 @@ def distribution_figures(summary: Summary, currency: str) -> dict[str, Any]:
     import plotly.graph_objects as go
 
     figs = {}
-    when = (f"frozen on {summary.calibrated_on}" if summary.frozen and summary.calibrated_on else
-            "fixed in the configuration" if not summary.frozen else "computed by the last run")
+    when = (
+        f"frozen on {summary.calibrated_on}"
+        if summary.frozen and summary.calibrated_on
+        else "fixed in the configuration"
+        if not summary.frozen
+        else "computed by the last run"
+    )
     for row in dimension_rows(summary):
         dim, hist = row["dimension"], row["histogram"]
         unit = UNITS[dim] + (f" ({currency})" if dim == "monetary" and currency else "")
-        fig = go.Figure(layout=_layout(f"{dim.capitalize()}: {unit}", xaxis={"title": unit},
-                                       yaxis={"title": "customers"}, bargap=0.05, showlegend=False))
+        fig = go.Figure(
+            layout=_layout(
+                f"{dim.capitalize()}: {unit}",
+                xaxis={"title": unit},
+                yaxis={"title": "customers"},
+                bargap=0.05,
+                showlegend=False,
+            )
+        )
         if hist:
             scale = 10_000 if dim == "monetary" else 1
             width = hist["width"] / scale
             xs = [(hist["low"] + (i + 0.5) * hist["width"]) / scale for i in range(len(hist["counts"]))]
-            fig.add_trace(go.Bar(x=xs, y=hist["counts"], width=[width] * len(xs), marker_color="#7f9cc7",
-                                 hovertemplate="%{x}: %{y:,} customers<extra></extra>"))
+            fig.add_trace(
+                go.Bar(
+                    x=xs,
+                    y=hist["counts"],
+                    width=[width] * len(xs),
+                    marker_color="#7f9cc7",
+                    hovertemplate="%{x}: %{y:,} customers<extra></extra>",
+                )
+            )
             notes = []
             if hist["over"]:
                 notes.append(f"{hist['over']:,} above the last bin")
             if hist["below"]:
                 notes.append(f"{hist['below']:,} with none in the window")
             if notes:
-                fig.add_annotation(text="; ".join(notes), xref="paper", yref="paper", x=1, y=1.08, showarrow=False,
-                                   xanchor="right", font={"size": 11, "color": "#555"})
+                fig.add_annotation(
+                    text="; ".join(notes),
+                    xref="paper",
+                    yref="paper",
+                    x=1,
+                    y=1.08,
+                    showarrow=False,
+                    xanchor="right",
+                    font={"size": 11, "color": "#555"},
+                )
         else:
-            fig.add_annotation(text="not recorded yet: the next full run records it", xref="paper", yref="paper",
-                               x=0.5, y=0.5, showarrow=False)
+            fig.add_annotation(
+                text="not recorded yet: the next full run records it",
+                xref="paper",
+                yref="paper",
+                x=0.5,
+                y=0.5,
+                showarrow=False,
+            )
         for k, cut in enumerate(row["cuts"]):
             value = float(cut) / (10_000 if dim == "monetary" else 1)
             fig.add_vline(x=value, line={"color": "#c0392b", "dash": "dash", "width": 2})
-            fig.add_annotation(x=value, y=1 - 0.07 * (k % 2), yref="paper", text=f"cut {k + 1}: {readable(dim, cut)}",
-                               showarrow=False, yanchor="bottom", font={"color": "#c0392b", "size": 11})
+            fig.add_annotation(
+                x=value,
+                y=1 - 0.07 * (k % 2),
+                yref="paper",
+                text=f"cut {k + 1}: {readable(dim, cut)}",
+                showarrow=False,
+                yanchor="bottom",
+                font={"color": "#c0392b", "size": 11},
+            )
         scores = row["scores"]
         if scores:
-            fig.add_annotation(text="customers per score: " + ", ".join(f"{s}: {n:,}" for s, n in scores.items()),
-                               xref="paper", yref="paper", x=0, y=-0.28, showarrow=False, xanchor="left",
-                               font={"size": 11, "color": "#555"})
+            fig.add_annotation(
+                text="customers per score: " + ", ".join(f"{s}: {n:,}" for s, n in scores.items()),
+                xref="paper",
+                yref="paper",
+                x=0,
+                y=-0.28,
+                showarrow=False,
+                xanchor="left",
+                font={"size": 11, "color": "#555"},
+            )
         fig.update_layout(margin={"b": 80})
         figs[f"chart-{dim}"] = fig
     figs["_caption"] = f"cut points {when}" + (
-        f" over {summary.calibration_population:,} customers" if summary.calibration_population is not None else "")
+        f" over {summary.calibration_population:,} customers" if summary.calibration_population is not None else ""
+    )
     return figs
 
 
@@ -228,19 +388,36 @@ def _n(v: Any) -> str:
 
 def runs_table(summary: Summary, limit: int = 20) -> str:
     dests = sorted({d for r in summary.runs for d in (r.stats.get("pushed") or {})} | set(summary.destinations))
-    headers = ["run", "as of", "started (UTC)", "took", "status", "pulled", "quarantined", "scored", "changed",
-               "cleared"] + [f"{d}: accepted / failed" for d in dests] + ["error"]
+    headers = (
+        ["run", "as of", "started (UTC)", "took", "status", "pulled", "quarantined", "scored", "changed", "cleared"]
+        + [f"{d}: accepted / failed" for d in dests]
+        + ["error"]
+    )
     rows = []
     for r in summary.recent(limit):
         s = r.stats
         pulled = ", ".join(f"{k}: {v:,}" for k, v in (s.get("pulled") or {}).items())
-        rows.append([r.id, r.as_of.isoformat(), r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-                     f"{r.seconds:.1f} s" if r.seconds is not None else "running", r.status, pulled,
-                     _n(s.get("quarantined", 0)), _n(s.get("scored", 0)), _n(s.get("changed", 0)),
-                     _n(s.get("cleared", 0))]
-                    + [f"{(s.get('pushed') or {}).get(d, 0):,} / {(s.get('failed') or {}).get(d, 0):,}"
-                       if d in (s.get("pushed") or {}) else "–" for d in dests]
-                    + [(r.error or "")[:200]])
+        rows.append(
+            [
+                r.id,
+                r.as_of.isoformat(),
+                r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                f"{r.seconds:.1f} s" if r.seconds is not None else "running",
+                r.status,
+                pulled,
+                _n(s.get("quarantined", 0)),
+                _n(s.get("scored", 0)),
+                _n(s.get("changed", 0)),
+                _n(s.get("cleared", 0)),
+            ]
+            + [
+                f"{(s.get('pushed') or {}).get(d, 0):,} / {(s.get('failed') or {}).get(d, 0):,}"
+                if d in (s.get("pushed") or {})
+                else "–"
+                for d in dests
+            ]
+            + [(r.error or "")[:200]]
+        )
     return _table(headers, rows, "runs")
 
 
@@ -258,32 +435,67 @@ def page(summary: Summary, *, currency: str = "", title: str = "rfm-sync report"
         return "".join(f'<div class="chart" id="{i}" data-chart="{i}"></div>' for i in ids if i in figs)
 
     latest = summary.latest
-    head = (f"as of {latest.as_of} (run {latest.id}, {latest.status})" if latest else "no scored run yet")
+    head = f"as of {latest.as_of} (run {latest.id}, {latest.status})" if latest else "no scored run yet"
     rows = group_rows(summary)
     group_table = _table(
-        ["group", "customers", "share"] + (["revenue", "revenue share", "orders", "avg order value"]
-                                           if rows and "revenue" in rows[0] else []),
-        [[r["group"], f"{r['customers']:,}", f"{r['share']:.1%}"]
-         + ([f"{r['revenue']:,.2f}", f"{r['revenue_share']:.1%}", f"{r['orders']:,}",
-             f"{r['aov']:,.2f}" if r["aov"] is not None else "–"] if "revenue" in r else []) for r in rows])
+        ["group", "customers", "share"]
+        + (["revenue", "revenue share", "orders", "avg order value"] if rows and "revenue" in rows[0] else []),
+        [
+            [r["group"], f"{r['customers']:,}", f"{r['share']:.1%}"]
+            + (
+                [
+                    f"{r['revenue']:,.2f}",
+                    f"{r['revenue_share']:.1%}",
+                    f"{r['orders']:,}",
+                    f"{r['aov']:,.2f}" if r["aov"] is not None else "–",
+                ]
+                if "revenue" in r
+                else []
+            )
+            for r in rows
+        ],
+    )
     warnings = (latest.warnings if latest else []) or []
-    warn_html = ("<ul>" + "".join(f"<li>{html.escape(mask_text(w))}</li>" for w in warnings) + "</ul>"
-                 if warnings else "<p>none: the shop meets every eligibility check.</p>")
-    backlog = _table(["destination", "pending", "sending", "sent", "superseded", "dead (gave up)"],
-                     [[d] + [f"{summary.backlog.get(d, {}).get(s, 0):,}" for s in
-                             ("pending", "sending", "sent", "superseded", "dead")]
-                      for d in sorted(set(summary.destinations) | set(summary.backlog))])
+    warn_html = (
+        "<ul>" + "".join(f"<li>{html.escape(mask_text(w))}</li>" for w in warnings) + "</ul>"
+        if warnings
+        else "<p>none: the shop meets every eligibility check.</p>"
+    )
+    backlog = _table(
+        ["destination", "pending", "sending", "sent", "superseded", "dead (gave up)"],
+        [
+            [d]
+            + [
+                f"{summary.backlog.get(d, {}).get(s, 0):,}"
+                for s in ("pending", "sending", "sent", "superseded", "dead")
+            ]
+            for d in sorted(set(summary.destinations) | set(summary.backlog))
+        ],
+    )
     samples = "".join(
-        f"<h3>{html.escape(g)}</h3>" + _table(["customer", "email", "score", "previous group", "changed (UTC)"],
-                                              [[s["customer"], s["email"] or "–", s["score"], s["previous"] or "–",
-                                                s["changed"].strftime("%Y-%m-%d %H:%M") if s["changed"] else ""]
-                                               for s in summary.samples.get(g, [])], "samples")
-        for g in summary.order if summary.samples.get(g))
+        f"<h3>{html.escape(g)}</h3>"
+        + _table(
+            ["customer", "email", "score", "previous group", "changed (UTC)"],
+            [
+                [
+                    s["customer"],
+                    s["email"] or "–",
+                    s["score"],
+                    s["previous"] or "–",
+                    s["changed"].strftime("%Y-%m-%d %H:%M") if s["changed"] else "",
+                ]
+                for s in summary.samples.get(g, [])
+            ],
+            "samples",
+        )
+        for g in summary.order
+        if summary.samples.get(g)
+    )
     figure_json = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
     body = f"""
 <header><h1>{html.escape(title)}</h1>
 <p>{html.escape(head)} · scheme {html.escape(summary.scheme)} · {summary.state_customers:,} customers with a group ·
-store {html.escape(mask_text(summary.store))} · written {summary.generated_at.strftime('%Y-%m-%d %H:%M UTC')}</p>
+store {html.escape(mask_text(summary.store))} · written {summary.generated_at.strftime("%Y-%m-%d %H:%M UTC")}</p>
 <pre id="report-errors" class="errors" hidden></pre></header>
 <section><h2>Groups now</h2><div class="grid3">{charts("chart-groups", "chart-revenue-share", "chart-aov")}</div>
 {group_table}</section>
@@ -394,4 +606,3 @@ def write(summary: Summary, path: Path, *, currency: str = "") -> Path:
 def write_report(config: Any, store: Any, path: Path, since: date | None = None) -> Path:
     """The HTML report of this store at ``path`` (``rfm-sync report --html`` and the demo)."""
     return write(gather(config, store, since=since), path, currency=config.shop.currency or "")
-

@@ -4,6 +4,7 @@ Validated once at start-up; every message names the key or the rule at fault (e.
 ``rfm: segments[2] 'Premium slipping': 'premum' is not a monetary label ...``). The scheme
 modules in :mod:`rfm_sync.engine` read these objects; they hold no I/O and no secrets.
 """
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -29,23 +30,28 @@ class Dimension(Section):
         if len(set(self.labels)) != len(self.labels) or any(not s.strip() for s in self.labels):
             raise ValueError(f"labels must be distinct and non-empty, got {self.labels}")
         if len(self.upto) != len(self.labels) - 1:
-            raise ValueError(f"{len(self.labels)} labels need {len(self.labels) - 1} bounds in `upto` "
-                             f"(the last label is open-ended), got {len(self.upto)}")
+            raise ValueError(
+                f"{len(self.labels)} labels need {len(self.labels) - 1} bounds in `upto` "
+                f"(the last label is open-ended), got {len(self.upto)}"
+            )
         if any(v < 0 for v in self.upto):
             raise ValueError(f"`upto` bounds must not be negative, got {[str(v) for v in self.upto]}")
         for a, b, la, lb in zip(self.upto, self.upto[1:], self.labels, self.labels[1:]):
             if b <= a:
-                raise ValueError(f"`upto` must be strictly increasing: {lb!r} (<= {b}) overlaps or precedes "
-                                 f"{la!r} (<= {a})")
+                raise ValueError(
+                    f"`upto` must be strictly increasing: {lb!r} (<= {b}) overlaps or precedes {la!r} (<= {a})"
+                )
         return self
 
 
 class Thresholds(Section):
     recency: Dimension = Dimension(labels=["short", "medium", "long"], upto=[Decimal(30), Decimal(90)])
-    frequency: Dimension = Dimension(labels=["occasional", "regular", "frequent"], upto=[Decimal(1), Decimal(3)],
-                                     window_days=180)
-    monetary: Dimension = Dimension(labels=["saver", "average", "premium"], upto=[Decimal(50), Decimal(200)],
-                                    window_days=90)
+    frequency: Dimension = Dimension(
+        labels=["occasional", "regular", "frequent"], upto=[Decimal(1), Decimal(3)], window_days=180
+    )
+    monetary: Dimension = Dimension(
+        labels=["saver", "average", "premium"], upto=[Decimal(50), Decimal(200)], window_days=90
+    )
 
     @model_validator(mode="after")
     def _units(self) -> "Thresholds":
@@ -65,6 +71,7 @@ class SegmentRule(Section):
 
 class LabelProperties(Section):
     """Profile property names for the per-dimension labels (scheme thresholds) and the macro group."""
+
     recency: str = "RFM recency"
     frequency: str = "RFM frequency"
     monetary: str = "RFM monetary"
@@ -99,8 +106,9 @@ class RfmConfig(Section):
     @classmethod
     def _probs(cls, v: list[Decimal]) -> list[Decimal]:
         if len(v) != 4 or any(not 0 < p < 1 for p in v) or any(b <= a for a, b in zip(v, v[1:])):
-            raise ValueError(f"quintiles must be 4 strictly increasing probabilities in (0, 1), got "
-                             f"{[str(p) for p in v]}")
+            raise ValueError(
+                f"quintiles must be 4 strictly increasing probabilities in (0, 1), got {[str(p) for p in v]}"
+            )
         return v
 
     @model_validator(mode="after")
@@ -109,7 +117,7 @@ class RfmConfig(Section):
         if not 0 <= a < b:
             raise ValueError(f"recency_bounds must be increasing non-negative days, got [{a}, {b}]")
         if self.macro_groups and self.scheme != "classic11":
-            raise ValueError(f"macro_groups needs scheme = \"classic11\" (scheme is {self.scheme!r})")
+            raise ValueError(f'macro_groups needs scheme = "classic11" (scheme is {self.scheme!r})')
         from .engine import SCHEMES, segments
 
         allowed, cases = SCHEMES[self.scheme].rule_space(self)

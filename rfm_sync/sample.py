@@ -8,6 +8,7 @@ customer is active over a span of the two years (some churned long ago, some arr
 order values are log-normal per customer; about 2% of orders are cancelled, 0.3% are test orders,
 3% are partly refunded; a few customers check out as guests (no customer id, email only).
 """
+
 from __future__ import annotations
 
 from datetime import date, datetime, time, timezone
@@ -18,8 +19,15 @@ import numpy as np
 import pandas as pd
 
 
-def generate(customers: int, *, end: date, days: int = 730, seed: int = 7, one_order_share: float = 0.4,
-             target_orders: int | None = None) -> pd.DataFrame:
+def generate(
+    customers: int,
+    *,
+    end: date,
+    days: int = 730,
+    seed: int = 7,
+    one_order_share: float = 0.4,
+    target_orders: int | None = None,
+) -> pd.DataFrame:
     """Orders as a DataFrame with the CSV source's default columns."""
     rng = np.random.default_rng(seed)
     n = customers
@@ -47,20 +55,26 @@ def generate(customers: int, *, end: date, days: int = 730, seed: int = 7, one_o
     status[roll < 0.02] = "cancelled"
     status[(roll >= 0.02) & (roll < 0.023)] = "test"
     refunded = np.where((roll >= 0.5) & (roll < 0.53), (cents * rng.random(total) * 0.5).round(), 0).astype(np.int64)
-    ids = np.array([f"{i:07d}" for i in range(n)], dtype=object) if n <= 200_000 else \
-        pd.Series(np.arange(n)).astype(str).str.zfill(7).to_numpy(dtype=object)
+    ids = (
+        np.array([f"{i:07d}" for i in range(n)], dtype=object)
+        if n <= 200_000
+        else pd.Series(np.arange(n)).astype(str).str.zfill(7).to_numpy(dtype=object)
+    )
     guest = rng.random(n) < 0.03
-    frame = pd.DataFrame({
-        "order_id": np.char.add("o", np.arange(1, total + 1).astype(str)) if total <= 2_000_000
-        else pd.Series(np.arange(1, total + 1)).astype(str).radd("o").to_numpy(),
-        "customer_id": np.where(guest[cust], "", ids[cust]),
-        "email": pd.Series(ids[cust]).radd("customer").add("@example.com").to_numpy(),
-        "placed_at": pd.to_datetime(placed, unit="s", utc=True).floor("s"),
-        "amount": cents,
-        "refunded": refunded,
-        "status": status,
-        "currency": "USD",
-    })
+    frame = pd.DataFrame(
+        {
+            "order_id": np.char.add("o", np.arange(1, total + 1).astype(str))
+            if total <= 2_000_000
+            else pd.Series(np.arange(1, total + 1)).astype(str).radd("o").to_numpy(),
+            "customer_id": np.where(guest[cust], "", ids[cust]),
+            "email": pd.Series(ids[cust]).radd("customer").add("@example.com").to_numpy(),
+            "placed_at": pd.to_datetime(placed, unit="s", utc=True).floor("s"),
+            "amount": cents,
+            "refunded": refunded,
+            "status": status,
+            "currency": "USD",
+        }
+    )
     return frame.sort_values("placed_at", kind="stable").reset_index(drop=True)
 
 

@@ -10,6 +10,7 @@ from it — since it is the credential: :func:`looks_like_a_value` spots it (a k
 ``pk_``/``sk_``/``shpat_``/``EAA``, or a long random-looking run of letters and digits) and the
 messages say that a key seems to have been pasted there instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,10 @@ def env_var_name(name: str) -> str:
 KEY_PREFIX = re.compile(r"^(?:(?:pk|sk|rk)_(?:live_|test_)?|shp(?:at|ca|pa|ss)_|EAA)[A-Za-z0-9]{12,}")
 SEGMENT = re.compile(r"[^-_.:/ ]+")
 PASTED = "it looks like a key or token was pasted where the secret's name belongs"
-RENAME = ("keep the value in the environment variable or keyring under a name (such as 'klaviyo-key'), and "
-          "put that name in the config")
+RENAME = (
+    "keep the value in the environment variable or keyring under a name (such as 'klaviyo-key'), and "
+    "put that name in the config"
+)
 
 
 def looks_like_a_value(name: str) -> bool:
@@ -81,16 +84,18 @@ def resolve(name: str) -> Secret:
         except NoKeyringError:
             value = None
         except KeyringError as exc:
-            raise SecretError(f"secret {name!r}: keyring failed ({type(exc).__name__}); "
-                              f"set the environment variable {var} instead") from None
+            raise SecretError(
+                f"secret {name!r}: keyring failed ({type(exc).__name__}); set the environment variable {var} instead"
+            ) from None
     if value:
         return Secret(name, value)
     raise SecretError(f"secret {name!r} is not set: export {var}=... or run 'rfm-sync secrets set {name}'")
 
 
 def _no_keyring(name: str) -> SecretError:
-    return SecretError(f"no OS keyring is available on this machine: set the environment variable "
-                       f"{env_var_name(name)} instead")
+    return SecretError(
+        f"no OS keyring is available on this machine: set the environment variable {env_var_name(name)} instead"
+    )
 
 
 def keyring_problem(name: str) -> SecretError | None:
@@ -120,5 +125,7 @@ def store(name: str, value: str) -> None:
     except NoKeyringError:
         raise _no_keyring(name) from None
     except KeyringError as exc:  # locked collection, no D-Bus session, ...
-        raise SecretError(f"the OS keyring refused to store {name!r} ({type(exc).__name__}): set the "
-                          f"environment variable {env_var_name(name)} instead") from None
+        raise SecretError(
+            f"the OS keyring refused to store {name!r} ({type(exc).__name__}): set the "
+            f"environment variable {env_var_name(name)} instead"
+        ) from None

@@ -15,6 +15,7 @@ a recorded error (a warning, a ``partial`` run, an unhealthy daemon) must not ca
 the places that mean to handle it name it. It lives in a module of its own so that the pipeline,
 which knows nothing of the daemon, can name it without importing the daemon.
 """
+
 from __future__ import annotations
 
 

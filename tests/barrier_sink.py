@@ -5,6 +5,7 @@ test creates ``go`` there. The test creates ``go`` once every process it started
 exited, or has said it is waiting for the store lock: so a process that could push while another
 one is pushing is always caught doing it.
 """
+
 from __future__ import annotations
 
 import os

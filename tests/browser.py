@@ -6,6 +6,7 @@ calls in ``data-errors`` and marks each drawn chart ``data-rendered`` (rfm_sync/
 which the dumped DOM shows. Chromium's own console lines (``--enable-logging=stderr``) are
 returned too, for uncaught errors the page could not see.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -25,10 +26,23 @@ def find_chromium() -> str | None:
 
 
 def _run(binary: str, profile: Path, args: list[str], url: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    command = [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--hide-scrollbars",
-               f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-               "--virtual-time-budget=30000", *args, url]
+    command = [
+        binary,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-extensions",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=30000",
+        *args,
+        url,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -42,8 +56,7 @@ def dump_dom(binary: str, page: Path, profile: Path) -> tuple[str, list[str]]:
 
 
 def screenshot(binary: str, page: Path, out: Path, profile: Path, size: tuple[int, int] = (1280, 1600)) -> Path:
-    done = _run(binary, profile, [f"--screenshot={out}", f"--window-size={size[0]},{size[1]}"],
-                page.resolve().as_uri())
+    done = _run(binary, profile, [f"--screenshot={out}", f"--window-size={size[0]},{size[1]}"], page.resolve().as_uri())
     if done.returncode != 0 or not out.is_file():
         raise AssertionError(f"chromium --screenshot failed ({done.returncode}): {done.stderr[-2000:]}")
     return out
@@ -74,8 +87,8 @@ def png_pixels(path: Path) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     pos, idat, header = 8, bytearray(), None
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":

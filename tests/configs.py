@@ -13,6 +13,7 @@ Values given as keywords are written as TOML values (``True`` → ``true``, stri
 plain text, so a test may append to it (an appended ``[sources.columns]`` belongs to the last source,
 as TOML says).
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,12 @@ def file_sink(**keys: object) -> str:
     return destination(**{"type": "file", "name": "sink", "path": "profiles.jsonl", **keys})
 
 
-def config_toml(url: str = "sqlite:///state.sqlite", *sections: str, sources: Iterable[str] | None = None,
-                destinations: Iterable[str] | None = None) -> str:
+def config_toml(
+    url: str = "sqlite:///state.sqlite",
+    *sections: str,
+    sources: Iterable[str] | None = None,
+    destinations: Iterable[str] | None = None,
+) -> str:
     """A whole config: ``[store] url``, the extra sections, the sources (default: ``csv_source()``), the
     destinations (default: ``file_sink()``; ``()`` for none)."""
     sources = [csv_source()] if sources is None else list(sources)

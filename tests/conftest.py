@@ -1,4 +1,5 @@
 """Shared test fixtures. Fake outside systems live in tests/fakes/."""
+
 from __future__ import annotations
 
 import textwrap

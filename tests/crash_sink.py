@@ -2,6 +2,7 @@
 
 ``os._exit`` ends the process at once, like SIGKILL: no finally blocks, no rollback handlers.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,6 +34,7 @@ class CrashingFileSink(FileSink):
             os._exit(137)
         if crash and mode == "torn_write":
             import json
+
             data = "".join(json.dumps(self.line(u), sort_keys=True) + "\n" for u in updates).encode()
             with open(self.path, "ab") as fh:
                 fh.write(data[: len(data) // 2 + 7])

@@ -4,6 +4,7 @@
 ``X-Shopify-Hmac-Sha256`` (base64 HMAC-SHA256 of the raw body) with the secret its settings name,
 and parses a REST order body. ``SlowFileSink`` is a file sink that takes its time per batch.
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,9 +26,19 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def shopify_order(order_id: int, customer_id: int, email: str, placed_at: str, total: str) -> bytes:
-    return json.dumps({"id": order_id, "created_at": placed_at, "updated_at": placed_at, "total_price": total,
-                       "currency": "EUR", "test": False, "cancelled_at": None, "email": email,
-                       "customer": {"id": customer_id, "email": email}}).encode()
+    return json.dumps(
+        {
+            "id": order_id,
+            "created_at": placed_at,
+            "updated_at": placed_at,
+            "total_price": total,
+            "currency": "EUR",
+            "test": False,
+            "cancelled_at": None,
+            "email": email,
+            "customer": {"id": customer_id, "email": email},
+        }
+    ).encode()
 
 
 class FakeWebhookSettings(CsvSettings):
@@ -48,11 +59,20 @@ class FakeWebhookSource(CsvSource):
 
     def orders_from_webhook(self, topic: str, headers: Mapping[str, str], body: bytes) -> list[Order]:
         data = json.loads(body)
-        return [Order(source=self.name, order_id=str(data["id"]), customer_id=str(data["customer"]["id"]),
-                      placed_at=datetime.fromisoformat(data["created_at"]),
-                      updated_at=datetime.fromisoformat(data["updated_at"]), amount=Decimal(data["total_price"]),
-                      email=data.get("email"), currency=data.get("currency"), is_test=bool(data.get("test")),
-                      is_cancelled=data.get("cancelled_at") is not None)]
+        return [
+            Order(
+                source=self.name,
+                order_id=str(data["id"]),
+                customer_id=str(data["customer"]["id"]),
+                placed_at=datetime.fromisoformat(data["created_at"]),
+                updated_at=datetime.fromisoformat(data["updated_at"]),
+                amount=Decimal(data["total_price"]),
+                email=data.get("email"),
+                currency=data.get("currency"),
+                is_test=bool(data.get("test")),
+                is_cancelled=data.get("cancelled_at") is not None,
+            )
+        ]
 
 
 class SlowSinkSettings(FileSinkSettings):

@@ -1,4 +1,5 @@
 """Small builders shared by the tests/test_engine_*.py files."""
+
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
@@ -18,13 +19,16 @@ UTC = ZoneInfo("UTC")
 def customers(rows: Iterable[tuple], as_of: date = AS_OF, **extra_columns: list[Any]) -> pd.DataFrame:
     """Aggregates from ``(key, days_since_last_order, frequency, spend)`` rows (spend in currency units)."""
     rows = list(rows)
-    frame = pd.DataFrame({
-        "customer_key": [r[0] for r in rows],
-        "last_order_at": pd.to_datetime([datetime.combine(as_of - timedelta(days=r[1]), time(12), timezone.utc)
-                                         for r in rows], utc=True),
-        "frequency": pd.Series([r[2] for r in rows], dtype="int64"),
-        "monetary_e4": pd.Series([int(Decimal(str(r[3])) * 10_000) for r in rows], dtype="int64"),
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_key": [r[0] for r in rows],
+            "last_order_at": pd.to_datetime(
+                [datetime.combine(as_of - timedelta(days=r[1]), time(12), timezone.utc) for r in rows], utc=True
+            ),
+            "frequency": pd.Series([r[2] for r in rows], dtype="int64"),
+            "monetary_e4": pd.Series([int(Decimal(str(r[3])) * 10_000) for r in rows], dtype="int64"),
+        }
+    )
     for name, values in extra_columns.items():
         frame[name] = pd.Series(values, dtype="int64")
     return frame

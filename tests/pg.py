@@ -14,6 +14,7 @@ the server does not start, every test that needs it *skips*, saying why — neve
 stores): a new, empty database for each test — a file in ``tmp_path``, or a ``CREATE DATABASE``
 with a unique name, dropped after the test.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -48,8 +49,11 @@ def _default_candidates() -> list[Path]:
     on_path = shutil.which("initdb")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
-    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
-                    key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, reverse=True)
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
     return candidates + debian
 
 
@@ -71,8 +75,9 @@ class PgServer:
     def _admin(self):
         import psycopg
 
-        return psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, dbname="postgres",
-                               autocommit=True, connect_timeout=10)
+        return psycopg.connect(
+            host="127.0.0.1", port=self.port, user=self.user, dbname="postgres", autocommit=True, connect_timeout=10
+        )
 
     def create_database(self) -> str:
         name = f"rfm_test_{os.getpid()}_{next(self._names)}"
@@ -97,8 +102,14 @@ def start_server() -> tuple[PgServer | None, str, object]:
         return None, "psycopg is not installed (pip install '.[postgres]')", None
     bin_dir = find_pg_bin()
     if bin_dir is None:
-        return None, (f"PostgreSQL binaries not found (install Debian's `postgresql` package, or set {PG_ENV} "
-                      f"to the folder holding initdb; it is {os.environ.get(PG_ENV)!r})"), None
+        return (
+            None,
+            (
+                f"PostgreSQL binaries not found (install Debian's `postgresql` package, or set {PG_ENV} "
+                f"to the folder holding initdb; it is {os.environ.get(PG_ENV)!r})"
+            ),
+            None,
+        )
     run_as = None
     if os.geteuid() == 0:  # postgres refuses root
         if shutil.which("runuser") is None:
@@ -119,8 +130,9 @@ def start_server() -> tuple[PgServer | None, str, object]:
     log = folder / "server.log"
 
     def run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-        return subprocess.run(_as_server_user(argv, run_as), capture_output=True, text=True, timeout=timeout,
-                              cwd=folder)
+        return subprocess.run(
+            _as_server_user(argv, run_as), capture_output=True, text=True, timeout=timeout, cwd=folder
+        )
 
     def stop() -> None:
         try:
@@ -129,17 +141,34 @@ def start_server() -> tuple[PgServer | None, str, object]:
             shutil.rmtree(folder, ignore_errors=True)
 
     try:
-        init = run([str(bin_dir / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8",
-                    "--locale=C", "--no-sync"], timeout=120)
+        init = run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                user,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            timeout=120,
+        )
         if init.returncode:
             shutil.rmtree(folder, ignore_errors=True)
             return None, f"initdb failed: {(init.stderr or init.stdout).strip()[-300:]}", None
         # fsync off: a test server's data need not survive a power cut, and it makes DDL fast. A
         # session time zone far from UTC (+14): a time that depends on the server's zone shows up
-        options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='' -c fsync=off "
-                   f"-c timezone=Pacific/Kiritimati")
-        started = run([str(bin_dir / "pg_ctl"), "start", "-D", str(data), "-w", "-t", "60", "-l", str(log),
-                       "-o", options], timeout=90)
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='' -c fsync=off "
+            f"-c timezone=Pacific/Kiritimati"
+        )
+        started = run(
+            [str(bin_dir / "pg_ctl"), "start", "-D", str(data), "-w", "-t", "60", "-l", str(log), "-o", options],
+            timeout=90,
+        )
         if started.returncode:
             tail = log.read_text(errors="replace")[-300:] if log.exists() else started.stderr
             stop()

@@ -1,4 +1,5 @@
 """The BigCommerce source against a fake store whose payloads follow the published OpenAPI spec."""
+
 from __future__ import annotations
 
 import json
@@ -84,10 +85,12 @@ def context() -> ConnectorContext:
 
 
 def source(url: str, clock: FakeClock, name: str = "bc", attempts: int = 8, **settings) -> BigCommerceSource:
-    s = BigCommerceSettings(name=name, store_hash="abc123", token_secret="bc-token", base_url=url,
-                            webhook_secret="bc-hooks", **settings)
-    return BigCommerceSource(s, context(), sleep=clock.sleep, clock=clock.monotonic,
-                             policy=RetryPolicy(attempts=attempts, max_elapsed_s=120))
+    s = BigCommerceSettings(
+        name=name, store_hash="abc123", token_secret="bc-token", base_url=url, webhook_secret="bc-hooks", **settings
+    )
+    return BigCommerceSource(
+        s, context(), sleep=clock.sleep, clock=clock.monotonic, policy=RetryPolicy(attempts=attempts, max_elapsed_s=120)
+    )
 
 
 def pull_into_store(tmp_path, src, clock):
@@ -114,9 +117,26 @@ def test_the_spec_example_parses_into_an_order(template, order_schema):
     assert order.amount == Decimal("361.95") and order.currency == "USD" and not order.is_cancelled
 
 
-@pytest.mark.parametrize("status_id,counts", [(2, True), (3, True), (8, True), (9, True), (10, True), (11, True),
-                                              (14, True), (0, False), (1, False), (4, False), (5, False),
-                                              (6, False), (7, False), (12, False), (13, False)])
+@pytest.mark.parametrize(
+    "status_id,counts",
+    [
+        (2, True),
+        (3, True),
+        (8, True),
+        (9, True),
+        (10, True),
+        (11, True),
+        (14, True),
+        (0, False),
+        (1, False),
+        (4, False),
+        (5, False),
+        (6, False),
+        (7, False),
+        (12, False),
+        (13, False),
+    ],
+)
 def test_which_statuses_count_as_purchases(template, status_id, counts):
     order = order_from_json("bc", {**template, "status_id": status_id, "refunded_amount": "61.9500"})
     assert order.is_cancelled is not counts
@@ -130,8 +150,14 @@ def test_statuses_12_and_13_are_configurable(template, clock):
 
 
 def test_guests_deleted_and_unreadable_orders(template):
-    guest = order_from_json("bc", {**template, "customer_id": 0,
-                                   "billing_address": {**template["billing_address"], "email": " Jane@Example.COM "}})
+    guest = order_from_json(
+        "bc",
+        {
+            **template,
+            "customer_id": 0,
+            "billing_address": {**template["billing_address"], "email": " Jane@Example.COM "},
+        },
+    )
     assert guest.customer_id == "email:jane@example.com"
     assert order_from_json("bc", {**template, "is_deleted": True}).is_deleted
     nobody = order_from_json("bc", {**template, "customer_id": 0, "billing_address": {}})
@@ -141,8 +167,9 @@ def test_guests_deleted_and_unreadable_orders(template):
 
 # ---------------------------------------------------------------------------------------- done-when
 @pytest.mark.slow  # scale
-def test_twenty_thousand_orders_changed_and_refunded_during_the_pull_end_up_exact(tmp_path, clock, template,
-                                                                                   order_schema):
+def test_twenty_thousand_orders_changed_and_refunded_during_the_pull_end_up_exact(
+    tmp_path, clock, template, order_schema
+):
     shop = BigCommerceFake(clock=clock, template=template, mutate_per_page=3, mutation_budget=150, quota=30)
     try:
         shop.add_orders(20_000)
@@ -161,8 +188,9 @@ def test_twenty_thousand_orders_changed_and_refunded_during_the_pull_end_up_exac
 
 @pytest.mark.slow  # chaos
 def test_a_fake_failing_thirty_percent_of_requests_still_yields_the_complete_set(tmp_path, clock, template):
-    shop = BigCommerceFake(clock=clock, template=template, fail_rate=0.3, mutate_per_page=2, mutation_budget=40,
-                           empty_reply="[]", seed=3)
+    shop = BigCommerceFake(
+        clock=clock, template=template, fail_rate=0.3, mutate_per_page=2, mutation_budget=40, empty_reply="[]", seed=3
+    )
     try:
         shop.add_orders(2500)
         src = source(shop.url, clock, attempts=15, page_size=100)
@@ -298,8 +326,10 @@ def test_429_sleeps_the_reset_time_and_a_bare_429_backs_off_harder(template, clo
 
 
 @responses.activate
-@pytest.mark.parametrize("status,match", [(401, "HTTP 401.*store_v2_orders_read_only"),
-                                          (403, "HTTP 403.*Orders read-only"), (400, "HTTP 400")])
+@pytest.mark.parametrize(
+    "status,match",
+    [(401, "HTTP 401.*store_v2_orders_read_only"), (403, "HTTP 403.*Orders read-only"), (400, "HTTP 400")],
+)
 def test_4xx_are_fatal_with_a_clear_message_and_never_the_token(clock, status, match):
     responses.get("https://bc.test/stores/abc123/v2/orders", status=status, body='{"email": "jane@example.com"}')
     src = source("https://bc.test", clock)
@@ -314,8 +344,16 @@ def test_4xx_are_fatal_with_a_clear_message_and_never_the_token(clock, status, m
 def test_webhooks_are_verified_by_shared_secret_and_fetch_the_order(fake, clock):
     fake.add_orders(3)
     src = source(fake.url, clock)
-    body = json.dumps({"scope": "store/order/updated", "store_id": "1", "data": {"type": "order", "id": 101},
-                       "hash": "x", "created_at": 1700000000, "producer": "stores/abc123"}).encode()
+    body = json.dumps(
+        {
+            "scope": "store/order/updated",
+            "store_id": "1",
+            "data": {"type": "order", "id": 101},
+            "hash": "x",
+            "created_at": 1700000000,
+            "producer": "stores/abc123",
+        }
+    ).encode()
     assert src.verify_webhook({"x-rfm-sync-secret": "bc-hook-secret"}, body)
     assert not src.verify_webhook({"X-Rfm-Sync-Secret": "wrong"}, body)
     assert not src.verify_webhook({}, body)
@@ -326,12 +364,15 @@ def test_webhooks_are_verified_by_shared_secret_and_fetch_the_order(fake, clock)
     assert src.orders_from_webhook("store/product/updated", {}, body) == []
 
 
-@pytest.mark.parametrize("body,says", [
-    (b'{"scope": "store/order/updated", "data": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deep"),
-    (b'{"scope": "store/order/updated", "data": [101]}', "data is not an object"),
-    (b'{"scope": "store/order/updated", "data": {"type": "order", "id": [101]}}', "order id"),
-    (b'{"scope": "store/order/updated", "data": {"type": "order", "id": "../101"}}', "order id"),
-])
+@pytest.mark.parametrize(
+    "body,says",
+    [
+        (b'{"scope": "store/order/updated", "data": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deep"),
+        (b'{"scope": "store/order/updated", "data": [101]}', "data is not an object"),
+        (b'{"scope": "store/order/updated", "data": {"type": "order", "id": [101]}}', "order id"),
+        (b'{"scope": "store/order/updated", "data": {"type": "order", "id": "../101"}}', "order id"),
+    ],
+)
 def test_an_unreadable_order_webhook_is_a_record_error_with_its_reason(fake, clock, body, says):
     with pytest.raises(RecordError) as err:
         source(fake.url, clock).orders_from_webhook("store/order/updated", {}, body)

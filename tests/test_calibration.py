@@ -4,6 +4,7 @@ A calibration over no customers is never stored; one over fewer than ``min_calib
 is used for its run but not frozen; one whose population has since changed by more than
 ``recalibrate_population_change`` is due again. ``status`` and ``doctor`` name a small population.
 """
+
 from __future__ import annotations
 
 import csv
@@ -33,8 +34,16 @@ def shop_rows(customers: int = 150, prefix: str = "c", shift: int = 0, end: date
     for i in range(customers):
         for k in range(1 + (i + shift) % 5):
             placed = end - timedelta(days=3 + 37 * ((i * 7 + shift) % 19) + 11 * k)
-            rows.append([f"{prefix}{i}-{k}", f"{prefix}{i:03d}", f"{prefix}{i}@example.com",
-                         placed.isoformat() + "T12:00:00Z", f"{5 + (i * 13 + shift) % 97}.25", "paid"])
+            rows.append(
+                [
+                    f"{prefix}{i}-{k}",
+                    f"{prefix}{i:03d}",
+                    f"{prefix}{i}@example.com",
+                    placed.isoformat() + "T12:00:00Z",
+                    f"{5 + (i * 13 + shift) % 97}.25",
+                    "paid",
+                ]
+            )
     return rows
 
 
@@ -64,8 +73,21 @@ def stored_groups(tmp_path) -> dict[str, str]:
 
 def offline_groups(tmp_path, config_path, day: date) -> dict[str, str]:
     out = tmp_path / "scores.csv"
-    result = CliRunner().invoke(main, ["score", "--orders", str(tmp_path / "orders.csv"), "--out", str(out),
-                                       "--as-of", day.isoformat(), "-c", str(config_path), "--quiet"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "score",
+            "--orders",
+            str(tmp_path / "orders.csv"),
+            "--out",
+            str(out),
+            "--as-of",
+            day.isoformat(),
+            "-c",
+            str(config_path),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with out.open() as fh:
         return {row["customer_id"]: row["rfm_group"] for row in csv.DictReader(fh)}
@@ -90,7 +112,9 @@ def test_a_first_run_with_a_missing_csv_does_not_freeze_empty_cut_points(tmp_pat
     first = runner.invoke(main, ["run", "--once", "-c", str(config_path), "--as-of", D.isoformat()])
     assert first.exit_code == 1 and "shop" in first.output  # the pull failed: no orders.csv yet
     write_orders(tmp_path / "orders.csv", shop_rows())  # the path is fixed
-    second = runner.invoke(main, ["run", "--once", "-c", str(config_path), "--as-of", (D + timedelta(days=1)).isoformat()])
+    second = runner.invoke(
+        main, ["run", "--once", "-c", str(config_path), "--as-of", (D + timedelta(days=1)).isoformat()]
+    )
     assert second.exit_code == 0, second.output
     online = stored_groups(tmp_path)
     assert online == offline_groups(tmp_path, config_path, D + timedelta(days=1))
@@ -107,7 +131,9 @@ def test_a_first_run_whose_every_row_was_quarantined_does_not_freeze_its_cut_poi
     write_orders(tmp_path / "orders.csv", bad)
     runner = CliRunner()
     first = runner.invoke(main, ["run", "--once", "-c", str(config_path), "--as-of", D.isoformat()])
-    assert first.exit_code == 1 and "were quarantined" in first.output, first.output  # partial: pull.max_quarantine_share
+    assert first.exit_code == 1 and "were quarantined" in first.output, (
+        first.output
+    )  # partial: pull.max_quarantine_share
     write_orders(tmp_path / "orders.csv", shop_rows())
     assert runner.invoke(main, ["run", "--once", "-c", str(config_path), "--as-of", D.isoformat()]).exit_code == 0
     online = stored_groups(tmp_path)
@@ -127,8 +153,17 @@ def test_webhook_orders_after_a_run_over_no_customers_are_not_scored_with_its_em
     first = pipeline.run_cycle(D)  # orders.csv missing: the pull fails, no customers
     assert first.errors and first.scored == 0
     rows = shop_rows()
-    orders = [Order(source="shop", order_id=r[0], customer_id=r[1], email=r[2],
-                    placed_at=datetime.fromisoformat(r[3]), amount=Decimal(r[4])) for r in rows]
+    orders = [
+        Order(
+            source="shop",
+            order_id=r[0],
+            customer_id=r[1],
+            email=r[2],
+            placed_at=datetime.fromisoformat(r[3]),
+            amount=Decimal(r[4]),
+        )
+        for r in rows
+    ]
     report = pipeline.rescore_orders(orders, D)
     store.close()
     write_orders(tmp_path / "orders.csv", rows)  # the same orders, scored offline
@@ -190,9 +225,15 @@ def test_is_due_when_the_population_grew_or_shrank_past_the_threshold():
 def test_an_empty_calibration_left_by_an_older_version_is_recomputed(tmp_path, store_url):
     config, store, pipeline = make_pipeline(tmp_path, shop_rows(150), url=store_url)
     with store.begin() as conn:  # what the old code froze after a pull that found nothing
-        conn.execute(calibrations.insert().values(
-            scheme="klaviyo", as_of=D, computed_at=datetime.now(timezone.utc), run_id=None,
-            cut_points=json.dumps({"window_days": 730, "points": {"frequency": [], "monetary_e4": []}})))
+        conn.execute(
+            calibrations.insert().values(
+                scheme="klaviyo",
+                as_of=D,
+                computed_at=datetime.now(timezone.utc),
+                run_id=None,
+                cut_points=json.dumps({"window_days": 730, "points": {"frequency": [], "monetary_e4": []}}),
+            )
+        )
     report = pipeline.run_cycle(D + timedelta(days=1))
     assert report.calibrated_on == D + timedelta(days=1) and report.cut_points["frequency"]
     assert report.group_counts.get("Champions")
@@ -254,11 +295,14 @@ def test_recalibrate_stores_the_population(tmp_path, store_url):
     assert sq.current_calibration(store, "klaviyo", 730)["population"] == 150
 
 
-@pytest.mark.parametrize("rfm, message", [
-    ({"recalibrate_population_change": 0}, "rfm.recalibrate_population_change: Input should be greater than 0"),
-    ({"recalibrate_population_change": -0.5}, "rfm.recalibrate_population_change: Input should be greater than 0"),
-    ({"min_calibration_customers": 0}, "rfm.min_calibration_customers: Input should be greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "rfm, message",
+    [
+        ({"recalibrate_population_change": 0}, "rfm.recalibrate_population_change: Input should be greater than 0"),
+        ({"recalibrate_population_change": -0.5}, "rfm.recalibrate_population_change: Input should be greater than 0"),
+        ({"min_calibration_customers": 0}, "rfm.min_calibration_customers: Input should be greater than or equal to 1"),
+    ],
+)
 def test_calibration_settings_are_validated(rfm, message):
     from rfm_sync.config import ConfigError
 
@@ -286,8 +330,19 @@ def test_score_without_as_of_takes_today_in_the_shop_zone(tmp_path, machine_far_
     config_path = write_config(tmp_path, zone="Pacific/Kiritimati")
     write_orders(tmp_path / "orders.csv", [["o1", "c1", "c1@example.com", "2020-01-01T12:00:00Z", "10", "paid"]])
     before = kiritimati_today()
-    result = CliRunner().invoke(main, ["score", "--orders", str(tmp_path / "orders.csv"),
-                                       "--out", str(tmp_path / "s.csv"), "-c", str(config_path), "--quiet"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "score",
+            "--orders",
+            str(tmp_path / "orders.csv"),
+            "--out",
+            str(tmp_path / "s.csv"),
+            "-c",
+            str(config_path),
+            "--quiet",
+        ],
+    )
     after = kiritimati_today()
     assert result.exit_code == 0, result.output
     with (tmp_path / "s.csv").open() as fh:

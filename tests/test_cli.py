@@ -1,4 +1,5 @@
 """Every command has help text and is mentioned in the README; `demo` runs end to end."""
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,10 @@ def test_status_piped_cuts_no_table_at_80_columns(write_config, write_csv, monke
     monkeypatch.delenv("COLUMNS", raising=False)
     name = "profiles-for-the-marketing-team-north-east-weekly-export"
     write_csv("customer_id,placed_at,amount\nc1,2026-01-01,10\nc2,2026-01-02,20\n")
-    config = write_config('[store]\nurl = "sqlite:///s.sqlite"\n[[sources]]\ntype = "csv"\npath = "orders.csv"\n'
-                          f'[[destinations]]\ntype = "file"\nname = "{name}"\n')
+    config = write_config(
+        '[store]\nurl = "sqlite:///s.sqlite"\n[[sources]]\ntype = "csv"\npath = "orders.csv"\n'
+        f'[[destinations]]\ntype = "file"\nname = "{name}"\n'
+    )
     runner = CliRunner()  # its output is not a terminal, like a pipe
     assert runner.invoke(main, ["run", "-c", str(config), "--no-push"]).exit_code == 0
     result = runner.invoke(main, ["status", "-c", str(config)])

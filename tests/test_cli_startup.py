@@ -1,5 +1,6 @@
 """What a command loads at start-up: the command modules import heavy libraries inside the commands
 that use them (rfm_sync/cli/__init__.py), so help, check-config and status stay light."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,7 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow  # each test starts a Python process
 
-HEAVY = ("pandas", "numpy", "pyarrow", "duckdb", "plotly", "sqlalchemy", "alembic", "apscheduler",
-         "prometheus_client")
+HEAVY = ("pandas", "numpy", "pyarrow", "duckdb", "plotly", "sqlalchemy", "alembic", "apscheduler", "prometheus_client")
 
 PROBE = """
 import json, runpy, sys
@@ -32,15 +32,22 @@ CONFIG = config_toml("sqlite:///s.sqlite")
 
 def loaded(*args: str, cwd=None) -> set[str]:
     """The heavy libraries (top-level names) and rfm_sync modules in the process after ``rfm-sync ARGS``."""
-    done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=set(HEAVY)), *args], capture_output=True,
-                          text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=set(HEAVY)), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     modules = json.loads(done.stdout.splitlines()[-1])
     return {m.split(".")[0] if not m.startswith("rfm_sync.") else m for m in modules}
 
 
-@pytest.mark.parametrize("args", [["--help"], ["score", "--help"], ["webhooks", "list", "--help"],
-                                  ["daemon", "--help"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["score", "--help"], ["webhooks", "list", "--help"], ["daemon", "--help"]]
+)
 def test_help_loads_no_heavy_library(args):
     assert loaded(*args) & set(HEAVY) == set()
 

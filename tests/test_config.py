@@ -1,4 +1,5 @@
 """Config errors name the file, the key path and what was expected; nothing else is lost."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,7 +24,9 @@ def test_example_config_is_valid():
 
 
 def test_every_problem_names_file_and_key(write_config):
-    path, errs = problems(write_config, """
+    path, errs = problems(
+        write_config,
+        """
         [rfm]
         window_days = -3
         recency_bounds = [365, 180]
@@ -35,7 +38,8 @@ def test_every_problem_names_file_and_key(write_config):
         pth = "orders.csv"
         [[destinations]]
         type = "carrier-pigeon"
-    """)
+    """,
+    )
     text = "\n".join(errs)
     assert all(e.startswith(f"{path}: ") for e in errs)
     assert "rfm.window_days: Input should be greater than 0" in text
@@ -58,7 +62,9 @@ def test_unknown_top_level_key_and_bad_toml(write_config):
 
 
 def test_duplicate_connector_names(write_config):
-    _, errs = problems(write_config, """
+    _, errs = problems(
+        write_config,
+        """
         [[sources]]
         type = "csv"
         name = "x"
@@ -67,7 +73,8 @@ def test_duplicate_connector_names(write_config):
         type = "csv"
         name = "x"
         path = "b.csv"
-    """)
+    """,
+    )
     assert any("sources[1].name: 'x' is used twice" in e for e in errs)
 
 

@@ -1,4 +1,5 @@
 """A cycle killed at any instant, then restarted, leaves the sink with exactly the store's state."""
+
 from __future__ import annotations
 
 import json
@@ -32,16 +33,35 @@ def run_once(folder, url, as_of, mode="after_write", batch=0):
     """One ``rfm-sync run`` in a subprocess, its store at ``url`` (the ``store_url`` fixture)."""
     (folder / "config.toml").write_text(config_text(url=url, mode=mode, batch=batch))
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "rfm_sync.cli", "run", "--once", "-c", str(folder / "config.toml"),
-                           "--as-of", as_of.isoformat()], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rfm_sync.cli",
+            "run",
+            "--once",
+            "-c",
+            str(folder / "config.toml"),
+            "--as-of",
+            as_of.isoformat(),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def store_state(url):
     store = Store.open(url)
     with store.engine.connect() as conn:
-        state = {k: json.loads(p) for k, p in conn.execute(sa.select(customer_state.c.customer_key,
-                                                                       customer_state.c.properties))}
-        pending = conn.execute(sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status.in_(("pending", "sending")))).scalar()
+        state = {
+            k: json.loads(p)
+            for k, p in conn.execute(sa.select(customer_state.c.customer_key, customer_state.c.properties))
+        }
+        pending = conn.execute(
+            sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status.in_(("pending", "sending")))
+        ).scalar()
     store.close()
     return state, pending
 

@@ -1,6 +1,7 @@
 """`rfm-sync score` reads a clean CSV with DuckDB's typed reader and checks every other file with
 the validating scan. The two must agree on every file the fast read accepts, and the fast read
 must hand over every file it cannot vouch for (bad rows, repeated order ids, odd values)."""
+
 from __future__ import annotations
 
 import csv
@@ -75,35 +76,40 @@ def test_a_hostile_but_clean_file_takes_the_fast_read_and_agrees(tmp_path):
 
 
 @pytest.mark.slow  # 26 files, two reads each
-@pytest.mark.parametrize("row, why", [
-    ("9,c1,,not a date,5,,paid,", "a date the reader cannot parse"),
-    ("9,c1,,2026-01-01,five,,paid,", "an amount that is not a number"),
-    ("9,c1,,2026-01-01,5,x,paid,", "a refund that is not a number"),
-    ("9,c1,,2026-01-01,5,,paid,,extra", "more fields than the header"),
-    ("9,c1,,2026-01-01", "fewer fields than the header"),
-    ("9,,,2026-01-01,5,,paid,", "no customer id and no email"),
-    ("9,c1,,,5,,paid,", "an empty date"),
-    (",c1,,,5,,paid,", "an empty date on a row without an order id"),
-    ("9,c1,,2026-01-01,,,paid,", "an empty amount"),
-    ("9,c1,,2026-01-01,100000000,,paid,", "an amount too large for the fast read's 64-bit money"),
-    ("1,c1,,2026-01-01,5,,paid,", "an order id seen before (the later line must win)"),
-    (" 1 ,c1,,2026-01-01,5,,paid,", "an order id seen before, with spaces"),
-    ('9," ",late@example.com,2026-01-01,5,,paid,', "a customer id of only spaces (the row is the email's)"),
-    ('9,"\u00a0",,2026-01-01,5,,paid,', "a customer id of only a Unicode space, and no email"),
-    ('9," ",,2026-01-01,5,,cancelled,', "a customer id of only spaces, no email, on an order that does not count"),
-    ('9,"multi\nline",,2026-01-01,5,,paid,', "a newline inside a customer id"),
-    ('9,"a\x00b",,2026-01-01,5,,cancelled,', "a NUL inside a customer id, on an order that does not count"),
-    ('9\x002,c1,,2026-01-01,5,,paid,', "a NUL inside an order id"),
-    ('9,\tc\x001\t\x00,,2026-01-01,5,,paid,', "a NUL inside a customer id with tabs and a NUL around it"),
-    ('9,,not-an-email,2026-01-01,5,,paid,', "a guest whose email is not an address"),
-    ('9,,"a@b.c\nd",2026-01-01,5,,paid,', "a guest whose email holds a newline"),
-    ("9,c1,,0001-01-01,5,,paid,", "a placeholder date long ago"),
-    ("9,c1,,9999-12-31,5,,cancelled,", "a placeholder date far ahead, on an order that does not count"),
-    ("9,c1,,2026-01-01,-5,,paid,", "a negative amount on an order that would count"),
-    ("9,c1,,2026-01-01,5,6,paid,", "a refund larger than the order"),
-    ("9,c1,,2026-01-01,5,,paid,\n10,c2,,2026-01-01,5,,paid,\n9,c3,,2026-01-02,5,,paid,",
-     "one order id with two customers"),
-])
+@pytest.mark.parametrize(
+    "row, why",
+    [
+        ("9,c1,,not a date,5,,paid,", "a date the reader cannot parse"),
+        ("9,c1,,2026-01-01,five,,paid,", "an amount that is not a number"),
+        ("9,c1,,2026-01-01,5,x,paid,", "a refund that is not a number"),
+        ("9,c1,,2026-01-01,5,,paid,,extra", "more fields than the header"),
+        ("9,c1,,2026-01-01", "fewer fields than the header"),
+        ("9,,,2026-01-01,5,,paid,", "no customer id and no email"),
+        ("9,c1,,,5,,paid,", "an empty date"),
+        (",c1,,,5,,paid,", "an empty date on a row without an order id"),
+        ("9,c1,,2026-01-01,,,paid,", "an empty amount"),
+        ("9,c1,,2026-01-01,100000000,,paid,", "an amount too large for the fast read's 64-bit money"),
+        ("1,c1,,2026-01-01,5,,paid,", "an order id seen before (the later line must win)"),
+        (" 1 ,c1,,2026-01-01,5,,paid,", "an order id seen before, with spaces"),
+        ('9," ",late@example.com,2026-01-01,5,,paid,', "a customer id of only spaces (the row is the email's)"),
+        ('9,"\u00a0",,2026-01-01,5,,paid,', "a customer id of only a Unicode space, and no email"),
+        ('9," ",,2026-01-01,5,,cancelled,', "a customer id of only spaces, no email, on an order that does not count"),
+        ('9,"multi\nline",,2026-01-01,5,,paid,', "a newline inside a customer id"),
+        ('9,"a\x00b",,2026-01-01,5,,cancelled,', "a NUL inside a customer id, on an order that does not count"),
+        ("9\x002,c1,,2026-01-01,5,,paid,", "a NUL inside an order id"),
+        ("9,\tc\x001\t\x00,,2026-01-01,5,,paid,", "a NUL inside a customer id with tabs and a NUL around it"),
+        ("9,,not-an-email,2026-01-01,5,,paid,", "a guest whose email is not an address"),
+        ('9,,"a@b.c\nd",2026-01-01,5,,paid,', "a guest whose email holds a newline"),
+        ("9,c1,,0001-01-01,5,,paid,", "a placeholder date long ago"),
+        ("9,c1,,9999-12-31,5,,cancelled,", "a placeholder date far ahead, on an order that does not count"),
+        ("9,c1,,2026-01-01,-5,,paid,", "a negative amount on an order that would count"),
+        ("9,c1,,2026-01-01,5,6,paid,", "a refund larger than the order"),
+        (
+            "9,c1,,2026-01-01,5,,paid,\n10,c2,,2026-01-01,5,,paid,\n9,c3,,2026-01-02,5,,paid,",
+            "one order id with two customers",
+        ),
+    ],
+)
 def test_files_the_fast_read_cannot_vouch_for_go_through_the_validating_scan(tmp_path, row, why):
     path = write(tmp_path, HOSTILE_BUT_CLEAN + row + "\n")
     fast, slow = both(path)
@@ -138,9 +144,34 @@ def test_rows_without_an_order_id_keep_the_fast_read_and_a_repeat_among_the_othe
     same(fast.frame, slow.frame)
 
 
-TRIM_CASES = ["a", " a", "a ", "  a  b  ", "", " ", "   ", "\u00a0a", "a\u00a0", "\u3000a\u3000", "\u2009x",
-              "é", " é ", "\u00e9\u00a0", "\ta\t", "a\n", "\x00a\x1f", "\x0b\x0ca\r\n", "a\x00", "\x7fa", "a b\t",
-              "\t\u00a0a\u3000\n", "\U0001f600", " \U0001f600", "a\u200bb", "\u200b"]
+TRIM_CASES = [
+    "a",
+    " a",
+    "a ",
+    "  a  b  ",
+    "",
+    " ",
+    "   ",
+    "\u00a0a",
+    "a\u00a0",
+    "\u3000a\u3000",
+    "\u2009x",
+    "é",
+    " é ",
+    "\u00e9\u00a0",
+    "\ta\t",
+    "a\n",
+    "\x00a\x1f",
+    "\x0b\x0ca\r\n",
+    "a\x00",
+    "\x7fa",
+    "a b\t",
+    "\t\u00a0a\u3000\n",
+    "\U0001f600",
+    " \U0001f600",
+    "a\u200bb",
+    "\u200b",
+]
 
 
 def test_the_cheap_trim_gives_trims_result_for_every_value():
@@ -163,8 +194,12 @@ def test_the_cheap_trim_gives_trims_result_for_every_value():
 @pytest.mark.slow
 def test_mapped_columns_another_delimiter_and_no_optional_columns(tmp_path):
     path = write(tmp_path, "Kunde;Datum;Betrag\nk1;2026-06-01;10,5\nk1;2026-06-02;3\nk2;2026-05-01;7\n")
-    mapped = CsvSettings(name="csv", path=str(path), delimiter=";",
-                         columns={"customer_id": "Kunde", "placed_at": "Datum", "amount": "Betrag"})
+    mapped = CsvSettings(
+        name="csv",
+        path=str(path),
+        delimiter=";",
+        columns={"customer_id": "Kunde", "placed_at": "Datum", "amount": "Betrag"},
+    )
     fast, slow = both(path, csv_settings=mapped)
     assert not fast.fast  # "10,5" is not a number for either read: quarantined by the validating scan
     assert slow.bad == 1
@@ -178,16 +213,31 @@ def test_mapped_columns_another_delimiter_and_no_optional_columns(tmp_path):
 
 CELLS = {
     "order_id": st.sampled_from(["1", "2", "3", " 4", "5 ", "", "o-6", "7", "1\t", "\x002", "8\x009", "3\x1b"]),
-    "customer_id": st.sampled_from(["a", " a", "A", "b", "", " ", "007", "c d", "é", "é\u00a0", "a\t", "\x0ba\r",
-                                    "\t", "a\x00b", "b\x00", "a\x7f"]),
-    "email": st.sampled_from(["", "x@y.z", "X@Y.Z", " x@y.z ", "q@r.s", "x@y.z\t", "not-an-email", "x@y\x00.z",
-                              "x@y"]),
-    "placed_at": st.sampled_from(["2026-06-30", "2026-06-30 23:59:59", "2026-07-01T00:00:00Z",
-                                  "2026-03-29 02:30:00", "2026-10-25 02:30:00", " 2026-01-01 ",
-                                  "2025-06-30T12:00:00+05:30", "2024-07-01", "2026-02-30", "", "yesterday",
-                                  "0001-01-01", "9999-12-31", "1970-01-01"]),
-    "amount": st.sampled_from(["1", "0", "-1", "0.00005", "12.34", " 5 ", "1e1", "99999999.9999",
-                               "100000000", "", "abc", "3.14159"]),
+    "customer_id": st.sampled_from(
+        ["a", " a", "A", "b", "", " ", "007", "c d", "é", "é\u00a0", "a\t", "\x0ba\r", "\t", "a\x00b", "b\x00", "a\x7f"]
+    ),
+    "email": st.sampled_from(["", "x@y.z", "X@Y.Z", " x@y.z ", "q@r.s", "x@y.z\t", "not-an-email", "x@y\x00.z", "x@y"]),
+    "placed_at": st.sampled_from(
+        [
+            "2026-06-30",
+            "2026-06-30 23:59:59",
+            "2026-07-01T00:00:00Z",
+            "2026-03-29 02:30:00",
+            "2026-10-25 02:30:00",
+            " 2026-01-01 ",
+            "2025-06-30T12:00:00+05:30",
+            "2024-07-01",
+            "2026-02-30",
+            "",
+            "yesterday",
+            "0001-01-01",
+            "9999-12-31",
+            "1970-01-01",
+        ]
+    ),
+    "amount": st.sampled_from(
+        ["1", "0", "-1", "0.00005", "12.34", " 5 ", "1e1", "99999999.9999", "100000000", "", "abc", "3.14159"]
+    ),
     "refunded": st.sampled_from(["", "0", "1", "0.5", "12.34", "x"]),
     "status": st.sampled_from(["", "paid", "PAID", " cancelled ", "test", "Refunded", "pending"]),
 }
@@ -213,8 +263,14 @@ def _result(batches):
     """A typed pass's result as DuckDB returns it: customer rows and hash-list rows in batches."""
     import pyarrow as pa
 
-    schema = pa.schema([("hash_list", pa.bool_()), ("customer_key", pa.string()), ("orders", pa.int64()),
-                        ("order_hashes", pa.list_(pa.uint64()))])
+    schema = pa.schema(
+        [
+            ("hash_list", pa.bool_()),
+            ("customer_key", pa.string()),
+            ("orders", pa.int64()),
+            ("order_hashes", pa.list_(pa.uint64())),
+        ]
+    )
 
     def row(kind: str, item) -> dict:
         if kind == "lists":
@@ -233,8 +289,14 @@ def test_the_result_splits_into_customers_and_hash_lists_however_its_batches_mix
     come apart whole, and a repeat is found only where a list holds the same hash twice."""
     from rfm_sync.offline import _repeats, _split
 
-    table = _result([[("customers", ["a", "b"])], [("customers", ["c"]), ("lists", [[1, 2], None])],
-                     [("lists", [[3, 4], []])], [("customers", ["d"])]])
+    table = _result(
+        [
+            [("customers", ["a", "b"])],
+            [("customers", ["c"]), ("lists", [[1, 2], None])],
+            [("lists", [[3, 4], []])],
+            [("customers", ["d"])],
+        ]
+    )
     customers, lists = _split(table)
     assert customers.column_names == ["customer_key", "orders"]
     assert customers["customer_key"].to_pylist() == ["a", "b", "c", "d"]

@@ -1,4 +1,5 @@
 """The CSV scan classifies every kind of bad row, and reads good ones exactly (blanks trimmed)."""
+
 from __future__ import annotations
 
 from zoneinfo import ZoneInfo
@@ -24,8 +25,16 @@ def test_every_kind_of_bad_row_is_named_and_good_rows_read_exactly(write_csv):
     conn = scan(path, CsvSettings(name="csv", path=str(path)), ZoneInfo("UTC")).conn
     rows = conn.execute("SELECT line, problem, amount FROM checked ORDER BY line").fetchall()
     assert [(line, problem.split(":")[0]) for line, problem, _ in rows if problem] == [
-        (3, "customer_id is empty (and no email to identify a guest)"), (5, "placed_at is empty"),
-        (6, "placed_at is not a date/time"), (7, "amount is empty"), (8, "amount is not a number"),
-        (9, "refunded is not a number"), (11, "more fields than the header")]
+        (3, "customer_id is empty (and no email to identify a guest)"),
+        (5, "placed_at is empty"),
+        (6, "placed_at is not a date/time"),
+        (7, "amount is empty"),
+        (8, "amount is not a number"),
+        (9, "refunded is not a number"),
+        (11, "more fields than the header"),
+    ]
     assert {line: str(amount) for line, problem, amount in rows if not problem} == {
-        2: "10.5000", 4: "1.0000", 10: "3.5000"}
+        2: "10.5000",
+        4: "1.0000",
+        10: "3.5000",
+    }

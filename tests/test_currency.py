@@ -1,6 +1,7 @@
 """One currency per sum: orders in another currency are converted with the user's rates or
 quarantined with a reason, offline (`rfm-sync score`) and into the store; Shopify and BigCommerce
 orders paid in another currency are stored in the shop's currency."""
+
 from __future__ import annotations
 
 import csv
@@ -41,8 +42,9 @@ def write(tmp_path: Path, text: str, name: str = "orders.csv") -> Path:
 
 def monetary(tmp_path: Path, shop: dict, *, validate_all: bool) -> tuple[dict[str, int], int]:
     path = write(tmp_path, MIXED)
-    agg = aggregate_csv(path, CsvSettings(name="csv", path=str(path)), parse_config({"shop": shop}), AS_OF,
-                        validate_all=validate_all)
+    agg = aggregate_csv(
+        path, CsvSettings(name="csv", path=str(path)), parse_config({"shop": shop}), AS_OF, validate_all=validate_all
+    )
     agg.conn.close()
     return dict(zip(agg.frame["customer_key"], agg.frame["monetary_e4"])), agg.bad
 
@@ -94,8 +96,9 @@ def test_mixed_currencies_without_a_shop_currency_stop_with_one_line(tmp_path):
     path = write(tmp_path, MIXED)
     with pytest.raises(MixedCurrencies, match=r"2 currencies \(EUR, JPY\) and no \[shop\] currency"):
         score_csv(path, tmp_path / "out.csv", parse_config({}), AS_OF)
-    result = CliRunner().invoke(main, ["score", "--orders", str(path), "--out", str(tmp_path / "o.csv"),
-                                       "--as-of", "2026-06-30", "--quiet"])
+    result = CliRunner().invoke(
+        main, ["score", "--orders", str(path), "--out", str(tmp_path / "o.csv"), "--as-of", "2026-06-30", "--quiet"]
+    )
     assert result.exit_code == 1
     assert "orders in 2 currencies (EUR, JPY)" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o.csv").exists()
@@ -104,28 +107,38 @@ def test_mixed_currencies_without_a_shop_currency_stop_with_one_line(tmp_path):
 def test_daily_rates_use_the_local_date_or_the_latest_earlier_one(tmp_path):
     """The shop is in Tokyo: 2026-06-01 23:30 UTC is 2 June there, which has its own rate; an order
     on 5 June uses 3 June's (the latest earlier); one before the file's first day uses [shop.rates]."""
-    (tmp_path / "rates.csv").write_text("date,currency,rate\n2026-06-01,USD,0.5\n2026-06-02,USD,0.25\n"
-                                        "2026-06-03,USD,2\n")
-    text = ("order_id,customer_id,placed_at,amount,currency\n1,a,2026-06-01T23:30:00Z,100,USD\n"
-            "2,b,2026-06-05T12:00:00Z,100,USD\n3,c,2026-05-01T12:00:00Z,100,USD\n")
+    (tmp_path / "rates.csv").write_text(
+        "date,currency,rate\n2026-06-01,USD,0.5\n2026-06-02,USD,0.25\n2026-06-03,USD,2\n"
+    )
+    text = (
+        "order_id,customer_id,placed_at,amount,currency\n1,a,2026-06-01T23:30:00Z,100,USD\n"
+        "2,b,2026-06-05T12:00:00Z,100,USD\n3,c,2026-05-01T12:00:00Z,100,USD\n"
+    )
     path = write(tmp_path, text)
-    (tmp_path / "config.toml").write_text('[shop]\ntimezone = "Asia/Tokyo"\ncurrency = "EUR"\n'
-                                          'rates_file = "rates.csv"\n[shop.rates]\nUSD = 0.9\n')
+    (tmp_path / "config.toml").write_text(
+        '[shop]\ntimezone = "Asia/Tokyo"\ncurrency = "EUR"\nrates_file = "rates.csv"\n[shop.rates]\nUSD = 0.9\n'
+    )
     config = load_config(tmp_path / "config.toml")
     for validate_all in (False, True):
         agg = aggregate_csv(path, CsvSettings(name="csv", path=str(path)), config, AS_OF, validate_all=validate_all)
         assert dict(zip(agg.frame["customer_key"], agg.frame["monetary_e4"])) == {
-            "a": 250_000, "b": 2_000_000, "c": 900_000}
+            "a": 250_000,
+            "b": 2_000_000,
+            "c": 900_000,
+        }
 
 
-@pytest.mark.parametrize("shop, match", [
-    ({"currency": "eur"}, "shop.currency: 'eur' is not an ISO 4217 currency code"),
-    ({"rates": {"JPY": "0.0061"}}, "rates need \\[shop\\] currency"),
-    ({"currency": "EUR", "rates": {"JPY": "-1"}}, "shop.rates: JPY: rate '-1' must be a positive number"),
-    ({"currency": "EUR", "rates": {"JPY": "abc"}}, "shop.rates: JPY: rate 'abc' is not a number"),
-    ({"currency": "EUR", "rates": {"EUR": "1"}}, "EUR is the shop currency itself"),
-    ({"currency": "EUR", "rates_file": "missing.csv"}, "shop.rates_file: .*missing.csv: cannot read"),
-])
+@pytest.mark.parametrize(
+    "shop, match",
+    [
+        ({"currency": "eur"}, "shop.currency: 'eur' is not an ISO 4217 currency code"),
+        ({"rates": {"JPY": "0.0061"}}, "rates need \\[shop\\] currency"),
+        ({"currency": "EUR", "rates": {"JPY": "-1"}}, "shop.rates: JPY: rate '-1' must be a positive number"),
+        ({"currency": "EUR", "rates": {"JPY": "abc"}}, "shop.rates: JPY: rate 'abc' is not a number"),
+        ({"currency": "EUR", "rates": {"EUR": "1"}}, "EUR is the shop currency itself"),
+        ({"currency": "EUR", "rates_file": "missing.csv"}, "shop.rates_file: .*missing.csv: cannot read"),
+    ],
+)
 def test_currency_settings_are_validated(shop, match):
     with pytest.raises(ConfigError, match=match):
         parse_config({"shop": shop})
@@ -145,8 +158,10 @@ def run_pull(tmp_path: Path, shop: str, text: str = MIXED):
     report = CycleReport(run_id=0, as_of=AS_OF)
     pipeline.pull(None, report)
     with store.engine.connect() as conn:
-        rows = {r.order_id: (r.amount_e4, r.currency, r.original_currency, r.original_amount_e4, r.qualifies)
-                for r in conn.execute(sa.select(orders))}
+        rows = {
+            r.order_id: (r.amount_e4, r.currency, r.original_currency, r.original_amount_e4, r.qualifies)
+            for r in conn.execute(sa.select(orders))
+        }
         bad = [(r.location, r.reason) for r in conn.execute(sa.select(quarantine))]
     return pipeline, report, rows, bad
 
@@ -154,13 +169,18 @@ def run_pull(tmp_path: Path, shop: str, text: str = MIXED):
 def test_pulled_orders_are_stored_in_the_shop_currency_and_keep_their_own(tmp_path):
     pipeline, report, rows, bad = run_pull(tmp_path, 'currency = "EUR"\n[shop.rates]\nJPY = "0.0061"')
     assert report.errors == {} and bad == []
-    assert rows == {"1": (1_000_000, "EUR", None, None, True),
-                    "2": (61_000, "EUR", "JPY", 10_000_000, True),  # 1,000 JPY = 6.1 EUR
-                    "3": (753_086, "EUR", "JPY", 123_456_789, True),  # 12,345.6789 JPY = 75.3086 EUR
-                    "4": (500_000, "EUR", None, None, True)}  # no currency: the shop's
+    assert rows == {
+        "1": (1_000_000, "EUR", None, None, True),
+        "2": (61_000, "EUR", "JPY", 10_000_000, True),  # 1,000 JPY = 6.1 EUR
+        "3": (753_086, "EUR", "JPY", 123_456_789, True),  # 12,345.6789 JPY = 75.3086 EUR
+        "4": (500_000, "EUR", None, None, True),
+    }  # no currency: the shop's
     result = pipeline.score(AS_OF)
     assert dict(zip(result.frame["customer_key"], result.frame["monetary_e4"])) == {
-        "a": 1_061_000, "b": 753_086, "c": 500_000}
+        "a": 1_061_000,
+        "b": 753_086,
+        "c": 500_000,
+    }
 
 
 def test_a_pulled_order_without_a_rate_is_quarantined_not_stored(tmp_path):
@@ -212,10 +232,19 @@ def test_bigcommerce_order_in_a_transactional_currency_is_stored_in_the_store_de
     Multi-Currency the order says the store's default currency and the rate from it."""
     from connectors.bigcommerce.parse import order_from_json
 
-    base = {"id": 7, "customer_id": 3, "date_created": "Wed, 05 Dec 2018 20:16:55 +0000", "status_id": 10,
-            "total_inc_tax": "1639.0000", "refunded_amount": "0.0000", "currency_code": "JPY",
-            "default_currency_code": "JPY", "store_default_currency_code": "USD",
-            "store_default_to_transactional_exchange_rate": "163.9000000000", "billing_address": {}}
+    base = {
+        "id": 7,
+        "customer_id": 3,
+        "date_created": "Wed, 05 Dec 2018 20:16:55 +0000",
+        "status_id": 10,
+        "total_inc_tax": "1639.0000",
+        "refunded_amount": "0.0000",
+        "currency_code": "JPY",
+        "default_currency_code": "JPY",
+        "store_default_currency_code": "USD",
+        "store_default_to_transactional_exchange_rate": "163.9000000000",
+        "billing_address": {},
+    }
     order = order_from_json("bc", base)
     assert (order.amount, order.currency) == (Decimal("10.0000"), "USD")
     odd = order_from_json("bc", {**base, "total_inc_tax": "1000", "store_default_to_transactional_exchange_rate": "3"})
@@ -232,8 +261,9 @@ def test_bigcommerce_multi_currency_store_pulls_into_store_default_amounts(tmp_p
 
     template = {"billing_address": {}, "status": "Completed"}
     clock = FakeClock()
-    shop = BigCommerceFake(clock=clock, template=template,
-                           multi_currency={"EUR": Decimal("0.9216"), "JPY": Decimal("149.5")})
+    shop = BigCommerceFake(
+        clock=clock, template=template, multi_currency={"EUR": Decimal("0.9216"), "JPY": Decimal("149.5")}
+    )
     try:
         shop.add_orders(200)
         assert {o["default_currency_code"] for o in shop.orders.values()} == {"USD", "EUR", "JPY"}
@@ -244,4 +274,3 @@ def test_bigcommerce_multi_currency_store_pulls_into_store_default_amounts(tmp_p
             assert {r.currency for r in conn.execute(sa.select(orders.c.currency))} == {"USD"}
     finally:
         shop.close()
-

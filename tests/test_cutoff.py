@@ -6,6 +6,7 @@ with the exact result. When every answer is cut, the cycle still ends: that conn
 recorded as failed (a clean connector error naming the cut-off, no traceback) and the connectors
 after it run as usual.
 """
+
 from __future__ import annotations
 
 import csv
@@ -41,8 +42,12 @@ from tests.store_helpers import stored
 
 pytestmark = pytest.mark.slow  # fault injection: real cycles against fakes that cut their answers
 
-SECRETS = {"shop-token": ShopifyFake.token, "bc-token": BigCommerceFake.token, "klaviyo-key": klaviyo_fake.API_KEY,
-           "meta-token": meta_fake.TOKEN}
+SECRETS = {
+    "shop-token": ShopifyFake.token,
+    "bc-token": BigCommerceFake.token,
+    "klaviyo-key": klaviyo_fake.API_KEY,
+    "meta-token": meta_fake.TOKEN,
+}
 FAULTS = [("cut_next", 2), ("malformed_next", 1), ("cut_rate", 0.1)]  # cut_rate: the 10 % seen in the field
 
 
@@ -56,9 +61,11 @@ def policy(attempts: int = 6) -> RetryPolicy:
 
 def csv_source(tmp_path: Path) -> CsvSource:
     path = tmp_path / "other.csv"
-    path.write_text("order_id,customer_id,email,placed_at,amount\n"
-                    "x1,k1,k1@example.com,2026-10-01T10:00:00Z,10.50\n"
-                    "x2,k2,k2@example.com,2026-10-02T10:00:00Z,20.00\n")
+    path.write_text(
+        "order_id,customer_id,email,placed_at,amount\n"
+        "x1,k1,k1@example.com,2026-10-01T10:00:00Z,10.50\n"
+        "x2,k2,k2@example.com,2026-10-02T10:00:00Z,20.00\n"
+    )
     return CsvSource(CsvSettings(name="csv", path=str(path)), context(tmp_path))
 
 
@@ -80,10 +87,10 @@ def clock():
 
 
 def shopify(fake: ShopifyFake, tmp_path: Path, clock: FakeClock, attempts: int = 6) -> ShopifySource:
-    settings = ShopifySettings(name="shopify", shop="cut", token_secret="shop-token", base_url=fake.url,
-                               backfill="paged")
-    return ShopifySource(settings, context(tmp_path), sleep=clock.sleep, clock=clock.monotonic,
-                         policy=policy(attempts))
+    settings = ShopifySettings(
+        name="shopify", shop="cut", token_secret="shop-token", base_url=fake.url, backfill="paged"
+    )
+    return ShopifySource(settings, context(tmp_path), sleep=clock.sleep, clock=clock.monotonic, policy=policy(attempts))
 
 
 @pytest.mark.parametrize("fault,value", FAULTS)
@@ -113,22 +120,26 @@ def test_shopify_cut_off_every_time_fails_that_source_only(tmp_path, clock):
 
 @functools.lru_cache(maxsize=1)
 def bc_template(shared: Path) -> dict:
-    spec = yaml.load((shared / "specs/bigcommerce/orders.v2.oas2.yml").read_text(encoding="utf-8"),
-                     Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    spec = yaml.load(
+        (shared / "specs/bigcommerce/orders.v2.oas2.yml").read_text(encoding="utf-8"),
+        Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader),
+    )
     return spec["components"]["responses"]["orderCollection_Resp"]["content"]["application/json"]["examples"][
-        "response"]["value"][0]
+        "response"
+    ]["value"][0]
 
 
 def bigcommerce(fake: BigCommerceFake, tmp_path: Path, clock: FakeClock, attempts: int = 6) -> BigCommerceSource:
-    settings = BigCommerceSettings(name="bigcommerce", store_hash="abc123", token_secret="bc-token", base_url=fake.url,
-                                   page_size=100)
-    return BigCommerceSource(settings, context(tmp_path), sleep=clock.sleep, clock=clock.monotonic,
-                             policy=policy(attempts))
+    settings = BigCommerceSettings(
+        name="bigcommerce", store_hash="abc123", token_secret="bc-token", base_url=fake.url, page_size=100
+    )
+    return BigCommerceSource(
+        settings, context(tmp_path), sleep=clock.sleep, clock=clock.monotonic, policy=policy(attempts)
+    )
 
 
 @pytest.mark.parametrize("fault,value", FAULTS)
-def test_bigcommerce_answers_cut_half_way_are_retried_and_the_cycle_is_exact(tmp_path, clock, shared_dir, fault,
-                                                                             value):
+def test_bigcommerce_answers_cut_half_way_are_retried_and_the_cycle_is_exact(tmp_path, clock, shared_dir, fault, value):
     fake = BigCommerceFake(clock=clock, template=bc_template(shared_dir))
     try:
         fake.add_orders(1500)
@@ -145,8 +156,7 @@ def test_bigcommerce_cut_off_every_time_fails_that_source_only(tmp_path, clock, 
     fake = BigCommerceFake(clock=clock, template=bc_template(shared_dir), cut_rate=1.0)
     try:
         fake.add_orders(50)
-        store, report = cycle(tmp_path, clock, [bigcommerce(fake, tmp_path, clock, attempts=3),
-                                                csv_source(tmp_path)])
+        store, report = cycle(tmp_path, clock, [bigcommerce(fake, tmp_path, clock, attempts=3), csv_source(tmp_path)])
         assert "cut off" in report.errors["bigcommerce"] and "gave up after 3" in report.errors["bigcommerce"]
         assert report.pulled["csv"] == 2
     finally:
@@ -155,12 +165,22 @@ def test_bigcommerce_cut_off_every_time_fails_that_source_only(tmp_path, clock, 
 
 # ---------------------------------------------------------------------------------------- destinations
 AS_OF = date(2026, 6, 30)
-CONFIG = config_toml("sqlite:///state.sqlite", destinations=[
-    destination(type="klaviyo", name="klaviyo", api_key_secret="klaviyo-key", base_url=klaviyo_fake.BASE_URL,
-                bulk_min_profiles=10, first_assignment_events="skip"),
-    destination(type="meta_audiences", name="meta", access_token_secret="meta-token", base_url=meta_fake.BASE_URL)
-    + table("[[destinations.audiences]]", audience_id="111", groups=GROUP_NAMES),
-    file_sink()])
+CONFIG = config_toml(
+    "sqlite:///state.sqlite",
+    destinations=[
+        destination(
+            type="klaviyo",
+            name="klaviyo",
+            api_key_secret="klaviyo-key",
+            base_url=klaviyo_fake.BASE_URL,
+            bulk_min_profiles=10,
+            first_assignment_events="skip",
+        ),
+        destination(type="meta_audiences", name="meta", access_token_secret="meta-token", base_url=meta_fake.BASE_URL)
+        + table("[[destinations.audiences]]", audience_id="111", groups=GROUP_NAMES),
+        file_sink(),
+    ],
+)
 
 
 def write_orders(path: Path, customers: int) -> None:
@@ -170,8 +190,15 @@ def write_orders(path: Path, customers: int) -> None:
         for i in range(customers):
             for k in range(1 + i % 3):
                 placed = AS_OF - timedelta(days=5 + 40 * (i % 7) + k)
-                w.writerow([f"o{i}-{k}", f"c{i:03d}", f"c{i}@example.com", f"{placed.isoformat()}T12:00:00Z",
-                            f"{10 + 7 * i}.50"])
+                w.writerow(
+                    [
+                        f"o{i}-{k}",
+                        f"c{i:03d}",
+                        f"c{i}@example.com",
+                        f"{placed.isoformat()}T12:00:00Z",
+                        f"{10 + 7 * i}.50",
+                    ]
+                )
 
 
 def destination_cycle(tmp_path: Path, customers: int = 40):

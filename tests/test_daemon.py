@@ -1,4 +1,5 @@
 """The daemon as a subprocess on a loopback port: webhooks, metrics, SIGTERM, two daemons on one store."""
+
 from __future__ import annotations
 
 import http.client
@@ -35,12 +36,19 @@ def config_text(port: int, batch: int, delay: float, shutdown: float) -> str:
     return config_toml(
         "sqlite:///state.sqlite",
         table("[schedule]", incremental_every_minutes=60, full_at="", recalibrate_cron=""),
-        table("[daemon]", http_host="127.0.0.1", http_port=port, heartbeat_seconds=1, lock_expire_seconds=4,
-              shutdown_timeout_seconds=shutdown),
+        table(
+            "[daemon]",
+            http_host="127.0.0.1",
+            http_port=port,
+            heartbeat_seconds=1,
+            lock_expire_seconds=4,
+            shutdown_timeout_seconds=shutdown,
+        ),
         table("[webhooks]", enabled=True, process_every_seconds=1, max_body_bytes=4096),
         table("[logging]", format="json"),
         sources=[csv_source(type="tests.daemon_fakes:FakeWebhookSource", webhook_secret="test-hook")],
-        destinations=[file_sink(type="tests.daemon_fakes:SlowFileSink", batch_size=batch, delay_seconds=delay)])
+        destinations=[file_sink(type="tests.daemon_fakes:SlowFileSink", batch_size=batch, delay_seconds=delay)],
+    )
 
 
 def free_port() -> int:
@@ -61,14 +69,26 @@ def write_orders(folder: Path, customers: int) -> None:
     (folder / "orders.csv").write_text("\n".join(lines) + "\n")
 
 
-def start(folder: Path, port: int, *, batch: int = 1000, delay: float = 0.0, shutdown: float = 5.0,
-          config_name: str = "config.toml") -> subprocess.Popen:
+def start(
+    folder: Path,
+    port: int,
+    *,
+    batch: int = 1000,
+    delay: float = 0.0,
+    shutdown: float = 5.0,
+    config_name: str = "config.toml",
+) -> subprocess.Popen:
     (folder / config_name).write_text(config_text(port=port, batch=batch, delay=delay, shutdown=shutdown))
     env = {**os.environ, "PYTHONPATH": str(REPO), "RFM_SYNC_SECRET_TEST_HOOK": SECRET}
     log_path = folder / (config_name + ".log")  # a file, not a pipe: a full pipe would block the daemon
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "rfm_sync.cli", "daemon", "-c", str(folder / config_name)],
-                                env=env, stdout=log, stderr=log, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rfm_sync.cli", "daemon", "-c", str(folder / config_name)],
+            env=env,
+            stdout=log,
+            stderr=log,
+            text=True,
+        )
     proc.log_path = log_path
     return proc
 
@@ -140,8 +160,12 @@ def group_of(folder: Path, key: str) -> str | None:
 
 
 def post_hook(port: int, body: bytes, *, signature: str | None, event_id: str, topic: str = "orders/create"):
-    headers = {"Content-Type": "application/json", "X-Shopify-Topic": topic, "X-Shopify-Event-Id": event_id,
-               "X-Shopify-Shop-Domain": "test.myshopify.com"}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Event-Id": event_id,
+        "X-Shopify-Shop-Domain": "test.myshopify.com",
+    }
     if signature is not None:
         headers["X-Shopify-Hmac-Sha256"] = signature
     return request(port, "POST", "/webhooks/shop", body, headers)
@@ -182,8 +206,11 @@ def test_only_the_valid_webhook_changes_the_group_and_is_pushed(tmp_path, spawn)
         assert json.loads(new_lines[0])["transition"] == {"from": "Inactive", "to": group_of(tmp_path, "1")}
 
         cycles = ("rfm_sync_cycles_total", (("job", "webhooks"), ("status", "ok")))
-        m1 = wait_for(lambda: (lambda m: m if m.get(cycles, 0) == m0.get(cycles, 0) + 1 else None)(metrics(port)), 10,
-                      "the webhook cycle in the metrics")
+        m1 = wait_for(
+            lambda: (lambda m: m if m.get(cycles, 0) == m0.get(cycles, 0) + 1 else None)(metrics(port)),
+            10,
+            "the webhook cycle in the metrics",
+        )
         hook = lambda outcome: m1.get(("rfm_sync_webhooks_total", (("outcome", outcome), ("source", "shop"))), 0)  # noqa: E731
         assert (hook("queued"), hook("duplicate"), hook("unauthorized"), hook("too_large")) == (1, 1, 3, 1)
         pushed = ("rfm_sync_profiles_pushed_total", (("destination", "sink"),))
@@ -215,8 +242,10 @@ def test_sigterm_mid_push_exits_0_and_the_outbox_finishes_the_job(tmp_path, spaw
     store = Store.open("sqlite:///" + str(tmp_path / "state.sqlite"))
     with store.engine.connect() as conn:
         by_status = dict(conn.execute(sa.select(outbox.c.status, sa.func.count()).group_by(outbox.c.status)).all())
-        state = {k: json.loads(p) for k, p in conn.execute(sa.select(customer_state.c.customer_key,
-                                                                       customer_state.c.properties))}
+        state = {
+            k: json.loads(p)
+            for k, p in conn.execute(sa.select(customer_state.c.customer_key, customer_state.c.properties))
+        }
     store.close()
     assert by_status.get("pending", 0) > 0  # abandoned at a batch boundary, still queued
     assert by_status["sent"] == sink.read_text().count("\n")  # everything written was acknowledged
@@ -243,8 +272,9 @@ def test_a_batch_stuck_past_the_shutdown_timeout_is_abandoned_and_exit_is_still_
         try:
             with engine.connect() as conn:
                 # not acknowledged: pending, or "sending" (handed to the sink, which hangs)
-                return conn.execute(sa.text("SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')")
-                                    ).scalar()
+                return conn.execute(
+                    sa.text("SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')")
+                ).scalar()
         except sa.exc.OperationalError:
             return 0
         finally:
@@ -279,8 +309,11 @@ def test_two_daemons_on_one_store_only_one_runs_cycles(tmp_path, spawn):
         code, errors[winner] = stop(procs[winner])
         assert code == 0
         # the winner released the lock on its way out: the other one takes over and runs a cycle
-        wait_for(lambda: request(ports[loser], "GET", "/healthz")[0] == 200 and metrics(ports[loser]).get(ok_cycles),
-                 30, "the standby daemon to take over")
+        wait_for(
+            lambda: request(ports[loser], "GET", "/healthz")[0] == 200 and metrics(ports[loser]).get(ok_cycles),
+            30,
+            "the standby daemon to take over",
+        )
     finally:
         for name, proc in procs.items():
             if name not in errors:
@@ -307,8 +340,9 @@ def test_reload_keeps_the_old_config_when_invalid_and_applies_a_valid_one(tmp_pa
         time.sleep(1.5)
         assert post_hook(port, body, signature=sign(SECRET, body), event_id="r")[0] == 200  # old limit kept
         cfg.write_text(text.replace("max_body_bytes = 4096", "max_body_bytes = 100"))  # no signal: file watch
-        wait_for(lambda: post_hook(port, body, signature=sign(SECRET, body), event_id="r")[0] == 413, 10,
-                 "the new limit")
+        wait_for(
+            lambda: post_hook(port, body, signature=sign(SECRET, body), event_id="r")[0] == 413, 10, "the new limit"
+        )
     finally:
         code, err = stop(proc)
     assert code == 0
@@ -334,8 +368,13 @@ def test_poison_webhooks_are_failed_and_the_valid_order_behind_them_is_processed
             status, answer = post_hook(port, body, signature=sign(SECRET, body), event_id=f"e-{n}")
             assert (status, json.loads(answer)) == (200, {"status": "queued"})
         wait_for(lambda: group_of(tmp_path, "1") not in (None, before), 20, "customer 1 to change group")
-        m = wait_for(lambda: (lambda m: m if m.get(("rfm_sync_webhook_events", (("status", "failed"),))) == 2
-                              else None)(metrics(port)), 10, "two failed events in the metrics")
+        m = wait_for(
+            lambda: (lambda m: m if m.get(("rfm_sync_webhook_events", (("status", "failed"),))) == 2 else None)(
+                metrics(port)
+            ),
+            10,
+            "two failed events in the metrics",
+        )
         assert m[("rfm_sync_webhook_events", (("status", "done"),))] == 1
     finally:
         code, err = stop(proc)

@@ -1,4 +1,5 @@
 """The daemon's jobs in-process (no listener, no signals): lock gating, recalibration, webhook events."""
+
 from __future__ import annotations
 
 import logging
@@ -19,9 +20,12 @@ from tests.configs import config_toml, csv_source, table
 from tests.conftest import REPO
 from tests.daemon_fakes import shopify_order
 
-CONFIG = config_toml("sqlite:///s.sqlite", table("[daemon]", http_enabled=False),
-                     table("[webhooks]", enabled=True, max_attempts=3),
-                     sources=[csv_source(type="tests.daemon_fakes:FakeWebhookSource")])
+CONFIG = config_toml(
+    "sqlite:///s.sqlite",
+    table("[daemon]", http_enabled=False),
+    table("[webhooks]", enabled=True, max_attempts=3),
+    sources=[csv_source(type="tests.daemon_fakes:FakeWebhookSource")],
+)
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +40,9 @@ def restore_logging():
 
 def make(tmp_path, write_config, write_csv, monkeypatch, customers=40):
     monkeypatch.setenv("RFM_SYNC_SECRET_TEST_HOOK", "k")
-    rows = ["customer_id,placed_at,amount"] + [f"c{i},2026-0{1 + i % 6}-0{1 + i % 9},{10 + i}" for i in range(customers)]
+    rows = ["customer_id,placed_at,amount"] + [
+        f"c{i},2026-0{1 + i % 6}-0{1 + i % 9},{10 + i}" for i in range(customers)
+    ]
     write_csv("\n".join(rows) + "\n")
     daemon = Daemon(write_config(CONFIG), holder="test:1")
     daemon.start()
@@ -73,8 +79,9 @@ def test_recalibrate_job_freezes_new_cut_points(tmp_path, write_config, write_cs
         daemon.shutdown()
 
 
-def test_recalibrate_job_does_not_freeze_cut_points_over_too_few_customers(tmp_path, write_config, write_csv,
-                                                                            monkeypatch, capsys):
+def test_recalibrate_job_does_not_freeze_cut_points_over_too_few_customers(
+    tmp_path, write_config, write_csv, monkeypatch, capsys
+):
     daemon = make(tmp_path, write_config, write_csv, monkeypatch)  # 40 customers, fewer than 100
     try:
         daemon._hold_lock()
@@ -89,8 +96,9 @@ def test_recalibrate_job_does_not_freeze_cut_points_over_too_few_customers(tmp_p
         daemon.shutdown()
 
 
-def test_unparseable_webhook_events_are_set_aside_and_the_rest_processed(tmp_path, write_config, write_csv,
-                                                                          monkeypatch):
+def test_unparseable_webhook_events_are_set_aside_and_the_rest_processed(
+    tmp_path, write_config, write_csv, monkeypatch
+):
     daemon = make(tmp_path, write_config, write_csv, monkeypatch)
     try:
         daemon._hold_lock()
@@ -132,20 +140,25 @@ def make_due(store) -> None:
 DEEP = b'{"id": ' + b"[" * 5000 + b"]" * 5000 + b"}"
 
 
-@pytest.mark.parametrize("poison,reason", [
-    (DEEP, "RecursionError"),
-    (shopify_order(66, 6, "p@example.com", "2026-01-01T10:00:00+00:00", "1e400"), "amount"),
-    (shopify_order(67, 6, "p@example.com", "2026-01-01T10:00:00+00:00", "1e20"), "amount"),
-])
+@pytest.mark.parametrize(
+    "poison,reason",
+    [
+        (DEEP, "RecursionError"),
+        (shopify_order(66, 6, "p@example.com", "2026-01-01T10:00:00+00:00", "1e400"), "amount"),
+        (shopify_order(67, 6, "p@example.com", "2026-01-01T10:00:00+00:00", "1e20"), "amount"),
+    ],
+)
 def test_a_poison_webhook_is_failed_with_its_reason_and_the_valid_ones_behind_it_proceed(
-        tmp_path, write_config, write_csv, monkeypatch, poison, reason):
+    tmp_path, write_config, write_csv, monkeypatch, poison, reason
+):
     daemon = make(tmp_path, write_config, write_csv, monkeypatch)
     try:
         daemon._hold_lock()
         daemon._jobs().incremental()
         webhook_store.record(daemon.store, "shop", "poison", "orders/create", {}, poison)
-        webhook_store.record(daemon.store, "shop", "good", "orders/create", {},
-                               shopify_order(77, 5, "x@example.com", now_iso(), "80.00"))
+        webhook_store.record(
+            daemon.store, "shop", "good", "orders/create", {}, shopify_order(77, 5, "x@example.com", now_iso(), "80.00")
+        )
         daemon._jobs().webhooks()
         rows = event_rows(daemon.store)
         assert rows["good"]["status"] == "done" and rows["good"]["body"] is None
@@ -159,7 +172,8 @@ def test_a_poison_webhook_is_failed_with_its_reason_and_the_valid_ones_behind_it
 
 
 def test_a_retryable_error_keeps_the_event_pending_then_fails_it_after_max_attempts(
-        tmp_path, write_config, write_csv, monkeypatch):
+    tmp_path, write_config, write_csv, monkeypatch
+):
     daemon = make(tmp_path, write_config, write_csv, monkeypatch)
     try:
         daemon._hold_lock()
@@ -173,10 +187,17 @@ def test_a_retryable_error_keeps_the_event_pending_then_fails_it_after_max_attem
             return parse(topic, headers, body)
 
         monkeypatch.setattr(source, "orders_from_webhook", flaky)
-        webhook_store.record(daemon.store, "shop", "later", "orders/create", {},
-                               shopify_order(88, 8, "y@example.com", now_iso(), "20.00"))
-        webhook_store.record(daemon.store, "shop", "good", "orders/create", {},
-                               shopify_order(77, 5, "x@example.com", now_iso(), "80.00"))
+        webhook_store.record(
+            daemon.store,
+            "shop",
+            "later",
+            "orders/create",
+            {},
+            shopify_order(88, 8, "y@example.com", now_iso(), "20.00"),
+        )
+        webhook_store.record(
+            daemon.store, "shop", "good", "orders/create", {}, shopify_order(77, 5, "x@example.com", now_iso(), "80.00")
+        )
         daemon._jobs().webhooks()
         rows = event_rows(daemon.store)
         assert rows["good"]["status"] == "done"
@@ -197,7 +218,8 @@ def test_a_retryable_error_keeps_the_event_pending_then_fails_it_after_max_attem
 
 
 def test_a_failed_rescore_keeps_the_events_and_a_batch_is_retried_event_by_event(
-        tmp_path, write_config, write_csv, monkeypatch):
+    tmp_path, write_config, write_csv, monkeypatch
+):
     daemon = make(tmp_path, write_config, write_csv, monkeypatch)
     try:
         daemon._hold_lock()
@@ -211,14 +233,18 @@ def test_a_failed_rescore_keeps_the_events_and_a_batch_is_retried_event_by_event
             return rescore(batch, *args, **kwargs)
 
         monkeypatch.setattr(daemon.pipeline, "rescore_orders", fragile)
-        webhook_store.record(daemon.store, "shop", "bad", "orders/create", {},
-                               shopify_order(99, 9, "z@example.com", now_iso(), "30.00"))
-        webhook_store.record(daemon.store, "shop", "good", "orders/create", {},
-                               shopify_order(77, 5, "x@example.com", now_iso(), "80.00"))
+        webhook_store.record(
+            daemon.store, "shop", "bad", "orders/create", {}, shopify_order(99, 9, "z@example.com", now_iso(), "30.00")
+        )
+        webhook_store.record(
+            daemon.store, "shop", "good", "orders/create", {}, shopify_order(77, 5, "x@example.com", now_iso(), "80.00")
+        )
         daemon._jobs().webhooks()
         rows = event_rows(daemon.store)
-        assert {k: (r["status"], r["attempts"]) for k, r in rows.items()} == {"bad": ("pending", 1),
-                                                                              "good": ("pending", 1)}
+        assert {k: (r["status"], r["attempts"]) for k, r in rows.items()} == {
+            "bad": ("pending", 1),
+            "good": ("pending", 1),
+        }
         assert "rescore failed: RuntimeError: database is locked" in rows["good"]["error"]
         broken["all"] = False  # the store is back; order 99 still breaks any rescore it is part of
         make_due(daemon.store)

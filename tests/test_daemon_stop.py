@@ -1,6 +1,7 @@
 """A graceful stop is not an error (rfm_sync/stop.py): SIGTERM in the middle of a push, in-process (the
 daemon's own signal handlers, its jobs run by hand in the main thread, where Python runs signal
 handlers), and a stop in the middle of a pull."""
+
 from __future__ import annotations
 
 import json
@@ -26,10 +27,14 @@ from rfm_sync.store.runs import recent_runs
 from rfm_sync.store.schema import customer_state, outbox, runs
 from tests.configs import config_toml, file_sink, table
 
-SECTIONS = (table("[daemon]", http_enabled=False), table("[logging]", format="json"),
-            table("[properties]", include_metrics=True))  # a new order changes every customer's "RFM orders"
-CONFIG = config_toml("sqlite:///s.sqlite", *SECTIONS,
-                     destinations=[file_sink(type="tests.test_daemon_stop:SigtermSink", batch_size=10)])
+SECTIONS = (
+    table("[daemon]", http_enabled=False),
+    table("[logging]", format="json"),
+    table("[properties]", include_metrics=True),
+)  # a new order changes every customer's "RFM orders"
+CONFIG = config_toml(
+    "sqlite:///s.sqlite", *SECTIONS, destinations=[file_sink(type="tests.test_daemon_stop:SigtermSink", batch_size=10)]
+)
 
 
 class SigtermSinkSettings(FileSinkSettings):
@@ -92,7 +97,8 @@ def logged(capsys) -> list[dict]:
 
 @pytest.mark.slow  # three cycles and two daemon starts
 def test_sigterm_mid_push_is_a_stop_not_a_failure_and_the_next_cycle_sends_the_rest_once(
-        tmp_path, write_config, capsys):
+    tmp_path, write_config, capsys
+):
     config_path = write_config(CONFIG)
     write_orders(tmp_path / "orders.csv", 45, day="")
     sink = tmp_path / "profiles.jsonl"
@@ -115,8 +121,13 @@ def test_sigterm_mid_push_is_a_stop_not_a_failure_and_the_next_cycle_sends_the_r
         assert done["status"] == "stopped" and done["errors"] == {}
         ready, body = daemon.health.check()
         assert ready and body["status"] == "ok" and body["last_failure"] is None
-        cycles = {(s.labels["job"], s.labels["status"]): s.value for m in daemon.metrics.registry.collect()
-                  if m.name == "rfm_sync_cycles" for s in m.samples if s.name.endswith("_total")}
+        cycles = {
+            (s.labels["job"], s.labels["status"]): s.value
+            for m in daemon.metrics.registry.collect()
+            if m.name == "rfm_sync_cycles"
+            for s in m.samples
+            if s.name.endswith("_total")
+        }
         assert cycles == {("incremental", "ok"): 1, ("incremental", "stopped"): 1}
         errors = [s for m in daemon.metrics.registry.collect() if m.name == "rfm_sync_api_errors" for s in m.samples]
         assert errors == []
@@ -139,8 +150,10 @@ def test_sigterm_mid_push_is_a_stop_not_a_failure_and_the_next_cycle_sends_the_r
         assert recent_runs(daemon.store, 1)[0]["status"] == "ok"
         with daemon.store.engine.connect() as conn:
             by_status = dict(conn.execute(sa.select(outbox.c.status, sa.func.count()).group_by(outbox.c.status)).all())
-            state = {k: json.loads(p) for k, p in conn.execute(sa.select(customer_state.c.customer_key,
-                                                                           customer_state.c.properties))}
+            state = {
+                k: json.loads(p)
+                for k, p in conn.execute(sa.select(customer_state.c.customer_key, customer_state.c.properties))
+            }
     finally:
         daemon.shutdown()
     assert by_status == {"sent": 45 + 45}
@@ -160,13 +173,25 @@ class TwoPages:
     def pull(self, context):
         placed = datetime(2026, 5, 1, tzinfo=timezone.utc)
         for page in (1, 2):
-            yield Page([Order(source=self.name, order_id=f"{page}-{i}", customer_id=f"c{page}-{i}", placed_at=placed,
-                              amount=Decimal("10")) for i in range(5)], cursor=str(page))
+            yield Page(
+                [
+                    Order(
+                        source=self.name,
+                        order_id=f"{page}-{i}",
+                        customer_id=f"c{page}-{i}",
+                        placed_at=placed,
+                        amount=Decimal("10"),
+                    )
+                    for i in range(5)
+                ],
+                cursor=str(page),
+            )
             self.stop.set()  # SIGTERM arrives after the first page was handed over
 
 
 def test_a_stop_during_the_pull_keeps_the_stored_pages_and_ends_the_cycle_before_its_diff(
-        tmp_path, write_config, caplog):
+    tmp_path, write_config, caplog
+):
     config = load_config(write_config(config_toml("sqlite:///s.sqlite", *SECTIONS)))
     store = Store.open(config.store.url, config.base_dir)
     stop = threading.Event()

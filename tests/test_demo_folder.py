@@ -1,4 +1,5 @@
 """`rfm-sync demo` replaces only files it wrote itself; a real set-up's folder is refused untouched."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The same checks for every destination: settings, batch size, empty pushes, no secret in reprs."""
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,13 @@ SECRET = "super-secret-value-123"
 TABLES = {
     "file": {"type": "file", "name": "f", "path": "out.jsonl"},
     "klaviyo": {"type": "klaviyo", "name": "k", "api_key_secret": "k", "base_url": "http://127.0.0.1:8765"},
-    "meta_audiences": {"type": "meta_audiences", "name": "m", "access_token_secret": "m",
-                       "base_url": "http://127.0.0.1:8766", "audiences": [{"audience_id": "1", "groups": ["Loyal"]}]},
+    "meta_audiences": {
+        "type": "meta_audiences",
+        "name": "m",
+        "access_token_secret": "m",
+        "base_url": "http://127.0.0.1:8766",
+        "audiences": [{"audience_id": "1", "groups": ["Loyal"]}],
+    },
 }
 
 
@@ -54,7 +60,7 @@ def test_no_secret_in_repr(built):
 
 def test_the_commented_destination_examples_are_valid():
     text = (REPO / "config.example.toml").read_text()
-    block = text[text.index("# --- destinations (klaviyo, meta_audiences) ---"):text.index("# --- daemon")]
+    block = text[text.index("# --- destinations (klaviyo, meta_audiences) ---") : text.index("# --- daemon")]
     lines = [line[2:] for line in block.splitlines() if re.match(r"^# (\[\[|[a-z_]+ = )", line)]
     config = parse_config(tomllib.loads("\n".join(lines)))
     assert [d.type for d in config.destinations] == ["klaviyo", "meta_audiences"]
@@ -63,8 +69,15 @@ def test_the_commented_destination_examples_are_valid():
 
 def test_docs_cover_scopes_and_the_example_flows():
     doc = (REPO / "docs" / "destinations.md").read_text()
-    for needle in ("profiles:write", "events:write", "segments:write", "ads_management",
-                   "Current RFM group equals At Risk", "RFM Group Changed", "rfm-sync klaviyo bootstrap"):
+    for needle in (
+        "profiles:write",
+        "events:write",
+        "segments:write",
+        "ads_management",
+        "Current RFM group equals At Risk",
+        "RFM Group Changed",
+        "rfm-sync klaviyo bootstrap",
+    ):
         assert needle in doc, needle
     assert Path(REPO / "config.example.toml").is_file()
 
@@ -75,12 +88,19 @@ def test_a_destination_built_for_a_dry_run_refuses_to_send(kind, tmp_path):
 
     table = TABLES[kind]
     cls = connector_class("destination", kind)
-    ctx = ConnectorContext(zone=ZoneInfo("UTC"), base_dir=tmp_path, secret=lambda name: Secret(name, SECRET),
-                           dry_run=True)
+    ctx = ConnectorContext(
+        zone=ZoneInfo("UTC"), base_dir=tmp_path, secret=lambda name: Secret(name, SECRET), dry_run=True
+    )
     dest = cls(cls.Settings.model_validate(table), ctx)
-    update = ProfileUpdate(outbox_id=1, customer_key="c1", email="a@example.com", phone=None,
-                           properties={"Current RFM group": "Loyal"}, transition=Transition("Recent", "Loyal"),
-                           event_id="e1")
+    update = ProfileUpdate(
+        outbox_id=1,
+        customer_key="c1",
+        email="a@example.com",
+        phone=None,
+        properties={"Current RFM group": "Loyal"},
+        transition=Transition("Recent", "Loyal"),
+        event_id="e1",
+    )
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         with pytest.raises(FatalError, match="dry run"):
             dest.push([update])

@@ -1,5 +1,6 @@
 """`rfm-sync doctor` finds what would stop a run: a damaged store, a missing export, an unwritable sink
 folder, a missing credential; it shows the store driver's own message; `--offline` sends nothing."""
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,8 @@ def doctor(config: Path, *extra: str):
 def orders(n: int) -> str:
     return "order_id,customer_id,placed_at,amount,email\n" + "".join(
         f"o{i},c{i % 700},2025-{1 + i % 12:02d}-{1 + i % 28:02d},{1 + i % 500}.25,u{i % 700}@example.com\n"
-        for i in range(n))
+        for i in range(n)
+    )
 
 
 # ---------------------------------------------------------------------------------------- the store
@@ -54,7 +56,7 @@ def test_a_store_that_opens_but_has_damaged_pages_is_a_problem(write_config, wri
     pages = len(data) // 4096
     for page in range(pages // 2, pages // 2 + 3):  # orders, customers, state and outbox rows live there
         start = page * 4096 + (512 if damage == "cells" else 0)
-        data[start:page * 4096 + 4096] = b"\x5a" * (page * 4096 + 4096 - start)
+        data[start : page * 4096 + 4096] = b"\x5a" * (page * 4096 + 4096 - start)
     path.write_bytes(bytes(data))
     Store.open(f"sqlite:///{path}").close()  # it still opens and migrates: only a full check sees the damage
 
@@ -102,8 +104,9 @@ def test_a_missing_export_is_a_problem(write_config):
 
 def test_a_header_without_the_mapped_columns_is_a_problem(write_config, write_csv):
     write_csv("Customer,Date,Total\nc1,2026-01-01,10\n")
-    config = write_config(CONFIG + '[sources.columns]\ncustomer_id = "Customer"\nplaced_at = "Date"\n'
-                                   'order_id = "Order Number"\n')
+    config = write_config(
+        CONFIG + '[sources.columns]\ncustomer_id = "Customer"\nplaced_at = "Date"\norder_id = "Order Number"\n'
+    )
     out = doctor(config).output
     assert "missing required column(s): amount (column 'amount'); the header has 'Customer', 'Date', 'Total'" in out
     assert "maps order_id = 'Order Number', but the header has no such column" in out
@@ -187,12 +190,21 @@ def context(tmp_path: Path, secrets: dict[str, str] | None = None) -> ConnectorC
 
 HTTP = {
     "shopify": (ShopifySource, ShopifySettings, {"shop": "s", "token_secret": "t", "base_url": "http://127.0.0.1:9"}),
-    "bigcommerce": (BigCommerceSource, BigCommerceSettings, {"store_hash": "abc", "token_secret": "t",
-                                                            "base_url": "http://127.0.0.1:9"}),
+    "bigcommerce": (
+        BigCommerceSource,
+        BigCommerceSettings,
+        {"store_hash": "abc", "token_secret": "t", "base_url": "http://127.0.0.1:9"},
+    ),
     "klaviyo": (KlaviyoDestination, KlaviyoSettings, {"api_key_secret": "t", "base_url": "http://127.0.0.1:9"}),
-    "meta_audiences": (MetaAudiencesDestination, MetaAudiencesSettings, {
-        "access_token_secret": "t", "base_url": "http://127.0.0.1:9",
-        "audiences": [{"audience_id": "1", "groups": ["Loyal"]}]}),
+    "meta_audiences": (
+        MetaAudiencesDestination,
+        MetaAudiencesSettings,
+        {
+            "access_token_secret": "t",
+            "base_url": "http://127.0.0.1:9",
+            "audiences": [{"audience_id": "1", "groups": ["Loyal"]}],
+        },
+    ),
 }
 
 
@@ -211,8 +223,14 @@ def test_the_bigcommerce_check_lists_one_order_with_the_token(tmp_path):
     base = "http://127.0.0.1:9/stores/abc/v2/orders"
     settings = BigCommerceSettings(name="bc", store_hash="abc", token_secret="t", base_url="http://127.0.0.1:9")
     with responses.RequestsMock() as rsps:
-        rsps.get(base, json=[], match=[responses.matchers.header_matcher({"X-Auth-Token": "good"}),
-                                       responses.matchers.query_param_matcher({"limit": "1", "page": "1"})])
+        rsps.get(
+            base,
+            json=[],
+            match=[
+                responses.matchers.header_matcher({"X-Auth-Token": "good"}),
+                responses.matchers.query_param_matcher({"limit": "1", "page": "1"}),
+            ],
+        )
         assert BigCommerceSource(settings, context(tmp_path, {"t": "good"})).check() == []
         rsps.get(base, status=401, json=[{"status": 401, "message": "No credentials"}])
         with pytest.raises(FatalError, match="HTTP 401.*store_v2_orders_read_only"):
@@ -222,8 +240,10 @@ def test_the_bigcommerce_check_lists_one_order_with_the_token(tmp_path):
 def test_doctor_offline_reaches_no_service(write_config, write_csv, monkeypatch):
     write_csv(orders(3))
     monkeypatch.setenv("RFM_SYNC_SECRET_KLAVIYO_KEY", "pk_test_abc")
-    config = write_config(CONFIG + '[[destinations]]\ntype = "klaviyo"\nname = "klaviyo"\n'
-                                   'api_key_secret = "klaviyo-key"\nbase_url = "http://127.0.0.1:9"\n')
+    config = write_config(
+        CONFIG + '[[destinations]]\ntype = "klaviyo"\nname = "klaviyo"\n'
+        'api_key_secret = "klaviyo-key"\nbase_url = "http://127.0.0.1:9"\n'
+    )
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         result = doctor(config, "--offline")
         assert len(rsps.calls) == 0

@@ -1,4 +1,5 @@
 """`rfm-sync score` (offline, DuckDB) with every scheme: windows, labels, duplicates, quarantine, output."""
+
 from __future__ import annotations
 
 from datetime import date

@@ -1,4 +1,5 @@
 """Invariants of every scheme, property-based (hypothesis): ranges, one group each, monotonicity, determinism."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,12 @@ def frame_of(data, order=None):
     keyed = [(f"c{i:03d}", d, f, m / 10_000) for i, (d, f, m) in enumerate(data)]
     if order is not None:
         keyed = [keyed[i] for i in order]
-    extra = {"frequency_180d": [r[2] for r in keyed], "monetary_e4_180d": [int(r[3] * 10_000) for r in keyed],
-             "frequency_90d": [r[2] for r in keyed], "monetary_e4_90d": [int(r[3] * 10_000) for r in keyed]}
+    extra = {
+        "frequency_180d": [r[2] for r in keyed],
+        "monetary_e4_180d": [int(r[3] * 10_000) for r in keyed],
+        "frequency_90d": [r[2] for r in keyed],
+        "monetary_e4_90d": [int(r[3] * 10_000) for r in keyed],
+    }
     return customers(keyed, **extra)
 
 
@@ -55,8 +60,13 @@ def test_segments_put_every_customer_in_exactly_one_segment(data, scheme, segmen
 
 @pytest.mark.slow
 @settings(max_examples=30, deadline=None)
-@given(data=rows, scheme=st.sampled_from(SCHEMES), who=st.integers(0, 39), extra=st.integers(1, 3_000_000),
-       recalibrate=st.booleans())
+@given(
+    data=rows,
+    scheme=st.sampled_from(SCHEMES),
+    who=st.integers(0, 39),
+    extra=st.integers(1, 3_000_000),
+    recalibrate=st.booleans(),
+)
 def test_more_spend_never_lowers_m(data, scheme, who, extra, recalibrate):
     who = who % len(data)
     before = score(frame_of(data), scheme=scheme)
@@ -85,14 +95,21 @@ def test_row_order_changes_nothing(data, scheme, seed):
 
 @pytest.mark.slow
 @settings(max_examples=20, deadline=None)
-@given(data=rows, scheme=st.sampled_from(SCHEMES), margin=st.sampled_from(["0.05", "0.2", "0.5"]),
-       prev=st.lists(st.integers(0, 5), min_size=40, max_size=40))
+@given(
+    data=rows,
+    scheme=st.sampled_from(SCHEMES),
+    margin=st.sampled_from(["0.05", "0.2", "0.5"]),
+    prev=st.lists(st.integers(0, 5), min_size=40, max_size=40),
+)
 def test_hysteresis_only_ever_keeps_the_previous_score_or_moves_toward_the_plain_one(data, scheme, margin, prev):
     plain = score(frame_of(data), scheme=scheme)
     top = TOP[scheme]
-    codes = {f"c{i:03d}": f"{min(p, top) or 1}{min(p, top) or 1}{min(p, top) or 1}" for i, p in enumerate(prev[:len(data)])}
-    held = score(frame_of(data), scheme=scheme, cut_points=plain.cut_points, previous=pd.Series(codes),
-                 hysteresis=margin)
+    codes = {
+        f"c{i:03d}": f"{min(p, top) or 1}{min(p, top) or 1}{min(p, top) or 1}" for i, p in enumerate(prev[: len(data)])
+    }
+    held = score(
+        frame_of(data), scheme=scheme, cut_points=plain.cut_points, previous=pd.Series(codes), hysteresis=margin
+    )
     for col, idx in (("r_score", 0), ("f_score", 1), ("m_score", 2)):
         p_scores, h_scores = by_key(plain, col), by_key(held, col)
         for key, h in h_scores.items():

@@ -1,4 +1,5 @@
 """Every scheme on hand-made cases, boundary by boundary (ties at cut points, equal values, empty windows)."""
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -37,26 +38,59 @@ def test_classic11_values_on_a_cut_point_share_the_lower_score():
 
 
 def test_classic11_fm_is_the_rounded_up_mean_and_groups_follow_the_table():
-    result = score(customers(SIX), scheme="classic11", cut_points={
-        "recency_days": ["15", "25", "35", "45"], "frequency": ["1", "2", "3", "4"],
-        "monetary_e4": ["100000", "200000", "300000", "400000"]})
+    result = score(
+        customers(SIX),
+        scheme="classic11",
+        cut_points={
+            "recency_days": ["15", "25", "35", "45"],
+            "frequency": ["1", "2", "3", "4"],
+            "monetary_e4": ["100000", "200000", "300000", "400000"],
+        },
+    )
     # F = 1 + cuts below frequency, M = 1 + cuts below spend: a (1, 10) → F1 M1; f (6, 60) → F5 M5
     assert by_key(result, "fm_score") == {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 5}
-    assert by_key(result, "rfm_group") == {"a": "New Customers", "b": "Potential Loyalist", "c": "Potential Loyalist",
-                                           "d": "At Risk", "e": "Can't Lose Them", "f": "Can't Lose Them"}
+    assert by_key(result, "rfm_group") == {
+        "a": "New Customers",
+        "b": "Potential Loyalist",
+        "c": "Potential Loyalist",
+        "d": "At Risk",
+        "e": "Can't Lose Them",
+        "f": "Can't Lose Them",
+    }
 
 
-@pytest.mark.parametrize("r, f, m, group", [
-    (5, 5, 5, "Champions"), (5, 4, 3, "Champions"), (4, 5, 5, "Champions"), (5, 3, 2, "Loyal"),
-    (3, 4, 4, "Loyal"), (5, 2, 1, "Potential Loyalist"), (4, 3, 2, "Potential Loyalist"), (5, 1, 1, "New Customers"),
-    (4, 1, 1, "Promising"), (3, 1, 1, "Promising"), (3, 2, 2, "Need Attention"), (2, 3, 3, "Need Attention"),
-    (2, 1, 1, "About To Sleep"), (2, 5, 4, "At Risk"), (1, 3, 2, "At Risk"), (1, 5, 5, "Can't Lose Them"),
-    (1, 4, 3, "Can't Lose Them"), (1, 2, 2, "Hibernating"), (1, 1, 1, "Lost"), (1, 1, 2, "Hibernating"),
-])
+@pytest.mark.parametrize(
+    "r, f, m, group",
+    [
+        (5, 5, 5, "Champions"),
+        (5, 4, 3, "Champions"),
+        (4, 5, 5, "Champions"),
+        (5, 3, 2, "Loyal"),
+        (3, 4, 4, "Loyal"),
+        (5, 2, 1, "Potential Loyalist"),
+        (4, 3, 2, "Potential Loyalist"),
+        (5, 1, 1, "New Customers"),
+        (4, 1, 1, "Promising"),
+        (3, 1, 1, "Promising"),
+        (3, 2, 2, "Need Attention"),
+        (2, 3, 3, "Need Attention"),
+        (2, 1, 1, "About To Sleep"),
+        (2, 5, 4, "At Risk"),
+        (1, 3, 2, "At Risk"),
+        (1, 5, 5, "Can't Lose Them"),
+        (1, 4, 3, "Can't Lose Them"),
+        (1, 2, 2, "Hibernating"),
+        (1, 1, 1, "Lost"),
+        (1, 1, 2, "Hibernating"),
+    ],
+)
 def test_classic11_group_of_r_and_fm(r, f, m, group):
     # cut points 1.5, 2.5, 3.5, 4.5 turn a value v in 1..5 into score v (and recency 6 − v into R = v)
-    cuts = {"recency_days": ["3/2", "5/2", "7/2", "9/2"], "frequency": ["3/2", "5/2", "7/2", "9/2"],
-            "monetary_e4": ["15000", "25000", "35000", "45000"]}
+    cuts = {
+        "recency_days": ["3/2", "5/2", "7/2", "9/2"],
+        "frequency": ["3/2", "5/2", "7/2", "9/2"],
+        "monetary_e4": ["15000", "25000", "35000", "45000"],
+    }
     result = score(customers([("x", 6 - r, f, m)]), scheme="classic11", cut_points=cuts)
     assert by_key(result, "r_score")["x"] == r and by_key(result, "f_score")["x"] == f
     assert by_key(result, "rfm_group")["x"] == group
@@ -92,27 +126,35 @@ def test_classic11_macro_groups_as_a_label():
 # ---------------------------------------------------------------- thresholds
 def thresholds_frame(rows):
     """rows: (key, days, orders in 180 d, spend in 90 d); the main window gets the same numbers."""
-    return customers([(k, d, f, m) for k, d, f, m in rows], frequency_180d=[r[2] for r in rows],
-                     monetary_e4_180d=[0 for _ in rows], frequency_90d=[0 for _ in rows],
-                     monetary_e4_90d=[int(r[3] * 10_000) for r in rows])
+    return customers(
+        [(k, d, f, m) for k, d, f, m in rows],
+        frequency_180d=[r[2] for r in rows],
+        monetary_e4_180d=[0 for _ in rows],
+        frequency_90d=[0 for _ in rows],
+        monetary_e4_90d=[int(r[3] * 10_000) for r in rows],
+    )
 
 
-@pytest.mark.parametrize("days, label, r", [(0, "short", 3), (30, "short", 3), (31, "medium", 2), (90, "medium", 2),
-                                            (91, "long", 1), (800, "long", 1)])
+@pytest.mark.parametrize(
+    "days, label, r",
+    [(0, "short", 3), (30, "short", 3), (31, "medium", 2), (90, "medium", 2), (91, "long", 1), (800, "long", 1)],
+)
 def test_thresholds_recency_bounds_are_inclusive(days, label, r):
     result = score(thresholds_frame([("x", days, 1, 10)]), scheme="thresholds")
     assert by_key(result, "recency_label")["x"] == label and by_key(result, "r_score")["x"] == r
 
 
-@pytest.mark.parametrize("orders, label", [(0, "occasional"), (1, "occasional"), (2, "regular"), (3, "regular"),
-                                           (4, "frequent")])
+@pytest.mark.parametrize(
+    "orders, label", [(0, "occasional"), (1, "occasional"), (2, "regular"), (3, "regular"), (4, "frequent")]
+)
 def test_thresholds_frequency_counts_its_own_window(orders, label):
     result = score(thresholds_frame([("x", 5, orders, 10)]), scheme="thresholds")
     assert by_key(result, "frequency_label")["x"] == label
 
 
-@pytest.mark.parametrize("spend, label", [(0, "saver"), (50, "saver"), (50.0001, "average"), (200, "average"),
-                                          (200.0001, "premium")])
+@pytest.mark.parametrize(
+    "spend, label", [(0, "saver"), (50, "saver"), (50.0001, "average"), (200, "average"), (200.0001, "premium")]
+)
 def test_thresholds_monetary_bounds_are_exact_money(spend, label):
     result = score(thresholds_frame([("x", 5, 1, spend)]), scheme="thresholds")
     assert by_key(result, "monetary_label")["x"] == label
@@ -127,25 +169,39 @@ def test_thresholds_without_rules_groups_by_the_three_labels_and_asks_for_its_wi
 
 
 def test_thresholds_first_matching_segment_wins_else_fallback():
-    rules = [{"name": "Premium slipping", "when": {"monetary": "premium", "recency": "long"}},
-             {"name": "Premium", "when": {"monetary": "premium"}},
-             {"name": "Regulars", "when": {"frequency": ["regular", "frequent"]}}]
+    rules = [
+        {"name": "Premium slipping", "when": {"monetary": "premium", "recency": "long"}},
+        {"name": "Premium", "when": {"monetary": "premium"}},
+        {"name": "Regulars", "when": {"frequency": ["regular", "frequent"]}},
+    ]
     rows = [("slip", 200, 1, 500), ("prem", 3, 1, 500), ("reg", 3, 3, 10), ("none", 3, 1, 10)]
     result = score(thresholds_frame(rows), scheme="thresholds", segments=rules, fallback_segment="Everyone else")
-    assert by_key(result, "rfm_group") == {"slip": "Premium slipping", "prem": "Premium", "reg": "Regulars",
-                                           "none": "Everyone else"}
+    assert by_key(result, "rfm_group") == {
+        "slip": "Premium slipping",
+        "prem": "Premium",
+        "reg": "Regulars",
+        "none": "Everyone else",
+    }
     assert by_key(result, "scheme_group")["none"] == "short / occasional / saver"
 
 
 def test_thresholds_custom_labels_and_bounds():
-    t = {"recency": {"labels": ["hot", "cold"], "upto": [7]},
-         "frequency": {"labels": ["one", "two", "many"], "upto": [1, 2]},  # main window: no window_days
-         "monetary": {"labels": ["low", "high"], "upto": ["99.99"], "window_days": 90}}
+    t = {
+        "recency": {"labels": ["hot", "cold"], "upto": [7]},
+        "frequency": {"labels": ["one", "two", "many"], "upto": [1, 2]},  # main window: no window_days
+        "monetary": {"labels": ["low", "high"], "upto": ["99.99"], "window_days": 90},
+    }
     result = score(thresholds_frame([("x", 7, 2, 99.99), ("y", 8, 3, 100)]), scheme="thresholds", thresholds=t)
-    assert [by_key(result, c)["x"] for c in ("recency_label", "frequency_label", "monetary_label")] == \
-        ["hot", "two", "low"]
-    assert [by_key(result, c)["y"] for c in ("recency_label", "frequency_label", "monetary_label")] == \
-        ["cold", "many", "high"]
+    assert [by_key(result, c)["x"] for c in ("recency_label", "frequency_label", "monetary_label")] == [
+        "hot",
+        "two",
+        "low",
+    ]
+    assert [by_key(result, c)["y"] for c in ("recency_label", "frequency_label", "monetary_label")] == [
+        "cold",
+        "many",
+        "high",
+    ]
 
 
 # ---------------------------------------------------------------- segment rules over scores
@@ -154,18 +210,25 @@ def test_rules_over_scores_rename_and_merge_classic11_groups():
     result = score(customers(SIX), scheme="classic11", segments=rules, fallback_segment="Rest")
     groups, original = by_key(result, "rfm_group"), by_key(result, "scheme_group")
     for key in groups:
-        expected = "VIP" if original[key] in ("Champions", "Loyal") else (
-            "Recent" if by_key(result, "r_score")[key] >= 4 else "Rest")
+        expected = (
+            "VIP"
+            if original[key] in ("Champions", "Loyal")
+            else ("Recent" if by_key(result, "r_score")[key] >= 4 else "Rest")
+        )
         assert groups[key] == expected
-    assert engine.group_names(RfmConfig(scheme="classic11", segments=rules, fallback_segment="Rest")) == \
-        ["VIP", "Recent", "Rest"]
+    assert engine.group_names(RfmConfig(scheme="classic11", segments=rules, fallback_segment="Rest")) == [
+        "VIP",
+        "Recent",
+        "Rest",
+    ]
 
 
 def test_rules_over_klaviyo_scores():
     rules = [{"name": "Big spenders", "when": {"m": 3}}]
     result = score(customers(SIX), scheme="klaviyo", segments=rules)
-    assert {k for k, g in by_key(result, "rfm_group").items() if g == "Big spenders"} == \
-        {k for k, m in by_key(result, "m_score").items() if m == 3}
+    assert {k for k, g in by_key(result, "rfm_group").items() if g == "Big spenders"} == {
+        k for k, m in by_key(result, "m_score").items() if m == 3
+    }
 
 
 # ---------------------------------------------------------------- eligibility warnings (Klaviyo's gates)

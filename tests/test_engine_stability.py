@@ -1,4 +1,5 @@
 """Stable groups through the real pipeline and store: frozen cut points, recalibration, hysteresis, labels."""
+
 from __future__ import annotations
 
 import json
@@ -45,12 +46,30 @@ def add_orders(store, rows):
     """rows: (customer, order id, day, amount)"""
     now = utcnow()
     with store.begin() as conn:
-        upsert_orders(conn, [order_row(Order(source="t", order_id=oid, customer_id=key,
-                                             placed_at=datetime.combine(day, time(12), timezone.utc),
-                                             amount=Decimal(str(amount))), key, now)
-                             for key, oid, day, amount in rows])
-        upsert_customers(conn, [{"customer_key": key, "email": f"{key}@x.test", "phone": None, "updated_at": now}
-                                for key in {r[0] for r in rows}])
+        upsert_orders(
+            conn,
+            [
+                order_row(
+                    Order(
+                        source="t",
+                        order_id=oid,
+                        customer_id=key,
+                        placed_at=datetime.combine(day, time(12), timezone.utc),
+                        amount=Decimal(str(amount)),
+                    ),
+                    key,
+                    now,
+                )
+                for key, oid, day, amount in rows
+            ],
+        )
+        upsert_customers(
+            conn,
+            [
+                {"customer_key": key, "email": f"{key}@x.test", "phone": None, "updated_at": now}
+                for key in {r[0] for r in rows}
+            ],
+        )
 
 
 def groups(store):
@@ -73,8 +92,9 @@ def old_shop():
 def test_frozen_cut_points_keep_untouched_customers_through_a_promo_spike_and_recalibration_moves_them(tmp_path):
     # the spike quadruples this small shop, which would make the calibration due by its population
     # (tests/test_calibration.py); here only its age may, to show what freezing protects
-    config, store, pipeline, sink = make(tmp_path, scheme="classic11", recalibrate_days=30, window_days=2000,
-                                         recalibrate_population_change=5)
+    config, store, pipeline, sink = make(
+        tmp_path, scheme="classic11", recalibrate_days=30, window_days=2000, recalibrate_population_change=5
+    )
     add_orders(store, old_shop())
     first = pipeline.run_cycle(D, pull=False)
     before = groups(store)
@@ -84,7 +104,7 @@ def test_frozen_cut_points_keep_untouched_customers_through_a_promo_spike_and_re
     after = groups(store)
     assert second.cut_points == first.cut_points  # frozen
     assert {k: after[k] for k in before} == before  # not one untouched customer moved
-    assert not [u for u in sink.updates[len(before):] if u.customer_key.startswith("old")]
+    assert not [u for u in sink.updates[len(before) :] if u.customer_key.startswith("old")]
     # had the quantiles been recomputed, the spike would have moved many of them
     rfm = config.rfm
     start, end = engine.window_bounds(D + timedelta(days=1), rfm.window_days, config.shop.zone)
@@ -130,6 +150,7 @@ def test_hysteresis_keeps_a_customer_until_the_value_clears_the_boundary_by_the_
     config, store, pipeline, _ = make(tmp_path, scheme="klaviyo", recency_bounds=[30, 60], hysteresis=0.1)
     add_orders(store, [("x", "x1", D, 10), ("y", "y1", D, 10)] + [(f"f{i}", f"f{i}", D, 10) for i in range(5)])
     pipeline.run_cycle(D, pull=False)
+
     def r_of(key):
         return int(_state(store)[key]["rfm_score"][0])
 
@@ -151,14 +172,20 @@ def _state(store):
 
 
 def test_labels_are_stored_and_a_label_change_is_a_transition(tmp_path):
-    config, store, pipeline, sink = make(tmp_path, scheme="thresholds", segments=[
-        {"name": "Premium", "when": {"monetary": "premium"}}], fallback_segment="Others")
+    config, store, pipeline, sink = make(
+        tmp_path,
+        scheme="thresholds",
+        segments=[{"name": "Premium", "when": {"monetary": "premium"}}],
+        fallback_segment="Others",
+    )
     add_orders(store, [("a", "a1", D, 20), ("b", "b1", D, 20)])
     pipeline.run_cycle(D, pull=False)
     state = _state(store)
     assert json.loads(state["a"]["labels"]) == {"frequency": "occasional", "monetary": "saver", "recency": "short"}
     props = json.loads(state["a"]["properties"])
-    assert props["RFM frequency"] == "occasional" and props["RFM monetary"] == "saver" and props["RFM recency"] == "short"
+    assert (
+        props["RFM frequency"] == "occasional" and props["RFM monetary"] == "saver" and props["RFM recency"] == "short"
+    )
     add_orders(store, [("a", "a2", D + timedelta(days=1), 20)])  # 2 orders: regular; group stays "Others"
     n = len(sink.updates)
     pipeline.run_cycle(D + timedelta(days=1), pull=False)

@@ -1,5 +1,6 @@
 """The one retry policy: 429/5xx and every transport failure (reset, timeout, cut-off or undecodable body,
 malformed JSON) retried honouring Retry-After, bounded; other 4xx and malformed requests fatal."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,13 @@ from tests.fakes.shopify_fake import RESET, LocalServer
 
 
 def client(sleeps):
-    return HttpClient(connector="shop", base_url="https://api.example.test", headers={"X-Token": "s3cret"},
-                      policy=RetryPolicy(attempts=4, base_delay_s=0.1), sleep=sleeps.append)
+    return HttpClient(
+        connector="shop",
+        base_url="https://api.example.test",
+        headers={"X-Token": "s3cret"},
+        policy=RetryPolicy(attempts=4, base_delay_s=0.1),
+        sleep=sleeps.append,
+    )
 
 
 @responses.activate
@@ -43,7 +49,9 @@ def test_gives_up_after_the_attempts():
 
 
 @responses.activate
-@pytest.mark.parametrize("status,hint", [(401, "credentials were rejected"), (403, "permission/scope"), (400, "HTTP 400")])
+@pytest.mark.parametrize(
+    "status,hint", [(401, "credentials were rejected"), (403, "permission/scope"), (400, "HTTP 400")]
+)
 def test_other_4xx_are_fatal_with_a_clear_message_and_no_secret(status, hint):
     responses.get("https://api.example.test/x", status=status, body="customer jane@example.com")
     with pytest.raises(FatalError) as info:
@@ -107,8 +115,12 @@ def script():
 
 
 def local(url, sleeps, **policy):
-    return HttpClient(connector="shop", base_url=url, policy=RetryPolicy(**{"attempts": 4, "base_delay_s": 0.1,
-                                                                            **policy}), sleep=sleeps.append)
+    return HttpClient(
+        connector="shop",
+        base_url=url,
+        policy=RetryPolicy(**{"attempts": 4, "base_delay_s": 0.1, **policy}),
+        sleep=sleeps.append,
+    )
 
 
 JSON = {"Content-Type": "application/json"}

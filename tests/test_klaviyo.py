@@ -1,4 +1,5 @@
 """Klaviyo destination against the fake API: bodies, bulk jobs, clearing, events, errors, limits."""
+
 from __future__ import annotations
 
 import json
@@ -12,10 +13,25 @@ import responses
 
 from connectors.base import ConnectorContext, FatalError, ProfileUpdate, Transition
 from connectors.http import RateLimiter, RetryPolicy
-from connectors.klaviyo.bodies import (REVISION, bulk_job_body, e164, event_body, mask_email, profile_import_body,
-                                       profile_resource, segment_body, split_jobs)
-from connectors.klaviyo.destination import (DOCUMENTED, HEADROOM, LIMITS, KlaviyoDestination, KlaviyoSettings,
-                                            error_summary)
+from connectors.klaviyo.bodies import (
+    REVISION,
+    bulk_job_body,
+    e164,
+    event_body,
+    mask_email,
+    profile_import_body,
+    profile_resource,
+    segment_body,
+    split_jobs,
+)
+from connectors.klaviyo.destination import (
+    DOCUMENTED,
+    HEADROOM,
+    LIMITS,
+    KlaviyoDestination,
+    KlaviyoSettings,
+    error_summary,
+)
 from rfm_sync.secrets import Secret
 from tests.fakes.klaviyo_fake import SPEC, API_KEY, BASE_URL, FakeClock, FakeKlaviyo, klaviyo_spec, validate_all  # noqa: F401
 
@@ -24,23 +40,46 @@ CHANGED = datetime(2026, 11, 20, 8, 30, tzinfo=timezone.utc)
 
 def props(group: str | None = "Loyal", score: str | None = "322") -> dict:
     if group is None:
-        return {"Current RFM group": None, "Previous RFM group": None, "RFM score": None, "RFM recency score": None,
-                "RFM group last changed": None}
-    return {"Current RFM group": group, "RFM score": score, "RFM recency score": int(score[0]),
-            "RFM group last changed": "2026-11-20T08:30:00Z"}
+        return {
+            "Current RFM group": None,
+            "Previous RFM group": None,
+            "RFM score": None,
+            "RFM recency score": None,
+            "RFM group last changed": None,
+        }
+    return {
+        "Current RFM group": group,
+        "RFM score": score,
+        "RFM recency score": int(score[0]),
+        "RFM group last changed": "2026-11-20T08:30:00Z",
+    }
 
 
-def update(i: int, group: str | None = "Loyal", *, before: str | None = "__same__", email: str | None = "",
-           labels: tuple[dict, dict] | None = None, score: str = "322") -> ProfileUpdate:
+def update(
+    i: int,
+    group: str | None = "Loyal",
+    *,
+    before: str | None = "__same__",
+    email: str | None = "",
+    labels: tuple[dict, dict] | None = None,
+    score: str = "322",
+) -> ProfileUpdate:
     transition = None
     if before != "__same__":
         transition = Transition(before, group, *(labels or ({}, {})))
     elif labels:
         transition = Transition(group, group, *labels)
-    return ProfileUpdate(outbox_id=i, customer_key=f"c{i}", email=f"user{i}@example.com" if email == "" else email,
-                         phone=None, properties=props(group, score), transition=transition,
-                         event_id=f"ev-{i}-{before}-{group}" if transition else None, changed_at=CHANGED,
-                         first_assignment=transition is not None and before is None)
+    return ProfileUpdate(
+        outbox_id=i,
+        customer_key=f"c{i}",
+        email=f"user{i}@example.com" if email == "" else email,
+        phone=None,
+        properties=props(group, score),
+        transition=transition,
+        event_id=f"ev-{i}-{before}-{group}" if transition else None,
+        changed_at=CHANGED,
+        first_assignment=transition is not None and before is None,
+    )
 
 
 def context() -> ConnectorContext:
@@ -48,10 +87,15 @@ def context() -> ConnectorContext:
 
 
 def destination(clock: FakeClock, **overrides) -> KlaviyoDestination:
-    settings = KlaviyoSettings(name="klaviyo", api_key_secret="klaviyo-key", base_url=BASE_URL,
-                               **{"bulk_min_profiles": 5, "poll_interval_s": 1.0, **overrides})
-    return KlaviyoDestination(settings, context(), sleep=clock.sleep, clock=clock,
-                              policy=RetryPolicy(attempts=6, max_elapsed_s=10_000))
+    settings = KlaviyoSettings(
+        name="klaviyo",
+        api_key_secret="klaviyo-key",
+        base_url=BASE_URL,
+        **{"bulk_min_profiles": 5, "poll_interval_s": 1.0, **overrides},
+    )
+    return KlaviyoDestination(
+        settings, context(), sleep=clock.sleep, clock=clock, policy=RetryPolicy(attempts=6, max_elapsed_s=10_000)
+    )
 
 
 @pytest.fixture
@@ -84,23 +128,30 @@ def test_every_body_kind_validates_against_the_spec(klaviyo_spec, fake, clock):
     assert fake.revisions == {REVISION}
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda b: {"data": [b["data"]]},  # a list as data
-    lambda b: {"data": {**b["data"], "type": "profiles"}},  # wrong resource type
-    lambda b: {"data": {"type": "profile"}},  # attributes missing
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: {"data": [b["data"]]},  # a list as data
+        lambda b: {"data": {**b["data"], "type": "profiles"}},  # wrong resource type
+        lambda b: {"data": {"type": "profile"}},  # attributes missing
+    ],
+)
 def test_a_wrong_profile_import_shape_fails_validation(klaviyo_spec, mutate):
     from openapi_core.validation.request.exceptions import RequestValidationError
 
     from tests.fakes.klaviyo_fake import validate_request
 
     good = profile_import_body(profile_resource(update(1, group=None)))
-    headers = {"Authorization": f"Klaviyo-API-Key {API_KEY}", "revision": REVISION,
-               "Content-Type": "application/vnd.api+json"}
+    headers = {
+        "Authorization": f"Klaviyo-API-Key {API_KEY}",
+        "revision": REVISION,
+        "Content-Type": "application/vnd.api+json",
+    }
     validate_request(klaviyo_spec, "POST", BASE_URL + "/api/profile-import", headers, json.dumps(good).encode())
     with pytest.raises(RequestValidationError):
-        validate_request(klaviyo_spec, "POST", BASE_URL + "/api/profile-import", headers,
-                         json.dumps(mutate(good)).encode())
+        validate_request(
+            klaviyo_spec, "POST", BASE_URL + "/api/profile-import", headers, json.dumps(mutate(good)).encode()
+        )
 
 
 def test_event_and_segment_bodies_validate_and_a_broken_event_does_not(klaviyo_spec):
@@ -108,15 +159,31 @@ def test_event_and_segment_bodies_validate_and_a_broken_event_does_not(klaviyo_s
 
     from tests.fakes.klaviyo_fake import validate_request
 
-    headers = {"Authorization": f"Klaviyo-API-Key {API_KEY}", "revision": REVISION,
-               "Content-Type": "application/vnd.api+json"}
+    headers = {
+        "Authorization": f"Klaviyo-API-Key {API_KEY}",
+        "revision": REVISION,
+        "Content-Type": "application/vnd.api+json",
+    }
     event = event_body(update(1, before=None), metric="RFM Group Changed", backfill=True, external_id=True)
-    assert event["data"]["attributes"]["backfill"] is True and event["data"]["attributes"]["unique_id"] == "ev-1-None-Loyal"
+    assert (
+        event["data"]["attributes"]["backfill"] is True
+        and event["data"]["attributes"]["unique_id"] == "ev-1-None-Loyal"
+    )
     validate_request(klaviyo_spec, "POST", BASE_URL + "/api/events", headers, json.dumps(event).encode())
-    validate_request(klaviyo_spec, "POST", BASE_URL + "/api/segments", headers,
-                     json.dumps(segment_body("At Risk", "Current RFM group")).encode())
-    validate_request(klaviyo_spec, "POST", BASE_URL + "/api/profile-bulk-import-jobs", headers,
-                     json.dumps(bulk_job_body([profile_resource(update(2))])).encode())
+    validate_request(
+        klaviyo_spec,
+        "POST",
+        BASE_URL + "/api/segments",
+        headers,
+        json.dumps(segment_body("At Risk", "Current RFM group")).encode(),
+    )
+    validate_request(
+        klaviyo_spec,
+        "POST",
+        BASE_URL + "/api/profile-bulk-import-jobs",
+        headers,
+        json.dumps(bulk_job_body([profile_resource(update(2))])).encode(),
+    )
     del event["data"]["attributes"]["metric"]
     with pytest.raises(RequestValidationError):
         validate_request(klaviyo_spec, "POST", BASE_URL + "/api/events", headers, json.dumps(event).encode())
@@ -167,8 +234,9 @@ def test_a_clearing_update_in_a_bulk_batch_still_clears(fake, clock):
 
 def test_identifiers_email_external_id_and_phone(fake, clock):
     dest = destination(clock, external_id=True, phone=True, bulk_min_profiles=100)
-    u = ProfileUpdate(outbox_id=1, customer_key="shop:42", email=None, phone="+49 30 1234-567",
-                      properties=props("Recent"))
+    u = ProfileUpdate(
+        outbox_id=1, customer_key="shop:42", email=None, phone="+49 30 1234-567", properties=props("Recent")
+    )
     assert dest.push([u]).accepted == [1]
     assert fake.identities["external_id:shop:42"] == {"external_id": "shop:42", "phone_number": "+49301234567"}
     nobody = ProfileUpdate(outbox_id=2, customer_key="x", email=None, phone=None, properties=props())
@@ -185,8 +253,10 @@ def test_a_rejected_profile_is_a_record_failure_with_the_email_masked(fake, cloc
 
 
 def test_split_jobs_keeps_count_and_byte_limits():
-    items = [(i, {"type": "profile", "attributes": {"email": f"u{i}@x.io", "properties": {"p": "x" * 100}}})
-             for i in range(25)]
+    items = [
+        (i, {"type": "profile", "attributes": {"email": f"u{i}@x.io", "properties": {"p": "x" * 100}}})
+        for i in range(25)
+    ]
     jobs = list(split_jobs(items, max_profiles=10))
     assert [len(j) for j, _ in jobs] == [10, 10, 5]
     assert json.loads(jobs[2][1]) == bulk_job_body([r for _, r in items[20:]])
@@ -260,17 +330,22 @@ def test_a_missing_secret_is_a_fatal_error_naming_it(clock):
     def missing(name):
         raise LookupError(f"secret {name!r} is not set")
 
-    dest = KlaviyoDestination(KlaviyoSettings(name="k", api_key_secret="klaviyo-key"),
-                              ConnectorContext(zone=ZoneInfo("UTC"), base_dir=Path("."), secret=missing))
+    dest = KlaviyoDestination(
+        KlaviyoSettings(name="k", api_key_secret="klaviyo-key"),
+        ConnectorContext(zone=ZoneInfo("UTC"), base_dir=Path("."), secret=missing),
+    )
     with pytest.raises(FatalError, match="klaviyo-key"):
         dest.push([update(1)])
 
 
 # each limiter and the operations it paces (method, path as the spec names it)
 LIMITED_OPERATIONS = {
-    "bulk_jobs": [("post", "/api/profile-bulk-import-jobs"), ("get", "/api/profile-bulk-import-jobs"),
-                  ("get", "/api/profile-bulk-import-jobs/{job_id}"),
-                  ("get", "/api/profile-bulk-import-jobs/{id}/import-errors")],
+    "bulk_jobs": [
+        ("post", "/api/profile-bulk-import-jobs"),
+        ("get", "/api/profile-bulk-import-jobs"),
+        ("get", "/api/profile-bulk-import-jobs/{job_id}"),
+        ("get", "/api/profile-bulk-import-jobs/{id}/import-errors"),
+    ],
     "profile_import": [("post", "/api/profile-import")],
     "events": [("post", "/api/events")],
     "segments_read": [("get", "/api/segments")],
@@ -350,8 +425,15 @@ def test_a_refused_bulk_job_is_fatal_with_klaviyo_s_error_detail_but_no_body_or_
 def test_error_summary_lists_klaviyo_s_errors_with_pointers_and_masks_emails():
     response = requests.Response()
     response.status_code = 400
-    errors = [{"code": "invalid", "title": "Invalid input.", "detail": f"'{n}@shop.example' is not valid",
-               "source": {"pointer": f"/data/{n}"}} for n in ("ann", "bob", "cy", "dee")]
+    errors = [
+        {
+            "code": "invalid",
+            "title": "Invalid input.",
+            "detail": f"'{n}@shop.example' is not valid",
+            "source": {"pointer": f"/data/{n}"},
+        }
+        for n in ("ann", "bob", "cy", "dee")
+    ]
     response._content = json.dumps({"errors": errors}).encode()
     summary = error_summary(response)
     assert summary.startswith("HTTP 400 invalid: Invalid input.: 'a***@shop.example' is not valid (at /data/ann); ")

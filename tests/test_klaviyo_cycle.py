@@ -1,4 +1,5 @@
 """Real cycles (CSV source → score → diff → outbox → push) into fake Klaviyo and Meta, plus the CLI parts."""
+
 from __future__ import annotations
 
 import csv
@@ -29,12 +30,22 @@ from tests.fakes.meta_fake import FakeMeta
 pytestmark = pytest.mark.slow  # real cycles into fake Klaviyo and Meta
 
 AS_OF = date(2026, 6, 30)
-CONFIG = config_toml("sqlite:///state.sqlite", destinations=[
-    file_sink(),
-    destination(type="klaviyo", name="klaviyo", api_key_secret="klaviyo-key", base_url=BASE_URL,
-                bulk_min_profiles=10, first_assignment_events="skip"),
-    destination(type="meta_audiences", name="meta", access_token_secret="meta-token", base_url=meta_fake.BASE_URL)
-    + table("[[destinations.audiences]]", audience_id="111", groups=["Champions", "Loyal"])])
+CONFIG = config_toml(
+    "sqlite:///state.sqlite",
+    destinations=[
+        file_sink(),
+        destination(
+            type="klaviyo",
+            name="klaviyo",
+            api_key_secret="klaviyo-key",
+            base_url=BASE_URL,
+            bulk_min_profiles=10,
+            first_assignment_events="skip",
+        ),
+        destination(type="meta_audiences", name="meta", access_token_secret="meta-token", base_url=meta_fake.BASE_URL)
+        + table("[[destinations.audiences]]", audience_id="111", groups=["Champions", "Loyal"]),
+    ],
+)
 
 
 def day(days_ago: int) -> str:
@@ -45,8 +56,9 @@ def base_rows():
     rows = []
     for i in range(30):
         for k in range(1 + i % 3):
-            rows.append([f"o{i}-{k}", f"c{i:02d}", f"c{i}@example.com", day(5 + 40 * (i % 7) + k), f"{10 + 7 * i}.50",
-                         "paid"])
+            rows.append(
+                [f"o{i}-{k}", f"c{i:02d}", f"c{i}@example.com", day(5 + 40 * (i % 7) + k), f"{10 + 7 * i}.50", "paid"]
+            )
     return rows
 
 
@@ -90,8 +102,10 @@ def fakes(request):
 
 
 def klaviyo_expected(sink_state: dict) -> dict:
-    return {f"email:c{int(key[1:])}@example.com": {k: v for k, v in props.items() if v is not None}
-            for key, props in sink_state.items()}
+    return {
+        f"email:c{int(key[1:])}@example.com": {k: v for k, v in props.items() if v is not None}
+        for key, props in sink_state.items()
+    }
 
 
 def test_cycles_end_exactly_right_and_an_unchanged_cycle_writes_nothing(tmp_path, fakes):
@@ -108,9 +122,11 @@ def test_cycles_end_exactly_right_and_an_unchanged_cycle_writes_nothing(tmp_path
     for row in rows:
         if row[1] == "c00":
             row[5] = "cancelled"
-    rows += [["n1", "c01", "c1@example.com", day(0), "900.00", "paid"],
-             ["n2", "c02", "c2@example.com", day(0), "900.00", "paid"],
-             ["n3", "c02", "c2@example.com", day(1), "900.00", "paid"]]
+    rows += [
+        ["n1", "c01", "c1@example.com", day(0), "900.00", "paid"],
+        ["n2", "c02", "c2@example.com", day(0), "900.00", "paid"],
+        ["n3", "c02", "c2@example.com", day(1), "900.00", "paid"],
+    ]
     write_orders(tmp_path / "orders.csv", rows)
     second = again(pipeline).run_cycle(AS_OF)
     assert not second.errors and second.cleared == 1
@@ -119,8 +135,11 @@ def test_cycles_end_exactly_right_and_an_unchanged_cycle_writes_nothing(tmp_path
     assert klaviyo.properties("c0@example.com") == {}  # every RFM property cleared
     moves = sum(n for (a, b), n in second.transitions.items() if a is not None)
     assert moves >= 2 and len(klaviyo.events) == moves  # c00 cleared + at least one group change
-    members = {("email", hashlib.sha256(f"c{int(k[1:])}@example.com".encode()).hexdigest())
-               for k, p in state.items() if p.get("Current RFM group") in ("Champions", "Loyal")}
+    members = {
+        ("email", hashlib.sha256(f"c{int(k[1:])}@example.com".encode()).hexdigest())
+        for k, p in state.items()
+        if p.get("Current RFM group") in ("Champions", "Loyal")
+    }
     assert meta.audience("111") == members
 
     writes = (klaviyo.writes(), meta.writes())
@@ -174,16 +193,19 @@ def test_bootstrap_creates_one_segment_per_group_and_is_idempotent(tmp_path, fak
     monkeypatch.setenv("RFM_SYNC_SECRET_KLAVIYO_KEY", API_KEY)
     monkeypatch.setitem(LIMITS, "segments_write", [(50, 1.0)])  # the CLI sleeps for real: don't wait 1/s here
     (tmp_path / "config.toml").write_text(CONFIG)
-    klaviyo.segments = [{"type": "segment", "id": f"other{i}", "attributes": {"name": f"Unrelated {i}"}}
-                        for i in range(12)]  # two pages of someone else's segments
+    klaviyo.segments = [
+        {"type": "segment", "id": f"other{i}", "attributes": {"name": f"Unrelated {i}"}} for i in range(12)
+    ]  # two pages of someone else's segments
     runner = CliRunner()
     dry = runner.invoke(main, ["klaviyo", "bootstrap", "-c", str(tmp_path / "config.toml"), "--dry-run"])
     assert dry.exit_code == 0 and dry.output.count("would create") == 6 and len(klaviyo.segments) == 12
     first = runner.invoke(main, ["klaviyo", "bootstrap", "-c", str(tmp_path / "config.toml")])
     assert first.exit_code == 0, first.output
     names = [s["attributes"]["name"] for s in klaviyo.segments[12:]]
-    assert names == [f"Current RFM group equals {g}" for g in
-                     ["Champions", "Loyal", "Recent", "Needs Attention", "At Risk", "Inactive"]]
+    assert names == [
+        f"Current RFM group equals {g}"
+        for g in ["Champions", "Loyal", "Recent", "Needs Attention", "At Risk", "Inactive"]
+    ]
     assert "created: Current RFM group equals At Risk" in first.output and "6 segment(s) created" in first.output
     second = runner.invoke(main, ["klaviyo", "bootstrap", "-c", str(tmp_path / "config.toml")])
     assert second.exit_code == 0 and "0 segment(s) created, 6 already existed" in second.output

@@ -1,4 +1,5 @@
 """Through the real outbox and Pipeline.push: 100,000 profiles in 10 bulk jobs; 30% chaos ends exactly right."""
+
 from __future__ import annotations
 
 import gc
@@ -24,26 +25,54 @@ pytestmark = pytest.mark.slow  # scale: 100k profiles
 
 GROUPS = ["Champions", "Loyal", "Recent", "Needs Attention", "At Risk", "Inactive"]
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
-NAMES = ["Current RFM group", "Previous RFM group", "RFM group last changed", "RFM score", "RFM recency score",
-         "RFM frequency score", "RFM monetary score"]
+NAMES = [
+    "Current RFM group",
+    "Previous RFM group",
+    "RFM group last changed",
+    "RFM score",
+    "RFM recency score",
+    "RFM frequency score",
+    "RFM monetary score",
+]
 
 
 def snapshot(i: int, group: str | None, previous: str | None, when: datetime) -> dict:
     if group is None:
         return {name: None for name in NAMES}
     score = f"{1 + i % 3}{1 + (i // 3) % 3}{1 + (i // 9) % 3}"
-    props = {"Current RFM group": group, "RFM group last changed": when.isoformat().replace("+00:00", "Z"),
-             "RFM score": score, "RFM recency score": int(score[0]), "RFM frequency score": int(score[1]),
-             "RFM monetary score": int(score[2])}
+    props = {
+        "Current RFM group": group,
+        "RFM group last changed": when.isoformat().replace("+00:00", "Z"),
+        "RFM score": score,
+        "RFM recency score": int(score[0]),
+        "RFM frequency score": int(score[1]),
+        "RFM monetary score": int(score[2]),
+    }
     if previous:
         props["Previous RFM group"] = previous
     return props
 
 
-def row(dest: str, i: int, run_id: int, group: str | None, before: str | None, when: datetime, *,
-        changed: bool = True, previous: str | None = None) -> dict:
-    payload = {"email": f"customer{i}@example.com", "phone": None, "properties": snapshot(i, group, previous, when),
-               "changed_at": when.isoformat(), "transition": None, "event_id": None, "first_assignment": False}
+def row(
+    dest: str,
+    i: int,
+    run_id: int,
+    group: str | None,
+    before: str | None,
+    when: datetime,
+    *,
+    changed: bool = True,
+    previous: str | None = None,
+) -> dict:
+    payload = {
+        "email": f"customer{i}@example.com",
+        "phone": None,
+        "properties": snapshot(i, group, previous, when),
+        "changed_at": when.isoformat(),
+        "transition": None,
+        "event_id": None,
+        "first_assignment": False,
+    }
     if changed:
         payload["transition"] = {"from": before, "to": group}
         payload["event_id"] = f"{i}-{before}-{group}-{run_id}"
@@ -75,8 +104,14 @@ def bulk_rows(dest: str, n: int, run_id: int) -> tuple[list[dict], dict[str, dic
     for i in range(n):
         text, props = templates[i % 54]
         email = f"customer{i}@example.com"
-        rows.append({"destination": dest, "customer_key": f"c{i}", "run_id": run_id,
-                     "payload": text.replace("EMAIL", email).replace("EVENT", f"{i}-{run_id}")})
+        rows.append(
+            {
+                "destination": dest,
+                "customer_key": f"c{i}",
+                "run_id": run_id,
+                "payload": text.replace("EMAIL", email).replace("EVENT", f"{i}-{run_id}"),
+            }
+        )
         expected["email:" + email] = props
     return rows, expected
 
@@ -94,8 +129,12 @@ def no_gc():
 def test_100k_changed_profiles_take_10_bulk_jobs_and_a_rerun_writes_nothing(tmp_path, klaviyo_spec, no_gc):
     n = 100_000
     clock = FakeClock()
-    dest = KlaviyoDestination(KlaviyoSettings(name="klaviyo", api_key_secret="k", base_url="http://127.0.0.1:8765"),
-                              context(), sleep=clock.sleep, clock=clock)
+    dest = KlaviyoDestination(
+        KlaviyoSettings(name="klaviyo", api_key_secret="k", base_url="http://127.0.0.1:8765"),
+        context(),
+        sleep=clock.sleep,
+        clock=clock,
+    )
     assert dest.batch_size == 10_000
     store, pipeline = setup(tmp_path, dest)
     run_id = start_run(store, date(2026, 11, 25), "klaviyo")
@@ -131,10 +170,18 @@ def expected_after(changes: list[tuple[int, str | None, str | None, datetime, st
 def test_30_percent_429_and_5xx_still_ends_exactly_right_without_duplicate_events(tmp_path, klaviyo_spec, seed=3):
     n = 600
     clock = FakeClock()
-    settings = KlaviyoSettings(name="klaviyo", api_key_secret="k", base_url="http://127.0.0.1:8765", batch_size=200,
-                               bulk_min_profiles=50, first_assignment_events="backfill", poll_interval_s=1.0)
-    dest = KlaviyoDestination(settings, context(), sleep=clock.sleep, clock=clock,
-                              policy=RetryPolicy(attempts=5, max_elapsed_s=100_000))
+    settings = KlaviyoSettings(
+        name="klaviyo",
+        api_key_secret="k",
+        base_url="http://127.0.0.1:8765",
+        batch_size=200,
+        bulk_min_profiles=50,
+        first_assignment_events="backfill",
+        poll_interval_s=1.0,
+    )
+    dest = KlaviyoDestination(
+        settings, context(), sleep=clock.sleep, clock=clock, policy=RetryPolicy(attempts=5, max_elapsed_s=100_000)
+    )
     store, pipeline = setup(tmp_path, dest)
     run1 = start_run(store, date(2026, 11, 1), "klaviyo")
     run2 = start_run(store, date(2026, 11, 2), "klaviyo")
@@ -173,8 +220,15 @@ def test_30_percent_429_and_5xx_still_ends_exactly_right_without_duplicate_event
             if to is not None:
                 expected.add((f"customer{i}@example.com", None, to, True))
         events = list(fake.events.values())
-        got = [(e["profile"]["data"]["attributes"]["email"], e["properties"]["from_group"],
-                e["properties"]["to_group"], bool(e.get("backfill"))) for e in events]
+        got = [
+            (
+                e["profile"]["data"]["attributes"]["email"],
+                e["properties"]["from_group"],
+                e["properties"]["to_group"],
+                bool(e.get("backfill")),
+            )
+            for e in events
+        ]
         ids = [e["unique_id"] for e in events]
         assert len(ids) == len(set(ids)) == len(got)  # no duplicate events despite 30% failures
         assert sorted(got, key=str) == sorted(expected, key=str)

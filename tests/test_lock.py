@@ -1,4 +1,5 @@
 """The store lock: one holder at a time, a dead holder's lock expires, heartbeats keep it alive."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone

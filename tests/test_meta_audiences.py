@@ -1,4 +1,5 @@
 """Meta Custom Audiences destination against the fake Graph API."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,17 +15,28 @@ from pydantic import ValidationError
 
 from connectors.base import ConnectorContext, FatalError, ProfileUpdate, RetryableError, Transition
 from connectors.http import RetryPolicy
-from connectors.meta.destination import (EXPIRY_WARNING, GRAPH_VERSION, MARKETING_API_VERSIONS,
-                                         MetaAudiencesDestination, MetaAudiencesSettings, appsecret_proof,
-                                         normalise_email, normalise_phone, reported_wait, version_expiry,
-                                         version_problem)
+from connectors.meta.destination import (
+    EXPIRY_WARNING,
+    GRAPH_VERSION,
+    MARKETING_API_VERSIONS,
+    MetaAudiencesDestination,
+    MetaAudiencesSettings,
+    appsecret_proof,
+    normalise_email,
+    normalise_phone,
+    reported_wait,
+    version_expiry,
+    version_problem,
+)
 from rfm_sync.config import ConfigError, parse_config
 from rfm_sync.secrets import Secret
 from tests.fakes.klaviyo_fake import FakeClock
 from tests.fakes.meta_fake import BASE_URL, TOKEN, FakeMeta
 
-RULES = [{"audience_id": "111", "groups": ["Champions", "Loyal"]},
-         {"audience_id": "222", "from": ["Champions", "Loyal"], "to": ["Needs Attention", "At Risk"]}]
+RULES = [
+    {"audience_id": "111", "groups": ["Champions", "Loyal"]},
+    {"audience_id": "222", "from": ["Champions", "Loyal"], "to": ["Needs Attention", "At Risk"]},
+]
 
 
 def h(value: str) -> str:
@@ -32,9 +44,15 @@ def h(value: str) -> str:
 
 
 def move(i: int, before: str | None, after: str | None, *, email: str | None = "", phone: str | None = None):
-    return ProfileUpdate(outbox_id=i, customer_key=f"c{i}", email=f" User{i}@Example.com " if email == "" else email,
-                         phone=phone, properties={"Current RFM group": after},
-                         transition=Transition(before, after), event_id=f"e{i}")
+    return ProfileUpdate(
+        outbox_id=i,
+        customer_key=f"c{i}",
+        email=f" User{i}@Example.com " if email == "" else email,
+        phone=phone,
+        properties={"Current RFM group": after},
+        transition=Transition(before, after),
+        event_id=f"e{i}",
+    )
 
 
 APP_SECRET = "app-secret-not-real-0123"
@@ -42,12 +60,20 @@ SECRETS = {"meta-token": TOKEN, "meta-app": APP_SECRET, "wrong-app": "another-ap
 
 
 def destination(clock: FakeClock, **overrides) -> MetaAudiencesDestination:
-    settings = MetaAudiencesSettings.model_validate({"type": "meta_audiences", "name": "meta",
-                                                     "access_token_secret": "meta-token", "base_url": BASE_URL,
-                                                     "audiences": RULES, **overrides})
+    settings = MetaAudiencesSettings.model_validate(
+        {
+            "type": "meta_audiences",
+            "name": "meta",
+            "access_token_secret": "meta-token",
+            "base_url": BASE_URL,
+            "audiences": RULES,
+            **overrides,
+        }
+    )
     ctx = ConnectorContext(zone=ZoneInfo("UTC"), base_dir=Path("."), secret=lambda n: Secret(n, SECRETS[n]))
-    return MetaAudiencesDestination(settings, ctx, sleep=clock.sleep, clock=clock,
-                                    policy=RetryPolicy(attempts=5, max_elapsed_s=100_000))
+    return MetaAudiencesDestination(
+        settings, ctx, sleep=clock.sleep, clock=clock, policy=RetryPolicy(attempts=5, max_elapsed_s=100_000)
+    )
 
 
 @pytest.fixture
@@ -67,8 +93,9 @@ def member(i: int) -> tuple[str, str]:
 
 def test_entering_adds_leaving_removes_with_removals_first(fake, clock):
     dest = destination(clock)
-    assert sorted(dest.push([move(1, None, "Champions"), move(2, None, "Loyal"), move(3, None, "Recent")]).accepted) \
-        == [1, 2, 3]
+    assert sorted(
+        dest.push([move(1, None, "Champions"), move(2, None, "Loyal"), move(3, None, "Recent")]).accepted
+    ) == [1, 2, 3]
     assert fake.audience("111") == {member(1), member(2)}
     fake.order.clear()
     result = dest.push([move(1, "Champions", "At Risk"), move(3, "Recent", "Champions")])
@@ -131,8 +158,12 @@ def test_phone_normalisation_follows_metas_rules(raw, default, expected):
 
 def test_values_are_normalised_and_hashed_never_raw(fake, clock):
     dest = destination(clock, default_country_code="49")
-    dest.push([move(1, None, "Champions", phone="030 1234567"), move(2, None, "Champions", email=None,
-                                                                  phone="+1 (415) 555-0100")])
+    dest.push(
+        [
+            move(1, None, "Champions", phone="030 1234567"),
+            move(2, None, "Champions", email=None, phone="+1 (415) 555-0100"),
+        ]
+    )
     assert fake.audience("111") == {member(1), ("phone", h("14155550100"))}
     assert normalise_email("  Jane.Doe@Example.COM ") == "jane.doe@example.com"
     assert normalise_phone("+49 (0)30 1234567") == normalise_phone("+49 30 1234567") == "49301234567"
@@ -214,8 +245,9 @@ def test_the_version_is_configurable(fake, clock):
     assert dest.push([move(1, None, "Champions")]).accepted == [1]
     assert fake.versions_seen == {"v26.0": 1}
     with pytest.raises(ValidationError):
-        MetaAudiencesSettings.model_validate({"name": "m", "access_token_secret": "t", "graph_version": "25",
-                                              "audiences": RULES})
+        MetaAudiencesSettings.model_validate(
+            {"name": "m", "access_token_secret": "t", "graph_version": "25", "audiences": RULES}
+        )
 
 
 def test_a_retired_version_is_refused_before_any_call(fake, clock):
@@ -234,6 +266,7 @@ def test_error_2635_is_fatal_with_the_fix_not_a_failure_of_every_record(fake, cl
 
 def test_a_version_close_to_retiring_is_a_warning_and_a_doctor_problem(fake, clock, monkeypatch):
     import connectors.meta.destination as meta
+
     monkeypatch.setattr(meta, "date", type("FrozenDate", (date,), {"today": classmethod(lambda c: date(2027, 1, 10))}))
     dest = destination(clock, graph_version="v25.0")
     assert dest.push([move(1, None, "Champions")]).accepted == [1]
@@ -242,8 +275,9 @@ def test_a_version_close_to_retiring_is_a_warning_and_a_doctor_problem(fake, clo
 
 
 # ---------------------------------------------------------------------------------------- throttling
-@pytest.mark.parametrize("failure,at_least", [((400, 80003, 5), 300), ((400, 80004, 2), 120), ((400, 613, 90), 90),
-                                               ((400, 17, 45), 45)])
+@pytest.mark.parametrize(
+    "failure,at_least", [((400, 80003, 5), 300), ((400, 80004, 2), 120), ((400, 613, 90), 90), ((400, 17, 45), 45)]
+)
 def test_throttling_waits_as_long_as_meta_reports(fake, clock, failure, at_least):
     fake.fail_next = [failure]
     assert destination(clock).push([move(1, None, "Champions")]).accepted == [1]
@@ -264,10 +298,17 @@ def test_a_reported_wait_beyond_the_bound_ends_this_push_for_the_next_cycle(fake
 
 
 def test_reported_wait_reads_both_usage_headers():
-    assert reported_wait({"X-Business-Use-Case-Usage": '{"1": [{"type": "custom_audience", "call_count": 100, '
-                                                       '"estimated_time_to_regain_access": 3}], "2": [{"type": '
-                                                       '"ads_management", "estimated_time_to_regain_access": 7}]}',
-                          "X-Ad-Account-Usage": '{"acc_id_util_pct": 100, "reset_time_duration": 200}'}) == 420
+    assert (
+        reported_wait(
+            {
+                "X-Business-Use-Case-Usage": '{"1": [{"type": "custom_audience", "call_count": 100, '
+                '"estimated_time_to_regain_access": 3}], "2": [{"type": '
+                '"ads_management", "estimated_time_to_regain_access": 7}]}',
+                "X-Ad-Account-Usage": '{"acc_id_util_pct": 100, "reset_time_duration": 200}',
+            }
+        )
+        == 420
+    )
     assert reported_wait({"X-Ad-Account-Usage": '{"acc_id_util_pct": 100, "reset_time_duration": 200}'}) == 200
     assert reported_wait({"X-Business-Use-Case-Usage": "not json"}) is None and reported_wait({}) is None
 
@@ -295,12 +336,14 @@ def test_appsecret_proof_is_sent_when_configured_and_never_shown(clock, caplog):
 
 def test_config_validation_of_audience_rules():
     with pytest.raises(ValidationError):
-        MetaAudiencesSettings.model_validate({"name": "m", "access_token_secret": "t",
-                                              "audiences": [{"audience_id": "1", "from": ["Loyal"]}]})
+        MetaAudiencesSettings.model_validate(
+            {"name": "m", "access_token_secret": "t", "audiences": [{"audience_id": "1", "from": ["Loyal"]}]}
+        )
     with pytest.raises(ConfigError):
         parse_config({"destinations": [{"type": "meta_audiences", "access_token_secret": "t", "audiences": []}]})
-    config = parse_config({"destinations": [{"type": "meta_audiences", "access_token_secret": "t",
-                                             "audiences": RULES}]})
+    config = parse_config(
+        {"destinations": [{"type": "meta_audiences", "access_token_secret": "t", "audiences": RULES}]}
+    )
     assert config.destinations[0].audiences[1].from_groups == ["Champions", "Loyal"]
 
 
@@ -308,8 +351,9 @@ def test_check_reports_missing_or_flagged_audiences_and_fatal_token(fake, clock)
     assert destination(clock).check() == []
     fake.audiences = {"111": 471}
     problems = destination(clock).check()
-    assert [p for p, _ in problems] == ["audience 111: operation_status 471",
-                                        problems[1][0]] and "222" in problems[1][0]
+    assert [p for p, _ in problems] == ["audience 111: operation_status 471", problems[1][0]] and "222" in problems[1][
+        0
+    ]
     fake.token = "other"
     with pytest.raises(FatalError, match="access token"):
         destination(clock).check()
@@ -317,8 +361,14 @@ def test_check_reports_missing_or_flagged_audiences_and_fatal_token(fake, clock)
 
 # ---------------------------------------------------------------------------------------- what "pushed" counts
 def test_updates_meta_never_saw_are_accepted_as_skipped_not_pushed(fake, clock):
-    result = destination(clock).push([move(1, None, "Champions"), move(2, None, "Recent"),  # no rule maps Recent
-                                      move(3, None, "Loyal", email=None), move(4, "Loyal", "Loyal")])
+    result = destination(clock).push(
+        [
+            move(1, None, "Champions"),
+            move(2, None, "Recent"),  # no rule maps Recent
+            move(3, None, "Loyal", email=None),
+            move(4, "Loyal", "Loyal"),
+        ]
+    )
     assert sorted(result.accepted) == [1, 2, 3, 4]  # done with: none stays in the outbox
     assert sorted(result.skipped) == [2, 3, 4]  # no mapped change, no identifier, no move
     assert fake.calls == [("POST", "111", 1)]
@@ -329,12 +379,28 @@ def test_a_cycle_counts_as_pushed_only_what_meta_acknowledged(fake, clock, tmp_p
     from rfm_sync.pipeline import Pipeline
     from rfm_sync.store import Store
 
-    rows = "".join(f"o{i}-{k},c{i},c{i}@example.com,2026-{1 + (i * 5) % 6:02d}-{1 + k:02d},{10 + 7 * i}.50\n"
-                   for i in range(40) for k in range(1 + i % 3))
+    rows = "".join(
+        f"o{i}-{k},c{i},c{i}@example.com,2026-{1 + (i * 5) % 6:02d}-{1 + k:02d},{10 + 7 * i}.50\n"
+        for i in range(40)
+        for k in range(1 + i % 3)
+    )
     (tmp_path / "orders.csv").write_text("order_id,customer_id,email,placed_at,amount\n" + rows)
-    config = parse_config({"store": {"url": "sqlite:///s.sqlite"}, "sources": [{"type": "csv", "path": "orders.csv"}],
-                           "destinations": [{"type": "meta_audiences", "name": "meta", "access_token_secret": "t",
-                                             "base_url": BASE_URL, "audiences": RULES}]}, path=tmp_path / "config.toml")
+    config = parse_config(
+        {
+            "store": {"url": "sqlite:///s.sqlite"},
+            "sources": [{"type": "csv", "path": "orders.csv"}],
+            "destinations": [
+                {
+                    "type": "meta_audiences",
+                    "name": "meta",
+                    "access_token_secret": "t",
+                    "base_url": BASE_URL,
+                    "audiences": RULES,
+                }
+            ],
+        },
+        path=tmp_path / "config.toml",
+    )
     store = Store.open(config.store.url, tmp_path)
     try:
         report = Pipeline(config, store, destinations=[destination(clock)]).run_cycle(date(2026, 7, 1))

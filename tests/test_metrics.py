@@ -1,4 +1,5 @@
 """Prometheus metrics parse with the official text parser and move with what happens."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -29,8 +30,14 @@ def report(**kw) -> CycleReport:
 
 def test_counters_move_with_each_cycle():
     m = Metrics()
-    r = report(pulled={"shop": 120}, pushed={"klaviyo": 40}, failed={"klaviyo": 2}, errors={"meta": "HTTP 500"},
-               durations={"pull": 1.5, "push": 0.2}, quarantined=[{"source": "shop"}])
+    r = report(
+        pulled={"shop": 120},
+        pushed={"klaviyo": 40},
+        failed={"klaviyo": 2},
+        errors={"meta": "HTTP 500"},
+        durations={"pull": 1.5, "push": 0.2},
+        quarantined=[{"source": "shop"}],
+    )
     m.observe_cycle("incremental", r, 2.0, "partial")
     first = samples(m)
     assert first[("rfm_sync_orders_pulled_total", (("source", "shop"),))] == 120
@@ -78,8 +85,9 @@ def test_outbox_backlog_is_read_at_scrape_time(tmp_path):
     m.store = store
     assert not any(k[0] == "rfm_sync_outbox_rows" for k in samples(m))
     with store.begin() as conn:
-        outbox.enqueue(conn, [{"destination": "sink", "customer_key": str(i), "run_id": 1, "payload": "{}"}
-                                      for i in range(3)])
+        outbox.enqueue(
+            conn, [{"destination": "sink", "customer_key": str(i), "run_id": 1, "payload": "{}"} for i in range(3)]
+        )
     assert samples(m)[("rfm_sync_outbox_rows", (("destination", "sink"), ("status", "pending")))] == 3
     outbox.mark_sent(store, [1])
     got = samples(m)

@@ -1,4 +1,5 @@
 """`rfm-sync score` never replaces its input, and writes its outputs whole or not at all."""
+
 from __future__ import annotations
 
 import os

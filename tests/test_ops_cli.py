@@ -1,4 +1,5 @@
 """`doctor`, `secrets set/check`, and the log format: behaviour seen from the command line."""
+
 from __future__ import annotations
 
 import io
@@ -104,8 +105,10 @@ def test_a_key_pasted_as_a_secret_name_is_not_echoed_by_doctor_or_secrets(write_
     path = write_config(BASE + f'[[destinations]]\ntype = "klaviyo"\nname = "k"\napi_key_secret = "{PASTED}"\n')
     result = CliRunner().invoke(main, ["doctor", "-c", str(path), "--offline"])
     assert result.exit_code == 2  # found when the config is read, as check-config finds it
-    assert "destinations[0].api_key_secret: it looks like a key or token was pasted where the secret's name " \
-           "belongs" in result.output
+    assert (
+        "destinations[0].api_key_secret: it looks like a key or token was pasted where the secret's name "
+        "belongs" in result.output
+    )
     everything = result.output
     for args in (["secrets", "check", PASTED], ["secrets", "set", PASTED]):
         said = CliRunner().invoke(main, args, input="x\n")
@@ -159,8 +162,15 @@ def record(msg, **extra):
 
 
 def test_json_log_lines_mask_emails_and_hide_credentials():
-    line = logs.JsonFormatter().format(record("push to jane.doe@example.com failed", api_key="pk_live_1",
-                                              access_token="t0k", customer_key="email:bob@shop.io", pushed={"k": 3}))
+    line = logs.JsonFormatter().format(
+        record(
+            "push to jane.doe@example.com failed",
+            api_key="pk_live_1",
+            access_token="t0k",
+            customer_key="email:bob@shop.io",
+            pushed={"k": 3},
+        )
+    )
     data = json.loads(line)
     assert data["msg"] == "push to j***@example.com failed"
     assert data["api_key"] == "***" and data["access_token"] == "***"

@@ -1,4 +1,5 @@
 """Superseding keeps only the newest snapshot per customer but never loses a group change."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,12 @@ TODAY = date(2026, 6, 30)
 
 
 def payload(group, transition=None, first=False, event="e"):
-    return {"properties": {"Current RFM group": group}, "transition": transition, "first_assignment": first,
-            "event_id": event if transition else None}
+    return {
+        "properties": {"Current RFM group": group},
+        "transition": transition,
+        "first_assignment": first,
+        "event_id": event if transition else None,
+    }
 
 
 def test_fold_keeps_the_first_origin_and_the_latest_group():
@@ -65,9 +70,14 @@ class DownSink(FileSink):
 @pytest.mark.slow
 def test_a_change_made_while_the_destination_was_down_still_reaches_it(tmp_path, store_url):
     write_sample(tmp_path / "orders.csv", end=TODAY, customers=300, seed=3)
-    config = parse_config({"store": {"url": store_url}, "properties": {"include_metrics": True},
-                           "sources": [{"type": "csv", "name": "shop", "path": "orders.csv"}]},
-                          path=tmp_path / "config.toml")
+    config = parse_config(
+        {
+            "store": {"url": store_url},
+            "properties": {"include_metrics": True},
+            "sources": [{"type": "csv", "name": "shop", "path": "orders.csv"}],
+        },
+        path=tmp_path / "config.toml",
+    )
     store = Store.open(config.store.url, config.base_dir)
     sink = DownSink(FileSinkSettings(name="sink", path="p.jsonl", batch_size=50), connector_context(config))
 
@@ -101,15 +111,19 @@ def test_a_change_made_while_the_destination_was_down_still_reaches_it(tmp_path,
             assert "transition" not in line, line  # a round trip (or no change) sends no event
         had[key] = now
     with store.engine.connect() as conn:
-        stored = {k: json.loads(p) for k, p in conn.execute(sa.select(customer_state.c.customer_key,
-                                                                        customer_state.c.properties))}
+        stored = {
+            k: json.loads(p)
+            for k, p in conn.execute(sa.select(customer_state.c.customer_key, customer_state.c.properties))
+        }
     assert final.keys() == stored.keys()
     own = {"Previous RFM group", "RFM group last changed"}
     history = sink_history(tmp_path / "p.jsonl")
     folded = 0
     for key, props in final.items():
         # the sink holds the store's current snapshot ...
-        assert {k: v for k, v in props.items() if k not in own} == {k: v for k, v in stored[key].items() if k not in own}
+        assert {k: v for k, v in props.items() if k not in own} == {
+            k: v for k, v in stored[key].items() if k not in own
+        }
         # ... but its previous group is the last different group *it* was sent, never one it never had
         assert props.get("Previous RFM group") == previous_of(history[key]), (key, history[key])
         folded += props.get("Previous RFM group") != stored[key].get("Previous RFM group")
@@ -144,6 +158,7 @@ def test_a_folded_change_reaches_the_destination_consistent_with_what_it_had(tmp
     from rfm_sync.config import PropertyNames
 
     names = PropertyNames()
+
     def snap(group, previous, changed, transition=None, event=None):
         props = {names.current_group: group, names.group_changed_at: changed}
         if previous:
@@ -166,13 +181,20 @@ def test_a_folded_change_reaches_the_destination_consistent_with_what_it_had(tmp
     assert sent["properties"][names.group_changed_at] == "2026-01-01T00:00:00Z"
     # one destination was down (memory: Champions), another up (memory: Recent): each gets its own from
     other = Memory(group="Recent", previous_group="Champions", group_changed_at="2026-02-01T00:00:00Z", labels=None)
-    sent = for_destination("c1", 9, snap("At Risk", "Recent", "2026-03-01T00:00:00Z",
-                                         {"from": "Recent", "to": "At Risk"}, "e2"), other, names)
+    sent = for_destination(
+        "c1",
+        9,
+        snap("At Risk", "Recent", "2026-03-01T00:00:00Z", {"from": "Recent", "to": "At Risk"}, "e2"),
+        other,
+        names,
+    )
     assert sent["transition"]["from"] == "Recent" and sent["properties"][names.previous_group] == "Recent"
     again = for_destination("c1", 9, snap("At Risk", "Recent", "2026-03-01T00:00:00Z"), had, names)
     assert again["transition"] == {"from": "Champions", "to": "At Risk", "labels_before": None, "labels_after": None}
-    assert again["event_id"] == for_destination("c1", 9, snap("At Risk", "Recent", "2026-03-01T00:00:00Z"),
-                                                had, names)["event_id"]  # deterministic: a resend is one event
+    assert (
+        again["event_id"]
+        == for_destination("c1", 9, snap("At Risk", "Recent", "2026-03-01T00:00:00Z"), had, names)["event_id"]
+    )  # deterministic: a resend is one event
 
 
 def test_acknowledging_a_whole_batch_marks_exactly_that_batch(tmp_path, store_url):
@@ -184,10 +206,19 @@ def test_acknowledging_a_whole_batch_marks_exactly_that_batch(tmp_path, store_ur
 
     store = Store.open(store_url)
     with store.begin() as conn:
-        enqueue(conn, [{"destination": d, "customer_key": f"c{i}", "run_id": 1, "payload": json.dumps(payload("A"))}
-                       for i in range(6) for d in ("file", "meta")])
-        conn.execute(outbox.update().where(outbox.c.destination == "file", outbox.c.customer_key == "c2")
-                     .values(status="superseded"))
+        enqueue(
+            conn,
+            [
+                {"destination": d, "customer_key": f"c{i}", "run_id": 1, "payload": json.dumps(payload("A"))}
+                for i in range(6)
+                for d in ("file", "meta")
+            ],
+        )
+        conn.execute(
+            outbox.update()
+            .where(outbox.c.destination == "file", outbox.c.customer_key == "c2")
+            .values(status="superseded")
+        )
     batch = next_batch(store, "file", 0, 3)
     assert [r["customer_key"] for r in batch] == ["c0", "c1", "c3"]
     mark_sending(store, "file", 0, batch[-1]["id"])  # handed to the destination
@@ -195,8 +226,11 @@ def test_acknowledging_a_whole_batch_marks_exactly_that_batch(tmp_path, store_ur
         enqueue(conn, [{"destination": "file", "customer_key": "c0", "run_id": 2, "payload": json.dumps(payload("B"))}])
     mark_batch_sent(store, "file", 0, batch[-1]["id"])
     with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(outbox.c.destination, outbox.c.customer_key, outbox.c.run_id, outbox.c.status)
-                            .order_by(outbox.c.id)).all()
+        rows = conn.execute(
+            sa.select(outbox.c.destination, outbox.c.customer_key, outbox.c.run_id, outbox.c.status).order_by(
+                outbox.c.id
+            )
+        ).all()
     sent = {(d, k, r) for d, k, r, s in rows if s == "sent"}
     assert sent == {("file", "c0", 1), ("file", "c1", 1), ("file", "c3", 1)}
     status = {(d, k, r): s for d, k, r, s in rows}
@@ -215,9 +249,10 @@ def test_upgrading_a_store_remembers_what_each_destination_was_sent(tmp_path, st
     from rfm_sync.store.schema import destination_state, outbox
 
     write_sample(tmp_path / "orders.csv", end=TODAY, customers=60, seed=5)
-    config = parse_config({"store": {"url": store_url},
-                           "sources": [{"type": "csv", "name": "shop", "path": "orders.csv"}]},
-                          path=tmp_path / "config.toml")
+    config = parse_config(
+        {"store": {"url": store_url}, "sources": [{"type": "csv", "name": "shop", "path": "orders.csv"}]},
+        path=tmp_path / "config.toml",
+    )
     store = Store.open(config.store.url, config.base_dir)
     sink = FileSink(FileSinkSettings(name="sink", path="p.jsonl"), connector_context(config))
     Pipeline(config, store, sources=build_sources(config), destinations=[sink]).run_cycle(TODAY)
@@ -264,9 +299,10 @@ def test_a_change_delivered_but_never_acknowledged_is_resent_as_it_was_not_folde
     'None -> Champions' after 'None -> Recent'). Now such rows are resent first, unchanged, and the
     newer snapshot is reconciled with what the destination then has."""
     write_sample(tmp_path / "orders.csv", end=TODAY, customers=200, seed=11)
-    config = parse_config({"store": {"url": store_url},
-                           "sources": [{"type": "csv", "name": "shop", "path": "orders.csv"}]},
-                          path=tmp_path / "config.toml")
+    config = parse_config(
+        {"store": {"url": store_url}, "sources": [{"type": "csv", "name": "shop", "path": "orders.csv"}]},
+        path=tmp_path / "config.toml",
+    )
     store = Store.open(config.store.url, config.base_dir)
     sink = LostAnswerSink(FileSinkSettings(name="sink", path="p.jsonl"), connector_context(config))
 
@@ -313,9 +349,10 @@ def test_a_record_failure_whose_event_arrived_is_resent_as_it_was_not_folded(tmp
     """Found by the chaos harness: rows a destination reported failed had already delivered their
     event; folded into a newer snapshot they were sent again as 'None -> At Risk' after 'None -> Loyal'."""
     write_sample(tmp_path / "orders.csv", end=TODAY, customers=200, seed=11)
-    config = parse_config({"store": {"url": store_url},
-                           "sources": [{"type": "csv", "name": "shop", "path": "orders.csv"}]},
-                          path=tmp_path / "config.toml")
+    config = parse_config(
+        {"store": {"url": store_url}, "sources": [{"type": "csv", "name": "shop", "path": "orders.csv"}]},
+        path=tmp_path / "config.toml",
+    )
     store = Store.open(config.store.url, config.base_dir)
     sink = HalfDoneSink(FileSinkSettings(name="sink", path="p.jsonl", batch_size=500), connector_context(config))
 

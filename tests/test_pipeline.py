@@ -1,4 +1,5 @@
 """The cycle end to end on a CSV source and a file sink: diff-only pushes, previous groups, quarantine."""
+
 from __future__ import annotations
 
 import csv
@@ -32,7 +33,9 @@ def base_rows():
     # 30 customers with 1..3 orders and spends spread out, so cut points are not degenerate
     for i in range(30):
         for k in range(1 + i % 3):
-            rows.append([f"o{i}-{k}", f"c{i:02d}", f"c{i}@example.com", day(5 + 40 * (i % 7) + k), f"{10 + 7 * i}.50", "paid"])
+            rows.append(
+                [f"o{i}-{k}", f"c{i:02d}", f"c{i}@example.com", day(5 + 40 * (i % 7) + k), f"{10 + 7 * i}.50", "paid"]
+            )
     return rows
 
 
@@ -153,7 +156,9 @@ def test_bad_rows_are_quarantined_with_place_and_the_rest_proceeds(tmp_path, sto
     report = pipeline.run_cycle(AS_OF)
     assert report.scored == 30
     assert [(q["location"], q["reason"].split(":")[0]) for q in report.quarantined] == [
-        ("orders.csv:5", "placed_at is not a date/time"), ("orders.csv:9", "amount is not a number")]
+        ("orders.csv:5", "placed_at is not a date/time"),
+        ("orders.csv:9", "amount is not a number"),
+    ]
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(quarantine)).scalar() == 2
 
@@ -194,8 +199,14 @@ def test_orders_pulled_counts_what_the_store_took_not_what_was_read(tmp_path, st
     now = datetime(2026, 7, 1, tzinfo=timezone.utc)
 
     def row(oid, amount, updated):
-        order = Order(source="shop", order_id=oid, customer_id="c1", placed_at=datetime(2026, 6, 1, tzinfo=timezone.utc),
-                      amount=Decimal(amount), updated_at=datetime(2026, 6, updated, tzinfo=timezone.utc))
+        order = Order(
+            source="shop",
+            order_id=oid,
+            customer_id="c1",
+            placed_at=datetime(2026, 6, 1, tzinfo=timezone.utc),
+            amount=Decimal(amount),
+            updated_at=datetime(2026, 6, updated, tzinfo=timezone.utc),
+        )
         return order_row(order, "c1", now)
 
     try:

@@ -1,5 +1,6 @@
 """`rfm-sync report`, `customers` and `explain` over the fixture shop of tests/test_pipeline.py: 30
 customers, one of whom loses every qualifying order and is cleared."""
+
 from __future__ import annotations
 
 import csv
@@ -92,10 +93,16 @@ def test_customers_lists_who_is_where_with_their_values_and_the_cleared_one(shop
         if key == "c00":
             continue
         props = sink[key]
-        assert (row["group"], row["rfm_score"], row["status"]) == (props["Current RFM group"], props["RFM score"],
-                                                                    "scored")
+        assert (row["group"], row["rfm_score"], row["status"]) == (
+            props["Current RFM group"],
+            props["RFM score"],
+            "scored",
+        )
         assert (row["r_score"], row["f_score"], row["m_score"]) == (
-            props["RFM recency score"], props["RFM frequency score"], props["RFM monetary score"])
+            props["RFM recency score"],
+            props["RFM frequency score"],
+            props["RFM monetary score"],
+        )
     # c01 ordered 45 and 46 days before AS_OF, 17.50 each (tests/test_pipeline.base_rows)
     assert (rows["c01"]["recency_days"], rows["c01"]["frequency"], rows["c01"]["monetary"]) == (45, 2, "35.00")
     cleared = rows["c00"]
@@ -166,8 +173,14 @@ def test_explain_a_cleared_customer(shop):
 def test_report_in_the_terminal(shop):
     result = shop.cli("report")
     assert result.exit_code == 0, result.output
-    for title in ("groups as of", "customers per group per week", "moves, last 30 days", "cut points in force",
-                  "last runs", "outbox per destination"):
+    for title in (
+        "groups as of",
+        "customers per group per week",
+        "moves, last 30 days",
+        "cut points in force",
+        "last runs",
+        "outbox per destination",
+    ):
         assert title in result.output
 
 
@@ -212,8 +225,10 @@ def test_demo_writes_the_report(tmp_path):
 
 
 def test_explain_names_the_segment_rule_that_matched(tmp_path):
-    extra = ('[rfm]\nscheme = "thresholds"\n[[rfm.segments]]\nname = "Recent buyers"\nwhen = { recency = "short" }\n'
-             '[[rfm.segments]]\nname = "Everyone else"\nwhen = {}\n')
+    extra = (
+        '[rfm]\nscheme = "thresholds"\n[[rfm.segments]]\nname = "Recent buyers"\nwhen = { recency = "short" }\n'
+        '[[rfm.segments]]\nname = "Everyone else"\nwhen = {}\n'
+    )
     shop = Shop(tmp_path, base_rows(), extra)
     shop.run()
     # c00 last ordered 5 days before AS_OF (short), c03 125 days (long): tests/test_pipeline.base_rows
@@ -226,7 +241,9 @@ def test_explain_names_the_segment_rule_that_matched(tmp_path):
 
 def test_customers_masks_emails_unless_asked(shop):
     masked = [json.loads(line) for line in shop.cli("customers", "--format", "json").output.splitlines()]
-    shown = [json.loads(line) for line in shop.cli("customers", "--format", "json", "--show-emails").output.splitlines()]
+    shown = [
+        json.loads(line) for line in shop.cli("customers", "--format", "json", "--show-emails").output.splitlines()
+    ]
     assert any(r["email"] for r in shown), "the fixture shop has emails"
     for hidden, full in zip(masked, shown):
         assert hidden["customer_key"] == full["customer_key"] or "***@" in hidden["customer_key"]

@@ -1,5 +1,6 @@
 """The demo's HTML report in a real browser (headless Chromium): every chart drawn, no errors, nothing
 fetched, and a screenshot that is not blank. Skips, saying why, where Chromium is not installed."""
+
 from __future__ import annotations
 
 import re
@@ -12,8 +13,19 @@ from tests.browser import dump_dom, find_chromium, not_blank, png_pixels, screen
 
 pytestmark = pytest.mark.slow  # headless Chromium
 
-CHARTS = {"chart-groups", "chart-revenue-share", "chart-aov", "chart-growth-customers", "chart-growth-revenue",
-          "chart-growth-flow", "chart-sankey", "chart-matrix", "chart-recency", "chart-frequency", "chart-monetary"}
+CHARTS = {
+    "chart-groups",
+    "chart-revenue-share",
+    "chart-aov",
+    "chart-growth-customers",
+    "chart-growth-revenue",
+    "chart-growth-flow",
+    "chart-sankey",
+    "chart-matrix",
+    "chart-recency",
+    "chart-frequency",
+    "chart-monetary",
+}
 REMOTE = re.compile(r"^\s*(https?:)?//", re.I)
 
 
@@ -21,8 +33,10 @@ REMOTE = re.compile(r"^\s*(https?:)?//", re.I)
 def chromium() -> str:
     binary = find_chromium()
     if binary is None:
-        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it "
-                    "where apt-get and root are available): the report's browser test cannot run here")
+        pytest.skip(
+            "headless Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it "
+            "where apt-get and root are available): the report's browser test cannot run here"
+        )
     return binary
 
 
@@ -33,8 +47,12 @@ def demo_report(tmp_path_factory) -> Path:
 
 
 def _remote_links(html_text: str) -> list[str]:
-    return [f"<{tag} {name}={value}>" for tag, attrs in tags(html_text) for name, value in attrs.items()
-            if name in ("src", "href", "xlink:href", "action", "poster", "data") and value and REMOTE.match(value)]
+    return [
+        f"<{tag} {name}={value}>"
+        for tag, attrs in tags(html_text)
+        for name, value in attrs.items()
+        if name in ("src", "href", "xlink:href", "action", "poster", "data") and value and REMOTE.match(value)
+    ]
 
 
 def test_every_chart_renders_without_errors_and_nothing_is_fetched(chromium, demo_report, tmp_path):
@@ -53,7 +71,7 @@ def test_every_chart_renders_without_errors_and_nothing_is_fetched(chromium, dem
     for chart in CHARTS:  # each chart's own part of the DOM holds plotly's drawing
         start = dom.index(f'id="{chart}"')
         following = [dom.index(f'id="{c}"') for c in CHARTS if dom.index(f'id="{c}"') > start]
-        part = dom[start:min(following, default=len(dom))]
+        part = dom[start : min(following, default=len(dom))]
         assert 'class="main-svg"' in part, f"{chart}: nothing drawn"
     assert 'class="sankey"' in dom and "heatmaplayer" in dom
     assert [line for line in console if re.search(r"Uncaught|Error", line)] == []
@@ -63,8 +81,12 @@ def test_every_chart_renders_without_errors_and_nothing_is_fetched(chromium, dem
 def test_a_script_error_in_the_page_is_caught(chromium, demo_report, tmp_path):
     """The capture the test above relies on sees a broken page (so data-errors=0 means something)."""
     broken = tmp_path / "broken.html"
-    broken.write_text(demo_report.read_text(encoding="utf-8").replace(
-        "</body>", "<script>console.error('chart data missing'); noSuchFunction();</script></body>"), encoding="utf-8")
+    broken.write_text(
+        demo_report.read_text(encoding="utf-8").replace(
+            "</body>", "<script>console.error('chart data missing'); noSuchFunction();</script></body>"
+        ),
+        encoding="utf-8",
+    )
     dom, _ = dump_dom(chromium, broken, tmp_path / "profile")
     root = next(attrs for tag, attrs in tags(dom) if tag == "html")
     assert int(root["data-errors"]) >= 2
@@ -82,6 +104,7 @@ def test_screenshot_is_not_blank(chromium, demo_report, tmp_path):
 def test_blank_page_screenshot_is_seen_as_blank(chromium, tmp_path):
     page = tmp_path / "blank.html"
     page.write_text("<!DOCTYPE html><html><body style='background:#fff'></body></html>", encoding="utf-8")
-    colours, drawn = not_blank(png_pixels(screenshot(chromium, page, tmp_path / "blank.png", tmp_path / "profile",
-                                                     size=(400, 300))))
+    colours, drawn = not_blank(
+        png_pixels(screenshot(chromium, page, tmp_path / "blank.png", tmp_path / "profile", size=(400, 300)))
+    )
     assert colours == 1 and drawn == 0

@@ -1,4 +1,5 @@
 """Pipeline.rescore_orders: webhook orders rescore only their customers, with the last run's cut points."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,15 @@ def setup(tmp_path, write_config, write_csv, url):
 
 def webhook_order(order_id: str, customer: str, amount: str) -> Order:
     moment = datetime(2026, 6, 29, 9, 0, tzinfo=timezone.utc)
-    return Order(source="shop", order_id=order_id, customer_id=customer, placed_at=moment, updated_at=moment,
-                 amount=Decimal(amount), email=f"{customer}@example.com")
+    return Order(
+        source="shop",
+        order_id=order_id,
+        customer_id=customer,
+        placed_at=moment,
+        updated_at=moment,
+        amount=Decimal(amount),
+        email=f"{customer}@example.com",
+    )
 
 
 @pytest.mark.slow
@@ -73,9 +81,15 @@ def test_only_the_affected_customer_is_rescored_and_pushed(tmp_path, write_confi
 def test_a_cancelled_order_clears_only_that_customer(tmp_path, write_config, write_csv, store_url):
     pipeline, store = setup(tmp_path, write_config, write_csv, store_url)
     pipeline.run_cycle(AS_OF)
-    cancelled = Order(source="shop", order_id="o-old", customer_id="c0",
-                      placed_at=datetime(2025, 3, 1, 10, tzinfo=timezone.utc),
-                      updated_at=datetime(2026, 6, 29, tzinfo=timezone.utc), amount=Decimal("15.00"), is_cancelled=True)
+    cancelled = Order(
+        source="shop",
+        order_id="o-old",
+        customer_id="c0",
+        placed_at=datetime(2025, 3, 1, 10, tzinfo=timezone.utc),
+        updated_at=datetime(2026, 6, 29, tzinfo=timezone.utc),
+        amount=Decimal("15.00"),
+        is_cancelled=True,
+    )
     report = pipeline.rescore_orders([cancelled], AS_OF)
     assert report.cleared == 1 and report.changed == 0
     state = read_state(tmp_path / "profiles.jsonl")

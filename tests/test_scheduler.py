@@ -5,6 +5,7 @@ APScheduler 3.x reads the time with ``datetime.now`` in its scheduler and execut
 ``clock`` fixture replaces that name there with a class whose ``now`` returns the test's time, and
 :class:`ManualScheduler` runs one scheduling round per ``tick()`` instead of in a thread.
 """
+
 from __future__ import annotations
 
 import threading
@@ -60,6 +61,7 @@ class ManualScheduler(BaseScheduler):
 def recorder(clock: Clock, calls: dict[str, list[datetime]], name: str):
     def job():
         calls.setdefault(name, []).append(clock.now)
+
     return job
 
 
@@ -67,8 +69,12 @@ def make(clock, config_toml: dict, *, executor=None, jobs: Jobs | None = None):
     config = parse_config(config_toml)
     calls: dict[str, list[datetime]] = {}
     sched = ManualScheduler(timezone=UTC, executors={"default": executor or {"type": "debug"}})
-    jobs = jobs or Jobs(incremental=recorder(clock, calls, "incremental"), full=recorder(clock, calls, "full"),
-                        recalibrate=recorder(clock, calls, "recalibrate"), webhooks=recorder(clock, calls, "webhooks"))
+    jobs = jobs or Jobs(
+        incremental=recorder(clock, calls, "incremental"),
+        full=recorder(clock, calls, "full"),
+        recalibrate=recorder(clock, calls, "recalibrate"),
+        webhooks=recorder(clock, calls, "webhooks"),
+    )
     sched.start()
     add_jobs(sched, config, jobs, now=clock.now)
     return sched, calls
@@ -82,9 +88,13 @@ def run_for(sched, clock, minutes: int, step_minutes: int = 1) -> None:
 
 
 def test_jobs_fire_at_configured_times(clock):
-    sched, calls = make(clock, {"shop": {"timezone": "Europe/Berlin"},
-                                "schedule": {"incremental_every_minutes": 15, "full_at": "03:00",
-                                             "recalibrate_cron": "30 4 * * mon"}})
+    sched, calls = make(
+        clock,
+        {
+            "shop": {"timezone": "Europe/Berlin"},
+            "schedule": {"incremental_every_minutes": 15, "full_at": "03:00", "recalibrate_cron": "30 4 * * mon"},
+        },
+    )
     run_for(sched, clock, 24 * 60)  # Monday 00:00 UTC .. Tuesday 00:00 UTC
     berlin = ZoneInfo("Europe/Berlin")
     incremental = calls["incremental"]
@@ -98,8 +108,10 @@ def test_jobs_fire_at_configured_times(clock):
 
 
 def test_run_at_start_off_and_jobs_switched_off(clock):
-    sched, calls = make(clock, {"schedule": {"incremental_every_minutes": 60, "run_at_start": False,
-                                             "full_at": "", "recalibrate_cron": ""}})
+    sched, calls = make(
+        clock,
+        {"schedule": {"incremental_every_minutes": 60, "run_at_start": False, "full_at": "", "recalibrate_cron": ""}},
+    )
     assert {j.id for j in sched.get_jobs()} == {"incremental"}
     run_for(sched, clock, 59)
     assert "incremental" not in calls
@@ -121,8 +133,17 @@ def test_missed_runs_are_coalesced_into_one(clock):
 
 
 def test_a_run_later_than_the_grace_time_is_skipped(clock):
-    sched, calls = make(clock, {"schedule": {"incremental_every_minutes": 15, "misfire_grace_seconds": 60,
-                                             "full_at": "", "recalibrate_cron": ""}})
+    sched, calls = make(
+        clock,
+        {
+            "schedule": {
+                "incremental_every_minutes": 15,
+                "misfire_grace_seconds": 60,
+                "full_at": "",
+                "recalibrate_cron": "",
+            }
+        },
+    )
     sched.tick()
     clock.advance(minutes=20)  # the 00:15 run is 5 minutes late: beyond the 60 s grace
     sched.tick()
@@ -148,8 +169,12 @@ def test_a_job_never_overlaps_itself(clock):
 
     noop = lambda: None  # noqa: E731
     executor = ThreadPoolExecutor(4)
-    sched, _ = make(clock, {"schedule": {"incremental_every_minutes": 15, "full_at": "", "recalibrate_cron": ""}},
-                    executor=executor, jobs=Jobs(incremental=slow_cycle, full=noop, recalibrate=noop))
+    sched, _ = make(
+        clock,
+        {"schedule": {"incremental_every_minutes": 15, "full_at": "", "recalibrate_cron": ""}},
+        executor=executor,
+        jobs=Jobs(incremental=slow_cycle, full=noop, recalibrate=noop),
+    )
     sched.tick()
     for _ in range(4):  # four more due times pass while the first run is still busy
         clock.advance(minutes=15)
@@ -167,13 +192,16 @@ def test_next_runs_for_doctor(clock):
     assert runs["incremental"] == clock.now + timedelta(minutes=15)
 
 
-@pytest.mark.parametrize("section,problem", [
-    ({"schedule": {"full_at": "3am"}}, "schedule.full_at"),
-    ({"schedule": {"recalibrate_cron": "every monday"}}, "schedule.recalibrate_cron"),
-    ({"schedule": {"incremental_every_minutes": 0}}, "schedule.incremental_every_minutes"),
-    ({"daemon": {"heartbeat_seconds": 60, "lock_expire_seconds": 90}}, "daemon"),
-    ({"webhooks": {"enabeld": True}}, "webhooks.enabeld: unknown key"),
-])
+@pytest.mark.parametrize(
+    "section,problem",
+    [
+        ({"schedule": {"full_at": "3am"}}, "schedule.full_at"),
+        ({"schedule": {"recalibrate_cron": "every monday"}}, "schedule.recalibrate_cron"),
+        ({"schedule": {"incremental_every_minutes": 0}}, "schedule.incremental_every_minutes"),
+        ({"daemon": {"heartbeat_seconds": 60, "lock_expire_seconds": 90}}, "daemon"),
+        ({"webhooks": {"enabeld": True}}, "webhooks.enabeld: unknown key"),
+    ],
+)
 def test_bad_daemon_settings_are_named(section, problem):
     from rfm_sync.config import ConfigError
 
@@ -183,9 +211,13 @@ def test_bad_daemon_settings_are_named(section, problem):
 
 
 def test_webhook_job_waits_process_every_seconds_when_run_at_start_is_off(clock):
-    sched, calls = make(clock, {"schedule": {"incremental_every_minutes": 60, "run_at_start": False,
-                                             "full_at": "", "recalibrate_cron": ""},
-                                "webhooks": {"enabled": True, "process_every_seconds": 10}})
+    sched, calls = make(
+        clock,
+        {
+            "schedule": {"incremental_every_minutes": 60, "run_at_start": False, "full_at": "", "recalibrate_cron": ""},
+            "webhooks": {"enabled": True, "process_every_seconds": 10},
+        },
+    )
     assert sched.get_job("webhooks").next_run_time == clock.now + timedelta(seconds=10)
     assert sched.get_job("incremental").next_run_time == clock.now + timedelta(minutes=60)
     sched.tick()
@@ -194,13 +226,21 @@ def test_webhook_job_waits_process_every_seconds_when_run_at_start_is_off(clock)
     sched.tick()
     clock.advance(seconds=10)
     sched.tick()
-    assert calls["webhooks"] == [datetime(2026, 1, 12, 0, 0, 10, tzinfo=UTC), datetime(2026, 1, 12, 0, 0, 20, tzinfo=UTC)]
+    assert calls["webhooks"] == [
+        datetime(2026, 1, 12, 0, 0, 10, tzinfo=UTC),
+        datetime(2026, 1, 12, 0, 0, 20, tzinfo=UTC),
+    ]
     assert "incremental" not in calls
 
 
 def test_webhook_job_runs_at_start_with_run_at_start(clock):
-    sched, calls = make(clock, {"schedule": {"full_at": "", "recalibrate_cron": ""},
-                                "webhooks": {"enabled": True, "process_every_seconds": 30}})
+    sched, calls = make(
+        clock,
+        {
+            "schedule": {"full_at": "", "recalibrate_cron": ""},
+            "webhooks": {"enabled": True, "process_every_seconds": 30},
+        },
+    )
     sched.tick()
     clock.advance(seconds=30)
     sched.tick()

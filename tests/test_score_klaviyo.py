@@ -1,4 +1,5 @@
 """`rfm-sync score` reproduces the klaviyo scheme's rules on hand-made cases."""
+
 from __future__ import annotations
 
 import csv
@@ -18,8 +19,12 @@ AS_OF = date(2026, 6, 30)
 # The issue's table, written out independently of the engine's own lookup.
 EXPECTED_GROUP = {}
 for group, codes in {
-    "Champions": "333 332 323", "Loyal": "321 322 331 232 233", "Recent": "312 313 311 222 223",
-    "Needs Attention": "213 221 123 132 133", "At Risk": "231 212 122 131 211", "Inactive": "111 112 113 121",
+    "Champions": "333 332 323",
+    "Loyal": "321 322 331 232 233",
+    "Recent": "312 313 311 222 223",
+    "Needs Attention": "213 221 123 132 133",
+    "At Risk": "231 212 122 131 211",
+    "Inactive": "111 112 113 121",
 }.items():
     for code in codes.split():
         EXPECTED_GROUP[code] = group
@@ -36,8 +41,9 @@ def score(tmp_path, rows, as_of=AS_OF, header="order_id,customer_id,placed_at,am
         w.writerow(header.split(","))
         w.writerows(rows)
     out = tmp_path / "scores.csv"
-    result = CliRunner().invoke(main, ["score", "--orders", str(src), "--out", str(out), "--as-of", as_of.isoformat(),
-                                       "--quiet", *extra])
+    result = CliRunner().invoke(
+        main, ["score", "--orders", str(src), "--out", str(out), "--as-of", as_of.isoformat(), "--quiet", *extra]
+    )
     assert result.exit_code == 0, result.output
     with out.open() as fh:
         return {r["customer_id"]: r for r in csv.DictReader(fh)}
@@ -73,7 +79,11 @@ def test_recency_bounds_are_inclusive(tmp_path, days_ago, expected_r):
 
 def test_configurable_recency_bounds(tmp_path, write_config):
     cfg = write_config("[rfm]\nrecency_bounds = [30, 60]\n")
-    rows = [["o1", "a", day(30), "1", "paid", ""], ["o2", "b", day(31), "1", "paid", ""], ["o3", "c", day(61), "1", "paid", ""]]
+    rows = [
+        ["o1", "a", day(30), "1", "paid", ""],
+        ["o2", "b", day(31), "1", "paid", ""],
+        ["o3", "c", day(61), "1", "paid", ""],
+    ]
     scores = score(tmp_path, rows, extra=("-c", str(cfg)))
     assert [scores[k]["r_score"] for k in "abc"] == ["3", "2", "1"]
 
@@ -87,8 +97,15 @@ def test_ties_at_cut_points_share_a_score(tmp_path):
             n += 1
             rows.append([f"o{n}", cid, day(10 + k), "10.00", "paid", ""])
     scores = score(tmp_path, rows)
-    assert {cid: scores[cid]["f_score"] for cid in freqs} == {"a": "1", "b": "1", "c": "1", "d": "2", "e": "2",
-                                                              "f": "2", "g": "3"}
+    assert {cid: scores[cid]["f_score"] for cid in freqs} == {
+        "a": "1",
+        "b": "1",
+        "c": "1",
+        "d": "2",
+        "e": "2",
+        "f": "2",
+        "g": "3",
+    }
 
 
 def test_money_cut_points_are_exact_not_float(tmp_path):
@@ -139,16 +156,22 @@ def test_store_timezone_decides_the_calendar_day(tmp_path, write_config):
 
 
 def test_bad_rows_are_quarantined_with_line_and_the_rest_scored(tmp_path):
-    rows = [["o1", "a", day(1), "1.00", "paid", ""], ["o2", "b", "yesterday", "1.00", "paid", ""],
-            ["o3", "c", day(1), "1,00", "paid", ""], ["o4", "", day(1), "1.00", "paid", ""],
-            ["o5", "e", day(2), "3.00", "paid", ""]]
+    rows = [
+        ["o1", "a", day(1), "1.00", "paid", ""],
+        ["o2", "b", "yesterday", "1.00", "paid", ""],
+        ["o3", "c", day(1), "1,00", "paid", ""],
+        ["o4", "", day(1), "1.00", "paid", ""],
+        ["o5", "e", day(2), "3.00", "paid", ""],
+    ]
     scores = score(tmp_path, rows)
     assert set(scores) == {"a", "e"}
     with (tmp_path / "scores.csv.quarantine.csv").open() as fh:
         bad = list(csv.DictReader(fh))
     assert [(b["line"], b["reason"].split(":")[0]) for b in bad] == [
-        ("3", "placed_at is not a date/time"), ("4", "amount is not a number"),
-        ("5", "customer_id is empty (and no email to identify a guest)")]
+        ("3", "placed_at is not a date/time"),
+        ("4", "amount is not a number"),
+        ("5", "customer_id is empty (and no email to identify a guest)"),
+    ]
     assert all(b["file"].endswith("orders.csv") for b in bad)
 
 
@@ -168,8 +191,10 @@ def test_score_without_quiet_shows_progress_then_a_summary_on_stderr(tmp_path):
     """The interactive form (no --quiet): a progress bar while scoring, then the group table, the
     quarantine count and the customer count on stderr; the scores file is written all the same."""
     src = tmp_path / "orders.csv"
-    src.write_text("order_id,customer_id,placed_at,amount\no1,a,2026-06-01,10\no2,b,2026-05-01,5\n"
-                   "o3,c,not a date,5\n", encoding="utf-8")
+    src.write_text(
+        "order_id,customer_id,placed_at,amount\no1,a,2026-06-01,10\no2,b,2026-05-01,5\no3,c,not a date,5\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "scores.csv"
     result = CliRunner().invoke(main, ["score", "--orders", str(src), "--out", str(out), "--as-of", "2026-06-30"])
     assert result.exit_code == 0, result.output

@@ -1,4 +1,5 @@
 """The Shopify source against a fake shop on 127.0.0.1: complete, polite, resumable, and safe with secrets."""
+
 from __future__ import annotations
 
 import base64
@@ -34,10 +35,18 @@ def context() -> ConnectorContext:
 
 
 def source(url: str, clock: FakeClock, name: str = "shop-a", attempts: int = 8, **settings) -> ShopifySource:
-    s = ShopifySettings(name=name, shop=name, token_secret="shop-token", base_url=url, webhook_secret="shop-hooks",
-                        bulk_poll_seconds=2, **settings)
-    return ShopifySource(s, context(), sleep=clock.sleep, clock=clock.monotonic,
-                         policy=RetryPolicy(attempts=attempts, max_elapsed_s=120))
+    s = ShopifySettings(
+        name=name,
+        shop=name,
+        token_secret="shop-token",
+        base_url=url,
+        webhook_secret="shop-hooks",
+        bulk_poll_seconds=2,
+        **settings,
+    )
+    return ShopifySource(
+        s, context(), sleep=clock.sleep, clock=clock.monotonic, policy=RetryPolicy(attempts=attempts, max_elapsed_s=120)
+    )
 
 
 @pytest.fixture
@@ -65,8 +74,15 @@ def pull_into_store(tmp_path, src, clock, store=None):
 @pytest.mark.parametrize("backfill,count", [("bulk", 20_000), ("paged", 6_000)])
 def test_twenty_thousand_orders_changed_and_refunded_during_the_pull_end_up_exact(tmp_path, clock, backfill, count):
     # a Plus-sized shop: pages of 250 fit its query cost limit, so the test needs fewer round trips
-    shop = ShopifyFake(clock=clock, mutate_per_page=7, mutation_budget=150, bulk_polls=40, max_query_cost=2000,
-                       bucket_max=10_000, restore_rate=500)
+    shop = ShopifyFake(
+        clock=clock,
+        mutate_per_page=7,
+        mutation_budget=150,
+        bulk_polls=40,
+        max_query_cost=2000,
+        bucket_max=10_000,
+        restore_rate=500,
+    )
     try:
         shop.add_orders(count)
         src = source(shop.url, clock, backfill=backfill, page_size=250)
@@ -149,10 +165,19 @@ def test_duplicates_within_a_pull_are_dropped_and_a_repeated_cursor_is_an_error(
     url = f"https://shop-x.test/admin/api/{API_VERSION}/graphql.json"
 
     def node(oid, updated):
-        return {"id": f"gid://shopify/Order/{oid}", "createdAt": "2026-01-01T00:00:00Z",
-                "processedAt": "2026-01-01T00:00:00Z", "updatedAt": updated, "cancelledAt": None, "test": False,
-                "email": "a@example.com", "displayFinancialStatus": "PAID", "currencyCode": "EUR",
-                "currentTotalPriceSet": {"shopMoney": {"amount": "1.00", "currencyCode": "EUR"}}, "customer": None}
+        return {
+            "id": f"gid://shopify/Order/{oid}",
+            "createdAt": "2026-01-01T00:00:00Z",
+            "processedAt": "2026-01-01T00:00:00Z",
+            "updatedAt": updated,
+            "cancelledAt": None,
+            "test": False,
+            "email": "a@example.com",
+            "displayFinancialStatus": "PAID",
+            "currencyCode": "EUR",
+            "currentTotalPriceSet": {"shopMoney": {"amount": "1.00", "currencyCode": "EUR"}},
+            "customer": None,
+        }
 
     def page(nodes, cursor):
         return {"data": {"orders": {"pageInfo": {"hasNextPage": True, "endCursor": cursor}, "nodes": nodes}}}
@@ -250,14 +275,28 @@ def test_doctor_check_reports_the_missing_scope_with_its_fix(fake, clock):
 
 
 @responses.activate
-@pytest.mark.parametrize("reply,match", [
-    ({"status": 401, "body": "bad"}, "HTTP 401.*read_orders"),
-    ({"status": 403, "body": "no"}, "HTTP 403.*read_all_orders"),
-    ({"json": {"errors": [{"message": "access denied", "extensions": {"code": "ACCESS_DENIED"}}]}},
-     "denied.*read_customers"),
-    ({"json": {"errors": [{"message": "Field 'x' doesn't exist on type 'Order'",
-                           "extensions": {"code": "undefinedField"}}], "data": None}}, "undefinedField"),
-])
+@pytest.mark.parametrize(
+    "reply,match",
+    [
+        ({"status": 401, "body": "bad"}, "HTTP 401.*read_orders"),
+        ({"status": 403, "body": "no"}, "HTTP 403.*read_all_orders"),
+        (
+            {"json": {"errors": [{"message": "access denied", "extensions": {"code": "ACCESS_DENIED"}}]}},
+            "denied.*read_customers",
+        ),
+        (
+            {
+                "json": {
+                    "errors": [
+                        {"message": "Field 'x' doesn't exist on type 'Order'", "extensions": {"code": "undefinedField"}}
+                    ],
+                    "data": None,
+                }
+            },
+            "undefinedField",
+        ),
+    ],
+)
 def test_errors_are_fatal_with_a_clear_message_and_never_the_token(clock, reply, match):
     responses.post(f"https://shop-x.test/admin/api/{API_VERSION}/graphql.json", **reply)
     src = source("https://shop-x.test", clock)
@@ -271,7 +310,9 @@ def test_errors_are_fatal_with_a_clear_message_and_never_the_token(clock, reply,
 @responses.activate
 def test_graphql_internal_errors_in_a_200_are_retried(clock):
     url = f"https://shop-x.test/admin/api/{API_VERSION}/graphql.json"
-    responses.post(url, json={"errors": [{"message": "Internal error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]})
+    responses.post(
+        url, json={"errors": [{"message": "Internal error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]}
+    )
     responses.post(url, json={"data": {"currentAppInstallation": {"accessScopes": [{"handle": "read_all_orders"}]}}})
     src = source("https://shop-x.test", clock)
     src.check_access()
@@ -304,10 +345,15 @@ def test_order_webhooks_become_orders_and_refunds_fetch_the_order(fake, clock, s
 
     refund = json.loads((shared_dir / "fixtures/shopify/refund.json").read_text())
     assert refund["refund"]["order_id"] == 450789469
-    fake.orders[450789469] = FakeOrder(id=450789469, customer_id=207119551, email="bob.norman@hostmail.com",
-                                       created_at=datetime(2008, 1, 10, 16, tzinfo=timezone.utc),
-                                       updated_at=datetime(2016, 6, 20, 17, 35, 6, tzinfo=timezone.utc),
-                                       total=Decimal("209.94"), financial_status="PARTIALLY_REFUNDED")
+    fake.orders[450789469] = FakeOrder(
+        id=450789469,
+        customer_id=207119551,
+        email="bob.norman@hostmail.com",
+        created_at=datetime(2008, 1, 10, 16, tzinfo=timezone.utc),
+        updated_at=datetime(2016, 6, 20, 17, 35, 6, tzinfo=timezone.utc),
+        total=Decimal("209.94"),
+        financial_status="PARTIALLY_REFUNDED",
+    )
     [fetched] = src.orders_from_webhook("refunds/create", {}, json.dumps(refund).encode())
     assert fetched.order_id == order.order_id and fetched.amount == Decimal("209.94")
     assert fetched.status == "partially_refunded"
@@ -315,21 +361,32 @@ def test_order_webhooks_become_orders_and_refunds_fetch_the_order(fake, clock, s
 
 
 def rest_order(total: str = "25.00", **extra) -> bytes:
-    order = {"id": 4501, "created_at": "2026-01-01T10:00:00+00:00", "updated_at": "2026-01-01T10:00:00+00:00",
-             "total_price": total, "currency": "EUR", "email": "a@example.com", "customer": {"id": 9}, **extra}
+    order = {
+        "id": 4501,
+        "created_at": "2026-01-01T10:00:00+00:00",
+        "updated_at": "2026-01-01T10:00:00+00:00",
+        "total_price": total,
+        "currency": "EUR",
+        "email": "a@example.com",
+        "customer": {"id": 9},
+        **extra,
+    }
     return json.dumps(order).encode()
 
 
-@pytest.mark.parametrize("body,says", [
-    (b'{"id": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deep"),
-    (rest_order("X").replace(b'"X"', b"1e400"), "amount is not a number"),  # a JSON number: json reads inf
-    (rest_order("1e400"), "amount out of range"),
-    (rest_order("100000000000000"), "amount out of range"),  # 10^14: more than the store's 14 digits
-    (rest_order("NaN"), "amount is not a number"),
-    (rest_order(email=None, customer=None), "guest order without an email"),
-    (rest_order(created_at="yesterday"), "order 4501"),
-    (rest_order(customer="9"), "order 4501"),
-])
+@pytest.mark.parametrize(
+    "body,says",
+    [
+        (b'{"id": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deep"),
+        (rest_order("X").replace(b'"X"', b"1e400"), "amount is not a number"),  # a JSON number: json reads inf
+        (rest_order("1e400"), "amount out of range"),
+        (rest_order("100000000000000"), "amount out of range"),  # 10^14: more than the store's 14 digits
+        (rest_order("NaN"), "amount is not a number"),
+        (rest_order(email=None, customer=None), "guest order without an email"),
+        (rest_order(created_at="yesterday"), "order 4501"),
+        (rest_order(customer="9"), "order 4501"),
+    ],
+)
 def test_an_unreadable_order_webhook_is_a_record_error_with_its_reason(fake, clock, body, says):
     src = source(fake.url, clock)
     with pytest.raises(RecordError) as err:

@@ -6,6 +6,7 @@ string ids; returns cursors that are text (and, for shops, JSON with a UTC offse
 cycle start); is idempotent (pulling again from its committed cursor changes nothing in the store);
 and never shows a secret in its repr.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,18 +51,23 @@ def context(tmp_path: Path) -> ConnectorContext:
 
 @functools.lru_cache(maxsize=1)
 def bc_template(shared: Path) -> dict:
-    spec = yaml.load((shared / "specs/bigcommerce/orders.v2.oas2.yml").read_text(encoding="utf-8"),
-                     Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    spec = yaml.load(
+        (shared / "specs/bigcommerce/orders.v2.oas2.yml").read_text(encoding="utf-8"),
+        Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader),
+    )
     return spec["components"]["responses"]["orderCollection_Resp"]["content"]["application/json"]["examples"][
-        "response"]["value"][0]
+        "response"
+    ]["value"][0]
 
 
 def make_csv(tmp_path, clock, shared):
     path = tmp_path / "orders.csv"
-    path.write_text("order_id,customer_id,email,placed_at,amount,updated_at\n"
-                    "o1,c1,a@example.com,2026-01-01T10:00:00Z,10.50,2026-01-02T00:00:00Z\n"
-                    "o2,c2,b@example.com,2026-02-01T10:00:00Z,20.00,2026-02-02T00:00:00Z\n"
-                    "o3,c1,a@example.com,not a date,5,\n")
+    path.write_text(
+        "order_id,customer_id,email,placed_at,amount,updated_at\n"
+        "o1,c1,a@example.com,2026-01-01T10:00:00Z,10.50,2026-01-02T00:00:00Z\n"
+        "o2,c2,b@example.com,2026-02-01T10:00:00Z,20.00,2026-02-02T00:00:00Z\n"
+        "o3,c1,a@example.com,not a date,5,\n"
+    )
     src = CsvSource(CsvSettings(name="csv", path=str(path)), context(tmp_path))
     return src, None, {"o1", "o2"}
 
@@ -77,8 +83,7 @@ def make_shopify(tmp_path, clock, shared):
 def make_bigcommerce(tmp_path, clock, shared):
     fake = BigCommerceFake(clock=clock, template=bc_template(shared))
     fake.add_orders(300)
-    settings = BigCommerceSettings(name="bigcommerce", store_hash="abc123", token_secret="bc-token",
-                                   base_url=fake.url)
+    settings = BigCommerceSettings(name="bigcommerce", store_hash="abc123", token_secret="bc-token", base_url=fake.url)
     src = BigCommerceSource(settings, context(tmp_path), sleep=clock.sleep, clock=clock.monotonic)
     return src, fake, set(fake.expected())
 
@@ -155,22 +160,44 @@ def test_two_shopify_stores_and_one_bigcommerce_merge_customers_by_email(tmp_pat
     bc = BigCommerceFake(clock=clock, template=bc_template(shared_dir))
     try:
         when = datetime(2026, 10, 1, tzinfo=timezone.utc)
-        shop_a.orders[1] = FakeOrder(id=1, customer_id=11, email="Ann@Example.com", created_at=when,
-                                     updated_at=when, total=Decimal("10.00"))
-        shop_b.orders[1] = FakeOrder(id=1, customer_id=None, email=" ann@example.COM ", created_at=when,
-                                     updated_at=when, total=Decimal("20.00"))
-        bc.orders[1] = bc.make(1, customer_id=77, email="ANN@example.com", created=when, modified=when,
-                               status_id=10, total=Decimal("30.00"))
-        bc.orders[2] = bc.make(2, customer_id=78, email="bob@example.com", created=when, modified=when,
-                               status_id=11, total=Decimal("5.00"))
+        shop_a.orders[1] = FakeOrder(
+            id=1, customer_id=11, email="Ann@Example.com", created_at=when, updated_at=when, total=Decimal("10.00")
+        )
+        shop_b.orders[1] = FakeOrder(
+            id=1, customer_id=None, email=" ann@example.COM ", created_at=when, updated_at=when, total=Decimal("20.00")
+        )
+        bc.orders[1] = bc.make(
+            1,
+            customer_id=77,
+            email="ANN@example.com",
+            created=when,
+            modified=when,
+            status_id=10,
+            total=Decimal("30.00"),
+        )
+        bc.orders[2] = bc.make(
+            2, customer_id=78, email="bob@example.com", created=when, modified=when, status_id=11, total=Decimal("5.00")
+        )
         ctx = context(tmp_path)
         sources = [
-            ShopifySource(ShopifySettings(name="shop-a", shop="a", token_secret="shop-token", base_url=shop_a.url),
-                          ctx, sleep=clock.sleep, clock=clock.monotonic),
-            ShopifySource(ShopifySettings(name="shop-b", shop="b", token_secret="shop-token", base_url=shop_b.url),
-                          ctx, sleep=clock.sleep, clock=clock.monotonic),
-            BigCommerceSource(BigCommerceSettings(name="bc", store_hash="abc123", token_secret="bc-token",
-                                                  base_url=bc.url), ctx, sleep=clock.sleep, clock=clock.monotonic),
+            ShopifySource(
+                ShopifySettings(name="shop-a", shop="a", token_secret="shop-token", base_url=shop_a.url),
+                ctx,
+                sleep=clock.sleep,
+                clock=clock.monotonic,
+            ),
+            ShopifySource(
+                ShopifySettings(name="shop-b", shop="b", token_secret="shop-token", base_url=shop_b.url),
+                ctx,
+                sleep=clock.sleep,
+                clock=clock.monotonic,
+            ),
+            BigCommerceSource(
+                BigCommerceSettings(name="bc", store_hash="abc123", token_secret="bc-token", base_url=bc.url),
+                ctx,
+                sleep=clock.sleep,
+                clock=clock.monotonic,
+            ),
         ]
         store = Store.open("sqlite:///" + str(tmp_path / "multi.sqlite"))
         # the Shopify shops sell in EUR, the BigCommerce store in USD: one currency per sum
@@ -179,11 +206,13 @@ def test_two_shopify_stores_and_one_bigcommerce_merge_customers_by_email(tmp_pat
         report = pipeline.run_cycle(date(2026, 10, 15))
         assert report.errors == {} and report.pulled == {"shop-a": 1, "shop-b": 1, "bc": 2}
         with store.engine.connect() as conn:
-            rows = conn.execute(sa.select(orders.c.source, orders.c.order_id, orders.c.customer_key,
-                                          orders.c.source_customer_id)).all()
+            rows = conn.execute(
+                sa.select(orders.c.source, orders.c.order_id, orders.c.customer_key, orders.c.source_customer_id)
+            ).all()
             keys = set(conn.execute(sa.select(customers.c.customer_key)).scalars())
-        ann = sorted((r.source, r.order_id, r.source_customer_id) for r in rows
-                     if r.customer_key == "email:ann@example.com")
+        ann = sorted(
+            (r.source, r.order_id, r.source_customer_id) for r in rows if r.customer_key == "email:ann@example.com"
+        )
         assert ann == [("bc", "1", "77"), ("shop-a", "1", "11"), ("shop-b", "1", "email:ann@example.com")]
         assert keys == {"email:ann@example.com", "email:bob@example.com"}
         assert report.scored == 2  # Ann is one customer with three orders from three shops
@@ -227,15 +256,23 @@ store_hash = "abc123"
 token_secret = "bc-token"
 base_url = "{bc.url}"
 """)
-        result = CliRunner().invoke(main, ["run", "--once", "-c", str(tmp_path / "config.toml"),
-                                           "--as-of", "2026-11-01"])
+        result = CliRunner().invoke(
+            main, ["run", "--once", "-c", str(tmp_path / "config.toml"), "--as-of", "2026-11-01"]
+        )
         assert result.exit_code == 0, result.output
         # read the store from a fresh process: the CLI run may have left this process's SQLite locks
         # on the file in a state a second SQLite library (the optional ADBC driver) confuses
-        script = ("import json, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
-                  "print(json.dumps(dict(c.execute('SELECT source, count(*) FROM orders GROUP BY source'))))")
-        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "state.sqlite")], check=True,
-                             capture_output=True, text=True, timeout=60).stdout
+        script = (
+            "import json, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+            "print(json.dumps(dict(c.execute('SELECT source, count(*) FROM orders GROUP BY source'))))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "state.sqlite")],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         counts = json.loads(out)
         assert counts == {"shop": len(shop.orders), "bc": len(bc.orders)}
         assert os.environ[env_var_name("shop-token")] not in result.output
@@ -247,7 +284,8 @@ base_url = "{bc.url}"
 def test_the_commented_shop_examples_in_config_example_validate():
     text = (REPO / "config.example.toml").read_text(encoding="utf-8")
     block = text.split("# --- shop sources (shopify, bigcommerce) ---")[1].split("# -----")[0]
-    lines = [line[2:] for line in block.splitlines()
-             if line.startswith("# [[sources]]") or re.match(r"# [a-z_]+ = ", line)]
+    lines = [
+        line[2:] for line in block.splitlines() if line.startswith("# [[sources]]") or re.match(r"# [a-z_]+ = ", line)
+    ]
     config = parse_config(tomllib.loads("\n".join(lines)))
     assert [s.type for s in config.sources] == ["shopify", "bigcommerce"]

@@ -1,4 +1,5 @@
 """One writer per store: `rfm-sync run` takes the daemon's lock, so two runs never push the same row."""
+
 from __future__ import annotations
 
 import collections
@@ -17,15 +18,31 @@ TODAY = date(2026, 6, 30)
 
 
 def config_text(url: str) -> str:
-    return config_toml(url, destinations=[file_sink(type="tests.barrier_sink:BarrierFileSink", batch_size=50,
-                                                    barrier_dir="barrier")])
+    return config_toml(
+        url, destinations=[file_sink(type="tests.barrier_sink:BarrierFileSink", batch_size=50, barrier_dir="barrier")]
+    )
 
 
 def start_run(folder, name, *extra):
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     err = open(folder / f"{name}.err", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "rfm_sync.cli", "run", "--once", "-c", str(folder / "config.toml"),
-                             "--as-of", TODAY.isoformat(), *extra], env=env, stdout=subprocess.DEVNULL, stderr=err)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rfm_sync.cli",
+            "run",
+            "--once",
+            "-c",
+            str(folder / "config.toml"),
+            "--as-of",
+            TODAY.isoformat(),
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+    )
     err.close()
     return proc
 
@@ -35,8 +52,10 @@ def release_when_settled(folder, procs):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         arrived = {p.name.split("-", 1)[1] for p in (folder / "barrier").glob("arrived-*")}
-        settled = [str(p.pid) in arrived or p.poll() is not None
-                   or "waiting" in (folder / f"{name}.err").read_text() for name, p in procs.items()]
+        settled = [
+            str(p.pid) in arrived or p.poll() is not None or "waiting" in (folder / f"{name}.err").read_text()
+            for name, p in procs.items()
+        ]
         if all(settled):
             break
         time.sleep(0.05)
@@ -57,8 +76,9 @@ def setup(folder, url):
 
 def test_two_runs_at_once_push_each_profile_once(tmp_path, store_url):
     setup(tmp_path, store_url)
-    results = release_when_settled(tmp_path, {"a": start_run(tmp_path, "a", "--wait", "120"),
-                                              "b": start_run(tmp_path, "b", "--wait", "120")})
+    results = release_when_settled(
+        tmp_path, {"a": start_run(tmp_path, "a", "--wait", "120"), "b": start_run(tmp_path, "b", "--wait", "120")}
+    )
     assert [code for code, _ in results.values()] == [0, 0], results
     lines = sink_lines(tmp_path)
     per_customer = collections.Counter(line["customer_key"] for line in lines)

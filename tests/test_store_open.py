@@ -1,4 +1,5 @@
 """Several processes opening (and so migrating) the same new store at once all succeed."""
+
 from __future__ import annotations
 
 import subprocess
@@ -24,8 +25,10 @@ def test_concurrent_first_opens_all_succeed(tmp_path, store_url, request):
             name = server.create_database()
             request.addfinalizer(lambda name=name: server.drop_database(name))
             url = server.url(name)
-        procs = [subprocess.Popen([sys.executable, "-c", OPEN, url], cwd=REPO, stderr=subprocess.PIPE, text=True)
-                 for _ in range(4)]
+        procs = [
+            subprocess.Popen([sys.executable, "-c", OPEN, url], cwd=REPO, stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
         errors = [p.communicate(timeout=120)[1] for p in procs]
         assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n".join(errors)
         store = Store.open(url)

@@ -1,4 +1,5 @@
 """The HTTP listener in-process: routes, limits, signature checks, durable de-duplication."""
+
 from __future__ import annotations
 
 import http.client
@@ -22,12 +23,22 @@ SECRET = "k3y"
 @pytest.fixture
 def listener(tmp_path):
     store = Store.open(f"sqlite:///{tmp_path / 's.sqlite'}")
-    ctx = SimpleNamespace(zone=None, base_dir=tmp_path, resolve_path=lambda p: tmp_path / p,
-                          secret=lambda name: SimpleNamespace(reveal=lambda: SECRET))
+    ctx = SimpleNamespace(
+        zone=None,
+        base_dir=tmp_path,
+        resolve_path=lambda p: tmp_path / p,
+        secret=lambda name: SimpleNamespace(reveal=lambda: SECRET),
+    )
     source = FakeWebhookSource(FakeWebhookSettings(name="shop", path="orders.csv"), ctx)
     metrics = Metrics()
-    routes = Routes(store=store, metrics=metrics, health=Health(max_age=timedelta(minutes=5)),
-                    sources={"shop": source}, webhooks_enabled=True, max_body_bytes=2048)
+    routes = Routes(
+        store=store,
+        metrics=metrics,
+        health=Health(max_age=timedelta(minutes=5)),
+        sources={"shop": source},
+        webhooks_enabled=True,
+        max_body_bytes=2048,
+    )
     server = Listener("127.0.0.1", 0, routes).start()
     yield SimpleNamespace(port=server.port, routes=routes, store=store, source=source)
     server.stop()
@@ -118,8 +129,16 @@ def test_event_id_topic_and_headers():
     assert event_id({}, b"x") == event_id({}, b"x") != event_id({}, b"y")
     assert topic_of({}, b'{"scope": "store/order/updated", "data": {"id": 5}}') == "store/order/updated"
     assert topic_of({}, b"not json") == ""
-    kept = kept_headers({"x-shopify-hmac-sha256": "s", "x-shopify-shop-domain": "d", "authorization": "t",
-                         "x-rfm-sync-secret": "bc", "x-bc-webhook-secret": "bc", "content-type": "application/json"})
+    kept = kept_headers(
+        {
+            "x-shopify-hmac-sha256": "s",
+            "x-shopify-shop-domain": "d",
+            "authorization": "t",
+            "x-rfm-sync-secret": "bc",
+            "x-bc-webhook-secret": "bc",
+            "content-type": "application/json",
+        }
+    )
     assert kept == {"x-shopify-shop-domain": "d", "content-type": "application/json"}
 
 
@@ -132,8 +151,9 @@ def test_listener_binds_loopback_only(listener):
 @pytest.mark.slow
 def test_a_deeply_nested_or_huge_number_body_is_still_queued(listener):
     # the listener only records; the webhooks job sets the event aside later (see test_daemon_jobs)
-    for n, body in enumerate([b"[" * 2000, b'{"scope": ' + b"[" * 1015 + b"]" * 1015 + b"}",
-                              b'{"total_price": 1e400, "id": 1}']):
+    for n, body in enumerate(
+        [b"[" * 2000, b'{"scope": ' + b"[" * 1015 + b"]" * 1015 + b"}", b'{"total_price": 1e400, "id": 1}']
+    ):
         headers = {"X-Shopify-Hmac-Sha256": sign(SECRET, body), "X-Shopify-Event-Id": f"deep-{n}"}  # no topic header
         assert call(listener.port, "POST", "/webhooks/shop", body, headers) == (200, b'{"status": "queued"}')
     assert webhook_store.counts(listener.store) == {"pending": 3}

@@ -1,4 +1,5 @@
 """`rfm-sync webhooks list|retry|drop` on a store holding events in every state."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -25,11 +26,18 @@ def setup(write_config):
     store = Store.open(config.store.url, config.base_dir)
     ids = {}
     for name in ("done", "failed", "failed2", "pending"):
-        assert webhook_store.record(store, "shop", f"ev-{name}", "orders/create",
-                                      {"x-shopify-shop-domain": "s.myshopify.com"}, SECRET_BODY)
+        assert webhook_store.record(
+            store, "shop", f"ev-{name}", "orders/create", {"x-shopify-shop-domain": "s.myshopify.com"}, SECRET_BODY
+        )
         ids[name] = max(e.id for e in webhook_store.pending(store))
-    webhook_store.finish(store, [ids["done"]], {ids["failed"]: "RecursionError: maximum recursion depth exceeded",
-                                                  ids["failed2"]: "RecordError: shop: order 5: no total price"})
+    webhook_store.finish(
+        store,
+        [ids["done"]],
+        {
+            ids["failed"]: "RecursionError: maximum recursion depth exceeded",
+            ids["failed2"]: "RecordError: shop: order 5: no total price",
+        },
+    )
     yield str(path), store, ids
     store.close()
 

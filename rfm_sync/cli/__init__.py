@@ -13,6 +13,7 @@
 modules import click and little else at the top; pandas, DuckDB, plotly, the store and the engine
 are imported inside the commands that use them, so ``rfm-sync --help`` loads none of them.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -38,7 +39,20 @@ def main(verbose: int) -> None:
     atexit.register(gc.freeze)
 
 
-for _command in (cycle.demo, cycle.run, cycle.score, cycle.status, cycle.recalibrate, cycle.check_config,
-                 ops.daemon, ops.doctor, ops.secrets, report.report, report.customers, report.explain,
-                 klaviyo.klaviyo, webhooks.webhooks):
+for _command in (
+    cycle.demo,
+    cycle.run,
+    cycle.score,
+    cycle.status,
+    cycle.recalibrate,
+    cycle.check_config,
+    ops.daemon,
+    ops.doctor,
+    ops.secrets,
+    report.report,
+    report.customers,
+    report.explain,
+    klaviyo.klaviyo,
+    webhooks.webhooks,
+):
     main.add_command(_command)

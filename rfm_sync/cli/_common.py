@@ -6,6 +6,7 @@ line on stderr (``error: …``), configuration problems are all printed, then ex
 the exit codes are imported here at the top: the config, the store and its lock are imported when a
 command asks for them, so ``rfm-sync --help`` loads none of them.
 """
+
 from __future__ import annotations
 
 import gc
@@ -22,13 +23,17 @@ if TYPE_CHECKING:
     from ..config import Config, ConfigError
 
 CONFIG_HELP = "Path to the TOML configuration."
-config_option = click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
-                             help=CONFIG_HELP)
+config_option = click.option(
+    "-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP
+)
 
-WAIT_HELP = ("If another process holds the store's lock, wait up to SECONDS for it (default 0: fail at once "
-             f"with exit status {exit_codes.LOCKED}, naming the holder).")
-wait_option = click.option("--wait", "wait", default=0.0, show_default=True, type=click.FloatRange(min=0),
-                           metavar="SECONDS", help=WAIT_HELP)
+WAIT_HELP = (
+    "If another process holds the store's lock, wait up to SECONDS for it (default 0: fail at once "
+    f"with exit status {exit_codes.LOCKED}, naming the holder)."
+)
+wait_option = click.option(
+    "--wait", "wait", default=0.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS", help=WAIT_HELP
+)
 
 
 _frozen = False
@@ -99,9 +104,16 @@ def writer_lock(config: Config, store: Any, wait: float) -> Any:
     from ..store.lock import hold
 
     def waiting(other: Any) -> None:
-        click.echo(f"waiting up to {wait:g} s for the store lock (held by {other.holder} since "
-                   f"{other.acquired_at.isoformat(timespec='seconds')})", err=True)
+        click.echo(
+            f"waiting up to {wait:g} s for the store lock (held by {other.holder} since "
+            f"{other.acquired_at.isoformat(timespec='seconds')})",
+            err=True,
+        )
 
-    return hold(store, wait_seconds=wait, heartbeat_seconds=config.daemon.heartbeat_seconds,
-                expire_seconds=config.daemon.lock_expire_seconds, on_wait=waiting)
-
+    return hold(
+        store,
+        wait_seconds=wait,
+        heartbeat_seconds=config.daemon.heartbeat_seconds,
+        expire_seconds=config.daemon.lock_expire_seconds,
+        on_wait=waiting,
+    )

@@ -5,6 +5,7 @@ Each imports the engine, the store and the pipeline inside itself (under
 :func:`~rfm_sync.cli._common.heavy_imports`), so listing the commands or checking a config does not
 load what only scoring needs.
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,9 +18,15 @@ from ._common import config_option, day, heavy_imports, load, open_store, wait_o
 
 
 @click.command()
-@click.option("--dir", "folder", default="rfm-sync-demo", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for the sample data, store and sink file: new, empty, or one the demo made "
-                   "(then only the demo's files are replaced).")
+@click.option(
+    "--dir",
+    "folder",
+    default="rfm-sync-demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the sample data, store and sink file: new, empty, or one the demo made "
+    "(then only the demo's files are replaced).",
+)
 @click.option("--customers", default=3000, show_default=True, help="Customers in the synthetic shop.")
 def demo(folder: str, customers: int) -> None:
     """Run two cycles on bundled sample data (as of 90 days ago, then today); no accounts, no network."""
@@ -34,13 +41,20 @@ def demo(folder: str, customers: int) -> None:
         exit_codes.fail(str(exc), exit_codes.REFUSED)
     order = engine.group_names(result.config.rfm)
     console.print(report.cycle_summary(result.first))
-    console.print(report.group_table(result.first.group_counts, order,
-                                     title=f"RFM groups as of {result.first.as_of} (90 days ago)"))
+    console.print(
+        report.group_table(
+            result.first.group_counts, order, title=f"RFM groups as of {result.first.as_of} (90 days ago)"
+        )
+    )
     console.print(report.cycle_summary(result.second))
-    console.print(report.group_table(result.second.group_counts, order,
-                                     title=f"RFM groups as of {result.second.as_of} (today)"))
-    console.print(report.transition_table(result.second.transitions, order,
-                                          title="customers who changed group in the last 90 days"))
+    console.print(
+        report.group_table(result.second.group_counts, order, title=f"RFM groups as of {result.second.as_of} (today)")
+    )
+    console.print(
+        report.transition_table(
+            result.second.transitions, order, title="customers who changed group in the last 90 days"
+        )
+    )
     if result.first.quarantined:
         console.print(report.quarantine_table(result.first.quarantined))
     console.print(f"store: {result.store_path}\nprofiles written to: {result.sink_path}\nreport: {result.report_path}")
@@ -53,8 +67,12 @@ def demo(folder: str, customers: int) -> None:
 @click.option("--once", is_flag=True, hidden=True, help="Accepted for compatibility: `run` always runs one cycle.")
 @click.option("--as-of", "as_of", default=None, help="Score as of this date (YYYY-MM-DD); default today.")
 @click.option("--no-push", is_flag=True, help="Pull, score and fill the outbox, but send nothing.")
-@click.option("--dry-run", is_flag=True, help="Like --no-push, then show what would be sent to each destination "
-                                              "(counts and a sample, emails masked); nothing is sent or marked sent.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Like --no-push, then show what would be sent to each destination "
+    "(counts and a sample, emails masked); nothing is sent or marked sent.",
+)
 @wait_option
 def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run: bool, wait: float) -> None:
     """Run exactly one cycle (pull, score, diff, push), then exit; for a schedule use `rfm-sync daemon`."""
@@ -82,8 +100,10 @@ def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run:
     except ConnectorError as exc:
         exit_codes.fail(str(exc), exit_codes.FAILED)
     for name, what in (preview or {}).items():
-        click.echo(f"dry run: {name}: would send {what['profiles']:,} profile(s) in {what['batches']} batch(es): "
-                   f"{what['group_changes']:,} group change(s), {what['cleared']:,} cleared")
+        click.echo(
+            f"dry run: {name}: would send {what['profiles']:,} profile(s) in {what['batches']} batch(es): "
+            f"{what['group_changes']:,} group change(s), {what['cleared']:,} cleared"
+        )
         for item in what["sample"]:
             click.echo(f"  {item['email']}: {item['change']} ({item['properties']} properties)")
     console = report.console()
@@ -101,18 +121,40 @@ def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run:
 
 
 @click.command()
-@click.option("--orders", "orders_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Orders CSV (customer_id,placed_at,amount; optional order_id,email,status,currency,refunded).")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Where to write the scores CSV.")
-@click.option("--as-of", "as_of", default=None,
-              help="Score as of this date (YYYY-MM-DD); default today in [shop] timezone (UTC without a config).")
-@click.option("-c", "--config", "config_path", default=None, type=click.Path(dir_okay=False),
-              help="Optional config for [shop], [rfm] and the CSV column names of its first csv source.")
-@click.option("--preset", default=None, type=click.Choice(["shopify-export", "bigcommerce-export", "woocommerce-export"]),
-              help="The file is a shop's own order export (docs/shops.md); overrides the config's preset.")
+@click.option(
+    "--orders",
+    "orders_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Orders CSV (customer_id,placed_at,amount; optional order_id,email,status,currency,refunded).",
+)
+@click.option(
+    "--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Where to write the scores CSV."
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    help="Score as of this date (YYYY-MM-DD); default today in [shop] timezone (UTC without a config).",
+)
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Optional config for [shop], [rfm] and the CSV column names of its first csv source.",
+)
+@click.option(
+    "--preset",
+    default=None,
+    type=click.Choice(["shopify-export", "bigcommerce-export", "woocommerce-export"]),
+    help="The file is a shop's own order export (docs/shops.md); overrides the config's preset.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def score(orders_path: str, out_path: str, as_of: str | None, config_path: str | None, preset: str | None,
-          quiet: bool) -> None:
+def score(
+    orders_path: str, out_path: str, as_of: str | None, config_path: str | None, preset: str | None, quiet: bool
+) -> None:
     """Score an orders CSV offline (no store, no network) into a CSV of per-customer scores."""
     with heavy_imports():
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -133,18 +175,31 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
     if settings is not None:
         settings = settings.model_copy(update={"path": orders_path})
     if preset is not None:
-        settings = CsvSettings.model_validate({**(settings.model_dump() if settings else {"name": "csv"}),
-                                               "path": orders_path, "preset": preset})
+        settings = CsvSettings.model_validate(
+            {**(settings.model_dump() if settings else {"name": "csv"}), "path": orders_path, "preset": preset}
+        )
     as_of_day = day(as_of) or config.today()  # today in [shop] timezone (UTC without a config), as `run` takes it
     try:
         if quiet:
             result = score_csv(Path(orders_path), Path(out_path), config, as_of_day, settings)
         else:
-            with Progress(TextColumn("scoring {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                          TimeElapsedColumn(), transient=True, console=report.console(stderr=True)) as bar:
+            with Progress(
+                TextColumn("scoring {task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(),
+                transient=True,
+                console=report.console(stderr=True),
+            ) as bar:
                 task = bar.add_task(Path(orders_path).name, total=100)
-                result = score_csv(Path(orders_path), Path(out_path), config, as_of_day, settings,
-                                   progress=lambda pct: bar.update(task, completed=pct))
+                result = score_csv(
+                    Path(orders_path),
+                    Path(out_path),
+                    config,
+                    as_of_day,
+                    settings,
+                    progress=lambda pct: bar.update(task, completed=pct),
+                )
     except ConnectorError as exc:
         exit_codes.fail(str(exc), exit_codes.FAILED)
     except OSError as exc:  # the output folder is read-only, the disk full, ...: older outputs are kept
@@ -152,15 +207,16 @@ def score(orders_path: str, out_path: str, as_of: str | None, config_path: str |
     if not quiet:
         console = report.console(stderr=True)
         counts = result.result.frame["rfm_group"].value_counts().to_dict()
-        console.print(report.group_table(counts, engine.group_names(config.rfm),
-                                         title=f"RFM groups as of {as_of_day}"))
+        console.print(report.group_table(counts, engine.group_names(config.rfm), title=f"RFM groups as of {as_of_day}"))
         for warning in result.result.warnings:
             console.print(f"[yellow]warning:[/yellow] {warning}")
         if result.quarantined:
             console.print(f"[yellow]{result.quarantined:,} bad rows quarantined[/yellow] → {result.quarantine_file}")
         if result.skipped:
-            console.print(f"[yellow]{result.skipped:,} rows skipped (negative amount, not counted)[/yellow] → "
-                          f"{result.quarantine_file}")
+            console.print(
+                f"[yellow]{result.skipped:,} rows skipped (negative amount, not counted)[/yellow] → "
+                f"{result.quarantine_file}"
+            )
         if result.quarantine_file and not result.quarantined and not result.skipped:
             console.print(f"no bad rows: {result.quarantine_file} (from an earlier run) now lists none")
         console.print(f"{result.customers:,} customers → {result.out}")
@@ -183,14 +239,25 @@ def status(config_path: str, limit: int) -> None:
     console.print(report.runs_table(runs))
     last = next((r for r in runs if r.get("group_counts")), None)
     if last:
-        console.print(report.group_table(last["group_counts"], engine.group_names(config.rfm),
-                                         title=f"groups after run {last['id']} (as of {last['as_of']})"))
+        console.print(
+            report.group_table(
+                last["group_counts"],
+                engine.group_names(config.rfm),
+                title=f"groups after run {last['id']} (as of {last['as_of']})",
+            )
+        )
         if last.get("cut_points"):
             from ..calibration import cut_points_table, run_population, small_population
 
             population = run_population(last)
-            console.print(cut_points_table(last["cut_points"], (last.get("stats") or {}).get("calibrated_on"),
-                                           title=f"cut points used by run {last['id']}", population=population))
+            console.print(
+                cut_points_table(
+                    last["cut_points"],
+                    (last.get("stats") or {}).get("calibrated_on"),
+                    title=f"cut points used by run {last['id']}",
+                    population=population,
+                )
+            )
             if engine.SCHEMES[config.rfm.scheme].USES_QUANTILES and (small := small_population(population, config.rfm)):
                 from rich.markup import escape
 
@@ -202,8 +269,9 @@ def status(config_path: str, limit: int) -> None:
 
 @click.command()
 @config_option
-@click.option("--as-of", "as_of", default=None,
-              help="Calibrate as of this date (YYYY-MM-DD); default today in [shop] timezone.")
+@click.option(
+    "--as-of", "as_of", default=None, help="Calibrate as of this date (YYYY-MM-DD); default today in [shop] timezone."
+)
 @wait_option
 def recalibrate(config_path: str, as_of: str | None, wait: float) -> None:
     """Recompute and freeze the quantile cut points now; the next runs use them (profiles change then)."""
@@ -227,27 +295,41 @@ def recalibrate(config_path: str, as_of: str | None, wait: float) -> None:
     if not result["frozen"]:
         count, least = result["population"], config.rfm.min_calibration_customers
         window = f"with an order in the {config.rfm.window_days}-day window as of {as_of_day}"
-        exit_codes.fail(f"recalibrate: no customers {window}: nothing to calibrate, cut points not frozen "
-                        "(pull the orders first: `rfm-sync run -c CONFIG`)" if not count else
-                        f"recalibrate: only {count:,} customer{'s' if count != 1 else ''} {window}, fewer than "
-                        f"[rfm] min_calibration_customers = {least}: cut points not frozen (every run computes its own "
-                        "until the shop has more)", exit_codes.FAILED)
+        exit_codes.fail(
+            f"recalibrate: no customers {window}: nothing to calibrate, cut points not frozen "
+            "(pull the orders first: `rfm-sync run -c CONFIG`)"
+            if not count
+            else f"recalibrate: only {count:,} customer{'s' if count != 1 else ''} {window}, fewer than "
+            f"[rfm] min_calibration_customers = {least}: cut points not frozen (every run computes its own "
+            "until the shop has more)",
+            exit_codes.FAILED,
+        )
     if result["previous"]:
-        console.print(cut_points_table(result["previous"]["cut_points"], result["previous"]["as_of"],
-                                       title="previous cut points"))
-    console.print(cut_points_table(result["cut_points"], as_of_day, title="new cut points",
-                                   population=result["population"]))
+        console.print(
+            cut_points_table(result["previous"]["cut_points"], result["previous"]["as_of"], title="previous cut points")
+        )
+    console.print(
+        cut_points_table(result["cut_points"], as_of_day, title="new cut points", population=result["population"])
+    )
 
 
 @click.command("check-config")
 @click.argument("config_arg", required=False, type=click.Path(dir_okay=False), metavar="[CONFIG]")
-@click.option("-c", "--config", "config_opt", default=None, type=click.Path(dir_okay=False),
-              help="Path to the TOML configuration (as for every other command; or give it as the argument).")
+@click.option(
+    "-c",
+    "--config",
+    "config_opt",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Path to the TOML configuration (as for every other command; or give it as the argument).",
+)
 def check_config(config_arg: str | None, config_opt: str | None) -> None:
     """Validate a configuration file: exit 0 if valid, else print every problem and exit 2."""
     if (config_arg is None) == (config_opt is None):
         raise click.UsageError("give the configuration once: `rfm-sync check-config -c CONFIG` (or CONFIG)")
     config_path = config_arg or config_opt
     config = load(config_path)
-    click.echo(f"{config_path}: OK ({len(config.sources)} source(s), {len(config.destinations)} destination(s), "
-               f"scheme {config.rfm.scheme})")
+    click.echo(
+        f"{config_path}: OK ({len(config.sources)} source(s), {len(config.destinations)} destination(s), "
+        f"scheme {config.rfm.scheme})"
+    )

@@ -1,4 +1,5 @@
 """``rfm-sync klaviyo ...``: Klaviyo account set-up commands (registered in :mod:`rfm_sync.cli`)."""
+
 from __future__ import annotations
 
 import click
@@ -14,8 +15,12 @@ def klaviyo() -> None:
 
 @klaviyo.command("bootstrap")
 @config_option
-@click.option("--destination", "dest_name", default=None,
-              help="Name of the klaviyo destination to use (default: the only one configured).")
+@click.option(
+    "--destination",
+    "dest_name",
+    default=None,
+    help="Name of the klaviyo destination to use (default: the only one configured).",
+)
 @click.option("--dry-run", is_flag=True, help="List what would be created; create nothing.")
 def bootstrap(config_path: str, dest_name: str | None, dry_run: bool) -> None:
     """Create one segment per RFM group ("Current RFM group equals X"); existing ones are left alone."""
@@ -28,16 +33,19 @@ def bootstrap(config_path: str, dest_name: str | None, dry_run: bool) -> None:
         from ..pipeline import build_destinations
 
     config = load(config_path)
-    candidates = [d for d in config.destinations if isinstance(d, KlaviyoSettings)
-                  and (dest_name is None or d.name == dest_name)]
+    candidates = [
+        d for d in config.destinations if isinstance(d, KlaviyoSettings) and (dest_name is None or d.name == dest_name)
+    ]
     if len(candidates) != 1:
         what = f"named {dest_name!r}" if dest_name else "(use --destination to pick one)" if candidates else ""
-        exit_codes.fail(f"{config_path}: expected one klaviyo destination {what}, found {len(candidates)}",
-                        exit_codes.CONFIG)
+        exit_codes.fail(
+            f"{config_path}: expected one klaviyo destination {what}, found {len(candidates)}", exit_codes.CONFIG
+        )
     dest = next(d for d in build_destinations(config) if d.name == candidates[0].name)
     try:
-        results = bootstrap_segments(dest, engine.group_names(config.rfm), config.properties.current_group,
-                                     dry_run=dry_run)
+        results = bootstrap_segments(
+            dest, engine.group_names(config.rfm), config.properties.current_group, dry_run=dry_run
+        )
     except ConnectorError as exc:
         exit_codes.fail(str(exc), exit_codes.FAILED)
     for r in results:

@@ -1,4 +1,5 @@
 """Commands for running in production: ``daemon``, ``doctor``, ``secrets``. Registered in :mod:`rfm_sync.cli`."""
+
 from __future__ import annotations
 
 import logging
@@ -41,9 +42,12 @@ def daemon(config_path: str) -> None:
 
 @click.command()
 @config_option
-@click.option("--offline", is_flag=True,
-              help="Send nothing over the network: check settings, files and that credentials are set, "
-                   "not that Shopify, BigCommerce, Klaviyo or Meta accept them.")
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Send nothing over the network: check settings, files and that credentials are set, "
+    "not that Shopify, BigCommerce, Klaviyo or Meta accept them.",
+)
 def doctor(config_path: str, offline: bool) -> None:
     """Check the store (and its integrity), every source and destination, their secrets and the
     schedule; print each problem with its fix and exit 1 if there is one."""
@@ -89,8 +93,10 @@ def secrets_set(name: str) -> None:
         click.echo(f"error: {exc}", err=True)
         click.echo(f"  e.g. in a container or systemd unit: {secret_store.env_var_name(name)}=<value>", err=True)
         sys.exit(exit_codes.FAILED)
-    click.echo(f"stored secret {name!r} in the OS keyring "
-               f"(the environment variable {secret_store.env_var_name(name)} overrides it when set)")
+    click.echo(
+        f"stored secret {name!r} in the OS keyring "
+        f"(the environment variable {secret_store.env_var_name(name)} overrides it when set)"
+    )
 
 
 @secrets.command("check")

@@ -4,6 +4,7 @@ They only read the store (no lock: a running daemon is not disturbed) and run in
 :class:`rfm_sync.exit_codes.FaultGroup`, so a store that cannot be opened or an output that
 cannot be written ends in one line and its exit code.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,10 +22,19 @@ from ._common import config_option, day, heavy_imports, load_with_store
 
 @click.command()
 @config_option
-@click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False),
-              help="Write the report as one self-contained HTML page (charts inside; opens with no network) here.")
-@click.option("--since", default=None, metavar="YYYY-MM-DD",
-              help="Show the moves since this day (by the runs' as-of days) first; default the last 30 days.")
+@click.option(
+    "--html",
+    "html_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write the report as one self-contained HTML page (charts inside; opens with no network) here.",
+)
+@click.option(
+    "--since",
+    default=None,
+    metavar="YYYY-MM-DD",
+    help="Show the moves since this day (by the runs' as-of days) first; default the last 30 days.",
+)
 def report(config_path: str, html_path: str | None, since: str | None) -> None:
     """Group sizes now and over time, who moved where, cut points, revenue per group, warnings, last runs."""
     with heavy_imports():
@@ -42,28 +52,56 @@ def report(config_path: str, html_path: str | None, since: str | None) -> None:
         click.echo(f"report written to {written} ({written.stat().st_size / 1e6:.1f} MB)")
         return
     console = tables.console()
-    for table in tables.summary_tables(insight.gather(config, store, since=since_day),
-                                       currency=config.shop.currency or ""):
+    for table in tables.summary_tables(
+        insight.gather(config, store, since=since_day), currency=config.shop.currency or ""
+    ):
         console.print(table)
 
 
 @click.command()
 @config_option
 @click.option("--group", default=None, help="Only customers now in this group.")
-@click.option("--moved-from", "moved_from", default=None,
-              help="Only customers whose previous group (the last different one) is this.")
-@click.option("--since", default=None, metavar="YYYY-MM-DD",
-              help="Only customers whose group changed (or was cleared) on or after this day (shop time zone).")
-@click.option("--cleared", is_flag=True,
-              help="Only customers without a group because none of their orders qualifies (cleared, or never had one).")
-@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "csv", "json"]),
-              help="table (the first --limit rows), or every row as CSV or JSON lines on stdout.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
-              help="Rows shown in table format.")
-@click.option("--show-emails", is_flag=True,
-              help="Full email addresses (in the email column and in email: keys); masked (j***@example.com) without it.")
-def customers(config_path: str, group: str | None, moved_from: str | None, since: str | None, cleared: bool,
-              fmt: str, limit: int, show_emails: bool) -> None:
+@click.option(
+    "--moved-from",
+    "moved_from",
+    default=None,
+    help="Only customers whose previous group (the last different one) is this.",
+)
+@click.option(
+    "--since",
+    default=None,
+    metavar="YYYY-MM-DD",
+    help="Only customers whose group changed (or was cleared) on or after this day (shop time zone).",
+)
+@click.option(
+    "--cleared",
+    is_flag=True,
+    help="Only customers without a group because none of their orders qualifies (cleared, or never had one).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    default="table",
+    show_default=True,
+    type=click.Choice(["table", "csv", "json"]),
+    help="table (the first --limit rows), or every row as CSV or JSON lines on stdout.",
+)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="Rows shown in table format.")
+@click.option(
+    "--show-emails",
+    is_flag=True,
+    help="Full email addresses (in the email column and in email: keys); masked (j***@example.com) without it.",
+)
+def customers(
+    config_path: str,
+    group: str | None,
+    moved_from: str | None,
+    since: str | None,
+    cleared: bool,
+    fmt: str,
+    limit: int,
+    show_emails: bool,
+) -> None:
     """Who is where: recency, frequency, monetary, scores, group, previous group and when it changed.
     Emails are masked unless --show-emails: a listing is easily pasted or mailed on."""
     with heavy_imports():
@@ -77,13 +115,17 @@ def customers(config_path: str, group: str | None, moved_from: str | None, since
     known = engine.group_names(config.rfm)
     for option, name in (("--group", group), ("--moved-from", moved_from)):
         if name is not None and name not in known:
-            exit_codes.fail(f"{option}: no group {name!r} in scheme {config.rfm.scheme} (groups: "
-                            f"{', '.join(known)})", exit_codes.CONFIG)
+            exit_codes.fail(
+                f"{option}: no group {name!r} in scheme {config.rfm.scheme} (groups: {', '.join(known)})",
+                exit_codes.CONFIG,
+            )
     if cleared and group is not None:
-        exit_codes.fail("--cleared lists customers without a group; it cannot be combined with --group",
-                        exit_codes.CONFIG)
-    frame, basis = lookup.list_customers(config, store, group=group, moved_from=moved_from, since=since_day,
-                                         cleared=True if cleared else None)
+        exit_codes.fail(
+            "--cleared lists customers without a group; it cannot be combined with --group", exit_codes.CONFIG
+        )
+    frame, basis = lookup.list_customers(
+        config, store, group=group, moved_from=moved_from, since=since_day, cleared=True if cleared else None
+    )
     rows = lookup.records(frame)
     if not show_emails:
         from ..insight import mask_email, mask_text
@@ -110,9 +152,18 @@ def customers(config_path: str, group: str | None, moved_from: str | None, since
     for col in ("customer", "email", "group", "previous", "changed (UTC)", "days", "orders", "spend", "RFM", "status"):
         table.add_column(col, justify="right" if col in ("days", "orders", "spend") else "left")
     for r in rows[:limit]:
-        table.add_row(r["customer_key"], r["email"] or "", r["group"] or "–", r["previous_group"] or "–",
-                      (r["group_changed_at"] or "")[:16].replace("T", " "), _cell(r["recency_days"]),
-                      _cell(r["frequency"]), r["monetary"] or "", r["rfm_score"] or "", r["status"])
+        table.add_row(
+            r["customer_key"],
+            r["email"] or "",
+            r["group"] or "–",
+            r["previous_group"] or "–",
+            (r["group_changed_at"] or "")[:16].replace("T", " "),
+            _cell(r["recency_days"]),
+            _cell(r["frequency"]),
+            r["monetary"] or "",
+            r["rfm_score"] or "",
+            r["status"],
+        )
     console = tables.console()
     console.print(table)
     if len(rows) > limit:
@@ -145,8 +196,9 @@ def explanation_lines(e) -> list[str]:
     head = f"customer {e.customer_key}" + (f" ({e.email})" if e.email else "")
     lines = [head]
     if e.status != "scored":
-        was = (f", cleared from {e.previous_group}" if e.previous_group else "") + \
-              (f" at {e.changed_at.isoformat(timespec='seconds')}" if e.changed_at else "")
+        was = (f", cleared from {e.previous_group}" if e.previous_group else "") + (
+            f" at {e.changed_at.isoformat(timespec='seconds')}" if e.changed_at else ""
+        )
         lines.append(f"  no group ({e.status}{was})")
         if e.orders:
             lines.append("  their stored orders: " + ", ".join(f"{n} {kind}" for kind, n in sorted(e.orders.items())))

@@ -8,6 +8,7 @@ the same event is still recognised (it is pruned after ``keep_events_days`` like
 
 Neither bodies nor headers are ever printed: they carry customer data. Registered in :mod:`rfm_sync.cli`.
 """
+
 from __future__ import annotations
 
 import sys
@@ -48,8 +49,7 @@ def events_table(events: list[EventSummary], title: str) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1))
     for col in ("id", "source", "topic", "status", "received", "tries"):
         fixed = col in ("id", "status", "received", "tries")
-        table.add_column(col, justify="right" if col in ("id", "tries") else "left", no_wrap=fixed,
-                         overflow="fold")
+        table.add_column(col, justify="right" if col in ("id", "tries") else "left", no_wrap=fixed, overflow="fold")
     table.add_column("error", overflow="fold", ratio=1)
     for e in events:
         table.add_row(str(e.id), e.source, e.topic, e.status, _when(e.received_at), str(e.attempts), e.error or "")
@@ -58,9 +58,12 @@ def events_table(events: list[EventSummary], title: str) -> Table:
 
 @webhooks.command("list")
 @config_option
-@click.option("--status", type=click.Choice(STATUSES), default=None,
-              help="Only events with this status (default: all).")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="At most this many, newest first.")
+@click.option(
+    "--status", type=click.Choice(STATUSES), default=None, help="Only events with this status (default: all)."
+)
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(min=1), help="At most this many, newest first."
+)
 def list_events(config_path: str, status: str | None, limit: int) -> None:
     """Show stored webhook events (newest first) with their status, tries and error; never their bodies."""
     from .. import report

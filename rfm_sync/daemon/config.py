@@ -2,6 +2,7 @@
 
 Each key is documented in ``config.example.toml``. Times of day are in the ``[shop]`` time zone.
 """
+
 from __future__ import annotations
 
 import re
@@ -78,8 +79,10 @@ class DaemonConfig(_Section):
     @model_validator(mode="after")
     def _heartbeat_shorter(self) -> "DaemonConfig":
         if self.heartbeat_seconds * 2 > self.lock_expire_seconds:
-            raise ValueError(f"lock_expire_seconds ({self.lock_expire_seconds}) must be at least twice "
-                             f"heartbeat_seconds ({self.heartbeat_seconds})")
+            raise ValueError(
+                f"lock_expire_seconds ({self.lock_expire_seconds}) must be at least twice "
+                f"heartbeat_seconds ({self.heartbeat_seconds})"
+            )
         return self
 
 

@@ -3,6 +3,7 @@
 Not ready (503) before the first success, when the last success is older than ``max_age``, and on a
 standby daemon (another one holds the store's lock).
 """
+
 from __future__ import annotations
 
 import threading
@@ -51,8 +52,11 @@ class Health:
                     body.update(status="starting", reason="no successful cycle yet")
                 return False, body
             if now - self.last_success > self.max_age:
-                body.update(status="stale", reason=f"last successful cycle is older than {self.max_age}",
-                            last_error=self.last_error)
+                body.update(
+                    status="stale",
+                    reason=f"last successful cycle is older than {self.max_age}",
+                    last_error=self.last_error,
+                )
                 return False, body
             if self.last_failure is not None and self.last_failure > self.last_success:
                 # still ready (a destination outage must not take the webhook listener out of service),

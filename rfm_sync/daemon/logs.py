@@ -6,6 +6,7 @@ Email addresses in messages and fields are masked (``j***@example.com``, :mod:`r
 fields whose name says they hold a credential are replaced by ``***``. Secrets are
 :class:`~rfm_sync.secrets.Secret` objects, whose ``repr`` never shows the value.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,12 @@ def fields(record: logging.LogRecord) -> dict[str, Any]:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-               "level": record.levelname, "logger": record.name, "msg": mask(record.getMessage())}
+        out = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": mask(record.getMessage()),
+        }
         out.update(fields(record))
         if record.exc_info:
             out["exception"] = mask(self.formatException(record.exc_info))
@@ -53,7 +58,9 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         extra = " ".join(f"{k}={json.dumps(v, default=str, ensure_ascii=False)}" for k, v in fields(record).items())
-        line = f"{when} {record.levelname:<7} {record.name}: {mask(record.getMessage())}" + (f"  {extra}" if extra else "")
+        line = f"{when} {record.levelname:<7} {record.name}: {mask(record.getMessage())}" + (
+            f"  {extra}" if extra else ""
+        )
         if record.exc_info:
             line += "\n" + mask(self.formatException(record.exc_info))
         return line

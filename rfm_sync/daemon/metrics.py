@@ -6,6 +6,7 @@ status, 0 included, for every configured destination: an alert on ``rfm_sync_out
 "dead"} > 0`` or on its increase needs a series that exists before the first dead row, and a series
 that vanishes when its count drops to 0 reads as "no data", not as "none".
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,11 @@ class _StoreCollector:
         from ..store import outbox
         from ..store import webhooks as webhook_store
 
-        backlog = GaugeMetricFamily("rfm_sync_outbox_rows", "Outbox rows by destination and status "
-                                    "(pending = backlog, dead = gave up)", labels=["destination", "status"])
+        backlog = GaugeMetricFamily(
+            "rfm_sync_outbox_rows",
+            "Outbox rows by destination and status (pending = backlog, dead = gave up)",
+            labels=["destination", "status"],
+        )
         events = GaugeMetricFamily("rfm_sync_webhook_events", "Stored webhook events by status", labels=["status"])
         try:
             rows = outbox.backlog(store)
@@ -60,27 +64,38 @@ class Metrics:
         self.store: Any = None
         self.destinations: list[str] = []  # configured destinations: their outbox series exist from the start
         self.cycles = Counter("rfm_sync_cycles", "Cycles run, by job and outcome", ["job", "status"], registry=r)
-        self.cycle_seconds = Histogram("rfm_sync_cycle_duration_seconds", "Wall time of a cycle", ["job"],
-                                       buckets=SECONDS, registry=r)
-        self.step_seconds = Histogram("rfm_sync_step_duration_seconds", "Wall time of a cycle step", ["step"],
-                                      buckets=SECONDS, registry=r)
+        self.cycle_seconds = Histogram(
+            "rfm_sync_cycle_duration_seconds", "Wall time of a cycle", ["job"], buckets=SECONDS, registry=r
+        )
+        self.step_seconds = Histogram(
+            "rfm_sync_step_duration_seconds", "Wall time of a cycle step", ["step"], buckets=SECONDS, registry=r
+        )
         self.orders_pulled = Counter("rfm_sync_orders_pulled", "Orders stored, by source", ["source"], registry=r)
-        self.quarantined = Counter("rfm_sync_rows_quarantined", "Unreadable records set aside", ["source"],
-                                   registry=r)
-        self.pushed = Counter("rfm_sync_profiles_pushed", "Profile updates accepted, by destination",
-                              ["destination"], registry=r)
-        self.push_failed = Counter("rfm_sync_profiles_failed", "Profile updates refused, by destination",
-                                   ["destination"], registry=r)
-        self.api_errors = Counter("rfm_sync_api_errors", "Connector errors that stopped a pull or push",
-                                  ["connector"], registry=r)
-        self.api_retries = Counter("rfm_sync_api_retries", "HTTP retries after throttling (429) or transient "
-                                   "errors, by connector", ["connector"], registry=r)
-        self.webhooks = Counter("rfm_sync_webhooks", "Webhook requests by source and outcome",
-                                ["source", "outcome"], registry=r)
-        self.customers = Gauge("rfm_sync_customers", "Customers per RFM group after the last cycle", ["group"],
-                               registry=r)
-        self.last_success = Gauge("rfm_sync_last_success_timestamp_seconds",
-                                  "Unix time of the last successful cycle", registry=r)
+        self.quarantined = Counter("rfm_sync_rows_quarantined", "Unreadable records set aside", ["source"], registry=r)
+        self.pushed = Counter(
+            "rfm_sync_profiles_pushed", "Profile updates accepted, by destination", ["destination"], registry=r
+        )
+        self.push_failed = Counter(
+            "rfm_sync_profiles_failed", "Profile updates refused, by destination", ["destination"], registry=r
+        )
+        self.api_errors = Counter(
+            "rfm_sync_api_errors", "Connector errors that stopped a pull or push", ["connector"], registry=r
+        )
+        self.api_retries = Counter(
+            "rfm_sync_api_retries",
+            "HTTP retries after throttling (429) or transient errors, by connector",
+            ["connector"],
+            registry=r,
+        )
+        self.webhooks = Counter(
+            "rfm_sync_webhooks", "Webhook requests by source and outcome", ["source", "outcome"], registry=r
+        )
+        self.customers = Gauge(
+            "rfm_sync_customers", "Customers per RFM group after the last cycle", ["group"], registry=r
+        )
+        self.last_success = Gauge(
+            "rfm_sync_last_success_timestamp_seconds", "Unix time of the last successful cycle", registry=r
+        )
         r.register(_StoreCollector(self))
         self._retries_seen: dict[int, int] = {}
 

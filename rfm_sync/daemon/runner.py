@@ -18,6 +18,7 @@
 * **Reload.** SIGHUP, or a change of the config file, loads the config again; an invalid one is
   logged with its problems and the running config is kept.
 """
+
 from __future__ import annotations
 
 import logging
@@ -126,22 +127,31 @@ class Daemon:
 
     def _build(self, config: Config) -> tuple[Pipeline, list[Any], dict[str, Any]]:
         sources, destinations = build_sources(config), build_destinations(config)
-        pipeline = Pipeline(config, self.store, sources=[StoppableSource(s, self.stop_event) for s in sources],
-                            destinations=[StoppableDestination(FencedDestination(d, self._confirm_lock), self.stop_event)
-                                          for d in destinations])
+        pipeline = Pipeline(
+            config,
+            self.store,
+            sources=[StoppableSource(s, self.stop_event) for s in sources],
+            destinations=[
+                StoppableDestination(FencedDestination(d, self._confirm_lock), self.stop_event) for d in destinations
+            ],
+        )
         hooks = {s.name: s for s in sources if isinstance(s, WebhookSource)}
         return pipeline, [*sources, *destinations], hooks
 
     def _jobs(self) -> scheduler.Jobs:
-        return scheduler.Jobs(incremental=self._guarded("incremental", lambda: self._cycle("incremental")),
-                              full=self._guarded("full", lambda: self._cycle("full")),
-                              recalibrate=self._guarded("recalibrate", self._recalibrate),
-                              webhooks=self._guarded("webhooks", self._process_webhooks))
+        return scheduler.Jobs(
+            incremental=self._guarded("incremental", lambda: self._cycle("incremental")),
+            full=self._guarded("full", lambda: self._cycle("full")),
+            recalibrate=self._guarded("recalibrate", self._recalibrate),
+            webhooks=self._guarded("webhooks", self._process_webhooks),
+        )
 
     def _schedule(self) -> None:
         ids = scheduler.add_jobs(self.scheduler, self.config, self._jobs(), now=utcnow())
-        log.info("jobs scheduled", extra={"jobs": {j.id: j.next_run_time.isoformat()
-                                                     for j in self.scheduler.get_jobs() if j.id in ids}})
+        log.info(
+            "jobs scheduled",
+            extra={"jobs": {j.id: j.next_run_time.isoformat() for j in self.scheduler.get_jobs() if j.id in ids}},
+        )
 
     # ------------------------------------------------------------------ jobs
     def _guarded(self, name: str, fn: Callable[[], None]) -> Callable[[], None]:
@@ -149,8 +159,11 @@ class Daemon:
             if self.stop_event.is_set() or not self.has_lock:
                 return
             if not self.cycle_lock.acquire(blocking=False):
-                log.log(logging.DEBUG if name == "webhooks" else logging.INFO,
-                        "job skipped: another cycle is running", extra={"job": name})
+                log.log(
+                    logging.DEBUG if name == "webhooks" else logging.INFO,
+                    "job skipped: another cycle is running",
+                    extra={"job": name},
+                )
                 return
             try:
                 fn()
@@ -159,6 +172,7 @@ class Daemon:
                 self.health.failed(f"{name}: {type(exc).__name__}")
             finally:
                 self.cycle_lock.release()
+
         return run
 
     def _cycle(self, job: str) -> None:
@@ -182,12 +196,24 @@ class Daemon:
             self.metrics.last_success.set(time.time())
         elif status == "partial":
             self.health.failed("; ".join(report.errors))
-        log.info("cycle done", extra={"job": job, "run": report.run_id, "status": status,
-                                      "seconds": round(seconds, 3), "pulled": report.pulled,
-                                      "quarantined": len(report.quarantined), "scored": report.scored,
-                                      "changed": report.changed, "cleared": report.cleared,
-                                      "pushed": report.pushed, "failed": report.failed,
-                                      "errors": report.errors, "durations": report.durations})
+        log.info(
+            "cycle done",
+            extra={
+                "job": job,
+                "run": report.run_id,
+                "status": status,
+                "seconds": round(seconds, 3),
+                "pulled": report.pulled,
+                "quarantined": len(report.quarantined),
+                "scored": report.scored,
+                "changed": report.changed,
+                "cleared": report.cleared,
+                "pushed": report.pushed,
+                "failed": report.failed,
+                "errors": report.errors,
+                "durations": report.durations,
+            },
+        )
 
     def _recalibrate(self) -> None:
         from ..calibration import recalibrate
@@ -195,13 +221,20 @@ class Daemon:
         as_of = self.config.today()
         result = recalibrate(self.config, self.store, as_of)
         if result.get("frozen") is False and result.get("population") is not None:  # too few customers
-            log.warning("cut points not frozen: too few customers with an order in the window; every cycle "
-                        "computes its own until the shop has more",
-                        extra={"as_of": as_of.isoformat(), "customers": result["population"],
-                               "min_calibration_customers": self.config.rfm.min_calibration_customers})
+            log.warning(
+                "cut points not frozen: too few customers with an order in the window; every cycle "
+                "computes its own until the shop has more",
+                extra={
+                    "as_of": as_of.isoformat(),
+                    "customers": result["population"],
+                    "min_calibration_customers": self.config.rfm.min_calibration_customers,
+                },
+            )
             return
-        log.info("cut points recalibrated; the next cycle scores with them",
-                 extra={"as_of": as_of.isoformat(), "cut_points": result.get("cut_points")})
+        log.info(
+            "cut points recalibrated; the next cycle scores with them",
+            extra={"as_of": as_of.isoformat(), "cut_points": result.get("cut_points")},
+        )
 
     def _process_webhooks(self) -> None:
         """Turn the pending events into one rescore of their customers.
@@ -223,27 +256,38 @@ class Daemon:
                 parsed[event.id] = self._orders_of(event)
             except RetryableError as exc:
                 later[event.id] = reason(exc)
-                log.warning("webhook event kept for later", extra={"event": event.id, "source": event.source,
-                                                                   "attempt": event.attempts + 1, "error": str(exc)})
+                log.warning(
+                    "webhook event kept for later",
+                    extra={"event": event.id, "source": event.source, "attempt": event.attempts + 1, "error": str(exc)},
+                )
             except Exception as exc:  # noqa: BLE001 - any unreadable event is set aside, never the batch
                 failed[event.id] = reason(exc)
-                log.warning("webhook event failed", extra={"event": event.id, "source": event.source,
-                                                           "error": loggable(exc)})
+                log.warning(
+                    "webhook event failed", extra={"event": event.id, "source": event.source, "error": loggable(exc)}
+                )
         started = time.perf_counter()
         done, reports = self._rescore(parsed, later)
         webhook_store.finish(self.store, done, failed)
         given_up = webhook_store.postpone(self.store, later, max_attempts=self.config.webhooks.max_attempts)
         if given_up:
-            log.error("webhook events failed after max_attempts tries; see `rfm-sync webhooks list --status failed`",
-                      extra={"events": given_up, "max_attempts": self.config.webhooks.max_attempts})
+            log.error(
+                "webhook events failed after max_attempts tries; see `rfm-sync webhooks list --status failed`",
+                extra={"events": given_up, "max_attempts": self.config.webhooks.max_attempts},
+            )
         seconds = time.perf_counter() - started
         for report in reports:
             self.metrics.observe_cycle("webhooks", report, seconds / len(reports), report.status)
         webhook_store.prune(self.store, utcnow() - timedelta(days=self.config.webhooks.keep_events_days))
-        log.info("webhook events processed", extra={"events": len(done), "failed": len(failed) + len(given_up),
-                                                    "later": len(later) - len(given_up),
-                                                    "orders": sum(len(parsed[e]) for e in done),
-                                                    "changed": sum(r.changed for r in reports)})
+        log.info(
+            "webhook events processed",
+            extra={
+                "events": len(done),
+                "failed": len(failed) + len(given_up),
+                "later": len(later) - len(given_up),
+                "orders": sum(len(parsed[e]) for e in done),
+                "changed": sum(r.changed for r in reports),
+            },
+        )
 
     def _orders_of(self, event: webhook_store.WebhookEvent) -> list[Order]:
         """The orders of one event, each checked to fit the store; raises when it cannot be read."""
@@ -288,8 +332,10 @@ class Daemon:
         try:
             return self.pipeline.rescore_orders(orders)
         except Exception as exc:
-            log.error("webhook rescore failed; its events are kept for a later try",
-                      extra={"events": events, "error": loggable(exc)})
+            log.error(
+                "webhook rescore failed; its events are kept for a later try",
+                extra={"events": events, "error": loggable(exc)},
+            )
             self.health.failed(f"webhooks: rescore failed: {type(exc).__name__}")
             raise
 
@@ -312,8 +358,10 @@ class Daemon:
         if self.has_lock:
             if self.lock.heartbeat():
                 return
-            log.error("lost the store lock (our heartbeat was too late and another process took over); "
-                      "standing by", extra={"holder": self.holder})
+            log.error(
+                "lost the store lock (our heartbeat was too late and another process took over); standing by",
+                extra={"holder": self.holder},
+            )
             self.has_lock = False
             self.scheduler.remove_all_jobs()
         other = self.lock.acquire()
@@ -324,9 +372,14 @@ class Daemon:
             return
         self.health.standby = f"lock held by {other.holder} since {other.acquired_at.isoformat()}"
         if self._told is None or self._told.holder != other.holder:
-            log.warning("another process holds the store lock (a daemon, run or recalibrate); standing by (no cycles)",
-                        extra={"holder": other.holder, "since": other.acquired_at.isoformat(),
-                               "heartbeat_at": other.heartbeat_at.isoformat()})
+            log.warning(
+                "another process holds the store lock (a daemon, run or recalibrate); standing by (no cycles)",
+                extra={
+                    "holder": other.holder,
+                    "since": other.acquired_at.isoformat(),
+                    "heartbeat_at": other.heartbeat_at.isoformat(),
+                },
+            )
             self._told = other
 
     # ------------------------------------------------------------------ reload
@@ -334,18 +387,22 @@ class Daemon:
         try:
             config = load_config(self.config_path)
         except ConfigError as exc:
-            log.error("config reload rejected; keeping the running config",
-                      extra={"why": why, "problems": exc.problems})
+            log.error(
+                "config reload rejected; keeping the running config", extra={"why": why, "problems": exc.problems}
+            )
             return False
         if config.store.url != self.config.store.url:
-            log.error("config reload rejected: store.url changed; restart the daemon to switch stores",
-                      extra={"why": why})
+            log.error(
+                "config reload rejected: store.url changed; restart the daemon to switch stores", extra={"why": why}
+            )
             return False
         try:
             pipeline, raw, hooks = self._build(config)
         except Exception as exc:
-            log.error("config reload rejected: cannot build connectors; keeping the running config",
-                      extra={"why": why, "error": f"{type(exc).__name__}: {exc}"})
+            log.error(
+                "config reload rejected: cannot build connectors; keeping the running config",
+                extra={"why": why, "error": f"{type(exc).__name__}: {exc}"},
+            )
             return False
         if not self.cycle_lock.acquire(timeout=2):  # keep heartbeating while a long cycle runs
             if self._deferred is None:
@@ -382,8 +439,10 @@ class Daemon:
             return
         assert self.routes is not None
         self.listener = Listener(d.http_host, d.http_port, self.routes).start()
-        log.info("listening", extra={"host": d.http_host, "port": self.listener.port,
-                                     "webhooks": self.config.webhooks.enabled})
+        log.info(
+            "listening",
+            extra={"host": d.http_host, "port": self.listener.port, "webhooks": self.config.webhooks.enabled},
+        )
 
     def _stop_listener(self) -> None:
         if self.listener is not None:
@@ -419,11 +478,12 @@ class Daemon:
         if last is not None and last["status"] == "ok" and last.get("finished_at"):
             self.health.succeeded(last["finished_at"])
             self.metrics.last_success.set(last["finished_at"].timestamp())
-        self.routes = Routes(store=self.store, metrics=self.metrics, health=self.health,
-                             on_event=self._webhook_arrived)
+        self.routes = Routes(store=self.store, metrics=self.metrics, health=self.health, on_event=self._webhook_arrived)
         self._update_routes(hooks)
         self._start_listener()
-        self.lock = StoreLock(self.store, self.holder, name=WRITER, expire_seconds=self.config.daemon.lock_expire_seconds)
+        self.lock = StoreLock(
+            self.store, self.holder, name=WRITER, expire_seconds=self.config.daemon.lock_expire_seconds
+        )
         self.scheduler.start()
         log.info("daemon started", extra={"holder": self.holder, "config": str(self.config_path)})
 
@@ -432,8 +492,9 @@ class Daemon:
         self.start()
         last_beat = 0.0
         while not self.stop_event.is_set():
-            if time.monotonic() - last_beat >= (self.config.daemon.heartbeat_seconds if self.has_lock else
-                                                min(self.config.daemon.heartbeat_seconds, 5)):
+            if time.monotonic() - last_beat >= (
+                self.config.daemon.heartbeat_seconds if self.has_lock else min(self.config.daemon.heartbeat_seconds, 5)
+            ):
                 try:
                     self._hold_lock()
                 except Exception as exc:  # the store may be briefly unavailable
@@ -460,9 +521,11 @@ class Daemon:
         finished = self.cycle_lock.acquire(timeout=self.config.daemon.shutdown_timeout_seconds)
         if not finished:
             self.abandoned = True
-            log.warning("cycle still running at the shutdown timeout: abandoning it; unacknowledged outbox "
-                        "rows are sent by the next cycle",
-                        extra={"timeout": self.config.daemon.shutdown_timeout_seconds})
+            log.warning(
+                "cycle still running at the shutdown timeout: abandoning it; unacknowledged outbox "
+                "rows are sent by the next cycle",
+                extra={"timeout": self.config.daemon.shutdown_timeout_seconds},
+            )
         self._stop_listener()
         if self.has_lock and self.lock is not None:
             try:

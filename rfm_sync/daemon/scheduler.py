@@ -13,6 +13,7 @@ Every job has ``coalesce=True`` (runs missed while the process was asleep or bus
 ``misfire_grace_time`` from the config, and ``max_instances=1`` (a job never overlaps itself). The
 callables themselves are the daemon's; this module only decides *when*.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,8 +49,9 @@ def triggers(config: Config, first_run: datetime, webhooks_first_run: datetime |
     first webhook run (default ``first_run``)."""
     sched, zone = config.schedule, config.shop.zone
     out: dict[str, BaseTrigger] = {
-        "incremental": IntervalTrigger(minutes=sched.incremental_every_minutes, start_date=first_run,
-                                       timezone=timezone.utc),
+        "incremental": IntervalTrigger(
+            minutes=sched.incremental_every_minutes, start_date=first_run, timezone=timezone.utc
+        ),
     }
     if sched.full_time is not None:
         hour, minute = sched.full_time
@@ -57,8 +59,11 @@ def triggers(config: Config, first_run: datetime, webhooks_first_run: datetime |
     if sched.recalibrate_cron:
         out["recalibrate"] = CronTrigger.from_crontab(sched.recalibrate_cron, timezone=zone)
     if config.webhooks.enabled:
-        out["webhooks"] = IntervalTrigger(seconds=config.webhooks.process_every_seconds,
-                                          start_date=webhooks_first_run or first_run, timezone=timezone.utc)
+        out["webhooks"] = IntervalTrigger(
+            seconds=config.webhooks.process_every_seconds,
+            start_date=webhooks_first_run or first_run,
+            timezone=timezone.utc,
+        )
     return out
 
 
@@ -67,8 +72,10 @@ def first_runs(config: Config, now: datetime) -> tuple[datetime, datetime]:
     interval of each job later (the webhook job does not wait for the incremental interval)."""
     if config.schedule.run_at_start:
         return now, now
-    return (now + timedelta(minutes=config.schedule.incremental_every_minutes),
-            now + timedelta(seconds=config.webhooks.process_every_seconds))
+    return (
+        now + timedelta(minutes=config.schedule.incremental_every_minutes),
+        now + timedelta(seconds=config.webhooks.process_every_seconds),
+    )
 
 
 def add_jobs(scheduler: BaseScheduler, config: Config, jobs: Jobs, *, now: datetime) -> list[str]:
@@ -83,8 +90,17 @@ def add_jobs(scheduler: BaseScheduler, config: Config, jobs: Jobs, *, now: datet
             continue
         start = webhooks_first if job_id == "webhooks" else first
         extra = {"next_run_time": start} if isinstance(trigger, IntervalTrigger) else {}
-        scheduler.add_job(func, trigger, id=job_id, name=job_id, coalesce=True, max_instances=1,
-                          misfire_grace_time=sched.misfire_grace_seconds, replace_existing=True, **extra)
+        scheduler.add_job(
+            func,
+            trigger,
+            id=job_id,
+            name=job_id,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=sched.misfire_grace_seconds,
+            replace_existing=True,
+            **extra,
+        )
         added.append(job_id)
     return added
 
@@ -93,7 +109,9 @@ def next_runs(config: Config, now: datetime) -> dict[str, datetime]:
     """The next fire time of each scheduled job after ``now`` (for `doctor` and logs)."""
     out = {}
     later = now + timedelta(minutes=config.schedule.incremental_every_minutes)
-    for job_id, trigger in triggers(config, later, now + timedelta(seconds=config.webhooks.process_every_seconds)).items():
+    for job_id, trigger in triggers(
+        config, later, now + timedelta(seconds=config.webhooks.process_every_seconds)
+    ).items():
         moment = trigger.get_next_fire_time(None, now)
         if moment is not None:
             out[job_id] = moment

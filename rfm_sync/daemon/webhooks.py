@@ -14,6 +14,7 @@ A webhook is handled in this order, and answered within milliseconds:
 5. 200 ``queued``. The daemon's ``webhooks`` job later parses the orders and rescores their customers
    (an event it cannot read is marked failed there, not here: a verified event is always stored).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,8 +69,11 @@ def topic_of(headers: Mapping[str, str], body: bytes) -> str:
 
 
 def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items()
-            if (k.startswith(KEPT_HEADER_PREFIXES) or k == "content-type") and not CREDENTIAL_HEADER.search(k)}
+    return {
+        k: v
+        for k, v in headers.items()
+        if (k.startswith(KEPT_HEADER_PREFIXES) or k == "content-type") and not CREDENTIAL_HEADER.search(k)
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -145,8 +149,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, {"error": "invalid signature"})
             return "unauthorized"
         try:
-            fresh = webhook_store.record(routes.store, name, event_id(headers, body), topic_of(headers, body),
-                                         kept_headers(headers), body)
+            fresh = webhook_store.record(
+                routes.store, name, event_id(headers, body), topic_of(headers, body), kept_headers(headers), body
+            )
         except Exception as exc:
             log.error("webhook not stored", extra={"source": name, "error": type(exc).__name__})
             self._send(503, {"error": "try again"})  # the shop retries
@@ -166,8 +171,9 @@ class Listener:
         self.server.daemon_threads = True
         self.host = host
         self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.5},
-                                        name="http", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.5}, name="http", daemon=True
+        )
 
     def start(self) -> "Listener":
         self._thread.start()

@@ -19,6 +19,7 @@ errors in :mod:`.errors`. Heavy modules are imported where they are used: import
 loads SQLAlchemy, opening one alembic, and pandas comes only with the bulk reads and writes that
 need it (``rfm-sync status`` never loads it).
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -55,7 +56,7 @@ def make_url(url: str, base_dir: Path) -> str:
     """Make a relative ``sqlite:///file`` path relative to ``base_dir`` (the config's folder)."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-        return prefix + str((base_dir / url[len(prefix):]).resolve())
+        return prefix + str((base_dir / url[len(prefix) :]).resolve())
     return url
 
 
@@ -74,7 +75,7 @@ class Store:
         where = where_of(url)
         try:
             if url.startswith("sqlite:///"):
-                Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+                Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
             engine = sa.create_engine(url, future=True)
             if engine.dialect.name == "sqlite":
                 sa.event.listen(engine, "connect", _sqlite_pragmas)
@@ -131,6 +132,10 @@ class Store:
             return None
         with self.engine.connect() as conn:
             rows = conn.exec_driver_sql(f"PRAGMA quick_check({int(limit)})").scalars().all()
-        lines = [line for row in rows for line in str(row).splitlines()
-                 if line.strip() and not line.startswith("*** in database")]
+        lines = [
+            line
+            for row in rows
+            for line in str(row).splitlines()
+            if line.strip() and not line.startswith("*** in database")
+        ]
         return [] if lines == ["ok"] else lines[:limit]

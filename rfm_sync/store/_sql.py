@@ -8,6 +8,7 @@ chunk; other databases go through SQLAlchemy Core with the same rows.
 pandas and numpy are imported inside the functions that use them, so opening the store and the
 queries of ``rfm-sync status`` do not load them.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -59,9 +60,13 @@ def plain_rows(conn: Connection, query: sa.Select) -> tuple[list[str], list[tupl
     if is_sqlite(conn):
         compiled = query.compile(conn, compile_kwargs={"render_postcompile": True})
         params = compiled.construct_params()
-        cursor = conn.connection.driver_connection.execute(str(compiled), tuple(
-            sqlite_time(params[name]) if isinstance(params[name], datetime) else params[name]
-            for name in compiled.positiontup or ()))
+        cursor = conn.connection.driver_connection.execute(
+            str(compiled),
+            tuple(
+                sqlite_time(params[name]) if isinstance(params[name], datetime) else params[name]
+                for name in compiled.positiontup or ()
+            ),
+        )
         return [d[0] for d in cursor.description], cursor.fetchall()
     result = conn.execute(query)
     return list(result.keys()), [tuple(r) for r in result]
@@ -74,7 +79,7 @@ def select_frame(store: Store, table: sa.Table, columns: list[str], keys: Iterab
     cols = [table.c[c] for c in columns]
     out = []
     with store.engine.connect() as conn:
-        chunks = [None] if keys is None else [list(keys)[i:i + CHUNK] for i in range(0, len(list(keys)), CHUNK)]
+        chunks = [None] if keys is None else [list(keys)[i : i + CHUNK] for i in range(0, len(list(keys)), CHUNK)]
         for chunk in chunks:
             query = sa.select(*cols)
             if chunk is not None:
@@ -104,4 +109,4 @@ def executemany(conn: Connection, sql: str, frame: pd.DataFrame) -> None:
             values = [None if v is None or v != v else v for v in values]
         columns.append(values)
     for i in range(0, len(frame), CHUNK):
-        conn.exec_driver_sql(sql, list(zip(*(c[i:i + CHUNK] for c in columns))))
+        conn.exec_driver_sql(sql, list(zip(*(c[i : i + CHUNK] for c in columns))))

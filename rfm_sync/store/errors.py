@@ -10,34 +10,64 @@ Every kind below comes from a real fault: a folder or file without write permiss
 that is not a database, a damaged database, a store migrated by a newer rfm-sync, a full disk, a
 store locked by another program for longer than the busy timeout.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 # (fragment of the driver's message, what it means, what to do)
 KINDS: list[tuple[str, str, str]] = [
-    ("unable to open database file", "cannot open or create the store file",
-     "check that the folder exists and is writable by this user"),
-    ("readonly database", "the store file is read-only",
-     "give this user write permission on the store file and its folder"),
-    ("file is not a database", "the file is not an rfm-sync store (or is damaged)",
-     "point [store] url at the right file, or restore it from a backup"),
-    ("database disk image is malformed", "the store file is damaged",
-     "restore it from a backup; `rfm-sync doctor` runs an integrity check"),
-    ("disk is full", "the disk holding the store is full",
-     "free space on that disk; nothing was half-written (the last transaction was rolled back)"),
-    ("disk i/o error", "the disk holding the store failed to read or write",
-     "check the disk; nothing was half-written (the last transaction was rolled back)"),
-    ("database is locked", "another program kept the store locked too long",
-     "stop the other program using this store file, then retry"),
-    ("can't locate revision", "the store was written by a newer rfm-sync",
-     "upgrade rfm-sync to the version that wrote it (or use a store of this version)"),
-    ("could not connect to server", "cannot reach the database server",
-     "check [store] url and that the server is running"),
-    ("connection refused", "cannot reach the database server",
-     "check [store] url and that the server is running"),
-    ("password authentication failed", "the database server refused the credentials",
-     "check the user and password in [store] url"),
+    (
+        "unable to open database file",
+        "cannot open or create the store file",
+        "check that the folder exists and is writable by this user",
+    ),
+    (
+        "readonly database",
+        "the store file is read-only",
+        "give this user write permission on the store file and its folder",
+    ),
+    (
+        "file is not a database",
+        "the file is not an rfm-sync store (or is damaged)",
+        "point [store] url at the right file, or restore it from a backup",
+    ),
+    (
+        "database disk image is malformed",
+        "the store file is damaged",
+        "restore it from a backup; `rfm-sync doctor` runs an integrity check",
+    ),
+    (
+        "disk is full",
+        "the disk holding the store is full",
+        "free space on that disk; nothing was half-written (the last transaction was rolled back)",
+    ),
+    (
+        "disk i/o error",
+        "the disk holding the store failed to read or write",
+        "check the disk; nothing was half-written (the last transaction was rolled back)",
+    ),
+    (
+        "database is locked",
+        "another program kept the store locked too long",
+        "stop the other program using this store file, then retry",
+    ),
+    (
+        "can't locate revision",
+        "the store was written by a newer rfm-sync",
+        "upgrade rfm-sync to the version that wrote it (or use a store of this version)",
+    ),
+    (
+        "could not connect to server",
+        "cannot reach the database server",
+        "check [store] url and that the server is running",
+    ),
+    ("connection refused", "cannot reach the database server", "check [store] url and that the server is running"),
+    (
+        "password authentication failed",
+        "the database server refused the credentials",
+        "check the user and password in [store] url",
+    ),
 ]
 
 
@@ -72,15 +102,19 @@ def describe(exc: BaseException, where: str = "") -> StoreError | None:
         if fragment in lowered:
             return StoreError(what, where=where, hint=hint, cause=message)
     if isinstance(exc, PermissionError):
-        return StoreError("no permission", where=where, hint="check the folder's and file's permissions",
-                          cause=message)
+        return StoreError("no permission", where=where, hint="check the folder's and file's permissions", cause=message)
     if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
-        return StoreError("the disk holding the store is full", where=where, hint="free space on that disk",
-                          cause=message)
+        return StoreError(
+            "the disk holding the store is full", where=where, hint="free space on that disk", cause=message
+        )
     if isinstance(exc, OSError):  # e.g. the store's folder cannot be created (a file is in the way)
         name = f"{exc.filename}: " if exc.filename else ""
-        return StoreError("cannot create the store's folder", where=where, cause=f"{name}{exc.strerror or exc}",
-                          hint="check [store] url and the folders on its path")
+        return StoreError(
+            "cannot create the store's folder",
+            where=where,
+            cause=f"{name}{exc.strerror or exc}",
+            hint="check [store] url and the folders on its path",
+        )
     return None
 
 
@@ -88,7 +122,7 @@ def where_of(url: Any) -> str:
     """The store's location for messages: the file of a SQLite URL, else the URL without its password."""
     text = str(url)
     if text.startswith("sqlite:///"):
-        return text[len("sqlite:///"):]
+        return text[len("sqlite:///") :]
     try:
         from sqlalchemy.engine import make_url
 

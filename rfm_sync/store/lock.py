@@ -17,6 +17,7 @@ sends too. A per-row claim column would not close the remaining gap either — a
 expire for a crashed pusher's rows to be sent, so a stalled claimer and its successor can
 overlap by the same one batch — and would cost a write per row.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,15 @@ class LockInfo:
 
 
 class StoreLock:
-    def __init__(self, store: Store, holder: str, *, name: str = WRITER, expire_seconds: float = 300,
-                 clock: Callable[[], datetime] = utcnow):
+    def __init__(
+        self,
+        store: Store,
+        holder: str,
+        *,
+        name: str = WRITER,
+        expire_seconds: float = 300,
+        clock: Callable[[], datetime] = utcnow,
+    ):
         self.store, self.holder, self.name = store, holder, name
         self.expire = timedelta(seconds=expire_seconds)
         self.clock = clock
@@ -64,16 +72,21 @@ class StoreLock:
         now = self.clock()
         c = locks.c
         with self.store.begin() as conn:
-            if conn.execute(locks.update().where(c.name == self.name, c.holder == self.holder)
-                            .values(heartbeat_at=now)).rowcount:
+            if conn.execute(
+                locks.update().where(c.name == self.name, c.holder == self.holder).values(heartbeat_at=now)
+            ).rowcount:
                 return None
-            if conn.execute(locks.update().where(c.name == self.name, c.heartbeat_at < now - self.expire)
-                            .values(holder=self.holder, acquired_at=now, heartbeat_at=now)).rowcount:
+            if conn.execute(
+                locks.update()
+                .where(c.name == self.name, c.heartbeat_at < now - self.expire)
+                .values(holder=self.holder, acquired_at=now, heartbeat_at=now)
+            ).rowcount:
                 return None
         try:
             with self.store.begin() as conn:
-                conn.execute(locks.insert().values(name=self.name, holder=self.holder, acquired_at=now,
-                                                   heartbeat_at=now))
+                conn.execute(
+                    locks.insert().values(name=self.name, holder=self.holder, acquired_at=now, heartbeat_at=now)
+                )
             return None
         except sa.exc.IntegrityError:
             pass
@@ -82,11 +95,15 @@ class StoreLock:
             return self.acquire()
         if holder_is_gone(current.holder):
             with self.store.begin() as conn:  # only if nobody changed it since we looked
-                if conn.execute(locks.update().where(c.name == self.name, c.holder == current.holder,
-                                                     c.heartbeat_at == current.heartbeat_at)
-                                .values(holder=self.holder, acquired_at=now, heartbeat_at=now)).rowcount:
-                    log.warning("took over the store lock of a process that is gone",
-                                extra={"holder": current.holder, "since": current.acquired_at.isoformat()})
+                if conn.execute(
+                    locks.update()
+                    .where(c.name == self.name, c.holder == current.holder, c.heartbeat_at == current.heartbeat_at)
+                    .values(holder=self.holder, acquired_at=now, heartbeat_at=now)
+                ).rowcount:
+                    log.warning(
+                        "took over the store lock of a process that is gone",
+                        extra={"holder": current.holder, "since": current.acquired_at.isoformat()},
+                    )
                     return None
             return self.current() or current
         return current
@@ -95,8 +112,11 @@ class StoreLock:
         """Refresh the lock; False if it is no longer ours (expired and taken over)."""
         c = locks.c
         with self.store.begin() as conn:
-            return bool(conn.execute(locks.update().where(c.name == self.name, c.holder == self.holder)
-                                     .values(heartbeat_at=self.clock())).rowcount)
+            return bool(
+                conn.execute(
+                    locks.update().where(c.name == self.name, c.holder == self.holder).values(heartbeat_at=self.clock())
+                ).rowcount
+            )
 
     def release(self) -> None:
         c = locks.c
@@ -140,7 +160,8 @@ class StoreLocked(Exception):
             f"the store is locked by {info.holder} since {info.acquired_at.isoformat(timespec='seconds')} "
             f"(last heartbeat {info.heartbeat_at.isoformat(timespec='seconds')}){waited_text}: another "
             f"`rfm-sync run`, `recalibrate` or the daemon is writing to it; retry later or pass --wait SECONDS "
-            f"(a holder silent for {expire_seconds:.0f} s is taken for dead and its lock taken over)")
+            f"(a holder silent for {expire_seconds:.0f} s is taken for dead and its lock taken over)"
+        )
 
 
 class LockLost(RetryableError):
@@ -162,15 +183,24 @@ class HeldLock:
         if self.lost.is_set() or not self.lock.heartbeat():
             self.lost.set()
             current = self.lock.current()
-            raise LockLost(f"lost the store lock (our heartbeat was too late) to "
-                           f"{current.holder if current else 'nobody'}; the rest is left to the holder",
-                           connector="store lock")
+            raise LockLost(
+                f"lost the store lock (our heartbeat was too late) to "
+                f"{current.holder if current else 'nobody'}; the rest is left to the holder",
+                connector="store lock",
+            )
 
 
 @contextmanager
-def hold(store: Store, holder: str | None = None, *, wait_seconds: float = 0, heartbeat_seconds: float = 30,
-         expire_seconds: float = 300, on_wait: Callable[[LockInfo], None] | None = None,
-         poll_seconds: float = 0.5) -> Iterator[HeldLock]:
+def hold(
+    store: Store,
+    holder: str | None = None,
+    *,
+    wait_seconds: float = 0,
+    heartbeat_seconds: float = 30,
+    expire_seconds: float = 300,
+    on_wait: Callable[[LockInfo], None] | None = None,
+    poll_seconds: float = 0.5,
+) -> Iterator[HeldLock]:
     """Hold the store's writer lock for the ``with`` block.
 
     Waits up to ``wait_seconds`` for another holder to let go (``on_wait`` is told who holds it,
@@ -189,8 +219,9 @@ def hold(store: Store, holder: str | None = None, *, wait_seconds: float = 0, he
         time.sleep(min(poll_seconds, wait_seconds - waited))
     held = HeldLock(lock)
     stop = threading.Event()
-    beater = threading.Thread(target=_beat, args=(held, stop, heartbeat_seconds), name="store-lock-heartbeat",
-                              daemon=True)
+    beater = threading.Thread(
+        target=_beat, args=(held, stop, heartbeat_seconds), name="store-lock-heartbeat", daemon=True
+    )
     beater.start()
     try:
         yield held
@@ -208,8 +239,10 @@ def _beat(held: HeldLock, stop: threading.Event, every: float) -> None:
         try:
             if not held.lock.heartbeat():
                 held.lost.set()
-                log.error("lost the store lock (our heartbeat was too late and another process took over)",
-                          extra={"holder": held.lock.holder})
+                log.error(
+                    "lost the store lock (our heartbeat was too late and another process took over)",
+                    extra={"holder": held.lock.holder},
+                )
                 return
         except Exception as exc:  # e.g. the store busy with a long write: try again at the next beat
             log.warning("store lock heartbeat failed", extra={"error": f"{type(exc).__name__}: {exc}"})

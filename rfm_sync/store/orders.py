@@ -5,6 +5,7 @@ the caller (``with store.begin() as conn``); the writes here take that connectio
 upserted by (source, order_id), so re-reading a page is harmless. :func:`aggregate` turns the
 qualifying orders into the engine's input, one row per customer.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -29,15 +30,20 @@ def upsert_orders(conn: Connection, rows: list[dict[str, Any]]) -> int:
         return 0
     stmt = insert(conn, orders)
     cols = {c.name: stmt.excluded[c.name] for c in orders.columns if c.name not in ("source", "order_id")}
-    newer = sa.or_(orders.c.updated_at.is_(None), stmt.excluded.updated_at.is_(None),
-                   stmt.excluded.updated_at >= orders.c.updated_at)
-    differs = sa.or_(*(orders.c[name].is_distinct_from(value) for name, value in cols.items()
-                       if name != "ingested_at"))
+    newer = sa.or_(
+        orders.c.updated_at.is_(None),
+        stmt.excluded.updated_at.is_(None),
+        stmt.excluded.updated_at >= orders.c.updated_at,
+    )
+    differs = sa.or_(*(orders.c[name].is_distinct_from(value) for name, value in cols.items() if name != "ingested_at"))
     # preserve_rowcount: SQLAlchemy reads the count before it closes the cursor — psycopg's count of
     # an INSERT ... ON CONFLICT is otherwise gone (-1) by the time it is asked
-    result = conn.execute(stmt.on_conflict_do_update(index_elements=["source", "order_id"], set_=cols,
-                                                     where=sa.and_(newer, differs))
-                          .execution_options(preserve_rowcount=True), rows)
+    result = conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["source", "order_id"], set_=cols, where=sa.and_(newer, differs)
+        ).execution_options(preserve_rowcount=True),
+        rows,
+    )
     # the driver's count of rows written (sqlite3 and psycopg sum it over executemany); a driver
     # that cannot tell (-1) gets the rows offered, as before
     count = result.rowcount
@@ -48,11 +54,17 @@ def upsert_customers(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     stmt = insert(conn, customers)
-    conn.execute(stmt.on_conflict_do_update(index_elements=["customer_key"], set_={
-        "email": sa.func.coalesce(stmt.excluded.email, customers.c.email),
-        "phone": sa.func.coalesce(stmt.excluded.phone, customers.c.phone),
-        "updated_at": stmt.excluded.updated_at,
-    }), rows)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["customer_key"],
+            set_={
+                "email": sa.func.coalesce(stmt.excluded.email, customers.c.email),
+                "phone": sa.func.coalesce(stmt.excluded.phone, customers.c.phone),
+                "updated_at": stmt.excluded.updated_at,
+            },
+        ),
+        rows,
+    )
 
 
 def add_quarantine(conn: Connection, run_id: int | None, rows: list[dict[str, Any]]) -> None:
@@ -85,14 +97,22 @@ def get_cursor(store: Store, source: str) -> str | None:
 
 def set_cursor(conn: Connection, source: str, cursor: str | None) -> None:
     stmt = insert(conn, source_cursors)
-    conn.execute(stmt.on_conflict_do_update(index_elements=["source"], set_={
-        "cursor": stmt.excluded.cursor, "updated_at": stmt.excluded.updated_at}),
-        {"source": source, "cursor": cursor, "updated_at": utcnow()})
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["source"], set_={"cursor": stmt.excluded.cursor, "updated_at": stmt.excluded.updated_at}
+        ),
+        {"source": source, "cursor": cursor, "updated_at": utcnow()},
+    )
 
 
 # ---------------------------------------------------------------------- scoring inputs
-def aggregate(store: Store, end: datetime, window_start: datetime, keys: Iterable[str] | None = None,
-              windows: dict[str, datetime] | None = None) -> pd.DataFrame:
+def aggregate(
+    store: Store,
+    end: datetime,
+    window_start: datetime,
+    keys: Iterable[str] | None = None,
+    windows: dict[str, datetime] | None = None,
+) -> pd.DataFrame:
     """Per customer with a qualifying order before ``end``: first and last order time, the
     number of qualifying orders (``orders``, all time), and the count and sum (×10⁴) of
     qualifying orders in ``[window_start, end)`` (``frequency``, ``monetary_e4``) and in each
@@ -104,16 +124,21 @@ def aggregate(store: Store, end: datetime, window_start: datetime, keys: Iterabl
     sums = []
     for i, (suffix, start) in enumerate(starts.items()):
         inside = orders.c.placed_at >= sa.bindparam(f"ws{i}", start, type_=UtcDateTime())
-        sums += [sa.func.sum(sa.case((inside, 1), else_=0)).label(f"frequency{suffix}"),
-                 sa.func.sum(sa.case((inside, orders.c.amount_e4), else_=0)).label(f"monetary_e4{suffix}")]
-    query = (sa.select(
-        orders.c.customer_key,
-        sa.func.min(orders.c.placed_at).label("first_order_at"),
-        sa.func.max(orders.c.placed_at).label("last_order_at"),
-        sa.func.count().label("orders"),
-        *sums,
-    ).where(orders.c.qualifies, orders.c.placed_at < sa.bindparam("end", end, type_=UtcDateTime()))
-        .group_by(orders.c.customer_key))
+        sums += [
+            sa.func.sum(sa.case((inside, 1), else_=0)).label(f"frequency{suffix}"),
+            sa.func.sum(sa.case((inside, orders.c.amount_e4), else_=0)).label(f"monetary_e4{suffix}"),
+        ]
+    query = (
+        sa.select(
+            orders.c.customer_key,
+            sa.func.min(orders.c.placed_at).label("first_order_at"),
+            sa.func.max(orders.c.placed_at).label("last_order_at"),
+            sa.func.count().label("orders"),
+            *sums,
+        )
+        .where(orders.c.qualifies, orders.c.placed_at < sa.bindparam("end", end, type_=UtcDateTime()))
+        .group_by(orders.c.customer_key)
+    )
     if keys is not None:
         query = query.where(orders.c.customer_key.in_(list(keys)))
     with store.engine.connect() as conn:  # plain rows: no per-row datetime objects for millions of customers

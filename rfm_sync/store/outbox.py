@@ -8,6 +8,7 @@ first, and marked ``sent`` only after the destination accepted them. Only the ne
 snapshot of a customer is sent: older pending ones are marked ``superseded`` first, so a stale
 value is never pushed after a newer one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,13 +36,16 @@ def enqueue(conn: sa.Connection, rows: Any) -> None:
         if is_sqlite(conn):
             frame = rows[COLUMNS].copy()
             frame["status"], frame["attempts"], frame["created_at"] = "pending", 0, sqlite_time(now)
-            executemany(conn, f"INSERT INTO outbox ({', '.join(frame.columns)}) VALUES "
-                              f"({', '.join('?' * len(frame.columns))})", frame)
+            executemany(
+                conn,
+                f"INSERT INTO outbox ({', '.join(frame.columns)}) VALUES ({', '.join('?' * len(frame.columns))})",
+                frame,
+            )
             return
         rows = rows[COLUMNS].to_dict("records")
     records = [{**r, "status": "pending", "attempts": 0, "created_at": now} for r in rows]
     for i in range(0, len(records), CHUNK):
-        conn.execute(outbox.insert(), records[i:i + CHUNK])
+        conn.execute(outbox.insert(), records[i : i + CHUNK])
 
 
 def supersede(store: Store, destination: str) -> int:
@@ -53,13 +57,23 @@ def supersede(store: Store, destination: str) -> int:
     """
     pending = sa.and_(outbox.c.destination == destination, outbox.c.status == "pending")
     with store.begin() as conn:
-        keys = conn.execute(sa.select(outbox.c.customer_key).where(pending).group_by(outbox.c.customer_key)
-                            .having(sa.func.count() > 1)).scalars().all()
+        keys = (
+            conn.execute(
+                sa.select(outbox.c.customer_key)
+                .where(pending)
+                .group_by(outbox.c.customer_key)
+                .having(sa.func.count() > 1)
+            )
+            .scalars()
+            .all()
+        )
         superseded = 0
         for start in range(0, len(keys), 500):
-            rows = conn.execute(sa.select(outbox.c.id, outbox.c.customer_key, outbox.c.payload, outbox.c.attempts)
-                                .where(pending, outbox.c.customer_key.in_(keys[start:start + 500]))
-                                .order_by(outbox.c.id)).all()
+            rows = conn.execute(
+                sa.select(outbox.c.id, outbox.c.customer_key, outbox.c.payload, outbox.c.attempts)
+                .where(pending, outbox.c.customer_key.in_(keys[start : start + 500]))
+                .order_by(outbox.c.id)
+            ).all()
             by_key: dict[str, list[Any]] = {}
             for row in rows:
                 by_key.setdefault(row.customer_key, []).append(row)
@@ -68,16 +82,20 @@ def supersede(store: Store, destination: str) -> int:
                 # partly arrived — its event, say: it stays as it is, is sent again first, and only the
                 # rows after it are folded
                 tried = [i for i, r in enumerate(group[:-1]) if r.attempts]
-                group = group[tried[-1] + 1:] if tried else group
+                group = group[tried[-1] + 1 :] if tried else group
                 if len(group) < 2:
                     continue
                 payloads = [json.loads(r.payload) for r in group]
                 merged = fold_transitions(key, payloads)
                 if merged is not payloads[-1]:
-                    conn.execute(outbox.update().where(outbox.c.id == group[-1].id)
-                                 .values(payload=json.dumps(merged, sort_keys=True)))
-                conn.execute(outbox.update().where(outbox.c.id.in_([r.id for r in group[:-1]]))
-                             .values(status="superseded"))
+                    conn.execute(
+                        outbox.update()
+                        .where(outbox.c.id == group[-1].id)
+                        .values(payload=json.dumps(merged, sort_keys=True))
+                    )
+                conn.execute(
+                    outbox.update().where(outbox.c.id.in_([r.id for r in group[:-1]])).values(status="superseded")
+                )
                 superseded += len(group) - 1
     return superseded
 
@@ -91,7 +109,9 @@ def fold_transitions(key: str, payloads: list[dict[str, Any]]) -> dict[str, Any]
     first, last = changes[0], changes[-1]
     before, after = first["transition"], last["transition"]
     merged = dict(newest)
-    if before.get("from") == after.get("to") and (before.get("labels_before") or {}) == (after.get("labels_after") or {}):
+    if before.get("from") == after.get("to") and (before.get("labels_before") or {}) == (
+        after.get("labels_after") or {}
+    ):
         merged.update(transition=None, event_id=None, first_assignment=False)
         return merged
     merged["transition"] = {**after, "from": before.get("from"), "labels_before": before.get("labels_before")}
@@ -101,13 +121,17 @@ def fold_transitions(key: str, payloads: list[dict[str, Any]]) -> dict[str, Any]
     return merged
 
 
-def next_batch(store: Store, destination: str, after_id: int, limit: int,
-               status: str = "pending") -> list[dict[str, Any]]:
+def next_batch(
+    store: Store, destination: str, after_id: int, limit: int, status: str = "pending"
+) -> list[dict[str, Any]]:
     """The next ``limit`` rows of ``destination`` with this ``status`` and an id above ``after_id``.
     ``status="sending"``: rows handed to the destination whose acknowledgement was never recorded."""
-    q = (sa.select(outbox.c.id, outbox.c.customer_key, outbox.c.run_id, outbox.c.payload, outbox.c.attempts)
-         .where(outbox.c.destination == destination, outbox.c.status == status, outbox.c.id > after_id)
-         .order_by(outbox.c.id).limit(limit))
+    q = (
+        sa.select(outbox.c.id, outbox.c.customer_key, outbox.c.run_id, outbox.c.payload, outbox.c.attempts)
+        .where(outbox.c.destination == destination, outbox.c.status == status, outbox.c.id > after_id)
+        .order_by(outbox.c.id)
+        .limit(limit)
+    )
     with store.engine.connect() as conn:
         rows = conn.execute(q).all()
     loads = orjson.loads
@@ -122,22 +146,32 @@ def mark_sent(store: Store, ids: list[int], memory: list[dict[str, Any]] | None 
     now = utcnow()
     with store.begin() as conn:
         for start in range(0, len(ids), 5000):
-            conn.execute(outbox.update().where(outbox.c.id.in_(ids[start:start + 5000]),
-                                               outbox.c.status.in_(("pending", "sending")))
-                         .values(status="sent", sent_at=now, last_error=None))
+            conn.execute(
+                outbox.update()
+                .where(outbox.c.id.in_(ids[start : start + 5000]), outbox.c.status.in_(("pending", "sending")))
+                .values(status="sent", sent_at=now, last_error=None)
+            )
         remember(conn, memory or [], now)
 
 
-def mark_batch_sent(store: Store, destination: str, after_id: int, last_id: int,
-                    memory: list[dict[str, Any]] | None = None) -> None:
+def mark_batch_sent(
+    store: Store, destination: str, after_id: int, last_id: int, memory: list[dict[str, Any]] | None = None
+) -> None:
     """Acknowledge a whole batch from :func:`next_batch` (every row was accepted): the pending rows
     of ``destination`` with ``after_id < id <= last_id`` are exactly that batch, because new rows
     always get higher ids. One range update instead of an id list; ``memory`` as in :func:`mark_sent`."""
     now = utcnow()
     with store.begin() as conn:
-        conn.execute(outbox.update().where(outbox.c.destination == destination, outbox.c.status == "sending",
-                                           outbox.c.id > after_id, outbox.c.id <= last_id)
-                     .values(status="sent", sent_at=now, last_error=None))
+        conn.execute(
+            outbox.update()
+            .where(
+                outbox.c.destination == destination,
+                outbox.c.status == "sending",
+                outbox.c.id > after_id,
+                outbox.c.id <= last_id,
+            )
+            .values(status="sent", sent_at=now, last_error=None)
+        )
         remember(conn, memory or [], now)
 
 
@@ -148,18 +182,32 @@ def mark_sending(store: Store, destination: str, after_id: int, last_id: int) ->
     destination may already have them (an event re-sent with its own id is recorded once).
     A ``sending`` row is never superseded or folded into a newer one."""
     with store.begin() as conn:
-        conn.execute(outbox.update().where(outbox.c.destination == destination, outbox.c.status == "pending",
-                                           outbox.c.id > after_id, outbox.c.id <= last_id)
-                     .values(status="sending"))
+        conn.execute(
+            outbox.update()
+            .where(
+                outbox.c.destination == destination,
+                outbox.c.status == "pending",
+                outbox.c.id > after_id,
+                outbox.c.id <= last_id,
+            )
+            .values(status="sending")
+        )
 
 
 def mark_unsent(store: Store, destination: str, after_id: int, last_id: int) -> None:
     """The batch marked by :func:`mark_sending` was refused before anything was handed over
     (:class:`~connectors.base.NotSentError`): its rows are pending again."""
     with store.begin() as conn:
-        conn.execute(outbox.update().where(outbox.c.destination == destination, outbox.c.status == "sending",
-                                           outbox.c.id > after_id, outbox.c.id <= last_id)
-                     .values(status="pending"))
+        conn.execute(
+            outbox.update()
+            .where(
+                outbox.c.destination == destination,
+                outbox.c.status == "sending",
+                outbox.c.id > after_id,
+                outbox.c.id <= last_id,
+            )
+            .values(status="pending")
+        )
 
 
 def remember(conn: sa.Connection, rows: list[dict[str, Any]], now: Any) -> None:
@@ -170,10 +218,13 @@ def remember(conn: sa.Connection, rows: list[dict[str, Any]], now: Any) -> None:
     stmt = insert(conn, destination_state)
     stmt = stmt.on_conflict_do_update(
         index_elements=["destination", "customer_key"],
-        set_={c: stmt.excluded[c] for c in ("rfm_group", "previous_group", "group_changed_at", "labels",
-                                            "outbox_id", "sent_at")})
+        set_={
+            c: stmt.excluded[c]
+            for c in ("rfm_group", "previous_group", "group_changed_at", "labels", "outbox_id", "sent_at")
+        },
+    )
     for start in range(0, len(rows), 5000):
-        conn.execute(stmt, [{**r, "sent_at": now} for r in rows[start:start + 5000]])
+        conn.execute(stmt, [{**r, "sent_at": now} for r in rows[start : start + 5000]])
 
 
 def memory(store: Store, destination: str, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -182,8 +233,9 @@ def memory(store: Store, destination: str, keys: list[str]) -> dict[str, dict[st
     out: dict[str, dict[str, Any]] = {}
     with store.engine.connect() as conn:
         for start in range(0, len(keys), 5000):
-            q = (sa.select(d.customer_key, d.rfm_group, d.previous_group, d.group_changed_at, d.labels)
-                 .where(d.destination == destination, d.customer_key.in_(keys[start:start + 5000])))
+            q = sa.select(d.customer_key, d.rfm_group, d.previous_group, d.group_changed_at, d.labels).where(
+                d.destination == destination, d.customer_key.in_(keys[start : start + 5000])
+            )
             out.update((r.customer_key, r._asdict()) for r in conn.execute(q))
     return out
 
@@ -196,14 +248,18 @@ def mark_failed(store: Store, failures: dict[int, str], max_attempts: int) -> in
             attempts = conn.execute(sa.select(outbox.c.attempts).where(outbox.c.id == oid)).scalar_one() + 1
             status = "dead" if attempts >= max_attempts else "pending"
             dead += status == "dead"
-            conn.execute(outbox.update().where(outbox.c.id == oid).values(attempts=attempts, last_error=error[:500],
-                                                                          status=status))
+            conn.execute(
+                outbox.update()
+                .where(outbox.c.id == oid)
+                .values(attempts=attempts, last_error=error[:500], status=status)
+            )
     return dead
 
 
 def backlog(store: Store) -> dict[str, dict[str, int]]:
-    q = sa.select(outbox.c.destination, outbox.c.status, sa.func.count()).group_by(outbox.c.destination,
-                                                                                  outbox.c.status)
+    q = sa.select(outbox.c.destination, outbox.c.status, sa.func.count()).group_by(
+        outbox.c.destination, outbox.c.status
+    )
     out: dict[str, dict[str, int]] = {}
     with store.engine.connect() as conn:
         for dest, status, n in conn.execute(q):
@@ -212,7 +268,10 @@ def backlog(store: Store) -> dict[str, dict[str, int]]:
 
 
 def pending_count(store: Store, destination: str) -> int:
-    q = sa.select(sa.func.count()).select_from(outbox).where(outbox.c.destination == destination,
-                                                             outbox.c.status == "pending")
+    q = (
+        sa.select(sa.func.count())
+        .select_from(outbox)
+        .where(outbox.c.destination == destination, outbox.c.status == "pending")
+    )
     with store.engine.connect() as conn:
         return conn.execute(q).scalar_one()

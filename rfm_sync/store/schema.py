@@ -4,6 +4,7 @@ Money is an integer: ``amount_e4`` is the amount × 10⁴ (enough for every ISO-
 so sums are exact in SQL and in pandas. It is in one currency, ``currency`` (the shop's once
 ``[shop] currency`` is set: orders in another are converted at ingest, see rfm_sync/currency.py). Times are UTC; see :class:`UtcDateTime`.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -39,7 +40,8 @@ class UtcDateTime(TypeDecorator):
 metadata = sa.MetaData()
 
 orders = sa.Table(
-    "orders", metadata,
+    "orders",
+    metadata,
     sa.Column("source", sa.String(100), primary_key=True),
     sa.Column("order_id", sa.String(255), primary_key=True),
     sa.Column("customer_key", sa.String(320), nullable=False, index=True),
@@ -65,7 +67,8 @@ orders = sa.Table(
 )
 
 customers = sa.Table(
-    "customers", metadata,
+    "customers",
+    metadata,
     sa.Column("customer_key", sa.String(320), primary_key=True),
     sa.Column("email", sa.String(320)),
     sa.Column("phone", sa.String(64)),
@@ -73,7 +76,8 @@ customers = sa.Table(
 )
 
 customer_state = sa.Table(
-    "customer_state", metadata,
+    "customer_state",
+    metadata,
     sa.Column("customer_key", sa.String(320), primary_key=True),
     sa.Column("current_group", sa.String(100), nullable=False),
     sa.Column("previous_group", sa.String(100)),
@@ -85,7 +89,8 @@ customer_state = sa.Table(
 )
 
 runs = sa.Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("started_at", UtcDateTime(), nullable=False),
     sa.Column("finished_at", UtcDateTime()),
@@ -100,7 +105,8 @@ runs = sa.Table(
 )
 
 calibrations = sa.Table(
-    "calibrations", metadata,
+    "calibrations",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("scheme", sa.String(50), nullable=False),
     sa.Column("as_of", sa.Date, nullable=False),
@@ -110,14 +116,16 @@ calibrations = sa.Table(
 )
 
 source_cursors = sa.Table(
-    "source_cursors", metadata,
+    "source_cursors",
+    metadata,
     sa.Column("source", sa.String(100), primary_key=True),
     sa.Column("cursor", sa.Text),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
 )
 
 outbox = sa.Table(
-    "outbox", metadata,
+    "outbox",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("destination", sa.String(100), nullable=False),
     sa.Column("customer_key", sa.String(320), nullable=False),
@@ -136,7 +144,8 @@ outbox = sa.Table(
 # folded while it was unreachable starts from the group *it* had, and its "Previous RFM group" is
 # the last different group *it* was sent. Written in the transaction that acknowledges the send.
 destination_state = sa.Table(
-    "destination_state", metadata,
+    "destination_state",
+    metadata,
     sa.Column("destination", sa.String(100), primary_key=True),
     sa.Column("customer_key", sa.String(320), primary_key=True),
     sa.Column("rfm_group", sa.String(100)),  # None: sent as cleared
@@ -148,7 +157,8 @@ destination_state = sa.Table(
 )
 
 quarantine = sa.Table(
-    "quarantine", metadata,
+    "quarantine",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.Integer),
     sa.Column("source", sa.String(100), nullable=False),
@@ -159,7 +169,8 @@ quarantine = sa.Table(
 )
 
 locks = sa.Table(
-    "locks", metadata,
+    "locks",
+    metadata,
     sa.Column("name", sa.String(100), primary_key=True),
     sa.Column("holder", sa.String(200), nullable=False),
     sa.Column("acquired_at", UtcDateTime(), nullable=False),
@@ -167,7 +178,8 @@ locks = sa.Table(
 )
 
 webhook_events = sa.Table(
-    "webhook_events", metadata,
+    "webhook_events",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("source", sa.String(100), nullable=False),
     sa.Column("event_id", sa.String(200), nullable=False),  # X-Shopify-Event-Id, else sha256 of the body

@@ -9,6 +9,7 @@ conversion, for the diff that builds the rows (:mod:`rfm_sync.diffing`).
 Frozen cut points (``calibrations``) are kept here too: they are state of the scoring, read before
 each score and written in the diff's transaction.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,16 @@ from .schema import calibrations, customer_state
 if TYPE_CHECKING:
     import pandas as pd
 
-STATE_COLUMNS = ["customer_key", "current_group", "previous_group", "group_changed_at", "rfm_score", "properties",
-                 "labels", "run_id"]
+STATE_COLUMNS = [
+    "customer_key",
+    "current_group",
+    "previous_group",
+    "group_changed_at",
+    "rfm_score",
+    "properties",
+    "labels",
+    "run_id",
+]
 
 
 def load_state_frame(store: Store, keys: Iterable[str] | None = None) -> pd.DataFrame:
@@ -48,27 +57,30 @@ def write_state(conn: Connection, rows: pd.DataFrame) -> None:
     if rows.empty:
         return
     if is_sqlite(conn):
-        sql = (f"INSERT INTO customer_state ({', '.join(STATE_COLUMNS)}) VALUES ({', '.join('?' * len(STATE_COLUMNS))}) "
-               f"ON CONFLICT (customer_key) DO UPDATE SET "
-               + ", ".join(f"{c} = excluded.{c}" for c in STATE_COLUMNS[1:]))
+        sql = (
+            f"INSERT INTO customer_state ({', '.join(STATE_COLUMNS)}) VALUES ({', '.join('?' * len(STATE_COLUMNS))}) "
+            f"ON CONFLICT (customer_key) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in STATE_COLUMNS[1:])
+        )
         frame = rows[STATE_COLUMNS].copy()
-        frame["group_changed_at"] = map_unique(frame["group_changed_at"],
-                                               lambda v: sqlite_time(v) if isinstance(v, datetime) else v)
+        frame["group_changed_at"] = map_unique(
+            frame["group_changed_at"], lambda v: sqlite_time(v) if isinstance(v, datetime) else v
+        )
         executemany(conn, sql, frame)
         return
     stmt = insert(conn, customer_state)
-    stmt = stmt.on_conflict_do_update(index_elements=["customer_key"],
-                                      set_={c: stmt.excluded[c] for c in STATE_COLUMNS[1:]})
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["customer_key"], set_={c: stmt.excluded[c] for c in STATE_COLUMNS[1:]}
+    )
     records = rows[STATE_COLUMNS].to_dict("records")
     for r in records:
         r["group_changed_at"] = parse_time(r["group_changed_at"])
     for i in range(0, len(records), CHUNK):
-        conn.execute(stmt, records[i:i + CHUNK])
+        conn.execute(stmt, records[i : i + CHUNK])
 
 
 def delete_state(conn: Connection, keys: list[str]) -> None:
     for i in range(0, len(keys), 5000):
-        conn.execute(customer_state.delete().where(customer_state.c.customer_key.in_(keys[i:i + 5000])))
+        conn.execute(customer_state.delete().where(customer_state.c.customer_key.in_(keys[i : i + 5000])))
 
 
 # ---------------------------------------------------------------------- frozen cut points
@@ -88,30 +100,56 @@ def current_calibration(store: Store, scheme: str, window_days: int) -> dict[str
     """The newest calibration of this scheme and window:
     ``{"id", "as_of", "computed_at", "cut_points", "run_id", "population"}`` (population: see
     :func:`stored_population`)."""
-    q = (sa.select(calibrations).where(calibrations.c.scheme == scheme).order_by(calibrations.c.id.desc()).limit(20))
+    q = sa.select(calibrations).where(calibrations.c.scheme == scheme).order_by(calibrations.c.id.desc()).limit(20)
     with store.engine.connect() as conn:
         for row in conn.execute(q).mappings():
             data = json.loads(row["cut_points"])
             if data.get("window_days") == window_days:
-                return {"id": row["id"], "as_of": row["as_of"], "computed_at": row["computed_at"],
-                        "cut_points": data["points"], "run_id": row["run_id"], "population": stored_population(data)}
+                return {
+                    "id": row["id"],
+                    "as_of": row["as_of"],
+                    "computed_at": row["computed_at"],
+                    "cut_points": data["points"],
+                    "run_id": row["run_id"],
+                    "population": stored_population(data),
+                }
     return None
 
 
-def add_calibration(conn: Connection, scheme: str, window_days: int, as_of: date, cut_points: dict[str, Any],
-                    run_id: int | None, population: int) -> None:
+def add_calibration(
+    conn: Connection,
+    scheme: str,
+    window_days: int,
+    as_of: date,
+    cut_points: dict[str, Any],
+    run_id: int | None,
+    population: int,
+) -> None:
     """Freeze these cut points, computed over ``population`` customers (kept in the JSON, no migration).
     Never over no customers: the caller decides what is worth freezing; this refuses the one certain mistake."""
     if population <= 0:
         raise ValueError("a calibration over no customers is never stored")
-    conn.execute(calibrations.insert().values(
-        scheme=scheme, as_of=as_of, computed_at=utcnow(), run_id=run_id,
-        cut_points=json.dumps({"window_days": window_days, "points": cut_points, "population": population},
-                              sort_keys=True)))
+    conn.execute(
+        calibrations.insert().values(
+            scheme=scheme,
+            as_of=as_of,
+            computed_at=utcnow(),
+            run_id=run_id,
+            cut_points=json.dumps(
+                {"window_days": window_days, "points": cut_points, "population": population}, sort_keys=True
+            ),
+        )
+    )
 
 
-def is_due(calibration: dict[str, Any] | None, as_of: date, recalibrate_days: int, *,
-           population: int | None = None, population_change: Any = None) -> bool:
+def is_due(
+    calibration: dict[str, Any] | None,
+    as_of: date,
+    recalibrate_days: int,
+    *,
+    population: int | None = None,
+    population_change: Any = None,
+) -> bool:
     """Recalibrate when there is none, when it is ``recalibrate_days`` old, when scoring an earlier day,
     when it was computed over no customers, or when ``population`` (customers now) differs from the
     calibration's by more than ``population_change`` (a fraction: |now / then - 1| > change).

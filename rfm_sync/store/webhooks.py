@@ -11,6 +11,7 @@ doubling from a minute up to an hour); after ``max_attempts`` it is failed. Rows
 done or dropped so a replay of the same (source, event id) is still recognised; ``prune`` forgets
 done and dropped ones after ``[webhooks] keep_events_days``. Failed events wait for a human.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,16 @@ def retry_delay(attempts: int) -> timedelta:
 
 def record(store: Store, source: str, event_id: str, topic: str, headers: Mapping[str, str], body: bytes) -> bool:
     """Store a verified event; False when this (source, event id) was already received (a replay)."""
-    row = {"source": source, "event_id": event_id[:200], "topic": topic[:100], "headers": json.dumps(dict(headers)),
-           "body": body, "status": "pending", "received_at": utcnow(), "attempts": 0}
+    row = {
+        "source": source,
+        "event_id": event_id[:200],
+        "topic": topic[:100],
+        "headers": json.dumps(dict(headers)),
+        "body": body,
+        "status": "pending",
+        "received_at": utcnow(),
+        "attempts": 0,
+    }
     try:
         with store.begin() as conn:
             conn.execute(webhook_events.insert(), row)
@@ -77,12 +86,17 @@ def record(store: Store, source: str, event_id: str, topic: str, headers: Mappin
 def pending(store: Store, limit: int = 500, now: datetime | None = None) -> list[WebhookEvent]:
     """Pending events due now (a retry waits until its ``next_attempt_at``), oldest first."""
     c, now = webhook_events.c, now or utcnow()
-    q = (sa.select(c.id, c.source, c.topic, c.headers, c.body, c.attempts)
-         .where(c.status == "pending", sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now))
-         .order_by(c.id).limit(limit))
+    q = (
+        sa.select(c.id, c.source, c.topic, c.headers, c.body, c.attempts)
+        .where(c.status == "pending", sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now))
+        .order_by(c.id)
+        .limit(limit)
+    )
     with store.engine.connect() as conn:
-        return [WebhookEvent(id=i, source=s, topic=t, headers=json.loads(h), body=bytes(b or b""), attempts=n or 0)
-                for i, s, t, h, b, n in conn.execute(q)]
+        return [
+            WebhookEvent(id=i, source=s, topic=t, headers=json.loads(h), body=bytes(b or b""), attempts=n or 0)
+            for i, s, t, h, b, n in conn.execute(q)
+        ]
 
 
 def finish(store: Store, done: list[int], failed: Mapping[int, str] | None = None) -> None:
@@ -91,11 +105,17 @@ def finish(store: Store, done: list[int], failed: Mapping[int, str] | None = Non
     now, c = utcnow(), webhook_events.c
     with store.begin() as conn:
         if done:
-            conn.execute(webhook_events.update().where(c.id.in_(done))
-                         .values(status="done", processed_at=now, body=None, error=None, next_attempt_at=None))
+            conn.execute(
+                webhook_events.update()
+                .where(c.id.in_(done))
+                .values(status="done", processed_at=now, body=None, error=None, next_attempt_at=None)
+            )
         for event, error in (failed or {}).items():
-            conn.execute(webhook_events.update().where(c.id == event)
-                         .values(status="failed", processed_at=now, error=short_reason(error), next_attempt_at=None))
+            conn.execute(
+                webhook_events.update()
+                .where(c.id == event)
+                .values(status="failed", processed_at=now, error=short_reason(error), next_attempt_at=None)
+            )
 
 
 def postpone(store: Store, errors: Mapping[int, str], *, max_attempts: int, now: datetime | None = None) -> list[int]:
@@ -106,8 +126,10 @@ def postpone(store: Store, errors: Mapping[int, str], *, max_attempts: int, now:
     if not errors:
         return given_up
     with store.begin() as conn:
-        tried = {i: n for i, n in conn.execute(sa.select(c.id, c.attempts)
-                                               .where(c.id.in_(list(errors)), c.status == "pending"))}
+        tried = {
+            i: n
+            for i, n in conn.execute(sa.select(c.id, c.attempts).where(c.id.in_(list(errors)), c.status == "pending"))
+        }
         for event, error in errors.items():
             if event not in tried:
                 continue
@@ -152,8 +174,11 @@ def retry(store: Store, ids: Iterable[int] | None = None, *, all_failed: bool = 
                 out[event] = "retried"
         again = [e for e, outcome in out.items() if outcome == "retried"]
         if again:
-            conn.execute(webhook_events.update().where(c.id.in_(again))
-                         .values(status="pending", attempts=0, next_attempt_at=None, error=None, processed_at=None))
+            conn.execute(
+                webhook_events.update()
+                .where(c.id.in_(again))
+                .values(status="pending", attempts=0, next_attempt_at=None, error=None, processed_at=None)
+            )
     return out
 
 
@@ -166,8 +191,11 @@ def drop(store: Store, ids: Iterable[int] | None = None, *, all_failed: bool = F
             out[event] = "dropped" if status in ("pending", "failed") else f"is {status}, not pending or failed"
         gone = [e for e, outcome in out.items() if outcome == "dropped"]
         if gone:
-            conn.execute(webhook_events.update().where(c.id.in_(gone))
-                         .values(status="dropped", body=None, processed_at=now, next_attempt_at=None))
+            conn.execute(
+                webhook_events.update()
+                .where(c.id.in_(gone))
+                .values(status="dropped", body=None, processed_at=now, next_attempt_at=None)
+            )
     return out
 
 
@@ -175,8 +203,9 @@ def prune(store: Store, before: datetime) -> int:
     """Forget done and dropped events received before ``before`` (failed ones wait for a human)."""
     c = webhook_events.c
     with store.begin() as conn:
-        return conn.execute(webhook_events.delete().where(c.status.in_(("done", "dropped")),
-                                                          c.received_at < before)).rowcount
+        return conn.execute(
+            webhook_events.delete().where(c.status.in_(("done", "dropped")), c.received_at < before)
+        ).rowcount
 
 
 def counts(store: Store) -> dict[str, int]:

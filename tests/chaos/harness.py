@@ -23,6 +23,7 @@ One :class:`ChaosRun` (everything it starts, it stops, by PID):
 ``python -m tests.chaos.harness --scale smoke|ci|full --seed N`` runs it from the command line and prints
 the figures; ``tests/chaos/test_chaos.py`` runs it under pytest.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos import oracle
-from tests.chaos.servers import (AUDIENCES, BIGCOMMERCE_STORE, BIGCOMMERCE_TOKEN, KLAVIYO_KEY, META_TOKEN,
-                                 SHOPIFY_TOKEN)
+from tests.chaos.servers import AUDIENCES, BIGCOMMERCE_STORE, BIGCOMMERCE_TOKEN, KLAVIYO_KEY, META_TOKEN, SHOPIFY_TOKEN
 
 REPO = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "chaos-webhook-secret"
@@ -74,12 +74,46 @@ class Scale:
 
 
 SCALES = {
-    "smoke": Scale(customers=100, bc_customers=50, kills=3, faults=20, rate=0.2, max_rounds=6, mutations=4,
-                   klaviyo_batch=50, slow_codes=False, max_delay=3.0, webhook_wait=60.0, webhook_share=0.5),
-    "ci": Scale(customers=250, bc_customers=100, kills=12, faults=220, rate=0.3, max_rounds=24, mutations=8,
-                klaviyo_batch=100, slow_codes=False, max_delay=6.0, webhook_wait=150.0),
-    "full": Scale(customers=5000, bc_customers=1000, kills=60, faults=1200, rate=0.12, max_rounds=150,
-                  mutations=25, klaviyo_batch=500, slow_codes=True, max_delay=15.0, webhook_wait=300.0),
+    "smoke": Scale(
+        customers=100,
+        bc_customers=50,
+        kills=3,
+        faults=20,
+        rate=0.2,
+        max_rounds=6,
+        mutations=4,
+        klaviyo_batch=50,
+        slow_codes=False,
+        max_delay=3.0,
+        webhook_wait=60.0,
+        webhook_share=0.5,
+    ),
+    "ci": Scale(
+        customers=250,
+        bc_customers=100,
+        kills=12,
+        faults=220,
+        rate=0.3,
+        max_rounds=24,
+        mutations=8,
+        klaviyo_batch=100,
+        slow_codes=False,
+        max_delay=6.0,
+        webhook_wait=150.0,
+    ),
+    "full": Scale(
+        customers=5000,
+        bc_customers=1000,
+        kills=60,
+        faults=1200,
+        rate=0.12,
+        max_rounds=150,
+        mutations=25,
+        klaviyo_batch=500,
+        slow_codes=True,
+        max_delay=15.0,
+        webhook_wait=300.0,
+    ),
 }
 
 CONFIG = """
@@ -199,22 +233,23 @@ class Figures:
         faults = sum(self.faults.values())
         return [
             f"chaos run: scale {self.scale}, seed {self.seed}, {self.seconds:.0f} s",
-            f"kills (SIGKILL): {self.kills}  by phase: " + ", ".join(f"{k} {v}" for k, v in
-                                                               sorted(self.kills_by_phase.items())),
+            f"kills (SIGKILL): {self.kills}  by phase: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.kills_by_phase.items())),
             "vendor requests: " + ", ".join(f"{k} {v}" for k, v in sorted(self.requests.items())),
-            f"faults injected: {faults}  by vendor: " + ", ".join(f"{k} {v}" for k, v in
-                                                                  sorted(self.faults_by_vendor.items())),
+            f"faults injected: {faults}  by vendor: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.faults_by_vendor.items())),
             "  by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())),
-            f"orders mutated: {sum(self.mutations.values())}  (" +
-            ", ".join(f"{k} {v}" for k, v in sorted(self.mutations.items())) + ")",
-            f"webhooks sent: {self.webhooks_sent} (" + ", ".join(f"{k} {v}" for k, v in
-                                                                sorted(self.webhooks_by_shop.items())) +
-            f"; +{self.webhooks_replayed} replays, {self.webhooks_refused} not delivered: daemon down)",
-            f"webhook events in the store at the end: " + ", ".join(f"{k} {v}" for k, v in
-                                                                   sorted(self.webhook_events.items())) +
-            f" ({self.webhook_events_left} were still pending when the chaos ended)",
-            f"cycles failed or partial during the chaos: " +
-            (", ".join(f"{k} {v}" for k, v in self.cycle_failures.most_common(8)) or "none"),
+            f"orders mutated: {sum(self.mutations.values())}  ("
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.mutations.items()))
+            + ")",
+            f"webhooks sent: {self.webhooks_sent} ("
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.webhooks_by_shop.items()))
+            + f"; +{self.webhooks_replayed} replays, {self.webhooks_refused} not delivered: daemon down)",
+            f"webhook events in the store at the end: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.webhook_events.items()))
+            + f" ({self.webhook_events_left} were still pending when the chaos ended)",
+            f"cycles failed or partial during the chaos: "
+            + (", ".join(f"{k} {v}" for k, v in self.cycle_failures.most_common(8)) or "none"),
             f"customers checked: {self.customers}  events checked: {self.events}",
             f"mismatches: {self.mismatches}" + (f"  ({self.mismatch_kinds})" if self.mismatch_kinds else ""),
             f"duplicate events: {self.duplicate_events}",
@@ -234,11 +269,16 @@ class ChaosRun:
         self.daemon: subprocess.Popen | None = None
         self.figures = Figures(seed=seed, scale=scale)
         self.mismatches: list[str] = []
-        self.env = {**os.environ, "PYTHONPATH": str(REPO),
-                    "RFM_SYNC_SECRET_CHAOS_SHOPIFY": SHOPIFY_TOKEN, "RFM_SYNC_SECRET_CHAOS_KLAVIYO": KLAVIYO_KEY,
-                    "RFM_SYNC_SECRET_CHAOS_META": META_TOKEN, "RFM_SYNC_SECRET_CHAOS_WEBHOOKS": WEBHOOK_SECRET,
-                    "RFM_SYNC_SECRET_CHAOS_BIGCOMMERCE": BIGCOMMERCE_TOKEN,
-                    "RFM_SYNC_SECRET_CHAOS_BC_WEBHOOKS": BIGCOMMERCE_HOOK_SECRET}
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "RFM_SYNC_SECRET_CHAOS_SHOPIFY": SHOPIFY_TOKEN,
+            "RFM_SYNC_SECRET_CHAOS_KLAVIYO": KLAVIYO_KEY,
+            "RFM_SYNC_SECRET_CHAOS_META": META_TOKEN,
+            "RFM_SYNC_SECRET_CHAOS_WEBHOOKS": WEBHOOK_SECRET,
+            "RFM_SYNC_SECRET_CHAOS_BIGCOMMERCE": BIGCOMMERCE_TOKEN,
+            "RFM_SYNC_SECRET_CHAOS_BC_WEBHOOKS": BIGCOMMERCE_HOOK_SECRET,
+        }
         self.cycle_seconds = 3.0  # running estimate of a cycle's length, from the daemon's logs
 
     # ------------------------------------------------------------------ processes
@@ -247,9 +287,23 @@ class ChaosRun:
             port_file = self.folder / f"{kind}.port"
             port_file.unlink(missing_ok=True)
             customers = self.scale.bc_customers if kind == "bigcommerce" else self.scale.customers
-            args = [sys.executable, "-m", "tests.chaos.servers", "--kind", kind, "--seed", str(self.seed * 10 + n),
-                    "--rate", str(self.scale.rate), "--customers", str(customers),
-                    "--shopify-customers", str(self.scale.customers), "--port-file", str(port_file)]
+            args = [
+                sys.executable,
+                "-m",
+                "tests.chaos.servers",
+                "--kind",
+                kind,
+                "--seed",
+                str(self.seed * 10 + n),
+                "--rate",
+                str(self.scale.rate),
+                "--customers",
+                str(customers),
+                "--shopify-customers",
+                str(self.scale.customers),
+                "--port-file",
+                str(port_file),
+            ]
             if self.scale.slow_codes:
                 args.append("--slow-codes")
             log = (self.folder / f"{kind}.log").open("w")
@@ -259,8 +313,9 @@ class ChaosRun:
             port_file = self.folder / f"{kind}.port"
             while not port_file.exists():
                 if self.servers[kind].poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the {kind} fake did not start:\n" +
-                                       (self.folder / f"{kind}.log").read_text()[-2000:])
+                    raise RuntimeError(
+                        f"the {kind} fake did not start:\n" + (self.folder / f"{kind}.log").read_text()[-2000:]
+                    )
                 time.sleep(0.05)
             self.ports[kind] = int(port_file.read_text())
 
@@ -285,25 +340,35 @@ class ChaosRun:
             if payload is None:
                 conn.request("GET", f"/__chaos/{name}")
             else:
-                conn.request("POST", f"/__chaos/{name}", body=json.dumps(payload),
-                             headers={"Content-Type": "application/json"})
+                conn.request(
+                    "POST", f"/__chaos/{name}", body=json.dumps(payload), headers={"Content-Type": "application/json"}
+                )
             return json.loads(conn.getresponse().read())
         finally:
             conn.close()
 
     def write_config(self, port: int) -> Path:
-        audiences = "\n".join(f'[[destinations.audiences]]\naudience_id = "{a}"\ngroups = {json.dumps(g)}'
-                              for a, g in AUDIENCES.items())
+        audiences = "\n".join(
+            f'[[destinations.audiences]]\naudience_id = "{a}"\ngroups = {json.dumps(g)}' for a, g in AUDIENCES.items()
+        )
         path = self.folder / "config.toml"
-        path.write_text(CONFIG.format(store=self.folder / "state.sqlite", port=port, audiences=audiences,
-                                      klaviyo_batch=self.scale.klaviyo_batch, bc_store=BIGCOMMERCE_STORE,
-                                      **{k: f"http://127.0.0.1:{p}" for k, p in self.ports.items()}))
+        path.write_text(
+            CONFIG.format(
+                store=self.folder / "state.sqlite",
+                port=port,
+                audiences=audiences,
+                klaviyo_batch=self.scale.klaviyo_batch,
+                bc_store=BIGCOMMERCE_STORE,
+                **{k: f"http://127.0.0.1:{p}" for k, p in self.ports.items()},
+            )
+        )
         return path
 
     def rfm_sync(self, *args: str, log_name: str, timeout: float = 600) -> int:
         with (self.folder / log_name).open("a") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "rfm_sync.cli", *args], env=self.env, stdout=log,
-                                    stderr=log, cwd=self.folder)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "rfm_sync.cli", *args], env=self.env, stdout=log, stderr=log, cwd=self.folder
+            )
             try:
                 return proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -315,10 +380,17 @@ class ChaosRun:
     def start_daemon(self, round_no: int | str) -> tuple[int, Path]:
         port = free_port()
         config = self.write_config(port)
-        log_path = self.folder / (f"daemon-{round_no:03d}.log" if isinstance(round_no, int) else f"daemon-{round_no}.log")
+        log_path = self.folder / (
+            f"daemon-{round_no:03d}.log" if isinstance(round_no, int) else f"daemon-{round_no}.log"
+        )
         with log_path.open("w") as log:  # a file, not a pipe: a full pipe would block the daemon
-            self.daemon = subprocess.Popen([sys.executable, "-m", "rfm_sync.cli", "daemon", "-c", str(config)],
-                                           env=self.env, stdout=log, stderr=log, cwd=self.folder)
+            self.daemon = subprocess.Popen(
+                [sys.executable, "-m", "rfm_sync.cli", "daemon", "-c", str(config)],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                cwd=self.folder,
+            )
         return port, log_path
 
     @staticmethod
@@ -364,8 +436,11 @@ class ChaosRun:
                 if isinstance(r.get("seconds"), (int, float)):
                     self.cycle_seconds = 0.7 * self.cycle_seconds + 0.3 * float(r["seconds"])
                 if r.get("status") not in ("ok", "stopped"):  # a graceful stop is no failure
-                    for error in (r.get("errors") or {"?": "partial"}).values() if isinstance(r.get("errors"), dict) \
-                            else [r.get("errors")]:
+                    for error in (
+                        (r.get("errors") or {"?": "partial"}).values()
+                        if isinstance(r.get("errors"), dict)
+                        else [r.get("errors")]
+                    ):
                         self.figures.cycle_failures[f"partial: {str(error)[:60]}"] += 1
             elif message.startswith(("pull failed", "push stopped")):  # a step of a cycle (the cycle goes on)
                 self.figures.cycle_failures[f"{message.split(':')[0]}: {str(r.get('error'))[:60]}"] += 1
@@ -374,8 +449,10 @@ class ChaosRun:
                 state, since = "idle", r.get("ts")
             elif message == "webhook events processed":
                 state, since = "idle", r.get("ts")
-            elif message == "customers rescored" or (message.startswith("webhook") and not message.startswith(
-                    ("webhook rejected", "webhook not stored", "webhook verification"))):  # the listener's
+            elif message == "customers rescored" or (
+                message.startswith("webhook")
+                and not message.startswith(("webhook rejected", "webhook not stored", "webhook verification"))
+            ):  # the listener's
                 state = "webhooks" if state == "idle" else state
         if state == "idle" and killed_at is not None:
             state = self.between_cycles(since, killed_at, last_run)
@@ -398,10 +475,14 @@ class ChaosRun:
         moment = datetime.fromtimestamp(killed_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")  # as stored
         try:
             with contextlib.closing(sqlite3.connect(self.folder / "state.sqlite", timeout=10)) as db:
-                due = db.execute("SELECT COUNT(*) FROM webhook_events WHERE status = 'pending' AND received_at <= ? "
-                                 "AND (next_attempt_at IS NULL OR next_attempt_at <= ?)", (moment, moment)).fetchone()[0]
-                rescoring = db.execute("SELECT COUNT(*) FROM runs WHERE status = 'running' AND id > ?",
-                                       (last_run,)).fetchone()[0]
+                due = db.execute(
+                    "SELECT COUNT(*) FROM webhook_events WHERE status = 'pending' AND received_at <= ? "
+                    "AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
+                    (moment, moment),
+                ).fetchone()[0]
+                rescoring = db.execute(
+                    "SELECT COUNT(*) FROM runs WHERE status = 'running' AND id > ?", (last_run,)
+                ).fetchone()[0]
         except sqlite3.Error:
             return "idle"
         return "webhooks" if due or rescoring else "idle"
@@ -413,14 +494,24 @@ class ChaosRun:
         for item in changed:
             if shop == "shopify":
                 data = json.dumps(item).encode()
-                headers = {"Content-Type": "application/json", "X-Shopify-Topic": "orders/updated",
-                           "X-Shopify-Event-Id": f"chaos-{self.rng.getrandbits(64):016x}",
-                           "X-Shopify-Hmac-Sha256": sign(data)}
+                headers = {
+                    "Content-Type": "application/json",
+                    "X-Shopify-Topic": "orders/updated",
+                    "X-Shopify-Event-Id": f"chaos-{self.rng.getrandbits(64):016x}",
+                    "X-Shopify-Hmac-Sha256": sign(data),
+                }
                 path = "/webhooks/shop"
             else:
-                data = json.dumps({"created_at": int(time.time()), "store_id": "1001",
-                                   "producer": f"stores/{BIGCOMMERCE_STORE}", "scope": item["scope"],
-                                   "hash": f"{self.rng.getrandbits(160):040x}", "data": item["data"]}).encode()
+                data = json.dumps(
+                    {
+                        "created_at": int(time.time()),
+                        "store_id": "1001",
+                        "producer": f"stores/{BIGCOMMERCE_STORE}",
+                        "scope": item["scope"],
+                        "hash": f"{self.rng.getrandbits(160):040x}",
+                        "data": item["data"],
+                    }
+                ).encode()
                 headers = {"Content-Type": "application/json", "X-Rfm-Sync-Secret": BIGCOMMERCE_HOOK_SECRET}
                 path = "/webhooks/bc"
             for attempt in range(2 if self.rng.random() < 0.15 else 1):  # some are delivered twice
@@ -497,8 +588,10 @@ class ChaosRun:
             phase = self.phase(log_path, killed_at)
             self.figures.kills_by_phase[phase] += 1
             with (self.folder / "kills.log").open("a") as kills:  # one line a kill, to read beside the logs
-                kills.write(f"{log_path.name} {'webhook round' if aimed else 'timed round'} "
-                            f"{time.monotonic() - started:.1f}s {phase}\n")
+                kills.write(
+                    f"{log_path.name} {'webhook round' if aimed else 'timed round'} "
+                    f"{time.monotonic() - started:.1f}s {phase}\n"
+                )
         else:
             self.figures.cycle_failures[f"daemon exited by itself ({self.daemon.returncode})"] += 1
             self.phase(log_path)

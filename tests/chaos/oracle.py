@@ -15,6 +15,7 @@ orders are first read by docs/shops.md's rules (:func:`bigcommerce_orders`); wit
   (a break is a missing or a duplicated event), consecutive identical changes are duplicates, the
   last event ends at the profile's current group, and "Previous RFM group" agrees with the events.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,14 @@ GROUP_OF = {score: name for name, scores in GROUPS.items() for score in scores}
 NON_PURCHASE = {"VOIDED", "EXPIRED"}
 # BigCommerce status ids that are purchases (docs/shops.md); 12 and 13 count only when switched on (never here)
 BIGCOMMERCE_PURCHASE = {2, 3, 8, 9, 10, 11, 14}
-PROPS = {"group": "Current RFM group", "previous": "Previous RFM group", "score": "RFM score",
-         "r": "RFM recency score", "f": "RFM frequency score", "m": "RFM monetary score"}
+PROPS = {
+    "group": "Current RFM group",
+    "previous": "Previous RFM group",
+    "score": "RFM score",
+    "r": "RFM recency score",
+    "f": "RFM frequency score",
+    "m": "RFM monetary score",
+}
 
 
 @dataclass
@@ -67,16 +74,28 @@ def bigcommerce_orders(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     archived; a guest (customer id 0) is their billing email; dates are RFC-2822."""
     out = []
     for o in raw:
-        out.append({"customer_id": None if o["customer_id"] in (0, "0") else f"bigcommerce:{o['customer_id']}",
-                    "email": o["email"], "total": str(Decimal(o["total_inc_tax"]) - Decimal(o["refunded_amount"])),
-                    "created_at": parsedate_to_datetime(o["date_created"]).isoformat(), "test": False,
-                    "cancelled": o["status_id"] not in BIGCOMMERCE_PURCHASE or bool(o["is_deleted"]),
-                    "financial_status": ""})
+        out.append(
+            {
+                "customer_id": None if o["customer_id"] in (0, "0") else f"bigcommerce:{o['customer_id']}",
+                "email": o["email"],
+                "total": str(Decimal(o["total_inc_tax"]) - Decimal(o["refunded_amount"])),
+                "created_at": parsedate_to_datetime(o["date_created"]).isoformat(),
+                "test": False,
+                "cancelled": o["status_id"] not in BIGCOMMERCE_PURCHASE or bool(o["is_deleted"]),
+                "financial_status": "",
+            }
+        )
     return out
 
 
-def expected_state(orders: list[dict[str, Any]], as_of: date, *, window_days: int = 730,
-                   bounds: tuple[int, int] = (180, 365), merge_by_email: bool = False) -> dict[str, Expected]:
+def expected_state(
+    orders: list[dict[str, Any]],
+    as_of: date,
+    *,
+    window_days: int = 730,
+    bounds: tuple[int, int] = (180, 365),
+    merge_by_email: bool = False,
+) -> dict[str, Expected]:
     """customer id -> what its profile must say, as of ``as_of`` (shop time zone UTC)."""
     window_start = as_of - timedelta(days=window_days - 1)
     email: dict[str, str] = {}
@@ -138,8 +157,9 @@ class Verdict:
             self.mismatches.append(f"{kind}: {text}")
 
 
-def compare(expected: dict[str, Expected], klaviyo: dict[str, Any], meta: dict[str, Any],
-            audiences: dict[str, list[str]]) -> Verdict:
+def compare(
+    expected: dict[str, Expected], klaviyo: dict[str, Any], meta: dict[str, Any], audiences: dict[str, list[str]]
+) -> Verdict:
     verdict = Verdict(customers=len(expected))
     profiles = klaviyo["profiles"]
     by_profile: dict[str, list[tuple[str, int, dict[str, Any]]]] = defaultdict(list)
@@ -156,8 +176,13 @@ def compare(expected: dict[str, Expected], klaviyo: dict[str, Any], meta: dict[s
                 verdict.add("klaviyo_property", f"customer {cid} {PROPS[k]!r}: expected {value!r}, found {got[k]!r}")
         if want.group is None and got["previous"] is not None:
             verdict.add("klaviyo_property", f"customer {cid}: cleared but 'Previous RFM group' = {got['previous']!r}")
-        check_events(verdict, cid, [e for _, _, e in sorted(by_profile.get(key, []), key=lambda t: t[:2])],
-                     got["group"], got["previous"])
+        check_events(
+            verdict,
+            cid,
+            [e for _, _, e in sorted(by_profile.get(key, []), key=lambda t: t[:2])],
+            got["group"],
+            got["previous"],
+        )
     members = {a: set(meta["members"].get(a, [])) for a in audiences}
     for audience, groups in audiences.items():
         want_members = {sha256(w.email) for w in expected.values() if w.group in groups}
@@ -184,12 +209,17 @@ def check_events(verdict: Verdict, cid: str, events: list[dict[str, Any]], curre
             verdict.duplicate_events += 1
             verdict.add("event_duplicate", f"customer {cid}: {change[0]} -> {change[1]} twice")
         elif event["from_group"] != at:
-            verdict.add("event_chain", f"customer {cid}: event {change[0]} -> {change[1]} while the last event "
-                                       f"left the profile at {at!r} (an event is missing)")
+            verdict.add(
+                "event_chain",
+                f"customer {cid}: event {change[0]} -> {change[1]} while the last event "
+                f"left the profile at {at!r} (an event is missing)",
+            )
         at, last_change = event["to_group"], change
     if at != current:
         verdict.add("event_final", f"customer {cid}: events end at {at!r}, the profile shows {current!r}")
-    if events and events[-1]["from_group"] is not None and current is not None \
-            and previous != events[-1]["from_group"]:
-        verdict.add("previous_group", f"customer {cid}: 'Previous RFM group' = {previous!r}, the last event "
-                                      f"came from {events[-1]['from_group']!r}")
+    if events and events[-1]["from_group"] is not None and current is not None and previous != events[-1]["from_group"]:
+        verdict.add(
+            "previous_group",
+            f"customer {cid}: 'Previous RFM group' = {previous!r}, the last event "
+            f"came from {events[-1]['from_group']!r}",
+        )

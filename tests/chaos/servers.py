@@ -43,6 +43,7 @@ Control endpoints (never faulted), JSON in and out:
   archive) orders as a shop would; answers what the harness sends to the daemon as webhooks: Shopify's
   changed orders as REST ``orders/updated`` bodies, BigCommerce's ``store/order/*`` scopes and order ids.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,18 @@ from urllib.parse import parse_qs, urlsplit
 
 from requests.structures import CaseInsensitiveDict
 
-GENERIC = ["429_retry_after", "429_bare", "500", "502", "503", "reset_before", "reset_after", "cut_body",
-           "slow", "malformed_json"]
+GENERIC = [
+    "429_retry_after",
+    "429_bare",
+    "500",
+    "502",
+    "503",
+    "reset_before",
+    "reset_after",
+    "cut_body",
+    "slow",
+    "malformed_json",
+]
 SHOPIFY_TOKEN = "shpat_chaos_token"
 BIGCOMMERCE_TOKEN = "bc-chaos-token"
 BIGCOMMERCE_STORE = "chaos1"
@@ -123,8 +134,15 @@ def build_shop(customers: int, seed: int):
     from tests.fakes.shopify_fake import FakeOrder, ShopifyFake
 
     # a Shopify Plus cost bucket (10,000 points, 500/s): a 5,000-customer shop pages without waiting minutes
-    fake = ShopifyFake(clock=RealClock(), token=SHOPIFY_TOKEN, serve=False, seed=seed, bulk_polls=2,
-                       bucket_max=10_000.0, restore_rate=500.0)
+    fake = ShopifyFake(
+        clock=RealClock(),
+        token=SHOPIFY_TOKEN,
+        serve=False,
+        seed=seed,
+        bulk_polls=2,
+        bucket_max=10_000.0,
+        restore_rate=500.0,
+    )
     rng = random.Random(seed * 7919 + 1)
     now = datetime.now(timezone.utc)
     oid = 10_000
@@ -132,14 +150,25 @@ def build_shop(customers: int, seed: int):
         cid = 700_000 + c
         email = f"c{c}@chaos.example"
         # a mix of recent, lapsing and lost customers; a few only older than the 730-day window
-        days_back = rng.choice([rng.uniform(1, 170), rng.uniform(190, 350), rng.uniform(380, 700),
-                                rng.uniform(760, 900) if rng.random() < 0.1 else rng.uniform(1, 700)])
+        days_back = rng.choice(
+            [
+                rng.uniform(1, 170),
+                rng.uniform(190, 350),
+                rng.uniform(380, 700),
+                rng.uniform(760, 900) if rng.random() < 0.1 else rng.uniform(1, 700),
+            ]
+        )
         for _ in range(rng.choice([1, 1, 1, 2, 2, 3, 4, 6, 8])):
             placed = now - timedelta(days=days_back, seconds=rng.randrange(3600))
-            fake.orders[oid] = FakeOrder(id=oid, customer_id=cid, email=email, created_at=placed,
-                                         updated_at=placed + timedelta(minutes=5),
-                                         total=Decimal(rng.randrange(500, 40000)) / 100,
-                                         test=rng.random() < 0.01)
+            fake.orders[oid] = FakeOrder(
+                id=oid,
+                customer_id=cid,
+                email=email,
+                created_at=placed,
+                updated_at=placed + timedelta(minutes=5),
+                total=Decimal(rng.randrange(500, 40000)) / 100,
+                test=rng.random() < 0.01,
+            )
             oid += 1
             days_back = max(0.5, days_back - rng.uniform(5, 200))
     fake.changed()
@@ -148,13 +177,23 @@ def build_shop(customers: int, seed: int):
 
 def rest_body(order: Any) -> dict[str, Any]:
     """The order as Shopify's ``orders/updated`` webhook sends it (REST shape)."""
+
     def iso(moment: datetime | None) -> str | None:
         return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
-    return {"id": order.id, "created_at": iso(order.created_at), "processed_at": iso(order.created_at),
-            "updated_at": iso(order.updated_at), "cancelled_at": iso(order.cancelled_at), "test": order.test,
-            "email": order.email, "financial_status": order.financial_status.lower(), "currency": order.currency,
-            "current_total_price_set": {"shop_money": {"amount": str(order.total), "currency_code": order.currency}},
-            "customer": {"id": order.customer_id, "email": order.email} if order.customer_id else None}
+
+    return {
+        "id": order.id,
+        "created_at": iso(order.created_at),
+        "processed_at": iso(order.created_at),
+        "updated_at": iso(order.updated_at),
+        "cancelled_at": iso(order.cancelled_at),
+        "test": order.test,
+        "email": order.email,
+        "financial_status": order.financial_status.lower(),
+        "currency": order.currency,
+        "current_total_price_set": {"shop_money": {"amount": str(order.total), "currency_code": order.currency}},
+        "customer": {"id": order.customer_id, "email": order.email} if order.customer_id else None,
+    }
 
 
 def mutate_shop(fake: Any, rng: random.Random, count: int) -> tuple[list[dict[str, Any]], Counter[str]]:
@@ -173,8 +212,14 @@ def mutate_shop(fake: Any, rng: random.Random, count: int) -> tuple[list[dict[st
             if rng.random() < 0.1:
                 cid = 900_000 + len(fake.orders)
                 email = f"new{cid}@chaos.example"
-            order = FakeOrder(id=max(fake.orders) + 1, customer_id=cid, email=email, created_at=fake.clock.now(),
-                              updated_at=fake.next_ts(), total=Decimal(rng.randrange(500, 60000)) / 100)
+            order = FakeOrder(
+                id=max(fake.orders) + 1,
+                customer_id=cid,
+                email=email,
+                created_at=fake.clock.now(),
+                updated_at=fake.next_ts(),
+                total=Decimal(rng.randrange(500, 60000)) / 100,
+            )
             fake.orders[order.id] = order
         else:
             order = fake.orders[rng.choice(ids)]
@@ -196,9 +241,13 @@ def mutate_shop(fake: Any, rng: random.Random, count: int) -> tuple[list[dict[st
 # mostly purchases; some Partially Refunded (14, counted net), some that never count (0, 1, 4-7) and
 # Manual Verification Required / Disputed (12, 13: not counted unless switched on, and they are not)
 BIGCOMMERCE_STATUSES = [10] * 6 + [11] * 4 + [2, 2, 3, 8, 9, 14, 14, 0, 1, 4, 5, 6, 7, 12, 13]
-BIGCOMMERCE_SCOPES = {"create": "store/order/created", "edit": "store/order/updated",
-                      "refund": "store/order/refund/created", "cancel": "store/order/statusUpdated",
-                      "archive": "store/order/archived"}
+BIGCOMMERCE_SCOPES = {
+    "create": "store/order/created",
+    "edit": "store/order/updated",
+    "refund": "store/order/refund/created",
+    "cancel": "store/order/statusUpdated",
+    "archive": "store/order/archived",
+}
 
 
 def bigcommerce_template() -> dict[str, Any]:
@@ -207,16 +256,28 @@ def bigcommerce_template() -> dict[str, Any]:
     if BIGCOMMERCE_SPEC.is_file():
         import yaml
 
-        spec = yaml.load(BIGCOMMERCE_SPEC.read_text(encoding="utf-8"),
-                         Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        return spec["components"]["responses"]["orderCollection_Resp"]["content"]["application/json"][
-            "examples"]["response"]["value"][0]
-    return {"id": 100, "customer_id": 20, "date_created": "Wed, 10 Jan 2018 21:05:30 +0000",
-            "date_modified": "Wed, 05 Dec 2018 20:16:55 +0000", "status_id": 11, "status": "Awaiting Fulfillment",
-            "total_inc_tax": "361.9500", "refunded_amount": "0.0000", "currency_code": "USD",
-            "default_currency_code": "USD", "store_default_currency_code": "",
-            "store_default_to_transactional_exchange_rate": "1.0000000000", "is_deleted": False,
-            "billing_address": {"first_name": "Jane", "email": "janedoe@example.com"}}
+        spec = yaml.load(
+            BIGCOMMERCE_SPEC.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        )
+        return spec["components"]["responses"]["orderCollection_Resp"]["content"]["application/json"]["examples"][
+            "response"
+        ]["value"][0]
+    return {
+        "id": 100,
+        "customer_id": 20,
+        "date_created": "Wed, 10 Jan 2018 21:05:30 +0000",
+        "date_modified": "Wed, 05 Dec 2018 20:16:55 +0000",
+        "status_id": 11,
+        "status": "Awaiting Fulfillment",
+        "total_inc_tax": "361.9500",
+        "refunded_amount": "0.0000",
+        "currency_code": "USD",
+        "default_currency_code": "USD",
+        "store_default_currency_code": "",
+        "store_default_to_transactional_exchange_rate": "1.0000000000",
+        "is_deleted": False,
+        "billing_address": {"first_name": "Jane", "email": "janedoe@example.com"},
+    }
 
 
 def build_bigcommerce(customers: int, seed: int, url: str, shopify_customers: int):
@@ -226,8 +287,16 @@ def build_bigcommerce(customers: int, seed: int, url: str, shopify_customers: in
     from tests.fakes.bigcommerce_fake import BigCommerceFake
 
     # a quota no honest client reaches (1000 requests a second): 429s come from the fault plan only
-    fake = BigCommerceFake(clock=RealClock(), template=bigcommerce_template(), store_hash=BIGCOMMERCE_STORE,
-                           token=BIGCOMMERCE_TOKEN, quota=1000, window_ms=1000, seed=seed, serve=False)
+    fake = BigCommerceFake(
+        clock=RealClock(),
+        template=bigcommerce_template(),
+        store_hash=BIGCOMMERCE_STORE,
+        token=BIGCOMMERCE_TOKEN,
+        quota=1000,
+        window_ms=1000,
+        seed=seed,
+        serve=False,
+    )
     fake.url = url
     rng = random.Random(seed * 7919 + 2)
     now = datetime.now(timezone.utc)
@@ -237,18 +306,37 @@ def build_bigcommerce(customers: int, seed: int, url: str, shopify_customers: in
         email = f"bc{c}@chaos.example"
         if shopify_customers and rng.random() < 0.25:
             email = f" C{rng.randrange(shopify_customers)}@Chaos.Example"  # c<n>@chaos.example in the Shopify shop
-        days_back = rng.choice([rng.uniform(1, 170), rng.uniform(190, 350), rng.uniform(380, 700),
-                                rng.uniform(760, 900) if rng.random() < 0.1 else rng.uniform(1, 700)])
+        days_back = rng.choice(
+            [
+                rng.uniform(1, 170),
+                rng.uniform(190, 350),
+                rng.uniform(380, 700),
+                rng.uniform(760, 900) if rng.random() < 0.1 else rng.uniform(1, 700),
+            ]
+        )
         for _ in range(rng.choice([1, 1, 2, 2, 3, 4, 6])):
             placed = now - timedelta(days=days_back, seconds=rng.randrange(3600))
             status = rng.choice(BIGCOMMERCE_STATUSES)
             total = Decimal(rng.randrange(500, 40000)) / 100
-            refunded = (total * rng.choice([Decimal("0.25"), Decimal("0.5")])).quantize(Decimal("0.01")) \
-                if status == 14 else total if status == 4 else Decimal(0)
-            fake.orders[oid] = fake.make(oid, customer_id=0 if rng.random() < 0.08 else cid, email=email,
-                                         created=placed, modified=placed + timedelta(minutes=5), status_id=status,
-                                         total=total, refunded=refunded, deleted=rng.random() < 0.02,
-                                         currency="EUR")
+            refunded = (
+                (total * rng.choice([Decimal("0.25"), Decimal("0.5")])).quantize(Decimal("0.01"))
+                if status == 14
+                else total
+                if status == 4
+                else Decimal(0)
+            )
+            fake.orders[oid] = fake.make(
+                oid,
+                customer_id=0 if rng.random() < 0.08 else cid,
+                email=email,
+                created=placed,
+                modified=placed + timedelta(minutes=5),
+                status_id=status,
+                total=total,
+                refunded=refunded,
+                deleted=rng.random() < 0.02,
+                currency="EUR",
+            )
             oid += 1
             days_back = max(0.5, days_back - rng.uniform(5, 200))
     return fake
@@ -273,9 +361,16 @@ def mutate_bigcommerce(fake: Any, rng: random.Random, count: int) -> tuple[list[
             if rng.random() < 0.1:
                 cid, email = 6_000_000 + oid, f"bcnew{oid}@chaos.example"
             now = fake.clock.now()
-            fake.orders[oid] = fake.make(oid, customer_id=cid, email=email, created=now, modified=now,
-                                         status_id=rng.choice([11, 11, 10, 9]),
-                                         total=Decimal(rng.randrange(500, 60000)) / 100, currency="EUR")
+            fake.orders[oid] = fake.make(
+                oid,
+                customer_id=cid,
+                email=email,
+                created=now,
+                modified=now,
+                status_id=rng.choice([11, 11, 10, 9]),
+                total=Decimal(rng.randrange(500, 60000)) / 100,
+                currency="EUR",
+            )
         else:
             oid = rng.choice(ids)
             order = fake.orders[oid]
@@ -371,6 +466,7 @@ class ShopifyVendor(Vendor):
         parts = urlsplit(url)
         result = self.fake.handle(method, parts.path, parse_qs(parts.query), dict(headers), body)
         from tests.fakes.shopify_fake import RESET
+
         if result is RESET:
             return "reset"
         status, extra, payload = result[:3]
@@ -380,12 +476,25 @@ class ShopifyVendor(Vendor):
 
     def state(self) -> dict[str, Any]:
         with self.fake._lock:
-            orders = [{"id": o.id, "customer_id": o.customer_id, "email": o.email,
-                       "created_at": o.created_at.isoformat(), "total": str(o.total), "test": o.test,
-                       "cancelled": o.cancelled_at is not None, "financial_status": o.financial_status}
-                      for o in self.fake.orders.values()]
-        return {"orders": orders, "mutations": dict(self.mutations), "bulk_ops": len(self.fake.bulk_ops),
-                "throttled": self.fake.throttled}
+            orders = [
+                {
+                    "id": o.id,
+                    "customer_id": o.customer_id,
+                    "email": o.email,
+                    "created_at": o.created_at.isoformat(),
+                    "total": str(o.total),
+                    "test": o.test,
+                    "cancelled": o.cancelled_at is not None,
+                    "financial_status": o.financial_status,
+                }
+                for o in self.fake.orders.values()
+            ]
+        return {
+            "orders": orders,
+            "mutations": dict(self.mutations),
+            "bulk_ops": len(self.fake.bulk_ops),
+            "throttled": self.fake.throttled,
+        }
 
     def control(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
         if name != "mutate":
@@ -403,8 +512,14 @@ class KlaviyoVendor(Vendor):
         super().__init__(args, url)
         from tests.fakes.klaviyo_fake import FakeKlaviyo
 
-        self.fake = FakeKlaviyo(base_url=url, api_key=KLAVIYO_KEY, seed=args.seed, polls_until_complete=2,
-                                retry_after="1", record_bodies=False)
+        self.fake = FakeKlaviyo(
+            base_url=url,
+            api_key=KLAVIYO_KEY,
+            seed=args.seed,
+            polls_until_complete=2,
+            retry_after="1",
+            record_bodies=False,
+        )
         self.group_changes: list[tuple[str, Any, Any]] = []  # (profile, before, after) as the fake saw them
 
     def vendor_faults(self, method: str, path: str, body: bytes) -> list[str]:
@@ -435,12 +550,24 @@ class KlaviyoVendor(Vendor):
 
     def state(self) -> dict[str, Any]:
         with self.lock:
-            events = [{"key": k[0], "metric": k[1], "unique_id": k[2], "time": e.get("time"),
-                       "from_group": (e.get("properties") or {}).get("from_group"),
-                       "to_group": (e.get("properties") or {}).get("to_group")}
-                      for k, e in self.fake.events.items()]
-            return {"profiles": self.fake.profiles, "events": events, "event_posts": len(self.fake.event_log),
-                    "group_changes": self.group_changes, "jobs": len(self.fake.jobs)}
+            events = [
+                {
+                    "key": k[0],
+                    "metric": k[1],
+                    "unique_id": k[2],
+                    "time": e.get("time"),
+                    "from_group": (e.get("properties") or {}).get("from_group"),
+                    "to_group": (e.get("properties") or {}).get("to_group"),
+                }
+                for k, e in self.fake.events.items()
+            ]
+            return {
+                "profiles": self.fake.profiles,
+                "events": events,
+                "event_posts": len(self.fake.event_log),
+                "group_changes": self.group_changes,
+                "jobs": len(self.fake.jobs),
+            }
 
 
 class MetaVendor(Vendor):
@@ -473,8 +600,10 @@ class MetaVendor(Vendor):
 
     def state(self) -> dict[str, Any]:
         with self.lock:
-            return {"members": {a: sorted(v for _, v in m) for a, m in self.fake.members.items()},
-                    "calls": len(self.fake.calls)}
+            return {
+                "members": {a: sorted(v for _, v in m) for a, m in self.fake.members.items()},
+                "calls": len(self.fake.calls),
+            }
 
 
 class BigCommerceVendor(Vendor):
@@ -490,11 +619,14 @@ class BigCommerceVendor(Vendor):
     def activity(self, method: str, path: str, body: bytes) -> str | None:
         if not path.startswith(self.prefix):
             return None
-        return "fetch" if path[len(self.prefix):].strip("/") else "pull"
+        return "fetch" if path[len(self.prefix) :].strip("/") else "pull"
 
     def vendor_faults(self, method: str, path: str, body: bytes) -> list[str]:
-        return ["bigcommerce_quota_spent", "bigcommerce_quota_last"] if method == "GET" and \
-            path.startswith(self.prefix) else []
+        return (
+            ["bigcommerce_quota_spent", "bigcommerce_quota_last"]
+            if method == "GET" and path.startswith(self.prefix)
+            else []
+        )
 
     def apply(self, fault: str) -> None:
         fake = self.fake
@@ -514,10 +646,19 @@ class BigCommerceVendor(Vendor):
 
     def state(self) -> dict[str, Any]:
         with self.fake._lock:
-            orders = [{"id": o["id"], "customer_id": o["customer_id"], "email": o["billing_address"].get("email"),
-                       "date_created": o["date_created"], "status_id": o["status_id"],
-                       "total_inc_tax": o["total_inc_tax"], "refunded_amount": o["refunded_amount"],
-                       "is_deleted": o["is_deleted"]} for o in self.fake.orders.values()]
+            orders = [
+                {
+                    "id": o["id"],
+                    "customer_id": o["customer_id"],
+                    "email": o["billing_address"].get("email"),
+                    "date_created": o["date_created"],
+                    "status_id": o["status_id"],
+                    "total_inc_tax": o["total_inc_tax"],
+                    "refunded_amount": o["refunded_amount"],
+                    "is_deleted": o["is_deleted"],
+                }
+                for o in self.fake.orders.values()
+            ]
             return {"orders": orders, "mutations": dict(self.mutations), "over_quota": self.fake.over_quota}
 
     def control(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -529,8 +670,12 @@ class BigCommerceVendor(Vendor):
         return {"changed": changed, "kinds": dict(kinds)}
 
 
-VENDORS: dict[str, Callable[..., Vendor]] = {"shopify": ShopifyVendor, "klaviyo": KlaviyoVendor, "meta": MetaVendor,
-                                             "bigcommerce": BigCommerceVendor}
+VENDORS: dict[str, Callable[..., Vendor]] = {
+    "shopify": ShopifyVendor,
+    "klaviyo": KlaviyoVendor,
+    "meta": MetaVendor,
+    "bigcommerce": BigCommerceVendor,
+}
 
 
 # ---------------------------------------------------------------------- the socket layer
@@ -585,8 +730,11 @@ def make_handler(vendor_box: list[Vendor], plan: FaultPlan, args: argparse.Names
             if fault in ("429_retry_after", "429_bare", "500", "502", "503"):
                 status = int(fault[:3])
                 extra = {"Retry-After": "1"} if fault == "429_retry_after" else {}
-                self._answer(status, {**extra, "Content-Type": "application/json"},
-                             b'{"errors":[{"title":"injected by the chaos plan"}]}')
+                self._answer(
+                    status,
+                    {**extra, "Content-Type": "application/json"},
+                    b'{"errors":[{"title":"injected by the chaos plan"}]}',
+                )
                 return
             if fault and fault not in GENERIC:
                 vendor.apply(fault)
@@ -619,8 +767,14 @@ def make_handler(vendor_box: list[Vendor], plan: FaultPlan, args: argparse.Names
         def _control(self, vendor: Vendor, name: str, body: bytes) -> None:
             payload = json.loads(body or b"{}")
             if name == "state":
-                answer = {"kind": vendor.kind, "faults": dict(plan.injected), "rate": plan.rate, "requests": plan.requests,
-                          "problems": problems, **vendor.state()}
+                answer = {
+                    "kind": vendor.kind,
+                    "faults": dict(plan.injected),
+                    "rate": plan.rate,
+                    "requests": plan.requests,
+                    "problems": problems,
+                    **vendor.state(),
+                }
             elif name == "activity":
                 answer = {"last_pull_at": vendor.last_pull_at, "last_fetch_at": vendor.last_fetch_at}
             elif name == "faults":
@@ -656,8 +810,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rate", type=float, default=0.1)
     parser.add_argument("--customers", type=int, default=500)
-    parser.add_argument("--shopify-customers", type=int, default=0,
-                        help="bigcommerce: the Shopify shop's customer count (a quarter of ours share their emails)")
+    parser.add_argument(
+        "--shopify-customers",
+        type=int,
+        default=0,
+        help="bigcommerce: the Shopify shop's customer count (a quarter of ours share their emails)",
+    )
     parser.add_argument("--slow-seconds", type=float, default=2.5)
     parser.add_argument("--slow-codes", action="store_true", help="also Meta's 60-second throttling codes")
     parser.add_argument("--port-file", required=True)

@@ -8,6 +8,7 @@ One run (module fixture) feeds every test here; its figures are printed (``-s``)
 which pytest rotates away after a few sessions, so a run that did not end clean is also copied to a
 folder of its own (``RFM_CHAOS_KEEP``, default a new ``/tmp/rfm-chaos-kept-*``), named in the output.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,5 +82,6 @@ def test_every_profile_and_audience_matches_the_oracle(chaos):
 def test_event_log_is_complete_and_never_doubled(chaos):
     kinds = chaos.figures.mismatch_kinds
     wrong = {k: v for k, v in kinds.items() if k.startswith("event_") or k == "previous_group"}
-    assert chaos.figures.duplicate_events == 0 and not wrong, \
-        [m for m in chaos.mismatches if m.startswith(("event_", "previous_group"))][:20]
+    assert chaos.figures.duplicate_events == 0 and not wrong, [
+        m for m in chaos.mismatches if m.startswith(("event_", "previous_group"))
+    ][:20]

@@ -9,6 +9,7 @@ Shapes are built around the real payloads (Shopify GraphQL nodes and REST webhoo
 BigCommerce V2 orders, CSV exports) with any field replaced by arbitrary JSON, so the examples
 reach deep into the parsers instead of failing at the first key.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,39 +31,84 @@ from rfm_sync.daemon.webhooks import event_id, kept_headers, topic_of
 
 pytestmark = pytest.mark.slow  # fuzzing: hundreds of examples per parser
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-                derandomize=True)
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True),
-                    st.text(max_size=30), st.sampled_from(["", "0", "-1", "1e400", "NaN", "Infinity", "12.50",
-                                                           "2026-11-25T12:00:00Z", "2026-11-25T12:00:00",
-                                                           "gid://shopify/Order/1", "Tue, 25 Nov 2026 12:00:00 +0000"]))
-json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                            st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                           max_leaves=8)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=True),
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "-1",
+            "1e400",
+            "NaN",
+            "Infinity",
+            "12.50",
+            "2026-11-25T12:00:00Z",
+            "2026-11-25T12:00:00",
+            "gid://shopify/Order/1",
+            "Tue, 25 Nov 2026 12:00:00 +0000",
+        ]
+    ),
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
 
 
 def mangled(base: dict) -> st.SearchStrategy[dict]:
     """``base`` with some fields replaced by arbitrary JSON and some removed."""
     keys = sorted(base)
-    return st.tuples(st.dictionaries(st.sampled_from(keys), json_values, max_size=len(keys)),
-                     st.sets(st.sampled_from(keys), max_size=3)).map(
-        lambda t: {k: v for k, v in {**base, **t[0]}.items() if k not in t[1]})
+    return st.tuples(
+        st.dictionaries(st.sampled_from(keys), json_values, max_size=len(keys)),
+        st.sets(st.sampled_from(keys), max_size=3),
+    ).map(lambda t: {k: v for k, v in {**base, **t[0]}.items() if k not in t[1]})
 
 
-SHOPIFY_NODE = {"id": "gid://shopify/Order/1", "createdAt": "2026-11-25T12:00:00Z", "processedAt": "2026-11-25T12:00:00Z",
-                "updatedAt": "2026-11-25T12:05:00Z", "cancelledAt": None, "test": False, "email": "a@example.com",
-                "displayFinancialStatus": "PAID", "currencyCode": "EUR",
-                "currentTotalPriceSet": {"shopMoney": {"amount": "12.50", "currencyCode": "EUR"}},
-                "customer": {"id": "gid://shopify/Customer/9", "defaultEmailAddress": {"emailAddress": "a@example.com"}}}
-SHOPIFY_REST = {"id": 1, "created_at": "2026-11-25T12:00:00Z", "updated_at": "2026-11-25T12:05:00Z",
-                "cancelled_at": None, "test": False, "email": "a@example.com", "financial_status": "paid",
-                "currency": "EUR", "current_total_price_set": {"shop_money": {"amount": "12.50", "currency_code": "EUR"}},
-                "customer": {"id": 9, "email": "a@example.com"}}
-BIGCOMMERCE = {"id": 100, "customer_id": 7, "date_created": "Tue, 25 Nov 2026 12:00:00 +0000",
-               "date_modified": "Tue, 25 Nov 2026 12:05:00 +0000", "total_inc_tax": "12.5000",
-               "refunded_amount": "0.0000", "status_id": 10, "status": "Completed",
-               "currency_code": "EUR", "billing_address": {"email": "a@example.com"}, "is_deleted": False}
+SHOPIFY_NODE = {
+    "id": "gid://shopify/Order/1",
+    "createdAt": "2026-11-25T12:00:00Z",
+    "processedAt": "2026-11-25T12:00:00Z",
+    "updatedAt": "2026-11-25T12:05:00Z",
+    "cancelledAt": None,
+    "test": False,
+    "email": "a@example.com",
+    "displayFinancialStatus": "PAID",
+    "currencyCode": "EUR",
+    "currentTotalPriceSet": {"shopMoney": {"amount": "12.50", "currencyCode": "EUR"}},
+    "customer": {"id": "gid://shopify/Customer/9", "defaultEmailAddress": {"emailAddress": "a@example.com"}},
+}
+SHOPIFY_REST = {
+    "id": 1,
+    "created_at": "2026-11-25T12:00:00Z",
+    "updated_at": "2026-11-25T12:05:00Z",
+    "cancelled_at": None,
+    "test": False,
+    "email": "a@example.com",
+    "financial_status": "paid",
+    "currency": "EUR",
+    "current_total_price_set": {"shop_money": {"amount": "12.50", "currency_code": "EUR"}},
+    "customer": {"id": 9, "email": "a@example.com"},
+}
+BIGCOMMERCE = {
+    "id": 100,
+    "customer_id": 7,
+    "date_created": "Tue, 25 Nov 2026 12:00:00 +0000",
+    "date_modified": "Tue, 25 Nov 2026 12:05:00 +0000",
+    "total_inc_tax": "12.5000",
+    "refunded_amount": "0.0000",
+    "status_id": 10,
+    "status": "Completed",
+    "currency_code": "EUR",
+    "billing_address": {"email": "a@example.com"},
+    "is_deleted": False,
+}
 
 
 def assert_contained(call):
@@ -95,17 +141,23 @@ def test_bigcommerce_order(data):
 
 @pytest.fixture(scope="module")
 def shopify_source(tmp_path_factory):
-    context = ConnectorContext(zone=ZoneInfo("UTC"), base_dir=tmp_path_factory.mktemp("fuzz"),
-                               secret=lambda name: (_ for _ in ()).throw(LookupError(name)))
+    context = ConnectorContext(
+        zone=ZoneInfo("UTC"),
+        base_dir=tmp_path_factory.mktemp("fuzz"),
+        secret=lambda name: (_ for _ in ()).throw(LookupError(name)),
+    )
     # base_url on a closed port: a refunds/create body that names an order fails as a ConnectorError
-    return ShopifySource(ShopifySettings(name="shop", shop="fuzz", token_secret="none", base_url="http://127.0.0.1:9"),
-                         context)
+    return ShopifySource(
+        ShopifySettings(name="shop", shop="fuzz", token_secret="none", base_url="http://127.0.0.1:9"), context
+    )
 
 
 @FUZZ
-@given(st.one_of(mangled(SHOPIFY_REST), mangled({"order": SHOPIFY_REST}), json_values),
-       st.sampled_from(["orders/create", "orders/updated", "orders/cancelled", "refunds/create", "", "other/x"]),
-       st.booleans())
+@given(
+    st.one_of(mangled(SHOPIFY_REST), mangled({"order": SHOPIFY_REST}), json_values),
+    st.sampled_from(["orders/create", "orders/updated", "orders/cancelled", "refunds/create", "", "other/x"]),
+    st.booleans(),
+)
 def test_webhook_body(shopify_source, payload, topic, raw_garbage):
     body = b"\xff{not json" if raw_garbage else json.dumps(payload).encode()
     headers = {"x-shopify-topic": topic, "content-type": "application/json"}
@@ -122,13 +174,35 @@ def test_webhook_topic_from_any_body(body):
     assert isinstance(topic_of({}, body), str)
 
 
-cells = st.one_of(st.text(max_size=20), st.sampled_from(["", " ", "12.50", "-3", "1e309", "NaN", "2026-11-25",
-                                                         "2026-11-25 12:00:00", "2026-11-25T12:00:00+01:00",
-                                                         "0042", "a@example.com", "\"", ",", "\n"]))
+cells = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "12.50",
+            "-3",
+            "1e309",
+            "NaN",
+            "2026-11-25",
+            "2026-11-25 12:00:00",
+            "2026-11-25T12:00:00+01:00",
+            "0042",
+            "a@example.com",
+            '"',
+            ",",
+            "\n",
+        ]
+    ),
+)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-          derandomize=True)
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    derandomize=True,
+)
 @given(st.lists(st.tuples(cells, cells, cells, cells, cells), min_size=1, max_size=8))
 def test_csv_rows(tmp_path, rows):
     path = Path(tmp_path) / "orders.csv"
@@ -137,12 +211,16 @@ def test_csv_rows(tmp_path, rows):
     writer.writerow(["order_id", "customer_id", "placed_at", "amount", "email"])
     writer.writerows(rows)
     path.write_text(out.getvalue(), encoding="utf-8")
-    source = CsvSource(CsvSettings(name="csv", path=str(path)), ConnectorContext(zone=ZoneInfo("UTC"),
-                                                                               base_dir=Path(tmp_path),
-                                                                               secret=lambda n: None))
+    source = CsvSource(
+        CsvSettings(name="csv", path=str(path)),
+        ConnectorContext(zone=ZoneInfo("UTC"), base_dir=Path(tmp_path), secret=lambda n: None),
+    )
     try:
-        records = [r for page in source.pull(PullContext(cursor=None, started_at=datetime.now(timezone.utc)))
-                   for r in page.records]
+        records = [
+            r
+            for page in source.pull(PullContext(cursor=None, started_at=datetime.now(timezone.utc)))
+            for r in page.records
+        ]
     except ConnectorError:
         return
     assert all(isinstance(r, (Order, Quarantined)) for r in records)

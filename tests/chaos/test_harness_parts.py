@@ -1,6 +1,7 @@
 """The chaos harness's own parts, fast and without processes: the BigCommerce store it serves (faults,
 mutations), the oracle's reading of BigCommerce orders and merge by email, the forced first fault,
 and how a kill's phase is told (from the daemon's log, the store and the fakes' activity)."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,7 @@ from requests.structures import CaseInsensitiveDict
 
 from tests.chaos import oracle
 from tests.chaos.harness import ChaosRun
-from tests.chaos.servers import (BIGCOMMERCE_STORE, BIGCOMMERCE_TOKEN, BigCommerceVendor, FaultPlan,
-                                 mutate_bigcommerce)
+from tests.chaos.servers import BIGCOMMERCE_STORE, BIGCOMMERCE_TOKEN, BigCommerceVendor, FaultPlan, mutate_bigcommerce
 
 AS_OF = date(2026, 12, 1)
 
@@ -66,60 +66,101 @@ def test_mutations_change_the_order_bump_date_modified_and_name_the_scope():
     time.sleep(1.05)  # date_modified has whole seconds
     changed, kinds = mutate_bigcommerce(fake, random.Random(2), 60)
     assert sum(kinds.values()) == 60 and set(kinds) == {"create", "edit", "refund", "cancel", "archive"}
-    scopes = {"create": "store/order/created", "edit": "store/order/updated", "refund": "store/order/refund/created",
-              "cancel": "store/order/statusUpdated", "archive": "store/order/archived"}
+    scopes = {
+        "create": "store/order/created",
+        "edit": "store/order/updated",
+        "refund": "store/order/refund/created",
+        "cancel": "store/order/statusUpdated",
+        "archive": "store/order/archived",
+    }
     assert {c["scope"] for c in changed} == set(scopes.values())
     for item in changed:
         order = fake.orders[item["data"]["id"]]
         assert item["data"]["type"] == "order"
         old = before.get(order["id"])
-        assert old is None or parsedate_to_datetime(order["date_modified"]) > parsedate_to_datetime(old["date_modified"])
+        assert old is None or parsedate_to_datetime(order["date_modified"]) > parsedate_to_datetime(
+            old["date_modified"]
+        )
         assert Decimal(order["refunded_amount"]) <= Decimal(order["total_inc_tax"])
     archived = [c["data"]["id"] for c in changed if c["scope"] == scopes["archive"]]
     assert all(fake.orders[oid]["is_deleted"] for oid in archived)
     assert len(fake.orders) == len(before) + kinds["create"]
     # the store lists the changed orders after the older ones (date_modified:asc), archived ones left out
-    listed = json.loads(get(vendor, f"/stores/{BIGCOMMERCE_STORE}/v2/orders?sort=date_modified:asc&limit=250"
-                                    f"&page=1")[2])
+    listed = json.loads(
+        get(vendor, f"/stores/{BIGCOMMERCE_STORE}/v2/orders?sort=date_modified:asc&limit=250&page=1")[2]
+    )
     assert not any(o["is_deleted"] for o in listed)
 
 
 # ---------------------------------------------------------------------------------------- the oracle
-def bc_order(oid, status, total, refunded="0", deleted=False, customer=5_000_001, email="bc1@chaos.example",
-             days=10):
+def bc_order(oid, status, total, refunded="0", deleted=False, customer=5_000_001, email="bc1@chaos.example", days=10):
     placed = datetime(2026, 12, 1, 12, tzinfo=timezone.utc) - timedelta(days=days)
-    return {"id": oid, "customer_id": customer, "email": email, "status_id": status, "total_inc_tax": total,
-            "refunded_amount": refunded, "is_deleted": deleted,
-            "date_created": placed.strftime("%a, %d %b %Y %H:%M:%S +0000")}
+    return {
+        "id": oid,
+        "customer_id": customer,
+        "email": email,
+        "status_id": status,
+        "total_inc_tax": total,
+        "refunded_amount": refunded,
+        "is_deleted": deleted,
+        "date_created": placed.strftime("%a, %d %b %Y %H:%M:%S +0000"),
+    }
 
 
 def test_the_oracle_reads_bigcommerce_orders_by_the_documented_rules():
-    orders = oracle.bigcommerce_orders([
-        bc_order(1, 10, "100.0000"),  # a purchase
-        bc_order(2, 14, "80.0000", refunded="30.0000"),  # partially refunded: counts net
-        bc_order(3, 5, "70.0000"),  # cancelled
-        bc_order(4, 12, "70.0000"),  # manual verification: not counted by default
-        bc_order(5, 11, "70.0000", deleted=True),  # archived
-        bc_order(6, 4, "50.0000", refunded="50.0000", customer=0, email=" Guest@Chaos.Example"),  # refunded guest
-    ])
+    orders = oracle.bigcommerce_orders(
+        [
+            bc_order(1, 10, "100.0000"),  # a purchase
+            bc_order(2, 14, "80.0000", refunded="30.0000"),  # partially refunded: counts net
+            bc_order(3, 5, "70.0000"),  # cancelled
+            bc_order(4, 12, "70.0000"),  # manual verification: not counted by default
+            bc_order(5, 11, "70.0000", deleted=True),  # archived
+            bc_order(6, 4, "50.0000", refunded="50.0000", customer=0, email=" Guest@Chaos.Example"),  # refunded guest
+        ]
+    )
     counted = [(o["total"], o["cancelled"]) for o in orders]
-    assert counted == [("100.0000", False), ("50.0000", False), ("70.0000", True), ("70.0000", True),
-                       ("70.0000", True), ("0.0000", True)]
+    assert counted == [
+        ("100.0000", False),
+        ("50.0000", False),
+        ("70.0000", True),
+        ("70.0000", True),
+        ("70.0000", True),
+        ("0.0000", True),
+    ]
     state = oracle.expected_state(orders, AS_OF)
     assert state["bigcommerce:5000001"].group is not None
     assert state["email:guest@chaos.example"].group is None  # a customer, with nothing that counts
 
 
 def test_merge_by_email_makes_one_customer_of_two_shops():
-    shopify = [{"id": 1, "customer_id": 700_001, "email": "c1@chaos.example", "total": "20.00", "test": False,
-                "cancelled": False, "financial_status": "PAID",
-                "created_at": datetime(2025, 10, 1, tzinfo=timezone.utc).isoformat()},
-               {"id": 2, "customer_id": 700_002, "email": "c2@chaos.example", "total": "900.00", "test": False,
-                "cancelled": False, "financial_status": "PAID",
-                "created_at": datetime(2026, 11, 20, tzinfo=timezone.utc).isoformat()}]
-    bigcommerce = oracle.bigcommerce_orders([bc_order(9, 10, "500.0000", email=" C1@Chaos.Example", days=3),
-                                             bc_order(8, 10, "10.0000", customer=5_000_009,
-                                                      email="bc9@chaos.example", days=400)])
+    shopify = [
+        {
+            "id": 1,
+            "customer_id": 700_001,
+            "email": "c1@chaos.example",
+            "total": "20.00",
+            "test": False,
+            "cancelled": False,
+            "financial_status": "PAID",
+            "created_at": datetime(2025, 10, 1, tzinfo=timezone.utc).isoformat(),
+        },
+        {
+            "id": 2,
+            "customer_id": 700_002,
+            "email": "c2@chaos.example",
+            "total": "900.00",
+            "test": False,
+            "cancelled": False,
+            "financial_status": "PAID",
+            "created_at": datetime(2026, 11, 20, tzinfo=timezone.utc).isoformat(),
+        },
+    ]
+    bigcommerce = oracle.bigcommerce_orders(
+        [
+            bc_order(9, 10, "500.0000", email=" C1@Chaos.Example", days=3),
+            bc_order(8, 10, "10.0000", customer=5_000_009, email="bc9@chaos.example", days=400),
+        ]
+    )
     merged = oracle.expected_state(shopify + bigcommerce, AS_OF, merge_by_email=True)
     assert set(merged) == {"email:c1@chaos.example", "email:c2@chaos.example", "email:bc9@chaos.example"}
     one = merged["email:c1@chaos.example"]
@@ -156,13 +197,16 @@ def make_run(tmp_path, pending_received: datetime | None, running_run: int | Non
     folder = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
     run = ChaosRun(folder, seed=1, scale="smoke")
     with closing(sqlite3.connect(folder / "state.sqlite")) as db:
-        db.execute("CREATE TABLE webhook_events (id INTEGER PRIMARY KEY, status TEXT, received_at TEXT, "
-                   "next_attempt_at TEXT)")
+        db.execute(
+            "CREATE TABLE webhook_events (id INTEGER PRIMARY KEY, status TEXT, received_at TEXT, next_attempt_at TEXT)"
+        )
         db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, status TEXT)")
         db.execute("INSERT INTO runs VALUES (1, 'ok')")
         if pending_received is not None:
-            db.execute("INSERT INTO webhook_events VALUES (1, 'pending', ?, NULL)",
-                       (pending_received.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" "),))
+            db.execute(
+                "INSERT INTO webhook_events VALUES (1, 'pending', ?, NULL)",
+                (pending_received.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" "),),
+            )
         if running_run is not None:
             db.execute("INSERT INTO runs VALUES (?, 'running')", (running_run,))
         db.commit()
@@ -173,11 +217,17 @@ def make_run(tmp_path, pending_received: datetime | None, running_run: int | Non
 def test_a_daemon_between_cycles_is_in_webhooks_when_events_are_due_or_a_rescore_runs(tmp_path):
     now = datetime.now(timezone.utc)
     log = tmp_path / "daemon.log"
-    log.write_text("\n".join([log_line("store lock acquired; running cycles", now - timedelta(seconds=9)),
-                              log_line("cycle step done", now - timedelta(seconds=8), step="pull", run=1),
-                              log_line("cycle step done", now - timedelta(seconds=7), step="score+diff", run=1),
-                              log_line("cycle step done", now - timedelta(seconds=6), step="push", run=1),
-                              log_line("cycle done", now - timedelta(seconds=5), run=1, status="ok", seconds=3)]))
+    log.write_text(
+        "\n".join(
+            [
+                log_line("store lock acquired; running cycles", now - timedelta(seconds=9)),
+                log_line("cycle step done", now - timedelta(seconds=8), step="pull", run=1),
+                log_line("cycle step done", now - timedelta(seconds=7), step="score+diff", run=1),
+                log_line("cycle step done", now - timedelta(seconds=6), step="push", run=1),
+                log_line("cycle done", now - timedelta(seconds=5), run=1, status="ok", seconds=3),
+            ]
+        )
+    )
     killed = now.timestamp()
     assert make_run(tmp_path, None, None, {}).phase(log, killed) == "idle"
     assert make_run(tmp_path, now - timedelta(seconds=1), None, {}).phase(log, killed) == "webhooks"
@@ -195,9 +245,14 @@ def test_a_daemon_between_cycles_is_in_webhooks_when_events_are_due_or_a_rescore
 def test_a_first_cycle_skipped_for_the_webhooks_job_is_a_kill_in_webhooks(tmp_path):
     now = datetime.now(timezone.utc)
     log = tmp_path / "daemon.log"
-    log.write_text("\n".join([log_line("store lock acquired; running cycles", now - timedelta(seconds=3)),
-                              log_line("job skipped: another cycle is running", now - timedelta(seconds=3),
-                                       job="incremental")]))
+    log.write_text(
+        "\n".join(
+            [
+                log_line("store lock acquired; running cycles", now - timedelta(seconds=3)),
+                log_line("job skipped: another cycle is running", now - timedelta(seconds=3), job="incremental"),
+            ]
+        )
+    )
     run = make_run(tmp_path, None, None, {})
     assert run.phase(log, now.timestamp()) == "webhooks"
     log.write_text(log.read_text() + "\n" + log_line("webhook events processed", now - timedelta(seconds=2)))

@@ -10,6 +10,7 @@ for with ``is_deleted=true`` (or, per ``archived_listing``, lists them), pages b
 429s; ``cut_rate``: answers cut off half way; on demand ``cut_next``/``malformed_next``) and
 change orders between pages (refunds, status changes, archiving, edits, new orders).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -26,10 +27,23 @@ from typing import Any
 from .shopify_fake import RESET, FakeClock, LocalServer
 
 PURCHASE = {2, 3, 8, 9, 10, 11, 14}
-STATUS_NAMES = {0: "Incomplete", 1: "Pending", 2: "Shipped", 3: "Partially Shipped", 4: "Refunded", 5: "Cancelled",
-                6: "Declined", 7: "Awaiting Payment", 8: "Awaiting Pickup", 9: "Awaiting Shipment", 10: "Completed",
-                11: "Awaiting Fulfillment", 12: "Manual Verification Required", 13: "Disputed",
-                14: "Partially Refunded"}
+STATUS_NAMES = {
+    0: "Incomplete",
+    1: "Pending",
+    2: "Shipped",
+    3: "Partially Shipped",
+    4: "Refunded",
+    5: "Cancelled",
+    6: "Declined",
+    7: "Awaiting Payment",
+    8: "Awaiting Pickup",
+    9: "Awaiting Shipment",
+    10: "Completed",
+    11: "Awaiting Fulfillment",
+    12: "Manual Verification Required",
+    13: "Disputed",
+    14: "Partially Refunded",
+}
 
 
 def rfc2822(moment: datetime) -> str:
@@ -91,27 +105,54 @@ class BigCommerceFake:
             self.server.close()
 
     # ------------------------------------------------------------------ data
-    def make(self, oid: int, *, customer_id: int, email: str, created: datetime, modified: datetime,
-             status_id: int, total: Decimal, refunded: Decimal = Decimal(0), deleted: bool = False,
-             currency: str = "USD") -> dict[str, Any]:
+    def make(
+        self,
+        oid: int,
+        *,
+        customer_id: int,
+        email: str,
+        created: datetime,
+        modified: datetime,
+        status_id: int,
+        total: Decimal,
+        refunded: Decimal = Decimal(0),
+        deleted: bool = False,
+        currency: str = "USD",
+    ) -> dict[str, Any]:
         order = dict(self.template)  # nested values are shared, except those replaced below
         self._dates[oid] = modified.replace(microsecond=0)
         self._cache = None
-        order.update({"id": oid, "customer_id": customer_id, "date_created": rfc2822(created),
-                      "date_modified": rfc2822(modified), "status_id": status_id,
-                      "status": STATUS_NAMES[status_id], "custom_status": STATUS_NAMES[status_id],
-                      "total_inc_tax": money(total), "total_ex_tax": money(total), "subtotal_inc_tax": money(total),
-                      "subtotal_ex_tax": money(total), "refunded_amount": money(refunded), "is_deleted": deleted,
-                      "default_currency_code": currency, "currency_code": currency})
+        order.update(
+            {
+                "id": oid,
+                "customer_id": customer_id,
+                "date_created": rfc2822(created),
+                "date_modified": rfc2822(modified),
+                "status_id": status_id,
+                "status": STATUS_NAMES[status_id],
+                "custom_status": STATUS_NAMES[status_id],
+                "total_inc_tax": money(total),
+                "total_ex_tax": money(total),
+                "subtotal_inc_tax": money(total),
+                "subtotal_ex_tax": money(total),
+                "refunded_amount": money(refunded),
+                "is_deleted": deleted,
+                "default_currency_code": currency,
+                "currency_code": currency,
+            }
+        )
         if self.multi_currency:
             rate = self.multi_currency.get(currency, Decimal(1))
-            order.update({"store_default_currency_code": "USD",
-                          "store_default_to_transactional_exchange_rate": f"{rate:.10f}"})
+            order.update(
+                {"store_default_currency_code": "USD", "store_default_to_transactional_exchange_rate": f"{rate:.10f}"}
+            )
         order["billing_address"] = {**(order.get("billing_address") or {}), "email": email}
         for key in ("products", "shipping_addresses", "coupons"):
             if isinstance(order.get(key), dict):
-                order[key] = {"url": f"{self.url}/stores/{self.store_hash}/v2/orders/{oid}/{key}",
-                              "resource": f"/orders/{oid}/{key}"}
+                order[key] = {
+                    "url": f"{self.url}/stores/{self.store_hash}/v2/orders/{oid}/{key}",
+                    "resource": f"/orders/{oid}/{key}",
+                }
         return order
 
     def add_orders(self, count: int, *, start_id: int = 100, days: int = 700) -> None:
@@ -129,10 +170,17 @@ class BigCommerceFake:
                 total = (total * self.multi_currency[currency]).quantize(Decimal("0.01"))
             refunded = Decimal("3.25") if status == 14 else (total if status == 4 else Decimal(0))
             self.orders[start_id + i] = self.make(
-                start_id + i, customer_id=0 if guest else 9000 + i % people,
+                start_id + i,
+                customer_id=0 if guest else 9000 + i % people,
                 email=f" Buyer{i % people}@Example.com" if not guest else f"guest{i}@example.com",
-                created=created, modified=created + timedelta(minutes=5), status_id=status, total=total,
-                refunded=refunded, deleted=(i % 211 == 0), currency=currency)
+                created=created,
+                modified=created + timedelta(minutes=5),
+                status_id=status,
+                total=total,
+                refunded=refunded,
+                deleted=(i % 211 == 0),
+                currency=currency,
+            )
 
     def mutate(self, n: int) -> None:
         for _ in range(n):
@@ -143,8 +191,15 @@ class BigCommerceFake:
             kind = self.rng.choice(["refund", "refund", "status", "delete", "edit", "new"])
             if kind == "new":
                 oid = max(self.orders) + 1
-                self.orders[oid] = self.make(oid, customer_id=0, email=f"new{oid}@example.com", created=now,
-                                             modified=now, status_id=11, total=Decimal("33.00"))
+                self.orders[oid] = self.make(
+                    oid,
+                    customer_id=0,
+                    email=f"new{oid}@example.com",
+                    created=now,
+                    modified=now,
+                    status_id=11,
+                    total=Decimal("33.00"),
+                )
                 continue
             order = self.orders[self.rng.choice(list(self.orders))]
             if kind == "refund":
@@ -183,7 +238,8 @@ class BigCommerceFake:
             amount = Decimal(o["total_inc_tax"]) - Decimal(o["refunded_amount"])  # transactional currency
             if self.multi_currency:  # in USD, the store's default
                 amount = (amount / Decimal(o["store_default_to_transactional_exchange_rate"])).quantize(
-                    Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
+                    Decimal("0.0001"), rounding=ROUND_HALF_EVEN
+                )
             counted = o["status_id"] in PURCHASE or o["status_id"] in self.extra_purchase
             out[str(o["id"])] = (amount, counted and amount > 0 and not o["is_deleted"])
         return out
@@ -201,7 +257,7 @@ class BigCommerceFake:
             if self.malformed_next:
                 self.malformed_next -= 1
                 self.cuts += 1
-                return reply[0], reply[1], reply[2][:len(reply[2]) // 2]
+                return reply[0], reply[1], reply[2][: len(reply[2]) // 2]
             if self._cut_this or self.cut_next:
                 if not self._cut_this:
                     self.cut_next -= 1
@@ -249,8 +305,12 @@ class BigCommerceFake:
         return 200, {**limits, "Content-Type": "application/json"}, json.dumps(rows).encode()
 
     def _quota_headers(self, left: int, reset_ms: int) -> dict[str, str]:
-        return {"X-Rate-Limit-Requests-Left": str(left), "X-Rate-Limit-Time-Reset-Ms": str(max(0, reset_ms)),
-                "X-Rate-Limit-Requests-Quota": str(self.quota), "X-Rate-Limit-Time-Window-Ms": str(self.window_ms)}
+        return {
+            "X-Rate-Limit-Requests-Left": str(left),
+            "X-Rate-Limit-Time-Reset-Ms": str(max(0, reset_ms)),
+            "X-Rate-Limit-Requests-Quota": str(self.quota),
+            "X-Rate-Limit-Time-Window-Ms": str(self.window_ms),
+        }
 
     def _list(self, params: dict[str, str]) -> list[dict[str, Any]]:
         assert params.get("sort") == "date_modified:asc", params
@@ -264,7 +324,7 @@ class BigCommerceFake:
         start = bisect.bisect_left(self._cache, (since, -1)) if since else 0
         wanted = self._archived_filter(params.get("is_deleted"))
         if wanted is None:
-            window = self._cache[start + (page - 1) * limit: start + page * limit]
+            window = self._cache[start + (page - 1) * limit : start + page * limit]
             return [self.orders[oid] for _, oid in window]
         rows, skip = [], (page - 1) * limit  # a filter: offsets count matching orders only
         for _, oid in self._cache[start:]:

@@ -13,6 +13,7 @@
 
 Every request is recorded (method, url, headers, body) so tests can validate bodies against the spec.
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,8 +45,17 @@ class Recorded:
 
 
 class FakeKlaviyo:
-    def __init__(self, *, base_url: str = BASE_URL, api_key: str = API_KEY, failure_rate: float = 0.0,
-                 seed: int = 7, polls_until_complete: int = 2, retry_after: str = "3", record_bodies: bool = True):
+    def __init__(
+        self,
+        *,
+        base_url: str = BASE_URL,
+        api_key: str = API_KEY,
+        failure_rate: float = 0.0,
+        seed: int = 7,
+        polls_until_complete: int = 2,
+        retry_after: str = "3",
+        record_bodies: bool = True,
+    ):
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.failure_rate = failure_rate
@@ -107,8 +117,14 @@ class FakeKlaviyo:
 
     def _wrap(self, handler):
         def callback(request):
-            self.requests.append(Recorded(request.method, request.url, dict(request.headers),
-                                          _bytes(request.body) if self.record_bodies else None))
+            self.requests.append(
+                Recorded(
+                    request.method,
+                    request.url,
+                    dict(request.headers),
+                    _bytes(request.body) if self.record_bodies else None,
+                )
+            )
             if request.headers.get("Authorization") != f"Klaviyo-API-Key {self.api_key}":
                 return _json(401, {"errors": [{"code": "not_authenticated", "title": "Authentication failed"}]})
             if not request.headers.get("revision"):
@@ -123,8 +139,11 @@ class FakeKlaviyo:
             roll = self.rng.random() if self.failure_rate else 1.0
             if roll < self.failure_rate / 2:
                 self.injected[429] += 1
-                return 429, {"Retry-After": self.retry_after, "Content-Type": "application/json"}, \
-                    json.dumps({"errors": [{"code": "throttled", "title": "Request was throttled."}]})
+                return (
+                    429,
+                    {"Retry-After": self.retry_after, "Content-Type": "application/json"},
+                    json.dumps({"errors": [{"code": "throttled", "title": "Request was throttled."}]}),
+                )
             if roll < self.failure_rate:
                 self.injected[503] += 1
                 if roll < self.failure_rate * 0.75:  # the work was done, the answer got lost
@@ -133,6 +152,7 @@ class FakeKlaviyo:
             self.calls[route] += 1
             reply = handler(request, *_groups(request.url))
             return reply if self.cut_only not in (None, route) else self._maybe_cut(reply)
+
         return callback
 
     def _maybe_cut(self, reply: tuple[int, dict[str, str], Any]) -> tuple[int, dict[str, str], Any]:
@@ -146,9 +166,9 @@ class FakeKlaviyo:
         self.cuts += 1
         if self.malformed_next:
             self.malformed_next -= 1
-            return status, headers, data[:len(data) // 2]
+            return status, headers, data[: len(data) // 2]
         self.cut_next -= 1
-        return status, {**headers, "Content-Length": str(len(data))}, data[:len(data) // 2]
+        return status, {**headers, "Content-Length": str(len(data))}, data[: len(data) // 2]
 
     # ------------------------------------------------------------------ profiles
     def _key(self, attrs: dict[str, Any]) -> str | None:
@@ -184,27 +204,54 @@ class FakeKlaviyo:
         body = json.loads(request.body)
         profiles = body["data"]["attributes"]["profiles"]["data"]
         if len(profiles) > self.job_max_profiles:  # Klaviyo: at most 10,000 profiles per job; a JSON:API 400
-            return _json(400, {"errors": [{
-                "id": "3f1c9a2e", "status": 400, "code": "invalid", "title": "Invalid input.",
-                "detail": f"A bulk import job accepts at most {self.job_max_profiles} profiles; got {len(profiles)}.",
-                "source": {"pointer": "/data/attributes/profiles/data"}, "meta": {}}]})
+            return _json(
+                400,
+                {
+                    "errors": [
+                        {
+                            "id": "3f1c9a2e",
+                            "status": 400,
+                            "code": "invalid",
+                            "title": "Invalid input.",
+                            "detail": f"A bulk import job accepts at most {self.job_max_profiles} profiles; got {len(profiles)}.",
+                            "source": {"pointer": "/data/attributes/profiles/data"},
+                            "meta": {},
+                        }
+                    ]
+                },
+            )
         job_id = f"job{len(self.jobs) + 1}"
         if self.cancel_next_jobs:
             self.cancel_next_jobs -= 1
-            self.jobs[job_id] = {"status": "cancelled", "polls": 0, "total": len(profiles), "errors": [],
-                                 "cancelled": True}
+            self.jobs[job_id] = {
+                "status": "cancelled",
+                "polls": 0,
+                "total": len(profiles),
+                "errors": [],
+                "cancelled": True,
+            }
             return _json(202, {"data": self._job_resource(job_id)})
         refused = set(self.rng.sample(range(len(profiles)), min(self.fail_in_next_job, len(profiles))))
         self.fail_in_next_job = 0
         errors = []
         for index, resource in enumerate(profiles):
-            problem = self._problem(resource["attributes"]) or \
-                ("Temporarily unable to process this profile" if index in refused else None)
+            problem = self._problem(resource["attributes"]) or (
+                "Temporarily unable to process this profile" if index in refused else None
+            )
             if problem:
-                errors.append({"type": "import-error", "id": f"{job_id}-e{index}", "attributes": {
-                    "code": "invalid", "title": "Invalid input", "detail": problem,
-                    "source": {"pointer": f"/data/attributes/profiles/data/{index}"},
-                    "original_payload": resource["attributes"]}})
+                errors.append(
+                    {
+                        "type": "import-error",
+                        "id": f"{job_id}-e{index}",
+                        "attributes": {
+                            "code": "invalid",
+                            "title": "Invalid input",
+                            "detail": problem,
+                            "source": {"pointer": f"/data/attributes/profiles/data/{index}"},
+                            "original_payload": resource["attributes"],
+                        },
+                    }
+                )
             else:
                 self._upsert(resource, ignore_nulls=True)
         self.jobs[job_id] = {"status": "queued", "polls": 0, "total": len(profiles), "errors": errors}
@@ -213,13 +260,22 @@ class FakeKlaviyo:
     def _job_resource(self, job_id: str) -> dict[str, Any]:
         job = self.jobs[job_id]
         done = job["status"] == "complete"
-        return {"type": "profile-bulk-import-job", "id": job_id, "attributes": {
-            "status": job["status"], "created_at": "2026-11-25T12:00:00+00:00", "total_count": job["total"],
-            "completed_count": job["total"] - len(job["errors"]) if done else 0,
-            "failed_count": len(job["errors"]) if done else 0}}
+        return {
+            "type": "profile-bulk-import-job",
+            "id": job_id,
+            "attributes": {
+                "status": job["status"],
+                "created_at": "2026-11-25T12:00:00+00:00",
+                "total_count": job["total"],
+                "completed_count": job["total"] - len(job["errors"]) if done else 0,
+                "failed_count": len(job["errors"]) if done else 0,
+            },
+        }
 
     def _list_jobs(self, request, *_):
-        return _json(200, {"data": [self._job_resource(j) for j in list(self.jobs)[:1]], "links": {"self": request.url}})
+        return _json(
+            200, {"data": [self._job_resource(j) for j in list(self.jobs)[:1]], "links": {"self": request.url}}
+        )
 
     def _get_job(self, request, job_id, *_):
         job = self.jobs.get(job_id)
@@ -239,19 +295,32 @@ class FakeKlaviyo:
         query = parse_qs(urlsplit(request.url).query)
         size = int(query.get("page[size]", ["20"])[0])
         start = int(query.get("page[cursor]", ["0"])[0])
-        page = job["errors"][start:start + size]
+        page = job["errors"][start : start + size]
         links: dict[str, str] = {"self": request.url}
         if start + size < len(job["errors"]):
-            links["next"] = f"{self.base_url}/api/profile-bulk-import-jobs/{job_id}/import-errors" \
-                            f"?page%5Bsize%5D={size}&page%5Bcursor%5D={start + size}"
+            links["next"] = (
+                f"{self.base_url}/api/profile-bulk-import-jobs/{job_id}/import-errors"
+                f"?page%5Bsize%5D={size}&page%5Bcursor%5D={start + size}"
+            )
         return _json(200, {"data": page, "links": links})
 
     def _profile_import(self, request):
         resource = json.loads(request.body)["data"]
         problem = self._problem(resource["attributes"])
         if problem:
-            return _json(400, {"errors": [{"code": "invalid", "title": "Invalid input", "detail": problem,
-                                           "source": {"pointer": "/data/attributes/email"}}]})
+            return _json(
+                400,
+                {
+                    "errors": [
+                        {
+                            "code": "invalid",
+                            "title": "Invalid input",
+                            "detail": problem,
+                            "source": {"pointer": "/data/attributes/email"},
+                        }
+                    ]
+                },
+            )
         key = self._upsert(resource, ignore_nulls=False)
         return _json(200, {"data": {"type": "profile", "id": key, "attributes": {}}})
 
@@ -269,7 +338,7 @@ class FakeKlaviyo:
     def _list_segments(self, request, *_):
         query = parse_qs(urlsplit(request.url).query)
         start = int(query.get("page[cursor]", ["0"])[0])
-        page = self.segments[start:start + 10]
+        page = self.segments[start : start + 10]
         links = {"self": request.url}
         if start + 10 < len(self.segments):
             links["next"] = f"{self.base_url}/api/segments?page%5Bcursor%5D={start + 10}"
@@ -277,8 +346,11 @@ class FakeKlaviyo:
 
     def _create_segment(self, request):
         data = json.loads(request.body)["data"]
-        segment = {"type": "segment", "id": f"seg{len(self.segments) + 1}",
-                   "attributes": {"name": data["attributes"]["name"], "definition": data["attributes"]["definition"]}}
+        segment = {
+            "type": "segment",
+            "id": f"seg{len(self.segments) + 1}",
+            "attributes": {"name": data["attributes"]["name"], "definition": data["attributes"]["definition"]},
+        }
         self.segments.append(segment)
         return _json(201, {"data": segment})
 

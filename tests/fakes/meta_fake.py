@@ -19,6 +19,7 @@ HMAC-SHA256(app secret, token) in the form body or query, else error 100. ``cut_
 work and cuts the answer half way (``Content-Length`` promises more: urllib3's IncompleteRead);
 ``malformed_next`` answers with the first half only, as a complete but malformed body.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,9 +36,12 @@ BASE_URL = "http://127.0.0.1:8766"
 TOKEN = "EAAB-test-token-not-real"
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 MESSAGES = {
-    4: "Application request limit reached", 17: "User request limit reached",
-    80003: "There have been too many calls to this ad-account", 80004: "Too many calls to this ad-account",
-    190: "Error validating access token: Session has expired", 200: "Permissions error",
+    4: "Application request limit reached",
+    17: "User request limit reached",
+    80003: "There have been too many calls to this ad-account",
+    80004: "Too many calls to this ad-account",
+    190: "Error validating access token: Session has expired",
+    200: "Permissions error",
     613: "Calls to this api have exceeded the rate limit.",
     2635: "(#2635) You are calling a deprecated version of the Ads API. Please update to the latest version: v27.0.",
 }
@@ -45,9 +49,15 @@ JSON = {"Content-Type": "application/json; charset=UTF-8"}
 
 
 class FakeMeta:
-    def __init__(self, *, base_url: str = BASE_URL, token: str = TOKEN, versions: frozenset[str] = frozenset(
-            {"v25.0", "v26.0", "v27.0"}), retired: frozenset[str] = frozenset({"v22.0", "v23.0", "v24.0"}),
-                 app_secret: str | None = None):
+    def __init__(
+        self,
+        *,
+        base_url: str = BASE_URL,
+        token: str = TOKEN,
+        versions: frozenset[str] = frozenset({"v25.0", "v26.0", "v27.0"}),
+        retired: frozenset[str] = frozenset({"v22.0", "v23.0", "v24.0"}),
+        app_secret: str | None = None,
+    ):
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.versions, self.retired = set(versions), set(retired)
@@ -70,8 +80,9 @@ class FakeMeta:
         pattern = re.compile(re.escape(self.base_url) + r"/(v\d+\.\d+)/([^/]+)/users$")
         for method in ("POST", "DELETE"):
             rsps.add_callback(method, pattern, callback=self._users)
-        rsps.add_callback("GET", re.compile(re.escape(self.base_url) + r"/v\d+\.\d+/(\d+)(\?.*)?$"),
-                          callback=self._audience)
+        rsps.add_callback(
+            "GET", re.compile(re.escape(self.base_url) + r"/v\d+\.\d+/(\d+)(\?.*)?$"), callback=self._audience
+        )
         return self
 
     def dispatch(self, method: str, url: str, headers: dict[str, str], body: bytes | None):
@@ -91,11 +102,31 @@ class FakeMeta:
         if refused:
             return refused
         if audience_id not in self.audiences:
-            return 400, JSON, json.dumps({"error": {"message": f"Unsupported get request. Object with ID "
-                                                               f"'{audience_id}' does not exist", "code": 100}})
-        return self._maybe_cut((200, JSON, json.dumps({
-            "id": audience_id, "name": "aud",
-            "operation_status": {"code": self.audiences[audience_id], "description": ""}})))
+            return (
+                400,
+                JSON,
+                json.dumps(
+                    {
+                        "error": {
+                            "message": f"Unsupported get request. Object with ID '{audience_id}' does not exist",
+                            "code": 100,
+                        }
+                    }
+                ),
+            )
+        return self._maybe_cut(
+            (
+                200,
+                JSON,
+                json.dumps(
+                    {
+                        "id": audience_id,
+                        "name": "aud",
+                        "operation_status": {"code": self.audiences[audience_id], "description": ""},
+                    }
+                ),
+            )
+        )
 
     def _refuse(self, request, version: str):
         """The checks every call passes first: token, version, appsecret_proof."""
@@ -109,17 +140,42 @@ class FakeMeta:
         assert version in self.versions, f"unexpected Graph API version {version}"
         if self.app_secret is not None:
             body = request.body.decode() if isinstance(request.body, bytes) else (request.body or "")
-            given = (parse_qs(body).get("appsecret_proof") or parse_qs(urlsplit(request.url).query)
-                     .get("appsecret_proof") or [None])[0]
+            given = (
+                parse_qs(body).get("appsecret_proof")
+                or parse_qs(urlsplit(request.url).query).get("appsecret_proof")
+                or [None]
+            )[0]
             wanted = hmac.new(self.app_secret.encode(), self.token.encode(), hashlib.sha256).hexdigest()
             if given is None:
-                return 400, JSON, json.dumps({"error": {
-                    "message": "API calls from the server require an appsecret_proof argument",
-                    "type": "GraphMethodException", "code": 100, "fbtrace_id": "Afake"}})
+                return (
+                    400,
+                    JSON,
+                    json.dumps(
+                        {
+                            "error": {
+                                "message": "API calls from the server require an appsecret_proof argument",
+                                "type": "GraphMethodException",
+                                "code": 100,
+                                "fbtrace_id": "Afake",
+                            }
+                        }
+                    ),
+                )
             if given != wanted:
-                return 400, JSON, json.dumps({"error": {
-                    "message": "Invalid appsecret_proof provided in the API argument",
-                    "type": "GraphMethodException", "code": 100, "fbtrace_id": "Afake"}})
+                return (
+                    400,
+                    JSON,
+                    json.dumps(
+                        {
+                            "error": {
+                                "message": "Invalid appsecret_proof provided in the API argument",
+                                "type": "GraphMethodException",
+                                "code": 100,
+                                "fbtrace_id": "Afake",
+                            }
+                        }
+                    ),
+                )
         return None
 
     def _maybe_cut(self, reply):
@@ -128,11 +184,11 @@ class FakeMeta:
         if self.malformed_next:
             self.malformed_next -= 1
             self.cuts += 1
-            return status, headers, data[:len(data) // 2]
+            return status, headers, data[: len(data) // 2]
         if self.cut_next:
             self.cut_next -= 1
             self.cuts += 1
-            return status, {**headers, "Content-Length": str(len(data))}, data[:len(data) // 2]
+            return status, {**headers, "Content-Length": str(len(data))}, data[: len(data) // 2]
         return reply
 
     def _users(self, request):
@@ -156,9 +212,21 @@ class FakeMeta:
             assert any(r), "a row with no identifier"
         action = "add" if request.method == "POST" else "remove"
         if action == "remove" and audience_id in self.too_small:
-            return 400, JSON, json.dumps({"error": {"message": "Custom audience is too small to remove users",
-                                                    "type": "OAuthException", "code": 2650,
-                                                    "error_subcode": 1870049, "fbtrace_id": "Afake"}})
+            return (
+                400,
+                JSON,
+                json.dumps(
+                    {
+                        "error": {
+                            "message": "Custom audience is too small to remove users",
+                            "type": "OAuthException",
+                            "code": 2650,
+                            "error_subcode": 1870049,
+                            "fbtrace_id": "Afake",
+                        }
+                    }
+                ),
+            )
         self.calls.append((request.method, audience_id, len(rows)))
         self.order.append(f"{action}:{audience_id}")
         members = self.members.setdefault(audience_id, set())
@@ -168,9 +236,21 @@ class FakeMeta:
             (members.add if action == "add" else members.discard)(key)
         received = len(rows) - self.drop_rows
         invalid, self.drop_rows, self.invalid_next = self.invalid_next, 0, 0
-        return self._maybe_cut((200, {**JSON, **self._usage(4, 0)}, json.dumps({
-            "audience_id": audience_id, "session_id": "1234", "num_received": received,
-            "num_invalid_entries": invalid, "invalid_entry_samples": {}})))
+        return self._maybe_cut(
+            (
+                200,
+                {**JSON, **self._usage(4, 0)},
+                json.dumps(
+                    {
+                        "audience_id": audience_id,
+                        "session_id": "1234",
+                        "num_received": received,
+                        "num_invalid_entries": invalid,
+                        "invalid_entry_samples": {},
+                    }
+                ),
+            )
+        )
 
     @staticmethod
     def _usage(call_count: int, wait: int, code: int = 80003) -> dict[str, str]:
@@ -178,19 +258,50 @@ class FakeMeta:
         if code == 4:
             return {"X-App-Usage": json.dumps({"call_count": call_count, "total_cputime": 10, "total_time": 12})}
         if code in (17, 613):
-            return {"X-Ad-Account-Usage": json.dumps({"acc_id_util_pct": call_count, "reset_time_duration": wait,
-                                                      "ads_api_access_tier": "standard_access"})}
+            return {
+                "X-Ad-Account-Usage": json.dumps(
+                    {
+                        "acc_id_util_pct": call_count,
+                        "reset_time_duration": wait,
+                        "ads_api_access_tier": "standard_access",
+                    }
+                )
+            }
         buc_type = "custom_audience" if code == 80003 else "ads_management"
-        return {"X-Business-Use-Case-Usage": json.dumps({"1234567890": [{
-            "type": buc_type, "call_count": call_count, "total_cputime": 10, "total_time": 12,
-            "estimated_time_to_regain_access": wait, "ads_api_access_tier": "standard_access"}]})}
+        return {
+            "X-Business-Use-Case-Usage": json.dumps(
+                {
+                    "1234567890": [
+                        {
+                            "type": buc_type,
+                            "call_count": call_count,
+                            "total_cputime": 10,
+                            "total_time": 12,
+                            "estimated_time_to_regain_access": wait,
+                            "ads_api_access_tier": "standard_access",
+                        }
+                    ]
+                }
+            )
+        }
 
     def _error(self, status: int, code: int, wait: int = 0) -> tuple[int, dict[str, str], str]:
         throttled = code in (4, 17, 613) or 80000 <= code <= 80014
         headers = {**JSON, **(self._usage(100, wait, code) if throttled else {})}
-        return status, headers, json.dumps({"error": {
-            "message": MESSAGES.get(code, "Unknown error"), "type": "OAuthException", "code": code,
-            "fbtrace_id": "Afake"}})
+        return (
+            status,
+            headers,
+            json.dumps(
+                {
+                    "error": {
+                        "message": MESSAGES.get(code, "Unknown error"),
+                        "type": "OAuthException",
+                        "code": code,
+                        "fbtrace_id": "Afake",
+                    }
+                }
+            ),
+        )
 
     def writes(self) -> int:
         return len(self.calls)

@@ -13,6 +13,7 @@ Time is a :class:`FakeClock` shared with the source under test: the source's ``s
 it, the bucket refills by it, so tests never really wait. :class:`LocalServer` and
 :class:`FakeClock` are shared with ``bigcommerce_fake``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -149,23 +150,40 @@ class FakeOrder:
     def node(self) -> dict[str, Any]:
         customer = None
         if self.customer_id is not None:
-            customer = {"id": f"gid://shopify/Customer/{self.customer_id}",
-                        "defaultEmailAddress": {"emailAddress": self.email} if self.email else None}
-        return {"id": f"gid://shopify/Order/{self.id}", "createdAt": iso(self.created_at),
-                "processedAt": iso(self.created_at), "updatedAt": iso(self.updated_at),
-                "cancelledAt": iso(self.cancelled_at) if self.cancelled_at else None, "test": self.test,
-                "email": self.email, "displayFinancialStatus": self.financial_status, "currencyCode": self.currency,
-                "presentmentCurrencyCode": self.presentment_currency or self.currency,
-                "currentTotalPriceSet": {
-                    "shopMoney": {"amount": str(self.total), "currencyCode": self.currency},
-                    "presentmentMoney": {"amount": str((self.total * self.presentment_rate).quantize(Decimal("0.01")))
-                                         if self.presentment_currency else str(self.total),
-                                         "currencyCode": self.presentment_currency or self.currency}},
-                "customer": customer}
+            customer = {
+                "id": f"gid://shopify/Customer/{self.customer_id}",
+                "defaultEmailAddress": {"emailAddress": self.email} if self.email else None,
+            }
+        return {
+            "id": f"gid://shopify/Order/{self.id}",
+            "createdAt": iso(self.created_at),
+            "processedAt": iso(self.created_at),
+            "updatedAt": iso(self.updated_at),
+            "cancelledAt": iso(self.cancelled_at) if self.cancelled_at else None,
+            "test": self.test,
+            "email": self.email,
+            "displayFinancialStatus": self.financial_status,
+            "currencyCode": self.currency,
+            "presentmentCurrencyCode": self.presentment_currency or self.currency,
+            "currentTotalPriceSet": {
+                "shopMoney": {"amount": str(self.total), "currencyCode": self.currency},
+                "presentmentMoney": {
+                    "amount": str((self.total * self.presentment_rate).quantize(Decimal("0.01")))
+                    if self.presentment_currency
+                    else str(self.total),
+                    "currencyCode": self.presentment_currency or self.currency,
+                },
+            },
+            "customer": customer,
+        }
 
     def qualifies(self) -> bool:
-        return self.total > 0 and not self.test and self.cancelled_at is None and \
-            self.financial_status not in ("VOIDED", "EXPIRED")
+        return (
+            self.total > 0
+            and not self.test
+            and self.cancelled_at is None
+            and self.financial_status not in ("VOIDED", "EXPIRED")
+        )
 
 
 NODE_COST = 5  # Order + customer + defaultEmailAddress + currentTotalPriceSet + shopMoney
@@ -237,10 +255,16 @@ class ShopifyFake:
             email = f"Customer{i % (count // 3 + 1)}@Example.com " if not guest or i % 2 else None
             if guest and email is None:
                 email = f"guest{i}@example.com"
-            self.orders[oid] = FakeOrder(id=oid, customer_id=cid, email=email, created_at=created,
-                                         updated_at=created + timedelta(seconds=30),
-                                         total=Decimal(10 + i % 190) + Decimal("0.99"),
-                                         test=(i % 97 == 0), financial_status="PAID")
+            self.orders[oid] = FakeOrder(
+                id=oid,
+                customer_id=cid,
+                email=email,
+                created_at=created,
+                updated_at=created + timedelta(seconds=30),
+                total=Decimal(10 + i % 190) + Decimal("0.99"),
+                test=(i % 97 == 0),
+                financial_status="PAID",
+            )
 
     def next_ts(self) -> datetime:
         self.last_ts = max(self.clock.now(), self.last_ts + timedelta(seconds=1))
@@ -255,9 +279,14 @@ class ShopifyFake:
             kind = self.rng.choice(["refund", "refund", "update", "cancel", "new"])
             if kind == "new":
                 oid = max(self.orders) + 1
-                self.orders[oid] = FakeOrder(id=oid, customer_id=None, email=f"new{oid}@example.com",
-                                             created_at=self.clock.now(), updated_at=self.next_ts(),
-                                             total=Decimal("42.50"))
+                self.orders[oid] = FakeOrder(
+                    id=oid,
+                    customer_id=None,
+                    email=f"new{oid}@example.com",
+                    created_at=self.clock.now(),
+                    updated_at=self.next_ts(),
+                    total=Decimal("42.50"),
+                )
                 continue
             order = self.orders[self.rng.choice(list(self.orders))]
             if kind == "refund":
@@ -295,7 +324,7 @@ class ShopifyFake:
             if self.malformed_next:
                 self.malformed_next -= 1
                 self.cuts += 1
-                return reply[0], reply[1], reply[2][:len(reply[2]) // 2]
+                return reply[0], reply[1], reply[2][: len(reply[2]) // 2]
             if self._cut_this or self.cut_next:
                 if not self._cut_this:
                     self.cut_next -= 1
@@ -324,8 +353,11 @@ class ShopifyFake:
             self._cut_this = True
         requested = 2 + NODE_COST * int(variables.get("first") or 0) if name == "OrdersPage" else 2
         if requested > self.max_query_cost:
-            return self._json({"errors": [{"message": "Query cost is too high",
-                                           "extensions": {"code": "MAX_COST_EXCEEDED"}}]}, requested, 0)
+            return self._json(
+                {"errors": [{"message": "Query cost is too high", "extensions": {"code": "MAX_COST_EXCEEDED"}}]},
+                requested,
+                0,
+            )
         self._refill()
         if requested > self.available:
             self.throttled += 1
@@ -341,10 +373,17 @@ class ShopifyFake:
         self.bucket_stamp = now
 
     def _json(self, payload: dict[str, Any], requested: int, actual: int | None, status: int = 200) -> Reply:
-        payload["extensions"] = {"cost": {"requestedQueryCost": requested, "actualQueryCost": actual,
-                                          "throttleStatus": {"maximumAvailable": self.bucket_max,
-                                                             "currentlyAvailable": self.available,
-                                                             "restoreRate": self.restore_rate}}}
+        payload["extensions"] = {
+            "cost": {
+                "requestedQueryCost": requested,
+                "actualQueryCost": actual,
+                "throttleStatus": {
+                    "maximumAvailable": self.bucket_max,
+                    "currentlyAvailable": self.available,
+                    "restoreRate": self.restore_rate,
+                },
+            }
+        }
         return status, {"Content-Type": "application/json"}, json.dumps(payload).encode()
 
     def _run(self, name: str, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -358,19 +397,34 @@ class ShopifyFake:
             return {"order": order.node() if order else None}, 2 + NODE_COST
         if name == "BulkRun" and self.clock.monotonic() < self.bulk_blocked_until:
             self.bulk_refusals += 1
-            message = {"LIMIT_REACHED": "Bulk operations limit reached. Please try again later.",
-                       "OPERATION_IN_PROGRESS": "A bulk query operation for this app and shop is already in "
-                                                "progress: gid://shopify/BulkOperation/999."}[self.bulk_block_code]
-            return {"bulkOperationRunQuery": {"bulkOperation": None, "userErrors": [
-                {"field": None, "message": message, "code": self.bulk_block_code}]}}, 10
+            message = {
+                "LIMIT_REACHED": "Bulk operations limit reached. Please try again later.",
+                "OPERATION_IN_PROGRESS": "A bulk query operation for this app and shop is already in "
+                "progress: gid://shopify/BulkOperation/999.",
+            }[self.bulk_block_code]
+            return {
+                "bulkOperationRunQuery": {
+                    "bulkOperation": None,
+                    "userErrors": [{"field": None, "message": message, "code": self.bulk_block_code}],
+                }
+            }, 10
         if name == "BulkRun":
             op_id = f"gid://shopify/BulkOperation/{len(self.bulk_ops) + 1}"
-            self.bulk_ops[op_id] = {"id": op_id, "status": "CREATED", "createdAt": iso(self.clock.now()),
-                                    "polls": self.bulk_polls, "lines": None, "fail": self.fail_next_bulk > 0}
+            self.bulk_ops[op_id] = {
+                "id": op_id,
+                "status": "CREATED",
+                "createdAt": iso(self.clock.now()),
+                "polls": self.bulk_polls,
+                "lines": None,
+                "fail": self.fail_next_bulk > 0,
+            }
             self.fail_next_bulk = max(0, self.fail_next_bulk - 1)
-            return {"bulkOperationRunQuery": {"bulkOperation": {"id": op_id, "status": "CREATED",
-                                                                "createdAt": self.bulk_ops[op_id]["createdAt"]},
-                                              "userErrors": []}}, 10
+            return {
+                "bulkOperationRunQuery": {
+                    "bulkOperation": {"id": op_id, "status": "CREATED", "createdAt": self.bulk_ops[op_id]["createdAt"]},
+                    "userErrors": [],
+                }
+            }, 10
         if name == "BulkStatus":
             op = self.bulk_ops.get(variables["id"])
             if op is None:
@@ -384,13 +438,19 @@ class ShopifyFake:
                     op["status"] = "FAILED" if op.get("fail") else "COMPLETED"
                     op["lines"] = [json.dumps(o.node()) for o in self.orders.values()]
                     if op.get("fail"):
-                        op["lines"] = op["lines"][:len(op["lines"]) // 2]
+                        op["lines"] = op["lines"][: len(op["lines"]) // 2]
             link = f"{self.url}/bulk/{op['id'].rsplit('/', 1)[-1]}.jsonl"
             url = link if op["status"] == "COMPLETED" else None
             node = {k: op[k] for k in ("id", "status", "createdAt")}
-            node.update({"errorCode": "INTERNAL_SERVER_ERROR" if op["status"] == "FAILED" else None,
-                         "completedAt": None, "objectCount": len(op["lines"] or []), "url": url,
-                         "partialDataUrl": link if op["status"] == "FAILED" else None})
+            node.update(
+                {
+                    "errorCode": "INTERNAL_SERVER_ERROR" if op["status"] == "FAILED" else None,
+                    "completedAt": None,
+                    "objectCount": len(op["lines"] or []),
+                    "url": url,
+                    "partialDataUrl": link if op["status"] == "FAILED" else None,
+                }
+            )
             return {"node": node}, 1
         raise AssertionError(f"fake does not know {name}")
 
@@ -409,11 +469,18 @@ class ShopifyFake:
         if variables.get("after"):
             ts, oid = json.loads(base64.b64decode(variables["after"]))
             start = max(start, bisect.bisect_right(keys, (datetime.fromisoformat(ts), oid)))
-        page = ordered[start:start + first]
-        end = base64.b64encode(json.dumps([page[-1].updated_at.isoformat(), page[-1].id]).encode()).decode() \
-            if page else None
-        data = {"orders": {"pageInfo": {"hasNextPage": start + first < len(ordered), "endCursor": end},
-                           "nodes": [o.node() for o in page]}}
+        page = ordered[start : start + first]
+        end = (
+            base64.b64encode(json.dumps([page[-1].updated_at.isoformat(), page[-1].id]).encode()).decode()
+            if page
+            else None
+        )
+        data = {
+            "orders": {
+                "pageInfo": {"hasNextPage": start + first < len(ordered), "endCursor": end},
+                "nodes": [o.node() for o in page],
+            }
+        }
         return data, 2 + NODE_COST * len(page)
 
     def _download(self, path: str, headers: dict[str, str]):

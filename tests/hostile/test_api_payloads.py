@@ -6,6 +6,7 @@ out of a parser, never a record silently dropped, never a made-up id.
 
 Each answer is served by ``responses`` (no network) after the calls that lead to it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,12 +24,21 @@ from tests import test_meta_audiences as meta
 from tests import test_shopify as shop
 
 SHOP_URL = f"https://shop-x.test/admin/api/{shop.API_VERSION}/graphql.json"
-SCOPES = {"data": {"currentAppInstallation": {"accessScopes": [{"handle": "read_all_orders"},
-                                                                {"handle": "read_orders"}]}}}
+SCOPES = {
+    "data": {"currentAppInstallation": {"accessScopes": [{"handle": "read_all_orders"}, {"handle": "read_orders"}]}}
+}
 BC_URL = "https://bc.test/stores/abc123/v2/orders"
-BC_ORDER = {"id": 100, "customer_id": 7, "date_created": "Tue, 25 Nov 2026 12:00:00 +0000",
-            "date_modified": "Tue, 25 Nov 2026 12:05:00 +0000", "status_id": 10, "total_inc_tax": "12.5000",
-            "refunded_amount": "0.0000", "currency_code": "EUR", "billing_address": {"email": "a@example.com"}}
+BC_ORDER = {
+    "id": 100,
+    "customer_id": 7,
+    "date_created": "Tue, 25 Nov 2026 12:00:00 +0000",
+    "date_modified": "Tue, 25 Nov 2026 12:05:00 +0000",
+    "status_id": 10,
+    "total_inc_tax": "12.5000",
+    "refunded_amount": "0.0000",
+    "currency_code": "EUR",
+    "billing_address": {"email": "a@example.com"},
+}
 
 
 def outcome(pull) -> tuple[str, object]:
@@ -80,17 +90,26 @@ SHOPIFY = [
     ("a customer that is a string", page([node(customer="9")]), ("quarantined", "customer is not an object")),
     ("a customer id that is a list", page([node(customer={"id": [9]})]), ("quarantined", "customer.id is not")),
     ("no money set", page([node(currentTotalPriceSet=None)]), ("quarantined", "no currentTotalPriceSet")),
-    ("an amount that is an object", page([node(currentTotalPriceSet={"shopMoney": {"amount": {"x": 1}}})]),
-     ("quarantined", "amount is not a number")),
-    ("a created time that is a number", page([node(createdAt=12, processedAt=None)]), ("quarantined", "time is not ISO-8601: '12'")),
+    (
+        "an amount that is an object",
+        page([node(currentTotalPriceSet={"shopMoney": {"amount": {"x": 1}}})]),
+        ("quarantined", "amount is not a number"),
+    ),
+    (
+        "a created time that is a number",
+        page([node(createdAt=12, processedAt=None)]),
+        ("quarantined", "time is not ISO-8601: '12'"),
+    ),
     ("hasNextPage without a cursor", page([SHOPIFY_NODE], {"hasNextPage": True}), (FatalError, "refusing to loop")),
     ("errors as text", {"errors": "boom"}, (FatalError, "boom")),
     ("errors as a list of strings", {"errors": ["boom"]}, (FatalError, "boom")),
-    ("extensions.cost of the wrong types", {**page([SHOPIFY_NODE]), "extensions": {
-        "cost": {"throttleStatus": "x", "requestedQueryCost": "abc"}}}, ("orders", 1)),
+    (
+        "extensions.cost of the wrong types",
+        {**page([SHOPIFY_NODE]), "extensions": {"cost": {"throttleStatus": "x", "requestedQueryCost": "abc"}}},
+        ("orders", 1),
+    ),
     ("extensions.cost a list", {**page([SHOPIFY_NODE]), "extensions": {"cost": [1]}}, ("orders", 1)),
-    ("5,000 orders on one page", page([node(id=f"gid://shopify/Order/{i}") for i in range(1, 5001)]),
-     ("orders", 5000)),
+    ("5,000 orders on one page", page([node(id=f"gid://shopify/Order/{i}") for i in range(1, 5001)]), ("orders", 5000)),
 ]
 
 
@@ -102,8 +121,9 @@ def test_shopify_answers_of_the_wrong_shape(answer, expected):
         rsps.post(SHOP_URL, body=json.dumps(answer), content_type="application/json")
         src = shop.source("https://shop-x.test", clock, attempts=2)
         cursor = json.dumps({"since": "2026-11-01T00:00:00+00:00"})
-        kind, got = outcome(lambda: (r for p in src.pull(PullContext(cursor=cursor, started_at=clock.now()))
-                                     for r in p.records))
+        kind, got = outcome(
+            lambda: (r for p in src.pull(PullContext(cursor=cursor, started_at=clock.now())) for r in p.records)
+        )
     check(kind, got, expected)
 
 
@@ -152,10 +172,16 @@ BIGCOMMERCE = [
     ("an order id that is an object", [bc_order(id={"x": 1})], ("quarantined", "id is not a number or text")),
     ("a customer id that is a list", [bc_order(customer_id=[7])], ("quarantined", "customer_id is not")),
     ("a total that is a list", [bc_order(total_inc_tax=[1])], ("quarantined", "total_inc_tax is not a number")),
-    ("a creation date that is not a date", [bc_order(date_created="yesterday")],
-     ("quarantined", "not an RFC-2822 date: yesterday")),
-    ("a billing address that is a string", [bc_order(billing_address="x")],
-     ("quarantined", "billing_address is not an object but a string")),
+    (
+        "a creation date that is not a date",
+        [bc_order(date_created="yesterday")],
+        ("quarantined", "not an RFC-2822 date: yesterday"),
+    ),
+    (
+        "a billing address that is a string",
+        [bc_order(billing_address="x")],
+        ("quarantined", "billing_address is not an object but a string"),
+    ),
     ("2,000 orders on one page", [bc_order(id=i) for i in range(1, 2001)], ("orders", 2000)),
 ]
 
@@ -175,16 +201,27 @@ def test_bigcommerce_answers_of_the_wrong_shape(answer, expected):
 META_USERS = f"{meta.BASE_URL}/{meta.GRAPH_VERSION}/111/users"
 
 
-@pytest.mark.parametrize("answer,status,expected", [
-    ({}, 200, (RetryableError, "without num_received")),
-    ({"num_received": "one"}, 200, (RetryableError, "without num_received")),
-    ({"num_received": True}, 200, (RetryableError, "without num_received")),
-    ([1], 200, (RetryableError, "without num_received")),
-    ({"num_received": 1, "num_invalid_entries": "many"}, 200, ("accepted", 1)),
-    ({"error": "gone fishing"}, 400, ("failed", "gone fishing")),
-    ({"error": {"code": "x", "message": None}}, 400, ("failed", "Graph API error x")),
-], ids=["no count", "a count in words", "a count that is true", "a list", "invalid entries in words",
-        "an error that is text", "an error with odd types"])
+@pytest.mark.parametrize(
+    "answer,status,expected",
+    [
+        ({}, 200, (RetryableError, "without num_received")),
+        ({"num_received": "one"}, 200, (RetryableError, "without num_received")),
+        ({"num_received": True}, 200, (RetryableError, "without num_received")),
+        ([1], 200, (RetryableError, "without num_received")),
+        ({"num_received": 1, "num_invalid_entries": "many"}, 200, ("accepted", 1)),
+        ({"error": "gone fishing"}, 400, ("failed", "gone fishing")),
+        ({"error": {"code": "x", "message": None}}, 400, ("failed", "Graph API error x")),
+    ],
+    ids=[
+        "no count",
+        "a count in words",
+        "a count that is true",
+        "a list",
+        "invalid entries in words",
+        "an error that is text",
+        "an error with odd types",
+    ],
+)
 def test_meta_answers_of_the_wrong_shape(answer, status, expected):
     clock = meta.FakeClock()
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
@@ -209,13 +246,21 @@ def test_meta_answers_of_the_wrong_shape(answer, status, expected):
 JOBS = f"{kl.BASE_URL}/api/profile-bulk-import-jobs"
 
 
-@pytest.mark.parametrize("created,polled,words", [
-    ({"data": None}, None, "the new bulk import job without data.id"),
-    ({"data": {"id": "j1"}}, None, "the new bulk import job without"),
-    ({"data": {"id": {"x": 1}, "attributes": {"status": "queued"}}}, None, "without data.id"),
-    ({"data": {"id": "j1", "attributes": {"status": "queued"}}}, {"data": {"attributes": {}}}, "bulk import job j1"),
-    ({"data": {"id": "j1", "attributes": {"status": "queued"}}}, [1], "bulk import job j1"),
-], ids=["data null", "no attributes", "an id that is an object", "a poll without status", "a poll that is a list"])
+@pytest.mark.parametrize(
+    "created,polled,words",
+    [
+        ({"data": None}, None, "the new bulk import job without data.id"),
+        ({"data": {"id": "j1"}}, None, "the new bulk import job without"),
+        ({"data": {"id": {"x": 1}, "attributes": {"status": "queued"}}}, None, "without data.id"),
+        (
+            {"data": {"id": "j1", "attributes": {"status": "queued"}}},
+            {"data": {"attributes": {}}},
+            "bulk import job j1",
+        ),
+        ({"data": {"id": "j1", "attributes": {"status": "queued"}}}, [1], "bulk import job j1"),
+    ],
+    ids=["data null", "no attributes", "an id that is an object", "a poll without status", "a poll that is a list"],
+)
 def test_klaviyo_job_answers_of_the_wrong_shape_are_retryable(created, polled, words):
     clock = kl.FakeClock()
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:

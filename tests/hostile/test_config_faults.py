@@ -1,6 +1,7 @@
 """Hostile configurations: every one ends in one clear line naming the file and the key, exit 2,
 from ``check-config`` and from ``run`` alike (a problem ``check-config`` lets through would surface
 in the first run, later and worse), never a traceback, and nothing written."""
+
 from __future__ import annotations
 
 import pytest
@@ -32,37 +33,73 @@ CASES = [
     ("recency bounds out of order", BASE + "[rfm]\nrecency_bounds = [365, 180]\n", ["recency_bounds", "increasing"]),
     ("an unknown time zone", BASE + "[shop]\ntimezone = 'Mars/Olympus'\n", ["shop.timezone", "IANA"]),
     ("a currency that is not a code", BASE + "[shop]\ncurrency = 'euro'\n", ["shop.currency", "ISO 4217"]),
-    ("a rate that is not a number", BASE + "[shop]\ncurrency = 'EUR'\n[shop.rates]\nUSD = 'abc'\n",
-     ["shop.rates", "USD", "not a number"]),
+    (
+        "a rate that is not a number",
+        BASE + "[shop]\ncurrency = 'EUR'\n[shop.rates]\nUSD = 'abc'\n",
+        ["shop.rates", "USD", "not a number"],
+    ),
     ("a negative rate", BASE + "[shop]\ncurrency = 'EUR'\n[shop.rates]\nUSD = '-1'\n", ["USD", "positive"]),
-    ("a rates file that is not there", BASE + "[shop]\ncurrency = 'EUR'\nrates_file = 'nope.csv'\n",
-     ["shop.rates_file", "nope.csv"]),
-    ("an unknown destination type", BASE.replace('type = "file"', 'type = "fax"'),
-     ["destinations[0].type", "fax", "known:"]),
-    ("a plug-in that is not a connector", BASE.replace('type = "file"', 'type = "os:system"'),
-     ["destinations[0].type", "os:system", "not a destination"]),
-    ("a plug-in module that is not installed", BASE.replace('type = "file"', 'type = "nosuchmod:Thing"'),
-     ["destinations[0].type", "nosuchmod"]),
-    ("two destinations with one name", BASE + '[[destinations]]\ntype = "file"\npath = "q.jsonl"\n',
-     ["destinations[1].name", "twice"]),
+    (
+        "a rates file that is not there",
+        BASE + "[shop]\ncurrency = 'EUR'\nrates_file = 'nope.csv'\n",
+        ["shop.rates_file", "nope.csv"],
+    ),
+    (
+        "an unknown destination type",
+        BASE.replace('type = "file"', 'type = "fax"'),
+        ["destinations[0].type", "fax", "known:"],
+    ),
+    (
+        "a plug-in that is not a connector",
+        BASE.replace('type = "file"', 'type = "os:system"'),
+        ["destinations[0].type", "os:system", "not a destination"],
+    ),
+    (
+        "a plug-in module that is not installed",
+        BASE.replace('type = "file"', 'type = "nosuchmod:Thing"'),
+        ["destinations[0].type", "nosuchmod"],
+    ),
+    (
+        "two destinations with one name",
+        BASE + '[[destinations]]\ntype = "file"\npath = "q.jsonl"\n',
+        ["destinations[1].name", "twice"],
+    ),
     ("a source without its type", BASE + "[[sources]]\npath = 'x.csv'\n", ["sources[1].type", "missing"]),
     ("sources as a table, not an array", '[sources]\ntype = "csv"\n', ["sources", "array of tables"]),
     ("a CSV source without its path", BASE.replace('path = "orders.csv"\n', ""), ["sources[0].path", "required"]),
-    ("a two-character delimiter", BASE.replace('path = "orders.csv"', 'path = "orders.csv"\ndelimiter = ";;"'),
-     ["sources[0].delimiter"]),
+    (
+        "a two-character delimiter",
+        BASE.replace('path = "orders.csv"', 'path = "orders.csv"\ndelimiter = ";;"'),
+        ["sources[0].delimiter"],
+    ),
     ("an unknown database", BASE.replace("sqlite:///s.sqlite", "nosuchdb://x"), ["store.url", "nosuchdb"]),
     ("a URL that is not a URL", BASE.replace("sqlite:///s.sqlite", "::::"), ["store.url", "not a database URL"]),
-    ("a segment on a label the scheme lacks", BASE + "[rfm]\nscheme = 'klaviyo'\n[[rfm.segments]]\nname = 'X'\n"
-     "when = { monetary = 'premium' }\n", ["segments", "monetary", "klaviyo"]),
-    ("thresholds with too many bounds", BASE + "[rfm]\nscheme = 'thresholds'\n[rfm.thresholds.recency]\n"
-     "labels = ['a', 'b']\nupto = [30, 10]\n", ["rfm.thresholds.recency", "upto"]),
-    ("two properties with one name", BASE + "[properties]\ncurrent_group = 'X'\nprevious_group = 'X'\n",
-     ["properties", "current_group", "previous_group", "'X'"]),
+    (
+        "a segment on a label the scheme lacks",
+        BASE + "[rfm]\nscheme = 'klaviyo'\n[[rfm.segments]]\nname = 'X'\nwhen = { monetary = 'premium' }\n",
+        ["segments", "monetary", "klaviyo"],
+    ),
+    (
+        "thresholds with too many bounds",
+        BASE + "[rfm]\nscheme = 'thresholds'\n[rfm.thresholds.recency]\nlabels = ['a', 'b']\nupto = [30, 10]\n",
+        ["rfm.thresholds.recency", "upto"],
+    ),
+    (
+        "two properties with one name",
+        BASE + "[properties]\ncurrent_group = 'X'\nprevious_group = 'X'\n",
+        ["properties", "current_group", "previous_group", "'X'"],
+    ),
     ("an empty property name", BASE + "[properties]\nscore = ' '\n", ["properties", "score", "empty"]),
-    ("a label property named like a property", BASE + "[rfm.label_properties]\nrecency = 'RFM score'\n",
-     ["rfm.label_properties.recency", "properties.score"]),
-    ("a key pasted where the secret's name belongs", BASE + '[[destinations]]\ntype = "klaviyo"\n'
-     'api_key_secret = "pk_3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d"\n', ["destinations[1].api_key_secret", "pasted where the secret's name belongs"]),
+    (
+        "a label property named like a property",
+        BASE + "[rfm.label_properties]\nrecency = 'RFM score'\n",
+        ["rfm.label_properties.recency", "properties.score"],
+    ),
+    (
+        "a key pasted where the secret's name belongs",
+        BASE + '[[destinations]]\ntype = "klaviyo"\napi_key_secret = "pk_3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d"\n',
+        ["destinations[1].api_key_secret", "pasted where the secret's name belongs"],
+    ),
     ("a quarantine share above 1", BASE + "[pull]\nmax_quarantine_share = 2\n", ["pull.max_quarantine_share"]),
     ("zero webhook attempts", BASE + "[webhooks]\nmax_attempts = 0\n", ["webhooks.max_attempts"]),
     ("zero push attempts", BASE + "[push]\nmax_attempts = 0\n", ["push.max_attempts"]),

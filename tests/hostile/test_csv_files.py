@@ -4,6 +4,7 @@ the machine. Each case goes through ``rfm-sync score`` (the CLI) and the pipelin
 a 10 MB field, a 10 MB header, a header of 700,000 columns, and line numbers after newlines
 inside quotes and blank lines. A file-level fault is one line on stderr (exit 1, as every
 connector failure of ``score``), never a traceback; a bad line is quarantined with its physical line."""
+
 from __future__ import annotations
 
 import csv
@@ -42,8 +43,10 @@ def own_tempdir(tmp_path, monkeypatch):
 
 
 def rows(n: int, start: int = 0) -> list[str]:
-    return [f"o{i},c{i % 7},c{i % 7}@example.com,2026-0{1 + i % 6}-1{i % 10},{10 + i % 50}.50,paid"
-            for i in range(start, start + n)]
+    return [
+        f"o{i},c{i % 7},c{i % 7}@example.com,2026-0{1 + i % 6}-1{i % 10},{10 + i % 50}.50,paid"
+        for i in range(start, start + n)
+    ]
 
 
 def write_bytes(tmp_path: Path, data: bytes, name: str = "orders.csv") -> Path:
@@ -53,8 +56,9 @@ def write_bytes(tmp_path: Path, data: bytes, name: str = "orders.csv") -> Path:
 
 
 def settings_toml(**settings: object) -> str:
-    return "".join(f"{k} = {v!r}\n".replace("'", '"') if isinstance(v, str) else f"{k} = {v}\n"
-                   for k, v in settings.items())
+    return "".join(
+        f"{k} = {v!r}\n".replace("'", '"') if isinstance(v, str) else f"{k} = {v}\n" for k, v in settings.items()
+    )
 
 
 def score(tmp_path: Path, path: Path, **settings: object):
@@ -62,8 +66,11 @@ def score(tmp_path: Path, path: Path, **settings: object):
     args = ["score", "--orders", str(path), "--out", str(tmp_path / "scores.csv"), "--as-of", AS_OF, "--quiet"]
     if settings:
         config = tmp_path / "config.toml"
-        config.write_text('[[sources]]\ntype = "csv"\nname = "export"\npath = "orders.csv"\n'
-                          + settings_toml(**settings).replace('"\t"', '"\\t"'), encoding="utf-8")
+        config.write_text(
+            '[[sources]]\ntype = "csv"\nname = "export"\npath = "orders.csv"\n'
+            + settings_toml(**settings).replace('"\t"', '"\\t"'),
+            encoding="utf-8",
+        )
         args += ["-c", str(config)]
     result = CliRunner().invoke(main, args)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
@@ -80,8 +87,10 @@ def one_error_line(result) -> str:
 
 
 def pull(path: Path, **settings: object) -> tuple[list[Order], list[Quarantined]]:
-    source = CsvSource(CsvSettings(name="export", path=str(path), **settings),
-                       ConnectorContext(zone=ZoneInfo("UTC"), base_dir=path.parent, secret=None))
+    source = CsvSource(
+        CsvSettings(name="export", path=str(path), **settings),
+        ConnectorContext(zone=ZoneInfo("UTC"), base_dir=path.parent, secret=None),
+    )
     records = [r for page in source.pull(PullContext(cursor=None, started_at=None)) for r in page.records]
     return [r for r in records if isinstance(r, Order)], [r for r in records if isinstance(r, Quarantined)]
 
@@ -105,10 +114,12 @@ def scored_customers(tmp_path: Path) -> set[str]:
 
 
 # ----------------------------------------------------------------- encodings
-EXCEL = ("order_id,customer_id,email,placed_at,amount,status,note\r\n"
-         "1,José,jose@example.com,2026-06-01,10.00,paid,“gift” for 5 €\r\n"
-         "2,Zoë,zoe@example.com,2026-06-02,20.00,paid,‘thanks’ – ok\r\n"
-         "3,plain,plain@example.com,2026-06-03,30.00,paid,\r\n")
+EXCEL = (
+    "order_id,customer_id,email,placed_at,amount,status,note\r\n"
+    "1,José,jose@example.com,2026-06-01,10.00,paid,“gift” for 5 €\r\n"
+    "2,Zoë,zoe@example.com,2026-06-02,20.00,paid,‘thanks’ – ok\r\n"
+    "3,plain,plain@example.com,2026-06-03,30.00,paid,\r\n"
+)
 
 
 def test_an_excel_windows_1252_export_is_read_with_encoding_cp1252(tmp_path, own_tempdir):
@@ -124,10 +135,12 @@ def test_an_excel_windows_1252_export_is_read_with_encoding_cp1252(tmp_path, own
 
 
 def test_a_windows_1252_export_read_as_utf8_stops_naming_the_line_the_byte_and_cp1252(tmp_path):
-    text = ("order_id,customer_id,email,placed_at,amount,status,note\n"
-            '1,a,a@example.com,2026-06-01,10.00,paid,"two\nlines"\n'
-            "\n"
-            "2,Jos\u00e9,j@example.com,2026-06-02,20.00,paid,\n")
+    text = (
+        "order_id,customer_id,email,placed_at,amount,status,note\n"
+        '1,a,a@example.com,2026-06-01,10.00,paid,"two\nlines"\n'
+        "\n"
+        "2,Jos\u00e9,j@example.com,2026-06-02,20.00,paid,\n"
+    )
     data = text.encode("cp1252")
     path = write_bytes(tmp_path, data)
     expected = f"line 5 is not valid utf-8 (byte {data.index(E_ACUTE):,}: 0xE9)"
@@ -156,7 +169,9 @@ def test_a_utf16_file_is_read_with_encoding_utf16_and_named_without_it(tmp_path)
 
 
 def test_a_byte_windows_1252_does_not_define_is_named_with_a_latin1_hint(tmp_path):
-    data = f"{HEADER}\n1,a,a@example.com,2026-06-01,10,paid\n2,b\x81,b@example.com,2026-06-01,10,paid\n".encode("latin-1")
+    data = f"{HEADER}\n1,a,a@example.com,2026-06-01,10,paid\n2,b\x81,b@example.com,2026-06-01,10,paid\n".encode(
+        "latin-1"
+    )
     path = write_bytes(tmp_path, data)
     expected = f"line 3 is not valid cp1252 (byte {data.index(bytes([0x81])):,}: 0x81)"
     line = one_error_line(score(tmp_path, path, encoding="cp1252"))
@@ -190,24 +205,31 @@ def test_another_delimiter_is_named_in_the_error_and_read_when_set(tmp_path, del
 @pytest.mark.slow  # scale
 def test_a_10_mb_field_is_one_quarantined_line_and_the_rest_is_read(tmp_path):
     body = rows(1000)
-    body[0] = '0,c0,c0@example.com,2026-01-01,1.00,paid'  # the same 7 customers either way
+    body[0] = "0,c0,c0@example.com,2026-01-01,1.00,paid"  # the same 7 customers either way
     body[9] = 'o9,c2,"an address\nover two lines",2026-01-01,1.00,paid'  # lines after it move down one
     body[499] = 'o499,c5,"' + "y" * MB10 + '",2026-01-01,1.00,paid'
     path = write_bytes(tmp_path, ("\n".join([HEADER] + body) + "\n").encode())
     result = score(tmp_path, path)
     assert result.exit_code == 0, result.output
-    assert quarantine(tmp_path) == [{"file": str(path), "line": "502",
-                                     "reason": "the line is longer than max_line_bytes = 2,000,000 bytes (not read)"}]
+    assert quarantine(tmp_path) == [
+        {
+            "file": str(path),
+            "line": "502",
+            "reason": "the line is longer than max_line_bytes = 2,000,000 bytes (not read)",
+        }
+    ]
     orders, bad = pull(path)
     assert len(orders) == 999
     assert [(q.location, q.reason) for q in bad] == [
-        ("orders.csv:502", "the line is longer than max_line_bytes = 2,000,000 bytes (not read)")]
+        ("orders.csv:502", "the line is longer than max_line_bytes = 2,000,000 bytes (not read)")
+    ]
     assert len(bad[0].raw) <= 200
 
 
 def test_max_line_bytes_can_be_raised_to_read_a_long_line(tmp_path):
-    path = write_bytes(tmp_path, (f"{HEADER},note\n" + "\n".join(
-        [f"{r},{'n' * 3000}" for r in rows(3)]) + "\n").encode())
+    path = write_bytes(
+        tmp_path, (f"{HEADER},note\n" + "\n".join([f"{r},{'n' * 3000}" for r in rows(3)]) + "\n").encode()
+    )
     assert [q.location for q in pull(path, max_line_bytes=2048)[1]] == ["orders.csv:2", "orders.csv:3", "orders.csv:4"]
     orders, bad = pull(path, max_line_bytes=8192)
     assert len(orders) == 3 and not bad
@@ -244,7 +266,8 @@ LINES = (
     '3,c,c@example.com,2026-06-01,10,paid,"a\n\nb ""quoted"" c"\r\n'  # 6-8
     "\n"  # 9: blank
     "4,,,2026-06-01,10,paid,\r\n"  # 10
-    "5,d,d@example.com,2026-06-01,ten,paid,")  # 11, no newline at the end
+    "5,d,d@example.com,2026-06-01,ten,paid,"
+)  # 11, no newline at the end
 
 
 @pytest.mark.slow
@@ -254,11 +277,13 @@ def test_a_bad_row_is_named_by_the_physical_line_it_starts_on(tmp_path, irregula
     path = write_bytes(tmp_path, text.encode())
     assert score(tmp_path, path).exit_code == 0
     assert [(q["line"], q["reason"].split(":")[0]) for q in quarantine(tmp_path)] == [
-        ("5", "placed_at is not a date/time"), ("10", "customer_id is empty (and no email to identify a guest)"),
-        ("11", "amount is not a number")]
+        ("5", "placed_at is not a date/time"),
+        ("10", "customer_id is empty (and no email to identify a guest)"),
+        ("11", "amount is not a number"),
+    ]
     orders, bad = pull(path)
     assert [q.location for q in bad] == ["orders.csv:5", "orders.csv:10", "orders.csv:11"]
-    assert {o.customer_id for o in orders} == {"a 5\" tv" if irregular else "a", "c"}
+    assert {o.customer_id for o in orders} == {'a 5" tv' if irregular else "a", "c"}
 
 
 def expected_file(rng: random.Random) -> tuple[bytes, list[int]]:
@@ -276,7 +301,7 @@ def expected_file(rng: random.Random) -> tuple[bytes, list[int]]:
         starts.append(line)
         line += note.count("\n") + 1
     if rng.random() < 0.5 and out[-1].endswith(newline) and starts:
-        out[-1] = out[-1][:-len(newline)]
+        out[-1] = out[-1][: -len(newline)]
     return "".join(out).encode(), starts
 
 
@@ -292,7 +317,7 @@ def test_line_numbers_match_the_lines_records_start_on_across_block_boundaries(t
             path = write_bytes(tmp_path, data)
             settings = CsvSettings(name="x", path=str(path), columns={"status": "sta\ntus"})
             conn = scan(path, settings, ZoneInfo("UTC"), parallel=False).conn
-            got = [r[0] for r in conn.execute('SELECT line FROM raw ORDER BY line').fetchall()]
+            got = [r[0] for r in conn.execute("SELECT line FROM raw ORDER BY line").fetchall()]
             conn.close()
             assert got == starts, (size, data)
 
@@ -309,9 +334,10 @@ def test_a_file_that_is_not_utf8_after_a_long_clean_part_names_the_right_line(tm
 def test_run_reports_a_file_fault_as_the_source_error_with_exit_1(tmp_path):
     path = write_bytes(tmp_path, EXCEL.encode("cp1252"))
     config = tmp_path / "config.toml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         [store]
-        url = "sqlite:///{tmp_path / 's.sqlite'}"
+        url = "sqlite:///{tmp_path / "s.sqlite"}"
         [[sources]]
         type = "csv"
         name = "export"
@@ -319,7 +345,9 @@ def test_run_reports_a_file_fault_as_the_source_error_with_exit_1(tmp_path):
         [[destinations]]
         type = "file"
         path = "p.jsonl"
-    """), encoding="utf-8")
+    """),
+        encoding="utf-8",
+    )
     result = CliRunner().invoke(main, ["run", "-c", str(config), "--as-of", AS_OF])
     assert result.exit_code == exit_codes.FAILED, result.output
     assert "Traceback" not in result.output
@@ -328,7 +356,10 @@ def test_run_reports_a_file_fault_as_the_source_error_with_exit_1(tmp_path):
 
 
 def test_a_stray_byte_in_a_utf8_file_is_named_as_a_damaged_line(tmp_path):
-    data = f"{HEADER}\n1,Zo\u00eb,z@example.com,2026-06-01,10,paid\n".encode() + b"2,b\xff,b@example.com,2026-06-01,10,paid\n"
+    data = (
+        f"{HEADER}\n1,Zo\u00eb,z@example.com,2026-06-01,10,paid\n".encode()
+        + b"2,b\xff,b@example.com,2026-06-01,10,paid\n"
+    )
     path = write_bytes(tmp_path, data)
     line = one_error_line(score(tmp_path, path))
     assert f"line 3 is not valid utf-8 (byte {data.index(bytes([0xFF])):,}: 0xFF)" in line
@@ -353,12 +384,15 @@ def test_no_room_for_the_utf8_copy_is_one_line(tmp_path, monkeypatch):
 def test_a_preset_export_names_the_physical_line_too(tmp_path):
     from tests.test_csv_presets import SHOPIFY_HEADER, shopify_order, write_export
 
-    rows = (shopify_order("#1", "ann@example.com", "2026-06-01 10:00:00 -0400", "10.00", [("1", "Mug", "10.00")])
-            + shopify_order("#2", "bob@example.com", "not a date", "20.00", [("1", "Cap", "20.00")]))
+    rows = shopify_order(
+        "#1", "ann@example.com", "2026-06-01 10:00:00 -0400", "10.00", [("1", "Mug", "10.00")]
+    ) + shopify_order("#2", "bob@example.com", "not a date", "20.00", [("1", "Cap", "20.00")])
     rows[0]["Notes"] = "leave at\nthe back door"  # the first order spans lines 2-3
     path = write_export(tmp_path / "orders.csv", SHOPIFY_HEADER, rows)
     assert score(tmp_path, path, preset="shopify-export").exit_code == 0
-    assert [(q["line"], q["reason"].split(":")[0]) for q in quarantine(tmp_path)] == [("4", "placed_at is not a date/time")]
+    assert [(q["line"], q["reason"].split(":")[0]) for q in quarantine(tmp_path)] == [
+        ("4", "placed_at is not a date/time")
+    ]
     assert [q.location for q in pull(path, preset="shopify-export")[1]] == ["orders.csv:4"]
 
 

@@ -1,4 +1,5 @@
 """Ordinary store faults end in one clear line and exit code 5, never a traceback, and leave nothing half-written."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -61,7 +62,7 @@ def test_a_damaged_database(setup):
     path = make_store(setup)
     data = bytearray(path.read_bytes())
     for page in range(2, len(data) // 4096):  # keep the header page, scramble the rest
-        data[page * 4096:page * 4096 + 4096] = bytes([0x5A]) * 4096
+        data[page * 4096 : page * 4096 + 4096] = bytes([0x5A]) * 4096
     path.write_bytes(bytes(data))
     for suffix in ("-wal", "-shm"):
         path.with_name(path.name + suffix).unlink(missing_ok=True)

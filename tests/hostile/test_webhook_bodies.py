@@ -3,6 +3,7 @@ calls. A verified event is always stored; here is what becomes of it: an order, 
 that carries no order), or a ``RecordError`` whose reason is kept with the event (``failed``,
 ``rfm-sync webhooks list`` shows it) — never an exception of another kind (a poison event retried
 for ever), never "done" for an order event that named no order."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,10 @@ from tests import test_bigcommerce as bc
 from tests import test_shopify as shop
 from tests.fakes.shopify_fake import FakeClock
 
-ORDER = (b'{"id": 4501, "created_at": "2026-01-01T10:00:00+00:00", "updated_at": "2026-01-01T10:00:00+00:00", '
-         b'"total_price": "5.00", "email": "a@example.com", "customer": {"id": 9}}')
+ORDER = (
+    b'{"id": 4501, "created_at": "2026-01-01T10:00:00+00:00", "updated_at": "2026-01-01T10:00:00+00:00", '
+    b'"total_price": "5.00", "email": "a@example.com", "customer": {"id": 9}}'
+)
 
 # (case, topic, body, the words of the RecordError or [] for "no order in it")
 SHOPIFY = [
@@ -49,22 +52,33 @@ BIGCOMMERCE = [
     ("no data", "store/order/created", b'{"scope": "store/order/created"}', "no data.id"),
     ("data without an id", "store/order/created", b'{"data": {"type": "order"}}', "no data.id"),
     ("data that is a list", "store/order/created", b'{"data": [1]}', "data is not an object"),
-    ("an id that is an object", "store/order/created", b'{"data": {"type": "order", "id": {"a": 1}}}',
-     "order id is not a number"),
-    ("an id in words", "store/order/statusUpdated", b'{"data": {"type": "order", "id": "seven"}}',
-     "order id is not a number"),
+    (
+        "an id that is an object",
+        "store/order/created",
+        b'{"data": {"type": "order", "id": {"a": 1}}}',
+        "order id is not a number",
+    ),
+    (
+        "an id in words",
+        "store/order/statusUpdated",
+        b'{"data": {"type": "order", "id": "seven"}}',
+        "order id is not a number",
+    ),
     ("a callback for another kind of thing", "store/order/created", b'{"data": {"type": "product", "id": 5}}', []),
     ("a scope that is not an order's", "store/product/updated", b'{"data": {"id": 5}}', []),
 ]
 
 
-SOURCES = {"shopify": lambda: shop.source("https://shop-x.test", FakeClock()),
-           "bigcommerce": lambda: bc.source("https://bc.test", FakeClock())}
+SOURCES = {
+    "shopify": lambda: shop.source("https://shop-x.test", FakeClock()),
+    "bigcommerce": lambda: bc.source("https://bc.test", FakeClock()),
+}
 CASES = [("shopify", *c) for c in SHOPIFY] + [("bigcommerce", *c) for c in BIGCOMMERCE]
 
 
-@pytest.mark.parametrize("shop_kind,topic,body,says", [(c[0], *c[2:]) for c in CASES],
-                         ids=[f"{c[0]}: {c[1]}" for c in CASES])
+@pytest.mark.parametrize(
+    "shop_kind,topic,body,says", [(c[0], *c[2:]) for c in CASES], ids=[f"{c[0]}: {c[1]}" for c in CASES]
+)
 def test_hostile_webhook_bodies(shop_kind, topic, body, says):
     src = SOURCES[shop_kind]()
     if says == []:

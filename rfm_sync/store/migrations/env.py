@@ -1,4 +1,5 @@
 """Alembic environment: always run with a connection handed in by rfm_sync.store.migrate()."""
+
 from alembic import context
 
 connection = context.config.attributes["connection"]
