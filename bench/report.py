@@ -28,7 +28,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import datetime, time as dtime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def build(path: Path, customers: int, days: int, log=print) -> None:
     keys = pd.Series(np.arange(n)).astype(str).str.zfill(7).radd("c").to_numpy(dtype=object)
     frequency = np.where(rng.random(n) < 0.4, 1, 1 + rng.geometric(0.25, n)).astype(np.int64)
     monetary = (frequency * np.maximum(100, rng.lognormal(3.6, 0.6, n) * 100).round() * 100).astype(np.int64)
-    end = datetime.combine(END, dtime(12), timezone.utc)
+    end = datetime.combine(END, dtime(12), UTC)
     last = pd.to_datetime(end.timestamp() - rng.random(n) ** 1.5 * 700 * 86400, unit="s", utc=True)
     frame = pd.DataFrame(
         {
@@ -70,7 +71,7 @@ def build(path: Path, customers: int, days: int, log=print) -> None:
         }
     )
     config = parse_config({"rfm": {"scheme": "klaviyo"}})
-    result = engine.score_customers(frame, END, config.rfm, zone=timezone.utc)
+    result = engine.score_customers(frame, END, config.rfm, zone=UTC)
     scored = result.frame
     snap = insight.snapshot(scored, config.rfm, result.cut_points)
     order = engine.group_names(config.rfm)
@@ -80,7 +81,7 @@ def build(path: Path, customers: int, days: int, log=print) -> None:
     db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
-    stamp = lambda day: datetime.combine(day, dtime(3), timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")  # noqa: E731
+    stamp = lambda day: datetime.combine(day, dtime(3), UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # noqa: E731
     first_day = END - timedelta(days=days - 1)
     previous = np.where(rng.random(n) < 0.3, rng.choice(np.array(order, dtype=object), n), None)
     previous = np.where(previous == groups, None, previous)
@@ -137,7 +138,7 @@ def build(path: Path, customers: int, days: int, log=print) -> None:
             "transitions": insight.transitions_json(moves),
             "insight": day_snap,
         }
-        begun = datetime.combine(day + timedelta(days=1), dtime(3), timezone.utc)
+        begun = datetime.combine(day + timedelta(days=1), dtime(3), UTC)
         run_rows.append(
             (
                 i + 1,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -74,7 +74,7 @@ def ensure_store(size: str, log=print) -> Path:
         Path(str(tmp) + suffix).unlink(missing_ok=True)
     Store.open(f"sqlite:///{tmp}").close()  # the schema, by the migrations
     log(f"loading {csv.name} into {path.name} (bulk path, bench only)")
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     db = sqlite3.connect(tmp)
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")

@@ -64,11 +64,12 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -126,7 +127,7 @@ def sign(body: bytes) -> str:
 
 def order_body(n: int) -> bytes:
     """A new order ``n`` of a new customer ``n``, in the REST shape of Shopify's ``orders/create``."""
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return json.dumps(
         {
             "id": 900_000_000 + n,
@@ -163,7 +164,7 @@ class SinkWatcher:
         self._offset = path.stat().st_size if path.exists() else 0
         self._thread = threading.Thread(target=self._run, name="sink-watcher", daemon=True)
 
-    def start(self) -> "SinkWatcher":
+    def start(self) -> SinkWatcher:
         self._thread.start()
         return self
 
@@ -352,7 +353,7 @@ class Bench:
                 every=self.cycle_every,
             )
         )
-        yesterday = (datetime.now(timezone.utc).date() - timedelta(days=1)).isoformat()
+        yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
         say(f"yesterday's cycle (not timed): rfm-sync run --as-of {yesterday}")
         started = time.monotonic()
         self.procs.run(

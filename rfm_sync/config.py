@@ -10,9 +10,9 @@ so adding a connector never touches this module. Secrets never live here: connec
 from __future__ import annotations
 
 import tomllib
-from datetime import date, datetime, timezone
-from pathlib import Path
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -78,7 +78,7 @@ class ShopConfig(Section):
         return out
 
     @model_validator(mode="after")
-    def _rates_need_currency(self) -> "ShopConfig":
+    def _rates_need_currency(self) -> ShopConfig:
         if (self.rates or self.rates_file) and self.currency is None:
             raise ValueError("rates need [shop] currency (the currency they convert to)")
         if self.currency in self.rates:
@@ -118,7 +118,7 @@ class PropertyNames(Section):
     include_metrics: bool = False
 
     @model_validator(mode="after")
-    def _distinct(self) -> "PropertyNames":
+    def _distinct(self) -> PropertyNames:
         """Two values written under one name would overwrite each other in every destination."""
         seen: dict[str, str] = {}
         for key, name in self.model_dump().items():
@@ -198,7 +198,7 @@ class Config(Section):
         return self.path.parent if self.path else Path.cwd()
 
     @model_validator(mode="after")
-    def _labels_have_their_own_names(self) -> "Config":
+    def _labels_have_their_own_names(self) -> Config:
         taken = {
             name: f"properties.{key}" for key, name in self.properties.model_dump().items() if isinstance(name, str)
         }
@@ -214,7 +214,7 @@ class Config(Section):
         """Today in the shop's time zone (``[shop] timezone``), the one rule for "today" everywhere
         (``run``, ``score``, ``recalibrate``, the daemon): ``now`` (aware) or the clock, never the
         machine's own zone."""
-        return (now or datetime.now(timezone.utc)).astimezone(self.shop.zone).date()
+        return (now or datetime.now(UTC)).astimezone(self.shop.zone).date()
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

@@ -19,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Callable
 
 from . import atomic
 from .config import Config, load_config, parse_config
@@ -130,14 +130,14 @@ def run_demo(
     today = today or parse_config(tomllib.loads(DEMO_CONFIG)).today()
     check_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_marker(folder, {name: None for name in INPUTS + STATE})  # claimed before anything is written
+    _write_marker(folder, dict.fromkeys(INPUTS + STATE))  # claimed before anything is written
     for name in STATE:  # the previous demo's store and sink (checked above: listed in its marker)
         (folder / name).unlink(missing_ok=True)
     progress(f"generating a synthetic shop with {customers:,} customers over two years")
     with atomic.replaced(folder / "orders.csv") as temp:
         write_sample(temp, end=today, customers=customers)
     atomic.write_text(folder / "config.toml", DEMO_CONFIG)
-    _write_marker(folder, {**{name: _digest(folder / name) for name in INPUTS}, **{name: None for name in STATE}})
+    _write_marker(folder, {**{name: _digest(folder / name) for name in INPUTS}, **dict.fromkeys(STATE)})
     config = load_config(folder / "config.toml")
     store = Store.open(config.store.url, config.base_dir)
     try:

@@ -261,7 +261,7 @@ def cleared_json(names: Any, label_props: Any = ()) -> str:
     from .properties import cleared_properties
 
     props = cleared_properties(names)
-    props.update({p: None for p in label_props})
+    props.update(dict.fromkeys(label_props))
     return json.dumps(props, sort_keys=True)
 
 

@@ -25,8 +25,8 @@ from connectors.registry import connector_class
 from . import engine, secrets
 from .calibration import run_population, small_population
 from .config import Config
-from .pipeline import Pipeline, connector_context
 from .daemon.scheduler import next_runs
+from .pipeline import Pipeline, connector_context
 from .store import Store, make_url, utcnow
 from .store.errors import describe, driver_message, where_of
 from .store.orders import order_count

@@ -20,12 +20,12 @@ outbox tells from which group and when.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import orjson
 import pandas as pd
 import sqlalchemy as sa
@@ -444,7 +444,7 @@ def explain(config: Any, store: Store, given: str) -> Explanation:
         f"{'s' if out.values['frequency'] != 1 else ''} in the window",
         "monetary": f"{money_text(out.values['monetary'])} spent in the window",
     }
-    out.windows = {dim: "the window" for dim in DIM_SCORE}
+    out.windows = dict.fromkeys(DIM_SCORE, "the window")
     if rfm.scheme == thresholds_scheme.NAME:
         for dim in ("frequency", "monetary"):
             days = getattr(rfm.thresholds, dim).window_days
@@ -523,6 +523,7 @@ def _moves(config: Any, row: pd.Series, as_of: date, score: Callable, out: Expla
     the engine; and the group that would give."""
     moves = []
     top = {dim: _top_score(config.rfm, dim) for dim in DIM_SCORE}
+    # each lambda below is called at once, inside its own iteration (B023 cannot see that)
     for dim, col in DIM_SCORE.items():
         current = out.scores[dim]
         if current >= top[dim]:
@@ -533,7 +534,9 @@ def _moves(config: Any, row: pd.Series, as_of: date, score: Callable, out: Expla
                 continue
             # fewer days scores higher: the largest day count that does (search over days ago, descending)
             best = _search(
-                0, days, lambda d: int(score(_frame_for(config, row, as_of, recency_days=days - d))[col]) > current
+                0,
+                days,
+                lambda d: int(score(_frame_for(config, row, as_of, recency_days=days - d))[col]) > current,  # noqa: B023
             )
             if best is None:
                 continue
@@ -543,7 +546,7 @@ def _moves(config: Any, row: pd.Series, as_of: date, score: Callable, out: Expla
         elif dim == "frequency":
             cuts = cut_values(config.rfm, b.cut_points).get("frequency", [])
             limit = 2 * max([int(c) + 1 for c in cuts] + [1]) + 2  # past every cut point, with any margin
-            best = _search(1, limit, lambda n: int(score(_frame_for(config, row, as_of, add_orders=n))[col]) > current)
+            best = _search(1, limit, lambda n: int(score(_frame_for(config, row, as_of, add_orders=n))[col]) > current)  # noqa: B023
             if best is None:
                 continue
             after = score(_frame_for(config, row, as_of, add_orders=best))
@@ -552,7 +555,9 @@ def _moves(config: Any, row: pd.Series, as_of: date, score: Callable, out: Expla
             cuts = cut_values(config.rfm, b.cut_points).get("monetary", [])
             limit = 2 * max([int(c) + 1 for c in cuts] + [1]) + 2
             best = _search(
-                1, limit, lambda e4: int(score(_frame_for(config, row, as_of, add_spend_e4=e4))[col]) > current
+                1,
+                limit,
+                lambda e4: int(score(_frame_for(config, row, as_of, add_spend_e4=e4))[col]) > current,  # noqa: B023
             )
             if best is None:
                 continue

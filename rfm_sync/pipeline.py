@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -153,9 +154,7 @@ def order_row(
 ) -> dict[str, Any]:
     """The store row of an order, its amount in the shop currency (``rates``: see
     :mod:`rfm_sync.currency`; raises :class:`currency.NoRate` for a currency without a rate)."""
-    money = currency.to_shop(
-        rates or currency.Rates(), order.amount, order.currency, order.placed_at, zone or timezone.utc
-    )
+    money = currency.to_shop(rates or currency.Rates(), order.amount, order.currency, order.placed_at, zone or UTC)
     amount_e4 = _e4(money.amount)
     return {
         "source": order.source,

@@ -7,7 +7,7 @@ number with at most 4 decimals (converted once from the exact integer sum, never
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +21,7 @@ def money(amount_e4: int) -> float | int:
 
 
 def iso_utc(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def build_properties(names: PropertyNames, row: Any, previous: str | None, changed_at: datetime) -> dict[str, Any]:
@@ -55,4 +55,4 @@ def cleared_properties(names: PropertyNames) -> dict[str, Any]:
     ]
     if names.include_metrics:
         keys += [names.recency_days, names.orders, names.spend]
-    return {k: None for k in keys}
+    return dict.fromkeys(keys)

@@ -205,7 +205,7 @@ def movement_figures(summary: Summary) -> dict[str, Any]:
             margin={"l": 130, "t": 110},
         )
     )
-    for i, (label, moves) in enumerate(choices):
+    for i, (_label, moves) in enumerate(choices):
         links = [
             (left.index(a if a is not None else "(new)"), right.index(b if b is not None else "(cleared)"), n)
             for (a, b), n in sorted(moves.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))
@@ -555,22 +555,22 @@ ERROR_CAPTURE = """
 })();
 """
 
-RENDER = """
-(function () {
+RENDER = f"""
+(function () {{
   var figures = JSON.parse(document.getElementById("report-figures").textContent);
-  var config = %s;
-  var jobs = Object.keys(figures).map(function (id) {
+  var config = {json.dumps(CHART_CONFIG)};
+  var jobs = Object.keys(figures).map(function (id) {{
     var el = document.getElementById(id);
-    if (!el) { window.reportError("no place for chart " + id); return Promise.resolve(); }
+    if (!el) {{ window.reportError("no place for chart " + id); return Promise.resolve(); }}
     return Plotly.newPlot(el, figures[id].data, figures[id].layout, config).then(
-      function () { el.setAttribute("data-rendered", "1"); },
-      function (err) { window.reportError("chart " + id + ": " + err); });
-  });
-  Promise.all(jobs).then(function () {
+      function () {{ el.setAttribute("data-rendered", "1"); }},
+      function (err) {{ window.reportError("chart " + id + ": " + err); }});
+  }});
+  Promise.all(jobs).then(function () {{
     document.body.setAttribute("data-charts", String(document.querySelectorAll("[data-rendered='1']").length));
-  });
-})();
-""" % json.dumps(CHART_CONFIG)
+  }});
+}})();
+"""
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1400px; padding: 16px 24px; color: #222; }

@@ -26,7 +26,7 @@ class Dimension(Section):
     window_days: int | None = Field(None, gt=0, le=36_500)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Dimension":
+    def _consistent(self) -> Dimension:
         if len(set(self.labels)) != len(self.labels) or any(not s.strip() for s in self.labels):
             raise ValueError(f"labels must be distinct and non-empty, got {self.labels}")
         if len(self.upto) != len(self.labels) - 1:
@@ -54,7 +54,7 @@ class Thresholds(Section):
     )
 
     @model_validator(mode="after")
-    def _units(self) -> "Thresholds":
+    def _units(self) -> Thresholds:
         if self.recency.window_days is not None:
             raise ValueError("recency.window_days: recency has no window (it is days since the last order)")
         for v in self.monetary.upto:
@@ -112,7 +112,7 @@ class RfmConfig(Section):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "RfmConfig":
+    def _check(self) -> RfmConfig:
         a, b = self.recency_bounds
         if not 0 <= a < b:
             raise ValueError(f"recency_bounds must be increasing non-negative days, got [{a}, {b}]")

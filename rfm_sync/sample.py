@@ -11,7 +11,7 @@ order values are log-normal per customer; about 2% of orders are cancelled, 0.3%
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import duckdb
@@ -37,7 +37,7 @@ def generate(
     if target_orders is not None:  # choose the tail so the total lands near target_orders
         mean_extra = max(0.5, (target_orders - n) / max(1, repeat.sum()))
     counts[repeat] += np.minimum(rng.geometric(1 / mean_extra, repeat.sum()), 400)
-    end_ts = datetime.combine(end, time(23, 59, 59), timezone.utc).timestamp()
+    end_ts = datetime.combine(end, time(23, 59, 59), UTC).timestamp()
     span = days * 86400.0
     # each customer's active span [first, last] inside the two years
     first = end_ts - span * rng.random(n)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 from connectors.base import ProfileUpdate, PushResult
 from connectors.file.destination import FileSink, FileSinkSettings

@@ -12,9 +12,9 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Mapping
 
 from connectors.base import Order
 from connectors.csv.source import CsvSettings, CsvSource

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -23,7 +24,7 @@ def customers(rows: Iterable[tuple], as_of: date = AS_OF, **extra_columns: list[
         {
             "customer_key": [r[0] for r in rows],
             "last_order_at": pd.to_datetime(
-                [datetime.combine(as_of - timedelta(days=r[1]), time(12), timezone.utc) for r in rows], utc=True
+                [datetime.combine(as_of - timedelta(days=r[1]), time(12), UTC) for r in rows], utc=True
             ),
             "frequency": pd.Series([r[2] for r in rows], dtype="int64"),
             "monetary_e4": pd.Series([int(Decimal(str(r[3])) * 10_000) for r in rows], dtype="int64"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -102,7 +102,7 @@ def pull_into_store(tmp_path, src, clock):
 
 
 def records(src, cursor=None, started=None):
-    started = started or datetime(2026, 11, 1, tzinfo=timezone.utc)
+    started = started or datetime(2026, 11, 1, tzinfo=UTC)
     return [r for p in src.pull(PullContext(cursor=cursor, started_at=started)) for r in p.records]
 
 
@@ -112,8 +112,8 @@ def test_the_spec_example_parses_into_an_order(template, order_schema):
     order = order_from_json("bc", template)
     assert isinstance(order, Order)
     assert (order.order_id, order.customer_id, order.email) == ("100", "20", "janedoe@example.com")
-    assert order.placed_at == datetime(2018, 1, 10, 21, 5, 30, tzinfo=timezone.utc)
-    assert order.updated_at == datetime(2018, 12, 5, 20, 16, 55, tzinfo=timezone.utc)
+    assert order.placed_at == datetime(2018, 1, 10, 21, 5, 30, tzinfo=UTC)
+    assert order.updated_at == datetime(2018, 12, 5, 20, 16, 55, tzinfo=UTC)
     assert order.amount == Decimal("361.95") and order.currency == "USD" and not order.is_cancelled
 
 

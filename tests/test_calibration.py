@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -229,7 +229,7 @@ def test_an_empty_calibration_left_by_an_older_version_is_recomputed(tmp_path, s
             calibrations.insert().values(
                 scheme="klaviyo",
                 as_of=D,
-                computed_at=datetime.now(timezone.utc),
+                computed_at=datetime.now(UTC),
                 run_id=None,
                 cut_points=json.dumps({"window_days": 730, "points": {"frequency": [], "monetary_e4": []}}),
             )
@@ -370,7 +370,7 @@ def test_recalibrate_without_as_of_takes_today_in_the_shop_zone(tmp_path, machin
 
 def test_config_today_is_the_date_in_the_shop_zone():
     config = parse_config({"shop": {"timezone": "Pacific/Kiritimati"}})
-    moment = datetime(2026, 3, 1, 11, 0, tzinfo=timezone.utc)  # 01:00 on 2 March at UTC+14
+    moment = datetime(2026, 3, 1, 11, 0, tzinfo=UTC)  # 01:00 on 2 March at UTC+14
     assert config.today(moment) == date(2026, 3, 2)
     assert parse_config({"shop": {"timezone": "America/Los_Angeles"}}).today(moment) == date(2026, 3, 1)
 
@@ -380,13 +380,13 @@ def test_demo_takes_today_in_its_shop_zone(tmp_path, monkeypatch):
     from rfm_sync.demo import run_demo
 
     # a machine zone 12 hours off UTC whose date differs from UTC's right now (the demo shop is UTC)
-    monkeypatch.setenv("TZ", "Etc/GMT+12" if datetime.now(timezone.utc).hour < 12 else "Etc/GMT-12")
+    monkeypatch.setenv("TZ", "Etc/GMT+12" if datetime.now(UTC).hour < 12 else "Etc/GMT-12")
     time.tzset()
     try:
-        before = datetime.now(timezone.utc).date()
+        before = datetime.now(UTC).date()
         assert date.today() != before
         result = run_demo(tmp_path / "demo", customers=200)
-        assert result.second.as_of in {before, datetime.now(timezone.utc).date()}
+        assert result.second.as_of in {before, datetime.now(UTC).date()}
     finally:
         monkeypatch.undo()
         time.tzset()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 import pytest
@@ -46,7 +46,7 @@ def test_status_shows_runs_and_backlog(tmp_path):
     result = runner.invoke(main, ["status", "-c", str(tmp_path / "config.toml")])
     assert result.exit_code == 0, result.output
     assert "last runs" in result.output and "profiles-file" in result.output
-    assert datetime.now(timezone.utc).date().isoformat() in result.output  # the demo shop's today (UTC)
+    assert datetime.now(UTC).date().isoformat() in result.output  # the demo shop's today (UTC)
 
 
 def test_run_is_exactly_one_cycle_with_or_without_once(write_config, write_csv):

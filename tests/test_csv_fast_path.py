@@ -48,7 +48,7 @@ def write(tmp_path: Path, text: str, name: str = "orders.csv") -> Path:
 
 HOSTILE_BUT_CLEAN = """\
 order_id,customer_id,email,placed_at,amount,refunded,status,currency
- 1 , 00042 ,A@Example.com, 2026-06-30 10:00:00 , 12.345678 ,,paid, eur 
+ 1 , 00042 ,A@Example.com, 2026-06-30 10:00:00 , 12.345678 ,,paid, eur
 2,,Guest@Example.COM,2026-03-29 02:30:00,5,0.50, PAID ,EUR
 3,,guest@example.com,2026-10-25 02:30:00+01:00,1e2,,Cancelled,EUR
 4,"a,b","x@y.z",2026-06-29T23:59:59.999999Z,"7.10",1.10,paid,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import textwrap
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -660,9 +660,7 @@ def scored(out: Path) -> dict[str, tuple[int, str, int]]:
 
 def pull(path: Path, settings: CsvSettings) -> list[Order | Quarantined]:
     source = CsvSource(settings, ConnectorContext(zone=ZoneInfo(ZONE), base_dir=path.parent, secret=None))
-    return [
-        r for page in source.pull(PullContext(cursor=None, started_at=datetime.now(timezone.utc))) for r in page.records
-    ]
+    return [r for page in source.pull(PullContext(cursor=None, started_at=datetime.now(UTC))) for r in page.records]
 
 
 def by_hand(orders: list[Order]) -> dict[str, tuple[int, str, int]]:
@@ -709,7 +707,7 @@ def test_shopify_orders_read_exactly(tmp_path):
     """Each Shopify order: its name as order id, net amount, UTC time, flags and status."""
     orders = write_export(tmp_path / "orders_export.csv", SHOPIFY_HEADER, SHOPIFY_ROWS)
     got = {o.order_id: o for o in pull(orders, CsvSettings(name="export", path=str(orders), preset="shopify-export"))}
-    utc = timezone.utc
+    utc = UTC
     assert got["#1001"].placed_at == datetime(2026, 3, 8, 18, 9, tzinfo=utc)  # 13:09 at -0500
     assert got["#1001"].amount == Decimal("34.98") and got["#1001"].email == "ann@example.com"
     assert got["#1002"].amount == Decimal("30.00") and got["#1002"].status == "partially_refunded"
@@ -786,8 +784,8 @@ def test_order_time_and_other_date_forms_are_read(tmp_path):
     assert got == {
         "1": datetime(2026, 3, 8, 6, 29, tzinfo=ny),
         "2": datetime(2026, 3, 13, tzinfo=ny),
-        "3": datetime(2026, 3, 23, 14, 21, 24, tzinfo=timezone.utc),
-        "4": datetime(2026, 3, 24, 9, tzinfo=timezone.utc),
+        "3": datetime(2026, 3, 23, 14, 21, 24, tzinfo=UTC),
+        "4": datetime(2026, 3, 24, 9, tzinfo=UTC),
     }
     [bad] = [r for r in records if isinstance(r, Quarantined)]
     assert (bad.location, bad.reason) == ("orders.csv:6", "placed_at is not a date/time: the 3rd of March")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import date
+from datetime import UTC, date
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -274,9 +274,9 @@ def test_score_lists_the_skipped_rows_with_the_quarantined_ones(tmp_path):
 
 # ----------------------------------------------------------------- the shops' parsers (and their webhooks)
 def _utc(day: str):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(day).replace(tzinfo=UTC)
 
 
 def _node(**over):

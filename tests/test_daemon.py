@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow  # the daemon in subprocesses: HTTP, SIGTERM, two 
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cret-hook-key"
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def config_text(port: int, batch: int, delay: float, shutdown: float) -> str:
@@ -140,7 +140,7 @@ def stop(proc: subprocess.Popen, timeout: float = 15) -> tuple[int, str]:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        raise AssertionError("daemon did not stop in time:\n" + proc.log_path.read_text()[-3000:])
+        raise AssertionError("daemon did not stop in time:\n" + proc.log_path.read_text()[-3000:]) from None
     return proc.returncode, proc.log_path.read_text()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import tomllib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -103,7 +103,7 @@ def test_unparseable_webhook_events_are_set_aside_and_the_rest_processed(
     try:
         daemon._hold_lock()
         daemon._jobs().incremental()
-        good = shopify_order(77, 5, "x@example.com", datetime.now(timezone.utc).isoformat(), "80.00")
+        good = shopify_order(77, 5, "x@example.com", datetime.now(UTC).isoformat(), "80.00")
         webhook_store.record(daemon.store, "shop", "e1", "orders/create", {}, b"{not json")
         webhook_store.record(daemon.store, "shop", "e2", "orders/create", {}, good)
         webhook_store.record(daemon.store, "gone", "e3", "orders/create", {}, good)
@@ -115,7 +115,7 @@ def test_unparseable_webhook_events_are_set_aside_and_the_rest_processed(
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def event_rows(store) -> dict[str, dict]:
@@ -203,7 +203,7 @@ def test_a_retryable_error_keeps_the_event_pending_then_fails_it_after_max_attem
         assert rows["good"]["status"] == "done"
         later = rows["later"]
         assert (later["status"], later["attempts"]) == ("pending", 1) and "503" in later["error"]
-        assert later["next_attempt_at"] > datetime.now(timezone.utc)
+        assert later["next_attempt_at"] > datetime.now(UTC)
         daemon._jobs().webhooks()  # not due yet: not tried
         assert event_rows(daemon.store)["later"]["attempts"] == 1
         make_due(daemon.store)

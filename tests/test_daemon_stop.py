@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -171,7 +171,7 @@ class TwoPages:
         self.stop = stop
 
     def pull(self, context):
-        placed = datetime(2026, 5, 1, tzinfo=timezone.utc)
+        placed = datetime(2026, 5, 1, tzinfo=UTC)
         for page in (1, 2):
             yield Page(
                 [

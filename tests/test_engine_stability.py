@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -54,7 +54,7 @@ def add_orders(store, rows):
                         source="t",
                         order_id=oid,
                         customer_id=key,
-                        placed_at=datetime.combine(day, time(12), timezone.utc),
+                        placed_at=datetime.combine(day, time(12), UTC),
                         amount=Decimal(str(amount)),
                     ),
                     key,

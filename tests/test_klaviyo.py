@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -33,9 +33,9 @@ from connectors.klaviyo.destination import (
     error_summary,
 )
 from rfm_sync.secrets import Secret
-from tests.fakes.klaviyo_fake import SPEC, API_KEY, BASE_URL, FakeClock, FakeKlaviyo, klaviyo_spec, validate_all  # noqa: F401
+from tests.fakes.klaviyo_fake import API_KEY, BASE_URL, SPEC, FakeClock, FakeKlaviyo, klaviyo_spec, validate_all  # noqa: F401
 
-CHANGED = datetime(2026, 11, 20, 8, 30, tzinfo=timezone.utc)
+CHANGED = datetime(2026, 11, 20, 8, 30, tzinfo=UTC)
 
 
 def props(group: str | None = "Loyal", score: str | None = "322") -> dict:

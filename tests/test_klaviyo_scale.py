@@ -5,12 +5,13 @@ from __future__ import annotations
 import gc
 import json
 import math
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import responses
 
 from connectors.http import RetryPolicy
+from connectors.klaviyo.destination import KlaviyoDestination, KlaviyoSettings
 from rfm_sync.config import parse_config
 from rfm_sync.pipeline import CycleReport, Pipeline
 from rfm_sync.store import Store
@@ -19,12 +20,10 @@ from rfm_sync.store.runs import start_run
 from tests.fakes.klaviyo_fake import FakeClock, FakeKlaviyo, klaviyo_spec, validate_all  # noqa: F401
 from tests.test_klaviyo import context
 
-from connectors.klaviyo.destination import KlaviyoDestination, KlaviyoSettings
-
 pytestmark = pytest.mark.slow  # scale: 100k profiles
 
 GROUPS = ["Champions", "Loyal", "Recent", "Needs Attention", "At Risk", "Inactive"]
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 NAMES = [
     "Current RFM group",
     "Previous RFM group",
@@ -38,7 +37,7 @@ NAMES = [
 
 def snapshot(i: int, group: str | None, previous: str | None, when: datetime) -> dict:
     if group is None:
-        return {name: None for name in NAMES}
+        return dict.fromkeys(NAMES)
     score = f"{1 + i % 3}{1 + (i // 3) % 3}{1 + (i // 9) % 3}"
     props = {
         "Current RFM group": group,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from rfm_sync.store import Store
 from rfm_sync.store.lock import StoreLock
@@ -10,7 +10,7 @@ from rfm_sync.store.lock import StoreLock
 
 def test_one_holder_and_expiry(store_url):
     store = Store.open(store_url)
-    now = [datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)]
+    now = [datetime(2026, 3, 1, 12, 0, tzinfo=UTC)]
     clock = lambda: now[0]  # noqa: E731
     a = StoreLock(store, "host-a:1", expire_seconds=60, clock=clock)
     b = StoreLock(store, "host-b:2", expire_seconds=60, clock=clock)

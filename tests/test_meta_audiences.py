@@ -224,7 +224,7 @@ def test_the_pinned_version_is_not_within_60_days_of_its_expiry():
     """Fails 60 days before Meta retires the pinned version: move GRAPH_VERSION and the table then."""
     assert GRAPH_VERSION in MARKETING_API_VERSIONS, "add the pinned version to MARKETING_API_VERSIONS"
     newest = max(MARKETING_API_VERSIONS, key=lambda v: MARKETING_API_VERSIONS[v][0])
-    assert GRAPH_VERSION == newest
+    assert newest == GRAPH_VERSION
     retires = version_expiry(GRAPH_VERSION)
     assert retires - date.today() > EXPIRY_WARNING, f"Meta retires {GRAPH_VERSION} on {retires}: move on"
 

@@ -9,8 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.http import HttpClient
 from rfm_sync.daemon.metrics import Metrics
 from rfm_sync.pipeline import CycleReport
-from rfm_sync.store import Store
-from rfm_sync.store import outbox
+from rfm_sync.store import Store, outbox
 
 
 def samples(metrics: Metrics) -> dict:

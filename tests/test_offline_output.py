@@ -8,8 +8,7 @@ from datetime import date
 import pytest
 from click.testing import CliRunner
 
-from rfm_sync import exit_codes
-from rfm_sync import offline
+from rfm_sync import exit_codes, offline
 from rfm_sync.cli import main
 from rfm_sync.config import parse_config
 

@@ -154,8 +154,8 @@ def test_a_folded_change_reaches_the_destination_consistent_with_what_it_had(tmp
     """Champions → Recent → At Risk while the sink was down: the event is Champions → At Risk and
     the profile says Previous RFM group = Champions (what the sink last had), not Recent; a round
     trip sends no event and leaves the previous group the sink already shows."""
-    from rfm_sync.delivery import Memory, for_destination
     from rfm_sync.config import PropertyNames
+    from rfm_sync.delivery import Memory, for_destination
 
     names = PropertyNames()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -97,12 +97,12 @@ def test_unchanged_export_is_not_read_again(tmp_path, store_url):
 
 @pytest.mark.slow
 def test_previous_group_is_the_last_different_group(tmp_path, store_url):
-    now = [datetime(2026, 7, 1, 3, tzinfo=timezone.utc)]
+    now = [datetime(2026, 7, 1, 3, tzinfo=UTC)]
     config, store, pipeline = make(tmp_path, store_url, base_rows(), clock=lambda: now[0])
     pipeline.run_cycle(AS_OF - timedelta(days=200))
     first = read_state(tmp_path / "profiles.jsonl")
     assert all("Previous RFM group" not in p for p in first.values())  # unset until it first changes
-    now[0] = datetime(2026, 7, 2, 3, tzinfo=timezone.utc)
+    now[0] = datetime(2026, 7, 2, 3, tzinfo=UTC)
     pipeline.run_cycle(AS_OF)
     second = read_state(tmp_path / "profiles.jsonl")
     assert set(second) > set(first)  # customers whose first order came later are new
@@ -115,7 +115,7 @@ def test_previous_group_is_the_last_different_group(tmp_path, store_url):
     for k in stayed:
         assert second[k]["RFM group last changed"] == first[k]["RFM group last changed"]
     # a third run as of the same day changes nothing and keeps Previous as it was
-    now[0] = datetime(2026, 7, 3, 3, tzinfo=timezone.utc)
+    now[0] = datetime(2026, 7, 3, 3, tzinfo=UTC)
     pipeline.run_cycle(AS_OF)
     assert read_state(tmp_path / "profiles.jsonl") == second
 
@@ -191,21 +191,22 @@ def test_a_newline_inside_quotes_and_a_short_row_are_both_read(tmp_path, store_u
 def test_orders_pulled_counts_what_the_store_took_not_what_was_read(tmp_path, store_url):
     """An order counts when it is new or its stored row changed; the same row again, or an older
     version of it (a smaller ``updated_at``), is not rewritten and not counted."""
-    from rfm_sync.pipeline import order_row
-    from connectors.base import Order
     from decimal import Decimal
 
+    from connectors.base import Order
+    from rfm_sync.pipeline import order_row
+
     store = Store.open(store_url)
-    now = datetime(2026, 7, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 7, 1, tzinfo=UTC)
 
     def row(oid, amount, updated):
         order = Order(
             source="shop",
             order_id=oid,
             customer_id="c1",
-            placed_at=datetime(2026, 6, 1, tzinfo=timezone.utc),
+            placed_at=datetime(2026, 6, 1, tzinfo=UTC),
             amount=Decimal(amount),
-            updated_at=datetime(2026, 6, updated, tzinfo=timezone.utc),
+            updated_at=datetime(2026, 6, updated, tzinfo=UTC),
         )
         return order_row(order, "c1", now)
 

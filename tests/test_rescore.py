@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -38,7 +38,7 @@ def setup(tmp_path, write_config, write_csv, url):
 
 
 def webhook_order(order_id: str, customer: str, amount: str) -> Order:
-    moment = datetime(2026, 6, 29, 9, 0, tzinfo=timezone.utc)
+    moment = datetime(2026, 6, 29, 9, 0, tzinfo=UTC)
     return Order(
         source="shop",
         order_id=order_id,
@@ -85,8 +85,8 @@ def test_a_cancelled_order_clears_only_that_customer(tmp_path, write_config, wri
         source="shop",
         order_id="o-old",
         customer_id="c0",
-        placed_at=datetime(2025, 3, 1, 10, tzinfo=timezone.utc),
-        updated_at=datetime(2026, 6, 29, tzinfo=timezone.utc),
+        placed_at=datetime(2025, 3, 1, 10, tzinfo=UTC),
+        updated_at=datetime(2026, 6, 29, tzinfo=UTC),
         amount=Decimal("15.00"),
         is_cancelled=True,
     )

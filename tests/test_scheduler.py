@@ -9,7 +9,7 @@ APScheduler 3.x reads the time with ``datetime.now`` in its scheduler and execut
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -19,7 +19,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from rfm_sync.config import parse_config
 from rfm_sync.daemon.scheduler import Jobs, add_jobs, next_runs
 
-UTC = timezone.utc
+UTC = UTC
 
 
 class Clock:

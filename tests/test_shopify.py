@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -189,7 +189,7 @@ def test_duplicates_within_a_pull_are_dropped_and_a_repeated_cursor_is_an_error(
     src = source("https://shop-x.test", clock, backfill="paged")
     seen = []
     with pytest.raises(FatalError, match="refusing to loop"):
-        for p in src.pull(PullContext(cursor=None, started_at=datetime(2026, 6, 1, tzinfo=timezone.utc))):
+        for p in src.pull(PullContext(cursor=None, started_at=datetime(2026, 6, 1, tzinfo=UTC))):
             seen.extend(r.order_id for r in p.records)
     assert seen == ["1", "2"]
 
@@ -341,7 +341,7 @@ def test_order_webhooks_become_orders_and_refunds_fetch_the_order(fake, clock, s
     assert isinstance(order, Order)
     assert (order.order_id, order.customer_id, order.email) == ("450789469", "207119551", "bob.norman@hostmail.com")
     assert order.amount == Decimal("409.94") and order.currency == "USD"
-    assert order.placed_at == datetime(2008, 1, 10, 16, 0, tzinfo=timezone.utc)
+    assert order.placed_at == datetime(2008, 1, 10, 16, 0, tzinfo=UTC)
 
     refund = json.loads((shared_dir / "fixtures/shopify/refund.json").read_text())
     assert refund["refund"]["order_id"] == 450789469
@@ -349,8 +349,8 @@ def test_order_webhooks_become_orders_and_refunds_fetch_the_order(fake, clock, s
         id=450789469,
         customer_id=207119551,
         email="bob.norman@hostmail.com",
-        created_at=datetime(2008, 1, 10, 16, tzinfo=timezone.utc),
-        updated_at=datetime(2016, 6, 20, 17, 35, 6, tzinfo=timezone.utc),
+        created_at=datetime(2008, 1, 10, 16, tzinfo=UTC),
+        updated_at=datetime(2016, 6, 20, 17, 35, 6, tzinfo=UTC),
         total=Decimal("209.94"),
         financial_status="PARTIALLY_REFUNDED",
     )

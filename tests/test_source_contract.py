@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 import tomllib
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -159,7 +159,7 @@ def test_two_shopify_stores_and_one_bigcommerce_merge_customers_by_email(tmp_pat
     shop_a, shop_b = ShopifyFake(clock=clock), ShopifyFake(clock=clock)
     bc = BigCommerceFake(clock=clock, template=bc_template(shared_dir))
     try:
-        when = datetime(2026, 10, 1, tzinfo=timezone.utc)
+        when = datetime(2026, 10, 1, tzinfo=UTC)
         shop_a.orders[1] = FakeOrder(
             id=1, customer_id=11, email="Ann@Example.com", created_at=when, updated_at=when, total=Decimal("10.00")
         )

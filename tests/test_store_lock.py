@@ -25,7 +25,7 @@ def config_text(url: str) -> str:
 
 def start_run(folder, name, *extra):
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    err = open(folder / f"{name}.err", "w")
+    err = open(folder / f"{name}.err", "w")  # noqa: SIM115 (the child process writes to it; closed after it ends)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -100,7 +100,7 @@ def test_a_run_next_to_a_running_one_fails_naming_the_holder(tmp_path, store_url
 
 # ---------------------------------------------------------------- in one process
 
-from datetime import datetime, timedelta, timezone  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
 
 import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
@@ -136,7 +136,7 @@ def test_a_pusher_whose_lock_was_taken_over_stops_before_the_next_batch(tmp_path
     with hold(store, "a:1", expire_seconds=60) as held:
         dest = FencedDestination(Recorder(), held.confirm)
         dest.push(["first"])
-        later = datetime.now(timezone.utc) + timedelta(seconds=120)  # a's heartbeat is stale by then
+        later = datetime.now(UTC) + timedelta(seconds=120)  # a's heartbeat is stale by then
         assert StoreLock(store, "b:2", expire_seconds=60, clock=lambda: later).acquire() is None
         with pytest.raises(LockLost, match="b:2"):
             dest.push(["second"])
@@ -149,9 +149,11 @@ def test_hold_waits_then_names_the_holder_and_releases_when_done(tmp_path, store
     store = Store.open(store_url)
     assert StoreLock(store, "other:7").acquire() is None
     told = []
-    with pytest.raises(StoreLocked, match="locked by other:7 since") as caught:
-        with hold(store, "me:1", wait_seconds=0.3, poll_seconds=0.05, on_wait=told.append):
-            pass
+    with (
+        pytest.raises(StoreLocked, match="locked by other:7 since") as caught,
+        hold(store, "me:1", wait_seconds=0.3, poll_seconds=0.05, on_wait=told.append),
+    ):
+        pass
     assert [t.holder for t in told] == ["other:7"] and caught.value.waited >= 0.3
     StoreLock(store, "other:7").release()
     with hold(store, "me:1"):

@@ -23,7 +23,7 @@ def test_concurrent_first_opens_all_succeed(tmp_path, store_url, request):
         else:  # a fresh database each attempt
             server = request.getfixturevalue("pg_server")
             name = server.create_database()
-            request.addfinalizer(lambda name=name: server.drop_database(name))
+            request.addfinalizer(lambda name=name, server=server: server.drop_database(name))
             url = server.url(name)
         procs = [
             subprocess.Popen([sys.executable, "-c", OPEN, url], cwd=REPO, stderr=subprocess.PIPE, text=True)

@@ -15,7 +15,7 @@ from rfm_sync.daemon.metrics import Metrics
 from rfm_sync.daemon.webhooks import Listener, Routes, event_id, kept_headers, topic_of
 from rfm_sync.store import Store
 from rfm_sync.store import webhooks as webhook_store
-from tests.daemon_fakes import FakeWebhookSource, FakeWebhookSettings, shopify_order, sign
+from tests.daemon_fakes import FakeWebhookSettings, FakeWebhookSource, shopify_order, sign
 
 SECRET = "k3y"
 

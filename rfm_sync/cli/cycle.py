@@ -277,7 +277,8 @@ def recalibrate(config_path: str, as_of: str | None, wait: float) -> None:
     """Recompute and freeze the quantile cut points now; the next runs use them (profiles change then)."""
     with heavy_imports():
         from .. import engine, report
-        from ..calibration import cut_points_table, recalibrate as run_recalibration
+        from ..calibration import cut_points_table
+        from ..calibration import recalibrate as run_recalibration
         from ..store.lock import StoreLocked
 
     config = load(config_path)

@@ -77,7 +77,7 @@ class DaemonConfig(_Section):
     unhealthy_after_minutes: int = Field(0, ge=0)
 
     @model_validator(mode="after")
-    def _heartbeat_shorter(self) -> "DaemonConfig":
+    def _heartbeat_shorter(self) -> DaemonConfig:
         if self.heartbeat_seconds * 2 > self.lock_expire_seconds:
             raise ValueError(
                 f"lock_expire_seconds ({self.lock_expire_seconds}) must be at least twice "

@@ -7,9 +7,10 @@ standby daemon (another one holds the store's lock).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from ..store import utcnow
 

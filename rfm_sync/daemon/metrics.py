@@ -10,7 +10,8 @@ that vanishes when its count drops to 0 reads as "no data", not as "none".
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -23,7 +24,7 @@ SECONDS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 class _StoreCollector:
-    def __init__(self, metrics: "Metrics"):
+    def __init__(self, metrics: Metrics):
         self.metrics = metrics
 
     def describe(self) -> list:

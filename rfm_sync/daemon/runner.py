@@ -25,9 +25,10 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from apscheduler.jobstores.base import JobLookupError
 
@@ -35,10 +36,10 @@ from connectors.base import MAX_AMOUNT, ConnectorError, Order, RetryableError, W
 
 from ..config import Config, ConfigError, load_config
 from ..pipeline import Pipeline, build_destinations, build_sources, customer_key, order_row
+from ..stop import StopRequested
 from ..store import Store, utcnow
 from ..store import webhooks as webhook_store
 from ..store.lock import WRITER, FencedDestination, LockInfo, LockLost, StoreLock, this_process
-from ..stop import StopRequested
 from . import logs, scheduler
 from .health import Health
 from .metrics import Metrics

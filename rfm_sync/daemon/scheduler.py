@@ -16,9 +16,9 @@ callables themselves are the daemon's; this module only decides *when*.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -41,7 +41,7 @@ class Jobs:
 
 
 def make_scheduler() -> BackgroundScheduler:
-    return BackgroundScheduler(timezone=timezone.utc, executors={"default": ThreadPoolExecutor(4)})
+    return BackgroundScheduler(timezone=UTC, executors={"default": ThreadPoolExecutor(4)})
 
 
 def triggers(config: Config, first_run: datetime, webhooks_first_run: datetime | None = None) -> dict[str, BaseTrigger]:
@@ -49,9 +49,7 @@ def triggers(config: Config, first_run: datetime, webhooks_first_run: datetime |
     first webhook run (default ``first_run``)."""
     sched, zone = config.schedule, config.shop.zone
     out: dict[str, BaseTrigger] = {
-        "incremental": IntervalTrigger(
-            minutes=sched.incremental_every_minutes, start_date=first_run, timezone=timezone.utc
-        ),
+        "incremental": IntervalTrigger(minutes=sched.incremental_every_minutes, start_date=first_run, timezone=UTC),
     }
     if sched.full_time is not None:
         hour, minute = sched.full_time
@@ -62,7 +60,7 @@ def triggers(config: Config, first_run: datetime, webhooks_first_run: datetime |
         out["webhooks"] = IntervalTrigger(
             seconds=config.webhooks.process_every_seconds,
             start_date=webhooks_first_run or first_run,
-            timezone=timezone.utc,
+            timezone=UTC,
         )
     return out
 

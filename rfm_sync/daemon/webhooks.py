@@ -22,9 +22,10 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -175,7 +176,7 @@ class Listener:
             target=self.server.serve_forever, kwargs={"poll_interval": 0.5}, name="http", daemon=True
         )
 
-    def start(self) -> "Listener":
+    def start(self) -> Listener:
         self._thread.start()
         return self
 

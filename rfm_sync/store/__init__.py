@@ -22,7 +22,7 @@ need it (``rfm-sync status`` never loads it).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ MIGRATE_LOCK_KEY = int.from_bytes(b"rfm-sync", "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -65,7 +65,7 @@ class Store:
         self.engine = engine
 
     @classmethod
-    def open(cls, url: str, base_dir: Path | None = None) -> "Store":
+    def open(cls, url: str, base_dir: Path | None = None) -> Store:
         """Open (creating and migrating as needed). Ordinary faults — an unwritable folder, a file
         that is not a store or is damaged, a store of a newer rfm-sync, a full disk — raise
         :class:`~rfm_sync.store.errors.StoreError` with what to do."""

@@ -11,8 +11,9 @@ queries of ``rfm-sync status`` do not load them.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -41,7 +42,7 @@ def is_sqlite(conn: Connection) -> bool:
 
 def sqlite_time(moment: datetime) -> str:
     """The text SQLAlchemy stores for an aware datetime in SQLite (naive UTC with microseconds)."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -50,7 +51,7 @@ def parse_time(value: Any) -> datetime | None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def plain_rows(conn: Connection, query: sa.Select) -> tuple[list[str], list[tuple]]:

@@ -15,9 +15,9 @@ done and dropped ones after ``[webhooks] keep_events_days``. Failed events wait 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable, Mapping
 
 import sqlalchemy as sa
 
@@ -126,10 +126,8 @@ def postpone(store: Store, errors: Mapping[int, str], *, max_attempts: int, now:
     if not errors:
         return given_up
     with store.begin() as conn:
-        tried = {
-            i: n
-            for i, n in conn.execute(sa.select(c.id, c.attempts).where(c.id.in_(list(errors)), c.status == "pending"))
-        }
+        query = sa.select(c.id, c.attempts).where(c.id.in_(list(errors)), c.status == "pending")
+        tried = {i: n for i, n in conn.execute(query)}
         for event, error in errors.items():
             if event not in tried:
                 continue
@@ -211,4 +209,4 @@ def prune(store: Store, before: datetime) -> int:
 def counts(store: Store) -> dict[str, int]:
     c = webhook_events.c
     with store.engine.connect() as conn:
-        return {s: n for s, n in conn.execute(sa.select(c.status, sa.func.count()).group_by(c.status))}
+        return {status: n for status, n in conn.execute(sa.select(c.status, sa.func.count()).group_by(c.status))}

@@ -43,7 +43,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -245,10 +245,10 @@ class Figures:
             f"webhooks sent: {self.webhooks_sent} ("
             + ", ".join(f"{k} {v}" for k, v in sorted(self.webhooks_by_shop.items()))
             + f"; +{self.webhooks_replayed} replays, {self.webhooks_refused} not delivered: daemon down)",
-            f"webhook events in the store at the end: "
+            "webhook events in the store at the end: "
             + ", ".join(f"{k} {v}" for k, v in sorted(self.webhook_events.items()))
             + f" ({self.webhook_events_left} were still pending when the chaos ended)",
-            f"cycles failed or partial during the chaos: "
+            "cycles failed or partial during the chaos: "
             + (", ".join(f"{k} {v}" for k, v in self.cycle_failures.most_common(8)) or "none"),
             f"customers checked: {self.customers}  events checked: {self.events}",
             f"mismatches: {self.mismatches}" + (f"  ({self.mismatch_kinds})" if self.mismatch_kinds else ""),
@@ -472,7 +472,7 @@ class ChaosRun:
             return "pull"
         if any(a["last_fetch_at"] > after for a in activity):
             return "webhooks"
-        moment = datetime.fromtimestamp(killed_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")  # as stored
+        moment = datetime.fromtimestamp(killed_at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # as stored
         try:
             with contextlib.closing(sqlite3.connect(self.folder / "state.sqlite", timeout=10)) as db:
                 due = db.execute(
@@ -603,9 +603,12 @@ class ChaosRun:
     def chaos(self) -> None:
         for round_no in range(self.scale.max_rounds):
             self.one_round(round_no)
-            if self.figures.kills >= self.scale.kills and round_no % 3 == 2:
-                if self.faults_so_far() >= self.scale.faults:
-                    break
+            if (
+                self.figures.kills >= self.scale.kills
+                and round_no % 3 == 2
+                and self.faults_so_far() >= self.scale.faults
+            ):
+                break
 
     # ------------------------------------------------------------------ the end
     def webhook_events(self) -> Counter:
@@ -651,7 +654,7 @@ class ChaosRun:
         for kind, state in states.items():
             (self.folder / f"final-{kind}.json").write_text(json.dumps(state, indent=1, default=str))
         shop, bc, klaviyo, meta = (states[k] for k in ("shopify", "bigcommerce", "klaviyo", "meta"))
-        as_of = datetime.now(timezone.utc).date()
+        as_of = datetime.now(UTC).date()
         orders = shop["orders"] + oracle.bigcommerce_orders(bc["orders"])
         verdict = oracle.compare(oracle.expected_state(orders, as_of, merge_by_email=True), klaviyo, meta, AUDIENCES)
         f = self.figures

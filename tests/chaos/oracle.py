@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from fractions import Fraction
@@ -110,7 +110,7 @@ def expected_state(
         if o.get("email"):
             email.setdefault(cid, o["email"].strip().lower())
         total = Decimal(o["total"])
-        placed = datetime.fromisoformat(o["created_at"]).astimezone(timezone.utc).date()
+        placed = datetime.fromisoformat(o["created_at"]).astimezone(UTC).date()
         if total <= 0 or o["test"] or o["cancelled"] or o["financial_status"] in NON_PURCHASE or placed > as_of:
             continue
         last[cid] = max(last.get(cid, placed), placed)

@@ -53,11 +53,12 @@ import socket
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from requests.structures import CaseInsensitiveDict
@@ -97,7 +98,7 @@ class RealClock:
         pass
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class FaultPlan:
@@ -144,7 +145,7 @@ def build_shop(customers: int, seed: int):
         restore_rate=500.0,
     )
     rng = random.Random(seed * 7919 + 1)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     oid = 10_000
     for c in range(customers):
         cid = 700_000 + c
@@ -179,7 +180,7 @@ def rest_body(order: Any) -> dict[str, Any]:
     """The order as Shopify's ``orders/updated`` webhook sends it (REST shape)."""
 
     def iso(moment: datetime | None) -> str | None:
-        return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
     return {
         "id": order.id,
@@ -299,7 +300,7 @@ def build_bigcommerce(customers: int, seed: int, url: str, shopify_customers: in
     )
     fake.url = url
     rng = random.Random(seed * 7919 + 2)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     oid = 50_000
     for c in range(customers):
         cid = 5_000_000 + c  # never a Shopify customer id
@@ -578,7 +579,7 @@ class MetaVendor(Vendor):
         from tests.fakes.meta_fake import FakeMeta
 
         self.fake = FakeMeta(base_url=url, token=META_TOKEN)
-        self.fake.audiences = {a: 200 for a in AUDIENCES}
+        self.fake.audiences = dict.fromkeys(AUDIENCES, 200)
         self.rng = random.Random(args.seed * 13 + 2)
 
     def vendor_faults(self, method: str, path: str, body: bytes) -> list[str]:

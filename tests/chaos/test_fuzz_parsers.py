@@ -15,12 +15,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from connectors.base import ConnectorContext, ConnectorError, Order, PullContext, Quarantined
 from connectors.bigcommerce.parse import order_from_json
@@ -217,9 +218,7 @@ def test_csv_rows(tmp_path, rows):
     )
     try:
         records = [
-            r
-            for page in source.pull(PullContext(cursor=None, started_at=datetime.now(timezone.utc)))
-            for r in page.records
+            r for page in source.pull(PullContext(cursor=None, started_at=datetime.now(UTC))) for r in page.records
         ]
     except ConnectorError:
         return

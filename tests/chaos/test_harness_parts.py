@@ -10,7 +10,7 @@ import random
 import sqlite3
 import time
 from contextlib import closing
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 
@@ -94,7 +94,7 @@ def test_mutations_change_the_order_bump_date_modified_and_name_the_scope():
 
 # ---------------------------------------------------------------------------------------- the oracle
 def bc_order(oid, status, total, refunded="0", deleted=False, customer=5_000_001, email="bc1@chaos.example", days=10):
-    placed = datetime(2026, 12, 1, 12, tzinfo=timezone.utc) - timedelta(days=days)
+    placed = datetime(2026, 12, 1, 12, tzinfo=UTC) - timedelta(days=days)
     return {
         "id": oid,
         "customer_id": customer,
@@ -142,7 +142,7 @@ def test_merge_by_email_makes_one_customer_of_two_shops():
             "test": False,
             "cancelled": False,
             "financial_status": "PAID",
-            "created_at": datetime(2025, 10, 1, tzinfo=timezone.utc).isoformat(),
+            "created_at": datetime(2025, 10, 1, tzinfo=UTC).isoformat(),
         },
         {
             "id": 2,
@@ -152,7 +152,7 @@ def test_merge_by_email_makes_one_customer_of_two_shops():
             "test": False,
             "cancelled": False,
             "financial_status": "PAID",
-            "created_at": datetime(2026, 11, 20, tzinfo=timezone.utc).isoformat(),
+            "created_at": datetime(2026, 11, 20, tzinfo=UTC).isoformat(),
         },
     ]
     bigcommerce = oracle.bigcommerce_orders(
@@ -205,7 +205,7 @@ def make_run(tmp_path, pending_received: datetime | None, running_run: int | Non
         if pending_received is not None:
             db.execute(
                 "INSERT INTO webhook_events VALUES (1, 'pending', ?, NULL)",
-                (pending_received.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" "),),
+                (pending_received.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" "),),
             )
         if running_run is not None:
             db.execute("INSERT INTO runs VALUES (?, 'running')", (running_run,))
@@ -215,7 +215,7 @@ def make_run(tmp_path, pending_received: datetime | None, running_run: int | Non
 
 
 def test_a_daemon_between_cycles_is_in_webhooks_when_events_are_due_or_a_rescore_runs(tmp_path):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     log = tmp_path / "daemon.log"
     log.write_text(
         "\n".join(
@@ -243,7 +243,7 @@ def test_a_daemon_between_cycles_is_in_webhooks_when_events_are_due_or_a_rescore
 
 
 def test_a_first_cycle_skipped_for_the_webhooks_job_is_a_kill_in_webhooks(tmp_path):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     log = tmp_path / "daemon.log"
     log.write_text(
         "\n".join(

@@ -19,7 +19,7 @@ import random
 import re
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -47,7 +47,7 @@ STATUS_NAMES = {
 
 
 def rfc2822(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    return moment.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
 
 
 def money(value: Decimal) -> str:

@@ -86,7 +86,7 @@ class FakeKlaviyo:
         self.event_log: list[dict[str, Any]] = []  # every accepted event POST, duplicates included
 
     # ------------------------------------------------------------------ wiring
-    def install(self, rsps: responses.RequestsMock) -> "FakeKlaviyo":
+    def install(self, rsps: responses.RequestsMock) -> FakeKlaviyo:
         base = re.escape(self.base_url)
         for method, pattern, handler in self.route_table():
             rsps.add_callback(method, re.compile(base + pattern), callback=self._wrap(handler))

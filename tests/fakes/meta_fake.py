@@ -76,7 +76,7 @@ class FakeMeta:
         self.injected: Counter[int] = Counter()
         self.audiences: dict[str, int] = {"111": 200, "222": 200}  # id -> operation_status code
 
-    def install(self, rsps: responses.RequestsMock) -> "FakeMeta":
+    def install(self, rsps: responses.RequestsMock) -> FakeMeta:
         pattern = re.compile(re.escape(self.base_url) + r"/(v\d+\.\d+)/([^/]+)/users$")
         for method in ("POST", "DELETE"):
             rsps.add_callback(method, pattern, callback=self._users)
@@ -205,7 +205,7 @@ class FakeMeta:
         schema = payload["schema"]
         keys = [schema] if isinstance(schema, str) else list(schema)
         assert set(keys) <= {"EMAIL", "PHONE"}, keys
-        rows = [tuple([r]) if isinstance(schema, str) else tuple(r) for r in payload["data"]]
+        rows = [(r,) if isinstance(schema, str) else tuple(r) for r in payload["data"]]
         assert len(rows) <= 10_000, "Meta takes at most 10,000 rows per request"
         for r in rows:
             assert len(r) == len(keys) and all(v == "" or _HASH.match(v) for v in r), "unhashed value sent"

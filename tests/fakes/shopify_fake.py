@@ -23,11 +23,12 @@ import random
 import re
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 RESET = object()  # a handler result: drop the connection without answering
@@ -37,7 +38,7 @@ Reply = tuple[int, dict[str, str], bytes]
 class FakeClock:
     """Seconds (``monotonic``) and UTC time (``now``) that only move when someone sleeps."""
 
-    def __init__(self, start: datetime = datetime(2026, 11, 1, tzinfo=timezone.utc)):
+    def __init__(self, start: datetime = datetime(2026, 11, 1, tzinfo=UTC)):
         self.start = start
         self.seconds = 0.0
         self.slept: list[float] = []
@@ -74,7 +75,7 @@ class LocalServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
-                headers = {k: v for k, v in self.headers.items()}
+                headers = dict(self.headers.items())
                 result = handle(self.command, parts.path, parse_qs(parts.query), headers, body)
                 if result is RESET:
                     self.close_connection = True
@@ -127,7 +128,7 @@ class LocalServer:
 
 
 def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass

@@ -15,13 +15,13 @@ import json
 import pytest
 import responses
 
-from connectors.base import ConnectorError, FatalError, Order, PullContext, Quarantined, RecordError, RetryableError
-from tests.chaos.test_fuzz_parsers import SHOPIFY_NODE
-from tests.fakes.shopify_fake import FakeClock
+from connectors.base import ConnectorError, FatalError, Order, PullContext, Quarantined, RetryableError
 from tests import test_bigcommerce as bc
 from tests import test_klaviyo as kl
 from tests import test_meta_audiences as meta
 from tests import test_shopify as shop
+from tests.chaos.test_fuzz_parsers import SHOPIFY_NODE
+from tests.fakes.shopify_fake import FakeClock
 
 SHOP_URL = f"https://shop-x.test/admin/api/{shop.API_VERSION}/graphql.json"
 SCOPES = {
