@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol, runtime_checkable
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
@@ -162,13 +163,19 @@ class Page:
     cursor: str | None
 
 
+class SecretValue(Protocol):
+    """A secret's value, kept out of reprs and logs until revealed (``rfm_sync.secrets.Secret``)."""
+
+    def reveal(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class ConnectorContext:
     """What the core hands every connector when building it."""
 
-    zone: Any  # the shop's ZoneInfo
+    zone: ZoneInfo  # the shop's time zone
     base_dir: Path  # relative paths in connector settings are relative to the config file
-    secret: Any  # callable: secret name -> object with .reveal(); raises if unset
+    secret: Callable[[str], SecretValue]  # secret name -> its value; raises LookupError if unset
     dry_run: bool = False
 
     def reveal_secret(self, name: str, connector: str) -> str:

@@ -35,10 +35,13 @@ which lists them with the quarantined rows of the run.
 """
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar
+
+from .base import Order, Quarantined
 
 # the characters trimmed around ids and emails: C0 controls, space, and Unicode category Zs
 _ZS = "\u00a0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u202f\u205f\u3000"
@@ -55,7 +58,7 @@ PLACED_END = datetime(2100, 1, 1, tzinfo=timezone.utc)  # exclusive
 EMAIL_REASON = "email is not an address"
 
 
-def _class(ranges: list[tuple[int, int]], code) -> str:
+def _class(ranges: list[tuple[int, int]], code: Callable[[int], str]) -> str:
     return "".join(code(a) if a == b else f"{code(a)}-{code(b)}" for a, b in ranges)
 
 
@@ -67,7 +70,7 @@ def _re2(c: int) -> str:
     return f"\\x{{{c:x}}}"
 
 
-def _email_pattern(code) -> str:
+def _email_pattern(code: Callable[[int], str]) -> str:
     bad = _class(_NOT_IN_EMAIL, code)
     return f"[^@{bad}]+@[^@.{bad}]+(?:\\.[^@.{bad}]+)+"
 
@@ -138,11 +141,36 @@ def skip_reason(amount: Decimal, excluded: bool) -> str | None:
     return negative_reason(amount) if amount < 0 and not excluded else None
 
 
-def with_notices(records: Iterable) -> Iterator:
+def with_notices(records: Iterable[Order | Quarantined]) -> Iterator[Order | Quarantined]:
     """Each record, then the notices its order carries (``Order.notices``)."""
     for record in records:
         yield record
         yield from getattr(record, "notices", ())
+
+
+Option = TypeVar("Option")
+Option_contra = TypeVar("Option_contra", contravariant=True)
+
+
+class PayloadParser(Protocol[Option_contra]):
+    """``parse(source, payload[, option])``: one order payload → its :class:`Order`, or why not."""
+
+    def __call__(self, source: str, data: Any, option: Option_contra = ..., /) -> Order | Quarantined: ...
+
+
+def shape_checked(parse: PayloadParser[Option]) -> PayloadParser[Option]:
+    """A payload whose fields have the wrong JSON types (an object where a string was expected, say)
+    becomes a quarantined record naming the problem, not an AttributeError out of the parser."""
+    @functools.wraps(parse)
+    def checked(source: str, data: Any, *args: Any) -> Order | Quarantined:
+        try:
+            return parse(source, data, *args)
+        except (AttributeError, TypeError, KeyError) as exc:
+            inner = data.get("order", data) if isinstance(data, dict) else data
+            order_id = inner.get("id", "?") if isinstance(inner, dict) else "?"
+            return Quarantined(source=source, location=f"order {str(order_id)[:80]}",
+                               reason=f"unexpected payload shape ({type(exc).__name__})")
+    return checked
 
 
 # --------------------------------------------------------------------------- DuckDB SQL

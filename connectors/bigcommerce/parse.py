@@ -28,7 +28,6 @@ dropped with a notice).
 """
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from email.utils import parsedate_to_datetime
@@ -41,20 +40,6 @@ PURCHASE = frozenset({2, 3, 8, 9, 10, 11, 14})
 NOT_PURCHASE = frozenset({0, 1, 4, 5, 6, 7})
 CONFIGURABLE = {12: "count_manual_verification", 13: "count_disputed"}
 
-
-def _shape_checked(parse: Any) -> Any:
-    """A payload whose fields have the wrong JSON types (an object where a string was expected, say)
-    becomes a quarantined record naming the problem, not an AttributeError out of the parser."""
-    @functools.wraps(parse)
-    def checked(source: str, data: Any, *args: Any) -> Order | Quarantined:
-        try:
-            return parse(source, data, *args)
-        except (AttributeError, TypeError, KeyError) as exc:
-            inner = data.get("order", data) if isinstance(data, dict) else data
-            order_id = inner.get("id", "?") if isinstance(inner, dict) else "?"
-            return Quarantined(source=source, location=f"order {str(order_id)[:80]}",
-                               reason=f"unexpected payload shape ({type(exc).__name__})")
-    return checked
 
 def parse_rfc2822(value: Any) -> datetime | None:
     if not value:
@@ -104,7 +89,7 @@ def counts(status_id: int, extra: frozenset[int]) -> bool:
     return status_id in PURCHASE or status_id in extra
 
 
-@_shape_checked
+@validate.shape_checked
 def order_from_json(source: str, data: dict[str, Any], extra_purchase: frozenset[int] = frozenset()) -> Order | Quarantined:
     raw_id = data.get("id")
     if problem := validate.payload_id_problem("id", raw_id):

@@ -59,7 +59,7 @@ import requests
 from pydantic import Field
 
 from .. import validate
-from ..base import (ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError,
+from ..base import (ConnectorContext, ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError,
                     RetryableError, webhook_json)
 from ..http import HttpClient, RetryPolicy
 from .parse import format_rfc2822, order_from_json
@@ -172,8 +172,9 @@ def _cap(moment: datetime | None, context: PullContext) -> datetime | None:
 class BigCommerceSource:
     Settings = BigCommerceSettings
 
-    def __init__(self, settings: BigCommerceSettings, context: Any, *, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic, policy: RetryPolicy | None = None):
+    def __init__(self, settings: BigCommerceSettings, context: ConnectorContext, *,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 policy: RetryPolicy | None = None):
         self.settings = settings
         self.name = settings.name
         self._context = context

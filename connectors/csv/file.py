@@ -53,6 +53,9 @@ import duckdb
 from ..base import FatalError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from .source import CsvSettings
 
 log = logging.getLogger(__name__)
@@ -91,10 +94,10 @@ class CsvFile:
     file: Path  # the UTF-8 file DuckDB reads: ``path`` itself, or a transcoded temporary copy
     header: list[str]  # DuckDB's column names, in order
     extra: str  # the name of one more column: a row with more fields than the header fills it
-    settings_key: tuple
+    settings_key: tuple[str, str, int]  # (encoding, delimiter, max_line_bytes) it was prepared with
     # names the header holds more than once (the later ones renamed ``name_1``, ...): which is meant
     # cannot be told, so a mapped column among them is refused (scan._open)
-    repeated: frozenset = frozenset()
+    repeated: frozenset[str] = frozenset()
     line_sql: str | None = None  # the line numbers (see numbered_sql), once the file is surveyed
 
     @property
@@ -219,7 +222,7 @@ def _encoding_hint(path: Path, encoding: str, offset: int) -> str:
 
 
 # ------------------------------------------------------------------ header
-def _header(path: Path, readable: Path, settings: "CsvSettings") -> tuple[list[str], frozenset]:
+def _header(path: Path, readable: Path, settings: "CsvSettings") -> tuple[list[str], frozenset[str]]:
     """The first record's fields as DuckDB column names, read from at most ``max_line_bytes``, and
     the names that appear more than once."""
     limit = settings.max_line_bytes
@@ -500,7 +503,7 @@ class _Lines:
         self.tail = (self.tail + block[-2:])[-2:]
         self.offset += len(block)
 
-    def _ends(self, ends, lines, a) -> None:
+    def _ends(self, ends: npt.NDArray[np.intp], lines: npt.NDArray[np.intp], a: npt.NDArray[np.uint8]) -> None:
         """Records end at the block's positions ``ends`` (newlines; ``lines``: their 0-based index
         among all newlines). A record is the bytes after the previous end up to this one; an empty
         one (``\\n`` or ``\\r\\n`` alone) is a blank line, which DuckDB skips."""

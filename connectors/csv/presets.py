@@ -153,6 +153,7 @@ def fold(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings,
     from .scan import OPTIONAL, REQUIRED, cheap_trim_sql
     from .source import ColumnNames
 
+    assert settings.preset is not None, "fold() is only called for a file with a preset"
     preset = PRESETS[settings.preset]
     try:
         header = [d[0] for d in conn.execute(f"SELECT * FROM {reader} LIMIT 0").description][1 if numbered else 0:]

@@ -48,7 +48,7 @@ class CsvScan:
     conn: duckdb.DuckDBPyConnection
     path: Path
     present: set[str]
-    source: CsvFile | None = None  # the prepared file (file.collect_rejects: the lines it skipped)
+    source: CsvFile  # the prepared file (file.collect_rejects: the lines it skipped)
 
 
 # the validating scan's reader: every field as text, short rows padded, long rows kept (and flagged);

@@ -18,7 +18,7 @@ import duckdb
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import validate
-from ..base import ConnectorSettings, Order, Page, PullContext, Quarantined
+from ..base import ConnectorContext, ConnectorSettings, Order, Page, PullContext, Quarantined
 from . import file, presets
 from .scan import CsvScan, check_file, scan, serial_on_error
 
@@ -74,7 +74,7 @@ def file_fingerprint(path: Path) -> str:
 class CsvSource:
     Settings = CsvSettings
 
-    def __init__(self, settings: CsvSettings, context: Any):
+    def __init__(self, settings: CsvSettings, context: ConnectorContext):
         self.settings = settings
         self.name = settings.name
         self.zone: ZoneInfo = context.zone
@@ -122,7 +122,7 @@ class CsvSource:
                                             raw=validate.printable(r.raw)) for r in rejected], cursor=None)
         yield Page(records=[], cursor=fingerprint)
 
-    def _record(self, row: tuple) -> Order | Quarantined:
+    def _record(self, row: tuple[Any, ...]) -> Order | Quarantined:
         (line, problem, key, customer_id, order_key, email, phone, placed_at, updated_at, amount, currency,
          status, is_test, is_cancelled, placed_text, amount_text, skip_reason, email_problem) = row
         location = f"{self.path.name}:{line}"

@@ -84,12 +84,12 @@ class BulkJobs:
             attributes = self._job(response, f"bulk import job {outcome.job_id}")["attributes"]
         return attributes
 
-    def _job(self, response: Any, what: str) -> Mapping[str, Any]:
+    def _job(self, response: requests.Response, what: str) -> Mapping[str, Any]:
         """``data`` of a job answer, checked to hold an ``id`` and ``attributes.status`` (text). An answer
         of another shape is retryable: the batch stays unacknowledged and is sent again (a profile
         import is idempotent), never half-read."""
         try:
-            job = response.json()["data"]
+            job: Mapping[str, Any] = response.json()["data"]
             if isinstance(job["id"], (str, int)) and isinstance(job["attributes"]["status"], str):
                 return job
         except (ValueError, KeyError, TypeError):
@@ -120,11 +120,11 @@ class BulkJobs:
             for error in page.get("data", []):
                 attrs = error.get("attributes") if isinstance(error, dict) else None
                 attrs = attrs if isinstance(attrs, dict) else {}
-                oid = _match(attrs, by_key, items)
-                if oid is None:
+                matched = _match(attrs, by_key, items)
+                if matched is None:
                     unmatched += 1
                     continue
-                failed[oid] = _reason(attrs)
+                failed[matched] = _reason(attrs)
             links = page.get("links")
             path, params = (links.get("next") if isinstance(links, dict) else None), None
             path = path if isinstance(path, str) and path else None

@@ -357,7 +357,7 @@ class MetaAudiencesDestination:
         form = self._proofed({"payload": json.dumps(payload, separators=(",", ":"))})
         response = client.request(method, f"/{self.version}/{audience_id}/users", limiter=self.limiter, data=form,
                                   classify=lambda r: self._check_counts(r, len(rows), audience_id))
-        body = response.json()
+        body: dict[str, Any] = response.json()  # an object: _check_counts read num_received from it
         invalid = _count(body.get("num_invalid_entries"))
         if invalid:
             message = f"audience {audience_id}: Meta reported {invalid} invalid entr{'y' if invalid == 1 else 'ies'} " \

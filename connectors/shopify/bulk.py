@@ -69,7 +69,7 @@ class BulkExport:
             data = self.gql.execute("BulkRun", BULK_RUN, lambda: {"query": BULK_ORDERS})
             result = data.get("bulkOperationRunQuery") or {}
             errors = [e for e in result.get("userErrors") or [] if isinstance(e, dict)]
-            op_id = (result.get("bulkOperation") or {}).get("id")
+            op_id: str | None = (result.get("bulkOperation") or {}).get("id")  # a GraphQL ID: text
             if op_id and not errors:
                 log.info("bulk export started", extra={"connector": self.client.connector, "operation": op_id})
                 return op_id

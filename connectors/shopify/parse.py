@@ -10,7 +10,6 @@ whose financial status is in ``non_purchase_statuses`` are flagged so they never
 """
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
@@ -18,20 +17,6 @@ from typing import Any, Iterable
 from .. import validate
 from ..base import MAX_AMOUNT, Order, Quarantined
 
-
-def _shape_checked(parse: Any) -> Any:
-    """A payload whose fields have the wrong JSON types (an object where a string was expected, say)
-    becomes a quarantined record naming the problem, not an AttributeError out of the parser."""
-    @functools.wraps(parse)
-    def checked(source: str, data: Any, *args: Any) -> Order | Quarantined:
-        try:
-            return parse(source, data, *args)
-        except (AttributeError, TypeError, KeyError) as exc:
-            inner = data.get("order", data) if isinstance(data, dict) else data
-            order_id = inner.get("id", "?") if isinstance(inner, dict) else "?"
-            return Quarantined(source=source, location=f"order {str(order_id)[:80]}",
-                               reason=f"unexpected payload shape ({type(exc).__name__})")
-    return checked
 
 def numeric_id(value: Any) -> str:
     """``gid://shopify/Order/123`` or ``123`` → ``"123"`` (an opaque string either way)."""
@@ -75,7 +60,7 @@ def _decimal(value: Any) -> Decimal:
 
 
 def _build(source: str, order_id: str, customer: str | None, email: str | None, placed: Any, updated: Any,
-           amount: Any, currency: str | None, status: str | None, test: bool, cancelled_at: Any,
+           amount: Any, currency: str | None, status: str | None, test: object, cancelled_at: Any,
            non_purchase: Iterable[str]) -> Order | Quarantined:
     location = f"order {order_id}"
     try:
@@ -133,7 +118,7 @@ def _ids_problem(order_id: Any, customer: Any) -> str | None:
     return validate.payload_id_problem("customer.id", customer.get("id")) if "id" in customer else None
 
 
-@_shape_checked
+@validate.shape_checked
 def order_from_node(source: str, node: dict[str, Any], non_purchase: Iterable[str] = ()) -> Order | Quarantined:
     """A GraphQL ``Order`` node (see :data:`connectors.shopify.queries.ORDER_FIELDS`)."""
     if problem := _ids_problem(node.get("id"), node.get("customer")):
@@ -151,7 +136,7 @@ def order_from_node(source: str, node: dict[str, Any], non_purchase: Iterable[st
                   node.get("test"), node.get("cancelledAt"), non_purchase)
 
 
-@_shape_checked
+@validate.shape_checked
 def order_from_rest(source: str, body: dict[str, Any], non_purchase: Iterable[str] = ()) -> Order | Quarantined:
     """A REST order as sent by the ``orders/create`` and ``orders/updated`` webhooks.
 

@@ -39,12 +39,13 @@ import json
 import logging
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Literal, Mapping
+from typing import Callable, Generator, Iterator, Literal, Mapping
 
 from pydantic import Field, field_validator
 
 from .. import validate
-from ..base import ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError, webhook_json
+from ..base import (ConnectorContext, ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError,
+                    webhook_json)
 from ..http import HttpClient, RetryPolicy
 from .bulk import BulkExport, BulkGone
 from .graphql import CostBucket, PageSize, ShopifyGraphQL
@@ -97,8 +98,9 @@ def load_cursor(text: str | None) -> tuple[datetime | None, str | None]:
 class ShopifySource:
     Settings = ShopifySettings
 
-    def __init__(self, settings: ShopifySettings, context: Any, *, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic, policy: RetryPolicy | None = None):
+    def __init__(self, settings: ShopifySettings, context: ConnectorContext, *,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 policy: RetryPolicy | None = None):
         self.settings = settings
         self.name = settings.name
         self._context = context
@@ -164,7 +166,7 @@ class ShopifySource:
         self.check_access()
         return [(w, "grant the read_all_orders scope to the app") for w in self.warnings]
 
-    def _backfill(self, bulk_id: str | None, context: PullContext) -> Iterator[Page]:
+    def _backfill(self, bulk_id: str | None, context: PullContext) -> Generator[Page, None, datetime]:
         if bulk_id is None:
             bulk_id = self.bulk.start()
             yield Page(records=[], cursor=dump_cursor(None, bulk_id))  # committed: a restart resumes it
@@ -256,6 +258,7 @@ class ShopifySource:
             raise RecordError("webhook without a topic (no X-Shopify-Topic header)", location="webhook",
                               connector=self.name)
         payload = webhook_json(body, f"webhook {topic}", self.name)
+        record: Order | Quarantined | None
         try:
             if topic in ORDER_TOPICS:
                 record = order_from_rest(self.name, payload, self.settings.non_purchase_financial_statuses)

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from . import classic11, klaviyo, segments, thresholds
@@ -31,7 +30,29 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-SCHEMES: dict[str, ModuleType] = {m.NAME: m for m in (klaviyo, classic11, thresholds)}
+    from .segments import Allowed, Case
+
+
+class Scheme(Protocol):
+    """What the engine uses of a scheme module (see the module docstring); ``label_columns`` is optional."""
+
+    NAME: str
+    USES_QUANTILES: bool
+
+    def calibrate(self, metrics: pd.DataFrame, options: Any) -> dict[str, list[str]]: ...
+
+    def score(self, metrics: pd.DataFrame, cuts: dict[str, Any], options: Any,
+              previous: np.ndarray | None = ...) -> pd.DataFrame: ...
+
+    def windows(self, options: Any) -> dict[str, int]: ...
+
+    def group_names(self, options: Any) -> list[str]: ...
+
+    def rule_space(self, options: Any) -> tuple[Allowed, list[Case]]: ...
+
+
+_SCHEME_MODULES: tuple[Scheme, ...] = (klaviyo, classic11, thresholds)  # typed: mypy checks each against Scheme
+SCHEMES: dict[str, Scheme] = {m.NAME: m for m in _SCHEME_MODULES}
 
 
 @dataclass
@@ -54,7 +75,7 @@ def window_bounds(as_of: date, window_days: int, zone: ZoneInfo) -> tuple[dateti
     return start.astimezone(ZoneInfo("UTC")), end.astimezone(ZoneInfo("UTC"))
 
 
-def recency_days(last_order_at: pd.Series, as_of: date, zone: ZoneInfo) -> pd.Series:
+def recency_days(last_order_at: pd.Series[pd.Timestamp], as_of: date, zone: ZoneInfo) -> pd.Series[int]:
     """Calendar days between the local date of each last order and ``as_of``."""
     import pandas as pd
 

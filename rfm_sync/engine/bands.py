@@ -13,12 +13,13 @@ to the nearer end — so a customer who moves lands where the margin puts them, 
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .quantiles import count_above, count_below
 
 if TYPE_CHECKING:
     import numpy as np
+    import numpy.typing as npt
     import pandas as pd
 
 
@@ -70,8 +71,15 @@ def margin_of(options: object) -> Fraction:
 def code_strings(codes: np.ndarray, index: pd.Index) -> pd.Series:
     """Three-digit score codes as strings, via a lookup of the few distinct codes (fast at millions)."""
     import numpy as np
-    import pandas as pd
 
     uniq, inverse = np.unique(codes, return_inverse=True)
-    return pd.Series(pd.Categorical.from_codes(inverse.astype(np.int32), categories=[str(int(c)) for c in uniq]),
-                     index=index)
+    return categorical(inverse.astype(np.int32), [str(int(c)) for c in uniq], index)
+
+
+def categorical(codes: npt.NDArray[np.integer[Any]], categories: list[str], index: pd.Index) -> pd.Series:
+    """The categorical Series whose row ``i`` is ``categories[codes[i]]`` (a code of -1: missing)."""
+    import pandas as pd
+
+    # pandas takes any list-like as the categories; pandas-stubs types them as an Index only
+    values = pd.Categorical.from_codes(codes, categories=categories)  # type: ignore[call-overload]
+    return pd.Series(values, index=index)

@@ -13,12 +13,15 @@ from fractions import Fraction
 from itertools import product
 from typing import TYPE_CHECKING, Any
 
-from .bands import band_down, band_up, code_strings, margin_of
+from .bands import band_down, band_up, categorical, code_strings, margin_of
 from .quantiles import cut_points, from_json, to_json
 
 if TYPE_CHECKING:
     import numpy as np
+    import numpy.typing as npt
     import pandas as pd
+
+    from .segments import Allowed, Case
 
 NAME = "classic11"
 USES_QUANTILES = True
@@ -77,7 +80,6 @@ def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any,
           previous: np.ndarray | None = None) -> pd.DataFrame:
     """Add r/f/m/fm scores, rfm_score ("RFM" digits), rfm_group and, if enabled, macro_group."""
     import numpy as np
-    import pandas as pd
 
     out = metrics
     margin = margin_of(options)
@@ -91,14 +93,13 @@ def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any,
     out["r_score"], out["f_score"], out["m_score"], out["fm_score"] = r, f, m, fm
     codes = r.astype(np.int16) * 100 + f.astype(np.int16) * 10 + m
     out["rfm_score"] = code_strings(codes, out.index)
-    out["rfm_group"] = pd.Series(pd.Categorical.from_codes(_group_codes(r, fm), categories=GROUP_NAMES),
-                                 index=out.index)
+    out["rfm_group"] = categorical(_group_codes(r, fm), GROUP_NAMES, out.index)
     if getattr(options, "macro_groups", False):
         out["macro_group"] = out["rfm_group"].map(MACRO_OF).astype("category")
     return out
 
 
-def _group_codes(r: np.ndarray, fm: np.ndarray) -> np.ndarray:
+def _group_codes(r: npt.NDArray[np.int8], fm: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
     """The position in GROUP_NAMES of each (R, FM) pair, by a 6×6 table indexed by score (row/column 0 unused)."""
     import numpy as np
 
@@ -108,10 +109,11 @@ def _group_codes(r: np.ndarray, fm: np.ndarray) -> np.ndarray:
     return table[r, fm]
 
 
-def rule_space(options: Any) -> tuple[dict[str, set], list[dict[str, Any]]]:
+def rule_space(options: Any) -> tuple[Allowed, list[Case]]:
     """What segment rules may test, and every case of the scheme (for checking rules)."""
-    allowed = {"r": set(SCORES), "f": set(SCORES), "m": set(SCORES), "fm": set(SCORES), "group": set(GROUP_NAMES)}
-    cases = []
+    allowed: Allowed = {"r": set(SCORES), "f": set(SCORES), "m": set(SCORES), "fm": set(SCORES),
+                        "group": set(GROUP_NAMES)}
+    cases: list[Case] = []
     for r, f, m in product(SCORES, SCORES, SCORES):
         fm = (f + m + 1) // 2
         cases.append({"r": r, "f": f, "m": m, "fm": fm, "group": GROUP_OF[f"{r}{fm}"]})

@@ -10,12 +10,14 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from .bands import band_up, code_strings, margin_of
+from .bands import band_up, categorical, code_strings, margin_of
 from .quantiles import cut_points, from_json, to_json
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+
+    from .segments import Allowed, Case
 
 NAME = "klaviyo"
 USES_QUANTILES = True
@@ -57,7 +59,6 @@ def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any,
     """Add r/f/m scores, rfm_score and rfm_group to a frame of recency_days/frequency/monetary_e4
     (``options``: ``recency_bounds``, ``hysteresis``)."""
     import numpy as np
-    import pandas as pd
 
     out = metrics
     bounds = options.recency_bounds
@@ -73,8 +74,7 @@ def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any,
     out["r_score"], out["f_score"], out["m_score"] = r, f.astype(np.int8), m.astype(np.int8)
     codes = r.astype(np.int16) * 100 + f.astype(np.int16) * 10 + m
     out["rfm_score"] = code_strings(codes, out.index)
-    out["rfm_group"] = pd.Series(pd.Categorical.from_codes(group_index()[codes], categories=GROUP_NAMES),
-                                 index=out.index)
+    out["rfm_group"] = categorical(group_index()[codes], GROUP_NAMES, out.index)
     return out
 
 
@@ -86,9 +86,10 @@ def group_names(options: Any) -> list[str]:
     return list(GROUP_NAMES)
 
 
-def rule_space(options: Any) -> tuple[dict[str, set], list[dict[str, Any]]]:
+def rule_space(options: Any) -> tuple[Allowed, list[Case]]:
     """What segment rules may test, and every case of the scheme (for checking rules)."""
     scores = range(1, 4)
-    allowed = {"r": set(scores), "f": set(scores), "m": set(scores), "group": set(GROUP_NAMES)}
-    cases = [{"r": r, "f": f, "m": m, "group": GROUP_OF[f"{r}{f}{m}"]} for r in scores for f in scores for m in scores]
+    allowed: Allowed = {"r": set(scores), "f": set(scores), "m": set(scores), "group": set(GROUP_NAMES)}
+    cases: list[Case] = [{"r": r, "f": f, "m": m, "group": GROUP_OF[f"{r}{f}{m}"]}
+                         for r in scores for f in scores for m in scores]
     return allowed, cases

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from .bands import categorical
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -27,11 +29,16 @@ COLUMNS = {"r": "r_score", "f": "f_score", "m": "m_score", "fm": "fm_score", "gr
            "recency": "recency_label", "frequency": "frequency_label", "monetary": "monetary_label"}
 SCORE_KEYS = {"r", "f", "m", "fm"}
 
+# what a scheme's rules may test: key -> its values (scores are numbers, labels and groups text)
+Allowed = dict[str, set[int | str]]
+# one case of a scheme's case space: key -> its value (see each scheme's rule_space)
+Case = dict[str, int | str]
+
 
 @dataclass(frozen=True)
 class Rule:
     name: str
-    when: Mapping[str, frozenset]
+    when: Mapping[str, frozenset[object]]  # key -> the values it matches, as configured (see check)
 
 
 def _values(key: str, raw: Any) -> list[Any]:
@@ -55,7 +62,7 @@ def _describe(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def check(rules: Iterable[Any], allowed: dict[str, set], cases: list[dict[str, Any]], scheme: str) -> list[str]:
+def check(rules: Iterable[Any], allowed: Allowed, cases: list[Case], scheme: str) -> list[str]:
     """Every problem with the rules, one message each, naming the rule (1-based position and name)."""
     problems: list[str] = []
     rules = normalise(rules)
@@ -95,7 +102,6 @@ def check(rules: Iterable[Any], allowed: dict[str, set], cases: list[dict[str, A
 def apply(frame: pd.DataFrame, rules: Iterable[Any], fallback: str) -> pd.Series:
     """The segment of every row: the first rule whose conditions all hold, else ``fallback``."""
     import numpy as np
-    import pandas as pd
 
     rules = normalise(rules)
     n = len(frame)
@@ -105,7 +111,7 @@ def apply(frame: pd.DataFrame, rules: Iterable[Any], fallback: str) -> pd.Series
     matched = first_match(frame, rules)
     for i, rule in enumerate(rules, start=1):
         codes[matched == i] = code_of[rule.name]
-    return pd.Series(pd.Categorical.from_codes(codes, categories=names), index=frame.index)
+    return categorical(codes, names, frame.index)
 
 
 def first_match(frame: pd.DataFrame, rules: Iterable[Any]) -> np.ndarray:

@@ -18,11 +18,13 @@ from fractions import Fraction
 from itertools import product
 from typing import TYPE_CHECKING, Any
 
-from .bands import band_up, code_strings, margin_of
+from .bands import band_up, categorical, code_strings, margin_of
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+
+    from .segments import Allowed, Case
 
 NAME = "thresholds"
 USES_QUANTILES = False
@@ -83,7 +85,6 @@ def calibrate(metrics: pd.DataFrame, options: Any) -> dict[str, list[str]]:
 def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any, previous: np.ndarray | None = None) -> pd.DataFrame:
     """Add r/f/m scores, one ``<dimension>_label`` column per dimension, rfm_score and rfm_group."""
     import numpy as np
-    import pandas as pd
 
     out = metrics
     d = _dims(options)
@@ -104,28 +105,27 @@ def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any, previous: n
     codes = r.astype(np.int16) * 100 + f.astype(np.int16) * 10 + m
     out["rfm_score"] = code_strings(codes, out.index)
     combo = ((n_rec - r).astype(np.int32) * len(d["frequency"].labels) + (f - 1)) * len(d["monetary"].labels) + (m - 1)
-    out["rfm_group"] = pd.Series(pd.Categorical.from_codes(combo, categories=group_names(options)), index=out.index)
+    out["rfm_group"] = categorical(combo, group_names(options), out.index)
     return out
 
 
 def _labels(position: np.ndarray, labels: list[str], index: pd.Index) -> pd.Series:
     import numpy as np
-    import pandas as pd
 
-    return pd.Series(pd.Categorical.from_codes(position.astype(np.int32), categories=list(labels)), index=index)
+    return categorical(position.astype(np.int32), list(labels), index)
 
 
 def label_columns(options: Any) -> dict[str, str]:
     return {dim: f"{dim}_label" for dim in DIMENSIONS}
 
 
-def rule_space(options: Any) -> tuple[dict[str, set], list[dict[str, Any]]]:
+def rule_space(options: Any) -> tuple[Allowed, list[Case]]:
     d = _dims(options)
     labels = {dim: list(d[dim].labels) for dim in DIMENSIONS}
-    allowed: dict[str, set] = {dim: set(labels[dim]) for dim in DIMENSIONS}
+    allowed: Allowed = {dim: set(labels[dim]) for dim in DIMENSIONS}
     allowed.update({"r": set(range(1, len(labels["recency"]) + 1)), "f": set(range(1, len(labels["frequency"]) + 1)),
                     "m": set(range(1, len(labels["monetary"]) + 1))})
-    cases = []
+    cases: list[Case] = []
     n_rec = len(labels["recency"])
     for ri, fi, mi in product(*(range(len(labels[dim])) for dim in DIMENSIONS)):
         cases.append({"recency": labels["recency"][ri], "frequency": labels["frequency"][fi],
