@@ -14,14 +14,16 @@ Errors are classified by what the caller should do next:
 
 Messages never carry secrets or raw response bodies with customer data.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
@@ -72,6 +74,7 @@ class RecordError(ConnectorError):
 # source's DECIMAL(18,4). The store keeps amount × 10⁴ in a signed 64-bit integer; a larger amount
 # (say a payload's "1e400") is quarantined by the source instead of failing the whole batch.
 MAX_AMOUNT = Decimal(10) ** 14
+
 
 @dataclass(frozen=True, slots=True)
 class Order:
@@ -268,8 +271,7 @@ def webhook_json(body: bytes, what: str, connector: str) -> dict[str, Any]:
     try:
         payload = json.loads(body)
     except RecursionError:  # json gives up at the interpreter's recursion limit (about 1000 levels)
-        raise RecordError(f"{what}: body is nested too deep to read", location="webhook",
-                          connector=connector) from None
+        raise RecordError(f"{what}: body is nested too deep to read", location="webhook", connector=connector) from None
     except ValueError:
         raise RecordError(f"{what}: body is not JSON", location="webhook", connector=connector) from None
     if not isinstance(payload, dict):

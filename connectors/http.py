@@ -41,6 +41,7 @@ the check. Streamed responses (``stream=True``) are not read here: their reader 
 Connectors may pass ``classify`` to turn a 200 that carries an error (GraphQL ``errors``,
 Graph API ``error``) into the same exceptions, so one retry policy covers both.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -48,9 +49,10 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import requests
 import urllib3.exceptions
@@ -96,8 +98,12 @@ class RateLimiter:
     """Token buckets: ``RateLimiter([(10, 1.0), (150, 60.0)])`` allows a burst of 10 per second
     and 150 per minute. ``acquire()`` blocks until every bucket has a token. Thread-safe."""
 
-    def __init__(self, limits: list[tuple[int, float]], clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        limits: list[tuple[int, float]],
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self._limits = [(cap, cap / period) for cap, period in limits]
         self._clock, self._sleep = clock, sleep
         now = clock()
@@ -151,8 +157,9 @@ def classify_status(response: requests.Response, connector: str) -> None:
         return
     what = f"{response.request.method} {_path(response.url)} returned HTTP {status}"
     if status == 429 or status >= 500:
-        raise RetryableError(what, retry_after=parse_retry_after(response.headers.get("Retry-After")),
-                             connector=connector, status=status)
+        raise RetryableError(
+            what, retry_after=parse_retry_after(response.headers.get("Retry-After")), connector=connector, status=status
+        )
     hint = _HINTS.get(status)
     raise FatalError(f"{what}: {hint}" if hint else what, connector=connector, status=status)
 
@@ -192,9 +199,17 @@ def _path(url: str) -> str:
 
 
 class HttpClient:
-    def __init__(self, *, connector: str, base_url: str, headers: dict[str, str] | None = None,
-                 timeout: tuple[float, float] = (10.0, 60.0), policy: RetryPolicy | None = None,
-                 limiter: Limiter | None = None, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        *,
+        connector: str,
+        base_url: str,
+        headers: dict[str, str] | None = None,
+        timeout: tuple[float, float] = (10.0, 60.0),
+        policy: RetryPolicy | None = None,
+        limiter: Limiter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.connector = connector
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -211,9 +226,18 @@ class HttpClient:
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
 
-    def request(self, method: str, path: str, *, classify: Classifier | None = None,
-                limiter: Limiter | None = None, prepare: Callable[[], dict[str, Any]] | None = None,
-                idempotent: bool = True, expect_json: bool | None = None, **kwargs: Any) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        classify: Classifier | None = None,
+        limiter: Limiter | None = None,
+        prepare: Callable[[], dict[str, Any]] | None = None,
+        idempotent: bool = True,
+        expect_json: bool | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
         """Send with retries; return a 2xx response or raise RetryableError/FatalError (never
         anything else from the transport).
 
@@ -231,13 +255,19 @@ class HttpClient:
             try:
                 response = self.session.request(method, self.url(path), **attempt_kwargs)
                 classify_status(response, self.connector)
-                if not attempt_kwargs.get("stream") and _json_expected(response, expect_json) \
-                        and response.content.strip():
+                if (
+                    not attempt_kwargs.get("stream")
+                    and _json_expected(response, expect_json)
+                    and response.content.strip()
+                ):
                     try:
                         response.json()
                     except ValueError:
-                        raise RetryableError(f"{where} returned a body that is not valid JSON",
-                                             connector=self.connector, status=response.status_code) from None
+                        raise RetryableError(
+                            f"{where} returned a body that is not valid JSON",
+                            connector=self.connector,
+                            status=response.status_code,
+                        ) from None
                 if classify is not None:
                     classify(response)
                 return response
@@ -245,13 +275,15 @@ class HttpClient:
                 cls = RetryableError if idempotent or _never_sent(exc) else _NotRetriedHere
                 raise cls(f"{where} failed: {_describe(exc)}", connector=self.connector) from None
             except requests.RequestException as exc:  # InvalidURL, MissingSchema, TooManyRedirects, ...
-                raise FatalError(f"{where} could not be sent ({type(exc).__name__}): check the base URL",
-                                 connector=self.connector) from None
+                raise FatalError(
+                    f"{where} could not be sent ({type(exc).__name__}): check the base URL", connector=self.connector
+                ) from None
             except RetryableError as exc:
                 if idempotent or exc.status == 429:
                     raise
-                raise _NotRetriedHere(str(exc.args[0]), connector=self.connector, status=exc.status,
-                                      retry_after=exc.retry_after) from None
+                raise _NotRetriedHere(
+                    str(exc.args[0]), connector=self.connector, status=exc.status, retry_after=exc.retry_after
+                ) from None
 
         attempts_stop = stop_after_attempt(self.policy.attempts) | stop_after_delay(self.policy.max_elapsed_s)
 
@@ -259,8 +291,9 @@ class HttpClient:
             return attempts_stop(state) or self._server_wait_too_long(state)
 
         retrying = Retrying(
-            retry=retry_if_exception(lambda exc: isinstance(exc, RetryableError)
-                                     and not isinstance(exc, _NotRetriedHere)),
+            retry=retry_if_exception(
+                lambda exc: isinstance(exc, RetryableError) and not isinstance(exc, _NotRetriedHere)
+            ),
             stop=stop,
             wait=self._wait,
             sleep=self._sleep,
@@ -291,8 +324,10 @@ class HttpClient:
     def _count_retry(self, state: RetryCallState) -> None:
         self.retries += 1
         exc = state.outcome.exception() if state.outcome else None
-        log.info("retrying after error", extra={"connector": self.connector, "error": str(exc),
-                                               "attempt": state.attempt_number})
+        log.info(
+            "retrying after error",
+            extra={"connector": self.connector, "error": str(exc), "attempt": state.attempt_number},
+        )
 
     def close(self) -> None:
         self.session.close()

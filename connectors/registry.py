@@ -4,6 +4,7 @@ Built-in types are listed here; any other ``type`` of the form ``package.module:
 imported as is, so a merchant can plug in their own source or destination without touching
 rfm-sync. Modules are imported lazily: a CSV-only setup never imports the Shopify client.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -39,12 +40,15 @@ def connector_class(kind: str, type_: str) -> Any:
     except (ImportError, AttributeError) as exc:
         raise UnknownConnector(f"{kind} type {type_!r}: cannot load {target} ({exc})") from None
     except Exception as exc:  # a plug-in module that fails while importing
-        raise UnknownConnector(f"{kind} type {type_!r}: importing {module_name} failed "
-                               f"({type(exc).__name__}: {exc})") from None
+        raise UnknownConnector(
+            f"{kind} type {type_!r}: importing {module_name} failed ({type(exc).__name__}: {exc})"
+        ) from None
     if not _is_connector(cls, kind):
         method = "pull" if kind == "source" else "push"
-        raise UnknownConnector(f"{kind} type {type_!r}: {target} is not a {kind} class (it needs a `Settings` "
-                               f"model derived from ConnectorSettings and a `{method}` method)")
+        raise UnknownConnector(
+            f"{kind} type {type_!r}: {target} is not a {kind} class (it needs a `Settings` "
+            f"model derived from ConnectorSettings and a `{method}` method)"
+        )
     return cls
 
 
@@ -52,5 +56,9 @@ def _is_connector(cls: Any, kind: str) -> bool:
     from .base import ConnectorSettings
 
     settings = getattr(cls, "Settings", None)
-    return (isinstance(cls, type) and isinstance(settings, type) and issubclass(settings, ConnectorSettings)
-            and callable(getattr(cls, "pull" if kind == "source" else "push", None)))
+    return (
+        isinstance(cls, type)
+        and isinstance(settings, type)
+        and issubclass(settings, ConnectorSettings)
+        and callable(getattr(cls, "pull" if kind == "source" else "push", None))
+    )

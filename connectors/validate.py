@@ -33,13 +33,15 @@ Notices are :class:`~connectors.base.Quarantined` records attached to the order
 (``Order.notices``); :func:`with_notices` lays them out after their order for the pipeline,
 which lists them with the quarantined rows of the run.
 """
+
 from __future__ import annotations
 
 import functools
 import re
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .base import Order, Quarantined
 
@@ -49,11 +51,10 @@ TRIM_CHARS = "".join(chr(c) for c in range(0x21)) + _ZS
 # characters an id may not contain once trimmed
 _CONTROL = [(0x00, 0x1F), (0x7F, 0x7F)]
 # characters an email may not contain anywhere (besides a second "@"): controls, spaces, C1, line separators
-_NOT_IN_EMAIL = ([(0x00, 0x20), (0x7F, 0x9F)] + [(ord(c), ord(c)) for c in _ZS]
-                 + [(0x2028, 0x2029), (0xFEFF, 0xFEFF)])
+_NOT_IN_EMAIL = [(0x00, 0x20), (0x7F, 0x9F)] + [(ord(c), ord(c)) for c in _ZS] + [(0x2028, 0x2029), (0xFEFF, 0xFEFF)]
 
-PLACED_MIN = datetime(1990, 1, 1, tzinfo=timezone.utc)
-PLACED_END = datetime(2100, 1, 1, tzinfo=timezone.utc)  # exclusive
+PLACED_MIN = datetime(1990, 1, 1, tzinfo=UTC)
+PLACED_END = datetime(2100, 1, 1, tzinfo=UTC)  # exclusive
 
 EMAIL_REASON = "email is not an address"
 
@@ -161,6 +162,7 @@ class PayloadParser(Protocol[Option_contra]):
 def shape_checked(parse: PayloadParser[Option]) -> PayloadParser[Option]:
     """A payload whose fields have the wrong JSON types (an object where a string was expected, say)
     becomes a quarantined record naming the problem, not an AttributeError out of the parser."""
+
     @functools.wraps(parse)
     def checked(source: str, data: Any, *args: Any) -> Order | Quarantined:
         try:
@@ -168,8 +170,12 @@ def shape_checked(parse: PayloadParser[Option]) -> PayloadParser[Option]:
         except (AttributeError, TypeError, KeyError) as exc:
             inner = data.get("order", data) if isinstance(data, dict) else data
             order_id = inner.get("id", "?") if isinstance(inner, dict) else "?"
-            return Quarantined(source=source, location=f"order {str(order_id)[:80]}",
-                               reason=f"unexpected payload shape ({type(exc).__name__})")
+            return Quarantined(
+                source=source,
+                location=f"order {str(order_id)[:80]}",
+                reason=f"unexpected payload shape ({type(exc).__name__})",
+            )
+
     return checked
 
 
@@ -208,4 +214,5 @@ def json_type(value: object) -> str:
     if isinstance(value, bool):
         return "true/false"
     return {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number"}.get(
-        type(value), type(value).__name__)
+        type(value), type(value).__name__
+    )

@@ -2,6 +2,7 @@
 
 ``source`` (the connector: cursor, quota, webhooks), ``parse`` (order JSON → orders).
 """
+
 from .source import BigCommerceSource
 
 __all__ = ["BigCommerceSource"]

@@ -26,9 +26,10 @@ Guests (``customer_id`` 0) are identified as ``email:<normalised billing email>`
 and dates get the checks of :mod:`connectors.validate` (an email that is not an address is
 dropped with a notice).
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -50,12 +51,12 @@ def parse_rfc2822(value: Any) -> datetime | None:
         raise ValueError(f"not an RFC-2822 date: {str(value)[:40]}") from None
     if parsed.tzinfo is None:
         raise ValueError("date without an offset")
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 def format_rfc2822(moment: datetime) -> str:
     """``Wed, 05 Dec 2018 20:16:55 +0000`` (UTC, explicit offset, whole seconds)."""
-    return moment.astimezone(timezone.utc).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    return moment.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
 
 
 def _money(value: Any, field: str) -> Decimal:
@@ -76,10 +77,13 @@ def store_default_amount(data: dict[str, Any], amount: Decimal) -> tuple[Decimal
     store_default = str(data.get("store_default_currency_code") or "").strip().upper() or None
     if store_default is None or store_default == transactional:
         return amount, transactional
-    rate = _money(data.get("store_default_to_transactional_exchange_rate"), "store_default_to_transactional_exchange_rate")
+    rate = _money(
+        data.get("store_default_to_transactional_exchange_rate"), "store_default_to_transactional_exchange_rate"
+    )
     if rate <= 0:
-        raise ValueError(f"store_default_to_transactional_exchange_rate is not positive ({transactional} "
-                         f"to {store_default})")
+        raise ValueError(
+            f"store_default_to_transactional_exchange_rate is not positive ({transactional} to {store_default})"
+        )
     with localcontext(prec=80):
         converted = (amount / rate).quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
     return converted, store_default
@@ -90,11 +94,14 @@ def counts(status_id: int, extra: frozenset[int]) -> bool:
 
 
 @validate.shape_checked
-def order_from_json(source: str, data: dict[str, Any], extra_purchase: frozenset[int] = frozenset()) -> Order | Quarantined:
+def order_from_json(
+    source: str, data: dict[str, Any], extra_purchase: frozenset[int] = frozenset()
+) -> Order | Quarantined:
     raw_id = data.get("id")
     if problem := validate.payload_id_problem("id", raw_id):
-        return Quarantined(source=source, location=f"order with date_created {str(data.get('date_created'))[:40]}",
-                           reason=problem)
+        return Quarantined(
+            source=source, location=f"order with date_created {str(data.get('date_created'))[:40]}", reason=problem
+        )
     order_id = str(raw_id)
     location = f"order {order_id}"
     try:
@@ -109,15 +116,22 @@ def order_from_json(source: str, data: dict[str, Any], extra_purchase: frozenset
         return Quarantined(source=source, location=location, reason=str(exc))
     billing = data.get("billing_address") or {}
     if not isinstance(billing, dict):
-        return Quarantined(source=source, location=location,
-                           reason=f"billing_address is not an object but {validate.json_type(billing)}")
+        return Quarantined(
+            source=source,
+            location=location,
+            reason=f"billing_address is not an object but {validate.json_type(billing)}",
+        )
     email, dropped = validate.clean_email(billing.get("email"))
-    if data.get("customer_id") not in (None, "") and (problem := validate.payload_id_problem("customer_id",
-                                                                                             data["customer_id"])):
+    if data.get("customer_id") not in (None, "") and (
+        problem := validate.payload_id_problem("customer_id", data["customer_id"])
+    ):
         return Quarantined(source=source, location=location, reason=problem)  # absent or empty: a guest
     customer = validate.trim(data.get("customer_id")) or "0"
-    problem = (validate.id_problem("order_id", order_id) or validate.id_problem("customer_id", customer)
-               or validate.placed_at_problem(placed_at))
+    problem = (
+        validate.id_problem("order_id", order_id)
+        or validate.id_problem("customer_id", customer)
+        or validate.placed_at_problem(placed_at)
+    )
     if problem:
         return Quarantined(source=source, location=location, reason=problem)
     notices = []
@@ -136,8 +150,17 @@ def order_from_json(source: str, data: dict[str, Any], extra_purchase: frozenset
     deleted = bool(data.get("is_deleted"))
     skipped = validate.skip_reason(total - refunded, not counted or deleted)
     notices += [skipped] if skipped else []
-    return Order(source=source, order_id=order_id, customer_id=customer, placed_at=placed_at, updated_at=updated_at,
-                 amount=amount, email=email, currency=code,
-                 status=f"{status_id} {data.get('status') or ''}".strip(), is_cancelled=not counted,
-                 is_deleted=deleted, notices=tuple(Quarantined(source=source, location=location, reason=n)
-                                                   for n in notices))
+    return Order(
+        source=source,
+        order_id=order_id,
+        customer_id=customer,
+        placed_at=placed_at,
+        updated_at=updated_at,
+        amount=amount,
+        email=email,
+        currency=code,
+        status=f"{status_id} {data.get('status') or ''}".strip(),
+        is_cancelled=not counted,
+        is_deleted=deleted,
+        notices=tuple(Quarantined(source=source, location=location, reason=n) for n in notices),
+    )

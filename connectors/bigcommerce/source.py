@@ -45,6 +45,7 @@ hook is created with a header (``webhook_header``, default ``X-Rfm-Sync-Secret``
 the secret named by ``webhook_secret``; ``verify_webhook`` compares it in constant time.
 ``orders_from_webhook`` takes ``store/order/*`` callbacks and fetches ``GET /v2/orders/{id}``.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -52,15 +53,26 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import requests
 from pydantic import Field
 
 from .. import validate
-from ..base import (ConnectorContext, ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError,
-                    RetryableError, webhook_json)
+from ..base import (
+    ConnectorContext,
+    ConnectorSettings,
+    FatalError,
+    Order,
+    Page,
+    PullContext,
+    Quarantined,
+    RecordError,
+    RetryableError,
+    webhook_json,
+)
 from ..http import HttpClient, RetryPolicy
 from .parse import format_rfc2822, order_from_json
 
@@ -116,7 +128,7 @@ class QuotaLimiter:
             if reset_ms is not None:
                 self.pause = reset_ms / 1000.0
             else:
-                self.pause = min(120.0, 5.0 * 2 ** self.strikes)
+                self.pause = min(120.0, 5.0 * 2**self.strikes)
                 self.strikes += 1
         elif response.status_code < 400:
             self.strikes = 0
@@ -132,9 +144,9 @@ def _int(value: str | None) -> int | None:
 def dump_cursor(since: datetime | None, archived_since: datetime | None = None) -> str | None:
     if since is None and archived_since is None:
         return None
-    state = {"since": since.astimezone(timezone.utc).isoformat() if since else None}
+    state = {"since": since.astimezone(UTC).isoformat() if since else None}
     if archived_since is not None:
-        state["archived_since"] = archived_since.astimezone(timezone.utc).isoformat()
+        state["archived_since"] = archived_since.astimezone(UTC).isoformat()
     return json.dumps(state)
 
 
@@ -145,7 +157,7 @@ def _moment(text: str, value: Any) -> datetime | None:
         raise FatalError(f"stored cursor {text[:80]!r} is not a BigCommerce cursor; reset it") from None
     if moment is not None and moment.tzinfo is None:
         raise FatalError("stored cursor has no UTC offset; reset it")
-    return moment.astimezone(timezone.utc) if moment else None
+    return moment.astimezone(UTC) if moment else None
 
 
 def load_state(text: str | None) -> tuple[datetime | None, datetime | None]:
@@ -172,16 +184,28 @@ def _cap(moment: datetime | None, context: PullContext) -> datetime | None:
 class BigCommerceSource:
     Settings = BigCommerceSettings
 
-    def __init__(self, settings: BigCommerceSettings, context: ConnectorContext, *,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 policy: RetryPolicy | None = None):
+    def __init__(
+        self,
+        settings: BigCommerceSettings,
+        context: ConnectorContext,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        policy: RetryPolicy | None = None,
+    ):
         self.settings = settings
         self.name = settings.name
         self._context = context
         self.quota = QuotaLimiter(clock=clock, sleep=sleep)
-        self.client = HttpClient(connector=self.name, base_url=settings.base_url, sleep=sleep, policy=policy,
-                                 limiter=self.quota, timeout=(10.0, settings.timeout_seconds),
-                                 headers={"Accept": "application/json"})
+        self.client = HttpClient(
+            connector=self.name,
+            base_url=settings.base_url,
+            sleep=sleep,
+            policy=policy,
+            limiter=self.quota,
+            timeout=(10.0, settings.timeout_seconds),
+            headers={"Accept": "application/json"},
+        )
         self.client.session.hooks["response"].append(self.quota.observe)
         self.client.session.hooks["response"].append(self._observe)
         self._lock = threading.Lock()
@@ -215,10 +239,16 @@ class BigCommerceSource:
                 return self.client.request("GET", self.prefix + path, prepare=prepare)
         except FatalError as exc:
             if exc.status in (401, 403):
-                why = "the access token was rejected (check the secret named by token_secret); " \
-                    if exc.status == 401 else ""
-                raise FatalError(f"BigCommerce refused the request (HTTP {exc.status}): {why}{SCOPE_HINT}",
-                                 connector=self.name, status=exc.status) from None
+                why = (
+                    "the access token was rejected (check the secret named by token_secret); "
+                    if exc.status == 401
+                    else ""
+                )
+                raise FatalError(
+                    f"BigCommerce refused the request (HTTP {exc.status}): {why}{SCOPE_HINT}",
+                    connector=self.name,
+                    status=exc.status,
+                ) from None
             raise
 
     def check(self, online: bool = True) -> list[tuple[str, str]]:
@@ -250,8 +280,9 @@ class BigCommerceSource:
         done = max((t for t in (archived_high, since) if t is not None), default=None)
         yield Page(records=[], cursor=dump_cursor(since, _cap(done, context)))
 
-    def _pass(self, since: datetime | None, context: PullContext, *,
-              archived: bool = False) -> Iterator[tuple[list[Order | Quarantined], datetime | None]]:
+    def _pass(
+        self, since: datetime | None, context: PullContext, *, archived: bool = False
+    ) -> Iterator[tuple[list[Order | Quarantined], datetime | None]]:
         """Page through ``GET /v2/orders`` from ``since − overlap``; yield each page's records and the
         newest ``date_modified`` so far. ``archived``: only archived orders (``is_deleted=true``)."""
         overlap = timedelta(minutes=self.settings.overlap_minutes)
@@ -279,8 +310,10 @@ class BigCommerceSource:
                 return
             if archived and not all(r.get("is_deleted") is True for r in rows):
                 # is_deleted=true was not applied, so the plain list (the main pass) had them all
-                log.info("BigCommerce ignores is_deleted=true: archived orders come with the plain list",
-                         extra={"connector": self.name})
+                log.info(
+                    "BigCommerce ignores is_deleted=true: archived orders come with the plain list",
+                    extra={"connector": self.name},
+                )
                 self.list_includes_archived = True
                 return
             content = [(r.get("id"), r.get("date_modified")) if isinstance(r, dict) else r for r in rows]
@@ -290,10 +323,16 @@ class BigCommerceSource:
             records: list[Order | Quarantined] = []
             page_max: datetime | None = None
             for n, row in enumerate(rows):
-                record = (order_from_json(self.name, row, self.extra_purchase) if isinstance(row, dict) else
-                          Quarantined(source=self.name, location=f"page {page_no}, item {n + 1}",
-                                      reason=f"not an order object but {validate.json_type(row)}",
-                                      raw=validate.printable(json.dumps(row)[:200])))
+                record = (
+                    order_from_json(self.name, row, self.extra_purchase)
+                    if isinstance(row, dict)
+                    else Quarantined(
+                        source=self.name,
+                        location=f"page {page_no}, item {n + 1}",
+                        reason=f"not an order object but {validate.json_type(row)}",
+                        raw=validate.printable(json.dumps(row)[:200]),
+                    )
+                )
                 if isinstance(record, Order) and record.updated_at is not None:
                     page_max = max(page_max, record.updated_at) if page_max else record.updated_at
                     seen = newest.get(record.order_id)
@@ -352,8 +391,9 @@ class BigCommerceSource:
             raise RecordError(f"webhook {scope}: order id is not a number", location="webhook", connector=self.name)
         record = self.fetch_order(str(order_id))
         if isinstance(record, Quarantined):
-            raise RecordError(f"webhook {scope}: {record.location}: {record.reason}", location=record.location,
-                              connector=self.name)
+            raise RecordError(
+                f"webhook {scope}: {record.location}: {record.reason}", location=record.location, connector=self.name
+            )
         return [record] if record is not None else []
 
     def fetch_order(self, order_id: str) -> Order | Quarantined | None:

@@ -7,6 +7,7 @@ exports folded into the plain layout).
 
 Inside this package ``import csv`` is still the standard library's module: imports are absolute.
 """
+
 from .source import CsvSource
 
 __all__ = ["CsvSource"]

@@ -35,6 +35,7 @@ why, before :mod:`connectors.csv.scan` builds its SQL over the file:
   default 2 GB, instead of DuckDB's 80% of the machine); a read that needs more ends with a
   message saying which setting to raise.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -44,9 +45,10 @@ import logging
 import os
 import tempfile
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -78,7 +80,7 @@ def normalize_encoding(value: str) -> str:
     try:
         return codecs.lookup(value).name
     except LookupError:
-        raise ValueError(f"unknown encoding {value!r} (examples: \"utf-8\", \"cp1252\", \"latin-1\", \"utf-16\")") from None
+        raise ValueError(f'unknown encoding {value!r} (examples: "utf-8", "cp1252", "latin-1", "utf-16")') from None
 
 
 def delimiter_text(delimiter: str) -> str:
@@ -106,10 +108,10 @@ class CsvFile:
 
 
 # per connection: the files prepared for it (a transcoded copy lives as long as its connection)
-_prepared: "weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, dict[Path, CsvFile]]" = weakref.WeakKeyDictionary()
+_prepared: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, dict[Path, CsvFile]] = weakref.WeakKeyDictionary()
 
 
-def prepare(conn: duckdb.DuckDBPyConnection, path: Path, settings: "CsvSettings") -> CsvFile:
+def prepare(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings) -> CsvFile:
     """The file ready for DuckDB on ``conn``: its memory limit set, the file transcoded to UTF-8
     when it is in another encoding (once per connection), its header read. FatalError for a
     missing file, an invalid byte, a header too long or too wide."""
@@ -134,8 +136,7 @@ def prepare(conn: duckdb.DuckDBPyConnection, path: Path, settings: "CsvSettings"
     while extra in header:
         n += 1
         extra = f"column{n}"
-    files[path] = CsvFile(path=path, file=readable, header=header, repeated=repeated, extra=extra,
-                          settings_key=key)
+    files[path] = CsvFile(path=path, file=readable, header=header, repeated=repeated, extra=extra, settings_key=key)
     return files[path]
 
 
@@ -147,7 +148,7 @@ def _remove(path: Path) -> None:
 
 
 # ------------------------------------------------------------------ encoding
-def _transcode(path: Path, settings: "CsvSettings") -> Path:
+def _transcode(path: Path, settings: CsvSettings) -> Path:
     """``path`` decoded from ``settings.encoding`` into a temporary UTF-8 file, streaming."""
     fd, name = tempfile.mkstemp(prefix="rfm-sync-", suffix=".utf8.csv")
     target = Path(name)
@@ -161,7 +162,7 @@ def _transcode(path: Path, settings: "CsvSettings") -> Path:
     return target
 
 
-def _decoded(path: Path, settings: "CsvSettings", encoding: str | None = None) -> Iterator[tuple[bytes, str]]:
+def _decoded(path: Path, settings: CsvSettings, encoding: str | None = None) -> Iterator[tuple[bytes, str]]:
     """The file's bytes and text, block by block; FatalError at the first byte ``encoding`` (default: the
     configured one) cannot decode, with its line and exact byte offset."""
     decoder = codecs.getincrementaldecoder(encoding or settings.encoding)(errors="strict")
@@ -175,9 +176,16 @@ def _decoded(path: Path, settings: "CsvSettings", encoding: str | None = None) -
                 text = decoder.decode(block, final=not block)
             except UnicodeDecodeError as exc:
                 data = pending + block
-                good = data[:exc.start].decode(encoding or settings.encoding, errors="replace")
-                raise _not_encoded(path, settings, lines + good.count("\n"), offset - len(pending) + exc.start,
-                                   data[exc.start:exc.end], encoding, ascii_so_far and good.isascii()) from None
+                good = data[: exc.start].decode(encoding or settings.encoding, errors="replace")
+                raise _not_encoded(
+                    path,
+                    settings,
+                    lines + good.count("\n"),
+                    offset - len(pending) + exc.start,
+                    data[exc.start : exc.end],
+                    encoding,
+                    ascii_so_far and good.isascii(),
+                ) from None
             lines += text.count("\n")
             ascii_so_far = ascii_so_far and text.isascii()
             offset += len(block)
@@ -186,18 +194,28 @@ def _decoded(path: Path, settings: "CsvSettings", encoding: str | None = None) -
             yield block, text
 
 
-def _not_encoded(path: Path, settings: "CsvSettings", line: int, offset: int, bad: bytes,
-                 encoding: str | None = None, first_other: bool = True) -> FatalError:
+def _not_encoded(
+    path: Path,
+    settings: CsvSettings,
+    line: int,
+    offset: int,
+    bad: bytes,
+    encoding: str | None = None,
+    first_other: bool = True,
+) -> FatalError:
     """``first_other``: no character but ASCII came before the bad byte (else the file is in the
     encoding up to there, and this line is more likely damaged than the file in another encoding)."""
     byte = bad[:1].hex().upper() or "?"
     encoding = encoding or settings.encoding
     hint = _encoding_hint(path, encoding, offset)
     if not first_other:
-        hint = (f"the lines before it hold {encoding} text, so this line may be damaged: fix it; or, if the "
-                f"whole file is in another encoding, {hint[0].lower()}{hint[1:]}")
-    return FatalError(f"{path}: line {line} is not valid {encoding} (byte {offset:,}: 0x{byte}); {hint}",
-                      connector=settings.name)
+        hint = (
+            f"the lines before it hold {encoding} text, so this line may be damaged: fix it; or, if the "
+            f"whole file is in another encoding, {hint[0].lower()}{hint[1:]}"
+        )
+    return FatalError(
+        f"{path}: line {line} is not valid {encoding} (byte {offset:,}: 0x{byte}); {hint}", connector=settings.name
+    )
 
 
 def _encoding_hint(path: Path, encoding: str, offset: int) -> str:
@@ -211,45 +229,60 @@ def _encoding_hint(path: Path, encoding: str, offset: int) -> str:
     if encoding in _UTF8:
         try:
             around.decode("cp1252")
-            return (f'it reads as Windows-1252 (what Excel saves as "CSV"): set encoding = "cp1252" {WHERE}, '
-                    'or save the file as "CSV UTF-8"')
+            return (
+                f'it reads as Windows-1252 (what Excel saves as "CSV"): set encoding = "cp1252" {WHERE}, '
+                'or save the file as "CSV UTF-8"'
+            )
         except UnicodeDecodeError:
             pass
     if encoding == "cp1252":
-        return ('bytes 0x81, 0x8D, 0x8F, 0x90 and 0x9D are not Windows-1252: if the file is ISO-8859-1, '
-                f'set encoding = "latin-1" {WHERE}')
+        return (
+            "bytes 0x81, 0x8D, 0x8F, 0x90 and 0x9D are not Windows-1252: if the file is ISO-8859-1, "
+            f'set encoding = "latin-1" {WHERE}'
+        )
     return f'set encoding {WHERE} to the encoding the file was saved in (e.g. "cp1252", "latin-1", "utf-16")'
 
 
 # ------------------------------------------------------------------ header
-def _header(path: Path, readable: Path, settings: "CsvSettings") -> tuple[list[str], frozenset[str]]:
+def _header(path: Path, readable: Path, settings: CsvSettings) -> tuple[list[str], frozenset[str]]:
     """The first record's fields as DuckDB column names, read from at most ``max_line_bytes``, and
     the names that appear more than once."""
     limit = settings.max_line_bytes
     with readable.open("rb") as fh:
         head = fh.read(limit + 1)
     if not head.strip():
-        raise FatalError(f"{path}: the file is empty (not even a header line): is the export complete?",
-                         connector=settings.name)
+        raise FatalError(
+            f"{path}: the file is empty (not even a header line): is the export complete?", connector=settings.name
+        )
     end = _first_record_end(head, settings.delimiter)
     if end is None and len(head) > limit:
-        raise FatalError(f"{path}: line 1 (the header) is longer than max_line_bytes = {limit:,} bytes: is this an "
-                         f"orders export?{_delimiter_hint(head[:4096].decode('utf-8', 'replace'), settings)}",
-                         connector=settings.name)
+        raise FatalError(
+            f"{path}: line 1 (the header) is longer than max_line_bytes = {limit:,} bytes: is this an "
+            f"orders export?{_delimiter_hint(head[:4096].decode('utf-8', 'replace'), settings)}",
+            connector=settings.name,
+        )
     record = head[:end] if end is not None else head
     if record.startswith(codecs.BOM_UTF8):
-        record = record[len(codecs.BOM_UTF8):]
+        record = record[len(codecs.BOM_UTF8) :]
     try:
         text = record.decode("utf-8")
     except UnicodeDecodeError as exc:  # only a UTF-8 file gets here (a transcoded one is valid)
-        raise _not_encoded(path, settings, 1 + record[:exc.start].count(b"\n"), exc.start,
-                           record[exc.start:exc.end]) from None
+        raise _not_encoded(
+            path, settings, 1 + record[: exc.start].count(b"\n"), exc.start, record[exc.start : exc.end]
+        ) from None
     with _field_limit(limit):
-        fields = next(csv.reader([text.rstrip("\r\n")], delimiter=settings.delimiter, quotechar='"',
-                                 doublequote=True, strict=False), [])
+        fields = next(
+            csv.reader(
+                [text.rstrip("\r\n")], delimiter=settings.delimiter, quotechar='"', doublequote=True, strict=False
+            ),
+            [],
+        )
     if len(fields) > MAX_COLUMNS:
-        raise FatalError(f"{path}: line 1 (the header) has {len(fields):,} columns (at most {MAX_COLUMNS:,}): is this "
-                         f"an orders export?", connector=settings.name)
+        raise FatalError(
+            f"{path}: line 1 (the header) has {len(fields):,} columns (at most {MAX_COLUMNS:,}): is this "
+            f"an orders export?",
+            connector=settings.name,
+        )
     names: list[str] = []
     repeated: set[str] = set()
     for i, name in enumerate(fields):
@@ -287,14 +320,14 @@ def _first_record_end(data: bytes, delimiter: str) -> int | None:
         start = nl + 1
 
 
-def _delimiter_hint(header: str, settings: "CsvSettings") -> str:
+def _delimiter_hint(header: str, settings: CsvSettings) -> str:
     for other in _OTHER_DELIMITERS:
         if other != settings.delimiter and other in header:
             return f"; the header contains {delimiter_text(other)}: set delimiter = {delimiter_text(other)} {WHERE}"
     return ""
 
 
-def missing_columns_hint(header: list[str], settings: "CsvSettings") -> str:
+def missing_columns_hint(header: list[str], settings: CsvSettings) -> str:
     """A delimiter hint for a header without the required columns: read as one column, it holds another delimiter."""
     return _delimiter_hint(header[0], settings) if len(header) == 1 else ""
 
@@ -317,7 +350,6 @@ def sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-
 def rejects_options() -> str:
     return f", ignore_errors=true, store_rejects=true, rejects_table='{REJECTS}', rejects_scan='{REJECT_SCANS}'"
 
@@ -335,7 +367,7 @@ class Rejected:
     raw: str
 
 
-def collect_rejects(conn: duckdb.DuckDBPyConnection, csv_file: CsvFile, settings: "CsvSettings") -> list[Rejected]:
+def collect_rejects(conn: duckdb.DuckDBPyConnection, csv_file: CsvFile, settings: CsvSettings) -> list[Rejected]:
     """The lines the validating read skipped (once it has read the whole file), each with its
     physical line and reason, in line order; also kept as the temp table ``rejected_rows``
     (``line, problem``) for SQL. An invalid UTF-8 byte is fatal here too (see :func:`survey`)."""
@@ -347,7 +379,7 @@ def collect_rejects(conn: duckdb.DuckDBPyConnection, csv_file: CsvFile, settings
         rows = []
     lines = _lines_at(csv_file.file, [r[0] for r in rows])
     out = []
-    for (position, kind, message, raw), line in zip(rows, lines):
+    for (_position, kind, message, raw), line in zip(rows, lines):
         if kind == "LINE SIZE OVER MAXIMUM":
             reason = f"the line is longer than max_line_bytes = {settings.max_line_bytes:,} bytes (not read)"
         else:
@@ -380,7 +412,7 @@ def _lines_at(path: Path, positions: list[int]) -> list[int]:
 
 
 # ------------------------------------------------------------------ line numbers
-def numbered_sql(conn: duckdb.DuckDBPyConnection, csv_file: CsvFile, settings: "CsvSettings", reader: str) -> str:
+def numbered_sql(conn: duckdb.DuckDBPyConnection, csv_file: CsvFile, settings: CsvSettings, reader: str) -> str:
     """``SELECT <line> AS line, * FROM reader``: each record with the physical line it starts on.
 
     Surveys the file once per connection (see :func:`survey`), which also stops a UTF-8 file with
@@ -391,14 +423,22 @@ def numbered_sql(conn: duckdb.DuckDBPyConnection, csv_file: CsvFile, settings: "
     if csv_file.line_sql is None:
         drift = survey(csv_file, settings)
         if len(drift) <= MAX_CASE_STEPS:
-            csv_file.line_sql = "SELECT row_number() OVER () + 1 AS line, * FROM {reader}" if not drift else (
-                "SELECT rfm_record + 1 + " + _steps_sql(drift, 0, len(drift), 0) + " AS line, * EXCLUDE (rfm_record) "
-                "FROM (SELECT row_number() OVER () AS rfm_record, * FROM {reader})")
+            csv_file.line_sql = (
+                "SELECT row_number() OVER () + 1 AS line, * FROM {reader}"
+                if not drift
+                else (
+                    "SELECT rfm_record + 1 + "
+                    + _steps_sql(drift, 0, len(drift), 0)
+                    + " AS line, * EXCLUDE (rfm_record) "
+                    "FROM (SELECT row_number() OVER () AS rfm_record, * FROM {reader})"
+                )
+            )
         else:
             import pyarrow as pa
 
-            conn.register("rfm_line_drift_data", pa.table({"record": [r for r, _ in drift],
-                                                            "drift": [d for _, d in drift]}))
+            conn.register(
+                "rfm_line_drift_data", pa.table({"record": [r for r, _ in drift], "drift": [d for _, d in drift]})
+            )
             conn.execute("CREATE OR REPLACE TEMP TABLE rfm_line_drift AS SELECT * FROM rfm_line_drift_data")
             conn.unregister("rfm_line_drift_data")
             csv_file.line_sql = """SELECT r.rfm_record + 1 + COALESCE(d.drift, 0) AS line, r.* EXCLUDE (rfm_record)
@@ -421,7 +461,7 @@ def _steps_sql(steps: list[tuple[int, int]], lo: int, hi: int, before: int) -> s
     return f"(CASE WHEN rfm_record < {record} THEN {below} ELSE {above} END)"
 
 
-def survey(csv_file: CsvFile, settings: "CsvSettings") -> list[tuple[int, int]]:
+def survey(csv_file: CsvFile, settings: CsvSettings) -> list[tuple[int, int]]:
     """One streaming pass over the UTF-8 file: ``[(record, drift), ...]`` where ``record`` (the
     1-based data record) starts on line ``record + 1 + drift``, listing only the records where the
     drift changes. A UTF-8 source is checked for invalid bytes on the way (FatalError)."""
@@ -546,7 +586,7 @@ class _Lines:
         return self.changes
 
 
-def _csv_module_drift(csv_file: CsvFile, settings: "CsvSettings") -> list[tuple[int, int]]:
+def _csv_module_drift(csv_file: CsvFile, settings: CsvSettings) -> list[tuple[int, int]]:
     """The drift changes as Python's csv module splits the records (irregular quoting, or a file
     whose lines end with a bare carriage return). A record it cannot split (a field longer than
     ``max_line_bytes``: an unclosed quote) ends the count, with a warning: numbers after it keep
@@ -570,15 +610,20 @@ def _csv_module_drift(csv_file: CsvFile, settings: "CsvSettings") -> list[tuple[
     return changes
 
 
-
-def read_error(path: Path, settings: "CsvSettings", exc: duckdb.Error) -> FatalError:
+def read_error(path: Path, settings: CsvSettings, exc: duckdb.Error) -> FatalError:
     """One line for a read DuckDB gave up on: out of memory names ``memory_limit``; a line too long
     names ``max_line_bytes``; anything else is DuckDB's first line."""
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, duckdb.OutOfMemoryException):
-        return FatalError(f"{path}: reading it needed more than memory_limit = \"{settings.memory_limit}\" "
-                          f"({first}); raise memory_limit {WHERE}", connector=settings.name)
+        return FatalError(
+            f'{path}: reading it needed more than memory_limit = "{settings.memory_limit}" '
+            f"({first}); raise memory_limit {WHERE}",
+            connector=settings.name,
+        )
     if "Maximum line size" in str(exc):
-        return FatalError(f"{path}: a line is longer than max_line_bytes = {settings.max_line_bytes:,} bytes; "
-                          f"raise max_line_bytes {WHERE} if it is real", connector=settings.name)
+        return FatalError(
+            f"{path}: a line is longer than max_line_bytes = {settings.max_line_bytes:,} bytes; "
+            f"raise max_line_bytes {WHERE} if it is real",
+            connector=settings.name,
+        )
     return FatalError(f"{path}: cannot read as CSV ({first})", connector=settings.name)

@@ -46,6 +46,7 @@ tax), ..., Order Currency Code, ..., Billing Email, ..., Refund Amount, ...) and
 order export documented on woocommerce.com (order_id, order_number, order_date, status, ...,
 order_total, order_currency, ..., customer_email, billing_email, billing_phone, ...).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -55,7 +56,8 @@ from typing import TYPE_CHECKING, Literal, get_args
 import duckdb
 
 from ..base import FatalError
-from .file import sql_name as _q, sql_text as _lit
+from .file import sql_name as _q
+from .file import sql_text as _lit
 
 if TYPE_CHECKING:
     from .source import CsvSettings
@@ -98,9 +100,16 @@ PRESETS: dict[str, Preset] = {
     # Amount), as the Shopify source does with the API's current total
     "shopify-export": Preset(
         label="Shopify's order export",
-        columns={"order_id": ("Name",), "placed_at": ("Created at",), "amount": ("Total",),
-                 "refunded": ("Refunded Amount",), "email": ("Email",), "phone": ("Phone", "Billing Phone"),
-                 "status": ("Financial Status",), "currency": ("Currency",)},
+        columns={
+            "order_id": ("Name",),
+            "placed_at": ("Created at",),
+            "amount": ("Total",),
+            "refunded": ("Refunded Amount",),
+            "email": ("Email",),
+            "phone": ("Phone", "Billing Phone"),
+            "status": ("Financial Status",),
+            "currency": ("Currency",),
+        },
         time_formats=("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M %z"),
         cancelled_statuses=("voided", "expired"),
         cancelled_if_set=("Cancelled at", "Canceled at"),
@@ -110,37 +119,59 @@ PRESETS: dict[str, Preset] = {
     # purchases are those of the BigCommerce source (connectors/bigcommerce/parse.py), by name
     "bigcommerce-export": Preset(
         label="BigCommerce's order export",
-        columns={"order_id": ("Order ID",), "placed_at": ("Order Date",), "amount": ("Order Total (inc tax)",),
-                 "refunded": ("Refund Amount",), "email": ("Customer Email", "Billing Email"),
-                 "phone": ("Customer Phone", "Billing Phone"), "status": ("Order Status",),
-                 "currency": ("Order Currency Code",)},
-        time_formats=_US_DAY + ("%b %d %Y %H:%M:%S", "%b %d %Y", "%d %b %Y %H:%M:%S", "%d %b %Y",
-                                "%a, %d %b %Y %H:%M:%S %z"),
+        columns={
+            "order_id": ("Order ID",),
+            "placed_at": ("Order Date",),
+            "amount": ("Order Total (inc tax)",),
+            "refunded": ("Refund Amount",),
+            "email": ("Customer Email", "Billing Email"),
+            "phone": ("Customer Phone", "Billing Phone"),
+            "status": ("Order Status",),
+            "currency": ("Order Currency Code",),
+        },
+        time_formats=_US_DAY
+        + ("%b %d %Y %H:%M:%S", "%b %d %Y", "%d %b %Y %H:%M:%S", "%d %b %Y", "%a, %d %b %Y %H:%M:%S %z"),
         time_of_day="Order Time",
-        cancelled_statuses=("incomplete", "pending", "refunded", "cancelled", "declined", "awaiting payment",
-                            "manual verification required", "disputed"),
+        cancelled_statuses=(
+            "incomplete",
+            "pending",
+            "refunded",
+            "cancelled",
+            "declined",
+            "awaiting payment",
+            "manual verification required",
+            "disputed",
+        ),
         guest_ids=("0",),
     ),
     # one row per order (line items in columns line_item_1, ...); a status may carry WordPress's
     # "wc-" prefix. Paid orders are processing or completed; on-hold and pending await payment
     "woocommerce-export": Preset(
         label="WooCommerce's order export",
-        columns={"order_id": ("order_id", "order_number"), "placed_at": ("order_date",), "amount": ("order_total",),
-                 "email": ("customer_email", "billing_email"), "phone": ("billing_phone",), "status": ("status",),
-                 "currency": ("order_currency",)},
+        columns={
+            "order_id": ("order_id", "order_number"),
+            "placed_at": ("order_date",),
+            "amount": ("order_total",),
+            "email": ("customer_email", "billing_email"),
+            "phone": ("billing_phone",),
+            "status": ("status",),
+            "currency": ("order_currency",),
+        },
         time_formats=_US_DAY,
-        cancelled_statuses=tuple(p + s for s in ("pending", "on-hold", "failed", "cancelled", "refunded",
-                                                 "checkout-draft", "draft", "trash") for p in ("", "wc-")),
+        cancelled_statuses=tuple(
+            p + s
+            for s in ("pending", "on-hold", "failed", "cancelled", "refunded", "checkout-draft", "draft", "trash")
+            for p in ("", "wc-")
+        ),
         guest_ids=("0",),
     ),
 }
 assert set(PRESETS) == set(get_args(PresetName)), "PresetName and PRESETS must name the same presets"
 
 
-
-
-def fold(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings,
-         reader: str, numbered: bool = False) -> tuple[str, CsvSettings]:
+def fold(
+    conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, reader: str, numbered: bool = False
+) -> tuple[str, CsvSettings]:
     """The file read by ``reader`` (every field as text) as a subquery in the CSV source's own
     layout, its line items folded into their orders, and the settings to scan it with (our column
     names, the preset's statuses unless set). Its columns: ``line``, our fields, ``preset_test``,
@@ -156,7 +187,7 @@ def fold(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings,
     assert settings.preset is not None, "fold() is only called for a file with a preset"
     preset = PRESETS[settings.preset]
     try:
-        header = [d[0] for d in conn.execute(f"SELECT * FROM {reader} LIMIT 0").description][1 if numbered else 0:]
+        header = [d[0] for d in conn.execute(f"SELECT * FROM {reader} LIMIT 0").description][1 if numbered else 0 :]
     except duckdb.Error:
         return reader, settings
     chosen = _columns(preset, settings, header, path, REQUIRED + OPTIONAL)
@@ -172,8 +203,10 @@ def fold(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings,
     for name in MONEY:  # a leading currency sign is not part of the number
         values[name] = f"regexp_replace({values[name]}, '^[$€£¥]\\s*', '')"
     if preset.guest_ids and chosen["customer_id"]:
-        values["customer_id"] = (f"CASE WHEN {values['customer_id']} IN ({', '.join(map(_lit, preset.guest_ids))}) "
-                                 f"THEN NULL ELSE {values['customer_id']} END")
+        values["customer_id"] = (
+            f"CASE WHEN {values['customer_id']} IN ({', '.join(map(_lit, preset.guest_ids))}) "
+            f"THEN NULL ELSE {values['customer_id']} END"
+        )
     if preset.time_of_day in header and "placed_at" not in settings.columns.model_fields_set:
         values["placed_at"] = f"{values['placed_at']} || COALESCE(' ' || {text(preset.time_of_day)}, '')"
     # the columns behind the cancelled and test marks, filled from the line items like other fields
@@ -183,16 +216,21 @@ def fold(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings,
     overflow = " OR ".join(f"{_q(c)} IS NOT NULL" for c in extra) or "false"
     rows = ", ".join(f"{sql} AS {name}" for name, sql in {**values, **marks}.items())
     filled = ", ".join(
-        name if name in MONEY else
-        f"COALESCE({name}, arg_min({name}, line) FILTER (WHERE {name} IS NOT NULL) OVER one_order) AS {name}"
-        for name in [*values, *marks])
-    tests = [f"COALESCE(contains(mark_test_{i}, {_lit(needle.lower())}), false)"
-             for i, (c, needle) in enumerate(preset.test_if_contains) if c in header]
+        name
+        if name in MONEY
+        else f"COALESCE({name}, arg_min({name}, line) FILTER (WHERE {name} IS NOT NULL) OVER one_order) AS {name}"
+        for name in [*values, *marks]
+    )
+    tests = [
+        f"COALESCE(contains(mark_test_{i}, {_lit(needle.lower())}), false)"
+        for i, (c, needle) in enumerate(preset.test_if_contains)
+        if c in header
+    ]
     cancelled = [f"mark_cancelled_{i} IS NOT NULL" for i, c in enumerate(preset.cancelled_if_set) if c in header]
     placed = _time_sql("placed_at", preset.time_formats)
     sql = f"""(
-        SELECT line, {', '.join(n for n in values if n != 'placed_at')}, {placed} AS placed_at,
-               {' OR '.join(tests) or 'false'} AS preset_test, {' OR '.join(cancelled) or 'false'} AS preset_cancelled,
+        SELECT line, {", ".join(n for n in values if n != "placed_at")}, {placed} AS placed_at,
+               {" OR ".join(tests) or "false"} AS preset_test, {" OR ".join(cancelled) or "false"} AS preset_cancelled,
                CASE WHEN overflowing THEN 'more fields than the header'
                     WHEN email_low <> email_high THEN 'order id ' || order_id || ' appears with different emails on lines '
                          || least(email_low_line, email_high_line) || ' and ' || greatest(email_low_line, email_high_line)
@@ -204,7 +242,7 @@ def fold(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings,
                      min(LOWER(email)) OVER one_order AS email_low, max(LOWER(email)) OVER one_order AS email_high,
                      arg_min(line, LOWER(email)) OVER one_order AS email_low_line,
                      arg_max(line, LOWER(email)) OVER one_order AS email_high_line
-              FROM (SELECT {'line' if numbered else 'row_number() OVER () + 1 AS line'}, {rows}, ({overflow}) AS overflow
+              FROM (SELECT {"line" if numbered else "row_number() OVER () + 1 AS line"}, {rows}, ({overflow}) AS overflow
                     FROM {reader})
               WINDOW one_order AS (PARTITION BY CASE WHEN order_id IS NULL THEN 'line ' || line
                                                       ELSE 'order ' || order_id END))
@@ -216,8 +254,9 @@ def fold(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings,
     return sql, settings.model_copy(update=update)
 
 
-def _columns(preset: Preset, settings: CsvSettings, header: list[str], path: Path,
-             fields: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+def _columns(
+    preset: Preset, settings: CsvSettings, header: list[str], path: Path, fields: tuple[str, ...]
+) -> dict[str, tuple[str, ...]]:
     """Our field -> the file's columns to read it from: an explicit ``columns`` entry (which must be
     in the file), else the preset's columns the file has. Refuses a file without the fields a
     preset needs, naming the preset and the columns it looked for."""
@@ -238,8 +277,11 @@ def _columns(preset: Preset, settings: CsvSettings, header: list[str], path: Pat
             looked = " or ".join(repr(c) for c in preset.columns.get(name, ())) or "none"
             absent.append(f"{name} (column {looked})")
     if absent:
-        raise FatalError(f"{path}: not {preset.label} as preset {settings.preset!r} reads it: missing column(s) "
-                         f"{', '.join(absent)}; found {header}", connector=settings.name)
+        raise FatalError(
+            f"{path}: not {preset.label} as preset {settings.preset!r} reads it: missing column(s) "
+            f"{', '.join(absent)}; found {header}",
+            connector=settings.name,
+        )
     return chosen
 
 
@@ -255,9 +297,13 @@ def _time_sql(text: str, formats: tuple[str, ...]) -> str:
     naive = [f for f in formats if "%z" not in f]
     parts = []
     if aware:
-        parts.append(f"strftime(timezone('UTC', try_strptime({plain}, [{', '.join(map(_lit, aware))}])), "
-                     f"'%Y-%m-%d %H:%M:%S.%f') || '+00:00'")
+        parts.append(
+            f"strftime(timezone('UTC', try_strptime({plain}, [{', '.join(map(_lit, aware))}])), "
+            f"'%Y-%m-%d %H:%M:%S.%f') || '+00:00'"
+        )
     if naive:
         parts.append(f"strftime(try_strptime({plain}, [{', '.join(map(_lit, naive))}]), '%Y-%m-%d %H:%M:%S.%f')")
-    return (f"CASE WHEN {text} IS NULL OR TRY_CAST({text} AS TIMESTAMPTZ) IS NOT NULL THEN {text} "
-            f"ELSE COALESCE({', '.join(parts)}, {text}) END")
+    return (
+        f"CASE WHEN {text} IS NULL OR TRY_CAST({text} AS TIMESTAMPTZ) IS NOT NULL THEN {text} "
+        f"ELSE COALESCE({', '.join(parts)}, {text}) END"
+    )

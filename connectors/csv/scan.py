@@ -13,13 +13,15 @@ A shop's own order export (``preset = "shopify-export"``, ``"bigcommerce-export"
 line-item rows into their orders; the scan adds only the preset's marks (test, cancelled, a
 reason to quarantine the order) to its own checks.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -28,7 +30,9 @@ from .. import validate
 from ..base import FatalError
 from ..validate import PLACED_RANGE_SQL, control_sql, email_ok_sql, nul_sql, trim_sql
 from . import file, presets
-from .file import CsvFile, sql_name as _q, sql_text as _lit
+from .file import CsvFile
+from .file import sql_name as _q
+from .file import sql_text as _lit
 
 if TYPE_CHECKING:
     from .source import CsvSettings
@@ -64,13 +68,16 @@ def _reader(source: CsvFile, settings: CsvSettings, options: str, types: dict[st
     connectors/csv/file.py): all text, or ``types`` for the named ones. The tolerant reader (no
     ``types``) declares one column more, which a row with more fields than the header fills."""
     columns = file.columns_sql(source, types, extra=types is None)
-    return (f"read_csv({_lit(str(source.file))}, header=true, auto_detect=false, columns={columns}, "
-            f"delim={_lit(settings.delimiter)}, quote='\"', escape='\"', max_line_size={settings.max_line_bytes}, "
-            f"{options})")
+    return (
+        f"read_csv({_lit(str(source.file))}, header=true, auto_detect=false, columns={columns}, "
+        f"delim={_lit(settings.delimiter)}, quote='\"', escape='\"', max_line_size={settings.max_line_bytes}, "
+        f"{options})"
+    )
 
 
-def _open(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, zone: ZoneInfo,
-          folded: str | None = None) -> tuple[CsvFile, list[str], set[str], dict[str, str]]:
+def _open(
+    conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, zone: ZoneInfo, folded: str | None = None
+) -> tuple[CsvFile, list[str], set[str], dict[str, str]]:
     """Set the shop's time zone; prepare the file (file.prepare: encoding, header, memory);
     return it, its column names (``folded``: a preset's subquery over it, whose columns count), which
     of ours (REQUIRED + OPTIONAL) it has, and our name → its column name. A missing required column
@@ -81,20 +88,27 @@ def _open(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, zo
     names = settings.columns.model_dump()
     missing = _missing(header, names)
     if missing:
-        raise FatalError(f"{path}: missing required column(s): {', '.join(missing)}; found {header}"
-                         f"{file.missing_columns_hint(header, settings)}", connector=settings.name)
+        raise FatalError(
+            f"{path}: missing required column(s): {', '.join(missing)}; found {header}"
+            f"{file.missing_columns_hint(header, settings)}",
+            connector=settings.name,
+        )
     twice = sorted(c for c in source.repeated if c in names.values() and folded is None)
     if twice:
-        raise FatalError(f"{path}: the header names column(s) {', '.join(map(repr, twice))} more than once; which "
-                         "one holds the values cannot be told: rename or remove the other", connector=settings.name)
+        raise FatalError(
+            f"{path}: the header names column(s) {', '.join(map(repr, twice))} more than once; which "
+            "one holds the values cannot be told: rename or remove the other",
+            connector=settings.name,
+        )
     return source, header, {k for k in REQUIRED + OPTIONAL if names[k] in header}, names
 
 
 def _header(conn: duckdb.DuckDBPyConnection, path: Path, settings: CsvSettings, reader: str) -> list[str]:
     """The file's column names; a :class:`FatalError` when it is not a file or not readable as CSV."""
     if not path.is_file():
-        raise FatalError(f"{path}: no such file" if not path.exists() else f"{path}: not a file",
-                         connector=settings.name)
+        raise FatalError(
+            f"{path}: no such file" if not path.exists() else f"{path}: not a file", connector=settings.name
+        )
     try:
         conn.execute(f"SELECT * FROM {reader} LIMIT 0").fetchall()
     except duckdb.Error as exc:
@@ -120,8 +134,10 @@ def check_file(path: Path, settings: CsvSettings) -> list[tuple[str, str]]:
             fh.read(1)
     except OSError as exc:
         return [(f"{path}: cannot be read ({exc.strerror or exc})", "give this user read permission on the file")]
-    unreadable = (f"check that it is a CSV export with a header row, and its delimiter ({settings.delimiter!r}: "
-                  "`delimiter` in the table)")
+    unreadable = (
+        f"check that it is a CSV export with a header row, and its delimiter ({settings.delimiter!r}: "
+        "`delimiter` in the table)"
+    )
     conn = duckdb.connect()
     try:
         source = file.prepare(conn, path, settings)  # encoding, the header's length and width
@@ -131,9 +147,14 @@ def check_file(path: Path, settings: CsvSettings) -> list[tuple[str, str]]:
                 reader, folded = presets.fold(conn, path, settings, reader)
                 _header(conn, path, folded, reader)
             except FatalError as exc:
-                return [(Exception.__str__(exc), f"check that the file is the export preset {settings.preset!r} "
-                                                 "reads (or remove the preset), or name its columns under "
-                                                 f"[sources.columns]; else {unreadable}")]
+                return [
+                    (
+                        Exception.__str__(exc),
+                        f"check that the file is the export preset {settings.preset!r} "
+                        "reads (or remove the preset), or name its columns under "
+                        f"[sources.columns]; else {unreadable}",
+                    )
+                ]
             return []
         header = source.header
     except FatalError as exc:
@@ -144,15 +165,24 @@ def check_file(path: Path, settings: CsvSettings) -> list[tuple[str, str]]:
     problems = []
     missing = _missing(header, names)
     if missing:
-        problems.append((f"{path}: missing required column(s): {', '.join(missing)}; the header has "
-                         f"{', '.join(map(repr, header))}{file.missing_columns_hint(header, settings)}",
-                         'name the file\'s columns under [sources.columns], e.g. customer_id = "Customer ID"'))
+        problems.append(
+            (
+                f"{path}: missing required column(s): {', '.join(missing)}; the header has "
+                f"{', '.join(map(repr, header))}{file.missing_columns_hint(header, settings)}",
+                'name the file\'s columns under [sources.columns], e.g. customer_id = "Customer ID"',
+            )
+        )
     # an optional column mapped by hand but absent is read as missing in every row: surely a typo
-    absent = [f"{k} = {names[k]!r}" for k in OPTIONAL if k in settings.columns.model_fields_set
-              and names[k] not in header]
+    absent = [
+        f"{k} = {names[k]!r}" for k in OPTIONAL if k in settings.columns.model_fields_set and names[k] not in header
+    ]
     if absent:
-        problems.append((f"{path}: [sources.columns] maps {', '.join(absent)}, but the header has no such column",
-                         "correct the column name, or remove the mapping"))
+        problems.append(
+            (
+                f"{path}: [sources.columns] maps {', '.join(absent)}, but the header has no such column",
+                "correct the column name, or remove the mapping",
+            )
+        )
     return problems
 
 
@@ -210,8 +240,13 @@ def serial_on_error(run: Callable[[bool], T], path: Path | None = None, settings
         raise file.read_error(path, settings, exc) from None
 
 
-def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBPyConnection | None = None,
-         parallel: bool = True) -> CsvScan:
+def scan(
+    path: Path,
+    settings: CsvSettings,
+    zone: ZoneInfo,
+    conn: duckdb.DuckDBPyConnection | None = None,
+    parallel: bool = True,
+) -> CsvScan:
     conn = conn or duckdb.connect()
     prepared = file.prepare(conn, path, settings)  # encoding, header, memory (see _open)
     reader = _reader(prepared, settings, TOLERANT + ("" if parallel else SERIAL))
@@ -224,9 +259,11 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
         numbered_lines = f"({file.numbered_sql(conn, prepared, settings, reader)})"
         folded, settings = presets.fold(conn, path, settings, numbered_lines, numbered=True)
     _, header, present, names = _open(conn, path, settings, zone, folded)
-    mapped = set(names[k] for k in present)
+    mapped = {names[k] for k in present}
     # the one column past the header (a row with more fields fills it); a preset's subquery flags those itself
-    extra_cols = [c for c in header + ([] if folded else [prepared.extra]) if c not in mapped and c.startswith("column")]
+    extra_cols = [
+        c for c in header + ([] if folded else [prepared.extra]) if c not in mapped and c.startswith("column")
+    ]
     col = partial(_trimmed, names, present)
     cancelled, tests = _sql_list(settings.cancelled_statuses), _sql_list(settings.test_statuses)
     too_many = " OR ".join(f"{_q(c)} IS NOT NULL" for c in extra_cols) or "false"
@@ -237,37 +274,44 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
         order_key = f"COALESCE(order_id, {content_id} || '-L' || CAST(line AS VARCHAR))"
     else:
         # no order ids at all: content plus occurrence, so re-reading the same export is idempotent
-        order_key = (f"{content_id} || '-' || CAST(row_number() OVER (PARTITION BY customer_id, email_text, "
-                     "placed_at_text, amount_text ORDER BY line) AS VARCHAR)")
+        order_key = (
+            f"{content_id} || '-' || CAST(row_number() OVER (PARTITION BY customer_id, email_text, "
+            "placed_at_text, amount_text ORDER BY line) AS VARCHAR)"
+        )
     numbered = settings.preset is not None  # the preset's subquery numbers the lines before folding them
-    marks = ("preset_test, preset_cancelled, fold_problem" if numbered
-             else "false AS preset_test, false AS preset_cancelled, NULL::VARCHAR AS fold_problem")
+    marks = (
+        "preset_test, preset_cancelled, fold_problem"
+        if numbered
+        else "false AS preset_test, false AS preset_cancelled, NULL::VARCHAR AS fold_problem"
+    )
     conn.execute(f"""
         CREATE OR REPLACE TEMP VIEW raw AS
         {f"SELECT * FROM {folded}" if folded else file.numbered_sql(conn, prepared, settings, reader)}""")
     conn.execute(f"""
         CREATE OR REPLACE TEMP VIEW parsed AS
         SELECT line,
-               {col('customer_id')} AS customer_id,
-               LOWER({col('email')}) AS email_text,
-               {col('phone')} AS phone,
-               {col('order_id')} AS order_id,
-               {col('placed_at')} AS placed_at_text,
-               {col('amount')} AS amount_text,
-               TRY_CAST({col('placed_at')} AS TIMESTAMPTZ) AS placed_at,
-               TRY_CAST({col('updated_at')} AS TIMESTAMPTZ) AS updated_at,
-               TRY_CAST({col('amount')} AS DECIMAL(18,4)) AS amount_gross,
+               {col("customer_id")} AS customer_id,
+               LOWER({col("email")}) AS email_text,
+               {col("phone")} AS phone,
+               {col("order_id")} AS order_id,
+               {col("placed_at")} AS placed_at_text,
+               {col("amount")} AS amount_text,
+               TRY_CAST({col("placed_at")} AS TIMESTAMPTZ) AS placed_at,
+               TRY_CAST({col("updated_at")} AS TIMESTAMPTZ) AS updated_at,
+               TRY_CAST({col("amount")} AS DECIMAL(18,4)) AS amount_gross,
                {refunded} AS refunded,
-               {col('refunded')} IS NOT NULL AND TRY_CAST({col('refunded')} AS DECIMAL(18,4)) IS NULL AS bad_refund,
-               LOWER({col('status')}) AS status,
-               UPPER({col('currency')}) AS currency,
+               {col("refunded")} IS NOT NULL AND TRY_CAST({col("refunded")} AS DECIMAL(18,4)) IS NULL AS bad_refund,
+               LOWER({col("status")}) AS status,
+               UPPER({col("currency")}) AS currency,
                ({too_many}) AS too_many,
                {marks}
         FROM raw""")
     # the checks of connectors/validate.py, in its words
     placed_min, placed_end = PLACED_RANGE_SQL
-    placed_range = (f"'placed_at ' || strftime(placed_at, '%Y-%m-%d') || ' is outside "
-                    f"{validate.PLACED_MIN.year}..{validate.PLACED_END.year - 1}'")
+    placed_range = (
+        f"'placed_at ' || strftime(placed_at, '%Y-%m-%d') || ' is outside "
+        f"{validate.PLACED_MIN.year}..{validate.PLACED_END.year - 1}'"
+    )
     conn.execute(f"""
         CREATE OR REPLACE TEMP VIEW keyed AS
         SELECT *,
@@ -276,8 +320,8 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
                  WHEN too_many THEN 'more fields than the header'
                  WHEN contains(customer_id, chr(10)) THEN 'customer_id holds a line break: a quote opened here and '
                    || 'never closed? (the lines after it were read into this one field)'
-                 WHEN {control_sql('customer_id')} THEN 'customer_id contains a control character'
-                 WHEN {nul_sql('order_id')} THEN 'order_id contains a NUL character'
+                 WHEN {control_sql("customer_id")} THEN 'customer_id contains a control character'
+                 WHEN {nul_sql("order_id")} THEN 'order_id contains a NUL character'
                  WHEN customer_id IS NULL AND email_text IS NULL THEN 'customer_id is empty (and no email to identify a guest)'
                  WHEN customer_id IS NULL AND email IS NULL
                    THEN 'customer_id is empty and the {validate.EMAIL_REASON} (no guest to count the order for)'
@@ -293,7 +337,7 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
                amount_gross - refunded AS amount,
                COALESCE(status IN ({tests}), false) OR preset_test AS is_test,
                COALESCE(status IN ({cancelled}), false) OR preset_cancelled AS is_cancelled
-        FROM (SELECT *, CASE WHEN {email_ok_sql('email_text')} THEN email_text END AS email FROM parsed)""")
+        FROM (SELECT *, CASE WHEN {email_ok_sql("email_text")} THEN email_text END AS email FROM parsed)""")
     conflict = "NULL"
     if "order_id" in present:
         # one order id with two customers among the good rows: every good row of that id is
@@ -324,15 +368,19 @@ def scan(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBP
 def qualifying_sql(scan_: CsvScan, view: str = "checked") -> str:
     """Good, qualifying rows, the newest row per order id (a later line wins). ``view``: ``checked``
     or a view over it with the same columns (``rfm-sync score``'s ``priced``: amounts converted)."""
-    dedupe = ("QUALIFY row_number() OVER (PARTITION BY order_key ORDER BY line DESC) = 1"
-              if "order_id" in scan_.present else "")
+    dedupe = (
+        "QUALIFY row_number() OVER (PARTITION BY order_key ORDER BY line DESC) = 1"
+        if "order_id" in scan_.present
+        else ""
+    )
     return f"""SELECT customer_key, placed_at, CAST(amount * 10000 AS BIGINT) AS amount_e4
                FROM (SELECT * FROM {view} WHERE problem IS NULL {dedupe})
                WHERE amount > 0 AND NOT is_test AND NOT is_cancelled"""
 
 
-def typed_rows_sql(path: Path, settings: CsvSettings, zone: ZoneInfo,
-                   conn: duckdb.DuckDBPyConnection, currency: str | None = None) -> tuple[str, bool]:
+def typed_rows_sql(
+    path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBPyConnection, currency: str | None = None
+) -> tuple[str, bool]:
     """The fast read of the same file, for files that need no quarantine: DuckDB's reader parses
     ``placed_at`` and the amounts itself and *raises* on any row it cannot read (a bad date, a
     stray field, a short row), so nothing is silently dropped. One row per data line:
@@ -410,7 +458,9 @@ def other_currency_sql(names: dict[str, str], present: set[str], currency: str |
     return f"CASE WHEN {raw} = {_lit(currency)} THEN false ELSE COALESCE(UPPER({text}) <> {_lit(currency)}, false) END"
 
 
-def first_currency_sql(path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBPyConnection) -> str | None:
+def first_currency_sql(
+    path: Path, settings: CsvSettings, zone: ZoneInfo, conn: duckdb.DuckDBPyConnection
+) -> str | None:
     """The currency (trimmed, upper case) of the file's first data row, or None (none, or no column)."""
     source, _, present, names = _open(conn, path, settings, zone)
     reader = _reader(source, settings, TOLERANT + SERIAL)  # one thread: it reads only the first row
@@ -434,8 +484,10 @@ def trim_customer_keys(conn: duckdb.DuckDBPyConnection, aggregates: Any) -> Any:
         # a control character somewhere in a key: after trimming, inside? (few keys get here)
         conn.register("untrimmed_aggregates", aggregates)
         try:
-            inside = conn.execute(f"SELECT count(*) FILTER (WHERE {control_sql(cheap_trim_sql('customer_key'))}) "
-                                  "FROM untrimmed_aggregates").fetchall()[0][0]
+            inside = conn.execute(
+                f"SELECT count(*) FILTER (WHERE {control_sql(cheap_trim_sql('customer_key'))}) "
+                "FROM untrimmed_aggregates"
+            ).fetchall()[0][0]
         finally:
             conn.unregister("untrimmed_aggregates")
         if inside:
@@ -445,13 +497,14 @@ def trim_customer_keys(conn: duckdb.DuckDBPyConnection, aggregates: Any) -> Any:
         needs_trim = needs_trim_sql("customer_key")
         untrimmed, blank = conn.execute(
             f"SELECT count(*) FILTER (WHERE {needs_trim}), count(*) FILTER (WHERE CASE WHEN {needs_trim} THEN "
-            f"{trim_sql('customer_key')} = '' ELSE false END) FROM untrimmed_aggregates").fetchall()[0]
+            f"{trim_sql('customer_key')} = '' ELSE false END) FROM untrimmed_aggregates"
+        ).fetchall()[0]
         if blank:
             return None
         if not untrimmed:
             return aggregates
         sums = ", ".join(f"sum({_q(c)})::BIGINT AS {_q(c)}" for c in aggregates.column_names[3:])
-        return conn.sql(f"""SELECT {cheap_trim_sql('customer_key')} AS customer_key, min(first_order_at) AS first_order_at,
+        return conn.sql(f"""SELECT {cheap_trim_sql("customer_key")} AS customer_key, min(first_order_at) AS first_order_at,
                                    max(last_order_at) AS last_order_at, {sums}
                             FROM untrimmed_aggregates GROUP BY 1 HAVING sum(orders) > 0""").to_arrow_table()
     finally:

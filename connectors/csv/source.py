@@ -5,13 +5,15 @@ The file is read and checked by :mod:`connectors.csv.scan` (the same scan ``rfm-
 uses); this module holds the settings and turns the scan's rows into records. As a source, the
 cursor is the file's SHA-256: an unchanged export is not read again.
 """
+
 from __future__ import annotations
 
 import hashlib
-from datetime import timezone
+from collections.abc import Iterator
+from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -100,7 +102,8 @@ class CsvSource:
                 """SELECT line, problem, customer_key, customer_id, order_key, email, phone, placed_at, updated_at,
                           amount, currency, status, is_test, is_cancelled, placed_at_text, amount_text,
                           skip_reason, email_problem
-                   FROM checked ORDER BY line""")
+                   FROM checked ORDER BY line"""
+            )
 
         cur = serial_on_error(read, self.path, self.settings)
         page: list[Order | Quarantined] = []
@@ -118,21 +121,67 @@ class CsvSource:
         # the lines DuckDB could not read (longer than max_line_bytes), once the result is read: quarantined
         rejected = file.collect_rejects(cur, scans[0].source, self.settings)
         if rejected:
-            yield Page(records=[Quarantined(source=self.name, location=f"{self.path.name}:{r.line}", reason=r.reason,
-                                            raw=validate.printable(r.raw)) for r in rejected], cursor=None)
+            yield Page(
+                records=[
+                    Quarantined(
+                        source=self.name,
+                        location=f"{self.path.name}:{r.line}",
+                        reason=r.reason,
+                        raw=validate.printable(r.raw),
+                    )
+                    for r in rejected
+                ],
+                cursor=None,
+            )
         yield Page(records=[], cursor=fingerprint)
 
     def _record(self, row: tuple[Any, ...]) -> Order | Quarantined:
-        (line, problem, key, customer_id, order_key, email, phone, placed_at, updated_at, amount, currency,
-         status, is_test, is_cancelled, placed_text, amount_text, skip_reason, email_problem) = row
+        (
+            line,
+            problem,
+            key,
+            customer_id,
+            order_key,
+            email,
+            phone,
+            placed_at,
+            updated_at,
+            amount,
+            currency,
+            status,
+            is_test,
+            is_cancelled,
+            placed_text,
+            amount_text,
+            skip_reason,
+            email_problem,
+        ) = row
         location = f"{self.path.name}:{line}"
         if problem:
             raw = ",".join(str(v) for v in (customer_id, placed_text, amount_text) if v is not None)
-            return Quarantined(source=self.name, location=location, reason=validate.printable(problem),
-                               raw=validate.printable(raw[:200]))
-        notices = tuple(Quarantined(source=self.name, location=location, reason=reason)
-                        for reason in (email_problem, skip_reason) if reason)
-        return Order(source=self.name, order_id=order_key, customer_id=key, placed_at=placed_at.astimezone(timezone.utc),
-                     updated_at=updated_at.astimezone(timezone.utc) if updated_at else None,
-                     amount=Decimal(amount), email=email, phone=phone, currency=currency, status=status,
-                     is_test=bool(is_test), is_cancelled=bool(is_cancelled), notices=notices)
+            return Quarantined(
+                source=self.name,
+                location=location,
+                reason=validate.printable(problem),
+                raw=validate.printable(raw[:200]),
+            )
+        notices = tuple(
+            Quarantined(source=self.name, location=location, reason=reason)
+            for reason in (email_problem, skip_reason)
+            if reason
+        )
+        return Order(
+            source=self.name,
+            order_id=order_key,
+            customer_id=key,
+            placed_at=placed_at.astimezone(UTC),
+            updated_at=updated_at.astimezone(UTC) if updated_at else None,
+            amount=Decimal(amount),
+            email=email,
+            phone=phone,
+            currency=currency,
+            status=status,
+            is_test=bool(is_test),
+            is_cancelled=bool(is_cancelled),
+            notices=notices,
+        )

@@ -8,6 +8,7 @@ next time the sink opens, and the outbox re-sends that whole batch. Readers fold
 ``check()`` (for ``rfm-sync doctor``) proves the folder writable the only sure way — creating and
 removing a file of its own there — and opens an existing sink file for appending, writing nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,16 +52,24 @@ class FileSink:
         try:  # permissions, a read-only mount, a full disk, ACLs: only a real file says for sure
             fd, probe = tempfile.mkstemp(prefix=".rfm-sync-check-", suffix=".tmp", dir=folder)
         except OSError as exc:
-            return [(f"{folder}: cannot write in the sink's folder ({exc.strerror or exc})",
-                     f"give this user write permission on {folder}, or change {table}")]
+            return [
+                (
+                    f"{folder}: cannot write in the sink's folder ({exc.strerror or exc})",
+                    f"give this user write permission on {folder}, or change {table}",
+                )
+            ]
         os.close(fd)
         os.unlink(probe)
         if self.path.exists():
             try:
                 os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))  # opened, nothing written
             except OSError as exc:
-                return [(f"{self.path}: cannot append to the sink file ({exc.strerror or exc})",
-                         f"give this user write permission on {self.path}")]
+                return [
+                    (
+                        f"{self.path}: cannot append to the sink file ({exc.strerror or exc})",
+                        f"give this user write permission on {self.path}",
+                    )
+                ]
         return []
 
     def _repair_tail(self) -> None:

@@ -3,6 +3,7 @@
 ``destination`` (the connector: rate limits, push), ``bodies`` (JSON:API request bodies, pure),
 ``jobs`` (bulk import jobs), ``segments`` (one segment per RFM group, for ``rfm-sync klaviyo bootstrap``).
 """
+
 from .destination import KlaviyoDestination
 
 __all__ = ["KlaviyoDestination"]

@@ -13,12 +13,14 @@ Every body built here is validated in the tests against Klaviyo's OpenAPI spec f
   profile's timeline, triggers no flow).
 * :func:`segment_body` — ``POST /api/segments``: "Current RFM group equals X".
 """
+
 from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from ..base import ProfileUpdate
 
@@ -80,22 +82,26 @@ def profile_import_body(resource: Mapping[str, Any]) -> dict[str, Any]:
 def bulk_job_body(resources: list[Mapping[str, Any]]) -> dict[str, Any]:
     if not 0 < len(resources) <= MAX_PROFILES_PER_JOB:
         raise ValueError(f"a bulk import job takes 1..{MAX_PROFILES_PER_JOB} profiles, got {len(resources)}")
-    return {"data": {"type": "profile-bulk-import-job",
-                     "attributes": {"profiles": {"data": list(resources)}}}}
+    return {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": list(resources)}}}}
 
 
-def split_jobs(resources: list[tuple[int, dict[str, Any]]], *, max_profiles: int = MAX_PROFILES_PER_JOB,
-               max_bytes: int = MAX_JOB_BYTES) -> Iterator[tuple[list[tuple[int, dict[str, Any]]], bytes]]:
+def split_jobs(
+    resources: list[tuple[int, dict[str, Any]]],
+    *,
+    max_profiles: int = MAX_PROFILES_PER_JOB,
+    max_bytes: int = MAX_JOB_BYTES,
+) -> Iterator[tuple[list[tuple[int, dict[str, Any]]], bytes]]:
     """Group ``(outbox_id, resource)`` pairs into jobs within the profile-count and byte limits.
 
     Yields each job's items with its serialised body. Chunks by count, then halves any chunk whose
     body is over the byte limit: one serialisation per job, not one per profile."""
     for start in range(0, len(resources), max_profiles):
-        yield from _fit(resources[start:start + max_profiles], max_bytes)
+        yield from _fit(resources[start : start + max_profiles], max_bytes)
 
 
-def _fit(chunk: list[tuple[int, dict[str, Any]]],
-         max_bytes: int) -> Iterator[tuple[list[tuple[int, dict[str, Any]]], bytes]]:
+def _fit(
+    chunk: list[tuple[int, dict[str, Any]]], max_bytes: int
+) -> Iterator[tuple[list[tuple[int, dict[str, Any]]], bytes]]:
     data = json.dumps(bulk_job_body([r for _, r in chunk]), ensure_ascii=False).encode("utf-8")
     if len(data) <= max_bytes or len(chunk) == 1:
         yield chunk, data
@@ -116,8 +122,11 @@ def event_due(update: ProfileUpdate) -> bool:
 def event_properties(update: ProfileUpdate) -> dict[str, Any]:
     t = update.transition
     assert t is not None
-    props: dict[str, Any] = {"from_group": t.from_group, "to_group": t.to_group,
-                             "first_assignment": update.first_assignment}
+    props: dict[str, Any] = {
+        "from_group": t.from_group,
+        "to_group": t.to_group,
+        "first_assignment": update.first_assignment,
+    }
     if t.labels_before or t.labels_after:
         props["labels_before"] = dict(t.labels_before)
         props["labels_after"] = dict(t.labels_after)
@@ -127,18 +136,20 @@ def event_properties(update: ProfileUpdate) -> dict[str, Any]:
     return props
 
 
-def event_body(update: ProfileUpdate, *, metric: str, backfill: bool, external_id: bool = False,
-               phone: bool = False) -> dict[str, Any]:
+def event_body(
+    update: ProfileUpdate, *, metric: str, backfill: bool, external_id: bool = False, phone: bool = False
+) -> dict[str, Any]:
     if not update.event_id:
         raise ValueError("an event needs the update's deterministic event_id")
-    when = update.changed_at or datetime.now(timezone.utc)
+    when = update.changed_at or datetime.now(UTC)
     attributes: dict[str, Any] = {
         "properties": event_properties(update),
-        "time": when.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "time": when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "unique_id": update.event_id,
         "metric": {"data": {"type": "metric", "attributes": {"name": metric}}},
-        "profile": {"data": {"type": "profile",
-                             "attributes": identifiers(update, external_id=external_id, phone=phone)}},
+        "profile": {
+            "data": {"type": "profile", "attributes": identifiers(update, external_id=external_id, phone=phone)}
+        },
     }
     if backfill:
         attributes["backfill"] = True
@@ -150,12 +161,20 @@ def segment_name(group: str, property_name: str) -> str:
 
 
 def segment_body(group: str, property_name: str) -> dict[str, Any]:
-    condition = {"type": "profile-property", "property": f"properties['{property_name}']",
-                 "filter": {"type": "string", "operator": "equals", "value": group}}
-    return {"data": {"type": "segment", "attributes": {
-        "name": segment_name(group, property_name),
-        "definition": {"condition_groups": [{"conditions": [condition]}]},
-    }}}
+    condition = {
+        "type": "profile-property",
+        "property": f"properties['{property_name}']",
+        "filter": {"type": "string", "operator": "equals", "value": group},
+    }
+    return {
+        "data": {
+            "type": "segment",
+            "attributes": {
+                "name": segment_name(group, property_name),
+                "definition": {"condition_groups": [{"conditions": [condition]}]},
+            },
+        }
+    }
 
 
 def mask_email(text: str | None) -> str:

@@ -24,21 +24,38 @@ detail (never the request body). The API key is read from the secret named by
 ``api_key_secret`` and never appears in logs, reprs or messages. Client-side token buckets keep
 each endpoint at ``HEADROOM`` (80 %) of Klaviyo's published limits (``DOCUMENTED``), in any window.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import time
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import requests
 from pydantic import Field
 
-from ..base import (ConnectorContext, ConnectorSettings, FatalError, ProfileUpdate, PushResult, RecordError,
-                    RetryableError)
+from ..base import (
+    ConnectorContext,
+    ConnectorSettings,
+    FatalError,
+    ProfileUpdate,
+    PushResult,
+    RecordError,
+    RetryableError,
+)
 from ..http import HttpClient, RateLimiter, RetryPolicy
-from .bodies import (REVISION, NoIdentifier, event_body, event_due, mask_email, profile_import_body,
-                     profile_resource, split_jobs)
+from .bodies import (
+    REVISION,
+    NoIdentifier,
+    event_body,
+    event_due,
+    mask_email,
+    profile_import_body,
+    profile_resource,
+    split_jobs,
+)
 from .jobs import BulkJobs
 
 log = logging.getLogger(__name__)
@@ -116,9 +133,15 @@ class KlaviyoSettings(ConnectorSettings):
 class KlaviyoDestination:
     Settings = KlaviyoSettings
 
-    def __init__(self, settings: KlaviyoSettings, context: ConnectorContext, *,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 policy: RetryPolicy | None = None):
+    def __init__(
+        self,
+        settings: KlaviyoSettings,
+        context: ConnectorContext,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        policy: RetryPolicy | None = None,
+    ):
         self.settings = settings
         self.name = settings.name
         self.batch_size = settings.batch_size
@@ -139,14 +162,27 @@ class KlaviyoDestination:
                 raise FatalError("built for a dry run: nothing may be sent", connector=self.name)
             key = self._context.reveal_secret(self.settings.api_key_secret, self.name)
             self._client = HttpClient(
-                connector=self.name, base_url=self.settings.base_url, sleep=self._sleep, policy=self._policy,
+                connector=self.name,
+                base_url=self.settings.base_url,
+                sleep=self._sleep,
+                policy=self._policy,
                 timeout=(10.0, self.settings.timeout_s),
-                headers={"Authorization": f"Klaviyo-API-Key {key}", "revision": REVISION, "Accept": MEDIA_TYPE})
+                headers={"Authorization": f"Klaviyo-API-Key {key}", "revision": REVISION, "Accept": MEDIA_TYPE},
+            )
             self._client.session.hooks["response"].append(self._record_errors)
         return self._client
 
-    def send(self, method: str, path: str, *, limiter: str, body: Any = None, data: bytes | None = None,
-             params: dict[str, Any] | None = None, idempotent: bool = True) -> requests.Response:
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        limiter: str,
+        body: Any = None,
+        data: bytes | None = None,
+        params: dict[str, Any] | None = None,
+        idempotent: bool = True,
+    ) -> requests.Response:
         """One API call with retries and the endpoint's rate limiter; ``body`` is JSON-encoded
         (or ``data`` is sent as already-encoded JSON) as ``application/vnd.api+json``.
         ``idempotent=False``: a call that may have reached Klaviyo is not retried (see connectors/http.py)."""
@@ -168,12 +204,18 @@ class KlaviyoDestination:
         if not 400 <= status < 500 or status in (401, 403, 429):
             return response
         path = response.url.split("?", 1)[0]  # never the query string
-        if status in (400, 409, 422) and response.request.method == "POST" and \
-                path.endswith((PROFILE_IMPORT_PATH, EVENTS_PATH)):
+        if (
+            status in (400, 409, 422)
+            and response.request.method == "POST"
+            and path.endswith((PROFILE_IMPORT_PATH, EVENTS_PATH))
+        ):
             raise RecordError(error_summary(response), connector=self.name, status=status)
         where = path.split("://", 1)[-1].split("/", 1)[-1]
-        raise FatalError(f"{response.request.method} /{where} was refused: {error_summary(response)}",
-                         connector=self.name, status=status)
+        raise FatalError(
+            f"{response.request.method} /{where} was refused: {error_summary(response)}",
+            connector=self.name,
+            status=status,
+        )
 
     # ------------------------------------------------------------------ push
     def push(self, updates: list[ProfileUpdate]) -> PushResult:
@@ -194,14 +236,26 @@ class KlaviyoDestination:
         done: list[ProfileUpdate] = []
         if bulk:
             by_id = {u.outbox_id: u for u, _ in bulk}
-            jobs = BulkJobs(lambda method, path, **kw: self.send(method, path, limiter="bulk_jobs", **kw),
-                            connector=self.name, poll_interval_s=s.poll_interval_s, timeout_s=s.job_timeout_s,
-                            sleep=self._sleep, clock=self._clock)
+            jobs = BulkJobs(
+                lambda method, path, **kw: self.send(method, path, limiter="bulk_jobs", **kw),
+                connector=self.name,
+                poll_interval_s=s.poll_interval_s,
+                timeout_s=s.job_timeout_s,
+                sleep=self._sleep,
+                clock=self._clock,
+            )
             for job, data in split_jobs([(u.outbox_id, r) for u, r in bulk]):
                 outcome = jobs.run(job, data)
-                log.info("klaviyo bulk job done", extra={"destination": self.name, "job": outcome.job_id,
-                                                         "profiles": len(job), "failed": len(outcome.failed),
-                                                         "polls": outcome.polls})
+                log.info(
+                    "klaviyo bulk job done",
+                    extra={
+                        "destination": self.name,
+                        "job": outcome.job_id,
+                        "profiles": len(job),
+                        "failed": len(outcome.failed),
+                        "polls": outcome.polls,
+                    },
+                )
                 result.failed.update(outcome.failed)
                 done.extend(by_id[oid] for oid in outcome.accepted)
         for n, (update, resource) in enumerate(single):
@@ -234,8 +288,9 @@ class KlaviyoDestination:
             if mode is None:
                 accepted.append(update.outbox_id)
                 continue
-            body = event_body(update, metric=s.metric_name, backfill=mode == "backfill", external_id=s.external_id,
-                              phone=s.phone)
+            body = event_body(
+                update, metric=s.metric_name, backfill=mode == "backfill", external_id=s.external_id, phone=s.phone
+            )
             try:
                 self.send("POST", EVENTS_PATH, limiter="events", body=body)
                 accepted.append(update.outbox_id)

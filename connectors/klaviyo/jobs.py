@@ -9,13 +9,15 @@ stay in the outbox with the error and everyone else is acknowledged.
 A job that does not finish within ``timeout_s`` raises :class:`RetryableError`: nothing is
 acknowledged, and the next cycle re-sends the batch (a bulk import is an idempotent upsert).
 """
+
 from __future__ import annotations
 
 import json
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import requests
 
@@ -40,8 +42,16 @@ Send = Callable[..., requests.Response]
 
 
 class BulkJobs:
-    def __init__(self, send: Send, *, connector: str = "", poll_interval_s: float = 2.0, timeout_s: float = 3600.0,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        send: Send,
+        *,
+        connector: str = "",
+        poll_interval_s: float = 2.0,
+        timeout_s: float = 3600.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.send = send
         self.connector = connector
         self.poll_interval_s = poll_interval_s
@@ -59,7 +69,7 @@ class BulkJobs:
         attributes = self._wait(outcome)
         ids = [oid for oid, _ in items]
         if outcome.status == "cancelled":
-            outcome.failed = {oid: f"klaviyo bulk import job {outcome.job_id} was cancelled" for oid in ids}
+            outcome.failed = dict.fromkeys(ids, f"klaviyo bulk import job {outcome.job_id} was cancelled")
             return outcome
         if attributes.get("failed_count"):
             outcome.failed = self._errors(outcome.job_id, items)
@@ -71,8 +81,11 @@ class BulkJobs:
         attributes: Mapping[str, Any] = {}
         while outcome.status not in ("complete", "cancelled"):
             if self._clock() >= deadline:
-                raise RetryableError(f"klaviyo bulk import job {outcome.job_id} still {outcome.status} after "
-                                     f"{self.timeout_s:.0f}s; the batch will be re-sent", connector=self.connector)
+                raise RetryableError(
+                    f"klaviyo bulk import job {outcome.job_id} still {outcome.status} after "
+                    f"{self.timeout_s:.0f}s; the batch will be re-sent",
+                    connector=self.connector,
+                )
             self._sleep(self.poll_interval_s)
             response = self.send("GET", f"{JOBS_PATH}/{outcome.job_id}")
             outcome.polls += 1
@@ -94,8 +107,9 @@ class BulkJobs:
                 return job
         except (ValueError, KeyError, TypeError):
             pass
-        raise RetryableError(f"klaviyo answered {what} without data.id and data.attributes.status",
-                             connector=self.connector)
+        raise RetryableError(
+            f"klaviyo answered {what} without data.id and data.attributes.status", connector=self.connector
+        )
 
     def _errors(self, job_id: str, items: list[tuple[int, dict[str, Any]]]) -> dict[int, str]:
         by_key: dict[tuple[str, str], int] = {}
@@ -115,8 +129,11 @@ class BulkJobs:
             except ValueError:
                 page = None
             if not isinstance(page, dict) or not isinstance(page.get("data", []), list):
-                raise RetryableError(f"klaviyo answered the import errors of job {job_id} in a shape it does not "
-                                     "document (data must be a list)", connector=self.connector)
+                raise RetryableError(
+                    f"klaviyo answered the import errors of job {job_id} in a shape it does not "
+                    "document (data must be a list)",
+                    connector=self.connector,
+                )
             for error in page.get("data", []):
                 attrs = error.get("attributes") if isinstance(error, dict) else None
                 attrs = attrs if isinstance(attrs, dict) else {}
@@ -140,12 +157,16 @@ def _norm(name: str, value: str) -> str:
     return value.strip().lower() if name == "email" else value.strip()
 
 
-def _match(attrs: Mapping[str, Any], by_key: Mapping[tuple[str, str], int],
-           items: list[tuple[int, dict[str, Any]]]) -> int | None:
+def _match(
+    attrs: Mapping[str, Any], by_key: Mapping[tuple[str, str], int], items: list[tuple[int, dict[str, Any]]]
+) -> int | None:
     payload = attrs.get("original_payload") or {}
     fields = payload.get("attributes", payload) if isinstance(payload, Mapping) else {}
-    given = {name: _norm(name, v) for name in ("external_id", "email", "phone_number")
-             if isinstance(v := fields.get(name), str) and v.strip()}
+    given = {
+        name: _norm(name, v)
+        for name in ("external_id", "email", "phone_number")
+        if isinstance(v := fields.get(name), str) and v.strip()
+    }
     source = attrs.get("source")
     pointer = source.get("pointer") if isinstance(source, dict) else None
     pointer = pointer if isinstance(pointer, str) else ""

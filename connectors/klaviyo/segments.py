@@ -11,6 +11,7 @@ name), so it is sent with ``idempotent=False``: a failure after which Klaviyo ma
 work (a reset, a timeout, a cut-off answer, a 5xx) is not retried blindly; the segments are listed
 again and the POST is repeated only if the segment is not there.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,8 +51,9 @@ def existing_segments(dest: KlaviyoDestination) -> dict[str, str]:
     return found
 
 
-def bootstrap_segments(dest: KlaviyoDestination, groups: list[str], property_name: str, *,
-                       dry_run: bool = False) -> list[SegmentResult]:
+def bootstrap_segments(
+    dest: KlaviyoDestination, groups: list[str], property_name: str, *, dry_run: bool = False
+) -> list[SegmentResult]:
     existing = existing_segments(dest)
     results = []
     for group in groups:
@@ -72,13 +74,18 @@ def _create(dest: KlaviyoDestination, name: str, group: str, property_name: str)
     """Create the segment ``name`` once; the id Klaviyo gave it."""
     for attempt in range(CREATE_ATTEMPTS):
         try:
-            created = dest.send("POST", SEGMENTS_PATH, limiter="segments_write", idempotent=False,
-                                body=segment_body(group, property_name)).json()
+            created = dest.send(
+                "POST",
+                SEGMENTS_PATH,
+                limiter="segments_write",
+                idempotent=False,
+                body=segment_body(group, property_name),
+            ).json()
             return str(created["data"]["id"])
         except RetryableError:
             if attempt == CREATE_ATTEMPTS - 1:
                 raise
-            dest._sleep(min(30.0, 2.0 ** attempt))
+            dest._sleep(min(30.0, 2.0**attempt))
             found = existing_segments(dest).get(name)  # the lost answer may hide a segment made
             if found is not None:
                 return found

@@ -36,6 +36,7 @@ message. Apps with "Require App Secret" need ``appsecret_proof`` = HMAC-SHA256(a
 token) as hex on every call: set ``app_secret_secret`` to the name of the secret holding the app
 secret; the proof is sent in the form body (reads: the query) and never logged.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,16 +46,25 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, Callable
+from typing import Any
 
 import phonenumbers
 import requests
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..base import (ConnectorContext, ConnectorSettings, FatalError, ProfileUpdate, PushResult, RecordError,
-                    RetryableError, chunked)
+from ..base import (
+    ConnectorContext,
+    ConnectorSettings,
+    FatalError,
+    ProfileUpdate,
+    PushResult,
+    RecordError,
+    RetryableError,
+    chunked,
+)
 from ..http import HttpClient, RateLimiter, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -115,7 +125,7 @@ class AudienceRule(BaseModel):
     to: list[str] = []
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "AudienceRule":
+    def _one_kind(self) -> AudienceRule:
         if bool(self.groups) == bool(self.to):
             raise ValueError("give either groups = [...] or to = [...] (optionally with from = [...])")
         if self.from_groups and not self.to:
@@ -123,7 +133,7 @@ class AudienceRule(BaseModel):
         return self
 
     def change(self, before: str | None, after: str | None) -> str | None:
-        """"add", "remove" or None for a move from ``before`` to ``after``."""
+        """ "add", "remove" or None for a move from ``before`` to ``after``."""
         members = set(self.groups or self.to)
         was, now = before in members, after in members
         if self.to and self.from_groups:
@@ -222,8 +232,8 @@ def reported_wait(headers: Any) -> float | None:
     is ``{"acc_id_util_pct": 100, "reset_time_duration": <seconds>, ...}``. The longest wait wins."""
     waits: list[float] = []
     usage = _json_header(headers.get("X-Business-Use-Case-Usage"))
-    for entries in (usage.values() if isinstance(usage, dict) else ()):
-        for entry in (entries if isinstance(entries, list) else ()):
+    for entries in usage.values() if isinstance(usage, dict) else ():
+        for entry in entries if isinstance(entries, list) else ():
             minutes = entry.get("estimated_time_to_regain_access") if isinstance(entry, dict) else None
             if isinstance(minutes, (int, float)) and minutes > 0:
                 waits.append(60.0 * minutes)
@@ -249,9 +259,15 @@ class Op:
 class MetaAudiencesDestination:
     Settings = MetaAudiencesSettings
 
-    def __init__(self, settings: MetaAudiencesSettings, context: ConnectorContext, *,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 policy: RetryPolicy | None = None):
+    def __init__(
+        self,
+        settings: MetaAudiencesSettings,
+        context: ConnectorContext,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        policy: RetryPolicy | None = None,
+    ):
         self.settings = settings
         self.name = settings.name
         self.batch_size = settings.batch_size
@@ -278,11 +294,17 @@ class MetaAudiencesDestination:
             if self.settings.app_secret_secret:
                 app_secret = self._context.reveal_secret(self.settings.app_secret_secret, self.name)
                 self._proof = appsecret_proof(app_secret, token)
-            policy = dataclasses.replace(self._policy or RetryPolicy(),
-                                         max_server_wait_s=self.settings.max_throttle_wait_s)
-            self._client = HttpClient(connector=self.name, base_url=self.settings.base_url, sleep=self._sleep,
-                                      policy=policy, timeout=(10.0, self.settings.timeout_s),
-                                      headers={"Authorization": f"Bearer {token}"})
+            policy = dataclasses.replace(
+                self._policy or RetryPolicy(), max_server_wait_s=self.settings.max_throttle_wait_s
+            )
+            self._client = HttpClient(
+                connector=self.name,
+                base_url=self.settings.base_url,
+                sleep=self._sleep,
+                policy=policy,
+                timeout=(10.0, self.settings.timeout_s),
+                headers={"Authorization": f"Bearer {token}"},
+            )
             self._client.session.hooks["response"].append(self._graph_errors)
         return self._client
 
@@ -343,8 +365,11 @@ class MetaAudiencesDestination:
         # an update with no membership change (or no identifier) is done, but Meta never saw it:
         # only updates whose every row Meta acknowledged (num_received, see _check_counts) count
         involved = {op.outbox_id for op in ops}
-        return PushResult(accepted=[u.outbox_id for u in updates if u.outbox_id not in failed], failed=failed,
-                          skipped=[u.outbox_id for u in updates if u.outbox_id not in involved])
+        return PushResult(
+            accepted=[u.outbox_id for u in updates if u.outbox_id not in failed],
+            failed=failed,
+            skipped=[u.outbox_id for u in updates if u.outbox_id not in involved],
+        )
 
     def send(self, action: str, audience_id: str, rows: list[tuple[str, str]]) -> dict[str, Any]:
         with_phone = any(phone for _, phone in rows)
@@ -355,16 +380,25 @@ class MetaAudiencesDestination:
         method = "POST" if action == "add" else "DELETE"
         client = self.client  # built first: it computes the appsecret_proof
         form = self._proofed({"payload": json.dumps(payload, separators=(",", ":"))})
-        response = client.request(method, f"/{self.version}/{audience_id}/users", limiter=self.limiter, data=form,
-                                  classify=lambda r: self._check_counts(r, len(rows), audience_id))
+        response = client.request(
+            method,
+            f"/{self.version}/{audience_id}/users",
+            limiter=self.limiter,
+            data=form,
+            classify=lambda r: self._check_counts(r, len(rows), audience_id),
+        )
         body: dict[str, Any] = response.json()  # an object: _check_counts read num_received from it
         invalid = _count(body.get("num_invalid_entries"))
         if invalid:
-            message = f"audience {audience_id}: Meta reported {invalid} invalid entr{'y' if invalid == 1 else 'ies'} " \
-                      f"of {len(rows)} ({action})"
+            message = (
+                f"audience {audience_id}: Meta reported {invalid} invalid entr{'y' if invalid == 1 else 'ies'} "
+                f"of {len(rows)} ({action})"
+            )
             self.warnings.append(message)
-            log.warning("meta invalid entries", extra={"destination": self.name, "audience": audience_id,
-                                                       "invalid": invalid, "rows": len(rows)})
+            log.warning(
+                "meta invalid entries",
+                extra={"destination": self.name, "audience": audience_id, "invalid": invalid, "rows": len(rows)},
+            )
         return body
 
     def _check_counts(self, response: requests.Response, sent: int, audience_id: str) -> None:
@@ -376,8 +410,9 @@ class MetaAudiencesDestination:
         if received is None:
             raise RetryableError(f"audience {audience_id}: response without num_received", connector=self.name)
         if received != sent:
-            raise RetryableError(f"audience {audience_id}: Meta received {received} of {sent} rows",
-                                 connector=self.name)
+            raise RetryableError(
+                f"audience {audience_id}: Meta received {received} of {sent} rows", connector=self.name
+            )
 
     def _graph_errors(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
         if response.status_code < 400:
@@ -392,66 +427,115 @@ class MetaAudiencesDestination:
         where = f"{response.request.method} {response.url.split('?', 1)[0].split('/', 3)[-1]}"
         message = str(error.get("message", ""))
         text = f"{message} {error.get('error_user_title', '')}".lower()
-        label = f"{where}: Graph API error {code}" + (f"/{error.get('error_subcode')}" if error.get("error_subcode") else "")
+        label = f"{where}: Graph API error {code}" + (
+            f"/{error.get('error_subcode')}" if error.get("error_subcode") else ""
+        )
         if code in TOKEN:
-            raise FatalError(f"{label}: the access token is invalid or expired; create a new system-user token "
-                             f"and store it in the secret {self.settings.access_token_secret!r}", connector=self.name,
-                             status=response.status_code)
+            raise FatalError(
+                f"{label}: the access token is invalid or expired; create a new system-user token "
+                f"and store it in the secret {self.settings.access_token_secret!r}",
+                connector=self.name,
+                status=response.status_code,
+            )
         if code in PERMISSION:
-            raise FatalError(f"{label}: permission denied; the token needs ads_management on the ad account that "
-                             f"owns the audience", connector=self.name, status=response.status_code)
+            raise FatalError(
+                f"{label}: permission denied; the token needs ads_management on the ad account that owns the audience",
+                connector=self.name,
+                status=response.status_code,
+            )
         if code == RETIRED_VERSION:
             latest = re.search(r"v\d+\.\d+", message.split("latest version", 1)[-1])
-            fix = f'set graph_version = "{latest.group(0)}"' if latest else "set graph_version to Meta's current version"
-            raise FatalError(f"{label}: Meta no longer serves Marketing API {self.version}; {fix} in this "
-                             f"destination's table (or upgrade rfm-sync)", connector=self.name,
-                             status=response.status_code)
+            fix = (
+                f'set graph_version = "{latest.group(0)}"' if latest else "set graph_version to Meta's current version"
+            )
+            raise FatalError(
+                f"{label}: Meta no longer serves Marketing API {self.version}; {fix} in this "
+                f"destination's table (or upgrade rfm-sync)",
+                connector=self.name,
+                status=response.status_code,
+            )
         if "appsecret_proof" in text:
-            fix = ("check that the secret {!r} holds this app's secret".format(self.settings.app_secret_secret)
-                   if self._proof else "the app requires an app secret proof: set app_secret_secret to the name "
-                                       "of a secret holding the app secret")
+            fix = (
+                f"check that the secret {self.settings.app_secret_secret!r} holds this app's secret"
+                if self._proof
+                else "the app requires an app secret proof: set app_secret_secret to the name "
+                "of a secret holding the app secret"
+            )
             raise FatalError(f"{label}: {fix}", connector=self.name, status=response.status_code)
         if code in THROTTLED or code in TRANSIENT or response.status_code >= 500:
             wait = reported_wait(response.headers)
             if wait is not None and wait > self.settings.max_throttle_wait_s:
-                raise RetryableError(f"{label}: throttled; Meta asks to wait {wait / 60:.0f} min, longer than "
-                                     f"max_throttle_wait_s: left for the next cycle", connector=self.name,
-                                     status=response.status_code, retry_after=wait)
-            raise RetryableError(f"{label}: throttled or temporary, backing off", connector=self.name,
-                                 status=response.status_code, retry_after=wait)
+                raise RetryableError(
+                    f"{label}: throttled; Meta asks to wait {wait / 60:.0f} min, longer than "
+                    f"max_throttle_wait_s: left for the next cycle",
+                    connector=self.name,
+                    status=response.status_code,
+                    retry_after=wait,
+                )
+            raise RetryableError(
+                f"{label}: throttled or temporary, backing off",
+                connector=self.name,
+                status=response.status_code,
+                retry_after=wait,
+            )
         if "too small" in text:
-            raise RecordError(f"{label}: audience too small to remove users; left for a later cycle",
-                              connector=self.name, status=response.status_code)
-        raise RecordError(f"{label}: {error.get('message', 'request rejected')}"[:300], connector=self.name,
-                          status=response.status_code)
+            raise RecordError(
+                f"{label}: audience too small to remove users; left for a later cycle",
+                connector=self.name,
+                status=response.status_code,
+            )
+        raise RecordError(
+            f"{label}: {error.get('message', 'request rejected')}"[:300],
+            connector=self.name,
+            status=response.status_code,
+        )
 
     def check(self, online: bool = True) -> list[tuple[str, str]]:
         """For ``rfm-sync doctor``: the token (and app secret, when named) are set and the API version
         is not retired or about to retire; ``online``: every mapped audience exists, is reachable with
         this token and is not flagged. Token and permission errors raise :class:`FatalError`."""
-        missing = self._context.missing_secrets(self.name, self.settings.access_token_secret,
-                                                self.settings.app_secret_secret)
+        missing = self._context.missing_secrets(
+            self.name, self.settings.access_token_secret, self.settings.app_secret_secret
+        )
         problems = list(missing)
         version = version_problem(self.version, date.today())
         if version is not None:
             retired, message = version
-            problems.append((message, "Meta refuses every call in a retired version" if retired
-                             else "move to the newer version before that day"))
+            problems.append(
+                (
+                    message,
+                    "Meta refuses every call in a retired version"
+                    if retired
+                    else "move to the newer version before that day",
+                )
+            )
         if missing or (version is not None and version[0]) or not online:
             return problems  # without a token, or in a retired version, no call can succeed
         for rule in self.settings.audiences:
             try:
                 client = self.client
-                body = client.request("GET", f"/{self.version}/{rule.audience_id}", limiter=self.limiter,
-                                      params=self._proofed({"fields": "id,name,operation_status"})).json()
+                body = client.request(
+                    "GET",
+                    f"/{self.version}/{rule.audience_id}",
+                    limiter=self.limiter,
+                    params=self._proofed({"fields": "id,name,operation_status"}),
+                ).json()
             except RecordError as exc:
-                problems.append((f"audience {rule.audience_id}: {exc}",
-                                 "check the audience id and that the token's ad account owns it"))
+                problems.append(
+                    (
+                        f"audience {rule.audience_id}: {exc}",
+                        "check the audience id and that the token's ad account owns it",
+                    )
+                )
                 continue
             status = (body.get("operation_status") or {}).get("code")
             if status not in (None, 200):
-                problems.append((f"audience {rule.audience_id}: operation_status {status}",
-                                 "resolve the audience's restrictions in Audience Manager"))
+                problems.append(
+                    (
+                        f"audience {rule.audience_id}: operation_status {status}",
+                        "resolve the audience's restrictions in Audience Manager",
+                    )
+                )
         return problems
 
     def close(self) -> None:

@@ -4,6 +4,7 @@
 200 responses, page size), ``bulk`` (the bulk-operation backfill), ``parse`` (payloads → orders),
 ``queries`` (the GraphQL documents; the pinned API version).
 """
+
 from .source import ShopifySource
 
 __all__ = ["ShopifySource"]

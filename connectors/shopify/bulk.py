@@ -17,13 +17,15 @@ again (``poll_s`` doubling up to the retry policy's ``max_delay_s``), for at mos
 then it raises :class:`RetryableError` and the next cycle asks again. Any other user error
 (``INVALID``: the query itself is wrong) is fatal.
 """
+
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import requests
 
@@ -54,9 +56,17 @@ class BulkGone(RetryableError):
 
 
 class BulkExport:
-    def __init__(self, gql: ShopifyGraphQL, client: HttpClient, *, sleep: Callable[[float], None],
-                 poll_s: float = 5.0, max_wait_s: float = 6 * 3600.0, busy_wait_s: float = 600.0,
-                 token_header: str = "X-Shopify-Access-Token"):
+    def __init__(
+        self,
+        gql: ShopifyGraphQL,
+        client: HttpClient,
+        *,
+        sleep: Callable[[float], None],
+        poll_s: float = 5.0,
+        max_wait_s: float = 6 * 3600.0,
+        busy_wait_s: float = 600.0,
+        token_header: str = "X-Shopify-Access-Token",
+    ):
         self.gql, self.client, self._sleep = gql, client, sleep
         self.poll_s, self.max_wait_s, self.token_header = poll_s, max_wait_s, token_header
         self.busy_wait_s = busy_wait_s
@@ -75,15 +85,22 @@ class BulkExport:
                 return op_id
             problems = "; ".join(f"{e.get('code') or 'ERROR'}: {str(e.get('message', ''))[:200]}" for e in errors)
             if not errors or any(e.get("code") not in BUSY_CODES for e in errors):
-                raise FatalError("Shopify refused the bulk export: " + (problems or "no operation returned"),
-                                 connector=self.client.connector)
-            pause = min(self.client.policy.max_delay_s, self.poll_s * 2 ** attempt, self.busy_wait_s - waited)
+                raise FatalError(
+                    "Shopify refused the bulk export: " + (problems or "no operation returned"),
+                    connector=self.client.connector,
+                )
+            pause = min(self.client.policy.max_delay_s, self.poll_s * 2**attempt, self.busy_wait_s - waited)
             if pause <= 0:
-                raise RetryableError(f"Shopify has no free bulk operation slot after {waited:.0f}s ({problems}); "
-                                     "the next pull asks again", connector=self.client.connector,
-                                     retry_after=self.client.policy.max_delay_s)
-            log.info("bulk export slot taken; waiting", extra={"connector": self.client.connector,
-                                                              "reason": problems, "seconds": pause})
+                raise RetryableError(
+                    f"Shopify has no free bulk operation slot after {waited:.0f}s ({problems}); "
+                    "the next pull asks again",
+                    connector=self.client.connector,
+                    retry_after=self.client.policy.max_delay_s,
+                )
+            log.info(
+                "bulk export slot taken; waiting",
+                extra={"connector": self.client.connector, "reason": problems, "seconds": pause},
+            )
             self.busy_waits.append(pause)
             self._sleep(pause)
             waited += pause
@@ -101,14 +118,19 @@ class BulkExport:
                 created = parse_time(node.get("createdAt"))
                 if created is None:
                     raise FatalError("bulk operation without createdAt", connector=self.client.connector)
-                return BulkResult(op_id=op_id, created_at=created, url=node.get("url"),
-                                  object_count=int(node.get("objectCount") or 0))
+                return BulkResult(
+                    op_id=op_id, created_at=created, url=node.get("url"), object_count=int(node.get("objectCount") or 0)
+                )
             if status not in RUNNING:
-                raise BulkGone(f"bulk operation {op_id} ended {status} ({node.get('errorCode') or 'no code'})",
-                               connector=self.client.connector)
+                raise BulkGone(
+                    f"bulk operation {op_id} ended {status} ({node.get('errorCode') or 'no code'})",
+                    connector=self.client.connector,
+                )
             if waited >= self.max_wait_s:
-                raise RetryableError(f"bulk operation {op_id} still {status} after {waited:.0f}s; "
-                                     "the next pull resumes it", connector=self.client.connector)
+                raise RetryableError(
+                    f"bulk operation {op_id} still {status} after {waited:.0f}s; the next pull resumes it",
+                    connector=self.client.connector,
+                )
             self._sleep(self.poll_s)
             waited += self.poll_s
 
@@ -128,15 +150,17 @@ class BulkExport:
                     try:
                         yield json.loads(raw)
                     except ValueError:
-                        raise RetryableError(f"bulk export line {index} is not JSON",
-                                             connector=self.client.connector) from None
+                        raise RetryableError(
+                            f"bulk export line {index} is not JSON", connector=self.client.connector
+                        ) from None
                     done = index
                 return
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
-                log.info("bulk download interrupted; resuming", extra={"connector": self.client.connector,
-                                                                      "lines": done, "attempt": attempt + 1})
-                self._sleep(min(30.0, 2.0 ** attempt))
+                log.info(
+                    "bulk download interrupted; resuming",
+                    extra={"connector": self.client.connector, "lines": done, "attempt": attempt + 1},
+                )
+                self._sleep(min(30.0, 2.0**attempt))
             finally:
                 response.close()
-        raise RetryableError(f"bulk export download kept failing after {done} lines",
-                             connector=self.client.connector)
+        raise RetryableError(f"bulk export download kept failing after {done} lines", connector=self.client.connector)

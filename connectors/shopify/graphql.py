@@ -12,13 +12,15 @@ A 200 response whose body has ``errors`` is an error: ``THROTTLED`` and internal
 retryable, ``ACCESS_DENIED`` is fatal and names the scopes, anything else is fatal with the
 error code and message (GraphQL messages describe the query, not customer data).
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import requests
 
@@ -96,9 +98,16 @@ class PageSize:
 
 
 class ShopifyGraphQL:
-    def __init__(self, client: HttpClient, path: str, *, bucket: CostBucket, clock: Callable[[], float],
-                 on_server_error: Callable[[], None] = lambda: None,
-                 on_cost_exceeded: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        client: HttpClient,
+        path: str,
+        *,
+        bucket: CostBucket,
+        clock: Callable[[], float],
+        on_server_error: Callable[[], None] = lambda: None,
+        on_cost_exceeded: Callable[[], None] | None = None,
+    ):
         self.client, self.path, self.bucket, self._clock = client, path, bucket, clock
         self._on_server_error = on_server_error
         self._on_cost_exceeded = on_cost_exceeded or on_server_error
@@ -123,15 +132,23 @@ class ShopifyGraphQL:
                 response = self.client.request("POST", self.path, classify=self._classify, prepare=prepare)
         except FatalError as exc:
             if exc.status in (401, 403):
-                why = "the access token was rejected (check the secret named by token_secret), or " \
-                    if exc.status == 401 else ""
-                raise FatalError(f"Shopify refused the request (HTTP {exc.status}): {why}{SCOPE_HINT}",
-                                 connector=self.client.connector, status=exc.status) from None
+                why = (
+                    "the access token was rejected (check the secret named by token_secret), or "
+                    if exc.status == 401
+                    else ""
+                )
+                raise FatalError(
+                    f"Shopify refused the request (HTTP {exc.status}): {why}{SCOPE_HINT}",
+                    connector=self.client.connector,
+                    status=exc.status,
+                ) from None
             raise
         data = response.json().get("data")  # _classify made sure the body is an object
         if data is not None and not isinstance(data, dict):
-            raise FatalError(f"Shopify's {operation} answer has {validate.json_type(data)} as its data",
-                             connector=self.client.connector)
+            raise FatalError(
+                f"Shopify's {operation} answer has {validate.json_type(data)} as its data",
+                connector=self.client.connector,
+            )
         return data or {}
 
     # ------------------------------------------------------------------ internals
@@ -170,30 +187,43 @@ class ShopifyGraphQL:
         try:
             payload = response.json()
         except ValueError:
-            raise RetryableError("Shopify returned a body that is not JSON", connector=connector,
-                                 status=response.status_code) from None
+            raise RetryableError(
+                "Shopify returned a body that is not JSON", connector=connector, status=response.status_code
+            ) from None
         if not isinstance(payload, dict):
-            raise RetryableError(f"Shopify returned {validate.json_type(payload)} where a GraphQL response "
-                                 "object belongs", connector=connector, status=response.status_code)
+            raise RetryableError(
+                f"Shopify returned {validate.json_type(payload)} where a GraphQL response object belongs",
+                connector=connector,
+                status=response.status_code,
+            )
         cost = self._learn(payload)
         errors = payload.get("errors")
         if not errors:
             return
         # the documented shape is a list of {"message", "extensions": {"code"}}; anything else is read as text
-        errors = [e if isinstance(e, dict) else {"message": str(e)}
-                  for e in (errors if isinstance(errors, list) else [errors])]
-        codes = [str((e.get("extensions") if isinstance(e.get("extensions"), dict) else {}).get("code") or "")
-                 for e in errors]
+        errors = [
+            e if isinstance(e, dict) else {"message": str(e)}
+            for e in (errors if isinstance(errors, list) else [errors])
+        ]
+        codes = [
+            str((e.get("extensions") if isinstance(e.get("extensions"), dict) else {}).get("code") or "")
+            for e in errors
+        ]
         if "THROTTLED" in codes or any("throttled" in str(e.get("message", "")).lower() for e in errors):
             wait = self.bucket.wait_time(_number(cost.get("requestedQueryCost")) or 0.0)
-            raise RetryableError("Shopify throttled the query (cost bucket empty)", retry_after=wait,
-                                 connector=connector, status=response.status_code)
+            raise RetryableError(
+                "Shopify throttled the query (cost bucket empty)",
+                retry_after=wait,
+                connector=connector,
+                status=response.status_code,
+            )
         if "ACCESS_DENIED" in codes:
             raise FatalError(f"Shopify denied access to the query: {SCOPE_HINT}", connector=connector)
         if "MAX_COST_EXCEEDED" in codes:  # the page asks too much at once: a smaller one will do
             self._on_cost_exceeded()
-            raise RetryableError("the query cost exceeds Shopify's single-query limit; retrying a smaller page",
-                                 connector=connector)
+            raise RetryableError(
+                "the query cost exceeds Shopify's single-query limit; retrying a smaller page", connector=connector
+            )
         if "INTERNAL_SERVER_ERROR" in codes:
             self._on_server_error()
             raise RetryableError("Shopify reported an internal error", connector=connector)

@@ -8,11 +8,13 @@ neither customer nor email is quarantined. Ids, emails and dates get the checks 
 the current total (after edits, returns and refunds). Test orders, cancelled orders and orders
 whose financial status is in ``non_purchase_statuses`` are flagged so they never count.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable
+from typing import Any
 
 from .. import validate
 from ..base import MAX_AMOUNT, Order, Quarantined
@@ -38,7 +40,7 @@ def parse_time(value: Any) -> datetime | None:
         raise ValueError(f"time is not ISO-8601: {str(value)[:40]!r}") from None
     if parsed.tzinfo is None:
         raise ValueError("time without an offset")
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 def normalise_email(value: Any) -> str | None:
@@ -59,9 +61,20 @@ def _decimal(value: Any) -> Decimal:
     return amount
 
 
-def _build(source: str, order_id: str, customer: str | None, email: str | None, placed: Any, updated: Any,
-           amount: Any, currency: str | None, status: str | None, test: object, cancelled_at: Any,
-           non_purchase: Iterable[str]) -> Order | Quarantined:
+def _build(
+    source: str,
+    order_id: str,
+    customer: str | None,
+    email: str | None,
+    placed: Any,
+    updated: Any,
+    amount: Any,
+    currency: str | None,
+    status: str | None,
+    test: object,
+    cancelled_at: Any,
+    non_purchase: Iterable[str],
+) -> Order | Quarantined:
     location = f"order {order_id}"
     try:
         placed_at = parse_time(placed)
@@ -72,15 +85,17 @@ def _build(source: str, order_id: str, customer: str | None, email: str | None, 
     except ValueError as exc:
         return Quarantined(source=source, location=location, reason=str(exc))
     customer = validate.trim(customer)
-    problem = (validate.id_problem("order_id", order_id) or validate.id_problem("customer_id", customer)
-               or validate.placed_at_problem(placed_at))
+    problem = (
+        validate.id_problem("order_id", order_id)
+        or validate.id_problem("customer_id", customer)
+        or validate.placed_at_problem(placed_at)
+    )
     if problem:
         return Quarantined(source=source, location=location, reason=problem)
     notices = []
     if email is not None and not validate.is_email(email):
         if not customer:
-            return Quarantined(source=source, location=location,
-                               reason=f"guest order whose {validate.EMAIL_REASON}")
+            return Quarantined(source=source, location=location, reason=f"guest order whose {validate.EMAIL_REASON}")
         email = None
         notices.append(f"{validate.EMAIL_REASON}: the order counts, the email is not used")
     if customer:
@@ -94,10 +109,20 @@ def _build(source: str, order_id: str, customer: str | None, email: str | None, 
     is_cancelled = bool(cancelled_at) or status_upper in {s.upper() for s in non_purchase}
     skipped = validate.skip_reason(total, is_test or is_cancelled)
     notices += [skipped] if skipped else []
-    return Order(source=source, order_id=order_id, customer_id=customer_id, placed_at=placed_at,
-                 updated_at=updated_at, amount=total, email=email, currency=currency,
-                 status=status_upper.lower() or None, is_test=is_test, is_cancelled=is_cancelled,
-                 notices=tuple(Quarantined(source=source, location=location, reason=n) for n in notices))
+    return Order(
+        source=source,
+        order_id=order_id,
+        customer_id=customer_id,
+        placed_at=placed_at,
+        updated_at=updated_at,
+        amount=total,
+        email=email,
+        currency=currency,
+        status=status_upper.lower() or None,
+        is_test=is_test,
+        is_cancelled=is_cancelled,
+        notices=tuple(Quarantined(source=source, location=location, reason=n) for n in notices),
+    )
 
 
 def _location(order_id: Any, created: Any) -> str:
@@ -126,14 +151,25 @@ def order_from_node(source: str, node: dict[str, Any], non_purchase: Iterable[st
     order_id = numeric_id(node["id"])
     customer = node.get("customer") or {}
     email = normalise_email(node.get("email")) or normalise_email(
-        (customer.get("defaultEmailAddress") or {}).get("emailAddress"))
-    money = ((node.get("currentTotalPriceSet") or {}).get("shopMoney") or {})
+        (customer.get("defaultEmailAddress") or {}).get("emailAddress")
+    )
+    money = (node.get("currentTotalPriceSet") or {}).get("shopMoney") or {}
     if "amount" not in money:
         return Quarantined(source=source, location=f"order {order_id}", reason="no currentTotalPriceSet.shopMoney")
-    return _build(source, order_id, numeric_id(customer["id"]) if customer.get("id") else None, email,
-                  node.get("processedAt") or node.get("createdAt"), node.get("updatedAt"), money["amount"],
-                  money.get("currencyCode") or node.get("currencyCode"), node.get("displayFinancialStatus"),
-                  node.get("test"), node.get("cancelledAt"), non_purchase)
+    return _build(
+        source,
+        order_id,
+        numeric_id(customer["id"]) if customer.get("id") else None,
+        email,
+        node.get("processedAt") or node.get("createdAt"),
+        node.get("updatedAt"),
+        money["amount"],
+        money.get("currencyCode") or node.get("currencyCode"),
+        node.get("displayFinancialStatus"),
+        node.get("test"),
+        node.get("cancelledAt"),
+        non_purchase,
+    )
 
 
 @validate.shape_checked
@@ -149,12 +185,22 @@ def order_from_rest(source: str, body: dict[str, Any], non_purchase: Iterable[st
     order_id = numeric_id(order["id"])
     customer = order.get("customer") or {}
     email = normalise_email(order.get("email")) or normalise_email(customer.get("email"))
-    shop_money = ((order.get("current_total_price_set") or {}).get("shop_money") or {})
+    shop_money = (order.get("current_total_price_set") or {}).get("shop_money") or {}
     amount = shop_money.get("amount", order.get("current_total_price", order.get("total_price")))
     if amount is None:
         return Quarantined(source=source, location=f"order {order_id}", reason="no total price")
     status = order.get("financial_status")
-    return _build(source, order_id, numeric_id(customer["id"]) if customer.get("id") else None, email,
-                  order.get("processed_at") or order.get("created_at"), order.get("updated_at"), amount,
-                  shop_money.get("currency_code") or order.get("currency"), status.upper() if status else None,
-                  order.get("test"), order.get("cancelled_at"), non_purchase)
+    return _build(
+        source,
+        order_id,
+        numeric_id(customer["id"]) if customer.get("id") else None,
+        email,
+        order.get("processed_at") or order.get("created_at"),
+        order.get("updated_at"),
+        amount,
+        shop_money.get("currency_code") or order.get("currency"),
+        status.upper() if status else None,
+        order.get("test"),
+        order.get("cancelled_at"),
+        non_purchase,
+    )

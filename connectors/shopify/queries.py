@@ -4,6 +4,7 @@ Field names checked against the GraphQL Admin API reference (``Order``, ``MoneyB
 ``BulkOperation``, ``AppInstallation``) for the pinned version. ``currentTotalPriceSet`` is the
 order total after edits, returns and refunds; ``shopMoney`` is in the shop's currency.
 """
+
 from __future__ import annotations
 
 # Shopify releases a version each quarter and supports it for at least 12 months.
@@ -26,33 +27,42 @@ ORDER_FIELDS = """
   customer { id defaultEmailAddress { emailAddress } }
 """
 
-ORDERS_PAGE = """
+ORDERS_PAGE = (
+    """
 query OrdersPage($first: Int!, $after: String, $query: String) {
   orders(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) {
     pageInfo { hasNextPage endCursor }
     nodes {%s}
   }
 }
-""" % ORDER_FIELDS
+"""
+    % ORDER_FIELDS
+)
 
-ORDER_BY_ID = """
+ORDER_BY_ID = (
+    """
 query OrderById($id: ID!) {
   order(id: $id) {%s}
 }
-""" % ORDER_FIELDS
+"""
+    % ORDER_FIELDS
+)
 
 ACCESS_SCOPES = """
 query AccessScopes { currentAppInstallation { accessScopes { handle } } }
 """
 
 # The bulk query is a document inside a string; it may not take variables.
-BULK_ORDERS = """
+BULK_ORDERS = (
+    """
 {
   orders {
     edges { node {%s} }
   }
 }
-""" % ORDER_FIELDS
+"""
+    % ORDER_FIELDS
+)
 
 BULK_RUN = """
 mutation BulkRun($query: String!) {

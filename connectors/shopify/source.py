@@ -30,6 +30,7 @@ body with the app's secret, named by ``webhook_secret``) in constant time.
 ``orders_from_webhook`` reads ``orders/create``, ``orders/updated`` and ``orders/cancelled``
 bodies directly and fetches the order for ``refunds/create``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,14 +39,24 @@ import hmac
 import json
 import logging
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Generator, Iterator, Literal, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from pydantic import Field, field_validator
 
 from .. import validate
-from ..base import (ConnectorContext, ConnectorSettings, FatalError, Order, Page, PullContext, Quarantined, RecordError,
-                    webhook_json)
+from ..base import (
+    ConnectorContext,
+    ConnectorSettings,
+    FatalError,
+    Order,
+    Page,
+    PullContext,
+    Quarantined,
+    RecordError,
+    webhook_json,
+)
 from ..http import HttpClient, RetryPolicy
 from .bulk import BulkExport, BulkGone
 from .graphql import CostBucket, PageSize, ShopifyGraphQL
@@ -81,8 +92,7 @@ class ShopifySettings(ConnectorSettings):
 
 
 def dump_cursor(since: datetime | None, bulk: str | None = None) -> str:
-    return json.dumps({"since": since.astimezone(timezone.utc).isoformat() if since else None, "bulk": bulk},
-                      sort_keys=True)
+    return json.dumps({"since": since.astimezone(UTC).isoformat() if since else None, "bulk": bulk}, sort_keys=True)
 
 
 def load_cursor(text: str | None) -> tuple[datetime | None, str | None]:
@@ -98,21 +108,38 @@ def load_cursor(text: str | None) -> tuple[datetime | None, str | None]:
 class ShopifySource:
     Settings = ShopifySettings
 
-    def __init__(self, settings: ShopifySettings, context: ConnectorContext, *,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 policy: RetryPolicy | None = None):
+    def __init__(
+        self,
+        settings: ShopifySettings,
+        context: ConnectorContext,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        policy: RetryPolicy | None = None,
+    ):
         self.settings = settings
         self.name = settings.name
         self._context = context
         self._sleep = sleep
         base = settings.base_url or f"https://{settings.shop}"
-        self.client = HttpClient(connector=self.name, base_url=base, sleep=sleep, policy=policy,
-                                 timeout=(10.0, settings.timeout_seconds),
-                                 headers={"Content-Type": "application/json"})
+        self.client = HttpClient(
+            connector=self.name,
+            base_url=base,
+            sleep=sleep,
+            policy=policy,
+            timeout=(10.0, settings.timeout_seconds),
+            headers={"Content-Type": "application/json"},
+        )
         self.page = PageSize(settings.page_size)
         self.bucket = CostBucket(clock=clock, sleep=sleep)
-        self.gql = ShopifyGraphQL(self.client, f"/admin/api/{API_VERSION}/graphql.json", bucket=self.bucket,
-                                  clock=clock, on_server_error=self.page.shrink, on_cost_exceeded=self.page.cap)
+        self.gql = ShopifyGraphQL(
+            self.client,
+            f"/admin/api/{API_VERSION}/graphql.json",
+            bucket=self.bucket,
+            clock=clock,
+            on_server_error=self.page.shrink,
+            on_cost_exceeded=self.page.cap,
+        )
         self.bulk = BulkExport(self.gql, self.client, sleep=sleep, poll_s=settings.bulk_poll_seconds)
         self.warnings: list[str] = []
         self._scopes_checked = False
@@ -148,11 +175,14 @@ class ShopifySource:
         self._scopes_checked = True
         if "read_all_orders" in scopes:
             return
-        message = ("the access token lacks the read_all_orders scope: Shopify shows only the last 60 days of "
-                   "orders, so RFM would be computed on a partial history")
+        message = (
+            "the access token lacks the read_all_orders scope: Shopify shows only the last 60 days of "
+            "orders, so RFM would be computed on a partial history"
+        )
         if not self.settings.allow_partial_history:
-            raise FatalError(message + " (grant read_all_orders, or set allow_partial_history = true)",
-                             connector=self.name)
+            raise FatalError(
+                message + " (grant read_all_orders, or set allow_partial_history = true)", connector=self.name
+            )
         self.warnings.append(message)
         log.warning(message, extra={"connector": self.name})
 
@@ -179,8 +209,13 @@ class ShopifySource:
         batch: list[Order | Quarantined] = []
         for n, node in enumerate(self.bulk.lines(result.url) if result.url else ()):
             if not isinstance(node, dict):  # a JSONL line that is not an object: quarantined, never dropped
-                batch.append(Quarantined(source=self.name, location=f"bulk export line {n + 1}",
-                                         reason=f"not an order object but {validate.json_type(node)}"))
+                batch.append(
+                    Quarantined(
+                        source=self.name,
+                        location=f"bulk export line {n + 1}",
+                        reason=f"not an order object but {validate.json_type(node)}",
+                    )
+                )
             elif "__parentId" not in node:
                 batch.append(order_from_node(self.name, node, self.settings.non_purchase_financial_statuses))
             if len(batch) >= BULK_BATCH:
@@ -191,29 +226,43 @@ class ShopifySource:
 
     def _incremental(self, since: datetime | None, context: PullContext) -> Iterator[Page]:
         overlap = timedelta(minutes=self.settings.overlap_minutes)
-        start = (since - overlap).astimezone(timezone.utc).isoformat() if since else None
+        start = (since - overlap).astimezone(UTC).isoformat() if since else None
         query = updated_since(start) if start else None
         after: str | None = None
         cursors_seen: set[str] = set()
         newest: dict[str, datetime | None] = {}
         high = since
         while True:
-            data = self.gql.execute("OrdersPage", ORDERS_PAGE,
-                                    lambda: {"first": self.page.size, "after": after, "query": query})
+            data = self.gql.execute(
+                "OrdersPage",
+                ORDERS_PAGE,
+                lambda: {"first": self.page.size, "after": after, "query": query},  # noqa: B023 (called within this iteration)
+            )
             connection = data.get("orders")
             if connection is None:
                 raise FatalError("the orders query returned no data", connector=self.name)
             nodes = connection.get("nodes") if isinstance(connection, dict) else None
             info = connection.get("pageInfo") if isinstance(connection, dict) else None
-            if (not isinstance(connection, dict) or not isinstance(nodes, (list, type(None)))
-                    or not isinstance(info, (dict, type(None)))):
-                raise FatalError("the orders query answered in a shape Shopify does not document (orders.nodes "
-                                 "must be a list, orders.pageInfo an object)", connector=self.name)
+            if (
+                not isinstance(connection, dict)
+                or not isinstance(nodes, (list, type(None)))
+                or not isinstance(info, (dict, type(None)))
+            ):
+                raise FatalError(
+                    "the orders query answered in a shape Shopify does not document (orders.nodes "
+                    "must be a list, orders.pageInfo an object)",
+                    connector=self.name,
+                )
             records: list[Order | Quarantined] = []
             for n, node in enumerate(nodes or []):
                 if not isinstance(node, dict):  # quarantined with what it was, never dropped
-                    records.append(Quarantined(source=self.name, location=f"orders page item {n + 1}",
-                                               reason=f"not an order object but {validate.json_type(node)}"))
+                    records.append(
+                        Quarantined(
+                            source=self.name,
+                            location=f"orders page item {n + 1}",
+                            reason=f"not an order object but {validate.json_type(node)}",
+                        )
+                    )
                     continue
                 record = order_from_node(self.name, node, self.settings.non_purchase_financial_statuses)
                 if isinstance(record, Order):
@@ -232,8 +281,9 @@ class ShopifySource:
                 return
             nxt = info.get("endCursor")
             if not nxt or nxt in cursors_seen:
-                raise FatalError("Shopify returned a page cursor it had returned before; refusing to loop",
-                                 connector=self.name)
+                raise FatalError(
+                    "Shopify returned a page cursor it had returned before; refusing to loop", connector=self.name
+                )
             cursors_seen.add(nxt)
             after = nxt
 
@@ -255,8 +305,9 @@ class ShopifySource:
         the reason, which the daemon keeps with the event; a failed fetch raises as the client does."""
         topic = (topic or _header(headers, "X-Shopify-Topic") or "").strip().lower()
         if not topic:  # which change it is cannot be told: failed with its reason, never silently "done"
-            raise RecordError("webhook without a topic (no X-Shopify-Topic header)", location="webhook",
-                              connector=self.name)
+            raise RecordError(
+                "webhook without a topic (no X-Shopify-Topic header)", location="webhook", connector=self.name
+            )
         payload = webhook_json(body, f"webhook {topic}", self.name)
         record: Order | Quarantined | None
         try:
@@ -266,8 +317,9 @@ class ShopifySource:
                 refund = payload.get("refund") or payload
                 order_id = refund.get("order_id") if isinstance(refund, dict) else None
                 if not order_id or not numeric_id(order_id).isdigit():
-                    raise RecordError("webhook refunds/create without a numeric order_id", location="webhook",
-                                      connector=self.name)
+                    raise RecordError(
+                        "webhook refunds/create without a numeric order_id", location="webhook", connector=self.name
+                    )
                 record = self.fetch_order(str(order_id))
             else:
                 return []
@@ -275,11 +327,15 @@ class ShopifySource:
             order = payload.get("order", payload)
             order_id = order.get("id") if isinstance(order, dict) else None
             where = f"order {order_id}" if isinstance(order_id, (int, str)) else "order"
-            raise RecordError(f"webhook {topic}: {where}: unreadable payload ({type(exc).__name__})",
-                              location="webhook", connector=self.name) from None
+            raise RecordError(
+                f"webhook {topic}: {where}: unreadable payload ({type(exc).__name__})",
+                location="webhook",
+                connector=self.name,
+            ) from None
         if isinstance(record, Quarantined):
-            raise RecordError(f"webhook {topic}: {record.location}: {record.reason}", location=record.location,
-                              connector=self.name)
+            raise RecordError(
+                f"webhook {topic}: {record.location}: {record.reason}", location=record.location, connector=self.name
+            )
         return [record] if record is not None else []
 
     def fetch_order(self, order_id: str) -> Order | Quarantined | None:

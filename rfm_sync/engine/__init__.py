@@ -17,6 +17,7 @@ The engine knows nothing of configuration files: every function is given the ``[
 imported inside the functions that compute, so naming a scheme's groups and checking its rules
 (config validation, ``rfm-sync status``) does not load them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -41,8 +42,9 @@ class Scheme(Protocol):
 
     def calibrate(self, metrics: pd.DataFrame, options: Any) -> dict[str, list[str]]: ...
 
-    def score(self, metrics: pd.DataFrame, cuts: dict[str, Any], options: Any,
-              previous: np.ndarray | None = ...) -> pd.DataFrame: ...
+    def score(
+        self, metrics: pd.DataFrame, cuts: dict[str, Any], options: Any, previous: np.ndarray | None = ...
+    ) -> pd.DataFrame: ...
 
     def windows(self, options: Any) -> dict[str, int]: ...
 
@@ -83,8 +85,15 @@ def recency_days(last_order_at: pd.Series[pd.Timestamp], as_of: date, zone: Zone
     return (pd.Timestamp(as_of) - local_day).dt.days.astype("int64")
 
 
-def score_customers(aggregates: pd.DataFrame, as_of: date, options: Any, *, zone: ZoneInfo,
-                    cut_points: dict[str, Any] | None = None, previous: pd.Series | None = None) -> ScoreResult:
+def score_customers(
+    aggregates: pd.DataFrame,
+    as_of: date,
+    options: Any,
+    *,
+    zone: ZoneInfo,
+    cut_points: dict[str, Any] | None = None,
+    previous: pd.Series | None = None,
+) -> ScoreResult:
     """Score every customer with the scheme of ``options`` (the ``[rfm]`` config). ``cut_points``
     (frozen ones) are used as given, else calibrated here. ``previous`` maps customer_key → last
     ``rfm_score`` and is only used with a hysteresis margin.
@@ -131,8 +140,11 @@ def eligibility_warnings(frame: pd.DataFrame, as_of: date | None = None, zone: Z
     if n < 500:
         out.append(f"only {n} customers with orders (RFM is meaningful from about 500)")
     if not n:
-        return out + ["less than 180 days of order history", "no orders in the last 30 days",
-                      "no customer has 3 or more orders"]
+        return out + [
+            "less than 180 days of order history",
+            "no orders in the last 30 days",
+            "no customer has 3 or more orders",
+        ]
     if "first_order_at" in frame.columns and as_of is not None and zone is not None:
         first = pd.Series([frame["first_order_at"].min()])  # the oldest order's day gives the most days
         history = int(recency_days(first, as_of, zone).iloc[0]) + 1

@@ -10,10 +10,12 @@ when the value clears ``c·(1+margin)`` (moving up) and *loose* already when it 
 ``c·(1−margin)``. A previous score inside ``[strict, loose]`` is kept; otherwise the score moves
 to the nearer end — so a customer who moves lands where the margin puts them, never further.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .quantiles import count_above, count_below
 
@@ -27,8 +29,7 @@ def _scaled(cuts: Sequence[Fraction], factor: Fraction) -> list[Fraction]:
     return [Fraction(c) * factor for c in cuts]
 
 
-def _with_previous(raw: np.ndarray, strict: np.ndarray, loose: np.ndarray,
-                   previous: np.ndarray | None) -> np.ndarray:
+def _with_previous(raw: np.ndarray, strict: np.ndarray, loose: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
     import numpy as np
 
     if previous is None:
@@ -38,8 +39,9 @@ def _with_previous(raw: np.ndarray, strict: np.ndarray, loose: np.ndarray,
     return np.where(prev > 0, kept, raw).astype(np.int8)
 
 
-def band_up(values: np.ndarray, cuts: Sequence[Fraction], previous: np.ndarray | None = None,
-            margin: Fraction = Fraction(0)) -> np.ndarray:
+def band_up(
+    values: np.ndarray, cuts: Sequence[Fraction], previous: np.ndarray | None = None, margin: Fraction = Fraction(0)
+) -> np.ndarray:
     import numpy as np
 
     raw = (1 + count_above(values, cuts)).astype(np.int8)
@@ -50,8 +52,9 @@ def band_up(values: np.ndarray, cuts: Sequence[Fraction], previous: np.ndarray |
     return _with_previous(raw, strict, loose, previous)
 
 
-def band_down(values: np.ndarray, cuts: Sequence[Fraction], previous: np.ndarray | None = None,
-              margin: Fraction = Fraction(0)) -> np.ndarray:
+def band_down(
+    values: np.ndarray, cuts: Sequence[Fraction], previous: np.ndarray | None = None, margin: Fraction = Fraction(0)
+) -> np.ndarray:
     import numpy as np
 
     raw = (1 + count_below(values, cuts)).astype(np.int8)

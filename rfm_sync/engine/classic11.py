@@ -7,6 +7,7 @@
 * FM = ceil((F + M) / 2); the group comes from the pair (R, FM) via :data:`GROUPS`.
 * Optional macro groups (``rfm.macro_groups``): best / alert / tightrope, as an extra label.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -76,8 +77,9 @@ def calibrate(metrics: pd.DataFrame, options: Any) -> dict[str, list[str]]:
     }
 
 
-def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any,
-          previous: np.ndarray | None = None) -> pd.DataFrame:
+def score(
+    metrics: pd.DataFrame, cuts: dict[str, Any], options: Any, previous: np.ndarray | None = None
+) -> pd.DataFrame:
     """Add r/f/m/fm scores, rfm_score ("RFM" digits), rfm_group and, if enabled, macro_group."""
     import numpy as np
 
@@ -111,8 +113,13 @@ def _group_codes(r: npt.NDArray[np.int8], fm: npt.NDArray[np.int8]) -> npt.NDArr
 
 def rule_space(options: Any) -> tuple[Allowed, list[Case]]:
     """What segment rules may test, and every case of the scheme (for checking rules)."""
-    allowed: Allowed = {"r": set(SCORES), "f": set(SCORES), "m": set(SCORES), "fm": set(SCORES),
-                        "group": set(GROUP_NAMES)}
+    allowed: Allowed = {
+        "r": set(SCORES),
+        "f": set(SCORES),
+        "m": set(SCORES),
+        "fm": set(SCORES),
+        "group": set(GROUP_NAMES),
+    }
     cases: list[Case] = []
     for r, f, m in product(SCORES, SCORES, SCORES):
         fm = (f + m + 1) // 2

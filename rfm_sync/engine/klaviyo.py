@@ -5,6 +5,7 @@
   frequency >= 1; score = 1 + (v > q1) + (v > q2). Customers with nothing in the window get 1.
 * Group from the R-F-M string via :data:`GROUPS`.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -54,8 +55,9 @@ def calibrate(metrics: pd.DataFrame, options: Any) -> dict[str, list[str]]:
     }
 
 
-def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any,
-          previous: np.ndarray | None = None) -> pd.DataFrame:
+def score(
+    metrics: pd.DataFrame, cuts: dict[str, Any], options: Any, previous: np.ndarray | None = None
+) -> pd.DataFrame:
     """Add r/f/m scores, rfm_score and rfm_group to a frame of recency_days/frequency/monetary_e4
     (``options``: ``recency_bounds``, ``hysteresis``)."""
     import numpy as np
@@ -90,6 +92,7 @@ def rule_space(options: Any) -> tuple[Allowed, list[Case]]:
     """What segment rules may test, and every case of the scheme (for checking rules)."""
     scores = range(1, 4)
     allowed: Allowed = {"r": set(scores), "f": set(scores), "m": set(scores), "group": set(GROUP_NAMES)}
-    cases: list[Case] = [{"r": r, "f": f, "m": m, "group": GROUP_OF[f"{r}{f}{m}"]}
-                         for r in scores for f in scores for m in scores]
+    cases: list[Case] = [
+        {"r": r, "f": f, "m": m, "group": GROUP_OF[f"{r}{f}{m}"]} for r in scores for f in scores for m in scores
+    ]
     return allowed, cases

@@ -5,11 +5,13 @@ method) but are computed exactly, as :class:`~fractions.Fraction`, over integer 
 (order counts, money ×10⁴). Comparing a value with a cut point is then exact too: a value lying
 exactly on a cut point is never pushed over it by a rounding error, so ties share a score.
 """
+
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable, Sequence
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np

@@ -14,10 +14,12 @@ out-of-range scores, and rules that can never match — either because their con
 other, or because every case they cover is already taken by earlier rules. Schemes have a small,
 finite case space (at most 9³ combinations), so this is decided exactly by enumeration.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .bands import categorical
 
@@ -25,8 +27,16 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-COLUMNS = {"r": "r_score", "f": "f_score", "m": "m_score", "fm": "fm_score", "group": "scheme_group",
-           "recency": "recency_label", "frequency": "frequency_label", "monetary": "monetary_label"}
+COLUMNS = {
+    "r": "r_score",
+    "f": "f_score",
+    "m": "m_score",
+    "fm": "fm_score",
+    "group": "scheme_group",
+    "recency": "recency_label",
+    "frequency": "frequency_label",
+    "monetary": "monetary_label",
+}
 SCORE_KEYS = {"r", "f", "m", "fm"}
 
 # what a scheme's rules may test: key -> its values (scores are numbers, labels and groups text)
@@ -72,8 +82,10 @@ def check(rules: Iterable[Any], allowed: Allowed, cases: list[Case], scheme: str
         bad = False
         for key, values in rule.when.items():
             if key not in allowed:
-                problems.append(f"{label}: unknown condition {key!r} for scheme {scheme!r} "
-                                f"(use one of: {', '.join(sorted(allowed))})")
+                problems.append(
+                    f"{label}: unknown condition {key!r} for scheme {scheme!r} "
+                    f"(use one of: {', '.join(sorted(allowed))})"
+                )
                 bad = True
                 continue
             if not values:
@@ -82,8 +94,7 @@ def check(rules: Iterable[Any], allowed: Allowed, cases: list[Case], scheme: str
             for value in sorted(values - allowed[key], key=str):
                 choices = ", ".join(_describe(v) for v in sorted(allowed[key], key=str))
                 what = "score" if key in SCORE_KEYS else ("group" if key == "group" else f"{key} label")
-                problems.append(f"{label}: {_describe(value)} is not a {what} of scheme {scheme!r} "
-                                f"(one of: {choices})")
+                problems.append(f"{label}: {_describe(value)} is not a {what} of scheme {scheme!r} (one of: {choices})")
                 bad = True
         if bad:
             continue
@@ -91,10 +102,14 @@ def check(rules: Iterable[Any], allowed: Allowed, cases: list[Case], scheme: str
         if not any(covers):
             problems.append(f"{label}: can never match: its conditions exclude each other")
         elif all(t for t, c in zip(taken, covers) if c):
-            earlier = [f"{j} {r.name!r}" for j, r in enumerate(rules[:i - 1], start=1)
-                       if any(c and all(case[k] in v for k, v in r.when.items()) for case, c in zip(cases, covers))]
-            problems.append(f"{label}: can never match: every case it covers is taken by earlier rules "
-                            f"({', '.join(earlier)})")
+            earlier = [
+                f"{j} {r.name!r}"
+                for j, r in enumerate(rules[: i - 1], start=1)
+                if any(c and all(case[k] in v for k, v in r.when.items()) for case, c in zip(cases, covers))
+            ]
+            problems.append(
+                f"{label}: can never match: every case it covers is taken by earlier rules ({', '.join(earlier)})"
+            )
         taken = [t or c for t, c in zip(taken, covers)]
     return problems
 

@@ -11,6 +11,7 @@ shortest recency scores highest). ``rfm_score`` is the three digits. The group i
 matching ``[[rfm.segments]]`` rule (applied by the engine), or, with no rules, the three labels
 joined by " / ". No quantiles: nothing to calibrate, nothing frozen.
 """
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -82,7 +83,9 @@ def calibrate(metrics: pd.DataFrame, options: Any) -> dict[str, list[str]]:
     return {}
 
 
-def score(metrics: pd.DataFrame, cuts: dict[str, Any], options: Any, previous: np.ndarray | None = None) -> pd.DataFrame:
+def score(
+    metrics: pd.DataFrame, cuts: dict[str, Any], options: Any, previous: np.ndarray | None = None
+) -> pd.DataFrame:
     """Add r/f/m scores, one ``<dimension>_label`` column per dimension, rfm_score and rfm_group."""
     import numpy as np
 
@@ -123,11 +126,24 @@ def rule_space(options: Any) -> tuple[Allowed, list[Case]]:
     d = _dims(options)
     labels = {dim: list(d[dim].labels) for dim in DIMENSIONS}
     allowed: Allowed = {dim: set(labels[dim]) for dim in DIMENSIONS}
-    allowed.update({"r": set(range(1, len(labels["recency"]) + 1)), "f": set(range(1, len(labels["frequency"]) + 1)),
-                    "m": set(range(1, len(labels["monetary"]) + 1))})
+    allowed.update(
+        {
+            "r": set(range(1, len(labels["recency"]) + 1)),
+            "f": set(range(1, len(labels["frequency"]) + 1)),
+            "m": set(range(1, len(labels["monetary"]) + 1)),
+        }
+    )
     cases: list[Case] = []
     n_rec = len(labels["recency"])
     for ri, fi, mi in product(*(range(len(labels[dim])) for dim in DIMENSIONS)):
-        cases.append({"recency": labels["recency"][ri], "frequency": labels["frequency"][fi],
-                      "monetary": labels["monetary"][mi], "r": n_rec - ri, "f": fi + 1, "m": mi + 1})
+        cases.append(
+            {
+                "recency": labels["recency"][ri],
+                "frequency": labels["frequency"][fi],
+                "monetary": labels["monetary"][mi],
+                "r": n_rec - ri,
+                "f": fi + 1,
+                "m": mi + 1,
+            }
+        )
     return allowed, cases
