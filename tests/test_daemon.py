@@ -32,7 +32,7 @@ SECRET = "s3cret-hook-key"
 NOW = datetime.now(UTC)
 
 
-def config_text(port: int, batch: int, delay: float, shutdown: float) -> str:
+def config_text(port: int, batch: int, delay: float, shutdown: float, process_every: int = 1) -> str:
     return config_toml(
         "sqlite:///state.sqlite",
         table("[schedule]", incremental_every_minutes=60, full_at="", recalibrate_cron=""),
@@ -44,7 +44,7 @@ def config_text(port: int, batch: int, delay: float, shutdown: float) -> str:
             lock_expire_seconds=4,
             shutdown_timeout_seconds=shutdown,
         ),
-        table("[webhooks]", enabled=True, process_every_seconds=1, max_body_bytes=4096),
+        table("[webhooks]", enabled=True, process_every_seconds=process_every, max_body_bytes=4096),
         table("[logging]", format="json"),
         sources=[csv_source(type="tests.daemon_fakes:FakeWebhookSource", webhook_secret="test-hook")],
         destinations=[file_sink(type="tests.daemon_fakes:SlowFileSink", batch_size=batch, delay_seconds=delay)],
@@ -77,8 +77,10 @@ def start(
     delay: float = 0.0,
     shutdown: float = 5.0,
     config_name: str = "config.toml",
+    process_every: int = 1,
 ) -> subprocess.Popen:
-    (folder / config_name).write_text(config_text(port=port, batch=batch, delay=delay, shutdown=shutdown))
+    text = config_text(port=port, batch=batch, delay=delay, shutdown=shutdown, process_every=process_every)
+    (folder / config_name).write_text(text)
     env = {**os.environ, "PYTHONPATH": str(REPO), "RFM_SYNC_SECRET_TEST_HOOK": SECRET}
     log_path = folder / (config_name + ".log")  # a file, not a pipe: a full pipe would block the daemon
     with log_path.open("w") as log:
@@ -227,6 +229,30 @@ def test_only_the_valid_webhook_changes_the_group_and_is_pushed(tmp_path, spawn)
     assert steps["pull"]["pulled"] > 0 and steps["score+diff"]["scored"] == 41 and "pushed" in steps["push"]
     assert all(isinstance(r["seconds"], float) for r in steps.values())
     assert "one@example.com" not in err and SECRET not in err
+
+
+def test_a_webhook_that_arrives_while_the_webhook_job_runs_is_processed_at_once(tmp_path, spawn):
+    """Two orders 0.03 s apart on a quiet shop: the second is not left for the next interval (30 s)."""
+    write_orders(tmp_path, 40)
+    port = free_port()
+    proc = spawn(tmp_path, port, delay=1.0, process_every=30)  # each push takes a second: the job is busy
+    try:
+        wait_for(lambda: request(port, "GET", "/healthz")[0] == 200, 30, "the first cycle")
+        before = {key: group_of(tmp_path, key) for key in ("1", "2")}
+        today = NOW.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        first = shopify_order(9101, 1, "one@example.com", today, "150.00")
+        second = shopify_order(9102, 2, "c2@example.com", today, "9999.00")
+        sent = time.monotonic()
+        assert post_hook(port, first, signature=sign(SECRET, first), event_id="pair-1")[0] == 200
+        time.sleep(0.03)
+        assert post_hook(port, second, signature=sign(SECRET, second), event_id="pair-2")[0] == 200
+        wait_for(lambda: all(group_of(tmp_path, k) != before[k] for k in before), 12, "both customers' pushes")
+        assert time.monotonic() - sent < 12  # the old code waited process_every_seconds (30 s) for the second
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err[-3000:]
+    logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert [r["msg"] for r in logged if r["level"] == "WARNING"] == []  # a refused wake-up is no warning
 
 
 def test_sigterm_mid_push_exits_0_and_the_outbox_finishes_the_job(tmp_path, spawn, monkeypatch):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import tomllib
 from datetime import UTC, datetime
 
@@ -272,6 +274,53 @@ def test_example_config_documents_every_daemon_key():
 
 
 @pytest.mark.slow  # concurrency
+def test_a_scheduled_cycle_waits_for_a_webhook_rescore_instead_of_being_skipped(
+    tmp_path, write_config, write_csv, monkeypatch
+):
+    daemon = make(tmp_path, write_config, write_csv, monkeypatch)
+    try:
+        daemon._hold_lock()
+        assert daemon._enter("webhooks")  # a webhook rescore is running
+        cycle = threading.Thread(target=daemon._jobs().full)
+        cycle.start()
+        deadline = time.monotonic() + 5
+        while not daemon.cycle_waiting.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert daemon.cycle_waiting.is_set() and recent_runs(daemon.store, 1) == []
+        assert not daemon._enter("webhooks")  # the next webhook job gives way to the waiting cycle
+        daemon._leave()
+        cycle.join(10)
+        assert not cycle.is_alive() and [r["status"] for r in recent_runs(daemon.store, 5)] == ["ok"]
+        # a scheduled job behind another scheduled job is still skipped (the next run catches up)
+        assert daemon._enter("incremental")
+        assert not daemon._enter("full")
+        daemon._leave()
+    finally:
+        daemon.shutdown()
+
+
+def test_an_event_that_arrives_while_a_job_runs_wakes_the_webhook_job_when_it_ends(
+    tmp_path, write_config, write_csv, monkeypatch
+):
+    daemon = make(tmp_path, write_config, write_csv, monkeypatch)
+    woken = []
+    monkeypatch.setattr(daemon, "_wake_webhooks", lambda: woken.append(daemon.running_job))
+    try:
+        daemon._hold_lock()
+        assert daemon._enter("incremental")
+        daemon._webhook_arrived()
+        assert woken == [] and daemon.webhooks_due.is_set()  # not asked of the scheduler while busy
+        daemon._leave()
+        assert woken == [None]  # woken once the mutex is free
+        assert daemon._enter("webhooks") and not daemon.webhooks_due.is_set()
+        daemon._leave()
+        assert woken == [None]
+        daemon._webhook_arrived()
+        assert woken == [None, None]  # idle: woken at once
+    finally:
+        daemon.shutdown()
+
+
 def test_a_reload_waits_for_the_running_cycle(tmp_path, write_config, write_csv, monkeypatch):
     daemon = make(tmp_path, write_config, write_csv, monkeypatch)
     try:

@@ -6,8 +6,13 @@
   lock and since when, serves ``/healthz`` as 503 ``standby``, and takes over when the holder lets
   go or its heartbeat is older than ``lock_expire_seconds``. Every batch pushed first confirms the
   lock is still ours, so a daemon that stalled and was taken over stops sending.
-* **One cycle at a time.** Scheduled cycles, recalibration and webhook rescoring share one mutex; a
-  job that finds it busy is skipped (the next run catches up).
+* **One cycle at a time.** Scheduled cycles, recalibration and webhook rescoring share one mutex. A
+  scheduled job that finds another scheduled job running is skipped (the next run catches up); one
+  that finds a webhook rescore running waits for it, since a rescore is short and a skipped daily
+  cycle would be lost for a day.
+* **Webhooks wait for no interval.** An event wakes the webhook job at once. One that arrives while
+  the job (or a cycle) runs is not refused: it marks the job due, and the job is woken again as soon
+  as the mutex is free, so no event waits ``process_every_seconds`` behind a busy job.
 * **Graceful stop.** SIGTERM/SIGINT stop the scheduler and ask the running cycle to stop at the next
   page or batch boundary (sources and destinations are wrapped to raise
   :class:`~rfm_sync.stop.StopRequested` instead of doing further work). Unpushed rows stay in the
@@ -104,6 +109,10 @@ class Daemon:
         self.reload_event = threading.Event()
         self.wake = threading.Event()
         self.cycle_lock = threading.Lock()
+        self.running_job: str | None = None  # which job holds cycle_lock
+        self.cycle_waiting = threading.Event()  # a scheduled job waits for a webhook rescore to end
+        self.webhooks_due = threading.Event()  # events arrived that no running webhook job has read yet
+        self._wake_lock = threading.Lock()  # orders webhooks_due against the job's start and end
         self.metrics = Metrics()
         self.health = Health(max_age=max_age(self.config))
         self.abandoned = False
@@ -159,7 +168,7 @@ class Daemon:
         def run() -> None:
             if self.stop_event.is_set() or not self.has_lock:
                 return
-            if not self.cycle_lock.acquire(blocking=False):
+            if not self._enter(name):
                 log.log(
                     logging.DEBUG if name == "webhooks" else logging.INFO,
                     "job skipped: another cycle is running",
@@ -172,9 +181,43 @@ class Daemon:
                 log.exception("job failed", extra={"job": name, "error": f"{type(exc).__name__}: {exc}"})
                 self.health.failed(f"{name}: {type(exc).__name__}")
             finally:
-                self.cycle_lock.release()
+                self._leave()
 
         return run
+
+    def _enter(self, name: str) -> bool:
+        """Take the cycle mutex for job ``name``; False when the job is to be skipped.
+
+        A webhook job never waits (its events stay due and the job is woken when the mutex is
+        free) and gives way to a scheduled job waiting for it. A scheduled job waits for a
+        running webhook rescore, but not for another scheduled job.
+        """
+        if name == "webhooks":
+            if self.cycle_waiting.is_set() or not self.cycle_lock.acquire(blocking=False):
+                return False
+        elif not self.cycle_lock.acquire(blocking=False):
+            if self.running_job != "webhooks":
+                return False
+            self.cycle_waiting.set()
+            try:
+                while not self.cycle_lock.acquire(timeout=0.5):
+                    if self.stop_event.is_set() or self.running_job not in ("webhooks", None):
+                        return False
+            finally:
+                self.cycle_waiting.clear()
+        with self._wake_lock:
+            self.running_job = name
+            if name == "webhooks":
+                self.webhooks_due.clear()  # the job reads every pending event from here on
+        return True
+
+    def _leave(self) -> None:
+        with self._wake_lock:
+            self.running_job = None
+            self.cycle_lock.release()
+            again = self.webhooks_due.is_set()
+        if again:  # events arrived while the mutex was held
+            self._wake_webhooks()
 
     def _cycle(self, job: str) -> None:
         assert self.pipeline is not None
@@ -341,7 +384,19 @@ class Daemon:
             raise
 
     def _webhook_arrived(self) -> None:
-        """Run the webhooks job now rather than at its next interval (a burst coalesces into one run)."""
+        """Run the webhooks job now rather than at its next interval (a burst coalesces into one run).
+
+        While a job holds the cycle mutex the event only marks the webhook job due: the job that
+        holds it wakes the webhook job when it lets go (:meth:`_leave`), so the scheduler is never
+        asked for a run it would refuse.
+        """
+        with self._wake_lock:
+            self.webhooks_due.set()
+            if self.running_job is not None:
+                return
+        self._wake_webhooks()
+
+    def _wake_webhooks(self) -> None:
         if self.has_lock and not self.stop_event.is_set():
             try:
                 self.scheduler.modify_job("webhooks", next_run_time=utcnow())

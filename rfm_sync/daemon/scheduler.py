@@ -10,12 +10,17 @@
   after start (not one incremental interval: events received meanwhile must not wait that long).
 
 Every job has ``coalesce=True`` (runs missed while the process was asleep or busy collapse into one),
-``misfire_grace_time`` from the config, and ``max_instances=1`` (a job never overlaps itself). The
-callables themselves are the daemon's; this module only decides *when*.
+``misfire_grace_time`` from the config, and ``max_instances=1`` (a job never overlaps itself) — except
+the webhook job, which is woken again by the job ending (the daemon's cycle mutex keeps its work from
+overlapping), so its second instance must be allowed to start while the first returns. A wake-up the
+scheduler refuses all the same (both instances live) loses nothing — the running one is woken again when
+it ends — so APScheduler's warning for it is dropped. The callables themselves are the daemon's; this
+module only decides *when*.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,8 +45,20 @@ class Jobs:
     webhooks: Job | None = None
 
 
+class _RefusedWebhookWakeUp(logging.Filter):
+    """Drops APScheduler's "skipped: maximum number of running instances" for the webhook job."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        refused = "maximum number of running instances" in str(record.msg)
+        return not (refused and isinstance(record.args, tuple) and str(record.args[0]).startswith("webhooks "))
+
+
+_SCHEDULER_LOG = logging.getLogger("apscheduler.scheduler")
+_SCHEDULER_LOG.addFilter(_RefusedWebhookWakeUp())
+
+
 def make_scheduler() -> BackgroundScheduler:
-    return BackgroundScheduler(timezone=UTC, executors={"default": ThreadPoolExecutor(4)})
+    return BackgroundScheduler(timezone=UTC, executors={"default": ThreadPoolExecutor(4)}, logger=_SCHEDULER_LOG)
 
 
 def triggers(config: Config, first_run: datetime, webhooks_first_run: datetime | None = None) -> dict[str, BaseTrigger]:
@@ -94,7 +111,7 @@ def add_jobs(scheduler: BaseScheduler, config: Config, jobs: Jobs, *, now: datet
             id=job_id,
             name=job_id,
             coalesce=True,
-            max_instances=1,
+            max_instances=2 if job_id == "webhooks" else 1,
             misfire_grace_time=sched.misfire_grace_seconds,
             replace_existing=True,
             **extra,
