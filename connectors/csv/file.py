@@ -50,11 +50,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import duckdb
-
 from ..base import FatalError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # duckdb is imported where used: loading a config must not pay for it
+    import duckdb
     import numpy as np
     import numpy.typing as npt
 
@@ -371,6 +370,8 @@ def collect_rejects(conn: duckdb.DuckDBPyConnection, csv_file: CsvFile, settings
     """The lines the validating read skipped (once it has read the whole file), each with its
     physical line and reason, in line order; also kept as the temp table ``rejected_rows``
     (``line, problem``) for SQL. An invalid UTF-8 byte is fatal here too (see :func:`survey`)."""
+    import duckdb
+
     try:
         rows = conn.execute(f"""SELECT byte_position, any_value(error_type), any_value(error_message),
                                        any_value(left(csv_line, 200))
@@ -613,6 +614,8 @@ def _csv_module_drift(csv_file: CsvFile, settings: CsvSettings) -> list[tuple[in
 def read_error(path: Path, settings: CsvSettings, exc: duckdb.Error) -> FatalError:
     """One line for a read DuckDB gave up on: out of memory names ``memory_limit``; a line too long
     names ``max_line_bytes``; anything else is DuckDB's first line."""
+    import duckdb
+
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, duckdb.OutOfMemoryException):
         return FatalError(

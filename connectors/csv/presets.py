@@ -53,13 +53,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-import duckdb
-
 from ..base import FatalError
 from .file import sql_name as _q
 from .file import sql_text as _lit
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # duckdb is imported where used: loading a config must not pay for it
+    import duckdb
+
     from .source import CsvSettings
 
 PresetName = Literal["shopify-export", "bigcommerce-export", "woocommerce-export"]
@@ -181,6 +181,8 @@ def fold(
     on, connectors/csv/file.py); otherwise records are numbered here.
 
     A file that cannot be read is handed back unchanged: the scan's own open says why."""
+    import duckdb
+
     from .scan import OPTIONAL, REQUIRED, cheap_trim_sql
     from .source import ColumnNames
 

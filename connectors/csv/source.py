@@ -13,16 +13,17 @@ from collections.abc import Iterator
 from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import duckdb
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import validate
 from ..base import ConnectorContext, ConnectorSettings, Order, Page, PullContext, Quarantined
 from . import file, presets
-from .scan import CsvScan, check_file, scan, serial_on_error
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 class ColumnNames(BaseModel):
@@ -88,9 +89,15 @@ class CsvSource:
     def check(self, online: bool = True) -> list[tuple[str, str]]:
         """For ``rfm-sync doctor`` (no network either way): the file exists and reads as CSV, and
         its header has every required column under the names ``[sources.columns]`` gives."""
+        from .scan import check_file
+
         return check_file(self.path, self.settings)
 
     def pull(self, context: PullContext) -> Iterator[Page]:
+        import duckdb  # here, not at the top: loading a config (``status``, ``check-config``) does not need it
+
+        from .scan import CsvScan, scan, serial_on_error
+
         fingerprint = file_fingerprint(self.path) if self.path.is_file() else None
         if fingerprint is not None and fingerprint == context.cursor:
             return
