@@ -65,3 +65,10 @@ def test_status_loads_neither_plotly_nor_the_daemon(tmp_path, write_config):
     assert "rfm_sync.store" in modules  # it does read the store
     assert "rfm_sync.daemon.runner" not in modules and "rfm_sync.pipeline" not in modules
     assert modules & {"plotly", "apscheduler", "prometheus_client"} == set()
+
+
+def test_status_on_a_store_at_head_does_not_load_alembic(tmp_path, write_config):
+    write_config(CONFIG)
+    loaded("status", "-c", str(tmp_path / "config.toml"), cwd=tmp_path)  # creates and migrates the store
+    modules = loaded("status", "-c", str(tmp_path / "config.toml"), cwd=tmp_path)
+    assert "alembic" not in modules and "pandas" not in modules and "duckdb" not in modules

@@ -36,3 +36,31 @@ def test_concurrent_first_opens_all_succeed(tmp_path, store_url, request):
             versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
         store.close()
         assert len(versions) == 1
+
+
+def test_head_revision_is_alembics_head():
+    """Store.open skips Alembic for a store at HEAD_REVISION: it must be the newest revision."""
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    from rfm_sync.store import HEAD_REVISION, MIGRATIONS
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(cfg).get_heads() == [HEAD_REVISION]
+
+
+def test_a_store_of_another_revision_still_goes_through_alembic(tmp_path):
+    import sqlalchemy as sa
+
+    from rfm_sync.store import Store
+    from rfm_sync.store.errors import StoreError
+
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    store = Store.open(url)
+    assert store.at_head()
+    with store.engine.begin() as conn:  # as a newer rfm-sync would leave it
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+    store.close()
+    with pytest.raises(StoreError):
+        Store.open(url)
