@@ -326,9 +326,10 @@ def recalibrate(config_path: str, as_of: str | None, wait: float) -> None:
 )
 def check_config(config_arg: str | None, config_opt: str | None) -> None:
     """Validate a configuration file: exit 0 if valid, else print every problem and exit 2."""
-    if (config_arg is None) == (config_opt is None):
+    given = [path for path in (config_arg, config_opt) if path is not None]  # "" too: a path, refused when read
+    if len(given) != 1:
         raise click.UsageError("give the configuration once: `rfm-sync check-config -c CONFIG` (or CONFIG)")
-    config_path = config_arg or config_opt
+    config_path = given[0]
     config = load(config_path)
     click.echo(
         f"{config_path}: OK ({len(config.sources)} source(s), {len(config.destinations)} destination(s), "
