@@ -68,9 +68,16 @@ def parse_rate(value: Any) -> Decimal:
         raise ValueError(f"rate {value!r} is not a number") from None
     if not rate.is_finite() or rate <= 0:
         raise ValueError(f"rate {value!r} must be a positive number")
-    if rate >= RATE_LIMIT or -rate.normalize().as_tuple().exponent > RATE_PLACES:
+    if rate >= RATE_LIMIT or _places(rate) > RATE_PLACES:
         raise ValueError(f"rate {value!r}: at most {RATE_PLACES} decimals and below {RATE_LIMIT:,}")
     return rate
+
+
+def _places(rate: Decimal) -> int:
+    """How many decimals a finite ``rate`` has, trailing zeros not counted."""
+    exponent = rate.normalize().as_tuple().exponent
+    assert isinstance(exponent, int), "a finite decimal's exponent is an int ('n', 'N', 'F' are NaN and infinity)"
+    return -exponent
 
 
 def convert(amount: Decimal, rate: Decimal) -> Decimal:

@@ -20,7 +20,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -54,13 +54,20 @@ def _arrow(values: Any) -> pa.Array:
     return pa.array(np.asarray(values, dtype=object), type=pa.string(), from_pandas=True)
 
 
+def join(*strings: pa.Array | str, null_handling: Literal["emit_null", "skip"] = "emit_null") -> pa.Array:
+    """``pc.binary_join_element_wise``: the strings joined per row, the last one the separator. A
+    ``str`` stands for the same text in every row."""
+    # pyarrow broadcasts a str against the arrays; pyarrow-stubs accept only all arrays or all scalars
+    return pc.binary_join_element_wise(*strings, null_handling=null_handling)  # type: ignore[arg-type]
+
+
 def json_object(fields: dict[str, pa.Array], n: int) -> pa.Array:
     """``{"k": v, ...}`` per row with keys sorted, like ``json.dumps(sort_keys=True)``; null values omit the key."""
-    parts = [pc.binary_join_element_wise(json.dumps(k) + ": ", fields[k], "") for k in sorted(fields)]
+    parts = [join(json.dumps(k) + ": ", fields[k], "") for k in sorted(fields)]
     if not parts:
         return pa.array(["{}"] * n, type=pa.string())
-    body = pc.binary_join_element_wise(*parts, ", ", null_handling="skip")
-    return pc.binary_join_element_wise("{", body, "}", "")
+    body = join(*parts, ", ", null_handling="skip")
+    return join("{", body, "}", "")
 
 
 def ints(values: pd.Series) -> pa.Array:
@@ -72,7 +79,19 @@ def money(amount_e4: pd.Series) -> pa.Array:
     v = np.asarray(amount_e4, dtype=np.int64)
     major = pc.cast(pa.array(v // 10_000), pa.string())
     minor = pa.array(np.asarray(_MINOR, dtype=object)[v % 10_000], type=pa.string())
-    return pc.binary_join_element_wise(major, minor, "")
+    return join(major, minor, "")
+
+
+def _sqlite_text(stored: Any) -> str | None:
+    """A stored time as the store's SQLite text (None: none)."""
+    moment = parse_time(stored)
+    return None if moment is None else sqlite_time(moment)
+
+
+def _json_time(stored: Any) -> str | None:
+    """A stored time as a JSON string, ISO-8601 UTC (None: none)."""
+    moment = parse_time(stored)
+    return None if moment is None else json.dumps(moment.isoformat())
 
 
 def iso_utc(moment: Any) -> str | None:
@@ -169,8 +188,10 @@ def _compute(
     known = pd.notna(before)
     moved = ~known | (before != group)
     # change times as the store's text (a handful of distinct values: one per run), never per-row datetimes
-    old_changed = map_unique(old["group_changed_at"], lambda t: None if t is None else sqlite_time(parse_time(t)))
+    old_changed = map_unique(old["group_changed_at"], _sqlite_text)
     changed_at = pd.Categorical(np.where(moved, sqlite_time(now), old_changed))
+    # numpy takes None as an object scalar; numpy's stubs leave None out of ArrayLike
+    kept_previous = np.where(known, old["previous_group"].to_numpy(dtype=object), None)  # type: ignore[call-overload]
     frame = pd.DataFrame(
         {
             "customer_key": _text(keys),
@@ -179,9 +200,7 @@ def _compute(
             "r_score": scored["r_score"].to_numpy(),
             "f_score": scored["f_score"].to_numpy(),
             "m_score": scored["m_score"].to_numpy(),
-            "previous_group": _text(
-                np.where(known & moved, before, np.where(known, old["previous_group"].to_numpy(dtype=object), None))
-            ),
+            "previous_group": _text(np.where(known & moved, before, kept_previous)),
             "changed_at": changed_at,
         }
     )
@@ -327,17 +346,15 @@ def _payloads(changes: pd.DataFrame, contacts: pd.DataFrame, run_id: int) -> np.
         tfields["labels_before"] = _arrow(changes["labels_before"].to_numpy(dtype=object))
         tfields["labels_after"] = _arrow(changes["labels_after"].to_numpy(dtype=object))
     # a missing "from"/"to" is written as null, not left out
-    tfields["from"] = pc.fill_null(tfields["from"], "null")
-    tfields["to"] = pc.fill_null(tfields["to"], "null")
+    tfields["from"] = tfields["from"].fill_null("null")
+    tfields["to"] = tfields["to"].fill_null("null")
     transition = json_object(tfields, n)
     transition = pc.if_else(pa.array(trans), transition, pa.scalar("null"))
     fields = {
-        "changed_at": _arrow(
-            map_unique(changes["changed_at"], lambda t: None if t is None else json.dumps(parse_time(t).isoformat()))
-        ),
-        "email": pc.fill_null(_arrow(email), "null"),
-        "phone": pc.fill_null(_arrow(phone), "null"),
-        "event_id": pc.fill_null(_arrow(ids), "null"),
+        "changed_at": _arrow(map_unique(changes["changed_at"], _json_time)),
+        "email": _arrow(email).fill_null("null"),
+        "phone": _arrow(phone).fill_null("null"),
+        "event_id": _arrow(ids).fill_null("null"),
         "first_assignment": pa.array(
             np.where(changes["first_assignment"].to_numpy(dtype=bool), "true", "false"), type=pa.string()
         ),

@@ -101,6 +101,12 @@ def histogram(values: np.ndarray, cuts: list[Fraction], *, low: int, bins: int =
     }
 
 
+def score_counts(scores: pd.Series) -> dict[str, int]:
+    """Customers per score (``{"1": n, ...}``), lowest score first."""
+    counts = scores.value_counts().sort_index()
+    return {str(int(k)): int(n) for k, n in zip(counts.index.to_numpy(dtype=np.int64), counts.to_numpy())}
+
+
 def snapshot(frame: pd.DataFrame, options: Any, cut_points: dict[str, Any] | None) -> dict[str, Any]:
     """The insight of one full run, from its scored frame (one row per customer)."""
     group = frame["rfm_group"].astype(object).to_numpy()
@@ -119,10 +125,7 @@ def snapshot(frame: pd.DataFrame, options: Any, cut_points: dict[str, Any] | Non
     for dim in DIMENSIONS:
         values = frame[columns[dim]].to_numpy(dtype=np.int64)
         dists[dim] = histogram(values, cuts.get(dim, []), low=0 if dim == "recency" else 1)
-    scores = {
-        dim[0]: {str(int(k)): int(n) for k, n in frame[f"{dim[0]}_score"].value_counts().sort_index().items()}
-        for dim in DIMENSIONS
-    }
+    scores = {dim[0]: score_counts(frame[f"{dim[0]}_score"]) for dim in DIMENSIONS}
     return {
         "groups": {
             str(g): {"customers": int(r.customers), "monetary_e4": int(r.spend), "orders": int(r.orders)}
@@ -252,9 +255,12 @@ def moves_between(records: list[RunRecord]) -> tuple[dict[tuple[str | None, str 
 PERIODS = (("last run", 0), ("last 7 days", 7), ("last 30 days", 30), ("last 90 days", 90), ("last 365 days", 365))
 
 
-def period_moves(scored: list[RunRecord], since: date | None = None) -> tuple[dict, dict]:
+def period_moves(
+    scored: list[RunRecord], since: date | None = None
+) -> tuple[dict[str, dict[tuple[str | None, str | None], int]], dict[str, int]]:
     """Moves per period, ending with the newest scored run; periods go by the runs' as-of days."""
-    out, counts = {}, {}
+    out: dict[str, dict[tuple[str | None, str | None], int]] = {}
+    counts: dict[str, int] = {}
     if not scored:
         return out, counts
     end = max(r.as_of for r in scored)
@@ -369,11 +375,12 @@ def group_rows(summary: Summary) -> list[dict[str, Any]]:
     if summary.latest is None:
         return []
     counts = summary.latest.group_counts or {}
-    groups = (
-        summary.latest_insight.insight["groups"]
+    insight = (
+        summary.latest_insight.insight
         if summary.latest_insight is not None and summary.latest_insight.id == summary.latest.id
         else None
     )
+    groups = insight["groups"] if insight is not None else None
     total = sum(counts.values()) or 1
     revenue = sum(g["monetary_e4"] for g in groups.values()) if groups else 0
     out = []
@@ -418,11 +425,11 @@ def buckets(summary: Summary, by: str) -> list[dict[str, Any]]:
 
 def dimension_rows(summary: Summary) -> list[dict[str, Any]]:
     """Per dimension: the histogram, the cut points in force, and the customers per score."""
-    run = summary.latest_insight
+    insight = summary.latest_insight.insight if summary.latest_insight else None
     rows = []
     for dim in DIMENSIONS:
-        hist = run.insight["distributions"][dim] if run else None
-        scores = run.insight["scores"][dim[0]] if run else {}
+        hist = insight["distributions"][dim] if insight is not None else None
+        scores = insight["scores"][dim[0]] if insight is not None else {}
         rows.append(
             {
                 "dimension": dim,

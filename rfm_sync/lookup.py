@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import pandas as pd
@@ -212,7 +212,7 @@ def list_customers(
     values = aggregates(config, store, as_of, out["customer_key"].tolist())
     if since is not None:
         start = _day_start(since, config.shop.zone)
-        out = out[[_when(t) is not None and _when(t) >= start for t in out["group_changed_at"]]]
+        out = out[[(when := _when(t)) is not None and when >= start for t in out["group_changed_at"]]]
     out = out.merge(_values(config, values, as_of), on="customer_key", how="left")
     out["group_changed_at"] = pd.Series([_when(t) for t in out["group_changed_at"]], dtype=object)
     rank = {name: i for i, name in enumerate(names)}
@@ -370,7 +370,14 @@ def _frame_for(config: Any, row: pd.Series, as_of: date, **change: Any) -> pd.Da
     return frame
 
 
-def _scorer(config: Any, b: Basis, previous: str | None) -> Callable[[pd.DataFrame], pd.Series]:
+class Scorer(Protocol):
+    """One customer's frame scored with the basis's cut points, as the result's row; ``margin=False``
+    scores it without the hysteresis margin of their stored group."""
+
+    def __call__(self, frame: pd.DataFrame, *, margin: bool = True) -> pd.Series: ...
+
+
+def _scorer(config: Any, b: Basis, previous: str | None) -> Scorer:
     rfm, zone = config.rfm, config.shop.zone
     prev = pd.Series([previous], index=["?"], dtype=object) if previous and rfm.hysteresis else None
 
@@ -518,7 +525,7 @@ def _scheme_rule(rfm: Any, row: pd.Series) -> str:
     return f"labels {labels} (scores {code}) in the thresholds scheme"
 
 
-def _moves(config: Any, row: pd.Series, as_of: date, score: Callable, out: Explanation, b: Basis) -> list[Move]:
+def _moves(config: Any, row: pd.Series, as_of: date, score: Scorer, out: Explanation, b: Basis) -> list[Move]:
     """Per dimension, the smallest change that raises its score by one (others unchanged), found by asking
     the engine; and the group that would give."""
     moves = []

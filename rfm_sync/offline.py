@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,13 +71,14 @@ def _with_progress(
 ) -> pd.DataFrame:
     if progress is None:
         return fn()
-    box: dict[str, object] = {}
+    values: list[pd.DataFrame] = []
+    errors: list[BaseException] = []
 
     def work() -> None:
         try:
-            box["value"] = fn()
+            values.append(fn())
         except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
+            errors.append(exc)
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
@@ -89,10 +90,10 @@ def _with_progress(
             pct = -1
         if pct >= 0:
             progress(pct)
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
+    if errors:
+        raise errors[0]
     progress(100.0)
-    return box["value"]  # type: ignore[return-value]
+    return values[0]
 
 
 def _fetch(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object]) -> pd.DataFrame:
@@ -101,7 +102,7 @@ def _fetch(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object])
     return conn.sql(sql, params=params).to_arrow_table().to_pandas()
 
 
-def _window_columns(windows: dict[str, object], amount: str) -> tuple[list[str], dict[str, object]]:
+def _window_columns(windows: dict[str, datetime], amount: str) -> tuple[list[str], dict[str, object]]:
     """Per window: the count and sum of ``amount`` (NULL for a row that does not count) from its start."""
     params: dict[str, object] = {}
     cols = []
@@ -112,7 +113,7 @@ def _window_columns(windows: dict[str, object], amount: str) -> tuple[list[str],
     return cols, params
 
 
-def _aggregate_sql(source: str, windows: dict[str, object]) -> tuple[str, dict[str, object]]:
+def _aggregate_sql(source: str, windows: dict[str, datetime]) -> tuple[str, dict[str, object]]:
     cols, params = _window_columns(windows, "amount_e4")  # never NULL in these qualifying rows
     sql = f"""
         SELECT customer_key, min(placed_at) AS first_order_at, max(placed_at) AS last_order_at, count(*) AS orders,
@@ -151,8 +152,8 @@ def _fast_aggregates(
     path: Path,
     settings: CsvSettings,
     config: Config,
-    windows: dict[str, object],
-    end: object,
+    windows: dict[str, datetime],
+    end: datetime,
     conn: duckdb.DuckDBPyConnection,
 ) -> pd.DataFrame | None:
     """The per-customer aggregates from the typed read (:func:`typed_rows_sql`) and, from the same
@@ -228,7 +229,7 @@ def _split(table: pa.Table) -> tuple[pa.Table, pa.ChunkedArray | None]:
         else:
             customers.append(batch.filter(pc.invert(flags)))
             lists.append(batch.filter(flags))
-    extra = [c for c in ("hash_list", "order_hashes") if c in table.column_names]
+    extra: list[str] = [c for c in ("hash_list", "order_hashes") if c in table.column_names]
     hashes = None
     if "order_hashes" in extra:
         hashes = pa.chunked_array(
@@ -241,8 +242,8 @@ def _validated_aggregates(
     path: Path,
     settings: CsvSettings,
     config: Config,
-    windows: dict[str, object],
-    end: object,
+    windows: dict[str, datetime],
+    end: datetime,
     conn: duckdb.DuckDBPyConnection,
 ) -> tuple[pd.DataFrame, int, int]:
     """The validating scan: every row checked, bad ones counted (and later listed with their line),
@@ -258,8 +259,8 @@ def _validate(
     path: Path,
     settings: CsvSettings,
     config: Config,
-    windows: dict[str, object],
-    end: object,
+    windows: dict[str, datetime],
+    end: datetime,
     conn: duckdb.DuckDBPyConnection,
     parallel: bool,
 ) -> tuple[pd.DataFrame, int, int]:
@@ -351,13 +352,15 @@ def aggregate_csv(
         "": window_start,
         **{f"_{name}": engine.window_bounds(as_of, days, zone)[0] for name, days in engine.windows(config.rfm).items()},
     }
-    box: dict[str, object] = {"bad": 0, "skipped": 0}
+    bad = skipped = 0
+    fast = False
 
     def work() -> pd.DataFrame:
+        nonlocal bad, skipped, fast
         frame = None if validate_all else _fast_aggregates(path, settings, config, windows, end, conn)
-        box["fast"] = frame is not None
+        fast = frame is not None
         if frame is None:
-            frame, box["bad"], box["skipped"] = _validated_aggregates(path, settings, config, windows, end, conn)
+            frame, bad, skipped = _validated_aggregates(path, settings, config, windows, end, conn)
         return frame
 
     frame = _with_progress(conn, work, progress)
@@ -365,7 +368,7 @@ def aggregate_csv(
         frame[col] = pd.to_datetime(frame[col], utc=True)
     for col in frame.columns[3:]:
         frame[col] = frame[col].astype("int64")
-    return Aggregates(frame=frame, conn=conn, bad=int(box["bad"]), fast=bool(box["fast"]), skipped=int(box["skipped"]))
+    return Aggregates(frame=frame, conn=conn, bad=bad, fast=fast, skipped=skipped)
 
 
 class OutputRefused(Exception):

@@ -140,8 +140,10 @@ class Unavailable:
 
 
 def customer_key(order: Order, merge_by: str) -> str:
-    if merge_by == "email" and is_email(order.email.strip().lower() if order.email else None):
-        return "email:" + order.email.strip().lower()
+    if merge_by == "email" and order.email:
+        email = order.email.strip().lower()
+        if is_email(email):
+            return "email:" + email
     return order.customer_id
 
 
@@ -314,7 +316,7 @@ class Pipeline:
         count = population_of(aggregates) if keys is None else None  # the population a calibration would have
         if frozen is None and quantiles:
             calibration = state.current_calibration(self.store, rfm.scheme, rfm.window_days)
-            if not state.is_due(
+            if calibration is not None and not state.is_due(  # none stored is due
                 calibration,
                 as_of,
                 rfm.recalibrate_days,
@@ -329,7 +331,7 @@ class Pipeline:
         previous = state.previous_scores(self.store) if rfm.hysteresis else None
         result = engine.score_customers(aggregates, as_of, rfm, zone=zone, cut_points=frozen, previous=previous)
         computed = frozen is None and quantiles and keys is None  # fresh cut points over the whole shop
-        result.new_calibration = computed and freezable(count, rfm)
+        result.new_calibration = computed and count is not None and freezable(count, rfm)
         result.calibrated_on = as_of if computed else calibrated_on
         result.calibration_population = count if computed else population
         return result
@@ -378,6 +380,9 @@ class Pipeline:
             state.delete_state(conn, changes.gone)
             outbox.enqueue(conn, rows)
             if result.new_calibration:
+                assert result.calibrated_on is not None and result.calibration_population is not None, (
+                    "score() sets both with new_calibration"
+                )
                 state.add_calibration(
                     conn,
                     rfm.scheme,
@@ -501,7 +506,7 @@ class Pipeline:
             self._as_destination_knows(dest.name, batch)
             newest.update((r["customer_key"], r) for r in batch)
         updates = [update_from_row(r) for r in sorted(newest.values(), key=lambda r: r["id"])]
-        changes = [u for u in updates if u.transition is not None]
+        transitions = [u.transition for u in updates if u.transition is not None]
 
         def masked(email: str | None) -> str:
             return insight.mask_email(email) or "(no email)"
@@ -509,8 +514,8 @@ class Pipeline:
         return {
             "profiles": len(updates),
             "batches": -(-len(updates) // dest.batch_size),
-            "group_changes": len(changes),
-            "cleared": sum(u.transition.to_group is None for u in changes),
+            "group_changes": len(transitions),
+            "cleared": sum(t.to_group is None for t in transitions),
             "sample": [
                 {
                     "email": masked(u.email),

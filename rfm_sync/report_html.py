@@ -175,7 +175,9 @@ def _moves_choices(summary: Summary) -> list[tuple[str, dict]]:
         (f"{label} ({summary.period_runs.get(label, 0)} run(s) recorded)", moves)
         for label, moves in summary.periods.items()
     ]
-    last_change = {k: n for k, n in summary.state_moves.items() if k[0] is not None}
+    last_change: dict[tuple[str | None, str | None], int] = {
+        k: n for k, n in summary.state_moves.items() if k[0] is not None
+    }
     choices.append(("every customer's last change (Previous → Current RFM group)", last_change))
     return choices
 

@@ -77,8 +77,8 @@ def resolve(name: str) -> Secret:
         import keyring
         from keyring.errors import KeyringError, NoKeyringError
     except ImportError:  # pragma: no cover - keyring is a dependency
-        keyring = None
-    if keyring is not None:
+        pass
+    else:
         try:
             value = keyring.get_password(KEYRING_SERVICE, name)
         except NoKeyringError:

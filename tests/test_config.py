@@ -87,3 +87,14 @@ def test_check_config_exit_codes(write_config):
     res = runner.invoke(main, ["check-config", str(bad)])
     assert res.exit_code == 2
     assert "rfm.window_days" in res.output
+
+
+def test_check_config_takes_an_empty_argument_as_a_path(tmp_path, monkeypatch):
+    """``check-config ""`` is the path "" given as the argument, read (and refused) as ``-c ""`` is;
+    it was taken for no argument, and the command failed on a None path with a TypeError."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    by_option = runner.invoke(main, ["check-config", "-c", ""])
+    by_argument = runner.invoke(main, ["check-config", ""])
+    assert by_option.exit_code == 2 and "cannot read" in by_option.output
+    assert (by_argument.exit_code, by_argument.output) == (by_option.exit_code, by_option.output)

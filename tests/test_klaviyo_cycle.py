@@ -225,3 +225,17 @@ def test_bootstrap_never_makes_a_segment_twice_when_an_answer_is_lost(tmp_path, 
     names = [s["attributes"]["name"] for s in klaviyo.segments]
     assert len(names) == len(set(names)) == 6, names
     assert klaviyo.calls["POST /api/segments"] == 6
+
+
+def test_bootstrap_names_the_error_of_a_destination_that_cannot_be_built(tmp_path, monkeypatch):
+    """A klaviyo destination whose constructor fails is built as an Unavailable stand-in: bootstrap
+    says why and exits 1, instead of calling the stand-in for segments (an AttributeError)."""
+
+    def refuse(self, settings, context, **kwargs):
+        raise ValueError("cannot be built")
+
+    monkeypatch.setattr(KlaviyoDestination, "__init__", refuse)
+    (tmp_path / "config.toml").write_text(CONFIG)
+    result = CliRunner().invoke(main, ["klaviyo", "bootstrap", "-c", str(tmp_path / "config.toml")])
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.exception
+    assert "error: klaviyo: cannot be set up: ValueError: cannot be built" in result.output

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .. import exit_codes
 from ._common import config_option, day, heavy_imports, load, open_store, wait_option, writer_lock
+
+if TYPE_CHECKING:
+    from connectors.base import Destination
 
 
 @click.command()
@@ -90,7 +94,9 @@ def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run:
     try:
         with writer_lock(config, store, wait) as held:
             # every batch first confirms the lock is still ours: a pusher taken over stops sending
-            destinations = [FencedDestination(d, held.confirm) for d in build_destinations(config, dry_run=dry_run)]
+            destinations: list[Destination] = [
+                FencedDestination(d, held.confirm) for d in build_destinations(config, dry_run=dry_run)
+            ]
             pipeline = Pipeline(config, store, destinations=destinations)
             result = pipeline.run_cycle(as_of_day, push=not (no_push or dry_run))
             if dry_run:
@@ -206,7 +212,7 @@ def score(
         exit_codes.fail(exit_codes.output_problem(exc, out_path), exit_codes.OUTPUT)
     if not quiet:
         console = report.console(stderr=True)
-        counts = result.result.frame["rfm_group"].value_counts().to_dict()
+        counts = {str(g): int(n) for g, n in result.result.frame["rfm_group"].value_counts().items()}
         console.print(report.group_table(counts, engine.group_names(config.rfm), title=f"RFM groups as of {as_of_day}"))
         for warning in result.result.warnings:
             console.print(f"[yellow]warning:[/yellow] {warning}")
@@ -326,9 +332,10 @@ def recalibrate(config_path: str, as_of: str | None, wait: float) -> None:
 )
 def check_config(config_arg: str | None, config_opt: str | None) -> None:
     """Validate a configuration file: exit 0 if valid, else print every problem and exit 2."""
-    if (config_arg is None) == (config_opt is None):
+    given = [path for path in (config_arg, config_opt) if path is not None]  # "" too: a path, refused when read
+    if len(given) != 1:
         raise click.UsageError("give the configuration once: `rfm-sync check-config -c CONFIG` (or CONFIG)")
-    config_path = config_arg or config_opt
+    config_path = given[0]
     config = load(config_path)
     click.echo(
         f"{config_path}: OK ({len(config.sources)} source(s), {len(config.destinations)} destination(s), "

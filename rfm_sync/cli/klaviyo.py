@@ -26,11 +26,11 @@ def bootstrap(config_path: str, dest_name: str | None, dry_run: bool) -> None:
     """Create one segment per RFM group ("Current RFM group equals X"); existing ones are left alone."""
     with heavy_imports():
         from connectors.base import ConnectorError
-        from connectors.klaviyo.destination import KlaviyoSettings
+        from connectors.klaviyo.destination import KlaviyoDestination, KlaviyoSettings
         from connectors.klaviyo.segments import bootstrap_segments
 
         from .. import engine
-        from ..pipeline import build_destinations
+        from ..pipeline import Unavailable, build_destinations, connector_fault
 
     config = load(config_path)
     candidates = [
@@ -42,6 +42,9 @@ def bootstrap(config_path: str, dest_name: str | None, dry_run: bool) -> None:
             f"{config_path}: expected one klaviyo destination {what}, found {len(candidates)}", exit_codes.CONFIG
         )
     dest = next(d for d in build_destinations(config) if d.name == candidates[0].name)
+    if isinstance(dest, Unavailable):  # its constructor failed: say why (as `doctor` does), no traceback
+        exit_codes.fail(f"{dest.name}: cannot be set up: {connector_fault(dest.name, dest.error)}", exit_codes.FAILED)
+    assert isinstance(dest, KlaviyoDestination), "the destination built from a KlaviyoSettings"
     try:
         results = bootstrap_segments(
             dest, engine.group_names(config.rfm), config.properties.current_group, dry_run=dry_run

@@ -21,19 +21,22 @@ from sqlalchemy.engine import Connection
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    from sqlalchemy.dialects import postgresql, sqlite
 
     from . import Store
 
 CHUNK = 50_000  # rows per executemany, and customer keys per IN list of a bulk read
 
 
-def insert(conn: Connection, table: sa.Table) -> Any:
+def insert(conn: Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT of ``table`` in the connection's dialect, which has ``on_conflict_do_update``."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert(table)
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
 
 
 def is_sqlite(conn: Connection) -> bool:
@@ -61,7 +64,9 @@ def plain_rows(conn: Connection, query: sa.Select) -> tuple[list[str], list[tupl
     if is_sqlite(conn):
         compiled = query.compile(conn, compile_kwargs={"render_postcompile": True})
         params = compiled.construct_params()
-        cursor = conn.connection.driver_connection.execute(
+        driver = conn.connection.driver_connection
+        assert driver is not None, "the connection is open: this runs inside its transaction"
+        cursor = driver.execute(
             str(compiled),
             tuple(
                 sqlite_time(params[name]) if isinstance(params[name], datetime) else params[name]

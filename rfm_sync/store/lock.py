@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
 
@@ -37,6 +37,9 @@ from connectors.base import RetryableError
 
 from . import Store, utcnow
 from .schema import locks
+
+if TYPE_CHECKING:
+    from connectors.base import ConnectorSettings
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +254,10 @@ def _beat(held: HeldLock, stop: threading.Event, every: float) -> None:
 
 class FencedDestination:
     """Delegates to a destination, but confirms the lock is still ours before every batch."""
+
+    # a Destination's class variable, answered like every other attribute by the wrapped destination
+    # (__getattr__); declared, never set, so the wrapper type-checks as the Destination it stands for
+    Settings: ClassVar[type[ConnectorSettings]]
 
     def __init__(self, inner: Any, confirm: Callable[[], None]):
         self._inner, self._confirm = inner, confirm

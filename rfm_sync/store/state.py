@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -72,7 +72,8 @@ def write_state(conn: Connection, rows: pd.DataFrame) -> None:
     stmt = stmt.on_conflict_do_update(
         index_elements=["customer_key"], set_={c: stmt.excluded[c] for c in STATE_COLUMNS[1:]}
     )
-    records = rows[STATE_COLUMNS].to_dict("records")
+    # the labels are STATE_COLUMNS, strings; pandas-stubs types a record's keys as Hashable
+    records = cast(list[dict[str, Any]], rows[STATE_COLUMNS].to_dict("records"))
     for r in records:
         r["group_changed_at"] = parse_time(r["group_changed_at"])
     for i in range(0, len(records), CHUNK):
