@@ -33,11 +33,11 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from apscheduler.jobstores.base import JobLookupError
 
-from connectors.base import MAX_AMOUNT, ConnectorError, Order, RetryableError, WebhookSource
+from connectors.base import MAX_AMOUNT, ConnectorError, ConnectorSettings, Order, RetryableError, WebhookSource
 
 from ..config import Config, ConfigError, load_config
 from ..pipeline import Pipeline, build_destinations, build_sources, customer_key, order_row
@@ -67,6 +67,8 @@ def loggable(exc: BaseException) -> str:
 
 class _Stoppable:
     """Delegates to a connector, but refuses new work once ``stop`` is set (:mod:`rfm_sync.stop`)."""
+
+    Settings: ClassVar[type[ConnectorSettings]]  # the wrapped connector's, through __getattr__
 
     def __init__(self, inner: Any, stop: threading.Event):
         self._inner, self._stop = inner, stop
@@ -136,6 +138,7 @@ class Daemon:
             return None
 
     def _build(self, config: Config) -> tuple[Pipeline, list[Any], dict[str, Any]]:
+        assert self.store is not None, "start() opens the store before the first build"
         sources, destinations = build_sources(config), build_destinations(config)
         pipeline = Pipeline(
             config,
@@ -262,6 +265,7 @@ class Daemon:
     def _recalibrate(self) -> None:
         from ..calibration import recalibrate
 
+        assert self.store is not None, "start() opens the store before any job runs"
         as_of = self.config.today()
         result = recalibrate(self.config, self.store, as_of)
         if result.get("frozen") is False and result.get("population") is not None:  # too few customers
