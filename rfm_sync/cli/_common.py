@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -23,10 +23,19 @@ from .. import exit_codes
 if TYPE_CHECKING:
     from ..config import Config, ConfigError
 
+Command = TypeVar("Command", bound=Callable[..., Any])
+
 CONFIG_HELP = "Path to the TOML configuration."
 config_option = click.option(
     "-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP
 )
+
+
+def optional_config_option(name: str, help: str) -> Callable[[Command], Command]:
+    """``-c/--config`` for a command that can do without it (``score``) or also takes it another way
+    (``check-config``): the same option as :data:`config_option`, not required, passed as ``name``."""
+    return click.option("-c", "--config", name, default=None, type=click.Path(dir_okay=False), help=help)
+
 
 WAIT_HELP = (
     "If another process holds the store's lock, wait up to SECONDS for it (default 0: fail at once "

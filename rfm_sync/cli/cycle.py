@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 import click
 
 from .. import exit_codes
-from ._common import config_option, day, heavy_imports, load, open_store, wait_option, writer_lock
+from ._common import (
+    config_option,
+    day,
+    heavy_imports,
+    load,
+    open_store,
+    optional_config_option,
+    wait_option,
+    writer_lock,
+)
 
 if TYPE_CHECKING:
     from connectors.base import Destination
@@ -143,13 +152,8 @@ def run(config_path: str, once: bool, as_of: str | None, no_push: bool, dry_run:
     default=None,
     help="Score as of this date (YYYY-MM-DD); default today in [shop] timezone (UTC without a config).",
 )
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Optional config for [shop], [rfm] and the CSV column names of its first csv source.",
+@optional_config_option(
+    "config_path", help="Optional config for [shop], [rfm] and the CSV column names of its first csv source."
 )
 @click.option(
     "--preset",
@@ -322,13 +326,8 @@ def recalibrate(config_path: str, as_of: str | None, wait: float) -> None:
 
 @click.command("check-config")
 @click.argument("config_arg", required=False, type=click.Path(dir_okay=False), metavar="[CONFIG]")
-@click.option(
-    "-c",
-    "--config",
-    "config_opt",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Path to the TOML configuration (as for every other command; or give it as the argument).",
+@optional_config_option(
+    "config_opt", help="Path to the TOML configuration (as for every other command; or give it as the argument)."
 )
 def check_config(config_arg: str | None, config_opt: str | None) -> None:
     """Validate a configuration file: exit 0 if valid, else print every problem and exit 2."""
