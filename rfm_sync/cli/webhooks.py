@@ -12,12 +12,13 @@ Neither bodies nor headers are ever printed: they carry customer data. Registere
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import exit_codes
-from ._common import config_option, load, open_store
+from ._common import Command, config_option, load, open_store
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -80,13 +81,21 @@ def list_events(config_path: str, status: str | None, limit: int) -> None:
     console.print(", ".join(f"{counts.get(s, 0)} {s}" for s in webhook_store.STATUSES))
 
 
-def _chosen(ids: tuple[int, ...], all_failed: bool) -> None:
+def _chosen_events(command: Command) -> Command:
+    """The arguments ``retry`` and ``drop`` share: the config, and the events as IDS or --all-failed."""
+    command = click.argument("ids", nargs=-1, type=int)(command)
+    command = click.option("--all-failed", is_flag=True, help="Every failed event.")(command)
+    return config_option(command)
+
+
+def _act_on(
+    action: Callable[..., dict[int, str]], config_path: str, ids: tuple[int, ...], all_failed: bool, done: str
+) -> None:
+    """Apply the store's ``action`` (retry or drop) to the chosen events, then print one line per event
+    and exit 1 when a listed event was not acted on."""
     if bool(ids) == all_failed:
         raise click.UsageError("give event ids (see `rfm-sync webhooks list`) or --all-failed, not both")
-
-
-def _report(outcomes: dict[int, str], ids: tuple[int, ...], done: str) -> None:
-    """One line per chosen event; exit 1 when a listed event was not acted on."""
+    outcomes = action(_store(config_path), ids, all_failed=all_failed)
     for event in ids:
         outcomes.setdefault(event, "no such event")
     for event, outcome in sorted(outcomes.items()):
@@ -98,26 +107,18 @@ def _report(outcomes: dict[int, str], ids: tuple[int, ...], done: str) -> None:
 
 
 @webhooks.command("retry")
-@config_option
-@click.option("--all-failed", is_flag=True, help="Every failed event.")
-@click.argument("ids", nargs=-1, type=int)
+@_chosen_events
 def retry(config_path: str, all_failed: bool, ids: tuple[int, ...]) -> None:
     """Put failed events (IDS, or --all-failed) back to pending; the daemon processes them again."""
-    from ..store import webhooks as webhook_store
+    from ..store.webhooks import retry as retry_events
 
-    _chosen(ids, all_failed)
-    outcomes = webhook_store.retry(_store(config_path), ids, all_failed=all_failed)
-    _report(outcomes, ids, "retried")
+    _act_on(retry_events, config_path, ids, all_failed, "retried")
 
 
 @webhooks.command("drop")
-@config_option
-@click.option("--all-failed", is_flag=True, help="Every failed event.")
-@click.argument("ids", nargs=-1, type=int)
+@_chosen_events
 def drop(config_path: str, all_failed: bool, ids: tuple[int, ...]) -> None:
     """Set pending or failed events (IDS, or --all-failed) aside for good; their ids still stop replays."""
-    from ..store import webhooks as webhook_store
+    from ..store.webhooks import drop as drop_events
 
-    _chosen(ids, all_failed)
-    outcomes = webhook_store.drop(_store(config_path), ids, all_failed=all_failed)
-    _report(outcomes, ids, "dropped")
+    _act_on(drop_events, config_path, ids, all_failed, "dropped")
