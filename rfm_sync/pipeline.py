@@ -85,6 +85,18 @@ class CycleReport:
         """The run's outcome: ``partial`` if a source or destination failed, else ``stopped`` or ``ok``."""
         return "partial" if self.errors else "stopped" if self.stopped else "ok"
 
+    def counts(self) -> dict[str, Any]:
+        """What the cycle read, scored and sent: in the run's stats and the daemon's "cycle done" line."""
+        return {
+            "pulled": self.pulled,
+            "quarantined": len(self.quarantined),
+            "scored": self.scored,
+            "changed": self.changed,
+            "cleared": self.cleared,
+            "pushed": self.pushed,
+            "failed": self.failed,
+        }
+
 
 def connector_context(config: Config, dry_run: bool = False) -> ConnectorContext:
     return ConnectorContext(zone=config.shop.zone, base_dir=config.base_dir, secret=secrets.resolve, dry_run=dry_run)
@@ -588,13 +600,7 @@ class Pipeline:
     @staticmethod
     def _stats(report: CycleReport) -> dict[str, Any]:
         return {
-            "pulled": report.pulled,
-            "quarantined": len(report.quarantined),
-            "scored": report.scored,
-            "changed": report.changed,
-            "cleared": report.cleared,
-            "pushed": report.pushed,
-            "failed": report.failed,
+            **report.counts(),
             "skipped": report.skipped,
             "durations": report.durations,
             "calibrated_on": report.calibrated_on.isoformat() if report.calibrated_on else None,
