@@ -74,6 +74,7 @@ class RecordError(ConnectorError):
 # source's DECIMAL(18,4). The store keeps amount × 10⁴ in a signed 64-bit integer; a larger amount
 # (say a payload's "1e400") is quarantined by the source instead of failing the whole batch.
 MAX_AMOUNT = Decimal(10) ** 14
+AMOUNT_OUT_OF_RANGE = "amount out of range (at most 14 digits before the point)"  # said of a larger one, wherever
 
 
 @dataclass(frozen=True, slots=True)

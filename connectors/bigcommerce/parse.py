@@ -35,7 +35,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from .. import validate
-from ..base import MAX_AMOUNT, Order, Quarantined
+from ..base import AMOUNT_OUT_OF_RANGE, MAX_AMOUNT, Order, Quarantined
 
 PURCHASE = frozenset({2, 3, 8, 9, 10, 11, 14})
 NOT_PURCHASE = frozenset({0, 1, 4, 5, 6, 7})
@@ -67,7 +67,7 @@ def _money(value: Any, field: str) -> Decimal:
     if not amount.is_finite():
         raise ValueError(f"{field} is not a number")
     if abs(amount) >= MAX_AMOUNT:
-        raise ValueError(f"{field}: amount out of range (at most 14 digits before the point)")
+        raise ValueError(f"{field}: {AMOUNT_OUT_OF_RANGE}")
     return amount
 
 

@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from .. import validate
-from ..base import MAX_AMOUNT, Order, Quarantined
+from ..base import AMOUNT_OUT_OF_RANGE, MAX_AMOUNT, Order, Quarantined
 
 
 def numeric_id(value: Any) -> str:
@@ -57,7 +57,7 @@ def _decimal(value: Any) -> Decimal:
     if not amount.is_finite():
         raise ValueError("amount is not a number")
     if abs(amount) >= MAX_AMOUNT:
-        raise ValueError("amount out of range (at most 14 digits before the point)")
+        raise ValueError(AMOUNT_OUT_OF_RANGE)
     return amount
 
 

@@ -37,7 +37,15 @@ from typing import Any, ClassVar
 
 from apscheduler.jobstores.base import JobLookupError
 
-from connectors.base import MAX_AMOUNT, ConnectorError, ConnectorSettings, Order, RetryableError, WebhookSource
+from connectors.base import (
+    AMOUNT_OUT_OF_RANGE,
+    MAX_AMOUNT,
+    ConnectorError,
+    ConnectorSettings,
+    Order,
+    RetryableError,
+    WebhookSource,
+)
 
 from ..config import Config, ConfigError, load_config
 from ..pipeline import Pipeline, build_destinations, build_sources, customer_key, order_row
@@ -343,7 +351,7 @@ class Daemon:
             if not isinstance(order, Order):
                 raise TypeError(f"the source gave a {type(order).__name__}, not an Order")
             if not order.amount.is_finite() or abs(order.amount) >= MAX_AMOUNT:
-                raise ValueError(f"order {order.order_id}: amount out of range (at most 14 digits before the point)")
+                raise ValueError(f"order {order.order_id}: {AMOUNT_OUT_OF_RANGE}")
             order_row(order, customer_key(order, merge_by), now)  # what the store will be given
         return found
 
