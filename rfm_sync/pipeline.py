@@ -274,13 +274,7 @@ class Pipeline:
             except sa.exc.SQLAlchemyError:
                 raise  # the store, not the source: the cycle stops (nothing half-written)
             except Exception as exc:  # e.g. an OSError reading a file: this source's failure, not the cycle's
-                report.errors[source.name] = connector_fault(source.name, exc)
-                log.error(
-                    "pull failed: %s",
-                    report.errors[source.name],
-                    exc_info=True,
-                    extra={"source": source.name, "error": report.errors[source.name]},
-                )
+                unexpected_fault(report, "source", source.name, exc, "pull failed: %s")
             report.pulled[source.name], report.read[source.name] = count, given
             if stop is not None:
                 raise stop
@@ -473,13 +467,7 @@ class Pipeline:
             except sa.exc.SQLAlchemyError:
                 raise
             except Exception as exc:  # e.g. OSError in the file sink: this destination's failure
-                report.errors[dest.name] = connector_fault(dest.name, exc)
-                log.error(
-                    "push stopped: %s",
-                    report.errors[dest.name],
-                    exc_info=True,
-                    extra={"destination": dest.name, "error": report.errors[dest.name]},
-                )
+                unexpected_fault(report, "destination", dest.name, exc, "push stopped: %s")
             report.pushed[dest.name], report.failed[dest.name] = sent, failed
             if skipped:
                 report.skipped[dest.name] = skipped
@@ -683,6 +671,14 @@ def connector_fault(name: str, exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def unexpected_fault(report: CycleReport, kind: str, name: str, exc: Exception, message: str) -> None:
+    """A source's or destination's failure that is not a :class:`ConnectorError` (an OSError, a bug):
+    recorded as that connector's error in ``report`` and logged with its traceback. ``kind``
+    (``source`` or ``destination``) is the log field naming it; ``message`` takes the error as ``%s``."""
+    report.errors[name] = connector_fault(name, exc)
+    log.error(message, report.errors[name], exc_info=exc, extra={kind: name, "error": report.errors[name]})
 
 
 def step_counts(step: str, report: CycleReport) -> dict[str, int]:
