@@ -198,6 +198,13 @@ class Summary:
     def recent(self, n: int = 20) -> list[RunRecord]:
         return self.runs[-n:][::-1]
 
+    @property
+    def cut_points_origin(self) -> str:
+        """Where the cut points in force come from, as the report's caption says it."""
+        if not self.frozen:
+            return "fixed in the configuration"
+        return f"frozen on {self.calibrated_on}" if self.calibrated_on else "computed by the last run"
+
 
 def _loads(text: Any) -> Any:
     return orjson.loads(text) if text else None

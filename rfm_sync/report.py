@@ -196,16 +196,9 @@ def summary_tables(summary: Any, *, currency: str = "", weeks: int = 8) -> list[
             else f"no moves recorded, {label}"
         )
 
-    when = (
-        f"frozen on {summary.calibrated_on}"
-        if summary.frozen and summary.calibrated_on
-        else "fixed in the configuration"
-        if not summary.frozen
-        else "computed by the last run"
-    )
     cuts = Table(
         title="R, F and M: cut points in force and customers per score",
-        caption=f"cut points {when}"
+        caption=f"cut points {summary.cut_points_origin}"
         + (f" over {summary.calibration_population:,} customers" if summary.calibration_population is not None else ""),
     )
     for col in ("dimension", "cut points", "customers per score", "median (approx.)"):

@@ -288,13 +288,6 @@ def distribution_figures(summary: Summary, currency: str) -> dict[str, Any]:
     import plotly.graph_objects as go
 
     figs = {}
-    when = (
-        f"frozen on {summary.calibrated_on}"
-        if summary.frozen and summary.calibrated_on
-        else "fixed in the configuration"
-        if not summary.frozen
-        else "computed by the last run"
-    )
     for row in dimension_rows(summary):
         dim, hist = row["dimension"], row["histogram"]
         unit = UNITS[dim] + (f" ({currency})" if dim == "monetary" and currency else "")
@@ -371,7 +364,7 @@ def distribution_figures(summary: Summary, currency: str) -> dict[str, Any]:
             )
         fig.update_layout(margin={"b": 80})
         figs[f"chart-{dim}"] = fig
-    figs["_caption"] = f"cut points {when}" + (
+    figs["_caption"] = f"cut points {summary.cut_points_origin}" + (
         f" over {summary.calibration_population:,} customers" if summary.calibration_population is not None else ""
     )
     return figs
