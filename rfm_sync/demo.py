@@ -2,8 +2,10 @@
 
 Writes ``orders.csv`` (generated deterministically, relative to today), ``config.toml``, the
 SQLite store and the JSON-lines sink under one folder, then runs a cycle as of 90 days ago and
-one as of today through the ordinary pipeline — the same code path as ``rfm-sync run`` — and
-writes ``report.html``, the page ``rfm-sync report --html`` writes.
+one as of today through the ordinary pipeline — the same code path as ``rfm-sync run`` —,
+back-tests the group history of the 21 months before the first cycle (every 14 days, as
+``rfm-sync backtest`` does), so ``rfm-sync outcomes`` has moves to show, and writes
+``report.html``, the page ``rfm-sync report --html`` writes.
 
 **Only the demo's own files are replaced.** ``--dir .`` in a real set-up would otherwise name that
 set-up's ``config.toml``, ``orders.csv``, store and sink. The demo marks a folder it makes with
@@ -25,6 +27,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from . import atomic
+from .backtest import Backtest, run_backtest
 from .config import Config, load_config, parse_config
 from .pipeline import CycleReport, Pipeline
 from .sample import write_sample
@@ -62,11 +65,13 @@ class DemoResult:
     config: Config
     first: CycleReport
     second: CycleReport
+    backtest: Backtest
     store_path: Path
     sink_path: Path
     report_path: Path
 
 
+BACKTEST_DAYS = 640  # before cycle 1: the sample's two years, less the first 90 days with few customers
 MARKER = ".rfm-sync-demo"
 INPUTS = ("orders.csv", "config.toml")  # generated: replaced only while unchanged since
 STATE = (
@@ -146,6 +151,8 @@ def run_demo(
         first = pipeline.run_cycle(today - timedelta(days=90))
         progress("cycle 2: as of today")
         second = pipeline.run_cycle(today)
+        progress("back-testing the groups of the 21 months before cycle 1 (every 14 days)")
+        history = run_backtest(config, store, since=today - timedelta(days=90 + BACKTEST_DAYS), every=14)
         progress("writing the report")
         from .report_html import write_report
 
@@ -156,6 +163,7 @@ def run_demo(
         config=config,
         first=first,
         second=second,
+        backtest=history,
         store_path=folder / "rfm-sync.sqlite",
         sink_path=folder / "profiles.jsonl",
         report_path=report,

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -49,8 +49,11 @@ from . import currency, delivery, diffing, engine, insight, secrets
 from .calibration import freezable, population_of, run_population
 from .config import Config, shop_rates
 from .stop import StopRequested
-from .store import Store, orders, outbox, runs, state, utcnow
+from .store import Store, history, orders, outbox, runs, state, utcnow
 from .store.schema import MONEY_SCALE
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +152,15 @@ class Unavailable:
                 "fix the setting, secret or file it names",
             )
         ]
+
+
+def scoring_input(config: Config, store: Store, as_of: date, keys: set[str] | None = None) -> pd.DataFrame:
+    """The per-customer aggregates the engine scores as of ``as_of``: the ``[rfm]`` window and the
+    scheme's extra windows, in the shop's time zone. ``keys``: only these customers."""
+    rfm, zone = config.rfm, config.shop.zone
+    window_start, end = engine.window_bounds(as_of, rfm.window_days, zone)
+    extra = {name: engine.window_bounds(as_of, days, zone)[0] for name, days in engine.windows(rfm).items()}
+    return orders.aggregate(store, end, window_start, keys, windows=extra)
 
 
 def customer_key(order: Order, merge_by: str) -> str:
@@ -313,10 +325,8 @@ class Pipeline:
         whole shop and at least ``min_calibration_customers`` customers (:mod:`rfm_sync.calibration`)."""
         rfm = self.config.rfm
         zone = self.config.shop.zone
-        window_start, end = engine.window_bounds(as_of, rfm.window_days, zone)
-        extra = {name: engine.window_bounds(as_of, days, zone)[0] for name, days in engine.windows(rfm).items()}
         currency.check_store(self.store, shop_rates(self.config))  # one currency per sum, or stop
-        aggregates = orders.aggregate(self.store, end, window_start, keys, windows=extra)
+        aggregates = scoring_input(self.config, self.store, as_of, keys)
         frozen, calibrated_on, population = cut_points, None, None
         quantiles = engine.SCHEMES[rfm.scheme].USES_QUANTILES
         count = population_of(aggregates) if keys is None else None  # the population a calibration would have
@@ -348,7 +358,7 @@ class Pipeline:
     ) -> None:
         """``only``: the result covers just these customers (the others keep their state).
 
-        Vectorised (:mod:`rfm_sync.diffing`); state, outbox rows, the run record and a new
+        Vectorised (:mod:`rfm_sync.diffing`); state, outbox rows, the group changes (:mod:`.store.history`), the run record and a new
         calibration are written in one transaction."""
         now = self.clock()
         rfm = self.config.rfm
@@ -385,6 +395,7 @@ class Pipeline:
             state.write_state(conn, changes.state)
             state.delete_state(conn, changes.gone)
             outbox.enqueue(conn, rows)
+            history.record(conn, out, scheme=rfm.scheme, as_of=report.as_of, changed_at=now, run_id=run_id)
             if result.new_calibration:
                 assert result.calibrated_on is not None and result.calibration_population is not None, (
                     "score() sets both with new_calibration"

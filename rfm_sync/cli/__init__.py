@@ -5,6 +5,7 @@
 * :mod:`.cycle` — ``demo``, ``run``, ``score``, ``status``, ``recalibrate``, ``check-config``;
 * :mod:`.ops` — ``daemon``, ``doctor``, ``secrets set|check``: running in production;
 * :mod:`.report` — ``report``, ``customers``, ``explain``: looking at the groups;
+* :mod:`.history` — ``outcomes``, ``backtest``: what followed the moves, and the history before the first run;
 * :mod:`.klaviyo` — ``klaviyo bootstrap``;
 * :mod:`.webhooks` — ``webhooks list|retry|drop``.
 
@@ -23,7 +24,7 @@ import logging
 import click
 
 from ..exit_codes import FaultGroup
-from . import cycle, klaviyo, ops, report, webhooks
+from . import cycle, history, klaviyo, ops, report, webhooks
 
 
 @click.group(cls=FaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,6 +53,8 @@ for _command in (
     report.report,
     report.customers,
     report.explain,
+    history.outcomes,
+    history.backtest,
     klaviyo.klaviyo,
     webhooks.webhooks,
 ):

@@ -70,6 +70,12 @@ def demo(folder: str, customers: int) -> None:
     )
     if result.first.quarantined:
         console.print(report.quarantine_table(result.first.quarantined))
+    back = result.backtest
+    console.print(
+        f"back-tested history: {back.changes:,} group changes over {back.days} days from {back.since} to "
+        f"{back.until}; what followed them: rfm-sync outcomes -c {result.config.path}",
+        markup=False,
+    )
     console.print(f"store: {result.store_path}\nprofiles written to: {result.sink_path}\nreport: {result.report_path}")
 
 

@@ -11,6 +11,7 @@ are a transaction of their own) or a connection (writes that join the caller's t
 * :mod:`.runs` — the run records;
 * :mod:`.state` — customer state and frozen cut points (the diff's bulk reads and writes);
 * :mod:`.outbox` — the durable outbox and what each destination was last sent;
+* :mod:`.history` — every change of a customer's group (written by the diff and by a back-test);
 * :mod:`.webhooks` — received webhook events;
 * :mod:`.lock` — the single-writer lock.
 
@@ -33,7 +34,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions (a test checks it against Alembic's head). A store already
 # there opens without importing Alembic; one anywhere else (older, newer, new) goes through Alembic, so a
 # stale value only makes opening slower, never wrong.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 # PostgreSQL advisory lock key held while migrating (any fixed bigint; these bytes spell "rfm-sync")
 MIGRATE_LOCK_KEY = int.from_bytes(b"rfm-sync", "big") & 0x7FFF_FFFF_FFFF_FFFF
 

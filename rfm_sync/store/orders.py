@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import Store, utcnow
-from ._sql import insert, plain_rows, select_frame
+from ._sql import CHUNK, insert, plain_rows, select_frame
 from .schema import UtcDateTime, customers, orders, quarantine, source_cursors
 
 if TYPE_CHECKING:
@@ -145,6 +145,31 @@ def aggregate(
     with store.engine.connect() as conn:  # plain rows: no per-row datetime objects for millions of customers
         columns, rows = plain_rows(conn, query)
     return _typed_aggregates(pd.DataFrame(rows, columns=columns))
+
+
+def qualifying_orders(store: Store, keys: list[str], since: datetime) -> pd.DataFrame:
+    """The qualifying orders of these customers placed at or after ``since``: customer_key, placed_at
+    (UTC), amount_e4 (the shop currency's, ×10⁴)."""
+    import pandas as pd
+
+    frames = []
+    with store.engine.connect() as conn:
+        for i in range(0, len(keys), CHUNK):
+            query = sa.select(orders.c.customer_key, orders.c.placed_at, orders.c.amount_e4).where(
+                orders.c.qualifies,
+                orders.c.placed_at >= sa.bindparam("since", since, type_=UtcDateTime()),
+                orders.c.customer_key.in_(keys[i : i + CHUNK]),
+            )
+            columns, rows = plain_rows(conn, query)
+            frames.append(pd.DataFrame(rows, columns=columns))
+    frame = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["customer_key", "placed_at", "amount_e4"])
+    )
+    frame["placed_at"] = _utc_series(frame["placed_at"])
+    frame["amount_e4"] = frame["amount_e4"].astype("int64")
+    return frame
 
 
 def _typed_aggregates(frame: pd.DataFrame) -> pd.DataFrame:

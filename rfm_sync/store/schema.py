@@ -195,3 +195,21 @@ webhook_events = sa.Table(
     sa.UniqueConstraint("source", "event_id", name="uq_webhook_events_source_event"),
     sa.Index("ix_webhook_events_status", "status", "id"),
 )
+
+# Every change of a customer's group (migration 0007), one row a change, so "which group was this
+# customer in on day D" is one query (see rfm_sync/store/history.py). ``as_of``: the day the run scored
+# as of, from which the customer is in ``to_group``; ``run_id`` None: reconstructed by a back-test.
+group_history = sa.Table(
+    "group_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("scheme", sa.String(50), nullable=False),
+    sa.Column("customer_key", sa.String(320), nullable=False),
+    sa.Column("as_of", sa.Date, nullable=False),
+    sa.Column("from_group", sa.String(100)),
+    sa.Column("to_group", sa.String(100)),  # None: cleared (no qualifying order any more)
+    sa.Column("changed_at", UtcDateTime(), nullable=False),
+    sa.Column("run_id", sa.Integer),
+    sa.Index("ix_group_history_customer", "scheme", "customer_key", "as_of"),
+    sa.Index("ix_group_history_day", "scheme", "as_of"),
+)
