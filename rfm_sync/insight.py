@@ -190,6 +190,7 @@ class Summary:
     samples: dict[str, list[dict[str, Any]]]
     periods: dict[str, dict[tuple[str | None, str | None], int]] = field(default_factory=dict)
     period_runs: dict[str, int] = field(default_factory=dict)  # how many runs recorded each period's moves
+    outcomes: Any = None  # rfm_sync.outcomes.Outcomes: what followed each move (from the group history)
 
     @property
     def scored_runs(self) -> list[RunRecord]:
@@ -369,6 +370,9 @@ def gather(config: Any, store: Store, *, since: date | None = None, sample_size:
         samples=samples(store, order, sample_size),
     )
     summary.periods, summary.period_runs = period_moves(scored, since)
+    from . import outcomes
+
+    summary.outcomes = outcomes.compute(config, store)
     return summary
 
 

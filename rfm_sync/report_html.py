@@ -4,7 +4,9 @@ The charts are plotly.js figures built with plotly's Python objects (validated a
 built) and drawn by the plotly.js bundle that ships inside the ``plotly`` package, inlined once
 into the page: nothing is fetched when the page opens. Every number comes from
 :func:`rfm_sync.insight.gather` (run records, the calibration in force, a ``GROUP BY`` over the
-customer state), so the page costs about the same for a thousand customers as for a million.
+customer state), so the page costs about the same for a thousand customers as for a million —
+but for its outcomes section, which reads the group history and the movers' orders
+(:mod:`rfm_sync.outcomes`): its cost grows with the moves recorded.
 
 The page records its own faults: a small script that runs before anything else notes every
 script error, failed load and ``console.error`` in ``data-errors`` on ``<html>`` and shows them
@@ -277,6 +279,84 @@ def movement_figures(summary: Summary) -> dict[str, Any]:
     return {"chart-sankey": sankey, "chart-matrix": matrix}
 
 
+OUTCOME_COLORS = {"up": "#1b9e77", "stayed": "#bbbbbb", "down": "#d95f02"}
+OUTCOME_COHORTS = 12  # the largest cohorts; `rfm-sync outcomes` lists them all
+
+
+def outcome_figures(summary: Summary) -> dict[str, Any]:
+    """What followed each move (:mod:`rfm_sync.outcomes`): per cohort, the shares back up, stayed and
+    down on the horizon's last day, as stacked bars; a menu switches between the horizons."""
+    import plotly.graph_objects as go
+
+    result = summary.outcomes
+    if result is None or result.table.empty:
+        return {}
+    table = result.table
+    observed = table[table["observed"] > 0]
+    sizes = observed.groupby(["from_group", "to_group"], sort=False)["moved"].first()
+    largest = set(sizes.sort_values(ascending=False, kind="stable").index[:OUTCOME_COHORTS])
+    horizons = sorted(table["horizon_days"].unique().tolist())
+    chosen = horizons.index(60) if 60 in horizons else 0
+    fig = go.Figure(
+        layout=_layout(
+            "What followed each move: the group on the horizon's last day",
+            barmode="stack",
+            height=max(360, 60 + 34 * len(largest)),
+            xaxis={"title": "% of the observed members", "range": [0, 100]},
+            yaxis={"autorange": "reversed"},
+            margin={"l": 260},
+            legend={"orientation": "h", "y": -0.15},
+        )
+    )
+    for i, horizon in enumerate(horizons):
+        rows = observed[(observed["horizon_days"] == horizon)]
+        rows = rows[[(f, t) in largest for f, t in zip(rows["from_group"], rows["to_group"])]]
+        labels = [f"{f} → {t} ({n:,})" for f, t, n in zip(rows["from_group"], rows["to_group"], rows["observed"])]
+        for outcome, color in OUTCOME_COLORS.items():
+            share = (100 * rows[outcome] / rows["observed"]).round(1).tolist()
+            fig.add_trace(
+                go.Bar(
+                    y=labels,
+                    x=share,
+                    orientation="h",
+                    name=outcome,
+                    marker_color=color,
+                    legendgroup=outcome,
+                    showlegend=i == chosen,
+                    visible=i == chosen,
+                    text=[f"{v:.0f}%" if v >= 5 else "" for v in share],
+                    textposition="inside",
+                    hovertemplate="%{y}: " + outcome + " %{x:.1f}%<extra></extra>",
+                )
+            )
+    fig.update_layout(
+        title={"x": 0.98, "xanchor": "right"},
+        updatemenus=[
+            {
+                "type": "dropdown",
+                "x": 0,
+                "xanchor": "left",
+                "y": 1.15,
+                "active": chosen,
+                "buttons": [
+                    {
+                        "label": f"within {h} days",
+                        "method": "update",
+                        "args": [
+                            {
+                                "visible": [j == i for j in range(len(horizons)) for _ in OUTCOME_COLORS],
+                                "showlegend": [j == i for j in range(len(horizons)) for _ in OUTCOME_COLORS],
+                            }
+                        ],
+                    }
+                    for i, h in enumerate(horizons)
+                ],
+            }
+        ],
+    )
+    return {"chart-outcomes": fig}
+
+
 def _fade(hex_color: str) -> str:
     h = hex_color.lstrip("#")
     r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
@@ -416,11 +496,30 @@ def runs_table(summary: Summary, limit: int = 20) -> str:
     return _table(headers, rows, "runs")
 
 
+def _outcomes_note(summary: Summary) -> str:
+    result = summary.outcomes
+    if result is None or result.known_until is None:
+        return (
+            "<p>no group history yet: it grows with every run; <code>rfm-sync backtest -c CONFIG --since "
+            "YYYY-MM-DD</code> reconstructs the days before the first run from the stored orders.</p>"
+        )
+    if result.table.empty or not (result.table["observed"] > 0).any():
+        return f"<p>no move has been followed for 30 days yet (groups known up to {result.known_until}).</p>"
+    return (
+        f'<p class="note">Everyone who moved from one group to another (the {OUTCOME_COHORTS} largest moves), '
+        "and where they were 30, 60 or 90 days later: a better group than the one they moved to (up), the same, "
+        f"or a worse one or none (down); groups known up to {result.known_until}. Counts, what they spent and "
+        "every move: <code>rfm-sync outcomes -c CONFIG</code>. This describes what followed a move, not what "
+        "caused it (docs/outcomes.md).</p>"
+    )
+
+
 def page(summary: Summary, *, currency: str = "", title: str = "rfm-sync report") -> str:
     figs: dict[str, Any] = {}
     figs.update(groups_figures(summary, currency))
     figs.update(growth_figures(summary, currency))
     figs.update(movement_figures(summary))
+    figs.update(outcome_figures(summary))
     dist = distribution_figures(summary, currency)
     caption = dist.pop("_caption")
     figs.update(dist)
@@ -502,6 +601,8 @@ store {html.escape(mask_text(summary.store))} · written {summary.generated_at.s
 customer who moved twice counts twice. The last choice is every customer's own last change, as the platforms see
 it.</p>
 <div class="grid1">{charts("chart-sankey", "chart-matrix")}</div></section>
+<section><h2>What followed each move</h2>{_outcomes_note(summary)}
+<div class="grid1">{charts("chart-outcomes")}</div></section>
 <section><h2>Recency, frequency and monetary, with the cut points in force</h2>
 <p class="note">{html.escape(caption)}.</p>
 <div class="grid3">{charts(*(f"chart-{d}" for d in DIMENSIONS))}</div></section>

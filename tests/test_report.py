@@ -196,6 +196,14 @@ def test_report_html_has_no_email_address(shop, tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]  # no temporary file left
 
 
+def test_report_html_says_when_no_move_has_been_followed_yet(shop, tmp_path):
+    out = tmp_path / "report.html"
+    assert shop.cli("report", "--html", str(out)).exit_code == 0
+    text = out.read_text(encoding="utf-8")
+    assert "What followed each move" in text and 'id="chart-outcomes"' not in text
+    assert f"no move has been followed for 30 days yet (groups known up to {AS_OF})" in text
+
+
 def test_report_html_output_problems(shop, tmp_path):
     folder = shop.cli("report", "--html", str(tmp_path))
     assert folder.exit_code == 2 and "is a directory" in folder.output  # refused before anything is read
@@ -221,6 +229,7 @@ def test_demo_writes_the_report(tmp_path):
     assert "report:" in result.output
     page = tmp_path / "demo" / "report.html"
     assert page.is_file() and 'id="chart-sankey"' in page.read_text(encoding="utf-8")
+    assert 'id="chart-outcomes"' in page.read_text(encoding="utf-8")  # the demo back-tests its history
     assert "report.html" in json.loads((tmp_path / "demo" / ".rfm-sync-demo").read_text())["files"]
 
 

@@ -22,6 +22,7 @@ CHARTS = {
     "chart-growth-flow",
     "chart-sankey",
     "chart-matrix",
+    "chart-outcomes",
     "chart-recency",
     "chart-frequency",
     "chart-monetary",
