@@ -43,17 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # the columns of the scores CSV: these, then fm_score (classic11) and the scheme's label columns
-OUTPUT_COLUMNS = [
-    "customer_id",
-    "recency_days",
-    "frequency",
-    "monetary",
-    "r_score",
-    "f_score",
-    "m_score",
-    "rfm_score",
-    "rfm_group",
-]
+OUTPUT_COLUMNS = ["customer_id", *engine.FIGURE_COLUMNS, "rfm_group"]
 
 
 @dataclass
