@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -128,6 +129,27 @@ def labels_json(frame: pd.DataFrame, labels: dict[str, str]) -> np.ndarray:
     return np.asarray(json_object(fields, len(frame)).to_pylist(), dtype=object)
 
 
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection while building millions of short-lived strings: with large
+    object arrays alive, every automatic collection walks them all. Nothing here makes cycles.
+    ``@paused_gc()`` on the functions that build them (a context manager is also a decorator)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _text(values: Any) -> pd.Series:
+    """An object column, kept as such: pandas 3 would otherwise convert every text column to its
+    Arrow string type and back again on each ``to_numpy``."""
+    return pd.Series(np.asarray(values, dtype=object), dtype=object, copy=False)
+
+
+@paused_gc()
 def compute(
     scored: pd.DataFrame,
     state: pd.DataFrame,
@@ -144,42 +166,6 @@ def compute(
     ``labels``: label dimension → column of ``scored``; ``label_names``: dimension → property name.
     ``only``: the scores cover just these customers (the others keep their state).
     """
-    with paused_gc():
-        return _compute(
-            scored, state, names=names, labels=labels, label_names=label_names, now=now, run_id=run_id, only=only
-        )
-
-
-@contextmanager
-def paused_gc():
-    """No cyclic garbage collection while building millions of short-lived strings: with large
-    object arrays alive, every automatic collection walks them all. Nothing here makes cycles."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _text(values: Any) -> pd.Series:
-    """An object column, kept as such: pandas 3 would otherwise convert every text column to its
-    Arrow string type and back again on each ``to_numpy``."""
-    return pd.Series(np.asarray(values, dtype=object), dtype=object, copy=False)
-
-
-def _compute(
-    scored: pd.DataFrame,
-    state: pd.DataFrame,
-    *,
-    names: Any,
-    labels: dict[str, str],
-    label_names: dict[str, str],
-    now: datetime,
-    run_id: int,
-    only: set[str] | None,
-) -> Changes:
     st = state.set_index("customer_key")
     keys = scored["customer_key"].astype(object)
     old = st.reindex(keys.to_numpy())
@@ -318,13 +304,9 @@ def outbox_rows(changes: pd.DataFrame, destinations: list[str], run_id: int) -> 
     )
 
 
+@paused_gc()
 def payloads(changes: pd.DataFrame, contacts: pd.DataFrame, run_id: int) -> np.ndarray:
     """The outbox payload JSON of every change (the format :func:`rfm_sync.pipeline.update_from_row` reads)."""
-    with paused_gc():
-        return _payloads(changes, contacts, run_id)
-
-
-def _payloads(changes: pd.DataFrame, contacts: pd.DataFrame, run_id: int) -> np.ndarray:
     n = len(changes)
     if n == 0:
         return np.empty(0, dtype=object)

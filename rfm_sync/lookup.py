@@ -239,21 +239,7 @@ def _values(config: Any, frame: pd.DataFrame, as_of: date) -> pd.DataFrame:
     )
 
 
-COLUMNS = [
-    "customer_key",
-    "email",
-    "group",
-    "previous_group",
-    "group_changed_at",
-    "recency_days",
-    "frequency",
-    "monetary",
-    "r_score",
-    "f_score",
-    "m_score",
-    "rfm_score",
-    "status",
-]
+COLUMNS = ["customer_key", "email", "group", "previous_group", "group_changed_at", *engine.FIGURE_COLUMNS, "status"]
 
 
 def money_text(e4: Any) -> str | None:

@@ -43,17 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # the columns of the scores CSV: these, then fm_score (classic11) and the scheme's label columns
-OUTPUT_COLUMNS = [
-    "customer_id",
-    "recency_days",
-    "frequency",
-    "monetary",
-    "r_score",
-    "f_score",
-    "m_score",
-    "rfm_score",
-    "rfm_group",
-]
+OUTPUT_COLUMNS = ["customer_id", *engine.FIGURE_COLUMNS, "rfm_group"]
 
 
 @dataclass
@@ -148,14 +138,20 @@ def _repeats(lists) -> int:
         return sum(pool.map(repeats, parts))
 
 
-def _fast_aggregates(
-    path: Path,
-    settings: CsvSettings,
-    config: Config,
-    windows: dict[str, datetime],
-    end: datetime,
-    conn: duckdb.DuckDBPyConnection,
-) -> pd.DataFrame | None:
+@dataclass(frozen=True)
+class _Read:
+    """What either way of aggregating a file is given: the file and how to read it, the config,
+    the windows (column suffix → first instant) and their common end, and the DuckDB connection."""
+
+    path: Path
+    settings: CsvSettings
+    config: Config
+    windows: dict[str, datetime]
+    end: datetime
+    conn: duckdb.DuckDBPyConnection
+
+
+def _fast_aggregates(read: _Read) -> pd.DataFrame | None:
     """The per-customer aggregates from the typed read (:func:`typed_rows_sql`) and, from the same
     pass, whether an order id repeats. ``None`` when the file needs the validating path: a row the
     reader cannot read, a row without customer/time/amount (either stops the pass where it is
@@ -169,14 +165,15 @@ def _fast_aggregates(
 
     A shop's own export (``settings.preset``) always takes the validating scan, which folds its
     line-item rows into their orders (connectors/csv/presets.py); the typed read knows no preset."""
+    path, settings, zone, conn = read.path, read.settings, read.config.shop.zone, read.conn
     if settings.preset:
         return None
     # one currency per sum: the shop's, or without one the first row's; a row in another sends the
     # file to the validating scan (which converts, quarantines or stops on mixed currencies)
-    expected = config.shop.currency or first_currency_sql(path, settings, config.shop.zone, conn)
-    rows, has_ids = typed_rows_sql(path, settings, config.shop.zone, conn, expected)
-    cols, params = _window_columns(windows, "q_amount")
-    params["end"] = end
+    expected = read.config.shop.currency or first_currency_sql(path, settings, zone, conn)
+    rows, has_ids = typed_rows_sql(path, settings, zone, conn, expected)
+    cols, params = _window_columns(read.windows, "q_amount")
+    params["end"] = read.end
     # the only filter is the row check: a bad row stops the pass (error() raises), like a row the
     # reader cannot parse. Values of non-qualifying rows become NULL, which min/max/count/sum skip;
     # a WHERE on them (or on the hashes) could be pushed below the check and let a bad row slip through
@@ -238,34 +235,18 @@ def _split(table: pa.Table) -> tuple[pa.Table, pa.ChunkedArray | None]:
     return pa.Table.from_batches(customers, schema=table.schema).drop_columns(extra), hashes
 
 
-def _validated_aggregates(
-    path: Path,
-    settings: CsvSettings,
-    config: Config,
-    windows: dict[str, datetime],
-    end: datetime,
-    conn: duckdb.DuckDBPyConnection,
-) -> tuple[pd.DataFrame, int, int]:
+def _validated_aggregates(read: _Read) -> tuple[pd.DataFrame, int, int]:
     """The validating scan: every row checked, bad ones counted (and later listed with their line),
     repeated order ids resolved (the newest line wins). Returns the aggregates, the bad-row count
     and the count of rows skipped with a reason (``skip_reason``). A line DuckDB could not read (longer
     than ``max_line_bytes``) counts as bad, listed from the table ``rejected_rows``."""
-    return serial_on_error(
-        lambda parallel: _validate(path, settings, config, windows, end, conn, parallel), path, settings
-    )
+    return serial_on_error(lambda parallel: _validate(read, parallel), read.path, read.settings)
 
 
-def _validate(
-    path: Path,
-    settings: CsvSettings,
-    config: Config,
-    windows: dict[str, datetime],
-    end: datetime,
-    conn: duckdb.DuckDBPyConnection,
-    parallel: bool,
-) -> tuple[pd.DataFrame, int, int]:
-    checked = scan(path, settings, config.shop.zone, conn, parallel=parallel)
-    _price(conn, path, shop_rates(config))
+def _validate(read: _Read, parallel: bool) -> tuple[pd.DataFrame, int, int]:
+    path, settings, conn = read.path, read.settings, read.conn
+    checked = scan(path, settings, read.config.shop.zone, conn, parallel=parallel)
+    _price(conn, path, shop_rates(read.config))
     order_hash = order_hash_sql("order_id") if "order_id" in checked.present else "NULL::UBIGINT"
     conn.execute(f"""
         CREATE OR REPLACE TEMP TABLE parsed_orders AS
@@ -282,8 +263,8 @@ def _validate(
         if dupes
         else "SELECT customer_key, placed_at, amount_e4 FROM parsed_orders WHERE qualifies AND NOT bad"
     )
-    sql, params = _aggregate_sql(source, windows)
-    frame = _fetch(conn, sql, {**params, "end": end})
+    sql, params = _aggregate_sql(source, read.windows)
+    frame = _fetch(conn, sql, {**params, "end": read.end})
     return frame, bad + len(collect_rejects(conn, checked.source, settings)), skipped
 
 
@@ -352,15 +333,16 @@ def aggregate_csv(
         "": window_start,
         **{f"_{name}": engine.window_bounds(as_of, days, zone)[0] for name, days in engine.windows(config.rfm).items()},
     }
+    read = _Read(path, settings, config, windows, end, conn)
     bad = skipped = 0
     fast = False
 
     def work() -> pd.DataFrame:
         nonlocal bad, skipped, fast
-        frame = None if validate_all else _fast_aggregates(path, settings, config, windows, end, conn)
+        frame = None if validate_all else _fast_aggregates(read)
         fast = frame is not None
         if frame is None:
-            frame, bad, skipped = _validated_aggregates(path, settings, config, windows, end, conn)
+            frame, bad, skipped = _validated_aggregates(read)
         return frame
 
     frame = _with_progress(conn, work, progress)

@@ -70,6 +70,12 @@ class ScoreResult:
     calibration_population: int | None = None  # customers those cut points were computed over (None: unknown)
 
 
+# a customer's figures in the tables that list them (the scores CSV of ``rfm-sync score``, the rows
+# of ``rfm-sync customers``), named and ordered alike: the window's values (``monetary`` as money,
+# where the frame has ``monetary_e4``), then the scores
+FIGURE_COLUMNS = ("recency_days", "frequency", "monetary", "r_score", "f_score", "m_score", "rfm_score")
+
+
 def window_bounds(as_of: date, window_days: int, zone: ZoneInfo) -> tuple[datetime, datetime]:
     """``[window_start, end)`` in UTC: the window's first local day at 00:00 to the day after as_of."""
     end = datetime.combine(as_of + timedelta(days=1), time(), zone)

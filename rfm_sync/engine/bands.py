@@ -13,7 +13,7 @@ to the nearer end — so a customer who moves lands where the margin puts them, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -42,26 +42,33 @@ def _with_previous(raw: np.ndarray, strict: np.ndarray, loose: np.ndarray, previ
 def band_up(
     values: np.ndarray, cuts: Sequence[Fraction], previous: np.ndarray | None = None, margin: Fraction = Fraction(0)
 ) -> np.ndarray:
-    import numpy as np
-
-    raw = (1 + count_above(values, cuts)).astype(np.int8)
-    if previous is None or margin == 0:
-        return raw
-    strict = (1 + count_above(values, _scaled(cuts, 1 + margin))).astype(np.int8)
-    loose = (1 + count_above(values, _scaled(cuts, 1 - margin))).astype(np.int8)
-    return _with_previous(raw, strict, loose, previous)
+    return _band(count_above, values, cuts, previous, margin)
 
 
 def band_down(
     values: np.ndarray, cuts: Sequence[Fraction], previous: np.ndarray | None = None, margin: Fraction = Fraction(0)
 ) -> np.ndarray:
+    # a lower value is better: a boundary is passed strictly below c·(1−margin), loosely below c·(1+margin)
+    return _band(count_below, values, cuts, previous, -margin)
+
+
+def _band(
+    count: Callable[[np.ndarray, Sequence[Fraction]], np.ndarray],
+    values: np.ndarray,
+    cuts: Sequence[Fraction],
+    previous: np.ndarray | None,
+    margin: Fraction,
+) -> np.ndarray:
+    """1 + ``count(values, cuts)``, held at ``previous`` within the margin: *strict* counts against
+    the cut points scaled by ``1 + margin``, *loose* by ``1 − margin`` (``margin`` is negated where
+    a lower value is better)."""
     import numpy as np
 
-    raw = (1 + count_below(values, cuts)).astype(np.int8)
+    raw = (1 + count(values, cuts)).astype(np.int8)
     if previous is None or margin == 0:
         return raw
-    strict = (1 + count_below(values, _scaled(cuts, 1 - margin))).astype(np.int8)
-    loose = (1 + count_below(values, _scaled(cuts, 1 + margin))).astype(np.int8)
+    strict = (1 + count(values, _scaled(cuts, 1 + margin))).astype(np.int8)
+    loose = (1 + count(values, _scaled(cuts, 1 - margin))).astype(np.int8)
     return _with_previous(raw, strict, loose, previous)
 
 

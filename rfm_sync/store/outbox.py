@@ -157,21 +157,12 @@ def mark_sent(store: Store, ids: list[int], memory: list[dict[str, Any]] | None 
 def mark_batch_sent(
     store: Store, destination: str, after_id: int, last_id: int, memory: list[dict[str, Any]] | None = None
 ) -> None:
-    """Acknowledge a whole batch from :func:`next_batch` (every row was accepted): the pending rows
-    of ``destination`` with ``after_id < id <= last_id`` are exactly that batch, because new rows
-    always get higher ids. One range update instead of an id list; ``memory`` as in :func:`mark_sent`."""
+    """Acknowledge a whole batch from :func:`next_batch` (every row was accepted): its rows, ``sending``
+    since :func:`mark_sending`, become ``sent``. One range update instead of an id list (see
+    :func:`_move`); ``memory`` as in :func:`mark_sent`."""
     now = utcnow()
     with store.begin() as conn:
-        conn.execute(
-            outbox.update()
-            .where(
-                outbox.c.destination == destination,
-                outbox.c.status == "sending",
-                outbox.c.id > after_id,
-                outbox.c.id <= last_id,
-            )
-            .values(status="sent", sent_at=now, last_error=None)
-        )
+        _move(conn, destination, after_id, last_id, "sending", status="sent", sent_at=now, last_error=None)
         remember(conn, memory or [], now)
 
 
@@ -182,32 +173,29 @@ def mark_sending(store: Store, destination: str, after_id: int, last_id: int) ->
     destination may already have them (an event re-sent with its own id is recorded once).
     A ``sending`` row is never superseded or folded into a newer one."""
     with store.begin() as conn:
-        conn.execute(
-            outbox.update()
-            .where(
-                outbox.c.destination == destination,
-                outbox.c.status == "pending",
-                outbox.c.id > after_id,
-                outbox.c.id <= last_id,
-            )
-            .values(status="sending")
-        )
+        _move(conn, destination, after_id, last_id, "pending", status="sending")
 
 
 def mark_unsent(store: Store, destination: str, after_id: int, last_id: int) -> None:
     """The batch marked by :func:`mark_sending` was refused before anything was handed over
     (:class:`~connectors.base.NotSentError`): its rows are pending again."""
     with store.begin() as conn:
-        conn.execute(
-            outbox.update()
-            .where(
-                outbox.c.destination == destination,
-                outbox.c.status == "sending",
-                outbox.c.id > after_id,
-                outbox.c.id <= last_id,
-            )
-            .values(status="pending")
+        _move(conn, destination, after_id, last_id, "sending", status="pending")
+
+
+def _move(conn: sa.Connection, destination: str, after_id: int, last_id: int, from_status: str, **values: Any) -> None:
+    """Set ``values`` on the rows of ``destination`` in ``from_status`` with ``after_id < id <= last_id``
+    (a batch from :func:`next_batch`: new rows always get higher ids, so the range is exactly it)."""
+    conn.execute(
+        outbox.update()
+        .where(
+            outbox.c.destination == destination,
+            outbox.c.status == from_status,
+            outbox.c.id > after_id,
+            outbox.c.id <= last_id,
         )
+        .values(**values)
+    )
 
 
 def remember(conn: sa.Connection, rows: list[dict[str, Any]], now: Any) -> None:
