@@ -74,18 +74,18 @@ def day_end_groups(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.loc[last, ["customer_key", "as_of", "to_group"]].reset_index(drop=True)
 
 
-def compute(
-    config: Config,
-    store: Store,
-    *,
-    from_group: str | None = None,
-    to_group: str | None = None,
-    since: date | None = None,
-    until: date | None = None,
-    horizons: tuple[int, ...] = HORIZONS,
-) -> Outcomes:
-    """The outcome table of the moves made on days in ``[since, until]`` (each end optional), only from
-    ``from_group`` / to ``to_group`` when given."""
+@dataclass(frozen=True)
+class Moves:
+    """Which moves to follow: from / to a group, made on days in ``[since, until]``; None: any."""
+
+    from_group: str | None = None
+    to_group: str | None = None
+    since: date | None = None
+    until: date | None = None
+
+
+def compute(config: Config, store: Store, only: Moves = Moves(), horizons: tuple[int, ...] = HORIZONS) -> Outcomes:
+    """The outcome table of the moves ``only`` selects, at each horizon (days after the move)."""
     import numpy as np
     import pandas as pd
 
@@ -98,14 +98,14 @@ def compute(
     known_until = history.known_until(store, scheme)
     days = day_end_groups(history.load(store, scheme))
     found = moves(days)
-    if since is not None:
-        found = found[found["as_of"] >= since]
-    if until is not None:
-        found = found[found["as_of"] <= until]
-    if from_group is not None:
-        found = found[found["from_group"] == from_group]
-    if to_group is not None:
-        found = found[found["to_group"] == to_group]
+    if only.since is not None:
+        found = found[found["as_of"] >= only.since]
+    if only.until is not None:
+        found = found[found["as_of"] <= only.until]
+    if only.from_group is not None:
+        found = found[found["from_group"] == only.from_group]
+    if only.to_group is not None:
+        found = found[found["to_group"] == only.to_group]
     known = found["from_group"].isin(names) & found["to_group"].isin(names)
     left_out = int((~known).sum())
     found = found[known].reset_index(drop=True)

@@ -150,7 +150,7 @@ def test_outcomes_of_a_hand_built_history_are_exact(tmp_path):
         ("At Risk", "Needs Attention"),
         ("At Risk", "Inactive"),
     ]
-    only = outcomes.compute(config, store, from_group="Champions", since=D0 + timedelta(days=50))
+    only = outcomes.compute(config, store, outcomes.Moves(from_group="Champions", since=D0 + timedelta(days=50)))
     assert only.table["moved"].unique().tolist() == [1]  # d alone moved from Champions after day 50
     assert only.table["observed"].sum() == 0
     money = {(r["from_group"], r["horizon_days"]): r["revenue"] for r in outcomes.records(result)}
@@ -328,7 +328,7 @@ def test_outcomes_and_backtest_commands(tmp_path):
     assert narrowed["cohorts"] and {c["to_group"] for c in narrowed["cohorts"]} == {"At Risk"}
 
     bad = runner.invoke(main, ["outcomes", "-c", cfg, "--from", "Gold"])
-    assert bad.exit_code == 2 and "--from 'Gold': no such group" in bad.output
+    assert bad.exit_code == 2 and "--from: no group 'Gold' in scheme klaviyo" in bad.output
     late = runner.invoke(main, ["backtest", "-c", cfg, "--since", date.today().isoformat()])
     assert late.exit_code == 2 and "nothing to reconstruct" in late.output
     again = runner.invoke(main, ["backtest", "-c", cfg, "--since", (date.today() - timedelta(days=400)).isoformat()])

@@ -46,6 +46,11 @@ wait_option = click.option(
 )
 
 
+def day_option(name: str, help: str, required: bool = False) -> Any:
+    """A ``YYYY-MM-DD`` option (``--since``, ``--until``), given to the command as text: :func:`day` reads it."""
+    return click.option(name, default=None, required=required, metavar="YYYY-MM-DD", help=help)
+
+
 _frozen = False
 
 
@@ -76,6 +81,20 @@ def day(value: str | None, option: str | None = None) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=option) from None
+
+
+def check_groups(config: Config, **options: str | None) -> None:
+    """Every group named in these options (``--name`` → value; None: not given) is a group of the
+    configured scheme, or the command ends here with exit 2, naming the option and the groups there are."""
+    from .. import engine
+
+    known = engine.group_names(config.rfm)
+    for option, name in options.items():
+        if name is not None and name not in known:
+            exit_codes.fail(
+                f"{option}: no group {name!r} in scheme {config.rfm.scheme} (groups: {', '.join(known)})",
+                exit_codes.CONFIG,
+            )
 
 
 def exit_with_config_errors(exc: ConfigError) -> NoReturn:

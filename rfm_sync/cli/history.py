@@ -13,15 +13,24 @@ from typing import Any
 import click
 
 from .. import exit_codes
-from ._common import config_option, day, heavy_imports, load_with_store, wait_option, writer_lock
+from ._common import (
+    check_groups,
+    config_option,
+    day,
+    day_option,
+    heavy_imports,
+    load_with_store,
+    wait_option,
+    writer_lock,
+)
 
 
 @click.command()
 @config_option
 @click.option("--from", "from_group", default=None, metavar="GROUP", help="Only the moves from this group.")
 @click.option("--to", "to_group", default=None, metavar="GROUP", help="Only the moves to this group.")
-@click.option("--since", default=None, metavar="YYYY-MM-DD", help="Only the moves made on or after this day.")
-@click.option("--until", default=None, metavar="YYYY-MM-DD", help="Only the moves made on or before this day.")
+@day_option("--since", "Only the moves made on or after this day.")
+@day_option("--until", "Only the moves made on or before this day.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON (money as exact decimal text).")
 def outcomes(
     config_path: str, from_group: str | None, to_group: str | None, since: str | None, until: str | None, as_json: bool
@@ -29,24 +38,12 @@ def outcomes(
     """What the customers who moved from one group to another did within 30, 60 and 90 days: back up,
     stayed, fell further, and what they spent."""
     with heavy_imports():
-        from .. import engine, outcomes, report
+        from .. import outcomes, report
 
     config, store = load_with_store(config_path)
-    names = engine.group_names(config.rfm)
-    for option, value in (("--from", from_group), ("--to", to_group)):
-        if value is not None and value not in names:
-            exit_codes.fail(
-                f"{option} {value!r}: no such group in scheme {config.rfm.scheme} (groups: {', '.join(names)})",
-                exit_codes.CONFIG,
-            )
-    result = outcomes.compute(
-        config,
-        store,
-        from_group=from_group,
-        to_group=to_group,
-        since=day(since, "--since"),
-        until=day(until, "--until"),
-    )
+    check_groups(config, **{"--from": from_group, "--to": to_group})
+    moves = outcomes.Moves(from_group, to_group, day(since, "--since"), day(until, "--until"))
+    result = outcomes.compute(config, store, moves)
     if as_json:
         import json
 
@@ -141,12 +138,7 @@ def _cents(total_e4: int, members: int) -> str:
 
 @click.command()
 @config_option
-@click.option(
-    "--since",
-    required=True,
-    metavar="YYYY-MM-DD",
-    help="The first day to reconstruct (e.g. a year before the first run).",
-)
+@day_option("--since", "The first day to reconstruct (e.g. a year before the first run).", required=True)
 @click.option(
     "--every",
     default=7,

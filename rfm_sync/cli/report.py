@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from .. import exit_codes
-from ._common import config_option, day, heavy_imports, load_with_store
+from ._common import check_groups, config_option, day, day_option, heavy_imports, load_with_store
 
 
 @click.command()
@@ -29,12 +29,7 @@ from ._common import config_option, day, heavy_imports, load_with_store
     type=click.Path(dir_okay=False),
     help="Write the report as one self-contained HTML page (charts inside; opens with no network) here.",
 )
-@click.option(
-    "--since",
-    default=None,
-    metavar="YYYY-MM-DD",
-    help="Show the moves since this day (by the runs' as-of days) first; default the last 30 days.",
-)
+@day_option("--since", "Show the moves since this day (by the runs' as-of days) first; default the last 30 days.")
 def report(config_path: str, html_path: str | None, since: str | None) -> None:
     """Group sizes now and over time, who moved where, cut points, revenue per group, warnings, last runs."""
     with heavy_imports():
@@ -67,12 +62,7 @@ def report(config_path: str, html_path: str | None, since: str | None) -> None:
     default=None,
     help="Only customers whose previous group (the last different one) is this.",
 )
-@click.option(
-    "--since",
-    default=None,
-    metavar="YYYY-MM-DD",
-    help="Only customers whose group changed (or was cleared) on or after this day (shop time zone).",
-)
+@day_option("--since", "Only customers whose group changed (or was cleared) on or after this day (shop time zone).")
 @click.option(
     "--cleared",
     is_flag=True,
@@ -107,18 +97,12 @@ def customers(
     with heavy_imports():
         from rich.table import Table
 
-        from .. import engine, lookup
+        from .. import lookup
         from .. import report as tables
 
     since_day = day(since, "--since")
     config, store = load_with_store(config_path)
-    known = engine.group_names(config.rfm)
-    for option, name in (("--group", group), ("--moved-from", moved_from)):
-        if name is not None and name not in known:
-            exit_codes.fail(
-                f"{option}: no group {name!r} in scheme {config.rfm.scheme} (groups: {', '.join(known)})",
-                exit_codes.CONFIG,
-            )
+    check_groups(config, **{"--group": group, "--moved-from": moved_from})
     if cleared and group is not None:
         exit_codes.fail(
             "--cleared lists customers without a group; it cannot be combined with --group", exit_codes.CONFIG
