@@ -190,6 +190,12 @@ class ConnectorContext:
         except LookupError as exc:
             raise FatalError(str(exc), connector=connector) from None
 
+    def refuse_dry_run(self, connector: str) -> None:
+        """For a destination about to build what sends: a :class:`FatalError` when it was built for
+        ``run --dry-run``, so that nothing is sent, not even by mistake."""
+        if self.dry_run:
+            raise FatalError("built for a dry run: nothing may be sent", connector=connector)
+
     def missing_secrets(self, connector: str, *names: str | None) -> list[tuple[str, str]]:
         """For ``check()``: a (problem, fix) for each named secret that is not set (None: not configured)."""
         problems = []

@@ -40,6 +40,12 @@ the check. Streamed responses (``stream=True``) are not read here: their reader 
 
 Connectors may pass ``classify`` to turn a 200 that carries an error (GraphQL ``errors``,
 Graph API ``error``) into the same exceptions, so one retry policy covers both.
+
+Building one. Every connector on HTTP takes the same keyword arguments besides its settings and
+context (:class:`PlumbingArgs`: ``sleep``, ``clock`` and ``policy``, which tests replace with a fake
+clock and fewer attempts) and keeps them as a :class:`Plumbing`, which builds its client (10 s to
+connect, the read timeout its settings name, its hooks on every response) and its rate limiters.
+:func:`refusals_explained` turns a 401/403 into one message naming the token and the scopes.
 """
 
 from __future__ import annotations
@@ -49,10 +55,11 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 import requests
 import urllib3.exceptions
@@ -223,6 +230,13 @@ class HttpClient:
     def __repr__(self) -> str:  # headers hold credentials: never show them
         return f"HttpClient(connector={self.connector!r}, base_url={self.base_url!r})"
 
+    def authorise(self, header: str, reveal: Callable[[], str]) -> None:
+        """Send the credential ``reveal()`` returns in ``header`` from now on. Only the first call
+        reveals it, so a connector reads its secret when it first talks to the service, not when the
+        config loads, and a missing secret fails that call with a clear error."""
+        if header not in self.session.headers:
+            self.session.headers[header] = reveal()
+
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
 
@@ -331,3 +345,71 @@ class HttpClient:
 
     def close(self) -> None:
         self.session.close()
+
+
+# ----------------------------------------------------------------------------- building one
+class PlumbingArgs(TypedDict, total=False):
+    """The keyword arguments of every connector on HTTP: ``KlaviyoDestination(settings, context,
+    sleep=clock.sleep, clock=clock)``. Unset, :class:`Plumbing`'s defaults apply (real time)."""
+
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+    policy: RetryPolicy | None
+
+
+@dataclass(frozen=True)
+class Plumbing:
+    """How one connector waits and retries; builds its :class:`HttpClient` and rate limiters."""
+
+    connector: str
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    policy: RetryPolicy | None = None  # None: RetryPolicy()
+
+    def client(
+        self,
+        base_url: str,
+        *,
+        read_timeout_s: float,
+        headers: dict[str, str],
+        hooks: Sequence[Callable[..., Any]] = (),
+        limiter: Limiter | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> HttpClient:
+        """The connector's client: 10 s to connect, ``read_timeout_s`` to answer; ``hooks`` see every
+        response (in order); ``policy`` replaces this plumbing's."""
+        client = HttpClient(
+            connector=self.connector,
+            base_url=base_url,
+            headers=headers,
+            timeout=(10.0, read_timeout_s),
+            policy=policy or self.policy,
+            limiter=limiter,
+            sleep=self.sleep,
+        )
+        client.session.hooks["response"].extend(hooks)
+        return client
+
+    def rate_limiter(self, limits: list[tuple[int, float]]) -> RateLimiter:
+        return RateLimiter(limits, clock=self.clock, sleep=self.sleep)
+
+
+TOKEN_REJECTED = "the access token was rejected (check the secret named by token_secret)"
+
+
+@contextmanager
+def refusals_explained(service: str, *, connector: str, scope_hint: str, on_401: str) -> Iterator[None]:
+    """Inside, a 401 or 403 becomes one :class:`FatalError` saying what to do: ``"<service> refused
+    the request (HTTP 403): <scope_hint>"``, with ``on_401`` before the hint for a 401 (the token
+    itself may be wrong). Any other error passes unchanged."""
+    try:
+        yield
+    except FatalError as exc:
+        if exc.status not in (401, 403):
+            raise
+        why = on_401 if exc.status == 401 else ""
+        raise FatalError(
+            f"{service} refused the request (HTTP {exc.status}): {why}{scope_hint}",
+            connector=connector,
+            status=exc.status,
+        ) from None

@@ -28,6 +28,14 @@ CSV reads), so every path agrees:
   version of the same order must still replace an earlier one) but never counts (only amounts
   above zero do) and is not subtracted from any other order; a notice says so. A zero amount is
   an ordinary non-qualifying order, without a notice.
+* An **amount** in a JSON payload is read exactly from its text (:func:`amount`): not a finite
+  number, or 14 digits or more before the point (:data:`~connectors.base.MAX_AMOUNT`), and the
+  record is quarantined.
+
+The payload sources (Shopify's pages and webhooks, BigCommerce's) share one path from the values
+they read to an order: :func:`amount` for each money field, :func:`identify` for the ids, the date
+and who the order belongs to (a customer id, else ``email:<address>``), and :func:`notices` for
+what the order carries.
 
 Notices are :class:`~connectors.base.Quarantined` records attached to the order
 (``Order.notices``); :func:`with_notices` lays them out after their order for the pipeline,
@@ -40,10 +48,10 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from decimal import Decimal, InvalidOperation
+from typing import Any, NamedTuple, Protocol, TypeVar
 
-from .base import Order, Quarantined
+from .base import MAX_AMOUNT, Order, Quarantined
 
 # the characters trimmed around ids and emails: C0 controls, space, and Unicode category Zs
 _ZS = "\u00a0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u202f\u205f\u3000"
@@ -57,6 +65,8 @@ PLACED_MIN = datetime(1990, 1, 1, tzinfo=UTC)
 PLACED_END = datetime(2100, 1, 1, tzinfo=UTC)  # exclusive
 
 EMAIL_REASON = "email is not an address"
+# the notice on an order that keeps its customer id but not its email
+EMAIL_NOTICE = f"{EMAIL_REASON}: the order counts, the email is not used"
 
 
 def _class(ranges: list[tuple[int, int]], code: Callable[[int], str]) -> str:
@@ -140,6 +150,54 @@ def negative_reason(amount: Decimal) -> str:
 def skip_reason(amount: Decimal, excluded: bool) -> str | None:
     """The notice for an order that would count but for its negative amount, else ``None``."""
     return negative_reason(amount) if amount < 0 and not excluded else None
+
+
+def amount(value: object, field: str = "") -> Decimal:
+    """``value`` read exactly from its text, or a ValueError saying why not: not a finite number,
+    or out of range. The messages name ``field`` when given ("total_inc_tax is not a number"),
+    else they speak of "amount"."""
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        number = Decimal("NaN")
+    if not number.is_finite():
+        raise ValueError(f"{field or 'amount'} is not a number")
+    if abs(number) >= MAX_AMOUNT:
+        raise ValueError(f"{field + ': ' if field else ''}amount out of range (at most 14 digits before the point)")
+    return number
+
+
+class Identity(NamedTuple):
+    """Who an order belongs to, once :func:`identify` has checked it."""
+
+    customer_id: str  # the customer's id, or "email:<address>" for a guest
+    email: str | None  # trimmed and lower-cased; None when absent or not an address
+    notices: tuple[str, ...]  # reasons to list with the order although it counts
+
+
+def identify(
+    order_id: str, customer: str | None, email: object, placed_at: datetime, *, no_email: str
+) -> Identity | str:
+    """The checks of a payload order's ids and date, then who it belongs to; or the reason to
+    quarantine it (the first problem, in that order).
+
+    ``customer`` is the trimmed customer id, ``None`` for a guest; ``email`` is as read (trimmed
+    and lower-cased here). A customer's email that is not an address is dropped with a notice; a
+    guest needs an address (``no_email``: the reason when there is none at all)."""
+    problem = id_problem("order_id", order_id) or id_problem("customer_id", customer) or placed_at_problem(placed_at)
+    if problem:
+        return problem
+    address, dropped = clean_email(email)
+    if customer:
+        return Identity(customer, address, (EMAIL_NOTICE,) if dropped else ())
+    if address:
+        return Identity("email:" + address, address, ())
+    return f"guest order whose {EMAIL_REASON}" if dropped else no_email
+
+
+def notices(source: str, location: str, reasons: Iterable[str | None]) -> tuple[Quarantined, ...]:
+    """The notices an order carries (``Order.notices``), one per reason that is not ``None``."""
+    return tuple(Quarantined(source=source, location=location, reason=reason) for reason in reasons if reason)
 
 
 def with_notices(records: Iterable[Order | Quarantined]) -> Iterator[Order | Quarantined]:

@@ -30,12 +30,12 @@ dropped with a notice).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from .. import validate
-from ..base import AMOUNT_OUT_OF_RANGE, MAX_AMOUNT, Order, Quarantined
+from ..base import Order, Quarantined
 
 PURCHASE = frozenset({2, 3, 8, 9, 10, 11, 14})
 NOT_PURCHASE = frozenset({0, 1, 4, 5, 6, 7})
@@ -60,15 +60,8 @@ def format_rfc2822(moment: datetime) -> str:
 
 
 def _money(value: Any, field: str) -> Decimal:
-    try:
-        amount = Decimal(str(value if value not in (None, "") else "0"))
-    except InvalidOperation:
-        raise ValueError(f"{field} is not a number") from None
-    if not amount.is_finite():
-        raise ValueError(f"{field} is not a number")
-    if abs(amount) >= MAX_AMOUNT:
-        raise ValueError(f"{field}: {AMOUNT_OUT_OF_RANGE}")
-    return amount
+    """An amount field (:func:`connectors.validate.amount`); absent or empty is zero."""
+    return validate.amount(value if value not in (None, "") else "0", field)
 
 
 def store_default_amount(data: dict[str, Any], amount: Decimal) -> tuple[Decimal, str | None]:
@@ -121,46 +114,39 @@ def order_from_json(
             location=location,
             reason=f"billing_address is not an object but {validate.json_type(billing)}",
         )
-    email, dropped = validate.clean_email(billing.get("email"))
     if data.get("customer_id") not in (None, "") and (
         problem := validate.payload_id_problem("customer_id", data["customer_id"])
     ):
         return Quarantined(source=source, location=location, reason=problem)  # absent or empty: a guest
-    customer = validate.trim(data.get("customer_id")) or "0"
-    problem = (
-        validate.id_problem("order_id", order_id)
-        or validate.id_problem("customer_id", customer)
-        or validate.placed_at_problem(placed_at)
+    customer = validate.trim(data.get("customer_id"))
+    who = validate.identify(
+        order_id,
+        None if customer in (None, "0") else customer,
+        billing.get("email"),
+        placed_at,
+        no_email="guest order without a billing email",
     )
-    if problem:
-        return Quarantined(source=source, location=location, reason=problem)
-    notices = []
-    if customer == "0":
-        if not email:
-            reason = f"guest order whose {validate.EMAIL_REASON}" if dropped else "guest order without a billing email"
-            return Quarantined(source=source, location=location, reason=reason)
-        customer = "email:" + email
-    elif dropped:
-        notices.append(f"{validate.EMAIL_REASON}: the order counts, the email is not used")
+    if isinstance(who, str):
+        return Quarantined(source=source, location=location, reason=who)
     try:
         amount, code = store_default_amount(data, total - refunded)
     except ValueError as exc:
         return Quarantined(source=source, location=location, reason=str(exc))
     counted = counts(status_id, extra_purchase)
     deleted = bool(data.get("is_deleted"))
-    skipped = validate.skip_reason(total - refunded, not counted or deleted)
-    notices += [skipped] if skipped else []
     return Order(
         source=source,
         order_id=order_id,
-        customer_id=customer,
+        customer_id=who.customer_id,
         placed_at=placed_at,
         updated_at=updated_at,
         amount=amount,
-        email=email,
+        email=who.email,
         currency=code,
         status=f"{status_id} {data.get('status') or ''}".strip(),
         is_cancelled=not counted,
         is_deleted=deleted,
-        notices=tuple(Quarantined(source=source, location=location, reason=n) for n in notices),
+        notices=validate.notices(
+            source, location, [*who.notices, validate.skip_reason(total - refunded, not counted or deleted)]
+        ),
     )

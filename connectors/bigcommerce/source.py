@@ -55,7 +55,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Unpack
 
 import requests
 from pydantic import Field
@@ -73,7 +73,7 @@ from ..base import (
     RetryableError,
     webhook_json,
 )
-from ..http import HttpClient, RetryPolicy
+from ..http import TOKEN_REJECTED, Plumbing, PlumbingArgs, refusals_explained
 from .parse import format_rfc2822, order_from_json
 
 log = logging.getLogger(__name__)
@@ -184,30 +184,19 @@ def _cap(moment: datetime | None, context: PullContext) -> datetime | None:
 class BigCommerceSource:
     Settings = BigCommerceSettings
 
-    def __init__(
-        self,
-        settings: BigCommerceSettings,
-        context: ConnectorContext,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        policy: RetryPolicy | None = None,
-    ):
+    def __init__(self, settings: BigCommerceSettings, context: ConnectorContext, **plumbing: Unpack[PlumbingArgs]):
         self.settings = settings
         self.name = settings.name
         self._context = context
-        self.quota = QuotaLimiter(clock=clock, sleep=sleep)
-        self.client = HttpClient(
-            connector=self.name,
-            base_url=settings.base_url,
-            sleep=sleep,
-            policy=policy,
-            limiter=self.quota,
-            timeout=(10.0, settings.timeout_seconds),
+        self.plumbing = Plumbing(self.name, **plumbing)
+        self.quota = QuotaLimiter(clock=self.plumbing.clock, sleep=self.plumbing.sleep)
+        self.client = self.plumbing.client(
+            settings.base_url,
+            read_timeout_s=settings.timeout_seconds,
             headers={"Accept": "application/json"},
+            hooks=[self.quota.observe, self._observe],
+            limiter=self.quota,
         )
-        self.client.session.hooks["response"].append(self.quota.observe)
-        self.client.session.hooks["response"].append(self._observe)
         self._lock = threading.Lock()
         self.prefix = f"/stores/{settings.store_hash}/v2"
         self.page_size = settings.page_size
@@ -227,29 +216,17 @@ class BigCommerceSource:
 
     def _authorise(self) -> None:
         """Put the access token on the session (once); a missing secret is a fatal, clear error."""
-        if "X-Auth-Token" in self.client.session.headers:
-            return
-        token = self._context.reveal_secret(self.settings.token_secret, self.name)
-        self.client.session.headers["X-Auth-Token"] = token
+        self.client.authorise(
+            "X-Auth-Token", lambda: self._context.reveal_secret(self.settings.token_secret, self.name)
+        )
 
     def _get(self, path: str, prepare: Callable[[], dict[str, Any]] | None = None) -> requests.Response:
         self._authorise()
-        try:
-            with self._lock:  # a webhook fetch and a pull may share this client: one request at a time
-                return self.client.request("GET", self.prefix + path, prepare=prepare)
-        except FatalError as exc:
-            if exc.status in (401, 403):
-                why = (
-                    "the access token was rejected (check the secret named by token_secret); "
-                    if exc.status == 401
-                    else ""
-                )
-                raise FatalError(
-                    f"BigCommerce refused the request (HTTP {exc.status}): {why}{SCOPE_HINT}",
-                    connector=self.name,
-                    status=exc.status,
-                ) from None
-            raise
+        with (
+            refusals_explained("BigCommerce", connector=self.name, scope_hint=SCOPE_HINT, on_401=f"{TOKEN_REJECTED}; "),
+            self._lock,  # a webhook fetch and a pull may share this client: one request at a time
+        ):
+            return self.client.request("GET", self.prefix + path, prepare=prepare)
 
     def check(self, online: bool = True) -> list[tuple[str, str]]:
         """For ``rfm-sync doctor``: the token (and webhook secret, when named) are set; ``online``:

@@ -90,6 +90,26 @@ class Preset:
     guest_ids: tuple[str, ...] = field(default=())
 
 
+# Our field -> each export's column names, in the order of PresetName (Shopify's, BigCommerce's,
+# WooCommerce's): a preset's ``columns``. () where an export has no such column.
+_COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "order_id": (("Name",), ("Order ID",), ("order_id", "order_number")),
+    "placed_at": (("Created at",), ("Order Date",), ("order_date",)),
+    "amount": (("Total",), ("Order Total (inc tax)",), ("order_total",)),
+    "refunded": (("Refunded Amount",), ("Refund Amount",), ()),
+    "email": (("Email",), ("Customer Email", "Billing Email"), ("customer_email", "billing_email")),
+    "phone": (("Phone", "Billing Phone"), ("Customer Phone", "Billing Phone"), ("billing_phone",)),
+    "status": (("Financial Status",), ("Order Status",), ("status",)),
+    "currency": (("Currency",), ("Order Currency Code",), ("order_currency",)),
+}
+
+
+def _columns_of(preset: PresetName) -> dict[str, tuple[str, ...]]:
+    """The preset's column of :data:`_COLUMNS`, leaving out the fields its export lacks."""
+    column = get_args(PresetName).index(preset)
+    return {name: row[column] for name, row in _COLUMNS.items() if row[column]}
+
+
 # US dates first: every reader of BigCommerce and WooCommerce exports we found reads m/d/Y
 _US_DAY = ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y")
 
@@ -100,16 +120,7 @@ PRESETS: dict[str, Preset] = {
     # Amount), as the Shopify source does with the API's current total
     "shopify-export": Preset(
         label="Shopify's order export",
-        columns={
-            "order_id": ("Name",),
-            "placed_at": ("Created at",),
-            "amount": ("Total",),
-            "refunded": ("Refunded Amount",),
-            "email": ("Email",),
-            "phone": ("Phone", "Billing Phone"),
-            "status": ("Financial Status",),
-            "currency": ("Currency",),
-        },
+        columns=_columns_of("shopify-export"),
         time_formats=("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M %z"),
         cancelled_statuses=("voided", "expired"),
         cancelled_if_set=("Cancelled at", "Canceled at"),
@@ -119,16 +130,7 @@ PRESETS: dict[str, Preset] = {
     # purchases are those of the BigCommerce source (connectors/bigcommerce/parse.py), by name
     "bigcommerce-export": Preset(
         label="BigCommerce's order export",
-        columns={
-            "order_id": ("Order ID",),
-            "placed_at": ("Order Date",),
-            "amount": ("Order Total (inc tax)",),
-            "refunded": ("Refund Amount",),
-            "email": ("Customer Email", "Billing Email"),
-            "phone": ("Customer Phone", "Billing Phone"),
-            "status": ("Order Status",),
-            "currency": ("Order Currency Code",),
-        },
+        columns=_columns_of("bigcommerce-export"),
         time_formats=_US_DAY
         + ("%b %d %Y %H:%M:%S", "%b %d %Y", "%d %b %Y %H:%M:%S", "%d %b %Y", "%a, %d %b %Y %H:%M:%S %z"),
         time_of_day="Order Time",
@@ -148,15 +150,7 @@ PRESETS: dict[str, Preset] = {
     # "wc-" prefix. Paid orders are processing or completed; on-hold and pending await payment
     "woocommerce-export": Preset(
         label="WooCommerce's order export",
-        columns={
-            "order_id": ("order_id", "order_number"),
-            "placed_at": ("order_date",),
-            "amount": ("order_total",),
-            "email": ("customer_email", "billing_email"),
-            "phone": ("billing_phone",),
-            "status": ("status",),
-            "currency": ("order_currency",),
-        },
+        columns=_columns_of("woocommerce-export"),
         time_formats=_US_DAY,
         cancelled_statuses=tuple(
             p + s

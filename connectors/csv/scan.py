@@ -360,7 +360,7 @@ def scan(
                  THEN 'amount is negative (' || amount || '): a refund larger than the order? not counted' END
                  AS skip_reason,
                CASE WHEN problem IS NULL AND email_text IS NOT NULL AND email IS NULL
-                 THEN '{validate.EMAIL_REASON}: the order counts, the email is not used' END AS email_problem
+                 THEN '{validate.EMAIL_NOTICE}' END AS email_problem
         FROM (SELECT *, COALESCE(first_problem, {conflict}) AS problem FROM {source})""")
     return CsvScan(conn=conn, path=path, present=present, source=prepared)
 

@@ -27,11 +27,10 @@ each endpoint at ``HEADROOM`` (80 %) of Klaviyo's published limits (``DOCUMENTED
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import time
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import requests
 from pydantic import Field
@@ -45,7 +44,7 @@ from ..base import (
     RecordError,
     RetryableError,
 )
-from ..http import HttpClient, RateLimiter, RetryPolicy
+from ..http import HttpClient, Plumbing, PlumbingArgs
 from .bodies import (
     REVISION,
     NoIdentifier,
@@ -133,44 +132,29 @@ class KlaviyoSettings(ConnectorSettings):
 class KlaviyoDestination:
     Settings = KlaviyoSettings
 
-    def __init__(
-        self,
-        settings: KlaviyoSettings,
-        context: ConnectorContext,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        policy: RetryPolicy | None = None,
-    ):
+    def __init__(self, settings: KlaviyoSettings, context: ConnectorContext, **plumbing: Unpack[PlumbingArgs]):
         self.settings = settings
         self.name = settings.name
         self.batch_size = settings.batch_size
         self._context = context
-        self._sleep, self._clock = sleep, clock
-        self._policy = policy
-        self.limiters = {k: RateLimiter(v, clock=clock, sleep=sleep) for k, v in LIMITS.items()}
-        self._client: HttpClient | None = None
+        self.plumbing = Plumbing(self.name, **plumbing)
+        self.limiters = {k: self.plumbing.rate_limiter(v) for k, v in LIMITS.items()}
 
     def __repr__(self) -> str:
         return f"KlaviyoDestination(name={self.name!r}, base_url={self.settings.base_url!r})"
 
     # ------------------------------------------------------------------ http
-    @property
+    @functools.cached_property
     def client(self) -> HttpClient:
-        if self._client is None:
-            if self._context.dry_run:  # built for `run --dry-run`: never send, not even by mistake
-                raise FatalError("built for a dry run: nothing may be sent", connector=self.name)
-            key = self._context.reveal_secret(self.settings.api_key_secret, self.name)
-            self._client = HttpClient(
-                connector=self.name,
-                base_url=self.settings.base_url,
-                sleep=self._sleep,
-                policy=self._policy,
-                timeout=(10.0, self.settings.timeout_s),
-                headers={"Authorization": f"Klaviyo-API-Key {key}", "revision": REVISION, "Accept": MEDIA_TYPE},
-            )
-            self._client.session.hooks["response"].append(self._record_errors)
-        return self._client
+        # built on first use: the API key is read then (not when the config loads), never for a dry run
+        self._context.refuse_dry_run(self.name)
+        key = self._context.reveal_secret(self.settings.api_key_secret, self.name)
+        return self.plumbing.client(
+            self.settings.base_url,
+            read_timeout_s=self.settings.timeout_s,
+            headers={"Authorization": f"Klaviyo-API-Key {key}", "revision": REVISION, "Accept": MEDIA_TYPE},
+            hooks=[self._record_errors],
+        )
 
     def send(
         self,
@@ -241,8 +225,8 @@ class KlaviyoDestination:
                 connector=self.name,
                 poll_interval_s=s.poll_interval_s,
                 timeout_s=s.job_timeout_s,
-                sleep=self._sleep,
-                clock=self._clock,
+                sleep=self.plumbing.sleep,
+                clock=self.plumbing.clock,
             )
             for job, data in split_jobs([(u.outbox_id, r) for u, r in bulk]):
                 outcome = jobs.run(job, data)
@@ -319,8 +303,8 @@ class KlaviyoDestination:
         return []
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        if "client" in vars(self):  # built (functools.cached_property keeps it there)
+            self.client.close()
 
 
 def error_summary(response: requests.Response, most: int = 3) -> str:

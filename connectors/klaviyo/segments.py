@@ -85,7 +85,7 @@ def _create(dest: KlaviyoDestination, name: str, group: str, property_name: str)
         except RetryableError:
             if attempt == CREATE_ATTEMPTS - 1:
                 raise
-            dest._sleep(min(30.0, 2.0**attempt))
+            dest.plumbing.sleep(min(30.0, 2.0**attempt))
             found = existing_segments(dest).get(name)  # the lost answer may hide a segment made
             if found is not None:
                 return found

@@ -40,16 +40,15 @@ secret; the proof is sent in the form body (reads: the query) and never logged.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
 import logging
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Unpack
 
 import phonenumbers
 import requests
@@ -65,7 +64,7 @@ from ..base import (
     RetryableError,
     chunked,
 )
-from ..http import HttpClient, RateLimiter, RetryPolicy
+from ..http import HttpClient, Plumbing, PlumbingArgs, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -259,24 +258,14 @@ class Op:
 class MetaAudiencesDestination:
     Settings = MetaAudiencesSettings
 
-    def __init__(
-        self,
-        settings: MetaAudiencesSettings,
-        context: ConnectorContext,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        policy: RetryPolicy | None = None,
-    ):
+    def __init__(self, settings: MetaAudiencesSettings, context: ConnectorContext, **plumbing: Unpack[PlumbingArgs]):
         self.settings = settings
         self.name = settings.name
         self.batch_size = settings.batch_size
         self._context = context
-        self._sleep = sleep
-        self._policy = policy
+        self.plumbing = Plumbing(self.name, **plumbing)
         # Meta's audience limits are per ad account and opaque; stay well under a few calls per second.
-        self.limiter = RateLimiter([(5, 1.0), (200, 60.0)], clock=clock, sleep=sleep)
-        self._client: HttpClient | None = None
+        self.limiter = self.plumbing.rate_limiter([(5, 1.0), (200, 60.0)])
         self._proof: str | None = None  # appsecret_proof, when the app requires it
         self.version = settings.graph_version
         self.warnings: list[str] = []
@@ -284,29 +273,24 @@ class MetaAudiencesDestination:
     def __repr__(self) -> str:
         return f"MetaAudiencesDestination(name={self.name!r}, base_url={self.settings.base_url!r})"
 
-    @property
+    @functools.cached_property
     def client(self) -> HttpClient:
-        if self._client is None:
-            if self._context.dry_run:  # built for `run --dry-run`: never send, not even by mistake
-                raise FatalError("built for a dry run: nothing may be sent", connector=self.name)
-            self._check_version(date.today())
-            token = self._context.reveal_secret(self.settings.access_token_secret, self.name)
-            if self.settings.app_secret_secret:
-                app_secret = self._context.reveal_secret(self.settings.app_secret_secret, self.name)
-                self._proof = appsecret_proof(app_secret, token)
-            policy = dataclasses.replace(
-                self._policy or RetryPolicy(), max_server_wait_s=self.settings.max_throttle_wait_s
-            )
-            self._client = HttpClient(
-                connector=self.name,
-                base_url=self.settings.base_url,
-                sleep=self._sleep,
-                policy=policy,
-                timeout=(10.0, self.settings.timeout_s),
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            self._client.session.hooks["response"].append(self._graph_errors)
-        return self._client
+        # built on first use: the token is read then (not when the config loads), never for a dry run
+        self._context.refuse_dry_run(self.name)
+        self._check_version(date.today())
+        token = self._context.reveal_secret(self.settings.access_token_secret, self.name)
+        if self.settings.app_secret_secret:
+            app_secret = self._context.reveal_secret(self.settings.app_secret_secret, self.name)
+            self._proof = appsecret_proof(app_secret, token)
+        return self.plumbing.client(
+            self.settings.base_url,
+            read_timeout_s=self.settings.timeout_s,
+            headers={"Authorization": f"Bearer {token}"},
+            hooks=[self._graph_errors],
+            policy=dataclasses.replace(
+                self.plumbing.policy or RetryPolicy(), max_server_wait_s=self.settings.max_throttle_wait_s
+            ),
+        )
 
     def _check_version(self, today: date) -> None:
         problem = version_problem(self.version, today)
@@ -539,5 +523,5 @@ class MetaAudiencesDestination:
         return problems
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        if "client" in vars(self):  # built (functools.cached_property keeps it there)
+            self.client.close()

@@ -26,7 +26,7 @@ import requests
 
 from .. import validate
 from ..base import FatalError, RetryableError
-from ..http import HttpClient
+from ..http import TOKEN_REJECTED, HttpClient, refusals_explained
 
 log = logging.getLogger(__name__)
 
@@ -127,22 +127,13 @@ class ShopifyGraphQL:
             self._operation, self._first = operation, int(values.get("first") or 1)
             return {"json": {"query": document, "variables": values}}
 
-        try:
-            with self._lock:  # a webhook fetch and a pull may share this client: one request at a time
-                response = self.client.request("POST", self.path, classify=self._classify, prepare=prepare)
-        except FatalError as exc:
-            if exc.status in (401, 403):
-                why = (
-                    "the access token was rejected (check the secret named by token_secret), or "
-                    if exc.status == 401
-                    else ""
-                )
-                raise FatalError(
-                    f"Shopify refused the request (HTTP {exc.status}): {why}{SCOPE_HINT}",
-                    connector=self.client.connector,
-                    status=exc.status,
-                ) from None
-            raise
+        with (
+            refusals_explained(
+                "Shopify", connector=self.client.connector, scope_hint=SCOPE_HINT, on_401=f"{TOKEN_REJECTED}, or "
+            ),
+            self._lock,  # a webhook fetch and a pull may share this client: one request at a time
+        ):
+            response = self.client.request("POST", self.path, classify=self._classify, prepare=prepare)
         data = response.json().get("data")  # _classify made sure the body is an object
         if data is not None and not isinstance(data, dict):
             raise FatalError(

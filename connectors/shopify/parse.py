@@ -11,13 +11,13 @@ whose financial status is in ``non_purchase_statuses`` are flagged so they never
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import validate
-from ..base import AMOUNT_OUT_OF_RANGE, MAX_AMOUNT, Order, Quarantined
+from ..base import Order, Quarantined
 
 
 def numeric_id(value: Any) -> str:
@@ -49,80 +49,49 @@ def normalise_email(value: Any) -> str | None:
     return text.lower() if text else None
 
 
-def _decimal(value: Any) -> Decimal:
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise ValueError("amount is not a number") from None
-    if not amount.is_finite():
-        raise ValueError("amount is not a number")
-    if abs(amount) >= MAX_AMOUNT:
-        raise ValueError(AMOUNT_OUT_OF_RANGE)
-    return amount
+class _Style(NamedTuple):
+    """How one payload style differs from the other; everything else :func:`_order` reads alike."""
+
+    key: Callable[[str], str]  # a field's name in this style, from its GraphQL name
+    customer_email: Callable[[dict[str, Any]], Any]
+    money: Callable[[dict[str, Any]], tuple[Any, Any] | str]  # (amount, currency), or why there is none
+    status: Callable[[dict[str, Any]], str | None]  # the financial status
 
 
-def _build(
-    source: str,
-    order_id: str,
-    customer: str | None,
-    email: str | None,
-    placed: Any,
-    updated: Any,
-    amount: Any,
-    currency: str | None,
-    status: str | None,
-    test: object,
-    cancelled_at: Any,
-    non_purchase: Iterable[str],
-) -> Order | Quarantined:
-    location = f"order {order_id}"
-    try:
-        placed_at = parse_time(placed)
-        if placed_at is None:
-            raise ValueError("no processed/created time")
-        updated_at = parse_time(updated)
-        total = _decimal(amount)
-    except ValueError as exc:
-        return Quarantined(source=source, location=location, reason=str(exc))
-    customer = validate.trim(customer)
-    problem = (
-        validate.id_problem("order_id", order_id)
-        or validate.id_problem("customer_id", customer)
-        or validate.placed_at_problem(placed_at)
-    )
-    if problem:
-        return Quarantined(source=source, location=location, reason=problem)
-    notices = []
-    if email is not None and not validate.is_email(email):
-        if not customer:
-            return Quarantined(source=source, location=location, reason=f"guest order whose {validate.EMAIL_REASON}")
-        email = None
-        notices.append(f"{validate.EMAIL_REASON}: the order counts, the email is not used")
-    if customer:
-        customer_id = customer
-    elif email:
-        customer_id = "email:" + email
-    else:
-        return Quarantined(source=source, location=location, reason="guest order without an email")
-    status_upper = (status or "").upper()
-    is_test = bool(test)
-    is_cancelled = bool(cancelled_at) or status_upper in {s.upper() for s in non_purchase}
-    skipped = validate.skip_reason(total, is_test or is_cancelled)
-    notices += [skipped] if skipped else []
-    return Order(
-        source=source,
-        order_id=order_id,
-        customer_id=customer_id,
-        placed_at=placed_at,
-        updated_at=updated_at,
-        amount=total,
-        email=email,
-        currency=currency,
-        status=status_upper.lower() or None,
-        is_test=is_test,
-        is_cancelled=is_cancelled,
-        notices=tuple(Quarantined(source=source, location=location, reason=n) for n in notices),
-    )
+def _snake_case(name: str) -> str:
+    """A GraphQL field's name in the REST payloads: ``processedAt`` → ``processed_at``."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
+
+
+def _node_money(node: dict[str, Any]) -> tuple[Any, Any] | str:
+    money = (node.get("currentTotalPriceSet") or {}).get("shopMoney") or {}
+    if "amount" not in money:
+        return "no currentTotalPriceSet.shopMoney"
+    return money["amount"], money.get("currencyCode") or node.get("currencyCode")
+
+
+def _rest_money(order: dict[str, Any]) -> tuple[Any, Any] | str:
+    shop_money = (order.get("current_total_price_set") or {}).get("shop_money") or {}
+    amount = shop_money.get("amount", order.get("current_total_price", order.get("total_price")))
+    if amount is None:
+        return "no total price"
+    return amount, shop_money.get("currency_code") or order.get("currency")
+
+
+def _rest_status(order: dict[str, Any]) -> str | None:
+    status = order.get("financial_status")
+    return status.upper() if status else None
+
+
+GRAPHQL = _Style(
+    key=lambda name: name,
+    customer_email=lambda customer: (customer.get("defaultEmailAddress") or {}).get("emailAddress"),
+    money=_node_money,
+    status=lambda node: node.get("displayFinancialStatus"),
+)
+REST = _Style(
+    key=_snake_case, customer_email=lambda customer: customer.get("email"), money=_rest_money, status=_rest_status
+)
 
 
 def _location(order_id: Any, created: Any) -> str:
@@ -143,33 +112,63 @@ def _ids_problem(order_id: Any, customer: Any) -> str | None:
     return validate.payload_id_problem("customer.id", customer.get("id")) if "id" in customer else None
 
 
+def _order(source: str, order: dict[str, Any], style: _Style, non_purchase: Iterable[str]) -> Order | Quarantined:
+    """One order payload in either style: its ids first, then its email, money and status as the
+    style keeps them, then its times and the checks of :mod:`connectors.validate`."""
+
+    def field(graphql_name: str) -> Any:
+        return order.get(style.key(graphql_name))
+
+    if problem := _ids_problem(order.get("id"), order.get("customer")):
+        return Quarantined(source=source, location=_location(order.get("id"), field("createdAt")), reason=problem)
+    order_id = numeric_id(order["id"])
+    location = f"order {order_id}"
+    customer = order.get("customer") or {}
+    email = normalise_email(order.get("email")) or normalise_email(style.customer_email(customer))
+    money = style.money(order)
+    if isinstance(money, str):
+        return Quarantined(source=source, location=location, reason=money)
+    amount, currency = money
+    financial_status = style.status(order)
+    try:
+        placed_at = parse_time(field("processedAt") or field("createdAt"))
+        if placed_at is None:
+            raise ValueError("no processed/created time")
+        updated_at = parse_time(field("updatedAt"))
+        total = validate.amount(amount)
+    except ValueError as exc:
+        return Quarantined(source=source, location=location, reason=str(exc))
+    customer_id = numeric_id(customer["id"]) if customer.get("id") else None
+    who = validate.identify(
+        order_id, validate.trim(customer_id), email, placed_at, no_email="guest order without an email"
+    )
+    if isinstance(who, str):
+        return Quarantined(source=source, location=location, reason=who)
+    status = (financial_status or "").upper()
+    is_test = bool(order.get("test"))
+    is_cancelled = bool(field("cancelledAt")) or status in {s.upper() for s in non_purchase}
+    return Order(
+        source=source,
+        order_id=order_id,
+        customer_id=who.customer_id,
+        placed_at=placed_at,
+        updated_at=updated_at,
+        amount=total,
+        email=who.email,
+        currency=currency,
+        status=status.lower() or None,
+        is_test=is_test,
+        is_cancelled=is_cancelled,
+        notices=validate.notices(
+            source, location, [*who.notices, validate.skip_reason(total, is_test or is_cancelled)]
+        ),
+    )
+
+
 @validate.shape_checked
 def order_from_node(source: str, node: dict[str, Any], non_purchase: Iterable[str] = ()) -> Order | Quarantined:
     """A GraphQL ``Order`` node (see :data:`connectors.shopify.queries.ORDER_FIELDS`)."""
-    if problem := _ids_problem(node.get("id"), node.get("customer")):
-        return Quarantined(source=source, location=_location(node.get("id"), node.get("createdAt")), reason=problem)
-    order_id = numeric_id(node["id"])
-    customer = node.get("customer") or {}
-    email = normalise_email(node.get("email")) or normalise_email(
-        (customer.get("defaultEmailAddress") or {}).get("emailAddress")
-    )
-    money = (node.get("currentTotalPriceSet") or {}).get("shopMoney") or {}
-    if "amount" not in money:
-        return Quarantined(source=source, location=f"order {order_id}", reason="no currentTotalPriceSet.shopMoney")
-    return _build(
-        source,
-        order_id,
-        numeric_id(customer["id"]) if customer.get("id") else None,
-        email,
-        node.get("processedAt") or node.get("createdAt"),
-        node.get("updatedAt"),
-        money["amount"],
-        money.get("currencyCode") or node.get("currencyCode"),
-        node.get("displayFinancialStatus"),
-        node.get("test"),
-        node.get("cancelledAt"),
-        non_purchase,
-    )
+    return _order(source, node, GRAPHQL, non_purchase)
 
 
 @validate.shape_checked
@@ -179,28 +178,4 @@ def order_from_rest(source: str, body: dict[str, Any], non_purchase: Iterable[st
     The amount is ``current_total_price_set.shop_money`` (or ``current_total_price``); payloads
     without those fall back to ``total_price`` (before refunds) — the next pull corrects it.
     """
-    order = body.get("order", body)
-    if problem := _ids_problem(order.get("id"), order.get("customer")):
-        return Quarantined(source=source, location=_location(order.get("id"), order.get("created_at")), reason=problem)
-    order_id = numeric_id(order["id"])
-    customer = order.get("customer") or {}
-    email = normalise_email(order.get("email")) or normalise_email(customer.get("email"))
-    shop_money = (order.get("current_total_price_set") or {}).get("shop_money") or {}
-    amount = shop_money.get("amount", order.get("current_total_price", order.get("total_price")))
-    if amount is None:
-        return Quarantined(source=source, location=f"order {order_id}", reason="no total price")
-    status = order.get("financial_status")
-    return _build(
-        source,
-        order_id,
-        numeric_id(customer["id"]) if customer.get("id") else None,
-        email,
-        order.get("processed_at") or order.get("created_at"),
-        order.get("updated_at"),
-        amount,
-        shop_money.get("currency_code") or order.get("currency"),
-        status.upper() if status else None,
-        order.get("test"),
-        order.get("cancelled_at"),
-        non_purchase,
-    )
+    return _order(source, body.get("order", body), REST, non_purchase)

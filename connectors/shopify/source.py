@@ -38,10 +38,9 @@ import hashlib
 import hmac
 import json
 import logging
-import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, Unpack
 
 from pydantic import Field, field_validator
 
@@ -57,7 +56,7 @@ from ..base import (
     RecordError,
     webhook_json,
 )
-from ..http import HttpClient, RetryPolicy
+from ..http import Plumbing, PlumbingArgs
 from .bulk import BulkExport, BulkGone
 from .graphql import CostBucket, PageSize, ShopifyGraphQL
 from .parse import numeric_id, order_from_node, order_from_rest, order_gid, parse_time
@@ -108,39 +107,27 @@ def load_cursor(text: str | None) -> tuple[datetime | None, str | None]:
 class ShopifySource:
     Settings = ShopifySettings
 
-    def __init__(
-        self,
-        settings: ShopifySettings,
-        context: ConnectorContext,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        policy: RetryPolicy | None = None,
-    ):
+    def __init__(self, settings: ShopifySettings, context: ConnectorContext, **plumbing: Unpack[PlumbingArgs]):
         self.settings = settings
         self.name = settings.name
         self._context = context
-        self._sleep = sleep
-        base = settings.base_url or f"https://{settings.shop}"
-        self.client = HttpClient(
-            connector=self.name,
-            base_url=base,
-            sleep=sleep,
-            policy=policy,
-            timeout=(10.0, settings.timeout_seconds),
+        self.plumbing = Plumbing(self.name, **plumbing)
+        self.client = self.plumbing.client(
+            settings.base_url or f"https://{settings.shop}",
+            read_timeout_s=settings.timeout_seconds,
             headers={"Content-Type": "application/json"},
         )
         self.page = PageSize(settings.page_size)
-        self.bucket = CostBucket(clock=clock, sleep=sleep)
+        self.bucket = CostBucket(clock=self.plumbing.clock, sleep=self.plumbing.sleep)
         self.gql = ShopifyGraphQL(
             self.client,
             f"/admin/api/{API_VERSION}/graphql.json",
             bucket=self.bucket,
-            clock=clock,
+            clock=self.plumbing.clock,
             on_server_error=self.page.shrink,
             on_cost_exceeded=self.page.cap,
         )
-        self.bulk = BulkExport(self.gql, self.client, sleep=sleep, poll_s=settings.bulk_poll_seconds)
+        self.bulk = BulkExport(self.gql, self.client, sleep=self.plumbing.sleep, poll_s=settings.bulk_poll_seconds)
         self.warnings: list[str] = []
         self._scopes_checked = False
 
@@ -160,10 +147,9 @@ class ShopifySource:
 
     def _authorise(self) -> None:
         """Put the access token on the session (once); a missing secret is a fatal, clear error."""
-        if "X-Shopify-Access-Token" in self.client.session.headers:
-            return
-        token = self._context.reveal_secret(self.settings.token_secret, self.name)
-        self.client.session.headers["X-Shopify-Access-Token"] = token
+        self.client.authorise(
+            "X-Shopify-Access-Token", lambda: self._context.reveal_secret(self.settings.token_secret, self.name)
+        )
 
     def check_access(self) -> None:
         """Fail (or warn) when the token cannot see orders older than 60 days."""
