@@ -7,19 +7,18 @@ segments are listed first (``GET /api/segments``, 10 per page) and a segment who
 exists is left alone, whatever its definition.
 
 Creating a segment is not itself idempotent (a second POST makes a second segment of the same
-name), so it is sent with ``idempotent=False``: a failure after which Klaviyo may have done the
-work (a reset, a timeout, a cut-off answer, a 5xx) is not retried blindly; the segments are listed
-again and the POST is repeated only if the segment is not there.
+name), so it is sent through :func:`connectors.klaviyo.listing.create_once`: a failure after which
+Klaviyo may have done the work (a reset, a timeout, a cut-off answer, a 5xx) is not retried blindly;
+the segments are listed again and the POST is repeated only if the segment is not there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from ..base import FatalError, RetryableError
 from .bodies import segment_body, segment_name
 from .destination import KlaviyoDestination
+from .listing import create_once, names, pages
 
 SEGMENTS_PATH = "/api/segments"
 
@@ -34,21 +33,7 @@ class SegmentResult:
 
 def existing_segments(dest: KlaviyoDestination) -> dict[str, str]:
     """Name → id of every segment in the account."""
-    found: dict[str, str] = {}
-    path: str | None = SEGMENTS_PATH
-    params: dict[str, Any] | None = {"fields[segment]": "name"}
-    seen: set[str] = set()
-    while path:
-        if path in seen:  # a repeated page link is an error, not an endless loop
-            raise FatalError("Klaviyo returned the same segments page twice; refusing to loop", connector=dest.name)
-        seen.add(path)
-        page = dest.send("GET", path, limiter="segments_read", params=params).json()
-        for item in page.get("data", []):
-            name = (item.get("attributes") or {}).get("name") if isinstance(item, dict) else None
-            if isinstance(name, str) and item.get("id") is not None:
-                found[name] = str(item["id"])
-        path, params = (page.get("links") or {}).get("next"), None
-    return found
+    return names(pages(dest, SEGMENTS_PATH, limiter="segments_read", params={"fields[segment]": "name"}))
 
 
 def bootstrap_segments(
@@ -67,26 +52,13 @@ def bootstrap_segments(
     return results
 
 
-CREATE_ATTEMPTS = 4
-
-
 def _create(dest: KlaviyoDestination, name: str, group: str, property_name: str) -> str:
     """Create the segment ``name`` once; the id Klaviyo gave it."""
-    for attempt in range(CREATE_ATTEMPTS):
-        try:
-            created = dest.send(
-                "POST",
-                SEGMENTS_PATH,
-                limiter="segments_write",
-                idempotent=False,
-                body=segment_body(group, property_name),
-            ).json()
-            return str(created["data"]["id"])
-        except RetryableError:
-            if attempt == CREATE_ATTEMPTS - 1:
-                raise
-            dest.plumbing.sleep(min(30.0, 2.0**attempt))
-            found = existing_segments(dest).get(name)  # the lost answer may hide a segment made
-            if found is not None:
-                return found
-    raise AssertionError("unreachable")
+    created = create_once(
+        dest,
+        SEGMENTS_PATH,
+        segment_body(group, property_name),
+        limiter="segments_write",
+        find=lambda: existing_segments(dest).get(name),
+    )
+    return str(created["id"])
