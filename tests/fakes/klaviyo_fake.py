@@ -7,9 +7,20 @@
   ``/import-errors`` endpoint with ``source.pointer`` and ``original_payload``;
 * events de-duplicated by (profile, metric, ``unique_id``), like Klaviyo;
 * segments listed 10 per page (``links.next``) and created by ``POST /api/segments``;
+* metrics: made by the first event of a name, as Klaviyo does (or by :meth:`FakeKlaviyo.add_metric`,
+  for an integration's "Placed Order"), listed 200 per page;
+* templates (``POST``, ``GET`` 10 per page, ``filter=equals(name,...)``);
+* flows: ``POST /api/flows`` checks the definition as Klaviyo does (one trigger whose segment or
+  metric exists, actions with a ``temporary_id`` each, links and ``entry_action_id`` naming them,
+  trigger splits on the trigger's metric, known template ids) and answers a JSON:API 400 otherwise;
+  it stores the definition with real ids in place of the temporary ones, as a draft. ``GET /api/flows``
+  lists them 50 per page, filtered by name (``equals``, ``contains``, ``starts-with``, ``ends-with``)
+  or status like the real API;
+* scopes: with ``scopes`` set, a call whose scope the key lacks answers 403 ``permission_denied``;
 * chaos: with probability ``failure_rate`` a call answers 429 with ``Retry-After`` (nothing done)
   or a 5xx — half of those *after* doing the work, as when a response is lost on the way back;
-  ``cut_next`` / ``malformed_next`` do the work and then cut the answer half way / truncate it.
+  ``cut_next`` / ``malformed_next`` / ``lost_next`` do the work and then cut the answer half way /
+  truncate it / answer 503 (``cut_only`` limits them to one route).
 
 Every request is recorded (method, url, headers, body) so tests can validate bodies against the spec.
 """
@@ -24,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
@@ -68,6 +79,10 @@ class FakeKlaviyo:
         self.events: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
         self.segments: list[dict[str, Any]] = []
+        self.metrics: list[dict[str, Any]] = []
+        self.templates: list[dict[str, Any]] = []
+        self.flows: list[dict[str, Any]] = []  # stored as Klaviyo keeps them: real ids, status, definition
+        self.scopes: set[str] | None = None  # the API key's scopes; None: all of them
         self.reject: set[str] = set()  # emails the bulk import and profile-import refuse
         self.requests: list[Recorded] = []
         self.calls: Counter[str] = Counter()  # "POST /api/profile-import" -> count (answered calls)
@@ -78,6 +93,7 @@ class FakeKlaviyo:
         self.cut_next = 0  # do the work of this many calls, then cut their answer half way
         self.cut_only: str | None = None  # ... only calls of this route ("POST /api/segments"), if set
         self.malformed_next = 0  # ... or answer with truncated JSON whose length matches
+        self.lost_next = 0  # ... or answer 503, as when the answer is lost on the way back
         self.cuts = 0
         # chaos (tests/chaos): the next jobs end ``cancelled`` having imported nothing; the next job
         # fails this many of its profiles (listed as import errors, not imported)
@@ -103,6 +119,11 @@ class FakeKlaviyo:
             ("POST", r"/api/events/?$", self._create_event),
             ("GET", r"/api/segments/?(\?.*)?$", self._list_segments),
             ("POST", r"/api/segments/?$", self._create_segment),
+            ("GET", r"/api/metrics/?(\?.*)?$", self._list_metrics),
+            ("GET", r"/api/templates/?(\?.*)?$", self._list_templates),
+            ("POST", r"/api/templates/?$", self._create_template),
+            ("GET", r"/api/flows/?(\?.*)?$", self._list_flows),
+            ("POST", r"/api/flows/?(\?.*)?$", self._create_flow),
         ]
 
     def dispatch(self, method: str, url: str, headers: dict[str, str], body: bytes | None):
@@ -131,6 +152,21 @@ class FakeKlaviyo:
                 return _json(400, {"errors": [{"code": "invalid", "title": "missing revision header"}]})
             self.revisions.add(request.headers["revision"])
             route = f"{request.method} {_route(request.url)}"
+            scope = SCOPES.get(route)
+            if self.scopes is not None and scope is not None and scope not in self.scopes:
+                return _json(
+                    403,
+                    {
+                        "errors": [
+                            {
+                                "status": 403,
+                                "code": "permission_denied",
+                                "title": "You do not have permission to perform this action.",
+                                "detail": f"This API key is missing required scopes: {scope}",
+                            }
+                        ]
+                    },
+                )
             if self.fail_next:
                 status = self.fail_next.pop(0)
                 self.injected[status] += 1
@@ -161,6 +197,10 @@ class FakeKlaviyo:
         the half arrives as a complete, malformed body."""
         status, headers, body = reply
         data = _bytes(body) or b""
+        if self.lost_next:
+            self.lost_next -= 1
+            self.cuts += 1
+            return 503, {}, "upstream unavailable"
         if not data or not (self.cut_next or self.malformed_next):
             return reply
         self.cuts += 1
@@ -332,7 +372,153 @@ class FakeKlaviyo:
         dedup = (key, metric, attrs.get("unique_id") or attrs.get("time"))
         self.event_log.append({"key": key, "unique_id": attrs.get("unique_id"), "time": attrs.get("time")})
         self.events.setdefault(dedup, attrs)
+        if not any(m["attributes"]["name"] == metric for m in self.metrics):  # the first event makes the metric
+            self.add_metric(metric, integration="API")
         return 202, {}, ""
+
+    # ------------------------------------------------------------------ metrics
+    def add_metric(self, name: str, *, integration: str = "Shopify") -> str:
+        metric_id = f"M{len(self.metrics) + 1}"
+        self.metrics.append(
+            {
+                "type": "metric",
+                "id": metric_id,
+                "attributes": {"name": name, "integration": {"name": integration, "category": integration}},
+                "links": {"self": f"{self.base_url}/api/metrics/{metric_id}"},
+            }
+        )
+        return metric_id
+
+    def _list_metrics(self, request, *_):
+        return self._page(request, self.metrics, "/api/metrics", 200)
+
+    def _page(self, request, items: list[dict[str, Any]], path: str, size: int):
+        """One page of ``items`` at ``page[cursor]`` (an offset here), with ``links.next`` while more follow."""
+        query = parse_qs(urlsplit(request.url).query)
+        start = int(query.get("page[cursor]", ["0"])[0])
+        links = {"self": request.url}
+        if start + size < len(items):  # the next link keeps the request's filter, fields and size
+            more = {k: v[0] for k, v in query.items() if k != "page[cursor]"} | {"page[cursor]": str(start + size)}
+            links["next"] = f"{self.base_url}{path}?{urlencode(more)}"
+        return _json(200, {"data": items[start : start + size], "links": links})
+
+    # ------------------------------------------------------------------ templates
+    def _list_templates(self, request, *_):
+        query = parse_qs(urlsplit(request.url).query)
+        try:
+            keep = _name_filter(query.get("filter", [""])[0], fields=("name",))
+        except ValueError as exc:
+            return _invalid(str(exc), parameter="filter")
+        return self._page(request, [t for t in self.templates if keep(t["attributes"])], "/api/templates", 10)
+
+    def _create_template(self, request):
+        attrs = json.loads(request.body)["data"]["attributes"]
+        template = {
+            "type": "template",
+            "id": f"T{len(self.templates) + 1}",
+            "attributes": {"name": attrs["name"], "editor_type": attrs["editor_type"], "html": attrs.get("html")},
+            "links": {"self": ""},
+        }
+        self.templates.append(template)
+        return _json(201, {"data": template})
+
+    # ------------------------------------------------------------------ flows
+    def _list_flows(self, request, *_):
+        query = parse_qs(urlsplit(request.url).query)
+        size = int(query.get("page[size]", ["50"])[0])
+        if not 1 <= size <= 50:
+            return _invalid("page[size] must be between 1 and 50", parameter="page[size]")
+        try:
+            keep = _name_filter(query.get("filter", [""])[0], fields=("name", "status"))
+        except ValueError as exc:
+            return _invalid(str(exc), parameter="filter")
+        return self._page(
+            request, [self._flow_resource(f) for f in self.flows if keep(f["attributes"])], "/api/flows", size
+        )
+
+    def _flow_resource(self, flow: dict[str, Any], *, definition: bool = False) -> dict[str, Any]:
+        attributes = {k: v for k, v in flow["attributes"].items() if definition or k != "definition"}
+        return {
+            "type": "flow",
+            "id": flow["id"],
+            "attributes": attributes,
+            "links": {"self": f"{self.base_url}/api/flows/{flow['id']}"},
+        }
+
+    def _create_flow(self, request, *_):
+        attrs = json.loads(request.body)["data"]["attributes"]
+        problem = self._flow_problem(attrs["definition"])
+        if problem:
+            detail, pointer = problem
+            return _invalid(detail, pointer=f"/data/attributes/definition{pointer}")
+        flow_id = f"F{len(self.flows) + 1}"
+        definition = json.loads(json.dumps(attrs["definition"]))
+        real = {a["temporary_id"]: f"{flow_id}-{n}" for n, a in enumerate(definition["actions"], 1)}
+        for action in definition["actions"]:
+            action["id"] = real[action.pop("temporary_id")]
+            links = action.get("links") or {}
+            for name, target in links.items():
+                links[name] = real.get(target) if target else None
+        definition["entry_action_id"] = real[definition["entry_action_id"]]
+        trigger = definition["triggers"][0]["type"]
+        flow = {
+            "id": flow_id,
+            "attributes": {
+                "name": attrs["name"],
+                "status": "draft",  # a flow made through the API is a draft until the merchant turns it live
+                "archived": False,
+                "created": "2026-11-25T12:00:00+00:00",
+                "updated": "2026-11-25T12:00:00+00:00",
+                "trigger_type": "Metric" if trigger == "metric" else "Added to List",
+                "definition": definition,
+            },
+        }
+        self.flows.append(flow)
+        wanted = parse_qs(urlsplit(request.url).query).get("additional-fields[flow]", [""])[0]
+        return _json(201, {"data": self._flow_resource(flow, definition="definition" in wanted)})
+
+    def _flow_problem(self, definition: dict[str, Any]) -> tuple[str, str] | None:
+        """What Klaviyo would refuse in a flow definition: (detail, JSON pointer below the definition)."""
+        triggers = definition.get("triggers") or []
+        if len(triggers) != 1:
+            return "A flow must have exactly one trigger.", "/triggers"
+        trigger = triggers[0]
+        known = {"segment": {s["id"] for s in self.segments}, "metric": {m["id"] for m in self.metrics}}
+        if trigger.get("id") not in known.get(trigger.get("type"), set()):
+            return f"The {trigger.get('type')} {trigger.get('id')!r} does not exist.", "/triggers/0/id"
+        actions = definition.get("actions") or []
+        ids = [a.get("temporary_id") for a in actions]
+        for n, action in enumerate(actions):
+            if action.get("id") is not None or not action.get("temporary_id"):
+                return "New actions need a temporary_id (and no id).", f"/actions/{n}"
+        if len(set(ids)) != len(ids):
+            return "temporary_id values must be unique.", "/actions"
+        if definition.get("entry_action_id") not in ids:
+            return "entry_action_id names no action of this flow.", "/entry_action_id"
+        templates = {t["id"] for t in self.templates}
+        for n, action in enumerate(actions):
+            links = action.get("links")
+            splits = action["type"] in ("conditional-split", "trigger-split")
+            if splits and (not isinstance(links, dict) or not {"next_if_true", "next_if_false"} <= set(links)):
+                return "A split needs next_if_true and next_if_false.", f"/actions/{n}/links"
+            for name, target in (links or {}).items():
+                if target is not None and target not in ids:
+                    return f"links.{name} names no action of this flow.", f"/actions/{n}/links/{name}"
+            data = action.get("data") or {}
+            if action["type"] == "trigger-split":
+                conditions = [c for g in data["trigger_filter"]["condition_groups"] for c in g["conditions"]]
+                if trigger["type"] != "metric" or data["trigger_id"] != trigger["id"]:
+                    return "A trigger split must split on the flow's metric trigger.", f"/actions/{n}/data/trigger_id"
+                if any(c.get("metric_id") != trigger["id"] for c in conditions):
+                    return "Trigger split conditions must use the trigger's metric.", f"/actions/{n}/data"
+            template = (data.get("message") or {}).get("template_id")
+            if action["type"] == "send-email" and template is not None and template not in templates:
+                return f"Template {template!r} does not exist.", f"/actions/{n}/data/message/template_id"
+        return None
+
+    def flow_named(self, name: str) -> dict[str, Any] | None:
+        """The stored flow of that name (what the merchant sees in Klaviyo's editor), with its definition."""
+        return next((f for f in self.flows if f["attributes"]["name"] == name), None)
 
     # ------------------------------------------------------------------ segments
     def _list_segments(self, request, *_):
@@ -370,6 +556,46 @@ class _Request:
     url: str
     headers: dict[str, str]
     body: bytes | None
+
+
+# the scope each modelled call needs (checked only when a test sets ``FakeKlaviyo.scopes``)
+SCOPES = {
+    "GET /api/segments": "segments:read",
+    "POST /api/segments": "segments:write",
+    "GET /api/metrics": "metrics:read",
+    "GET /api/templates": "templates:read",
+    "POST /api/templates": "templates:write",
+    "GET /api/flows": "flows:read",
+    "POST /api/flows": "flows:write",
+}
+
+_FILTER = re.compile(r"""^(equals|contains|starts-with|ends-with)\((\w+),\s*(?:"([^"]*)"|'([^']*)')\)$""")
+_TESTS = {
+    "equals": lambda have, want: have == want,
+    "contains": lambda have, want: want in have,
+    "starts-with": lambda have, want: have.startswith(want),
+    "ends-with": lambda have, want: have.endswith(want),
+}
+
+
+def _name_filter(text: str, *, fields: tuple[str, ...]):
+    """A predicate on a resource's attributes for Klaviyo's ``filter`` syntax, the subset modelled:
+    one ``op(field,"value")`` on a string field; anything else is refused, as Klaviyo refuses it."""
+    if not text:
+        return lambda attributes: True
+    found = _FILTER.match(text.strip())
+    if not found or found.group(2) not in fields:
+        raise ValueError(f"Invalid filter provided: {text}")
+    op, name, value = found.group(1), found.group(2), found.group(3) if found.group(3) is not None else found.group(4)
+    if name != "name" and op != "equals":
+        raise ValueError(f"Invalid filter provided: {text}")
+    return lambda attributes: isinstance(attributes.get(name), str) and _TESTS[op](attributes[name], value)
+
+
+def _invalid(detail: str, *, pointer: str | None = None, parameter: str | None = None):
+    error: dict[str, Any] = {"id": "e1", "status": 400, "code": "invalid", "title": "Invalid input.", "detail": detail}
+    error["source"] = {"pointer": pointer} if pointer else {"parameter": parameter}
+    return _json(400, {"errors": [error]})
 
 
 def _bytes(body: Any) -> bytes | None:
