@@ -61,10 +61,14 @@ def test_no_secret_in_repr(built):
 def test_the_commented_destination_examples_are_valid():
     text = (REPO / "config.example.toml").read_text()
     block = text[text.index("# --- destinations (klaviyo, meta_audiences) ---") : text.index("# --- daemon")]
-    lines = [line[2:] for line in block.splitlines() if re.match(r"^# (\[\[|[a-z_]+ = )", line)]
+    lines = [line[2:] for line in block.splitlines() if re.match(r"^# (\[|[a-z_]+ = )", line)]
     config = parse_config(tomllib.loads("\n".join(lines)))
     assert [d.type for d in config.destinations] == ["klaviyo", "meta_audiences"]
     assert len(config.destinations[1].audiences) == 2
+    flows = config.destinations[0].flows
+    assert [w.group for w in flows.win_back] == ["At Risk", "Needs Attention"] and len(flows.win_back[0].emails) == 2
+    assert [b.groups for b in flows.post_purchase.branches] == [["Champions", "Loyal"], ["Recent"]]
+    assert [m.from_groups for m in flows.group_change.moves] == [["Champions"], []]
 
 
 def test_docs_cover_scopes_and_the_example_flows():

@@ -350,6 +350,10 @@ LIMITED_OPERATIONS = {
     "events": [("post", "/api/events")],
     "segments_read": [("get", "/api/segments")],
     "segments_write": [("post", "/api/segments")],
+    "flows_read": [("get", "/api/flows")],
+    "flows_write": [("post", "/api/flows")],
+    "metrics_read": [("get", "/api/metrics")],
+    "templates": [("get", "/api/templates"), ("post", "/api/templates")],
 }
 
 

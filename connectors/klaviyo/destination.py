@@ -55,6 +55,7 @@ from .bodies import (
     profile_resource,
     split_jobs,
 )
+from .flow_config import FlowsConfig
 from .jobs import BulkJobs
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,11 @@ DOCUMENTED: dict[str, tuple[int, int]] = {  # limiter -> (burst per second, stea
     "events": (350, 3500),  # POST /api/events
     "segments_read": (75, 750),  # GET /api/segments
     "segments_write": (1, 15),  # POST /api/segments (also 100 a day; rfm-sync creates a handful, once)
+    # `rfm-sync klaviyo bootstrap --flows` (connectors/klaviyo/flows.py)
+    "flows_read": (3, 60),  # GET /api/flows
+    "flows_write": (1, 15),  # POST /api/flows (also 100 a day; rfm-sync creates a handful, once)
+    "metrics_read": (10, 150),  # GET /api/metrics
+    "templates": (75, 750),  # GET /api/templates, POST /api/templates
 }
 # We plan for this share of each documented limit: the account's other integrations (the shop's own
 # Klaviyo app) draw on the same quota, and our clock and Klaviyo's windows are not aligned.
@@ -127,6 +133,8 @@ class KlaviyoSettings(ConnectorSettings):
     poll_interval_s: float = Field(2.0, gt=0)
     job_timeout_s: float = Field(3600.0, gt=0)
     timeout_s: float = Field(60.0, gt=0)
+    # [destinations.flows]: the draft flows `rfm-sync klaviyo bootstrap --flows` creates
+    flows: FlowsConfig = FlowsConfig()
 
 
 class KlaviyoDestination:

@@ -1,16 +1,24 @@
-"""``rfm-sync klaviyo ...``: Klaviyo account set-up commands (registered in :mod:`rfm_sync.cli`)."""
+"""``rfm-sync klaviyo ...``: Klaviyo account set-up commands (registered in :mod:`rfm_sync.cli`).
+
+``bootstrap`` makes one segment per group; with ``--flows`` it then drafts the flows of
+``[destinations.flows]`` on them (connectors/klaviyo/flows.py). The flows' groups are checked
+against the scheme before anything is sent, so a misspelt group is a configuration error (exit 2),
+not a half-made set of flows.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
 from .. import exit_codes
-from ._common import config_option, heavy_imports, load
+from ._common import config_option, exit_with_config_errors, heavy_imports, load
 
 
 @click.group("klaviyo")
 def klaviyo() -> None:
-    """Klaviyo set-up: segments for the RFM groups."""
+    """Klaviyo set-up: segments for the RFM groups, and draft flows on them."""
 
 
 @klaviyo.command("bootstrap")
@@ -22,14 +30,23 @@ def klaviyo() -> None:
     help="Name of the klaviyo destination to use (default: the only one configured).",
 )
 @click.option("--dry-run", is_flag=True, help="List what would be created; create nothing.")
-def bootstrap(config_path: str, dest_name: str | None, dry_run: bool) -> None:
-    """Create one segment per RFM group ("Current RFM group equals X"); existing ones are left alone."""
+@click.option(
+    "--flows",
+    "with_flows",
+    is_flag=True,
+    help="Also create the draft flows of [destinations.flows] (win-back, post-purchase, group change) "
+    "on those segments. They stay drafts until you turn them live in Klaviyo.",
+)
+def bootstrap(config_path: str, dest_name: str | None, dry_run: bool, with_flows: bool) -> None:
+    """Create one segment per RFM group ("Current RFM group equals X"); existing ones are left alone.
+    With --flows, also the draft flows; existing flows (same name) are left alone too."""
     with heavy_imports():
         from connectors.base import ConnectorError
         from connectors.klaviyo.destination import KlaviyoDestination, KlaviyoSettings
         from connectors.klaviyo.segments import bootstrap_segments
 
         from .. import engine
+        from ..config import ConfigError
         from ..pipeline import Unavailable, build_destinations, connector_fault
 
     config = load(config_path)
@@ -41,7 +58,11 @@ def bootstrap(config_path: str, dest_name: str | None, dry_run: bool) -> None:
         exit_codes.fail(
             f"{config_path}: expected one klaviyo destination {what}, found {len(candidates)}", exit_codes.CONFIG
         )
-    dest = next(d for d in build_destinations(config) if d.name == candidates[0].name)
+    settings = candidates[0]
+    plan = _plan(config, settings, config_path) if with_flows else None
+    if plan is not None and plan.problems:
+        exit_with_config_errors(ConfigError(plan.problems))
+    dest = next(d for d in build_destinations(config) if d.name == settings.name)
     if isinstance(dest, Unavailable):  # its constructor failed: say why (as `doctor` does), no traceback
         exit_codes.fail(f"{dest.name}: cannot be set up: {connector_fault(dest.name, dest.error)}", exit_codes.FAILED)
     assert isinstance(dest, KlaviyoDestination), "the destination built from a KlaviyoSettings"
@@ -49,10 +70,64 @@ def bootstrap(config_path: str, dest_name: str | None, dry_run: bool) -> None:
         results = bootstrap_segments(
             dest, engine.group_names(config.rfm), config.properties.current_group, dry_run=dry_run
         )
+        for r in results:
+            suffix = f" (id {r.segment_id})" if r.segment_id else ""
+            click.echo(f"{r.status:>12}: {r.name}{suffix}")
+        created = sum(r.status == "created" for r in results)
+        click.echo(f"{created} segment(s) created, {sum(r.status == 'exists' for r in results)} already existed")
+        if plan is not None:
+            _flows(dest, plan, {r.name: r.segment_id for r in results}, dry_run)
     except ConnectorError as exc:
         exit_codes.fail(str(exc), exit_codes.FAILED)
+
+
+def _plan(config: Any, settings: Any, config_path: str) -> Any:
+    """The flows to draft, checked against the scheme's groups (problems name the file and key)."""
+    from connectors.klaviyo.flows import PropertyNames, plan_flows
+
+    from .. import engine
+
+    p = config.properties
+    plan = plan_flows(
+        settings.flows,
+        groups=engine.group_names(config.rfm),
+        properties=PropertyNames(p.current_group, p.previous_group, p.score, p.group_changed_at),
+        metric_name=settings.metric_name,
+        events=settings.events,
+        where=f"destinations[{config.destinations.index(settings)}].flows",
+    )
+    plan.problems = [f"{config_path}: {problem}" for problem in plan.problems]
+    return plan
+
+
+def _flows(dest: Any, plan: Any, segments: dict[str, str | None], dry_run: bool) -> None:
+    """Draft the planned flows and print what became of each; exit 1 if one could not be made."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from connectors.klaviyo.flows import bootstrap_flows
+
+    from ..report import console
+
+    for note in plan.notes:
+        click.echo(f"note: {note}")
+    results = bootstrap_flows(dest, plan.flows, segments, dry_run=dry_run)
+    table = Table(title="draft flows" + (" (dry run: nothing created)" if dry_run else ""))
+    for column in ("flow", "trigger", "steps", "result", "in Klaviyo"):
+        table.add_column(column, overflow="fold")
     for r in results:
-        suffix = f" (id {r.segment_id})" if r.segment_id else ""
-        click.echo(f"{r.status:>12}: {r.name}{suffix}")
-    created = sum(r.status == "created" for r in results)
-    click.echo(f"{created} segment(s) created, {sum(r.status == 'exists' for r in results)} already existed")
+        where = ", ".join(x for x in (r.flow_status, f"id {r.flow_id}" if r.flow_id else None) if x)
+        table.add_row(*(escape(cell) for cell in (r.name, r.trigger, r.steps, r.status, r.reason or where)))
+    console().print(table)
+    made = sum(r.status == "created" for r in results)
+    click.echo(
+        f"{made} flow(s) created as drafts, {sum(r.status == 'exists' for r in results)} already existed"
+        + (": review them in Klaviyo (Flows) and turn them live when they are ready" if made else "")
+    )
+    missing = [r for r in results if r.status == "not created"]
+    if missing and not dry_run:
+        exit_codes.fail(
+            f"{len(missing)} flow(s) not created ({', '.join(r.name for r in missing)}): the table says why; "
+            "run this command again once that is done (flows already made are left alone)",
+            exit_codes.FAILED,
+        )
