@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import Store
-from ._sql import CHUNK, executemany, is_sqlite, plain_rows, sqlite_time
+from ._sql import CHUNK, executemany, is_sqlite, map_unique, plain_rows, sqlite_time
 from .schema import group_history
 
 if TYPE_CHECKING:
@@ -64,6 +64,9 @@ def record(
     )
     if frame.empty:
         return 0
+    # in key order: the index on (scheme, customer_key, as_of) then grows at its end instead of at random
+    # places (a first cycle writes a row per customer: about a third faster on SQLite)
+    frame = frame.sort_values("customer_key", kind="stable", ignore_index=True)
     if is_sqlite(conn):
         names = ", ".join(frame.columns)
         executemany(conn, f"INSERT INTO group_history ({names}) VALUES ({', '.join('?' * len(frame.columns))})", frame)
@@ -84,10 +87,13 @@ def load(store: Store, scheme: str, keys: list[str] | None = None) -> pd.DataFra
     query = sa.select(c.id, c.customer_key, c.as_of, c.from_group, c.to_group, c.run_id).where(c.scheme == scheme)
     if keys is not None:
         query = query.where(c.customer_key.in_(keys))
-    with store.engine.connect() as conn:
-        rows = [tuple(r) for r in conn.execute(query.order_by(c.customer_key, c.as_of, c.id))]
+    with store.engine.connect() as conn:  # plain rows: no per-row result processing for a million of them
+        _, rows = plain_rows(conn, query.order_by(c.customer_key, c.as_of, c.id))
     frame = pd.DataFrame(rows, columns=["id", *COLUMNS, "run_id"], dtype=object)
-    frame["as_of"] = pd.to_datetime(frame["as_of"]).dt.date if len(frame) else frame["as_of"]
+    if len(frame):  # a day is SQLite's text or the driver's date; each distinct one converted once
+        frame["as_of"] = map_unique(
+            frame["as_of"], lambda v: v if isinstance(v, date) or v is None else date.fromisoformat(v)
+        )
     return frame
 
 

@@ -211,5 +211,4 @@ group_history = sa.Table(
     sa.Column("changed_at", UtcDateTime(), nullable=False),
     sa.Column("run_id", sa.Integer),
     sa.Index("ix_group_history_customer", "scheme", "customer_key", "as_of"),
-    sa.Index("ix_group_history_day", "scheme", "as_of"),
 )
