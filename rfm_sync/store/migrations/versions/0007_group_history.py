@@ -5,7 +5,8 @@ row per destination whose payload carries the transition (``from``/``to``): one 
 customer is taken (the first), with the run's ``as_of`` and scheme, where the group changed (a change of
 labels alone is not a group change). A customer with state but no such row (a store without
 destinations) gets one row from ``customer_state``: previous → current group, as of the run that
-wrote it.
+wrote it. ``held_out`` (whether the move fell in ``[properties] holdout_percent``'s hold-out) is
+unknown for all of them: None.
 
 Revision ID: 0007
 Revises: 0006
@@ -32,6 +33,7 @@ def upgrade() -> None:
         sa.Column("to_group", sa.String(100)),
         sa.Column("changed_at", UtcDateTime(), nullable=False),
         sa.Column("run_id", sa.Integer),
+        sa.Column("held_out", sa.Boolean),
     )
     # one index: a customer's history in day order. The first cycle of a big shop writes a row per customer,
     # and every index costs about two seconds a million rows there; the queries by day scan instead.
