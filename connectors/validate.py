@@ -51,7 +51,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-from .base import MAX_AMOUNT, Order, Quarantined
+from .base import AMOUNT_OUT_OF_RANGE, MAX_AMOUNT, Order, Quarantined
 
 # the characters trimmed around ids and emails: C0 controls, space, and Unicode category Zs
 _ZS = "\u00a0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u202f\u205f\u3000"
@@ -163,7 +163,7 @@ def amount(value: object, field: str = "") -> Decimal:
     if not number.is_finite():
         raise ValueError(f"{field or 'amount'} is not a number")
     if abs(number) >= MAX_AMOUNT:
-        raise ValueError(f"{field + ': ' if field else ''}amount out of range (at most 14 digits before the point)")
+        raise ValueError(f"{field + ': ' if field else ''}{AMOUNT_OUT_OF_RANGE}")
     return number
 
 

@@ -116,6 +116,10 @@ class PropertyNames(Section):
     spend: str = "RFM spend"
     # also write the raw metrics (days since last order, orders, spend in the window)
     include_metrics: bool = False
+    # a hold-out: this percentage of every move's cohort gets ``holdout`` = true (flows filter on it; 0 = off,
+    # the property is not written). See rfm_sync/properties.py and docs/outcomes.md.
+    holdout_percent: float = Field(0, ge=0, le=50)
+    holdout: str = "RFM holdout"
 
     @model_validator(mode="after")
     def _distinct(self) -> PropertyNames:

@@ -116,9 +116,33 @@ def properties_json(frame: pd.DataFrame, names: Any, label_props: dict[str, str]
         fields[names.recency_days] = ints(frame["recency_days"])
         fields[names.orders] = ints(frame["frequency"])
         fields[names.spend] = money(frame["monetary_e4"])
+    if names.holdout_percent > 0:
+        flags = held_out_flags(
+            frame["customer_key"], frame["previous_group"], frame["rfm_group"], names.holdout_percent
+        )
+        fields[names.holdout] = pa.array(np.where(flags, "true", "false"), type=pa.string())
     for column, prop in label_props.items():
         fields[prop] = _arrow(map_unique(frame[column], _json_or_null))
     return json_object(fields, n)
+
+
+def held_out_flags(keys: Any, previous: Any, current: Any, percent: float) -> np.ndarray:
+    """:func:`rfm_sync.properties.held_out` of every row (missing groups as None)."""
+    from .properties import held_out
+
+    def text(v: Any) -> str | None:
+        return None if pd.isna(v) else str(v)
+
+    return np.fromiter(
+        (
+            held_out(str(k), text(b), text(a), percent)
+            for k, b, a in zip(
+                np.asarray(keys, dtype=object), np.asarray(previous, dtype=object), np.asarray(current, dtype=object)
+            )
+        ),
+        dtype=bool,
+        count=len(keys),
+    )
 
 
 def labels_json(frame: pd.DataFrame, labels: dict[str, str]) -> np.ndarray:

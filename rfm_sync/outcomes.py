@@ -18,7 +18,10 @@ days are found with one sorted join (:func:`pandas.merge_asof`), revenue with on
 members' orders: the cost grows with the moves and their orders, not with the days.
 
 What this does and does not show is said in ``docs/outcomes.md``: without a hold-out group it is a
-description of what happened after a move, not a measure of what an email caused.
+description of what happened after a move, not a measure of what an email caused. With a hold-out
+(``[properties] holdout_percent``: a stable random share of every cohort that the flows leave out,
+see :mod:`rfm_sync.properties`) each cohort is split into the members *reached* and those *held out*
+(the ``arm``), and :func:`effects` compares the two: that difference is an experiment's result.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 HORIZONS = (30, 60, 90)
+ARMS = {True: "held out", False: "reached", None: ""}
 COLUMNS = [
     "from_group",
     "to_group",
+    "arm",  # "held out" / "reached" with a hold-out ([properties] holdout_percent), else ""
     "moved",
     "horizon_days",
     "observed",
@@ -59,19 +64,20 @@ class Outcomes:
 
 
 def moves(day_groups: pd.DataFrame) -> pd.DataFrame:
-    """The group moves in a history of day-end groups (customer_key, as_of, to_group; sorted by customer
-    and day): customer_key, as_of, from_group, to_group where both are groups and they differ."""
+    """The group moves in a history of day-end groups (customer_key, as_of, to_group, held_out; sorted by
+    customer and day): customer_key, as_of, from_group, to_group, held_out where both are groups and
+    they differ."""
     same_customer = day_groups["customer_key"].eq(day_groups["customer_key"].shift())
     before = day_groups["to_group"].shift().where(same_customer)
     out = day_groups.assign(from_group=before)
     moved = out["from_group"].notna() & out["to_group"].notna() & out["from_group"].ne(out["to_group"])
-    return out.loc[moved, ["customer_key", "as_of", "from_group", "to_group"]].reset_index(drop=True)
+    return out.loc[moved, ["customer_key", "as_of", "from_group", "to_group", "held_out"]].reset_index(drop=True)
 
 
 def day_end_groups(rows: pd.DataFrame) -> pd.DataFrame:
     """The last history row of each customer and day (rows sorted by customer, day, id)."""
     last = ~rows.duplicated(["customer_key", "as_of"], keep="last")
-    return rows.loc[last, ["customer_key", "as_of", "to_group"]].reset_index(drop=True)
+    return rows.loc[last, ["customer_key", "as_of", "to_group", "held_out"]].reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,7 @@ def compute(config: Config, store: Store, only: Moves = Moves(), horizons: tuple
     known = found["from_group"].isin(names) & found["to_group"].isin(names)
     left_out = int((~known).sum())
     found = found[known].reset_index(drop=True)
+    found["arm"] = [ARMS.get(None if pd.isna(h) else bool(h), "") for h in found["held_out"]]
     result = Outcomes(
         table=pd.DataFrame(columns=COLUMNS), known_until=known_until, currency=money, left_out=left_out, groups=names
     )
@@ -134,8 +141,8 @@ def compute(config: Config, store: Store, only: Moves = Moves(), horizons: tuple
     result.table = pd.concat(parts, ignore_index=True)[COLUMNS]
     order = {name: i for i, name in enumerate(names)}
     result.table = result.table.sort_values(
-        ["from_group", "to_group", "horizon_days"],
-        key=lambda col: col.map(order) if col.name != "horizon_days" else col,
+        ["from_group", "to_group", "arm", "horizon_days"],
+        key=lambda col: col.map(order) if col.name in ("from_group", "to_group") else col,
         kind="stable",
     ).reset_index(drop=True)
     return result
@@ -182,17 +189,47 @@ def _spent_within(spent: pd.DataFrame, members: pd.DataFrame, horizon: int) -> t
 def _summarise(found: pd.DataFrame, later: pd.DataFrame, horizon: int) -> pd.DataFrame:
     import pandas as pd
 
-    cohorts = found.groupby(["from_group", "to_group"], sort=False).size().rename("moved")
-    counts = later.groupby(["from_group", "to_group", "outcome"], sort=False).size().unstack(fill_value=0)
+    cohort = ["from_group", "to_group", "arm"]
+    cohorts = found.groupby(cohort, sort=False).size().rename("moved")
+    counts = later.groupby([*cohort, "outcome"], sort=False).size().unstack(fill_value=0)
     for outcome in ("up", "stayed", "down"):
         if outcome not in counts.columns:
             counts[outcome] = 0
-    sums = later.groupby(["from_group", "to_group"], sort=False).agg(
+    sums = later.groupby(cohort, sort=False).agg(
         observed=("outcome", "size"), buyers=("bought", "sum"), revenue_e4=("revenue_e4", "sum")
     )
     table = pd.concat([cohorts, counts[["up", "stayed", "down"]], sums], axis=1).fillna(0)
     table = table.astype(dict.fromkeys(("moved", "up", "stayed", "down", "observed", "buyers", "revenue_e4"), "int64"))
     return table.reset_index().assign(horizon_days=horizon)
+
+
+def effects(result: Outcomes) -> pd.DataFrame:
+    """With a hold-out: per cohort and horizon, the share back up among the members reached and among
+    those held out, the difference (reached − held out) and its 95 % interval (normal approximation
+    of the difference of two proportions; None where either arm has no observed member)."""
+    import pandas as pd
+
+    columns = ["from_group", "to_group", "horizon_days", "reached", "held_out", "up_reached", "up_held_out"]
+    columns += ["difference", "low", "high"]
+    table = result.table
+    if table.empty or not table["arm"].isin(["held out"]).any():
+        return pd.DataFrame(columns=columns)
+    rows = []
+    keys = ["from_group", "to_group", "horizon_days"]
+    for (src, dst, horizon), both in table.groupby(keys, sort=False):
+        arm = {a: r for a, r in zip(both["arm"], both.to_dict("records"))}
+        reached, held = arm.get("reached"), arm.get("held out")
+        n1 = int(reached["observed"]) if reached else 0
+        n2 = int(held["observed"]) if held else 0
+        p1 = reached["up"] / n1 if reached and n1 else None
+        p2 = held["up"] / n2 if held and n2 else None
+        diff = low = high = None
+        if p1 is not None and p2 is not None:
+            diff = p1 - p2
+            half = 1.96 * (p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2) ** 0.5
+            low, high = diff - half, diff + half
+        rows.append([src, dst, horizon, n1, n2, p1, p2, diff, low, high])
+    return pd.DataFrame(rows, columns=columns)
 
 
 def records(result: Outcomes) -> list[dict[str, Any]]:
@@ -201,11 +238,10 @@ def records(result: Outcomes) -> list[dict[str, Any]]:
 
     out: list[dict[str, Any]] = []
     for row in cast(list[dict[str, Any]], result.table.to_dict("records")):  # labels are COLUMNS, strings
-        counts = {k: int(row[k]) for k in COLUMNS[2:]}
+        counts = {k: int(row[k]) for k in COLUMNS[3:]}
         out.append(
             {
-                "from_group": row["from_group"],
-                "to_group": row["to_group"],
+                **{k: row[k] for k in COLUMNS[:3]},
                 **counts,
                 "revenue": money_text(row["revenue_e4"]),
             }

@@ -395,7 +395,15 @@ class Pipeline:
             state.write_state(conn, changes.state)
             state.delete_state(conn, changes.gone)
             outbox.enqueue(conn, rows)
-            history.record(conn, out, scheme=rfm.scheme, as_of=report.as_of, changed_at=now, run_id=run_id)
+            history.record(
+                conn,
+                out,
+                scheme=rfm.scheme,
+                as_of=report.as_of,
+                changed_at=now,
+                run_id=run_id,
+                holdout_percent=self.config.properties.holdout_percent,
+            )
             if result.new_calibration:
                 assert result.calibrated_on is not None and result.calibration_population is not None, (
                     "score() sets both with new_calibration"

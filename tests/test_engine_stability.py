@@ -197,12 +197,13 @@ def test_labels_are_stored_and_a_label_change_is_a_transition(tmp_path):
     assert not [u for u in sink.updates[n:] if u.customer_key == "b"]  # b: one day older, still "short"
 
 
-@pytest.mark.parametrize("include_metrics", [False, True])
-def test_vectorised_snapshots_equal_the_reference_property_builder(tmp_path, include_metrics):
+@pytest.mark.parametrize(("include_metrics", "holdout_percent"), [(False, 0), (True, 0), (False, 30)])
+def test_vectorised_snapshots_equal_the_reference_property_builder(tmp_path, include_metrics, holdout_percent):
     from rfm_sync.properties import build_properties
 
     config, store, pipeline, _ = make(tmp_path, scheme="classic11")
     config.properties.include_metrics = include_metrics
+    config.properties.holdout_percent = holdout_percent
     add_orders(store, old_shop() + [("cents", "c1", D, "12.3456"), ("cents", "c2", D, "0.5")])
     report = pipeline.run_cycle(D, pull=False)
     result = pipeline.score(D)

@@ -339,3 +339,104 @@ def test_outcomes_without_history_says_what_to_do(tmp_path):
     open_config(tmp_path, "sqlite:///s.sqlite")
     out = CliRunner().invoke(main, ["outcomes", "-c", str(tmp_path / "config.toml")])
     assert out.exit_code == 0 and "no group history yet" in out.output and "rfm-sync backtest" in out.output
+
+
+def test_the_hold_out_is_a_stable_share_of_every_move():
+    from rfm_sync.properties import held_out
+
+    keys = [f"customer{i}" for i in range(20_000)]
+    chosen = [held_out(k, "Champions", "At Risk", 10) for k in keys]
+    assert 0.09 < sum(chosen) / len(keys) < 0.11
+    assert chosen == [held_out(k, "Champions", "At Risk", 10) for k in keys]  # the same every time
+    other = [held_out(k, "Loyal", "At Risk", 10) for k in keys]
+    assert 0.005 < sum(a and b for a, b in zip(chosen, other)) / len(keys) < 0.015  # independent per move
+    assert not any(held_out(k, "Champions", "At Risk", 0) for k in keys)
+    assert all(held_out(k, None, "Champions", 10) == held_out(k, None, "Champions", 10.0) for k in keys[:100])
+
+
+def test_a_hold_out_is_written_as_a_property_and_recorded_with_each_move(tmp_path):
+    from rfm_sync.properties import held_out
+
+    config, store, pipeline = make_pipeline(tmp_path, "sqlite:///s.sqlite", table("[properties]", holdout_percent=40))
+    pipeline.run_cycle(AS_OF)
+    later = AS_OF + timedelta(days=60)
+    Pipeline(config, store).run_cycle(later)
+    with store.engine.connect() as conn:
+        states = conn.execute(
+            sa.select(
+                customer_state.c.customer_key,
+                customer_state.c.previous_group,
+                customer_state.c.current_group,
+                customer_state.c.properties,
+            )
+        ).all()
+        rows = conn.execute(
+            sa.select(
+                group_history.c.customer_key,
+                group_history.c.from_group,
+                group_history.c.to_group,
+                group_history.c.held_out,
+            ).order_by(group_history.c.id)
+        ).all()
+    flags = {key: json.loads(props)["RFM holdout"] for key, _, _, props in states}
+    assert flags == {key: held_out(key, prev, cur, 40) for key, prev, cur, _ in states}
+    assert 0 < sum(flags.values()) < len(flags)  # some held out, some reached
+    latest = {key: (src, dst, bool(h)) for key, src, dst, h in rows}  # rows come in id order: the newest last
+    for key, _previous, current, _ in states:
+        assert latest[key][1] == current  # the newest row is the move to the current group ...
+        assert latest[key][2] == flags[key] == held_out(key, latest[key][0], current, 40)  # ... flagged as written
+    lines = len((tmp_path / "profiles.jsonl").read_text().splitlines())
+    Pipeline(config, store).run_cycle(later)  # nothing changed: the flags are stable, nothing is re-sent
+    assert len((tmp_path / "profiles.jsonl").read_text().splitlines()) == lines
+
+
+def test_outcomes_compare_the_reached_with_the_held_out(tmp_path):
+    config, store = open_config(tmp_path, "sqlite:///s.sqlite")
+    now = datetime.now(ZoneInfo("UTC"))
+
+    def row(key, day, src, dst, flag):
+        return {
+            "scheme": "klaviyo",
+            "customer_key": key,
+            "as_of": D0 + timedelta(days=day),
+            "from_group": src,
+            "to_group": dst,
+            "changed_at": now,
+            "run_id": 1,
+            "held_out": flag,
+        }
+
+    rows = [row(k, 0, None, "Loyal", None) for k in ("h1", "h2", "r1", "r2", "r3")]
+    rows += [row(k, 10, "Loyal", "At Risk", k.startswith("h")) for k in ("h1", "h2", "r1", "r2", "r3")]
+    rows += [
+        row("h1", 30, "At Risk", "Recent", False),
+        row("r1", 30, "At Risk", "Loyal", False),
+        row("r2", 35, "At Risk", "Recent", False),
+    ]
+    with store.begin() as conn:
+        conn.execute(group_history.insert(), rows)
+    run_id = runs.start_run(store, D0 + timedelta(days=50), "klaviyo")
+    with store.begin() as conn:
+        runs.finish_run(conn, run_id, status="ok", cut_points={})
+    result = outcomes.compute(config, store, horizons=(30,))
+    arms = {
+        r["arm"]: (r["moved"], r["observed"], r["up"], r["stayed"])
+        for r in result.table.to_dict("records")
+        if r["to_group"] == "At Risk"
+    }
+    assert arms == {"held out": (2, 2, 1, 1), "reached": (3, 3, 2, 1)}
+    effect = outcomes.effects(result)
+    at_risk = effect[effect["to_group"] == "At Risk"].iloc[0]
+    assert (at_risk["reached"], at_risk["held_out"]) == (3, 2)
+    assert at_risk["up_reached"] == pytest.approx(2 / 3) and at_risk["up_held_out"] == pytest.approx(1 / 2)
+    half = 1.96 * ((2 / 3) * (1 / 3) / 3 + 0.25 / 2) ** 0.5
+    assert at_risk["difference"] == pytest.approx(1 / 6)
+    assert (at_risk["low"], at_risk["high"]) == (pytest.approx(1 / 6 - half), pytest.approx(1 / 6 + half))
+    shown = CliRunner().invoke(main, ["outcomes", "-c", str(tmp_path / "config.toml")], env={"COLUMNS": "220"})
+    assert "reached against held out" in shown.output and "+16.7%" in shown.output
+
+
+def test_a_hold_out_above_half_is_refused(tmp_path):
+    (tmp_path / "config.toml").write_text(config_toml("sqlite:///s.sqlite", table("[properties]", holdout_percent=60)))
+    out = CliRunner().invoke(main, ["check-config", "-c", str(tmp_path / "config.toml")])
+    assert out.exit_code == 2 and "properties.holdout_percent" in out.output

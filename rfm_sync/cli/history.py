@@ -64,6 +64,9 @@ def outcomes(
         console.print(_nothing_yet(result, config_path))
         return
     console.print(outcomes_table(result))
+    effect = outcomes.effects(result)
+    if not effect.empty:
+        console.print(effects_table(effect))
     if result.left_out:
         console.print(
             f"{result.left_out:,} move(s) from or to groups the current [rfm] settings do not have were left out",
@@ -95,13 +98,15 @@ def outcomes_table(result: Any) -> Any:
 
     money = f" ({result.currency})" if result.currency else ""
     table = Table(title=f"what followed each move (groups known up to {result.known_until})")
-    for col in ("from", "to", "moved", "within", "observed", "up", "stayed", "down", "bought again"):
-        table.add_column(col, justify="left" if col in ("from", "to") else "right")
+    arms = bool((result.table["arm"] != "").any())
+    for col in ("from", "to", *(["arm"] if arms else []), "moved", "within", "observed", "up", "stayed", "down"):
+        table.add_column(col, justify="left" if col in ("from", "to", "arm") else "right")
+    table.add_column("bought again", justify="right")
     table.add_column(f"revenue{money}", justify="right")
     table.add_column(f"per member{money}", justify="right")
     previous = None
     for row in result.table.to_dict("records"):
-        cohort = (row["from_group"], row["to_group"])
+        cohort = (row["from_group"], row["to_group"], row["arm"])
         if previous is not None and cohort != previous:
             table.add_section()
         seen = row["observed"]
@@ -109,10 +114,12 @@ def outcomes_table(result: Any) -> Any:
         def share(n: int, seen: int = seen) -> str:
             return f"{n / seen:.0%} ({n:,})" if seen else "–"
 
+        first = cohort != previous
         table.add_row(
-            row["from_group"] if cohort != previous else "",
-            row["to_group"] if cohort != previous else "",
-            f"{row['moved']:,}" if cohort != previous else "",
+            row["from_group"] if first else "",
+            row["to_group"] if first else "",
+            *([(row["arm"] or "not split") if first else ""] if arms else []),
+            f"{row['moved']:,}" if first else "",
             f"{row['horizon_days']} days",
             f"{seen:,}",
             share(row["up"]),
@@ -123,6 +130,38 @@ def outcomes_table(result: Any) -> Any:
             _cents(row["revenue_e4"], seen) if seen else "–",
         )
         previous = cohort
+    return table
+
+
+def effects_table(effect: Any) -> Any:
+    """The hold-out comparison: per cohort and horizon, the share back up when reached and when held out."""
+    from rich.table import Table
+
+    def missing(v: Any) -> bool:
+        return v is None or v != v
+
+    def share(v: Any) -> str:
+        return "–" if missing(v) else f"{v:.0%}"
+
+    def points(v: Any) -> str:  # a difference of shares
+        return "–" if missing(v) else f"{v:+.1%}"
+
+    table = Table(title="reached against held out: the share back up")
+    headers = ("from", "to", "within", "reached", "held out", "up, reached", "up, held out", "difference")
+    for col in (*headers, "95 % interval"):
+        table.add_column(col, justify="left" if col in ("from", "to") else "right")
+    for row in effect.to_dict("records"):
+        table.add_row(
+            row["from_group"],
+            row["to_group"],
+            f"{row['horizon_days']} days",
+            f"{row['reached']:,}",
+            f"{row['held_out']:,}",
+            share(row["up_reached"]),
+            share(row["up_held_out"]),
+            points(row["difference"]),
+            "–" if missing(row["low"]) else f"{points(row['low'])} … {points(row['high'])}",
+        )
     return table
 
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import Store
-from ._sql import CHUNK, executemany, is_sqlite, plain_rows, sqlite_time
+from ._sql import CHUNK, executemany, is_sqlite, map_unique, plain_rows, sqlite_time
 from .schema import group_history
 
 if TYPE_CHECKING:
@@ -41,11 +41,16 @@ def record(
     as_of: date,
     changed_at: datetime,
     run_id: int | None,
+    holdout_percent: float = 0,
 ) -> int:
     """Append the group changes among ``moves`` (columns customer_key, before, after): the rows whose
-    ``before`` and ``after`` differ, a missing one against a group included. Returns how many were
-    written (on SQLite one executemany per chunk of plain tuples, as the diff's other writes)."""
+    ``before`` and ``after`` differ, a missing one against a group included. With ``holdout_percent``
+    each row says whether its move is in the hold-out (:func:`rfm_sync.properties.held_out`), else
+    ``held_out`` is None. Returns how many were written (on SQLite one executemany per chunk of plain
+    tuples, as the diff's other writes)."""
     import pandas as pd
+
+    from ..diffing import held_out_flags
 
     before, after = moves["before"].astype(object), moves["after"].astype(object)
     missing_before, missing_after = before.isna(), after.isna()
@@ -64,6 +69,15 @@ def record(
     )
     if frame.empty:
         return 0
+    flags = (
+        held_out_flags(frame["customer_key"], frame["from_group"], frame["to_group"], holdout_percent).tolist()
+        if holdout_percent > 0
+        else None
+    )
+    frame["held_out"] = pd.Series(flags, dtype=object) if flags is not None else None
+    # in key order: the index on (scheme, customer_key, as_of) then grows at its end instead of at random
+    # places (a first cycle writes a row per customer: about a third faster on SQLite)
+    frame = frame.sort_values("customer_key", kind="stable", ignore_index=True)
     if is_sqlite(conn):
         names = ", ".join(frame.columns)
         executemany(conn, f"INSERT INTO group_history ({names}) VALUES ({', '.join('?' * len(frame.columns))})", frame)
@@ -76,18 +90,23 @@ def record(
 
 
 def load(store: Store, scheme: str, keys: list[str] | None = None) -> pd.DataFrame:
-    """The history of ``scheme`` (:data:`COLUMNS` plus ``id`` and ``run_id``), in the order it happened:
+    """The history of ``scheme`` (:data:`COLUMNS` plus ``id``, ``run_id`` and ``held_out``), in the order it happened:
     by customer, day, then the order rows were written. ``keys``: only these customers."""
     import pandas as pd
 
     c = group_history.c
-    query = sa.select(c.id, c.customer_key, c.as_of, c.from_group, c.to_group, c.run_id).where(c.scheme == scheme)
+    query = sa.select(c.id, c.customer_key, c.as_of, c.from_group, c.to_group, c.run_id, c.held_out).where(
+        c.scheme == scheme
+    )
     if keys is not None:
         query = query.where(c.customer_key.in_(keys))
-    with store.engine.connect() as conn:
-        rows = [tuple(r) for r in conn.execute(query.order_by(c.customer_key, c.as_of, c.id))]
-    frame = pd.DataFrame(rows, columns=["id", *COLUMNS, "run_id"], dtype=object)
-    frame["as_of"] = pd.to_datetime(frame["as_of"]).dt.date if len(frame) else frame["as_of"]
+    with store.engine.connect() as conn:  # plain rows: no per-row result processing for a million of them
+        _, rows = plain_rows(conn, query.order_by(c.customer_key, c.as_of, c.id))
+    frame = pd.DataFrame(rows, columns=["id", *COLUMNS, "run_id", "held_out"], dtype=object)
+    if len(frame):  # a day is SQLite's text or the driver's date; each distinct one converted once
+        frame["as_of"] = map_unique(
+            frame["as_of"], lambda v: v if isinstance(v, date) or v is None else date.fromisoformat(v)
+        )
     return frame
 
 

@@ -210,6 +210,6 @@ group_history = sa.Table(
     sa.Column("to_group", sa.String(100)),  # None: cleared (no qualifying order any more)
     sa.Column("changed_at", UtcDateTime(), nullable=False),
     sa.Column("run_id", sa.Integer),
+    sa.Column("held_out", sa.Boolean),  # in the hold-out of [properties] holdout_percent; None: none was set
     sa.Index("ix_group_history_customer", "scheme", "customer_key", "as_of"),
-    sa.Index("ix_group_history_day", "scheme", "as_of"),
 )
