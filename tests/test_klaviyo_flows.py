@@ -130,6 +130,20 @@ def test_every_default_flow_and_template_is_valid_against_the_spec_and_all_email
             validate_request(klaviyo_spec, "POST", BASE_URL + "/api/templates", HEADERS, template)
 
 
+def test_with_a_hold_out_the_flows_on_moves_leave_it_out(klaviyo_spec):
+    """``[properties] holdout_percent`` > 0: the win-back and group-change flows (the ones on a move,
+    which ``rfm-sync outcomes`` measures) leave out the held-out customers; the post-purchase flow not."""
+    flows = plan(properties=PropertyNames(holdout="RFM holdout")).flows
+    held_out = {"type": "boolean", "operator": "equals", "value": False}
+    for flow in flows:
+        body = flow_body(flow, trigger_id="X1", template_ids={})
+        validate_request(klaviyo_spec, "POST", BASE_URL + "/api/flows", HEADERS, json.dumps(body).encode())
+        groups = (_definition(body).get("profile_filter") or {}).get("condition_groups", [])
+        filters = [(c.get("property"), c.get("filter")) for g in groups for c in g["conditions"]]
+        assert (("properties['RFM holdout']", held_out) in filters) == (flow.key != "post_purchase"), flow.key
+    assert not any("holdout" in json.dumps(flow_body(f, trigger_id="X", template_ids={})) for f in plan().flows)
+
+
 def _definition(body):
     return body["data"]["attributes"]["definition"]
 
@@ -488,6 +502,15 @@ def test_cli_a_missing_scope_is_one_line_and_exit_1(command, fake):
         result.output
     )
     assert "Flows: Full Access" in result.output and "Traceback" not in result.output
+
+
+def test_cli_a_hold_out_reaches_the_flows(command, fake):
+    fake.add_metric("Placed Order")
+    config = CONFIG.replace("[store]", table("[properties]", holdout_percent=10) + "[store]")
+    result = command("--flows", config=config)
+    assert result.exit_code == 1, result.output  # the group-change metric is not there yet
+    definition = fake.flow_named("RFM: Win-back: At Risk")["attributes"]["definition"]
+    assert "properties['RFM holdout']" in json.dumps(definition["profile_filter"])
 
 
 def test_cli_configuration_errors_are_exit_2_before_any_call(command, fake):

@@ -15,6 +15,10 @@ What is built here, from :class:`~connectors.klaviyo.flow_config.FlowsConfig`:
   trigger splits on the event's ``from_group`` / ``to_group`` (the keys
   :func:`connectors.klaviyo.bodies.event_properties` writes), one email per configured move.
 
+With a hold-out (``[properties] holdout_percent`` above 0) the two flows on group moves, win-back and
+group change, also filter on "RFM holdout equals false": the held-out share of each move gets no
+email, and ``rfm-sync outcomes`` compares the reached with the held out.
+
 **Always drafts.** The Create Flow API has no status for the flow: Klaviyo creates it as a draft,
 and only ``PATCH /api/flows/{id}`` (never called here) or the merchant turns it live. Every
 ``send-email`` action is sent with ``status: "draft"`` as well, so no message can go out until the
@@ -69,6 +73,7 @@ class PropertyNames:
     previous_group: str = "Previous RFM group"
     score: str = "RFM score"
     group_changed_at: str = "RFM group last changed"
+    holdout: str | None = None  # the hold-out's property ("RFM holdout") while holdout_percent > 0; else None
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,7 @@ class PlannedFlow:
     entry: Step
     email_consent: bool = True
     still_in: tuple[str, str] | None = None  # (property, group): the profile is still in that group
+    measured: bool = False  # a flow on a group move: it leaves out the hold-out (if there is one)
     sender: Mapping[str, str] = field(default_factory=dict)  # from_email, from_label, reply_to_email
     properties: PropertyNames = PropertyNames()
     templates: bool = True
@@ -206,6 +212,7 @@ def plan_flows(
                 entry,
                 w.email_consent,
                 (properties.current_group, w.group) if w.still_in_group else None,
+                True,
                 **common,
             )
         )
@@ -253,7 +260,7 @@ def plan_flows(
         else:
             entry = Delay(g.wait_days, rest) if g.wait_days else rest
             trigger = Trigger("metric", metric_name, g.metric_id, "", f"{where}.group_change.metric_id")
-            plan.flows.append(PlannedFlow("group_change", name, trigger, entry, g.email_consent, None, **common))
+            plan.flows.append(PlannedFlow("group_change", name, trigger, entry, g.email_consent, None, True, **common))
     return plan
 
 
@@ -351,9 +358,13 @@ def flow_body(flow: PlannedFlow, *, trigger_id: str, template_ids: Mapping[str, 
         return temporary_id
 
     entry = add(flow.entry)
-    conditions = ([{"conditions": [EMAIL_CONSENT]}] if flow.email_consent else []) + (
-        [{"conditions": [_profile_property(flow.still_in[0], [flow.still_in[1]])]}] if flow.still_in else []
-    )
+    conditions = [{"conditions": [EMAIL_CONSENT]}] if flow.email_consent else []
+    if flow.still_in:
+        conditions.append({"conditions": [_profile_property(flow.still_in[0], [flow.still_in[1]])]})
+    if flow.measured and flow.properties.holdout:  # the control group of `rfm-sync outcomes` gets no email
+        not_held_out = {"type": "boolean", "operator": "equals", "value": False}
+        condition = {"type": "profile-property", "property": f"properties['{flow.properties.holdout}']"}
+        conditions.append({"conditions": [condition | {"filter": not_held_out}]})
     definition: dict[str, Any] = {
         "triggers": [{"type": flow.trigger.kind, "id": trigger_id}],
         "actions": actions,

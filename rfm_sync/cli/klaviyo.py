@@ -91,7 +91,13 @@ def _plan(config: Any, settings: Any, config_path: str) -> Any:
     plan = plan_flows(
         settings.flows,
         groups=engine.group_names(config.rfm),
-        properties=PropertyNames(p.current_group, p.previous_group, p.score, p.group_changed_at),
+        properties=PropertyNames(
+            p.current_group,
+            p.previous_group,
+            p.score,
+            p.group_changed_at,
+            holdout=p.holdout if p.holdout_percent > 0 else None,
+        ),
         metric_name=settings.metric_name,
         events=settings.events,
         where=f"destinations[{config.destinations.index(settings)}].flows",
