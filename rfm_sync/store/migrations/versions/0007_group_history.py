@@ -35,9 +35,6 @@ def upgrade() -> None:
         sa.Column("run_id", sa.Integer),
         sa.Column("held_out", sa.Boolean),
     )
-    # one index: a customer's history in day order. The first cycle of a big shop writes a row per customer,
-    # and every index costs about two seconds a million rows there; the queries by day scan instead.
-    op.create_index("ix_group_history_customer", "group_history", ["scheme", "customer_key", "as_of"])
     if op.get_bind().dialect.name == "sqlite":
         moved_from = "json_extract(o.payload, '$.transition.from')"
         moved_to = "json_extract(o.payload, '$.transition.to')"
@@ -48,22 +45,29 @@ def upgrade() -> None:
         moved_to = "(o.payload::json -> 'transition' ->> 'to')"
         has_transition = "json_typeof(o.payload::json -> 'transition') = 'object'"
         differ = "IS DISTINCT FROM"
+    # the first row of each run and customer: an IN over the grouped ids (a hash look-up per row, not a
+    # join against an unindexed subquery)
     op.execute(f"""
         INSERT INTO group_history (scheme, customer_key, as_of, from_group, to_group, changed_at, run_id)
         SELECT r.scheme, o.customer_key, r.as_of, {moved_from}, {moved_to}, o.created_at, o.run_id
         FROM outbox o
-        JOIN (SELECT run_id, customer_key, MIN(id) AS id FROM outbox GROUP BY run_id, customer_key) first
-          ON first.id = o.id
         JOIN runs r ON r.id = o.run_id
-        WHERE {has_transition} AND {moved_from} {differ} {moved_to}
-        ORDER BY o.id
+        WHERE o.id IN (SELECT MIN(id) FROM outbox GROUP BY run_id, customer_key)
+          AND {has_transition} AND {moved_from} {differ} {moved_to}
+        ORDER BY o.customer_key, o.id
     """)
+    # one index: a customer's history in day order. Made after the bulk insert above (cheaper than
+    # keeping it up to date row by row) and before the look-up below, which uses it. The first cycle of
+    # a big shop writes a row per customer and every index costs there; the queries by day scan instead.
+    op.create_index("ix_group_history_customer", "group_history", ["scheme", "customer_key", "as_of"])
     op.execute("""
         INSERT INTO group_history (scheme, customer_key, as_of, from_group, to_group, changed_at, run_id)
         SELECT r.scheme, cs.customer_key, r.as_of, cs.previous_group, cs.current_group, cs.group_changed_at, r.id
         FROM customer_state cs
         JOIN runs r ON r.id = cs.run_id
-        WHERE NOT EXISTS (SELECT 1 FROM group_history h WHERE h.customer_key = cs.customer_key)
+        WHERE NOT EXISTS (
+            SELECT 1 FROM group_history h WHERE h.scheme = r.scheme AND h.customer_key = cs.customer_key
+        )
         ORDER BY cs.customer_key
     """)
 
