@@ -639,12 +639,14 @@ class Pipeline:
         rows = rows_of(received, self.config.identity.merge_by, now, rates, self.config.shop.zone)
         if rates.currency is None:
             currency.check_page("webhooks", currency.store_currencies(self.store), rows.orders.values())
+        # an order moved to another customer (a reassigned or merged customer) changes the one it left too
+        left = orders.stored_keys(self.store, list(rows.orders))
         stored = self._write_rows(rows, None)
         base = self.last_scored_run()
         if base is None or run_population(base) == 0:
             return self.run_cycle(as_of, pull=False)
         as_of = as_of or self.config.today(now)
-        keys = set(rows.customers)
+        keys = set(rows.customers) | left
         run_id = runs.start_run(self.store, as_of, self.config.rfm.scheme)
         report = CycleReport(
             run_id=run_id, as_of=as_of, pulled={"webhooks": stored}, read={"webhooks": len(rows.orders)}

@@ -106,3 +106,16 @@ def test_without_a_previous_run_it_falls_back_to_a_full_score(tmp_path, write_co
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar() == 1
     store.close()
+
+
+def test_an_order_moved_to_another_customer_rescores_the_one_it_left(tmp_path, write_config, write_csv, store_url):
+    """A webhook for an order now belonging to another customer (Shopify merges customers, an order is
+    reassigned) changes both: the customer it left loses it at once, not at the next full cycle."""
+    pipeline, store = setup(tmp_path, write_config, write_csv, store_url)
+    pipeline.run_cycle(AS_OF)
+    assert "c3" in read_state(tmp_path / "profiles.jsonl")  # c3 has one order, o3-0
+    moved = webhook_order("o3-0", "c4", "9.00")  # o3-0 was c3's
+    report = pipeline.rescore_orders([moved], AS_OF)
+    assert report.scored == 1 and report.cleared == 1  # c4 rescored, c3 left with no order: cleared
+    state = read_state(tmp_path / "profiles.jsonl")
+    assert state["c3"]["Current RFM group"] is None

@@ -147,6 +147,19 @@ def aggregate(
     return _typed_aggregates(pd.DataFrame(rows, columns=columns))
 
 
+def stored_keys(store: Store, ids: list[tuple[str, str]]) -> set[str]:
+    """The customer keys these orders ((source, order_id)) are stored under now: before an order is
+    written again, the customer it may be leaving (a reassigned or merged customer's order)."""
+    found: set[str] = set()
+    with store.engine.connect() as conn:
+        for i in range(0, len(ids), CHUNK):
+            query = sa.select(orders.c.customer_key).where(
+                sa.tuple_(orders.c.source, orders.c.order_id).in_(ids[i : i + CHUNK])
+            )
+            found.update(conn.execute(query).scalars())
+    return found
+
+
 def qualifying_orders(store: Store, keys: list[str], since: datetime) -> pd.DataFrame:
     """The qualifying orders of these customers placed at or after ``since``: customer_key, placed_at
     (UTC), amount_e4 (the shop currency's, ×10⁴)."""
