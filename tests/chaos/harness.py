@@ -224,6 +224,7 @@ class Figures:
     duplicate_events: int = 0
     changes_seen_without_event: int = 0
     integrity: str = ""
+    history_disagreements: int = 0  # customers whose newest group_history row is not their state's group
     final_exit: int | None = None
     cycle_failures: Counter = field(default_factory=Counter)
     fake_problems: list = field(default_factory=list)
@@ -255,7 +256,25 @@ class Figures:
             f"duplicate events: {self.duplicate_events}",
             f"group changes a destination showed without an event: {self.changes_seen_without_event}",
             f"store integrity_check: {self.integrity}; final clean run exit status: {self.final_exit}",
+            f"customers whose group history disagrees with their state: {self.history_disagreements}",
         ] + [f"fake refused a request: {p}" for p in self.fake_problems[:10]]
+
+
+# The group history is written in the diff's transaction: after any number of kills, each customer's
+# newest history row is the group their state holds (a cleared customer: no state, a None group).
+HISTORY_AGAINST_STATE = """
+    WITH newest AS (
+        SELECT customer_key, to_group FROM (
+            SELECT customer_key, to_group,
+                   row_number() OVER (PARTITION BY customer_key ORDER BY as_of DESC, id DESC) AS n
+            FROM group_history
+        ) WHERE n = 1
+    )
+    SELECT (SELECT count(*) FROM customer_state cs LEFT JOIN newest h USING (customer_key)
+            WHERE h.to_group IS NOT cs.current_group)
+         + (SELECT count(*) FROM newest h LEFT JOIN customer_state cs USING (customer_key)
+            WHERE cs.customer_key IS NULL AND h.to_group IS NOT NULL)
+"""
 
 
 class ChaosRun:
@@ -671,6 +690,7 @@ class ChaosRun:
         f.changes_seen_without_event = verdict.changes_seen_without_event
         with contextlib.closing(sqlite3.connect(self.folder / "state.sqlite")) as db:
             f.integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+            f.history_disagreements = db.execute(HISTORY_AGAINST_STATE).fetchone()[0]
         f.webhook_events = self.webhook_events()
         self.mismatches = verdict.mismatches
         return verdict

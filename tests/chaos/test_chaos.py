@@ -73,6 +73,10 @@ def test_store_intact_and_final_clean_cycle_succeeds(chaos):
     assert chaos.figures.final_exit == 0
 
 
+def test_group_history_agrees_with_the_state_after_every_kill(chaos):
+    assert chaos.figures.history_disagreements == 0, chaos.figures.lines()
+
+
 def test_every_profile_and_audience_matches_the_oracle(chaos):
     kinds = chaos.figures.mismatch_kinds
     wrong = {k: v for k, v in kinds.items() if k in ("klaviyo_property", "meta_audience")}
