@@ -206,7 +206,8 @@ def test_bootstrap_creates_one_segment_per_group_and_is_idempotent(tmp_path, fak
         f"Current RFM group equals {g}"
         for g in ["Champions", "Loyal", "Recent", "Needs Attention", "At Risk", "Inactive"]
     ]
-    assert "created: Current RFM group equals At Risk" in first.output and "6 segment(s) created" in first.output
+    row = next(line for line in first.output.splitlines() if "Current RFM group equals At Risk" in line)
+    assert "│ At Risk" in row and "│ created" in row and "6 segment(s) created" in first.output
     second = runner.invoke(main, ["klaviyo", "bootstrap", "-c", str(tmp_path / "config.toml")])
     assert second.exit_code == 0 and "0 segment(s) created, 6 already existed" in second.output
     assert len(klaviyo.segments) == 18 and klaviyo.calls["POST /api/segments"] == 6

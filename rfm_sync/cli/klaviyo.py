@@ -70,15 +70,28 @@ def bootstrap(config_path: str, dest_name: str | None, dry_run: bool, with_flows
         results = bootstrap_segments(
             dest, engine.group_names(config.rfm), config.properties.current_group, dry_run=dry_run
         )
-        for r in results:
-            suffix = f" (id {r.segment_id})" if r.segment_id else ""
-            click.echo(f"{r.status:>12}: {r.name}{suffix}")
+        _segments_table(results, dry_run)
         created = sum(r.status == "created" for r in results)
         click.echo(f"{created} segment(s) created, {sum(r.status == 'exists' for r in results)} already existed")
         if plan is not None:
             _flows(dest, plan, {r.name: r.segment_id for r in results}, dry_run)
     except ConnectorError as exc:
         exit_codes.fail(str(exc), exit_codes.FAILED)
+
+
+def _segments_table(results: list[Any], dry_run: bool) -> None:
+    """One row per group: its segment, what became of it, its id in Klaviyo."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..report import console
+
+    table = Table(title="segments" + (" (dry run: nothing created)" if dry_run else ""))
+    for column in ("group", "segment", "result", "id in Klaviyo"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        table.add_row(*(escape(cell) for cell in (r.group, r.name, r.status, r.segment_id or "")))
+    console().print(table)
 
 
 def _plan(config: Any, settings: Any, config_path: str) -> Any:
