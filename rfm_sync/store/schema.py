@@ -131,7 +131,7 @@ outbox = sa.Table(
     sa.Column("customer_key", sa.String(320), nullable=False),
     sa.Column("run_id", sa.Integer, nullable=False),
     sa.Column("payload", sa.Text, nullable=False),  # JSON snapshot (see pipeline.outbox_payload)
-    sa.Column("status", sa.String(20), nullable=False),  # pending | sent | superseded | dead
+    sa.Column("status", sa.String(20), nullable=False),  # pending | sending | sent | superseded | dead
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("last_error", sa.Text),
     sa.Column("created_at", UtcDateTime(), nullable=False),
