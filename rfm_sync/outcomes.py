@@ -31,7 +31,7 @@ from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from . import engine
-from .config import Config
+from .config import Config, shop_rates
 from .store import Store, history, orders
 
 if TYPE_CHECKING:
@@ -99,8 +99,9 @@ def compute(config: Config, store: Store, only: Moves = Moves(), horizons: tuple
 
     scheme = config.rfm.scheme
     names = engine.group_names(config.rfm)
+    currency.check_store(store, shop_rates(config))  # one currency per sum, or stop (as the scoring does)
     currencies = currency.store_currencies(store)
-    money = next(iter(currencies)) if len(currencies) == 1 else None
+    money = next(iter(currencies)) if currencies else None
     known_until = history.known_until(store, scheme)
     days = day_end_groups(history.load(store, scheme))
     found = moves(days)

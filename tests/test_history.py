@@ -440,3 +440,12 @@ def test_a_hold_out_above_half_is_refused(tmp_path):
     (tmp_path / "config.toml").write_text(config_toml("sqlite:///s.sqlite", table("[properties]", holdout_percent=60)))
     out = CliRunner().invoke(main, ["check-config", "-c", str(tmp_path / "config.toml")])
     assert out.exit_code == 2 and "properties.holdout_percent" in out.output
+
+
+def test_outcomes_never_sum_two_currencies(tmp_path):
+    config, store = open_config(tmp_path, "sqlite:///s.sqlite", table("[shop]", timezone=ZONE))
+    hand_built(store)
+    with store.begin() as conn:
+        conn.execute(orders.update().where(orders.c.customer_key == "c").values(currency="EUR"))
+    out = CliRunner().invoke(main, ["outcomes", "-c", str(tmp_path / "config.toml")])
+    assert out.exit_code == 1 and "EUR" in out.output and "USD" in out.output and "Traceback" not in out.output
