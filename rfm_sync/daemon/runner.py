@@ -234,7 +234,8 @@ class Daemon:
         assert self.pipeline is not None
         started = time.perf_counter()
         try:
-            report = self.pipeline.run_cycle()
+            # the incremental job rescores only what its pull changed, once the day has a scored run
+            report = self.pipeline.run_incremental() if job == "incremental" else self.pipeline.run_cycle()
         except Exception as exc:
             self.metrics.observe_cycle(job, None, time.perf_counter() - started, "failed")
             self.health.failed(f"{type(exc).__name__}: {exc}")
