@@ -200,6 +200,13 @@ def test_the_data_center_comes_from_the_key_suffix_or_the_settings(tmp_path):
         MailchimpDestination(MailchimpSettings.model_validate(table), bare).client  # noqa: B018
 
 
+def test_a_group_tag_longer_than_mailchimp_takes_is_that_records_failure_never_cut_short(tmp_path, fake):
+    dest, _ = make(tmp_path)
+    result = dest.push([update(1, "Loyal"), update(2, "x" * 120)])
+    assert result.accepted == [1] and "longer than 100 characters" in result.failed[2]
+    assert fake.member("c2@example.com") is None
+
+
 def test_doctor_pings_and_finds_the_audience(tmp_path, fake):
     dest, _ = make(tmp_path)
     assert dest.check(online=False) == [] and dest.check() == []
@@ -209,6 +216,10 @@ def test_doctor_pings_and_finds_the_audience(tmp_path, fake):
     assert len(problems) == 1 and "audience nope not found" in problems[0][0]
     with pytest.raises(FatalError, match="API key was rejected"):
         make(tmp_path, api_key_secret="other")[0].check()
+    for n in range(24):
+        fake.lists[LIST_ID]["merge_fields"][f"X{n}"] = {"tag": f"X{n}", "type": "text"}
+    full = dest.check()
+    assert len(full) == 1 and "no room for RFM_GROUP" in full[0][0] and fake.writes == 0
 
 
 # ---------------------------------------------------------------------- batch operations
@@ -240,6 +251,28 @@ def test_a_cut_off_archive_is_fetched_again_and_unknown_members_are_skipped_in_b
     assert sorted(result.accepted) == [1, 2] and result.skipped == [2] and not result.failed
     assert fake.member("c2@example.com") is None and fake.tags("c1@example.com") == {"rfm:Loyal"}
     assert fake.injected["archive cut"] == 1 and fake.injected["archive malformed"] == 1
+
+
+@pytest.mark.parametrize("fault", ["lost_next", "reset_next", "cut_next", "malformed_next", "fail_503"])
+def test_faults_around_a_batch_end_right(tmp_path, fake, fault):
+    dest, _ = make(tmp_path, batch_min_members=1)
+    dest.push([update(9, "Loyal", email=None)])  # merge fields made: the next call is POST /batches
+    if fault == "fail_503":
+        fake.fail_next = [503, 503]
+    else:
+        setattr(fake, fault, 3)  # the start, then the polls
+    result = dest.push([update(1, "Loyal"), update(2, "Champions")])
+    assert sorted(result.accepted) == [1, 2] and not result.failed
+    assert fake.tags("c1@example.com") == {"rfm:Loyal"} and fake.tags("c2@example.com") == {"rfm:Champions"}
+    assert fake.status_changes == [] and dest.client.retries >= 2
+
+
+def test_a_batch_that_does_not_finish_in_time_is_left_for_the_next_cycle(tmp_path, fake):
+    dest, clock = make(tmp_path, batch_min_members=1, poll_interval_s=60.0, batch_timeout_s=300.0)
+    fake.polls_to_finish = 100
+    with pytest.raises(RetryableError, match="not finished after 300 s"):
+        dest.push([update(1, "Loyal")])
+    assert 5 <= len(clock.sleeps) <= 7
 
 
 def test_an_archive_that_cannot_be_fetched_leaves_the_batch_for_the_next_cycle(tmp_path, fake):

@@ -69,11 +69,12 @@ from ..base import (
     RetryableError,
 )
 from ..http import HttpClient, Plumbing, PlumbingArgs, refusals_explained
+from ..klaviyo.bodies import mask_email
 
 log = logging.getLogger(__name__)
 
 MERGE_TAG = re.compile(r"^[A-Z0-9_]{1,10}$")  # Mailchimp: upper case, digits, underscore; at most 10
-TAG_NAME_MAX = 100  # longest tag name rfm-sync writes (prefix + group)
+TAG_NAME_MAX = 100  # longest tag name Mailchimp takes; a longer group tag is that record's failure
 PAGE_SIZE = 1000  # the largest count Mailchimp's list endpoints accept
 DEFAULT_MERGE_FIELDS = {
     "Current RFM group": "RFM_GROUP",
@@ -81,16 +82,11 @@ DEFAULT_MERGE_FIELDS = {
     "RFM group last changed": "RFM_CHANGE",
     "RFM score": "RFM_SCORE",
 }
-_EMAIL = re.compile(r"[^\s@\"',;:<>]+@[^\s@\"',;:<>]+")
 
 
 def subscriber_hash(email: str) -> str:
     """Mailchimp's member id: the MD5 hex digest of the lower-cased email."""
     return hashlib.md5(email.strip().lower().encode("utf-8")).hexdigest()  # noqa: S324 - Mailchimp's id, not security
-
-
-def mask_emails(text: str) -> str:
-    return _EMAIL.sub(lambda m: m.group(0)[0] + "***@" + m.group(0).split("@", 1)[1], text)
 
 
 def data_center(api_key: str) -> str | None:
@@ -161,7 +157,6 @@ class MailchimpDestination:
         self.limiter = self.plumbing.rate_limiter([(10, 1.0)])
         self._fields_ready = False
         self.warnings: list[str] = []
-        self.writes = 0  # write calls made (for metrics and tests)
 
     def __repr__(self) -> str:
         return f"MailchimpDestination(name={self.name!r}, audience_id={self.settings.audience_id!r})"
@@ -198,8 +193,6 @@ class MailchimpDestination:
             kwargs["params"] = params
         if body is not None:
             kwargs["json"] = body
-        if method != "GET":
-            self.writes += 1
         with refusals_explained(
             "Mailchimp",
             connector=self.name,
@@ -262,13 +255,14 @@ class MailchimpDestination:
                 message = f"merge field {tag} is of type {field.get('type')!r}, not text: values may be refused"
                 if message not in self.warnings:
                     self.warnings.append(message)
+                    log.warning("mailchimp merge field type", extra={"destination": self.name, "tag": tag})
         created = []
         for prop, tag in missing:
             # not retried blindly: a lost answer may hide a created field; the next push lists again
             self.send(
                 "POST",
                 f"{self._list_path()}/merge-fields",
-                body={"tag": tag, "name": prop[:50], "type": "text", "required": False, "public": False},
+                body={"tag": tag, "name": prop, "type": "text", "required": False, "public": False},
                 idempotent=False,
             )
             created.append(tag)
@@ -287,12 +281,16 @@ class MailchimpDestination:
             body = {"email_address": email, "status_if_new": "transactional", **body}
         return body
 
+    def group_tag(self, update: ProfileUpdate) -> str | None:
+        """``rfm:Loyal`` for a member in Loyal; None without a group (cleared)."""
+        group = update.properties.get(self.settings.group_property)
+        return f"{self.settings.tag_prefix}{group}" if group else None
+
     def tag_changes(self, update: ProfileUpdate, member: dict[str, Any]) -> list[dict[str, str]]:
         """The tag statuses to send: the current group's tag active, every other group tag inactive;
         [] when the member's tags are right already."""
         prefix = self.settings.tag_prefix
-        group = update.properties.get(self.settings.group_property)
-        wanted = f"{prefix}{group}"[:TAG_NAME_MAX] if group else None
+        wanted = self.group_tag(update)
         have = {t.get("name") for t in member.get("tags") or [] if isinstance(t, dict)}
         changes = [
             {"name": name, "status": "inactive"}
@@ -314,6 +312,10 @@ class MailchimpDestination:
             if "@" not in email:
                 result.accepted.append(update.outbox_id)
                 result.skipped.append(update.outbox_id)  # no email: no member to write to
+                continue
+            tag = self.group_tag(update) if self.settings.tags else None
+            if tag is not None and len(tag) > TAG_NAME_MAX:  # never cut short: two groups could share a tag
+                result.failed[update.outbox_id] = f"tag {tag[:40]!r}... is longer than {TAG_NAME_MAX} characters"
                 continue
             work.append((update, email, f"{self._list_path()}/members/{subscriber_hash(email)}"))
         if len(work) >= self.settings.batch_min_members:
@@ -448,8 +450,9 @@ class MailchimpDestination:
         return found[0]
 
     def check(self, online: bool = True) -> list[tuple[str, str]]:
-        """For ``rfm-sync doctor``: the key is set; ``online``: ``GET /ping`` proves it and the
-        audience exists (``GET /lists/{id}``). 401/403 raise :class:`FatalError`."""
+        """For ``rfm-sync doctor``: the key is set; ``online``: ``GET /ping`` proves it, the audience
+        exists (``GET /lists/{id}``) and has room for the merge fields it lacks. 401/403 raise
+        :class:`FatalError`."""
         problems = self._context.missing_secrets(self.name, self.settings.api_key_secret)
         if problems or not online:
             return problems
@@ -463,6 +466,16 @@ class MailchimpDestination:
                 (
                     f"audience {self.settings.audience_id} not found",
                     "check audience_id (Audience > Settings > Audience name and defaults: Audience ID)",
+                )
+            ]
+        existing = self.merge_fields()
+        missing = [tag for tag in self.settings.merge_fields.values() if tag not in existing]
+        if missing and len(existing) + len(missing) > self.settings.max_merge_fields:
+            return [
+                (
+                    f"audience {self.settings.audience_id} has {len(existing)} merge fields: no room for "
+                    f"{', '.join(missing)} (max_merge_fields = {self.settings.max_merge_fields})",
+                    "delete unused audience fields in Mailchimp, or map fewer properties in merge_fields",
                 )
             ]
         return []
@@ -489,7 +502,7 @@ def problem_text(status: int, problem: Any) -> str:
     errors = [e for e in problem.get("errors") or [] if isinstance(e, dict)][:3]
     fields = "; ".join(f"{e.get('field', '')}: {e.get('message', '')}".strip(": ") for e in errors)
     text = f"HTTP {status} " + ": ".join(parts) + (f" ({fields})" if fields else "")
-    return mask_emails(text.strip())[:500]
+    return mask_email(text.strip())[:500]
 
 
 def read_archive(data: bytes, connector: str) -> list[tuple[str, int, Any]]:
