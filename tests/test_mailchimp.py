@@ -11,12 +11,14 @@ from zoneinfo import ZoneInfo
 import pydantic
 import pytest
 import responses
+from click.testing import CliRunner
 
 from connectors.base import ConnectorContext, FatalError, ProfileUpdate, RetryableError, Transition
 from connectors.file.destination import read_state
 from connectors.http import RetryPolicy
 from connectors.mailchimp import MailchimpDestination
 from connectors.mailchimp.destination import MailchimpSettings, subscriber_hash
+from rfm_sync.cli import main
 from rfm_sync.config import load_config
 from rfm_sync.pipeline import Pipeline, build_destinations
 from rfm_sync.secrets import Secret
@@ -222,6 +224,25 @@ def test_doctor_pings_and_finds_the_audience(tmp_path, fake):
     assert len(full) == 1 and "no room for RFM_GROUP" in full[0][0] and fake.writes == 0
 
 
+def test_rfm_sync_doctor_checks_the_key_and_the_audience(tmp_path, fake, monkeypatch):
+    (tmp_path / "orders.csv").write_text("customer_id,placed_at,amount\nc1,2026-01-01T00:00:00Z,10\n")
+    monkeypatch.setenv("RFM_SYNC_SECRET_MC_KEY", API_KEY)
+
+    def doctor(audience_id: str):
+        mc = destination(
+            type="mailchimp", name="mailchimp", api_key_secret="mc-key", audience_id=audience_id, base_url=BASE_URL
+        )
+        (tmp_path / "config.toml").write_text(config_toml("sqlite:///state.sqlite", destinations=[mc]))
+        return CliRunner().invoke(main, ["doctor", "-c", str(tmp_path / "config.toml")])
+
+    ok = doctor(LIST_ID)
+    assert ok.exit_code == 0, ok.output
+    assert "destination mailchimp" in ok.output and fake.calls["GET /ping"] == 1
+    wrong = doctor("nope")
+    assert wrong.exit_code == 1 and "audience nope not found" in wrong.output and "check audience_id" in wrong.output
+    assert API_KEY not in ok.output + wrong.output
+
+
 # ---------------------------------------------------------------------- batch operations
 def test_a_large_push_goes_through_batch_operations(tmp_path, fake):
     fake.add_member("c3@example.com", status="unsubscribed", tags=["rfm:Loyal"])
@@ -273,6 +294,29 @@ def test_a_batch_that_does_not_finish_in_time_is_left_for_the_next_cycle(tmp_pat
     with pytest.raises(RetryableError, match="not finished after 300 s"):
         dest.push([update(1, "Loyal")])
     assert 5 <= len(clock.sleeps) <= 7
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ({"start": '{"status": "pending"}'}, "without a batch id"),
+        ({"start": "[]"}, "without a batch id"),
+        ({"poll": '{"id": "b1", "status": "finished"}'}, "without a response_body_url"),
+        (
+            {"poll": '{"id": "b1", "status": "finished", "response_body_url": "file:///etc/passwd"}'},
+            "without a response_body_url",
+        ),
+    ],
+)
+def test_odd_batch_answers_leave_the_batch_for_the_next_cycle(tmp_path, fake, answer, message):
+    dest, _ = make(tmp_path, batch_min_members=1)
+    json_type = {"Content-Type": "application/json"}
+    if "start" in answer:
+        fake._start_batch = lambda body: (200, json_type, answer["start"])
+    else:
+        fake._batch_status = lambda batch_id: (200, json_type, answer["poll"])
+    with pytest.raises(RetryableError, match=message):
+        dest.push([update(1, "Loyal")])
 
 
 def test_an_archive_that_cannot_be_fetched_leaves_the_batch_for_the_next_cycle(tmp_path, fake):

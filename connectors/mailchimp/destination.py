@@ -13,7 +13,8 @@ Tags. With ``tags = true`` the member gets the tag ``<tag_prefix><group>`` (``rf
 current group; any other tag with that prefix the member carries is made inactive in the same call
 (``POST .../members/{hash}/tags``, status active/inactive), so a group change replaces the tag and a
 member never keeps two group tags. The member's tags are read from the answer to the merge-field
-write; no tag call is made when they are already right.
+write; no tag call is made when they are already right. A group tag longer than Mailchimp's 100
+characters is that record's failure, never cut short (two long group names could share a prefix).
 
 Who is written. Members are addressed by Mailchimp's subscriber hash, the MD5 of the lower-cased
 email. An update without an email is skipped (reported as skipped, not pushed). rfm-sync never
