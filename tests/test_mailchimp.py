@@ -400,3 +400,48 @@ def test_cycles_write_merge_fields_and_tags_and_an_unchanged_cycle_writes_nothin
     writes = fake.writes
     third = Pipeline(config, store, destinations=pipeline.destinations).run_cycle(AS_OF)
     assert third.changed == 0 and third.pushed["mailchimp"] == 0 and fake.writes == writes
+
+
+@pytest.mark.parametrize("batch_min_members", [1000, 5])
+def test_a_cycle_with_faults_injected_ends_exactly_right(tmp_path, fake, batch_min_members):
+    rows = [
+        [f"o{i}", f"c{i:02d}", f"c{i}@example.com", day(3 + 30 * (i % 9)), f"{10 + 9 * i}.00", "paid"]
+        for i in range(15)
+    ]
+    write_orders(tmp_path / "orders.csv", rows)
+    for i in (2, 5):
+        fake.add_member(f"c{i}@example.com", status="unsubscribed", tags=["rfm:Old", "VIP"])
+    mc = destination(
+        type="mailchimp",
+        name="mailchimp",
+        api_key_secret="mc-key",
+        audience_id=LIST_ID,
+        base_url=BASE_URL,
+        batch_min_members=batch_min_members,
+        poll_interval_s=1.0,
+    )
+    (tmp_path / "config.toml").write_text(config_toml("sqlite:///state.sqlite", destinations=[file_sink(), mc]))
+    config = load_config(tmp_path / "config.toml")
+    store = Store.open(config.store.url, config.base_dir)
+    clock = FakeClock()
+    ctx = ConnectorContext(zone=ZoneInfo("UTC"), base_dir=tmp_path, secret=secret)
+    dest = MailchimpDestination(config.destinations[1], ctx, sleep=clock.sleep, clock=clock)
+    sink = build_destinations(config)[0]
+    fake.failure_rate = 0.3
+    for _ in range(6):  # a fault past the retries would end that push; the next cycle goes on
+        report = Pipeline(config, store, destinations=[sink, dest]).run_cycle(AS_OF)
+        if not report.errors and not report.failed.get("mailchimp"):
+            break
+    assert not report.errors and sum(fake.injected.values()) >= 2, fake.injected
+    fake.failure_rate = 0.0
+    state = read_state(tmp_path / "profiles.jsonl")
+    for key, props in state.items():
+        email = f"c{int(key[1:])}@example.com"
+        assert fake.member(email)["merge_fields"]["RFM_GROUP"] == props["Current RFM group"], key
+        extra = {"VIP"} if key in ("c02", "c05") else set()
+        assert fake.tags(email) == {f"rfm:{props['Current RFM group']}"} | extra, key
+    assert fake.member("c2@example.com")["status"] == "unsubscribed" and fake.status_changes == []
+    assert sum(1 for tag in fake.lists[LIST_ID]["merge_fields"] if tag.startswith("RFM_")) == 4
+    writes = fake.writes
+    again = Pipeline(config, store, destinations=[sink, dest]).run_cycle(AS_OF)
+    assert again.pushed["mailchimp"] == 0 and fake.writes == writes

@@ -24,7 +24,8 @@
 * faults: ``fail_next`` (statuses answered before doing anything; 429 says "too many simultaneous
   connections"); ``cut_next`` (work done, body cut off before its ``Content-Length``),
   ``malformed_next`` (work done, half the body as a complete one), ``lost_next`` (work done, then 503),
-  ``reset_next`` (work done, then the connection is reset).
+  ``reset_next`` (work done, then the connection is reset); ``failure_rate``: that share of calls,
+  drawn from a seeded RNG, answers 429 before the work, or 503 or a reset after it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import base64
 import hashlib
 import io
 import json
+import random
 import re
 import tarfile
 import uuid
@@ -81,6 +83,8 @@ class FakeMailchimp:
         self.invalid_emails: set[str] = set()
         self.status_changes: list[tuple[str, str, str]] = []  # (email, from, to) sent for existing members
         self.fail_next: list[int] = []
+        self.failure_rate = 0.0  # chaos: this share of calls fails (see _wrap)
+        self.rng = random.Random(19)
         self.cut_next = self.malformed_next = self.lost_next = self.reset_next = 0
         self.injected: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()  # "PUT /lists/{id}/members/{hash}" style routes answered
@@ -142,10 +146,20 @@ class FakeMailchimp:
             if status == 429:
                 return problem(429, "Too Many Requests", "You have exceeded the limit of 10 simultaneous connections.")
             return problem(status, "Internal Server Error", "An unexpected internal error has occurred.")
+        roll = self.rng.random() if self.failure_rate else 1.0
+        if roll < self.failure_rate / 3:  # throttled before doing anything
+            self.injected["429"] += 1
+            return problem(429, "Too Many Requests", "You have exceeded the limit of 10 simultaneous connections.")
         path = urlsplit(request.url).path.removeprefix("/3.0")
         query = {k: v[-1] for k, v in parse_qs(urlsplit(request.url).query).items()}
         body = json.loads(request.body) if request.body else None
         reply = self._route(request.method, path, query, body)
+        if roll < self.failure_rate * 2 / 3:  # the work is done, the answer is lost
+            self.injected["lost"] += 1
+            return problem(503, "Service Unavailable", "upstream unavailable")
+        if roll < self.failure_rate:  # the work is done, the connection resets
+            self.injected["reset"] += 1
+            raise requests.ConnectionError("Connection reset by peer")
         route = re.sub(r"/members/[0-9a-f]{32}", "/members/{hash}", path)
         self.calls[f"{request.method} {route}"] += 1
         if request.method != "GET":
