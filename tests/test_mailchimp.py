@@ -121,6 +121,7 @@ def test_a_group_change_replaces_the_tag_and_an_unsubscribed_member_stays_unsubs
     dest, _ = make(tmp_path)
     assert dest.push([update(1, "At Risk", previous="Loyal")]).accepted == [1]
     assert fake.tags("c1@example.com") == {"rfm:At Risk", "VIP"}  # never two group tags; other tags kept
+    assert fake.journeys_started == [("c1@example.com", "rfm:At Risk")]  # a "Tag added" journey starts
     assert fake.member("c1@example.com")["status"] == "unsubscribed" and fake.status_changes == []
     writes = fake.writes
     dest.push([update(1, "At Risk", previous="Loyal")])

@@ -15,6 +15,8 @@ current group; any other tag with that prefix the member carries is made inactiv
 member never keeps two group tags. The member's tags are read from the answer to the merge-field
 write; no tag call is made when they are already right. A group tag longer than Mailchimp's 100
 characters is that record's failure, never cut short (two long group names could share a prefix).
+``is_syncing`` is not set: a tag added this way starts the merchant's "Tag added" customer journeys
+(with ``is_syncing: true`` Mailchimp would not fire them).
 
 Who is written. Members are addressed by Mailchimp's subscriber hash, the MD5 of the lower-cased
 email. An update without an email is skipped (reported as skipped, not pushed). rfm-sync never
@@ -341,7 +343,7 @@ class MailchimpDestination:
                 if self.settings.tags:
                     changes = self.tag_changes(update, member if isinstance(member, dict) else {})
                     if changes:
-                        self.send("POST", f"{path}/tags", body={"tags": changes, "is_syncing": True})
+                        self.send("POST", f"{path}/tags", body={"tags": changes})
                 result.accepted.append(update.outbox_id)
             except RecordError as exc:
                 if exc.status == 404 and self.settings.unknown_members == "skip":
@@ -383,7 +385,7 @@ class MailchimpDestination:
                         {
                             "method": "POST",
                             "path": f"/3.0{path}/tags",
-                            "body": json.dumps({"tags": changes, "is_syncing": True}, ensure_ascii=False),
+                            "body": json.dumps({"tags": changes}, ensure_ascii=False),
                             "operation_id": f"t{update.outbox_id}",
                         }
                     )

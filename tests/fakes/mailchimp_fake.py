@@ -12,7 +12,8 @@
   in ``invalid_emails`` is a 400 with ``errors[]``. A ``status`` sent for an existing member is applied
   (as Mailchimp does) and recorded in ``status_changes``, so a test can insist it never happens;
 * tags: ``POST .../members/{hash}/tags`` with ``{"tags": [{"name", "status": "active"|"inactive"}]}``
-  answers 204; names longer than 100 characters are a 400;
+  answers 204; names longer than 100 characters are a 400; a tag added without ``is_syncing: true``
+  starts "Tag added" journeys (recorded in ``journeys_started``), as in Mailchimp;
 * batches: ``POST /3.0/batches`` queues the operations (each ``method``, ``path``, ``params``, ``body``
   as a JSON string, ``operation_id``); ``GET /3.0/batches/{id}`` moves ``pending`` -> ``started`` ->
   ``finished`` over ``polls_to_finish`` polls, running the operations when it finishes and publishing
@@ -81,6 +82,7 @@ class FakeMailchimp:
         self.max_fields = 30
         self.max_count = 1000
         self.invalid_emails: set[str] = set()
+        self.journeys_started: list[tuple[str, str]] = []  # (email, tag): "Tag added" triggers that fired
         self.status_changes: list[tuple[str, str, str]] = []  # (email, from, to) sent for existing members
         self.fail_next: list[int] = []
         self.failure_rate = 0.0  # chaos: this share of calls fails (see _wrap)
@@ -317,6 +319,8 @@ class FakeMailchimp:
             names = [t["name"] for t in member["tags"]]
             if tag["status"] == "active" and tag["name"] not in names:
                 member["tags"].append({"id": len(names) + 1, "name": tag["name"]})
+                if not body.get("is_syncing"):  # a "Tag added" journey starts only then
+                    self.journeys_started.append((member["email_address"], tag["name"]))
             elif tag["status"] == "inactive":
                 member["tags"] = [t for t in member["tags"] if t["name"] != tag["name"]]
         return 204, {}, ""
