@@ -27,6 +27,13 @@ TABLES = {
         "base_url": "http://127.0.0.1:8766",
         "audiences": [{"audience_id": "1", "groups": ["Loyal"]}],
     },
+    "mailchimp": {
+        "type": "mailchimp",
+        "name": "mc",
+        "api_key_secret": "mc",
+        "audience_id": "a1b2c3d4e5",
+        "base_url": "http://127.0.0.1:8767",
+    },
 }
 
 
@@ -60,10 +67,11 @@ def test_no_secret_in_repr(built):
 
 def test_the_commented_destination_examples_are_valid():
     text = (REPO / "config.example.toml").read_text()
-    block = text[text.index("# --- destinations (klaviyo, meta_audiences) ---") : text.index("# --- daemon")]
+    block = text[text.index("# --- destinations (klaviyo, meta_audiences, mailchimp) ---") : text.index("# --- daemon")]
     lines = [line[2:] for line in block.splitlines() if re.match(r"^# (\[|[a-z_]+ = )", line)]
     config = parse_config(tomllib.loads("\n".join(lines)))
-    assert [d.type for d in config.destinations] == ["klaviyo", "meta_audiences"]
+    assert [d.type for d in config.destinations] == ["klaviyo", "meta_audiences", "mailchimp"]
+    assert config.destinations[2].merge_fields["Current RFM group"] == "RFM_GROUP"
     assert len(config.destinations[1].audiences) == 2
     flows = config.destinations[0].flows
     assert [w.group for w in flows.win_back] == ["At Risk", "Needs Attention"] and len(flows.win_back[0].emails) == 2
@@ -86,7 +94,7 @@ def test_docs_cover_scopes_and_the_example_flows():
     assert Path(REPO / "config.example.toml").is_file()
 
 
-@pytest.mark.parametrize("kind", ["klaviyo", "meta_audiences"])
+@pytest.mark.parametrize("kind", ["klaviyo", "meta_audiences", "mailchimp"])
 def test_a_destination_built_for_a_dry_run_refuses_to_send(kind, tmp_path):
     from connectors.base import FatalError, ProfileUpdate, Transition
 

@@ -18,6 +18,7 @@ from connectors.bigcommerce.source import BigCommerceSettings, BigCommerceSource
 from connectors.csv.source import CsvSettings, CsvSource
 from connectors.file.destination import FileSink, FileSinkSettings
 from connectors.klaviyo.destination import KlaviyoDestination, KlaviyoSettings
+from connectors.mailchimp.destination import MailchimpDestination, MailchimpSettings
 from connectors.meta.destination import MetaAudiencesDestination, MetaAudiencesSettings
 from connectors.shopify.source import ShopifySettings, ShopifySource
 from rfm_sync.cli import main
@@ -196,6 +197,11 @@ HTTP = {
         {"store_hash": "abc", "token_secret": "t", "base_url": "http://127.0.0.1:9"},
     ),
     "klaviyo": (KlaviyoDestination, KlaviyoSettings, {"api_key_secret": "t", "base_url": "http://127.0.0.1:9"}),
+    "mailchimp": (
+        MailchimpDestination,
+        MailchimpSettings,
+        {"api_key_secret": "t", "audience_id": "a1", "base_url": "http://127.0.0.1:9"},
+    ),
     "meta_audiences": (
         MetaAudiencesDestination,
         MetaAudiencesSettings,
