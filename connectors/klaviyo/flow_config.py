@@ -72,24 +72,27 @@ class Branch(_Table):
     email: Email
 
 
+# The default emails, as (groups, subject, preview, body): placeholders the merchant rewrites in Klaviyo.
+POST_PURCHASE_EMAILS: tuple[tuple[list[str], str, str, str], ...] = (
+    (
+        ["Champions", "Loyal"],
+        "How do you like your order, {{ first_name|default:'there' }}?",
+        "Tell us in a short review",
+        "You are one of our best customers: would you tell others what you think? [review link]",
+    ),
+    (
+        ["Recent"],
+        "Picked for you",
+        "Goes well with your last order",
+        "Thanks again for your order. These go well with it: [products].",
+    ),
+)
+
+
 def _post_purchase_branches() -> list[Branch]:
     return [
-        Branch(
-            groups=["Champions", "Loyal"],
-            email=Email(
-                subject="How do you like your order, {{ first_name|default:'there' }}?",
-                preview="Tell us in a short review",
-                body="You are one of our best customers: would you tell others what you think? [review link]",
-            ),
-        ),
-        Branch(
-            groups=["Recent"],
-            email=Email(
-                subject="Picked for you",
-                preview="Goes well with your last order",
-                body="Thanks again for your order. These go well with it: [products].",
-            ),
-        ),
+        Branch(groups=groups, email=Email(subject=subject, preview=preview, body=body))
+        for groups, subject, preview, body in POST_PURCHASE_EMAILS
     ]
 
 
@@ -127,25 +130,29 @@ class Move(_Table):
         return self
 
 
+# The default group-change emails, as (from, to, subject, preview, body); an empty list: any group.
+MOVE_EMAILS: tuple[tuple[list[str], list[str], str, str, str], ...] = (
+    (
+        ["Champions"],
+        ["Needs Attention", "At Risk"],
+        "We have not seen you in a while",
+        "A thank-you for one of our best customers",
+        "You have been one of our best customers, and we would love to see you again: [your offer].",
+    ),
+    (
+        [],
+        ["Champions"],
+        "Thank you, {{ first_name|default:'friend' }}",
+        "You are one of our best customers",
+        "You are now one of our best customers. Thank you! [a perk for them]",
+    ),
+)
+
+
 def _moves() -> list[Move]:
     return [
-        Move(
-            from_groups=["Champions"],
-            to_groups=["Needs Attention", "At Risk"],
-            email=Email(
-                subject="We have not seen you in a while",
-                preview="A thank-you for one of our best customers",
-                body="You have been one of our best customers, and we would love to see you again: [your offer].",
-            ),
-        ),
-        Move(
-            to_groups=["Champions"],
-            email=Email(
-                subject="Thank you, {{ first_name|default:'friend' }}",
-                preview="You are one of our best customers",
-                body="You are now one of our best customers. Thank you! [a perk for them]",
-            ),
-        ),
+        Move(from_groups=src, to_groups=dst, email=Email(subject=subject, preview=preview, body=body))
+        for src, dst, subject, preview, body in MOVE_EMAILS
     ]
 
 
