@@ -20,6 +20,7 @@ DESTINATIONS: dict[str, str] = {
     "file": "connectors.file:FileSink",
     "klaviyo": "connectors.klaviyo:KlaviyoDestination",
     "meta_audiences": "connectors.meta:MetaAudiencesDestination",
+    "shopify": "connectors.shopify:ShopifyWriteback",
 }
 
 

@@ -27,6 +27,7 @@ TABLES = {
         "base_url": "http://127.0.0.1:8766",
         "audiences": [{"audience_id": "1", "groups": ["Loyal"]}],
     },
+    "shopify": {"type": "shopify", "name": "s", "shop": "s", "token_secret": "s", "base_url": "http://127.0.0.1:8767"},
 }
 
 
@@ -60,11 +61,12 @@ def test_no_secret_in_repr(built):
 
 def test_the_commented_destination_examples_are_valid():
     text = (REPO / "config.example.toml").read_text()
-    block = text[text.index("# --- destinations (klaviyo, meta_audiences) ---") : text.index("# --- daemon")]
+    block = text[text.index("# --- destinations (klaviyo, meta_audiences, shopify) ---") : text.index("# --- daemon")]
     lines = [line[2:] for line in block.splitlines() if re.match(r"^# (\[|[a-z_]+ = )", line)]
     config = parse_config(tomllib.loads("\n".join(lines)))
-    assert [d.type for d in config.destinations] == ["klaviyo", "meta_audiences"]
+    assert [d.type for d in config.destinations] == ["klaviyo", "meta_audiences", "shopify"]
     assert len(config.destinations[1].audiences) == 2
+    assert [m.key for m in config.destinations[2].metafields] == ["group", "previous_group", "group_changed_at"]
     flows = config.destinations[0].flows
     assert [w.group for w in flows.win_back] == ["At Risk", "Needs Attention"] and len(flows.win_back[0].emails) == 2
     assert [b.groups for b in flows.post_purchase.branches] == [["Champions", "Loyal"], ["Recent"]]
@@ -81,12 +83,16 @@ def test_docs_cover_scopes_and_the_example_flows():
         "Current RFM group equals At Risk",
         "RFM Group Changed",
         "rfm-sync klaviyo bootstrap",
+        "write_customers",
+        "Customer tags added",
+        "metafields.rfm.group",
+        "bulkOperationRunMutation",
     ):
         assert needle in doc, needle
     assert Path(REPO / "config.example.toml").is_file()
 
 
-@pytest.mark.parametrize("kind", ["klaviyo", "meta_audiences"])
+@pytest.mark.parametrize("kind", ["klaviyo", "meta_audiences", "shopify"])
 def test_a_destination_built_for_a_dry_run_refuses_to_send(kind, tmp_path):
     from connectors.base import FatalError, ProfileUpdate, Transition
 
