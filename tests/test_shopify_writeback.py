@@ -126,6 +126,7 @@ def test_a_batch_writes_metafields_and_one_tag_and_a_resend_writes_nothing(fake,
     result = dest.push(batch)
     assert sorted(result.accepted) == [*range(1, 31), 99] and result.failed == {} and result.skipped == [99]
     assert fake.largest_set == 25  # 90 metafields in calls of at most 25
+    assert dest.writes == len(fake.writes) == 4 + 30  # 4 metafieldsSet calls, one tagsAdd per customer
     c = fake.customers[7]
     assert c.metafields == {
         ("rfm", "group"): ("single_line_text_field", "Loyal"),
@@ -168,6 +169,16 @@ def test_namespace_key_and_tag_are_configurable(fake, clock):
         ("custom", "score"): ("number_integer", "7"),
     }
     assert fake.customers[1].tags == []
+
+
+def test_two_properties_on_one_metafield_are_refused():
+    with pytest.raises(ValueError, match="both written to rfm.group"):
+        ShopifyWritebackSettings(
+            name="s",
+            shop="s",
+            token_secret="t",
+            metafields=[{"property": "Current RFM group", "key": "group"}, {"property": "RFM score", "key": "group"}],
+        )
 
 
 def test_user_errors_fail_the_record_retry_or_stop_as_their_code_says(fake, clock):

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Unpack
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..base import (
     ConnectorContext,
@@ -124,6 +124,19 @@ class ShopifyWritebackSettings(ConnectorSettings):
     def _shop_domain(cls, v: str) -> str:
         v = v.strip().lower().removeprefix("https://").rstrip("/")
         return v if "." in v else f"{v}.myshopify.com"
+
+    @model_validator(mode="after")
+    def _one_property_per_metafield(self) -> ShopifyWritebackSettings:
+        seen: dict[tuple[str, str], str] = {}
+        for m in self.metafields:
+            where = (m.namespace or self.namespace, m.key)
+            if where in seen:
+                raise ValueError(
+                    f"metafields: {seen[where]!r} and {m.property!r} are both written to {'.'.join(where)}: "
+                    f"each property needs its own key"
+                )
+            seen[where] = m.property
+        return self
 
 
 def customer_gid(customer_key: str) -> str | None:
