@@ -60,6 +60,7 @@ def clock():
 @pytest.fixture
 def fake(clock):
     shop = ShopifyFake(clock=clock)
+    shop.scopes = [*shop.scopes, "write_customers"]
     yield shop
     shop.close()
 
@@ -216,13 +217,16 @@ def test_retries_used_up_leave_the_batch_to_the_next_cycle(fake, clock):
         writeback(fake.url, clock, attempts=3).push([update(1, "1", "Loyal")])
 
 
-def test_doctor_check_reports_a_missing_write_customers_scope(fake, clock):
+def test_doctor_check_reports_a_missing_write_customers_scope_and_a_push_stops_on_it(fake, clock):
     dest = writeback(fake.url, clock)
-    assert dest.check(online=False) == []
+    assert dest.check(online=False) == [] and dest.check() == []
+    fake.scopes = ["read_orders", "read_all_orders", "read_customers"]
     [(problem, fix)] = dest.check()
     assert "write_customers" in problem and "write_customers" in fix and TOKEN not in problem + fix
-    fake.scopes = [*fake.scopes, "write_customers"]
-    assert dest.check() == []
+    fake.customers = {1: FakeCustomer(1)}
+    with pytest.raises(FatalError, match="denied.*write_customers"):
+        dest.push([update(1, "1", "Loyal")])
+    assert fake.customers[1].metafields == {} and fake.writes == []
     fake.token = "another"
     with pytest.raises(FatalError) as err:
         dest.check()

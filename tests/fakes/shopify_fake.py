@@ -6,7 +6,7 @@ access scopes, bulk operations (run, poll, JSONL download), and the write-back's
 (``nodes(ids:)`` for tags and metafields, ``metafieldsSet`` — at most 25 inputs, atomic, ``userErrors``
 with ``elementIndex`` — ``metafieldsDelete``, ``tagsAdd``, ``tagsRemove``; customers it does not
 have, ``reject_customers`` and metafield ``definitions`` of another type answer with ``userErrors``
-as Shopify does). Like the real thing it enforces a
+as Shopify does; without the ``write_customers`` scope the mutations are ``ACCESS_DENIED``). Like the real thing it enforces a
 query-cost bucket (``extensions.cost.throttleStatus``; ``THROTTLED`` in a 200 body, or HTTP 429
 when ``throttle_with_429``) and a single-query cost limit. It can fail a share of requests (5xx,
 429, connection resets; ``cut_rate``: answers cut off half way; on demand ``cut_next``/
@@ -406,6 +406,13 @@ class ShopifyFake:
             self.throttled += 1
             payload = {"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]}
             return self._json(payload, requested, None, 429 if self.throttle_with_429 else 200)
+        if name in WRITEBACK and name != "CustomerRfmState" and "write_customers" not in self.scopes:
+            self.available -= requested
+            denied = {
+                "message": f"Access denied for {name} field. Required access: `write_customers` access scope.",
+                "extensions": {"code": "ACCESS_DENIED", "documentation": "https://shopify.dev/api/usage/access-scopes"},
+            }
+            return self._json({"data": None, "errors": [denied]}, requested, requested)
         data, actual = self._run(name, variables)
         self.available -= actual
         return self._json({"data": data}, requested, actual)
