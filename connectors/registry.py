@@ -21,6 +21,7 @@ DESTINATIONS: dict[str, str] = {
     "klaviyo": "connectors.klaviyo:KlaviyoDestination",
     "meta_audiences": "connectors.meta:MetaAudiencesDestination",
     "mailchimp": "connectors.mailchimp:MailchimpDestination",
+    "shopify": "connectors.shopify:ShopifyWriteback",
 }
 
 

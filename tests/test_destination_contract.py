@@ -34,6 +34,7 @@ TABLES = {
         "audience_id": "a1b2c3d4e5",
         "base_url": "http://127.0.0.1:8767",
     },
+    "shopify": {"type": "shopify", "name": "s", "shop": "s", "token_secret": "s", "base_url": "http://127.0.0.1:8768"},
 }
 
 
@@ -67,12 +68,15 @@ def test_no_secret_in_repr(built):
 
 def test_the_commented_destination_examples_are_valid():
     text = (REPO / "config.example.toml").read_text()
-    block = text[text.index("# --- destinations (klaviyo, meta_audiences, mailchimp) ---") : text.index("# --- daemon")]
+    block = text[
+        text.index("# --- destinations (klaviyo, meta_audiences, mailchimp, shopify) ---") : text.index("# --- daemon")
+    ]
     lines = [line[2:] for line in block.splitlines() if re.match(r"^# (\[|[a-z_]+ = )", line)]
     config = parse_config(tomllib.loads("\n".join(lines)))
-    assert [d.type for d in config.destinations] == ["klaviyo", "meta_audiences", "mailchimp"]
+    assert [d.type for d in config.destinations] == ["klaviyo", "meta_audiences", "mailchimp", "shopify"]
     assert config.destinations[2].merge_fields["Current RFM group"] == "RFM_GROUP"
     assert len(config.destinations[1].audiences) == 2
+    assert [m.key for m in config.destinations[3].metafields] == ["group", "previous_group", "group_changed_at"]
     flows = config.destinations[0].flows
     assert [w.group for w in flows.win_back] == ["At Risk", "Needs Attention"] and len(flows.win_back[0].emails) == 2
     assert [b.groups for b in flows.post_purchase.branches] == [["Champions", "Loyal"], ["Recent"]]
@@ -89,12 +93,16 @@ def test_docs_cover_scopes_and_the_example_flows():
         "Current RFM group equals At Risk",
         "RFM Group Changed",
         "rfm-sync klaviyo bootstrap",
+        "write_customers",
+        "Customer tags added",
+        "metafields.rfm.group",
+        "bulkOperationRunMutation",
     ):
         assert needle in doc, needle
     assert Path(REPO / "config.example.toml").is_file()
 
 
-@pytest.mark.parametrize("kind", ["klaviyo", "meta_audiences", "mailchimp"])
+@pytest.mark.parametrize("kind", ["klaviyo", "meta_audiences", "mailchimp", "shopify"])
 def test_a_destination_built_for_a_dry_run_refuses_to_send(kind, tmp_path):
     from connectors.base import FatalError, ProfileUpdate, Transition
 

@@ -107,8 +107,10 @@ class ShopifyGraphQL:
         clock: Callable[[], float],
         on_server_error: Callable[[], None] = lambda: None,
         on_cost_exceeded: Callable[[], None] | None = None,
+        scope_hint: str = SCOPE_HINT,
     ):
         self.client, self.path, self.bucket, self._clock = client, path, bucket, clock
+        self.scope_hint = scope_hint  # what a 403 or ACCESS_DENIED says the token lacks (source or write-back)
         self._on_server_error = on_server_error
         self._on_cost_exceeded = on_cost_exceeded or on_server_error
         self._costs: dict[str, tuple[float, int]] = {}  # operation -> (requested cost, first)
@@ -129,7 +131,7 @@ class ShopifyGraphQL:
 
         with (
             refusals_explained(
-                "Shopify", connector=self.client.connector, scope_hint=SCOPE_HINT, on_401=f"{TOKEN_REJECTED}, or "
+                "Shopify", connector=self.client.connector, scope_hint=self.scope_hint, on_401=f"{TOKEN_REJECTED}, or "
             ),
             self._lock,  # a webhook fetch and a pull may share this client: one request at a time
         ):
@@ -209,7 +211,7 @@ class ShopifyGraphQL:
                 status=response.status_code,
             )
         if "ACCESS_DENIED" in codes:
-            raise FatalError(f"Shopify denied access to the query: {SCOPE_HINT}", connector=connector)
+            raise FatalError(f"Shopify denied access to the query: {self.scope_hint}", connector=connector)
         if "MAX_COST_EXCEEDED" in codes:  # the page asks too much at once: a smaller one will do
             self._on_cost_exceeded()
             raise RetryableError(

@@ -1,4 +1,4 @@
-"""The GraphQL documents the Shopify source sends, and the one place the API version is pinned.
+"""The GraphQL documents the Shopify source and the write-back send, and the one place the API version is pinned.
 
 Field names checked against the GraphQL Admin API reference (``Order``, ``MoneyBag``,
 ``BulkOperation``, ``AppInstallation``) for the pinned version. ``currentTotalPriceSet`` is the
@@ -85,3 +85,53 @@ query BulkStatus($id: ID!) {
 def updated_since(iso_utc: str) -> str:
     """The orders search filter for a closed start: ``updated_at:>='2026-01-01T00:00:00+00:00'``."""
     return f"updated_at:>='{iso_utc}'"
+
+
+# ----------------------------------------------------------------------------- write-back (writeback.py)
+# ``metafieldsSet`` takes at most 25 metafields per call (Admin API reference, 2026-10) and is atomic:
+# one bad input and nothing of the call is stored. ``nodes(ids:)`` takes at most 250 ids.
+MAX_METAFIELDS_PER_SET = 25
+MAX_NODES_PER_READ = 250
+
+# What a batch's customers have now: their tags and the metafields rfm-sync writes ("namespace.key").
+CUSTOMER_STATE = """
+query CustomerRfmState($ids: [ID!]!, $keys: [String!]!, $count: Int!) {
+  nodes(ids: $ids) {
+    ... on Customer {
+      id
+      tags
+      metafields(keys: $keys, first: $count) { nodes { namespace key value } }
+    }
+  }
+}
+"""
+
+METAFIELDS_SET = """
+mutation RfmMetafieldsSet($metafields: [MetafieldsSetInput!]!) {
+  metafieldsSet(metafields: $metafields) {
+    metafields { namespace key }
+    userErrors { field message code elementIndex }
+  }
+}
+"""
+
+METAFIELDS_DELETE = """
+mutation RfmMetafieldsDelete($metafields: [MetafieldIdentifierInput!]!) {
+  metafieldsDelete(metafields: $metafields) {
+    deletedMetafields { ownerId namespace key }
+    userErrors { field message }
+  }
+}
+"""
+
+TAGS_ADD = """
+mutation RfmTagsAdd($id: ID!, $tags: [String!]!) {
+  tagsAdd(id: $id, tags: $tags) { userErrors { field message } }
+}
+"""
+
+TAGS_REMOVE = """
+mutation RfmTagsRemove($id: ID!, $tags: [String!]!) {
+  tagsRemove(id: $id, tags: $tags) { userErrors { field message } }
+}
+"""

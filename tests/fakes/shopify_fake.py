@@ -2,7 +2,11 @@
 
 It keeps a set of orders and serves what the Shopify source asks for: the orders connection
 (``query: updated_at:>='…'``, sorted by ``UPDATED_AT``, keyset cursors), ``order(id:)``, the app's
-access scopes, and bulk operations (run, poll, JSONL download). Like the real thing it enforces a
+access scopes, bulk operations (run, poll, JSONL download), and the write-back's customer calls
+(``nodes(ids:)`` for tags and metafields, ``metafieldsSet`` — at most 25 inputs, atomic, ``userErrors``
+with ``elementIndex`` — ``metafieldsDelete``, ``tagsAdd``, ``tagsRemove``; customers it does not
+have, ``reject_customers`` and metafield ``definitions`` of another type answer with ``userErrors``
+as Shopify does; without the ``write_customers`` scope the mutations are ``ACCESS_DENIED``). Like the real thing it enforces a
 query-cost bucket (``extensions.cost.throttleStatus``; ``THROTTLED`` in a 200 body, or HTTP 429
 when ``throttle_with_429``) and a single-query cost limit. It can fail a share of requests (5xx,
 429, connection resets; ``cut_rate``: answers cut off half way; on demand ``cut_next``/
@@ -188,6 +192,25 @@ class FakeOrder:
 
 
 NODE_COST = 5  # Order + customer + defaultEmailAddress + currentTotalPriceSet + shopMoney
+MUTATION_COST = 10  # Shopify's cost of a mutation
+CUSTOMER_STATE_COST = 4  # per customer of a nodes(ids:) read: Customer + metafields connection + nodes
+MAX_METAFIELDS_PER_SET = 25
+
+
+WRITEBACK = {  # operation -> handler of the write-back's calls
+    "CustomerRfmState": "_customer_state",
+    "RfmMetafieldsSet": "_metafields_set",
+    "RfmMetafieldsDelete": "_metafields_delete",
+    "RfmTagsAdd": "_tags_add",
+    "RfmTagsRemove": "_tags_remove",
+}
+
+
+@dataclass
+class FakeCustomer:
+    id: int
+    tags: list[str] = field(default_factory=list)
+    metafields: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # (ns, key) -> (type, value)
 
 
 @dataclass
@@ -206,6 +229,7 @@ class ShopifyFake:
     reset_download_once: bool = False
     cut_rate: float = 0.0  # share of requests answered in full, then cut half way (its own random stream)
     cut_next: int = 0  # answer this many GraphQL requests (after doing the work) with a body cut half way
+    cut_only: str = ""  # ... only requests whose operation name starts with this ("RfmTagsAdd": those mutations)
     malformed_next: int = 0  # ... or with a complete-looking but truncated JSON body (length matches)
     # another export of this app holds the bulk slot until this fake-clock second: BulkRun answers a
     # userError with this BulkOperationUserErrorCode ("LIMIT_REACHED" or "OPERATION_IN_PROGRESS")
@@ -215,6 +239,12 @@ class ShopifyFake:
     serve: bool = True  # False: no server of its own (tests/chaos serves ``handle`` in another process)
     fail_next_bulk: int = 0  # the next bulk operations end FAILED part way (partialDataUrl: half the lines)
     bulk_extra_lines: list[str] = field(default_factory=list)  # JSONL lines appended to every bulk export
+    # write-back: the shop's customers (made for every customer id of add_orders), customers whose
+    # writes Shopify refuses with a userError, metafield definitions ((namespace, key) -> type)
+    customers: dict[int, FakeCustomer] = field(default_factory=dict)
+    reject_customers: set[int] = field(default_factory=set)
+    definitions: dict[tuple[str, str], str] = field(default_factory=dict)
+    server_errors_next: int = 0  # answer this many GraphQL requests with HTTP 503 before doing the work
 
     def __post_init__(self) -> None:
         self.orders: dict[int, FakeOrder] = {}
@@ -223,6 +253,7 @@ class ShopifyFake:
         self.bucket_stamp = self.clock.monotonic()
         self.throttled = 0
         self.requests: list[str] = []  # operation names, in order
+        self.sent: list[tuple[str, dict[str, Any]]] = []  # (document, variables) of every GraphQL request
         self.queries: list[str | None] = []  # the search filter of each orders page asked for
         self.page_sizes: list[int] = []  # the `first` of each orders page asked for
         self.failures = 0
@@ -233,6 +264,8 @@ class ShopifyFake:
         self.bulk_ops: dict[str, dict[str, Any]] = {}
         self.bulk_refusals = 0  # BulkRun calls refused because the slot was taken
         self.downloads_with_token = 0
+        self.writes: list[str] = []  # mutations that were carried out (the work done), by operation name
+        self.largest_set = 0  # the most metafields one metafieldsSet call asked for
         self.last_ts = self.clock.now()
         self._lock = threading.Lock()
         self._cache: tuple[list[FakeOrder], list[tuple[datetime, int]]] | None = None
@@ -256,6 +289,8 @@ class ShopifyFake:
             email = f"Customer{i % (count // 3 + 1)}@Example.com " if not guest or i % 2 else None
             if guest and email is None:
                 email = f"guest{i}@example.com"
+            if cid is not None:
+                self.customers.setdefault(cid, FakeCustomer(cid))
             self.orders[oid] = FakeOrder(
                 id=oid,
                 customer_id=cid,
@@ -319,14 +354,16 @@ class ShopifyFake:
         malformed JSON (``malformed_next``)."""
         with self._lock:
             self._cut_this = False
+            asked = len(self.requests)
             reply = self._handle(method, path, query, headers, body)
+            operation = self.requests[-1] if len(self.requests) > asked else ""
             if reply is RESET or path.startswith("/bulk/") or reply[0] not in (200, 429):
                 return reply
             if self.malformed_next:
                 self.malformed_next -= 1
                 self.cuts += 1
                 return reply[0], reply[1], reply[2][: len(reply[2]) // 2]
-            if self._cut_this or self.cut_next:
+            if self._cut_this or (self.cut_next and operation.startswith(self.cut_only)):
                 if not self._cut_this:
                     self.cut_next -= 1
                 self.cuts += 1
@@ -344,15 +381,20 @@ class ShopifyFake:
         document, variables = request["query"], request.get("variables") or {}
         name = re.search(r"(?:query|mutation)\s+(\w+)", document).group(1)
         self.requests.append(name)
+        self.sent.append((document, variables))
         if self.fail_rate and self.rng.random() < self.fail_rate:
             self.failures += 1
             kind = self.rng.choice(["500", "502", "503", "reset", "429"])
             if kind == "reset":
                 return RESET
             return int(kind), ({"Retry-After": "1"} if kind == "429" else {}), b"oops"
+        if self.server_errors_next:
+            self.server_errors_next -= 1
+            self.failures += 1
+            return 503, {}, b"Service Unavailable"
         if self.cut_rate and self.cut_rng.random() < self.cut_rate:  # served in full, then cut by handle()
             self._cut_this = True
-        requested = 2 + NODE_COST * int(variables.get("first") or 0) if name == "OrdersPage" else 2
+        requested = self._requested(name, document, variables)
         if requested > self.max_query_cost:
             return self._json(
                 {"errors": [{"message": "Query cost is too high", "extensions": {"code": "MAX_COST_EXCEEDED"}}]},
@@ -364,9 +406,26 @@ class ShopifyFake:
             self.throttled += 1
             payload = {"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]}
             return self._json(payload, requested, None, 429 if self.throttle_with_429 else 200)
+        if name in WRITEBACK and name != "CustomerRfmState" and "write_customers" not in self.scopes:
+            self.available -= requested
+            denied = {
+                "message": f"Access denied for {name} field. Required access: `write_customers` access scope.",
+                "extensions": {"code": "ACCESS_DENIED", "documentation": "https://shopify.dev/api/usage/access-scopes"},
+            }
+            return self._json({"data": None, "errors": [denied]}, requested, requested)
         data, actual = self._run(name, variables)
         self.available -= actual
         return self._json({"data": data}, requested, actual)
+
+    @staticmethod
+    def _requested(name: str, document: str, variables: dict[str, Any]) -> int:
+        if name == "OrdersPage":
+            return 2 + NODE_COST * int(variables.get("first") or 0)
+        if name == "CustomerRfmState":
+            return 2 + CUSTOMER_STATE_COST * len(variables.get("ids") or [])
+        if document.lstrip().startswith("mutation") and name != "BulkRun":
+            return MUTATION_COST
+        return 2
 
     def _refill(self) -> None:
         now = self.clock.monotonic()
@@ -396,6 +455,8 @@ class ShopifyFake:
         if name == "OrderById":
             order = self.orders.get(int(variables["id"].rsplit("/", 1)[-1]))
             return {"order": order.node() if order else None}, 2 + NODE_COST
+        if name in WRITEBACK:
+            return getattr(self, WRITEBACK[name])(variables)
         if name == "BulkRun" and self.clock.monotonic() < self.bulk_blocked_until:
             self.bulk_refusals += 1
             message = {
@@ -454,6 +515,107 @@ class ShopifyFake:
             )
             return {"node": node}, 1
         raise AssertionError(f"fake does not know {name}")
+
+    # ------------------------------------------------------------------ write-back (customers)
+    def _customer(self, gid: Any) -> FakeCustomer | None:
+        match = re.fullmatch(r"gid://shopify/Customer/(\d+)", str(gid))
+        return self.customers.get(int(match.group(1))) if match else None
+
+    def _customer_state(self, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        keys = {tuple(k.split(".", 1)) for k in variables["keys"]}
+        nodes: list[dict[str, Any] | None] = []
+        for gid in variables["ids"]:
+            c = self._customer(gid)
+            if c is None:
+                nodes.append(None)
+                continue
+            found = [
+                {"namespace": ns, "key": key, "value": value}
+                for (ns, key), (_, value) in sorted(c.metafields.items())
+                if (ns, key) in keys
+            ][: int(variables["count"])]
+            nodes.append({"id": gid, "tags": sorted(c.tags), "metafields": {"nodes": found}})
+        return {"nodes": nodes}, 2 + CUSTOMER_STATE_COST * len(nodes)
+
+    def _metafields_set(self, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        inputs = variables["metafields"]
+        self.largest_set = max(self.largest_set, len(inputs))
+        errors: list[dict[str, Any]] = []
+        if len(inputs) > MAX_METAFIELDS_PER_SET:
+            errors.append(
+                {
+                    "field": ["metafields"],
+                    "message": f"Exceeded the maximum metafields input limit of {MAX_METAFIELDS_PER_SET}.",
+                    "code": "LESS_THAN_OR_EQUAL_TO",
+                    "elementIndex": None,
+                }
+            )
+        for i, m in enumerate(inputs):
+            c = self._customer(m["ownerId"])
+            where = ["metafields", str(i)]
+            if c is None:
+                errors.append(
+                    {
+                        "field": [*where, "ownerId"],
+                        "message": "Owner does not exist.",
+                        "code": "INVALID",
+                        "elementIndex": i,
+                    }
+                )
+            elif c.id in self.reject_customers:
+                errors.append(
+                    {
+                        "field": [*where, "value"],
+                        "message": "Value is invalid.",
+                        "code": "INVALID_VALUE",
+                        "elementIndex": i,
+                    }
+                )
+            elif self.definitions.get((m["namespace"], m["key"]), m["type"]) != m["type"]:
+                errors.append(
+                    {
+                        "field": [*where, "type"],
+                        "message": "Type must match the definition's type.",
+                        "code": "INVALID_TYPE",
+                        "elementIndex": i,
+                    }
+                )
+        if not errors:  # atomic: all or nothing
+            for m in inputs:
+                c = self._customer(m["ownerId"])
+                assert c is not None
+                c.metafields[(m["namespace"], m["key"])] = (m["type"], m["value"])
+            self.writes.append("RfmMetafieldsSet")
+        saved = None if errors else [{"namespace": m["namespace"], "key": m["key"]} for m in inputs]
+        return {"metafieldsSet": {"metafields": saved, "userErrors": errors}}, MUTATION_COST
+
+    def _metafields_delete(self, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        deleted: list[dict[str, Any] | None] = []
+        for m in variables["metafields"]:
+            c = self._customer(m["ownerId"])
+            gone = c.metafields.pop((m["namespace"], m["key"]), None) if c else None
+            deleted.append(dict(m) if gone else None)
+        self.writes.append("RfmMetafieldsDelete")
+        return {"metafieldsDelete": {"deletedMetafields": deleted, "userErrors": []}}, MUTATION_COST
+
+    def _tags(self, root: str, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        c = self._customer(variables["id"])
+        if c is None or c.id in self.reject_customers:
+            errors = [{"field": ["id"], "message": "Customer does not exist" if c is None else "Tags are invalid"}]
+            return {root: {"node": None, "userErrors": errors}}, MUTATION_COST
+        tags = [t.strip() for tag in variables["tags"] for t in tag.split(",") if t.strip()]
+        if root == "tagsAdd":
+            c.tags += [t for t in tags if t.lower() not in {x.lower() for x in c.tags}]
+        else:
+            c.tags = [t for t in c.tags if t.lower() not in {x.lower() for x in tags}]
+        self.writes.append("RfmTagsAdd" if root == "tagsAdd" else "RfmTagsRemove")
+        return {root: {"node": {"id": variables["id"]}, "userErrors": []}}, MUTATION_COST
+
+    def _tags_add(self, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        return self._tags("tagsAdd", variables)
+
+    def _tags_remove(self, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        return self._tags("tagsRemove", variables)
 
     def _orders_page(self, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
         first = int(variables["first"])
