@@ -163,6 +163,16 @@ def scoring_input(config: Config, store: Store, as_of: date, keys: set[str] | No
     return orders.aggregate(store, end, window_start, keys, windows=extra)
 
 
+def shared_email_warning(count: int) -> str:
+    """The run's warning when customers share an email address under ``merge_by = "customer_id"``."""
+    return (
+        f"{count:,} email address{'es' if count != 1 else ''} belong{'' if count != 1 else 's'} to more than one "
+        "customer (an account and a guest's orders, say): a destination that matches profiles by email "
+        '(Klaviyo, Mailchimp) keeps whichever of them changed last; [identity] merge_by = "email" makes them '
+        "one customer (the Shopify write-back then skips them: it needs customer ids)"
+    )
+
+
 def customer_key(order: Order, merge_by: str) -> str:
     if merge_by == "email" and order.email:
         email = order.email.strip().lower()
@@ -351,6 +361,12 @@ class Pipeline:
                 )
         previous = state.previous_scores(self.store) if rfm.hysteresis else None
         result = engine.score_customers(aggregates, as_of, rfm, zone=zone, cut_points=frozen, previous=previous)
+        if (
+            keys is None
+            and self.config.identity.merge_by == "customer_id"
+            and (shared := orders.shared_emails(self.store))
+        ):
+            result.warnings.append(shared_email_warning(shared))
         computed = frozen is None and quantiles and keys is None  # fresh cut points over the whole shop
         result.new_calibration = computed and count is not None and freezable(count, rfm)
         result.calibrated_on = as_of if computed else calibrated_on

@@ -312,6 +312,7 @@ def test_backtest_days_reach_the_day_before_the_first_run():
     assert backtest.days_to_score(date(2026, 1, 1), date(2026, 1, 1), 7) == []
 
 
+@pytest.mark.slow  # runs the demo
 def test_outcomes_and_backtest_commands(tmp_path):
     runner = CliRunner()
     folder = tmp_path / "demo"

@@ -147,6 +147,15 @@ def aggregate(
     return _typed_aggregates(pd.DataFrame(rows, columns=columns))
 
 
+def shared_emails(store: Store) -> int:
+    """How many email addresses more than one customer key holds (an account and a guest's orders, say)."""
+    c = customers.c
+    email = sa.func.lower(sa.func.trim(c.email))
+    shared = sa.select(email).where(c.email.is_not(None)).group_by(email).having(sa.func.count() > 1).subquery()
+    with store.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(shared)).scalar() or 0)
+
+
 def stored_keys(store: Store, ids: list[tuple[str, str]]) -> set[str]:
     """The customer keys these orders ((source, order_id)) are stored under now: before an order is
     written again, the customer it may be leaving (a reassigned or merged customer's order)."""
