@@ -59,13 +59,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol, TypedDict
+from typing import Any, Generic, Protocol, TypedDict, TypeVar, Unpack
 
 import requests
 import urllib3.exceptions
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 
-from .base import FatalError, RetryableError
+from .base import ConnectorContext, ConnectorSettings, FatalError, RetryableError
 
 log = logging.getLogger(__name__)
 
@@ -392,6 +392,31 @@ class Plumbing:
 
     def rate_limiter(self, limits: list[tuple[int, float]]) -> RateLimiter:
         return RateLimiter(limits, clock=self.clock, sleep=self.sleep)
+
+
+Settings = TypeVar("Settings", bound=ConnectorSettings)
+
+
+class HttpConnector(Generic[Settings]):
+    """What every connector on HTTP starts with: its settings and name, the context it was built with
+    (secrets, dry run, time zone) and its :class:`Plumbing`. A base class for this wiring only — each
+    connector's behaviour is its own, and its client and limiters are built from the plumbing."""
+
+    def __init__(self, settings: Settings, context: ConnectorContext, **plumbing: Unpack[PlumbingArgs]):
+        self.settings = settings
+        self.name = settings.name
+        self._context = context
+        self.plumbing = Plumbing(self.name, **plumbing)
+
+    def secret(self, name: str) -> str:
+        """The value of the secret ``name`` (which a settings key names), for this connector's requests."""
+        return self._context.reveal_secret(name, self.name)
+
+    def client_secret(self, name: str) -> str:
+        """:meth:`secret`, as the client is built on first use: a dry run is refused here, before any
+        secret is read (the config loads without reading one)."""
+        self._context.refuse_dry_run(self.name)
+        return self.secret(name)
 
 
 TOKEN_REJECTED = "the access token was rejected (check the secret named by token_secret)"

@@ -73,7 +73,7 @@ from ..base import (
     RetryableError,
     webhook_json,
 )
-from ..http import TOKEN_REJECTED, Plumbing, PlumbingArgs, refusals_explained
+from ..http import TOKEN_REJECTED, HttpConnector, PlumbingArgs, refusals_explained
 from .parse import format_rfc2822, order_from_json
 
 log = logging.getLogger(__name__)
@@ -181,14 +181,11 @@ def _cap(moment: datetime | None, context: PullContext) -> datetime | None:
     return min(moment, context.started_at) if moment else None
 
 
-class BigCommerceSource:
+class BigCommerceSource(HttpConnector[BigCommerceSettings]):
     Settings = BigCommerceSettings
 
     def __init__(self, settings: BigCommerceSettings, context: ConnectorContext, **plumbing: Unpack[PlumbingArgs]):
-        self.settings = settings
-        self.name = settings.name
-        self._context = context
-        self.plumbing = Plumbing(self.name, **plumbing)
+        super().__init__(settings, context, **plumbing)
         self.quota = QuotaLimiter(clock=self.plumbing.clock, sleep=self.plumbing.sleep)
         self.client = self.plumbing.client(
             settings.base_url,
@@ -216,9 +213,7 @@ class BigCommerceSource:
 
     def _authorise(self) -> None:
         """Put the access token on the session (once); a missing secret is a fatal, clear error."""
-        self.client.authorise(
-            "X-Auth-Token", lambda: self._context.reveal_secret(self.settings.token_secret, self.name)
-        )
+        self.client.authorise("X-Auth-Token", lambda: self.secret(self.settings.token_secret))
 
     def _get(self, path: str, prepare: Callable[[], dict[str, Any]] | None = None) -> requests.Response:
         self._authorise()
@@ -345,7 +340,7 @@ class BigCommerceSource:
         given = next((v for k, v in headers.items() if k.lower() == wanted), None)
         if not given:
             return False
-        expected = self._context.reveal_secret(self.settings.webhook_secret, self.name)
+        expected = self.secret(self.settings.webhook_secret)
         return hmac.compare_digest(expected.encode(), given.strip().encode())
 
     def orders_from_webhook(self, topic: str, headers: Mapping[str, str], body: bytes) -> list[Order]:

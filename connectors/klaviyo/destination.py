@@ -44,7 +44,7 @@ from ..base import (
     RecordError,
     RetryableError,
 )
-from ..http import HttpClient, Plumbing, PlumbingArgs
+from ..http import HttpClient, HttpConnector, PlumbingArgs
 from .bodies import (
     REVISION,
     NoIdentifier,
@@ -137,15 +137,12 @@ class KlaviyoSettings(ConnectorSettings):
     flows: FlowsConfig = FlowsConfig()
 
 
-class KlaviyoDestination:
+class KlaviyoDestination(HttpConnector[KlaviyoSettings]):
     Settings = KlaviyoSettings
 
     def __init__(self, settings: KlaviyoSettings, context: ConnectorContext, **plumbing: Unpack[PlumbingArgs]):
-        self.settings = settings
-        self.name = settings.name
+        super().__init__(settings, context, **plumbing)
         self.batch_size = settings.batch_size
-        self._context = context
-        self.plumbing = Plumbing(self.name, **plumbing)
         self.limiters = {k: self.plumbing.rate_limiter(v) for k, v in LIMITS.items()}
 
     def __repr__(self) -> str:
@@ -155,8 +152,7 @@ class KlaviyoDestination:
     @functools.cached_property
     def client(self) -> HttpClient:
         # built on first use: the API key is read then (not when the config loads), never for a dry run
-        self._context.refuse_dry_run(self.name)
-        key = self._context.reveal_secret(self.settings.api_key_secret, self.name)
+        key = self.client_secret(self.settings.api_key_secret)
         return self.plumbing.client(
             self.settings.base_url,
             read_timeout_s=self.settings.timeout_s,

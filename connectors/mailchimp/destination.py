@@ -71,7 +71,7 @@ from ..base import (
     RecordError,
     RetryableError,
 )
-from ..http import HttpClient, Plumbing, PlumbingArgs, refusals_explained
+from ..http import HttpClient, HttpConnector, PlumbingArgs, refusals_explained
 from ..klaviyo.bodies import mask_email
 
 log = logging.getLogger(__name__)
@@ -147,15 +147,12 @@ class MailchimpSettings(ConnectorSettings):
         return self
 
 
-class MailchimpDestination:
+class MailchimpDestination(HttpConnector[MailchimpSettings]):
     Settings = MailchimpSettings
 
     def __init__(self, settings: MailchimpSettings, context: ConnectorContext, **plumbing: Unpack[PlumbingArgs]):
-        self.settings = settings
-        self.name = settings.name
+        super().__init__(settings, context, **plumbing)
         self.batch_size = settings.batch_size
-        self._context = context
-        self.plumbing = Plumbing(self.name, **plumbing)
         # Mailchimp limits simultaneous connections (10), not a rate; one connection, a polite pace
         self.limiter = self.plumbing.rate_limiter([(10, 1.0)])
         self._fields_ready = False
@@ -168,8 +165,7 @@ class MailchimpDestination:
     @functools.cached_property
     def client(self) -> HttpClient:
         # built on first use: the key is read then (not when the config loads), never for a dry run
-        self._context.refuse_dry_run(self.name)
-        key = self._context.reveal_secret(self.settings.api_key_secret, self.name)
+        key = self.client_secret(self.settings.api_key_secret)
         base_url = self.settings.base_url
         if not base_url:
             dc = self.settings.data_center or data_center(key)

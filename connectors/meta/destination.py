@@ -64,7 +64,7 @@ from ..base import (
     RetryableError,
     chunked,
 )
-from ..http import HttpClient, Plumbing, PlumbingArgs, RetryPolicy
+from ..http import HttpClient, HttpConnector, PlumbingArgs, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -255,15 +255,12 @@ class Op:
     row: tuple[str, str]  # hashed (email, phone); "" where unknown
 
 
-class MetaAudiencesDestination:
+class MetaAudiencesDestination(HttpConnector[MetaAudiencesSettings]):
     Settings = MetaAudiencesSettings
 
     def __init__(self, settings: MetaAudiencesSettings, context: ConnectorContext, **plumbing: Unpack[PlumbingArgs]):
-        self.settings = settings
-        self.name = settings.name
+        super().__init__(settings, context, **plumbing)
         self.batch_size = settings.batch_size
-        self._context = context
-        self.plumbing = Plumbing(self.name, **plumbing)
         # Meta's audience limits are per ad account and opaque; stay well under a few calls per second.
         self.limiter = self.plumbing.rate_limiter([(5, 1.0), (200, 60.0)])
         self._proof: str | None = None  # appsecret_proof, when the app requires it
@@ -278,9 +275,9 @@ class MetaAudiencesDestination:
         # built on first use: the token is read then (not when the config loads), never for a dry run
         self._context.refuse_dry_run(self.name)
         self._check_version(date.today())
-        token = self._context.reveal_secret(self.settings.access_token_secret, self.name)
+        token = self.secret(self.settings.access_token_secret)
         if self.settings.app_secret_secret:
-            app_secret = self._context.reveal_secret(self.settings.app_secret_secret, self.name)
+            app_secret = self.secret(self.settings.app_secret_secret)
             self._proof = appsecret_proof(app_secret, token)
         return self.plumbing.client(
             self.settings.base_url,

@@ -20,13 +20,24 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import requests
+from pydantic import AfterValidator, Field
 
 from .. import validate
 from ..base import FatalError, RetryableError
 from ..http import TOKEN_REJECTED, HttpClient, refusals_explained
+
+
+def shop_domain(value: str) -> str:
+    """A shop as configured ("my-shop", "https://my-shop.myshopify.com/") as its domain."""
+    value = value.strip().lower().removeprefix("https://").rstrip("/")
+    return value if "." in value else f"{value}.myshopify.com"
+
+
+# the ``shop`` key of every Shopify connector's settings: "my-shop" or "my-shop.myshopify.com"
+ShopDomain = Annotated[str, Field(min_length=1), AfterValidator(shop_domain)]
 
 log = logging.getLogger(__name__)
 

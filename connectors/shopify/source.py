@@ -42,7 +42,7 @@ from collections.abc import Generator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Unpack
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from .. import validate
 from ..base import (
@@ -56,9 +56,9 @@ from ..base import (
     RecordError,
     webhook_json,
 )
-from ..http import Plumbing, PlumbingArgs
+from ..http import HttpConnector, PlumbingArgs
 from .bulk import BulkExport, BulkGone
-from .graphql import CostBucket, PageSize, ShopifyGraphQL
+from .graphql import CostBucket, PageSize, ShopDomain, ShopifyGraphQL
 from .parse import numeric_id, order_from_node, order_from_rest, order_gid, parse_time
 from .queries import ACCESS_SCOPES, API_VERSION, MAX_PAGE_SIZE, ORDER_BY_ID, ORDERS_PAGE, updated_since
 
@@ -70,7 +70,7 @@ ORDER_TOPICS = {"orders/create", "orders/updated", "orders/cancelled", "orders/p
 
 class ShopifySettings(ConnectorSettings):
     type: str = "shopify"
-    shop: str = Field(..., min_length=1)  # "my-shop" or "my-shop.myshopify.com"
+    shop: ShopDomain
     token_secret: str = Field(..., min_length=1)  # names the secret holding the Admin API access token
     base_url: str | None = None  # default https://<shop>.myshopify.com (fakes, proxies)
     webhook_secret: str | None = None  # names the secret the app signs webhooks with
@@ -82,12 +82,6 @@ class ShopifySettings(ConnectorSettings):
     allow_partial_history: bool = False
     non_purchase_financial_statuses: list[str] = ["VOIDED", "EXPIRED"]
     timeout_seconds: float = Field(60.0, gt=0)
-
-    @field_validator("shop")
-    @classmethod
-    def _shop_domain(cls, v: str) -> str:
-        v = v.strip().lower().removeprefix("https://").rstrip("/")
-        return v if "." in v else f"{v}.myshopify.com"
 
 
 def dump_cursor(since: datetime | None, bulk: str | None = None) -> str:
@@ -104,14 +98,11 @@ def load_cursor(text: str | None) -> tuple[datetime | None, str | None]:
         raise FatalError(f"stored cursor {text[:80]!r} is not a Shopify cursor; reset it") from None
 
 
-class ShopifySource:
+class ShopifySource(HttpConnector[ShopifySettings]):
     Settings = ShopifySettings
 
     def __init__(self, settings: ShopifySettings, context: ConnectorContext, **plumbing: Unpack[PlumbingArgs]):
-        self.settings = settings
-        self.name = settings.name
-        self._context = context
-        self.plumbing = Plumbing(self.name, **plumbing)
+        super().__init__(settings, context, **plumbing)
         self.client = self.plumbing.client(
             settings.base_url or f"https://{settings.shop}",
             read_timeout_s=settings.timeout_seconds,
@@ -147,9 +138,7 @@ class ShopifySource:
 
     def _authorise(self) -> None:
         """Put the access token on the session (once); a missing secret is a fatal, clear error."""
-        self.client.authorise(
-            "X-Shopify-Access-Token", lambda: self._context.reveal_secret(self.settings.token_secret, self.name)
-        )
+        self.client.authorise("X-Shopify-Access-Token", lambda: self.secret(self.settings.token_secret))
 
     def check_access(self) -> None:
         """Fail (or warn) when the token cannot see orders older than 60 days."""
@@ -281,7 +270,7 @@ class ShopifySource:
         given = _header(headers, "X-Shopify-Hmac-Sha256")
         if not given:
             return False
-        key = self._context.reveal_secret(self.settings.webhook_secret, self.name).encode()
+        key = self.secret(self.settings.webhook_secret).encode()
         expected = base64.b64encode(hmac.new(key, body, hashlib.sha256).digest())
         return hmac.compare_digest(expected, given.strip().encode())
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Unpack
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..base import (
     ConnectorContext,
@@ -57,8 +57,8 @@ from ..base import (
     RetryableError,
     chunked,
 )
-from ..http import HttpClient, Plumbing, PlumbingArgs
-from .graphql import CostBucket, ShopifyGraphQL
+from ..http import HttpClient, HttpConnector, PlumbingArgs
+from .graphql import CostBucket, ShopDomain, ShopifyGraphQL
 from .queries import (
     ACCESS_SCOPES,
     API_VERSION,
@@ -108,7 +108,7 @@ def default_metafields() -> list[MetafieldMapping]:
 
 class ShopifyWritebackSettings(ConnectorSettings):
     type: str = "shopify"
-    shop: str = Field(..., min_length=1)  # "my-shop" or "my-shop.myshopify.com"
+    shop: ShopDomain
     token_secret: str = Field(..., min_length=1)  # names the secret holding the Admin API access token
     base_url: str | None = None  # default https://<shop>.myshopify.com (fakes, proxies)
     namespace: str = Field("rfm", pattern=r"^[A-Za-z0-9_-]{3,255}$")
@@ -118,12 +118,6 @@ class ShopifyWritebackSettings(ConnectorSettings):
     group_property: str = "Current RFM group"  # the property whose value the tag carries
     batch_size: int = Field(50, ge=1, le=MAX_NODES_PER_READ)
     timeout_seconds: float = Field(60.0, gt=0)
-
-    @field_validator("shop")
-    @classmethod
-    def _shop_domain(cls, v: str) -> str:
-        v = v.strip().lower().removeprefix("https://").rstrip("/")
-        return v if "." in v else f"{v}.myshopify.com"
 
     @model_validator(mode="after")
     def _one_property_per_metafield(self) -> ShopifyWritebackSettings:
@@ -181,15 +175,12 @@ class Plan:
         return not (self.set or self.delete or self.remove_tags or self.add_tags)
 
 
-class ShopifyWriteback:
+class ShopifyWriteback(HttpConnector[ShopifyWritebackSettings]):
     Settings = ShopifyWritebackSettings
 
     def __init__(self, settings: ShopifyWritebackSettings, context: ConnectorContext, **plumbing: Unpack[PlumbingArgs]):
-        self.settings = settings
-        self.name = settings.name
+        super().__init__(settings, context, **plumbing)
         self.batch_size = settings.batch_size
-        self._context = context
-        self.plumbing = Plumbing(self.name, **plumbing)
         self.bucket = CostBucket(clock=self.plumbing.clock, sleep=self.plumbing.sleep)
         self.writes = 0  # mutations sent (for tests and metrics)
 
@@ -217,9 +208,7 @@ class ShopifyWriteback:
         )
 
     def _authorise(self) -> ShopifyGraphQL:
-        self.client.authorise(
-            "X-Shopify-Access-Token", lambda: self._context.reveal_secret(self.settings.token_secret, self.name)
-        )
+        self.client.authorise("X-Shopify-Access-Token", lambda: self.secret(self.settings.token_secret))
         return self.gql
 
     def close(self) -> None:
