@@ -51,6 +51,13 @@ def days_to_score(since: date, before: date, every: int) -> list[date]:
     return out
 
 
+def limit(config: Config, store: Store) -> tuple[date, date | None]:
+    """The day a back-test stops before — the first recorded run's, else tomorrow in the shop's time
+    zone — and that first recorded day (None: no run yet)."""
+    first = history.first_recorded_day(store, config.rfm.scheme)
+    return first or config.today() + timedelta(days=1), first
+
+
 def run_backtest(
     config: Config,
     store: Store,
@@ -66,9 +73,8 @@ def run_backtest(
     import pandas as pd
 
     rfm = config.rfm
-    first = history.first_recorded_day(store, rfm.scheme)
-    limit = min(d for d in (first, before, config.today() + timedelta(days=1)) if d is not None)
-    days = days_to_score(since, limit, every)
+    end, _ = limit(config, store)
+    days = days_to_score(since, min(end, before) if before is not None else end, every)
     groups = pd.Series(dtype=object)
     scores = None
     moves: list[tuple[date, pd.DataFrame]] = []

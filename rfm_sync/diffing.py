@@ -101,7 +101,8 @@ def iso_utc(moment: Any) -> str | None:
 
 
 def properties_json(frame: pd.DataFrame, names: Any, label_props: dict[str, str]) -> pa.Array:
-    """The property snapshot of every row: group, previous, changed_at, scores, metrics, labels."""
+    """The property snapshot of every row: group, previous, changed_at, scores, metrics, the hold-out
+    flag (column ``held_out``, with ``holdout_percent``), labels."""
     n = len(frame)
     fields = {
         names.current_group: _arrow(map_unique(frame["rfm_group"], _json_or_null)),
@@ -116,11 +117,8 @@ def properties_json(frame: pd.DataFrame, names: Any, label_props: dict[str, str]
         fields[names.recency_days] = ints(frame["recency_days"])
         fields[names.orders] = ints(frame["frequency"])
         fields[names.spend] = money(frame["monetary_e4"])
-    if names.holdout_percent > 0:
-        flags = held_out_flags(
-            frame["customer_key"], frame["previous_group"], frame["rfm_group"], names.holdout_percent
-        )
-        fields[names.holdout] = pa.array(np.where(flags, "true", "false"), type=pa.string())
+    if names.holdout_percent > 0:  # the row's hold-out flag (column held_out, see _compute)
+        fields[names.holdout] = pa.array(np.where(frame["held_out"].to_numpy(dtype=bool), "true", "false"))
     for column, prop in label_props.items():
         fields[prop] = _arrow(map_unique(frame[column], _json_or_null))
     return json_object(fields, n)
@@ -218,6 +216,9 @@ def compute(
         frame[col] = scored[col].to_numpy()
     for col in labels.values():
         frame[col] = scored[col].to_numpy()
+    holdout = names.holdout_percent
+    if holdout > 0:  # hashed once: for the property and for the history row of a move (store/history.py)
+        frame["held_out"] = held_out_flags(frame["customer_key"], frame["previous_group"], frame["rfm_group"], holdout)
     props = np.asarray(
         properties_json(frame, names, {labels[d]: label_names[d] for d in labels}).to_pylist(), dtype=object
     )
@@ -250,6 +251,7 @@ def compute(
             "transition": moved[changed] | label_moved,
             "first_assignment": ~known[changed],
             "labels": _text(label_text[changed]),
+            "held_out": _text(rows["held_out"]) if holdout > 0 else None,
         }
     )
     in_scores = set(keys)
@@ -271,6 +273,11 @@ def compute(
                         "transition": True,
                         "first_assignment": False,
                         "labels": None,
+                        "held_out": (
+                            held_out_flags(gone, st.loc[gone, "current_group"], [None] * len(gone), holdout)
+                            if holdout > 0
+                            else None
+                        ),
                     }
                 ),
             ],

@@ -140,10 +140,9 @@ def compute(config: Config, store: Store, only: Moves = Moves(), horizons: tuple
         )
         parts.append(_summarise(found, later, horizon))
     result.table = pd.concat(parts, ignore_index=True)[COLUMNS]
-    order = {name: i for i, name in enumerate(names)}
     result.table = result.table.sort_values(
         ["from_group", "to_group", "arm", "horizon_days"],
-        key=lambda col: col.map(order) if col.name in ("from_group", "to_group") else col,
+        key=lambda col: col.map(rank) if col.name in ("from_group", "to_group") else col,
         kind="stable",
     ).reset_index(drop=True)
     return result

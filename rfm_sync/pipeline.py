@@ -379,8 +379,8 @@ class Pipeline:
     ) -> None:
         """``only``: the result covers just these customers (the others keep their state).
 
-        Vectorised (:mod:`rfm_sync.diffing`); state, outbox rows, the group changes (:mod:`.store.history`), the run record and a new
-        calibration are written in one transaction."""
+        Vectorised (:mod:`rfm_sync.diffing`); state, outbox rows, the group changes
+        (:mod:`.store.history`), the run record and a new calibration are written in one transaction."""
         now = self.clock()
         rfm = self.config.rfm
         frame = result.frame
@@ -416,15 +416,7 @@ class Pipeline:
             state.write_state(conn, changes.state)
             state.delete_state(conn, changes.gone)
             outbox.enqueue(conn, rows)
-            history.record(
-                conn,
-                out,
-                scheme=rfm.scheme,
-                as_of=report.as_of,
-                changed_at=now,
-                run_id=run_id,
-                holdout_percent=self.config.properties.holdout_percent,
-            )
+            history.record(conn, out, scheme=rfm.scheme, as_of=report.as_of, changed_at=now, run_id=run_id)
             if result.new_calibration:
                 assert result.calibrated_on is not None and result.calibration_population is not None, (
                     "score() sets both with new_calibration"
@@ -673,7 +665,7 @@ class Pipeline:
             run_id=run_id, as_of=as_of, pulled={"webhooks": stored}, read={"webhooks": len(rows.orders)}
         )
         with self._failed_run(report):
-            self._rescore(run_id, report, keys, base)
+            self._rescore(report, keys, base)
         return self._finish_rescore(report, keys, base)
 
     def run_incremental(self, as_of: date | None = None) -> CycleReport:
@@ -694,10 +686,10 @@ class Pipeline:
             started = time.perf_counter()
             self.pull(run_id, report, touched)
             report.durations["pull"] = round(time.perf_counter() - started, 3)
-            self._rescore(run_id, report, touched, base)
+            self._rescore(report, touched, base)
         return self._finish_rescore(report, touched, base)
 
-    def _rescore(self, run_id: int, report: CycleReport, keys: set[str], base: dict[str, Any]) -> None:
+    def _rescore(self, report: CycleReport, keys: set[str], base: dict[str, Any]) -> None:
         """Score, diff and push only ``keys`` as of the report's day, with the cut points of ``base``."""
         started = time.perf_counter()
         result = self.score(report.as_of, keys=keys, cut_points=base["cut_points"])
@@ -705,7 +697,7 @@ class Pipeline:
         result.calibrated_on = date.fromisoformat(calibrated_on) if calibrated_on else None
         result.calibration_population = (base.get("stats") or {}).get("calibration_population")
         result.warnings = []  # eligibility is a property of the whole shop, not of a few customers
-        self.diff(run_id, result, report, only=keys)
+        self.diff(report.run_id, result, report, only=keys)
         report.durations["score+diff"] = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
         self.push(report)

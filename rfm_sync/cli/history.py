@@ -7,7 +7,6 @@ writer lock like every command that writes.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import click
@@ -193,14 +192,12 @@ def backtest(config_path: str, since: str, every: int, wait: float) -> None:
     with heavy_imports():
         from .. import backtest as reconstruct
         from .. import report
-        from ..store import history
         from ..store.lock import StoreLocked
 
     config, store = load_with_store(config_path)
     start = day(since, "--since")
     assert start is not None, "--since is required"
-    first = history.first_recorded_day(store, config.rfm.scheme)
-    end = first or config.today() + timedelta(days=1)
+    end, first = reconstruct.limit(config, store)
     if start >= end:
         exit_codes.fail(
             f"--since {start}: nothing to reconstruct, the history "
@@ -215,7 +212,6 @@ def backtest(config_path: str, since: str, every: int, wait: float) -> None:
                 store,
                 since=start,
                 every=every,
-                before=end,
                 progress=lambda done, total: status.update(f"reconstructing: day {done:,} of {total:,}"),
             )
     except StoreLocked as exc:

@@ -41,16 +41,12 @@ def record(
     as_of: date,
     changed_at: datetime,
     run_id: int | None,
-    holdout_percent: float = 0,
 ) -> int:
-    """Append the group changes among ``moves`` (columns customer_key, before, after): the rows whose
-    ``before`` and ``after`` differ, a missing one against a group included. With ``holdout_percent``
-    each row says whether its move is in the hold-out (:func:`rfm_sync.properties.held_out`), else
-    ``held_out`` is None. Returns how many were written (on SQLite one executemany per chunk of plain
-    tuples, as the diff's other writes)."""
+    """Append the group changes among ``moves`` (columns customer_key, before, after, and held_out when
+    there is a hold-out): the rows whose ``before`` and ``after`` differ, a missing one against a group
+    included. Returns how many were written (on SQLite one executemany per chunk of plain tuples, as
+    the diff's other writes)."""
     import pandas as pd
-
-    from ..diffing import held_out_flags
 
     before, after = moves["before"].astype(object), moves["after"].astype(object)
     missing_before, missing_after = before.isna(), after.isna()
@@ -64,17 +60,12 @@ def record(
             "to_group": after[moved].where(~missing_after[moved], None).to_numpy(),
             "changed_at": sqlite_time(changed_at) if is_sqlite(conn) else changed_at,
             "run_id": run_id,
+            "held_out": moves["held_out"].astype(object)[moved].to_numpy() if "held_out" in moves else None,
         },
         dtype=object,
     )
     if frame.empty:
         return 0
-    flags = (
-        held_out_flags(frame["customer_key"], frame["from_group"], frame["to_group"], holdout_percent).tolist()
-        if holdout_percent > 0
-        else None
-    )
-    frame["held_out"] = pd.Series(flags, dtype=object) if flags is not None else None
     # in key order: the index on (scheme, customer_key, as_of) then grows at its end instead of at random
     # places (a first cycle writes a row per customer: about a third faster on SQLite)
     frame = frame.sort_values("customer_key", kind="stable", ignore_index=True)
@@ -104,9 +95,7 @@ def load(store: Store, scheme: str, keys: list[str] | None = None) -> pd.DataFra
         _, rows = plain_rows(conn, query.order_by(c.customer_key, c.as_of, c.id))
     frame = pd.DataFrame(rows, columns=["id", *COLUMNS, "run_id", "held_out"], dtype=object)
     if len(frame):  # a day is SQLite's text or the driver's date; each distinct one converted once
-        frame["as_of"] = map_unique(
-            frame["as_of"], lambda v: v if isinstance(v, date) or v is None else date.fromisoformat(v)
-        )
+        frame["as_of"] = map_unique(frame["as_of"], _as_date)
     return frame
 
 
