@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import requests
-import responses
 
 from connectors.base import ConnectorContext, FatalError, ProfileUpdate, Transition
 from connectors.http import RateLimiter, RetryPolicy
@@ -33,7 +32,16 @@ from connectors.klaviyo.destination import (
     error_summary,
 )
 from rfm_sync.secrets import Secret
-from tests.fakes.klaviyo_fake import API_KEY, BASE_URL, SPEC, FakeClock, FakeKlaviyo, klaviyo_spec, validate_all  # noqa: F401
+from tests.fakes.klaviyo_fake import (  # noqa: F401  (fixtures: klaviyo_spec, fake)
+    API_KEY,
+    BASE_URL,
+    SPEC,
+    FakeClock,
+    FakeKlaviyo,
+    klaviyo_spec,
+    validate_all,
+    validated_fake,
+)
 
 CHANGED = datetime(2026, 11, 20, 8, 30, tzinfo=UTC)
 
@@ -96,17 +104,6 @@ def destination(clock: FakeClock, **overrides) -> KlaviyoDestination:
     return KlaviyoDestination(
         settings, context(), sleep=clock.sleep, clock=clock, policy=RetryPolicy(attempts=6, max_elapsed_s=10_000)
     )
-
-
-@pytest.fixture
-def fake(request):
-    """The fake API; afterwards every request the test sent is validated against the spec (when present)."""
-    spec = request.getfixturevalue("klaviyo_spec") if SPEC.is_file() else None
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        fake = FakeKlaviyo().install(rsps)
-        yield fake
-    if spec is not None and fake.requests:
-        validate_all(spec, fake.requests)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import responses
 from click.testing import CliRunner
 
 from connectors.base import ConnectorContext, FatalError, ProfileUpdate, Transition
@@ -46,6 +45,7 @@ from tests.fakes.klaviyo_fake import (  # noqa: F401
     klaviyo_spec,
     validate_all,
     validate_request,
+    validated_fake,
 )
 
 GROUPS = klaviyo_scheme.GROUP_NAMES
@@ -71,17 +71,6 @@ def dest_for(clock: FakeClock, **settings) -> KlaviyoDestination:
     ctx = ConnectorContext(zone=ZoneInfo("UTC"), base_dir=Path("."), secret=lambda name: Secret(name, API_KEY))
     s = KlaviyoSettings(name="klaviyo", api_key_secret="klaviyo-key", base_url=BASE_URL, **settings)
     return KlaviyoDestination(s, ctx, sleep=clock.sleep, clock=clock, policy=RetryPolicy(attempts=4, max_elapsed_s=600))
-
-
-@pytest.fixture
-def fake(request):
-    """The fake API; afterwards every request the test sent is validated against the spec (when present)."""
-    spec = request.getfixturevalue("klaviyo_spec") if SPEC.is_file() else None
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        fake = FakeKlaviyo().install(rsps)
-        yield fake
-    if spec is not None and fake.requests:
-        validate_all(spec, fake.requests)
 
 
 @pytest.fixture

@@ -340,6 +340,20 @@ def write_orders(path: Path, rows) -> None:
         w.writerows(rows)
 
 
+def cycle_pipeline(tmp_path: Path, **keys) -> Pipeline:
+    """A pipeline over tmp_path's orders.csv into the file sink and a Mailchimp destination (``keys``: its table)."""
+    mc = destination(
+        type="mailchimp", name="mailchimp", api_key_secret="mc-key", audience_id=LIST_ID, base_url=BASE_URL, **keys
+    )
+    (tmp_path / "config.toml").write_text(config_toml("sqlite:///state.sqlite", destinations=[file_sink(), mc]))
+    config = load_config(tmp_path / "config.toml")
+    store = Store.open(config.store.url, config.base_dir)
+    clock = FakeClock()
+    ctx = ConnectorContext(zone=ZoneInfo("UTC"), base_dir=tmp_path, secret=secret)
+    dest = MailchimpDestination(config.destinations[1], ctx, sleep=clock.sleep, clock=clock)
+    return Pipeline(config, store, destinations=[build_destinations(config)[0], dest])
+
+
 @pytest.mark.parametrize("batch_min_members", [1000, 5])
 def test_cycles_write_merge_fields_and_tags_and_an_unchanged_cycle_writes_nothing(tmp_path, fake, batch_min_members):
     rows = [
@@ -356,21 +370,7 @@ def test_cycles_write_merge_fields_and_tags_and_an_unchanged_cycle_writes_nothin
     ]
     write_orders(tmp_path / "orders.csv", rows)
     fake.add_member("c3@example.com", status="unsubscribed")
-    mc = destination(
-        type="mailchimp",
-        name="mailchimp",
-        api_key_secret="mc-key",
-        audience_id=LIST_ID,
-        base_url=BASE_URL,
-        batch_min_members=batch_min_members,
-    )
-    (tmp_path / "config.toml").write_text(config_toml("sqlite:///state.sqlite", destinations=[file_sink(), mc]))
-    config = load_config(tmp_path / "config.toml")
-    store = Store.open(config.store.url, config.base_dir)
-    clock = FakeClock()
-    ctx = ConnectorContext(zone=ZoneInfo("UTC"), base_dir=tmp_path, secret=secret)
-    dest = MailchimpDestination(config.destinations[1], ctx, sleep=clock.sleep, clock=clock)
-    pipeline = Pipeline(config, store, destinations=[build_destinations(config)[0], dest])
+    pipeline = cycle_pipeline(tmp_path, batch_min_members=batch_min_members)
 
     first = pipeline.run_cycle(AS_OF)
     assert not first.errors and first.pushed["mailchimp"] == 19 and first.skipped == {"mailchimp": 1}
@@ -392,14 +392,14 @@ def test_cycles_write_merge_fields_and_tags_and_an_unchanged_cycle_writes_nothin
         ["n2", "c01", "c1@example.com", day(1), "900.00", "paid"],
     ]
     write_orders(tmp_path / "orders.csv", rows)
-    second = Pipeline(config, store, destinations=pipeline.destinations).run_cycle(AS_OF)
+    second = Pipeline(pipeline.config, pipeline.store, destinations=pipeline.destinations).run_cycle(AS_OF)
     after = read_state(tmp_path / "profiles.jsonl")["c01"]["Current RFM group"]
     assert not second.errors and after != before
     assert fake.tags("c1@example.com") == {f"rfm:{after}"}
     assert fake.member("c1@example.com")["merge_fields"]["RFM_PREV"] == before
 
     writes = fake.writes
-    third = Pipeline(config, store, destinations=pipeline.destinations).run_cycle(AS_OF)
+    third = Pipeline(pipeline.config, pipeline.store, destinations=pipeline.destinations).run_cycle(AS_OF)
     assert third.changed == 0 and third.pushed["mailchimp"] == 0 and fake.writes == writes
 
 
@@ -412,22 +412,8 @@ def test_a_cycle_with_faults_injected_ends_exactly_right(tmp_path, fake, batch_m
     write_orders(tmp_path / "orders.csv", rows)
     for i in (2, 5):
         fake.add_member(f"c{i}@example.com", status="unsubscribed", tags=["rfm:Old", "VIP"])
-    mc = destination(
-        type="mailchimp",
-        name="mailchimp",
-        api_key_secret="mc-key",
-        audience_id=LIST_ID,
-        base_url=BASE_URL,
-        batch_min_members=batch_min_members,
-        poll_interval_s=1.0,
-    )
-    (tmp_path / "config.toml").write_text(config_toml("sqlite:///state.sqlite", destinations=[file_sink(), mc]))
-    config = load_config(tmp_path / "config.toml")
-    store = Store.open(config.store.url, config.base_dir)
-    clock = FakeClock()
-    ctx = ConnectorContext(zone=ZoneInfo("UTC"), base_dir=tmp_path, secret=secret)
-    dest = MailchimpDestination(config.destinations[1], ctx, sleep=clock.sleep, clock=clock)
-    sink = build_destinations(config)[0]
+    pipeline = cycle_pipeline(tmp_path, batch_min_members=batch_min_members, poll_interval_s=1.0)
+    config, store, (sink, dest) = pipeline.config, pipeline.store, pipeline.destinations
     fake.failure_rate = 0.3
     for _ in range(6):  # a fault past the retries would end that push; the next cycle goes on
         report = Pipeline(config, store, destinations=[sink, dest]).run_cycle(AS_OF)

@@ -636,6 +636,18 @@ def klaviyo_spec():
     return _load_spec()
 
 
+@pytest.fixture(name="fake")
+def validated_fake(request):
+    """The fake API as the ``fake`` fixture; afterwards every request the test sent is validated against
+    the spec (when present). Test modules import it, as :func:`klaviyo_spec`."""
+    spec = request.getfixturevalue("klaviyo_spec") if SPEC.is_file() else None
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        fake = FakeKlaviyo().install(rsps)
+        yield fake
+    if spec is not None and fake.requests:
+        validate_all(spec, fake.requests)
+
+
 def validate_request(spec: Any, method: str, url: str, headers: dict[str, str], body: bytes | None) -> None:
     """Raise openapi-core's error if this request (path, query, headers, body) breaks the spec."""
     from openapi_core.contrib.requests import RequestsOpenAPIRequest
