@@ -190,7 +190,7 @@ class Summary:
     samples: dict[str, list[dict[str, Any]]]
     periods: dict[str, dict[tuple[str | None, str | None], int]] = field(default_factory=dict)
     period_runs: dict[str, int] = field(default_factory=dict)  # how many runs recorded each period's moves
-    outcomes: Any = None  # rfm_sync.outcomes.Outcomes: what followed each move (from the group history)
+    outcomes: Any = None  # rfm_sync.outcomes.Outcomes, what followed each move: the HTML page's (write_report)
 
     @property
     def scored_runs(self) -> list[RunRecord]:
@@ -370,9 +370,6 @@ def gather(config: Any, store: Store, *, since: date | None = None, sample_size:
         samples=samples(store, order, sample_size),
     )
     summary.periods, summary.period_runs = period_moves(scored, since)
-    from . import outcomes
-
-    summary.outcomes = outcomes.compute(config, store)
     return summary
 
 

@@ -700,5 +700,10 @@ def write(summary: Summary, path: Path, *, currency: str = "") -> Path:
 
 
 def write_report(config: Any, store: Any, path: Path, since: date | None = None) -> Path:
-    """The HTML report of this store at ``path`` (``rfm-sync report --html`` and the demo)."""
-    return write(gather(config, store, since=since), path, currency=config.shop.currency or "")
+    """The HTML report of this store at ``path`` (``rfm-sync report --html`` and the demo), with what
+    followed each move (read from the group history only here: the terminal report does not show it)."""
+    from . import outcomes
+
+    summary = gather(config, store, since=since)
+    summary.outcomes = outcomes.compute(config, store)
+    return write(summary, path, currency=config.shop.currency or "")
